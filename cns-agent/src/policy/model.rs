@@ -1,0 +1,177 @@
+//! The policy model: what the compiler takes (a [`Snapshot`] of k8s-openapi objects and the
+//! [`NodeContext`]) and what it gives ([`Desired`]), in domain terms and host byte order.
+//! `crate::encode` turns a `Desired` into the `cns-common` map keys; nothing here knows
+//! about BPF.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+};
+
+use ipnetwork::Ipv4Network;
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod},
+    networking::v1::NetworkPolicy,
+};
+use serde::Serialize;
+
+pub type Labels = BTreeMap<String, String>;
+
+/// A namespaced object's name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A consistent view of the cluster (from Kubernetes or from a manifests directory): the
+/// compiler's only input besides the node. Objects are already validated
+/// (`policy::validate`); namespaces carry the `kubernetes.io/metadata.name` label.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// By name.
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub pods: BTreeMap<ObjectRef, Pod>,
+    pub policies: BTreeMap<ObjectRef, NetworkPolicy>,
+}
+
+/// The node the policies are enforced on.
+#[derive(Clone, Debug, Default)]
+pub struct NodeContext {
+    /// Pods whose `spec.nodeName` equals this are local endpoints.
+    pub node_name: String,
+    /// Every IPv4 address of the node's own interfaces (identity "host").
+    pub node_ips: BTreeSet<Ipv4Addr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => cns_common::PROTO_TCP,
+            Protocol::Udp => cns_common::PROTO_UDP,
+            Protocol::Sctp => cns_common::PROTO_SCTP,
+        }
+    }
+}
+
+/// Inclusive port range, host order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+/// What traffic a rule entry admits, on top of its peer: every protocol and port
+/// (`proto: None`), every port of one protocol (`ports: None`), or a port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PortMatch {
+    pub proto: Option<Protocol>,
+    pub ports: Option<PortRange>,
+}
+
+/// Labels that make an identity: pods with equal namespace and labels share one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct IdentityKey {
+    pub namespace: String,
+    pub labels: Labels,
+}
+
+/// Numeric ids that must stay stable from one compile to the next (conntrack entries,
+/// counters and map keys refer to them). Passed back into the next compile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allocations {
+    /// At or above `cns_common::NS_FIRST`.
+    pub namespaces: BTreeMap<String, u16>,
+    /// At or above `cns_common::IDENTITY_FIRST_POD`.
+    pub identities: BTreeMap<IdentityKey, u32>,
+    /// Local endpoints, from 1.
+    pub endpoints: BTreeMap<ObjectRef, u32>,
+    /// Policies, from 1 (0 is never used).
+    pub policies: BTreeMap<ObjectRef, u32>,
+}
+
+/// What the IP cache says about an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RemoteInfo {
+    pub identity: u32,
+    pub ns_id: u16,
+}
+
+/// A pod on this node that gets programs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LocalEndpoint {
+    pub ep_id: u32,
+    pub ip: Ipv4Addr,
+    pub identity: u32,
+    pub ns_id: u16,
+    pub ingress_isolated: bool,
+    pub egress_isolated: bool,
+    /// From the namespace annotation `cns.io/policy-audit-mode` ("true"/"false"); `None`
+    /// follows the agent's global mode.
+    pub audit_override: Option<bool>,
+}
+
+/// One "allow" entry: endpoint `ep_id` admits, in `dir`, traffic with remote `identity`
+/// (a pod identity, or an ipBlock-set identity from `Desired::cidrs`) matching `ports`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RuleKey {
+    pub ep_id: u32,
+    pub dir: Direction,
+    pub identity: u32,
+    pub ports: PortMatch,
+}
+
+/// Per endpoint and direction, a prefix of the address space whose addresses all fall in the
+/// same set of ipBlocks (longest prefix wins in the kernel's LPM trie).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct CidrKey {
+    pub ep_id: u32,
+    pub dir: Direction,
+    pub net: Ipv4Network,
+}
+
+/// The full desired content of the datapath for one node. Deterministic for a given input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub allocations: Allocations,
+    /// Every pod IP in the cluster, and every node address (identity host).
+    pub ipcache: BTreeMap<Ipv4Addr, RemoteInfo>,
+    /// Pods of this node.
+    pub endpoints: BTreeMap<ObjectRef, LocalEndpoint>,
+    /// Value: an identity at or above `cns_common::IDENTITY_CIDR_BASE`.
+    pub cidrs: BTreeMap<CidrKey, u32>,
+    /// Value: the policy id (see `Allocations::policies`) of one policy allowing it.
+    pub rules: BTreeMap<RuleKey, u32>,
+}

@@ -1,0 +1,64 @@
+//! Map layouts shared by the cns kernel programs (`cns-ebpf`) and the agent (`cns-agent`).
+//!
+//! Start here to learn what the datapath knows: every map the programs use has its name,
+//! key, value and capacity in this crate, written once. Keys and values are `#[repr(C)]`
+//! with explicit padding (bytemuck's derives prove there is none hidden) and integer flags.
+//!
+//! Byte order: IPv4 addresses are stored as the packet carries them (network order, read
+//! as a native `u32` with `u32::from_ne_bytes(octets)`); ports in keys are network order
+//! too. LPM trie keys are compared bit by bit from the first byte, so every field of an LPM
+//! key is big-endian. The agent's `encode` module is the one place that builds these keys.
+#![no_std]
+
+pub mod maps;
+
+/// Direction of traffic, seen from the local pod (endpoint).
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+/// Verdicts, as counted and reported.
+pub const VERDICT_FORWARDED: u8 = 0;
+pub const VERDICT_DROPPED: u8 = 1;
+/// A would-be drop that passed because the endpoint is in audit mode.
+pub const VERDICT_AUDIT: u8 = 2;
+
+/// Why a verdict was reached (in events and conntrack entries).
+pub const REASON_POLICY_ALLOWED: u8 = 0;
+pub const REASON_POLICY_DENIED: u8 = 1;
+pub const REASON_NOT_ISOLATED: u8 = 2;
+pub const REASON_FROM_HOST: u8 = 3;
+pub const REASON_ESTABLISHED: u8 = 4;
+pub const REASON_REPLY: u8 = 5;
+/// IPv6 to or from an isolated endpoint: not supported yet, so never allowed.
+pub const REASON_IPV6_UNSUPPORTED: u8 = 6;
+/// A truncated or malformed IPv4 packet of an isolated endpoint.
+pub const REASON_MALFORMED: u8 = 7;
+/// A non-first IPv4 fragment (no ports to check) of an isolated endpoint.
+pub const REASON_FRAGMENT: u8 = 8;
+/// A packet claiming a source address that is not its endpoint's (anti-spoofing).
+pub const REASON_SPOOFED: u8 = 9;
+
+/// Reserved identities. Pod identities (namespace + labels) start at [`IDENTITY_FIRST_POD`].
+pub const IDENTITY_UNKNOWN: u32 = 0;
+/// Any address of the node itself.
+pub const IDENTITY_HOST: u32 = 1;
+/// Anything outside the cluster (not in the IP cache).
+pub const IDENTITY_WORLD: u32 = 2;
+pub const IDENTITY_FIRST_POD: u32 = 256;
+/// Identities of "the set of ipBlocks this address falls in", local to one endpoint and
+/// direction, found in [`maps::CIDRS`]; they never collide with pod identities.
+pub const IDENTITY_CIDR_BASE: u32 = 0x8000_0000;
+
+/// Reserved namespace ids for the counters. Real namespaces start at [`NS_FIRST`].
+pub const NS_UNKNOWN: u16 = 0;
+pub const NS_HOST: u16 = 1;
+pub const NS_WORLD: u16 = 2;
+pub const NS_FIRST: u16 = 16;
+
+/// Protocol numbers used in keys. A policy key with protocol [`PROTO_ANY`] and prefix
+/// [`maps::POLICY_PREFIX_ANY_PROTO`] matches every protocol and port.
+pub const PROTO_ANY: u8 = 0;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_SCTP: u8 = 132;

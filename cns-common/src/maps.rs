@@ -1,0 +1,215 @@
+//! Every map of the datapath: name, capacity, key and value.
+
+#[cfg(feature = "user")]
+use bytemuck::{Pod, Zeroable};
+
+/// Declares a map key/value type: `#[repr(C)]`, `Copy`, bytemuck on the user side, and its
+/// size checked at compile time so both sides agree.
+macro_rules! map_type {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* } = $size:expr) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[cfg_attr(feature = "user", derive(Pod, Zeroable))]
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
+        const _: () = assert!(core::mem::size_of::<$name>() == $size);
+        #[cfg(feature = "user")]
+        // SAFETY: repr(C), no padding (proved by bytemuck's Pod derive), all bit patterns valid.
+        unsafe impl aya::Pod for $name {}
+    };
+}
+
+/// `Array<u32, Config>` with one entry (index 0): the agent's runtime settings.
+pub const CONFIG: &str = "CNS_CONFIG";
+map_type! {
+    pub struct Config {
+        /// 1: audit mode (would-be drops pass with verdict audit); 0: blocking.
+        pub audit_mode: u32,
+        /// Bumped by the agent after every change to the policy maps; conntrack entries
+        /// made under an older revision are re-evaluated against policy.
+        pub revision: u32,
+        /// Events per second each CPU may emit; 0 disables drop/audit events.
+        pub event_rate: u32,
+        /// Events a CPU may emit in a burst.
+        pub event_burst: u32,
+    } = 16
+}
+
+/// `HashMap<u32 ifindex, Endpoint>`: the local pods, by the ifindex of their host-side veth.
+pub const ENDPOINTS: &str = "CNS_ENDPOINTS";
+pub const ENDPOINTS_CAPACITY: u32 = 4096;
+map_type! {
+    pub struct Endpoint {
+        /// Endpoint id used in policy and CIDR keys.
+        pub ep_id: u32,
+        /// The pod's IPv4 address (network order).
+        pub ip: u32,
+        pub identity: u32,
+        pub ns_id: u16,
+        /// `EP_*` flags.
+        pub flags: u16,
+    } = 16
+}
+pub const EP_INGRESS_ISOLATED: u16 = 1;
+pub const EP_EGRESS_ISOLATED: u16 = 2;
+/// The endpoint's own audit setting overrides the global one (see `EP_AUDIT_ON`).
+pub const EP_AUDIT_OVERRIDE: u16 = 4;
+pub const EP_AUDIT_ON: u16 = 8;
+
+/// `HashMap<u32 ip, Remote>`: every pod IP of the cluster and every address of the node.
+pub const IPCACHE: &str = "CNS_IPCACHE";
+pub const IPCACHE_CAPACITY: u32 = 65536;
+map_type! {
+    pub struct Remote {
+        pub identity: u32,
+        pub ns_id: u16,
+        pub _pad: u16,
+    } = 8
+}
+
+/// `LpmTrie<CidrKey, u32 identity>`: per endpoint and direction, the ipBlock set an address
+/// falls in, as an identity at or above `IDENTITY_CIDR_BASE`.
+pub const CIDRS: &str = "CNS_CIDRS";
+pub const CIDRS_CAPACITY: u32 = 65536;
+map_type! {
+    pub struct CidrKey {
+        /// Big-endian endpoint id.
+        pub ep_id: [u8; 4],
+        pub dir: u8,
+        pub _pad: [u8; 3],
+        /// Network-order address.
+        pub addr: [u8; 4],
+    } = 12
+}
+/// Bits of a [`CidrKey`] before the address.
+pub const CIDR_PREFIX_BASE: u32 = 64;
+
+/// `LpmTrie<PolicyKey, PolicyValue>`: what each endpoint allows, per direction and remote
+/// identity. Prefix lengths: [`POLICY_PREFIX_ANY_PROTO`] (any protocol and port),
+/// [`POLICY_PREFIX_PROTO`] (one protocol, any port), `POLICY_PREFIX_PROTO + n` (the first n
+/// bits of the port: port ranges become a few prefixes).
+pub const POLICY: &str = "CNS_POLICY";
+pub const POLICY_CAPACITY: u32 = 262_144;
+map_type! {
+    pub struct PolicyKey {
+        /// Big-endian endpoint id.
+        pub ep_id: [u8; 4],
+        /// Big-endian remote identity (a pod identity or an ipBlock set identity).
+        pub identity: [u8; 4],
+        pub dir: u8,
+        pub proto: u8,
+        /// Big-endian port.
+        pub port: [u8; 2],
+    } = 12
+}
+pub const POLICY_PREFIX_ANY_PROTO: u32 = 72;
+pub const POLICY_PREFIX_PROTO: u32 = 80;
+pub const POLICY_PREFIX_FULL: u32 = 96;
+map_type! {
+    pub struct PolicyValue {
+        /// Index of the policy that allows this (the agent maps it back to a name).
+        pub policy_id: u32,
+        pub _pad: u32,
+    } = 8
+}
+
+/// `LruHashMap<CtKey, CtEntry>`: connection tracking. An allowed flow gets two entries: the
+/// original direction (as seen by the endpoint that evaluated it) and the reply direction.
+pub const CONNTRACK: &str = "CNS_CONNTRACK";
+pub const CONNTRACK_CAPACITY: u32 = 131_072;
+map_type! {
+    pub struct CtKey {
+        pub saddr: u32,
+        pub daddr: u32,
+        /// Network-order ports (ICMP: id in sport, 0 in dport).
+        pub sport: u16,
+        pub dport: u16,
+        pub proto: u8,
+        /// Direction of the program that sees packets with this tuple.
+        pub dir: u8,
+        pub _pad: u16,
+    } = 16
+}
+map_type! {
+    pub struct CtEntry {
+        /// `bpf_ktime_get_ns` after which the entry is stale.
+        pub expires_ns: u64,
+        /// `Config::revision` when policy was last evaluated for this flow.
+        pub revision: u32,
+        pub src_identity: u32,
+        pub dst_identity: u32,
+        /// Namespace ids of this tuple's source and destination (for the counters).
+        pub src_ns: u16,
+        pub dst_ns: u16,
+        /// `CT_*` flags.
+        pub flags: u8,
+        /// `VERDICT_FORWARDED` or `VERDICT_AUDIT`.
+        pub verdict: u8,
+        /// TCP flags seen on this tuple (SYN, FIN, RST bits as in the header).
+        pub tcp_flags: u8,
+        pub _pad: u8,
+        pub policy_id: u32,
+    } = 32
+}
+/// The entry is the reply direction of a flow: replies skip policy.
+pub const CT_REPLY: u8 = 1;
+
+/// `PerCpuHashMap<CounterKey, Counter>`: packets and bytes per namespace pair.
+pub const COUNTERS: &str = "CNS_COUNTERS";
+pub const COUNTERS_CAPACITY: u32 = 16384;
+map_type! {
+    pub struct CounterKey {
+        pub src_ns: u16,
+        pub dst_ns: u16,
+        pub dir: u8,
+        pub verdict: u8,
+        pub _pad: u16,
+    } = 8
+}
+map_type! {
+    pub struct Counter {
+        pub packets: u64,
+        pub bytes: u64,
+    } = 16
+}
+
+/// `RingBuf` of [`Event`]s: drops and audits, rate-limited per CPU.
+pub const EVENTS: &str = "CNS_EVENTS";
+pub const EVENTS_BYTES: u32 = 1 << 20;
+map_type! {
+    pub struct Event {
+        pub ts_ns: u64,
+        pub saddr: u32,
+        pub daddr: u32,
+        pub sport: u16,
+        pub dport: u16,
+        pub proto: u8,
+        pub dir: u8,
+        pub verdict: u8,
+        pub reason: u8,
+        pub src_identity: u32,
+        pub dst_identity: u32,
+        pub ifindex: u32,
+        pub ep_id: u32,
+        pub src_ns: u16,
+        pub dst_ns: u16,
+        pub _pad: u32,
+    } = 48
+}
+
+/// `PerCpuArray<u32, RateLimit>` with one entry: the per-CPU event token bucket.
+pub const RATE_LIMIT: &str = "CNS_RATE_LIMIT";
+map_type! {
+    pub struct RateLimit {
+        pub last_ns: u64,
+        pub tokens: u64,
+    } = 16
+}
+
+/// `PerCpuArray<u32, u64>`: datapath statistics, indexed by `STAT_*`.
+pub const STATS: &str = "CNS_STATS";
+pub const STATS_LEN: u32 = 8;
+pub const STAT_EVENTS_SUPPRESSED: u32 = 0;
+pub const STAT_EVENTS_LOST: u32 = 1;
+pub const STAT_COUNTERS_FULL: u32 = 2;
+pub const STAT_CONNTRACK_INSERT_FAILED: u32 = 3;

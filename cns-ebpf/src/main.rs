@@ -1,0 +1,45 @@
+//! cns kernel programs. Start at [`cns_to_pod`] / [`cns_from_pod`]: TC (tcx) programs on the
+//! host side of each local pod's veth. Host-egress (towards the pod) is the pod's ingress,
+//! host-ingress (from the pod) its egress.
+//!
+//! Per packet: parse (`parse`), one conntrack lookup (`conntrack`); an established flow whose
+//! entry is current is counted and passes. Anything else takes the slow path (`policy`):
+//! endpoint, IP cache, policy LPM (at most two lookups: the peer's identity, then the ipBlock
+//! set its address falls in), verdict, conntrack entries, counters, events.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod maps;
+mod parse;
+mod policy;
+mod stats;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use cns_common::{DIR_EGRESS, DIR_INGRESS};
+
+/// Let the next program in the tcx chain (or the stack) have the packet.
+pub const TC_PASS: i32 = -1;
+pub const TC_DROP: i32 = 2;
+
+/// Host-egress on the pod's veth: traffic going into the pod.
+#[classifier]
+pub fn cns_to_pod(ctx: TcContext) -> i32 {
+    policy::handle(&ctx, DIR_INGRESS)
+}
+
+/// Host-ingress on the pod's veth: traffic leaving the pod.
+#[classifier]
+pub fn cns_from_pod(ctx: TcContext) -> i32 {
+    policy::handle(&ctx, DIR_EGRESS)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,34 @@
+//! The map definitions; layouts and capacities live in `cns_common::maps`.
+//! Every map is pinned by name so it outlives the agent (the agent chooses the directory).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use cns_common::maps::{
+    CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, Config, Counter, CounterKey, CtEntry, CtKey,
+    ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, IPCACHE_CAPACITY, POLICY_CAPACITY, CIDRS_CAPACITY,
+    PolicyKey, PolicyValue, RateLimit, Remote, STATS_LEN,
+};
+
+#[map]
+pub static CNS_CONFIG: Array<Config> = Array::pinned(1, 0);
+#[map]
+pub static CNS_ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(ENDPOINTS_CAPACITY, 0);
+#[map]
+pub static CNS_IPCACHE: HashMap<u32, Remote> = HashMap::pinned(IPCACHE_CAPACITY, 0);
+#[map]
+pub static CNS_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::pinned(CIDRS_CAPACITY, 0);
+#[map]
+pub static CNS_POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(POLICY_CAPACITY, 0);
+#[map]
+pub static CNS_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_CAPACITY, 0);
+#[map]
+pub static CNS_COUNTERS: PerCpuHashMap<CounterKey, Counter> =
+    PerCpuHashMap::pinned(COUNTERS_CAPACITY, 0);
+#[map]
+pub static CNS_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+#[map]
+pub static CNS_RATE_LIMIT: PerCpuArray<RateLimit> = PerCpuArray::pinned(1, 0);
+#[map]
+pub static CNS_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STATS_LEN, 0);

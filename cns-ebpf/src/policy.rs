@@ -1,0 +1,258 @@
+//! The verdict for one packet: conntrack fast path, then policy.
+
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use cns_common::{
+    DIR_INGRESS, IDENTITY_HOST, IDENTITY_WORLD, NS_WORLD, REASON_FRAGMENT, REASON_FROM_HOST,
+    REASON_IPV6_UNSUPPORTED, REASON_MALFORMED, REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED,
+    REASON_POLICY_DENIED, REASON_SPOOFED, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
+    maps::{
+        CIDR_PREFIX_BASE, CT_REPLY, CidrKey, Config, CtEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE,
+        EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, Endpoint, Event, POLICY_PREFIX_FULL, PolicyKey,
+        Remote,
+    },
+};
+
+use crate::{
+    TC_DROP, TC_PASS, conntrack,
+    maps::{CNS_CIDRS, CNS_CONFIG, CNS_ENDPOINTS, CNS_IPCACHE, CNS_POLICY},
+    parse::{self, L3, Packet},
+    stats,
+};
+
+/// No configuration means the agent has not initialised the maps: nothing to enforce yet.
+const NO_CONFIG: Config = Config {
+    audit_mode: 1,
+    revision: 0,
+    event_rate: 0,
+    event_burst: 0,
+};
+
+#[inline(always)]
+pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
+    let cfg = CNS_CONFIG.get(0).unwrap_or(&NO_CONFIG);
+    let p = match parse::parse(ctx) {
+        L3::Ipv4(p) => p,
+        L3::Other => return TC_PASS,
+        L3::Ipv6 => return unparsed(ctx, cfg, dir, REASON_IPV6_UNSUPPORTED),
+        L3::Malformed => return unparsed(ctx, cfg, dir, REASON_MALFORMED),
+    };
+    let key = conntrack::key(&p, dir);
+    if let Some(e) = conntrack::lookup(&key, &p) {
+        // SAFETY: a pointer into the map value, valid for this program run.
+        let e = unsafe { &*e };
+        // Replies of an allowed flow skip policy; an audited flow's replies pass only while
+        // its endpoint is still in audit mode. Original-direction packets are re-evaluated
+        // when any map changed since (policy revision).
+        let fast = if e.flags & CT_REPLY != 0 {
+            e.verdict != VERDICT_AUDIT || endpoint_audits(ctx, cfg)
+        } else {
+            e.revision == cfg.revision
+        };
+        if fast {
+            stats::count(e.src_ns, e.dst_ns, dir, e.verdict, ctx.len());
+            return TC_PASS;
+        }
+    }
+    slow_path(ctx, cfg, dir, &p, &key)
+}
+
+#[inline(always)]
+fn endpoint(ctx: &TcContext) -> Option<&'static Endpoint> {
+    // SAFETY: reading a field of the context.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: endpoints are written by the agent only; a torn read at worst yields a stale
+    // verdict that the next revision check corrects.
+    unsafe { CNS_ENDPOINTS.get(&ifindex) }
+}
+
+#[inline(always)]
+fn audits(ep: &Endpoint, cfg: &Config) -> bool {
+    if ep.flags & EP_AUDIT_OVERRIDE != 0 {
+        ep.flags & EP_AUDIT_ON != 0
+    } else {
+        cfg.audit_mode != 0
+    }
+}
+
+#[inline(always)]
+fn endpoint_audits(ctx: &TcContext, cfg: &Config) -> bool {
+    endpoint(ctx).is_some_and(|ep| audits(ep, cfg))
+}
+
+#[inline(always)]
+fn isolated(ep: &Endpoint, dir: u8) -> bool {
+    let flag = if dir == DIR_INGRESS {
+        EP_INGRESS_ISOLATED
+    } else {
+        EP_EGRESS_ISOLATED
+    };
+    ep.flags & flag != 0
+}
+
+/// IPv6 or malformed IPv4: passes only for endpoints not isolated in this direction.
+#[inline(always)]
+fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
+    let Some(ep) = endpoint(ctx) else {
+        return TC_PASS;
+    };
+    let (verdict, action) = if !isolated(ep, dir) {
+        (VERDICT_FORWARDED, TC_PASS)
+    } else if audits(ep, cfg) {
+        (VERDICT_AUDIT, TC_PASS)
+    } else {
+        (VERDICT_DROPPED, TC_DROP) // fail closed
+    };
+    let (src_ns, dst_ns) = if dir == DIR_INGRESS {
+        (NS_WORLD, ep.ns_id)
+    } else {
+        (ep.ns_id, NS_WORLD)
+    };
+    stats::count(src_ns, dst_ns, dir, verdict, ctx.len());
+    if verdict != VERDICT_FORWARDED {
+        let ev = Event {
+            ts_ns: stats::now_ns(),
+            dir,
+            verdict,
+            reason,
+            ifindex: ep_ifindex(ctx),
+            ep_id: ep.ep_id,
+            src_ns,
+            dst_ns,
+            ..Event::default()
+        };
+        stats::event(cfg, &ev);
+    }
+    action
+}
+
+#[inline(always)]
+fn ep_ifindex(ctx: &TcContext) -> u32 {
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+#[inline(always)]
+fn allowed_by(ep: &Endpoint, dir: u8, identity: u32, p: &Packet) -> Option<u32> {
+    let key = Key::new(
+        POLICY_PREFIX_FULL,
+        PolicyKey {
+            ep_id: ep.ep_id.to_be_bytes(),
+            identity: identity.to_be_bytes(),
+            dir,
+            proto: p.proto,
+            port: u16::from_be(p.dport).to_be_bytes(),
+        },
+    );
+    CNS_POLICY.get(&key).map(|v| v.policy_id)
+}
+
+#[inline(always)]
+fn cidr_identity(ep: &Endpoint, dir: u8, addr: u32) -> Option<u32> {
+    let key = Key::new(
+        CIDR_PREFIX_BASE + 32,
+        CidrKey {
+            ep_id: ep.ep_id.to_be_bytes(),
+            dir,
+            _pad: [0; 3],
+            addr: addr.to_ne_bytes(),
+        },
+    );
+    CNS_CIDRS.get(&key).copied()
+}
+
+const UNKNOWN_REMOTE: Remote = Remote {
+    identity: IDENTITY_WORLD,
+    ns_id: NS_WORLD,
+    _pad: 0,
+};
+
+#[inline(always)]
+fn slow_path(
+    ctx: &TcContext,
+    cfg: &Config,
+    dir: u8,
+    p: &Packet,
+    key: &cns_common::maps::CtKey,
+) -> i32 {
+    let Some(ep) = endpoint(ctx) else {
+        // Not a managed endpoint (being set up or torn down): not ours to judge.
+        return TC_PASS;
+    };
+    let (remote_addr, local_addr) = if dir == DIR_INGRESS {
+        (p.saddr, p.daddr)
+    } else {
+        (p.daddr, p.saddr)
+    };
+    // SAFETY: written by the agent only.
+    let remote = unsafe { CNS_IPCACHE.get(&remote_addr) }.unwrap_or(&UNKNOWN_REMOTE);
+
+    let mut policy_id = u32::MAX;
+    let (allowed, reason) = if dir != DIR_INGRESS && local_addr != ep.ip {
+        (false, REASON_SPOOFED)
+    } else if !isolated(ep, dir) {
+        (true, REASON_NOT_ISOLATED)
+    } else if dir == DIR_INGRESS && remote.identity == IDENTITY_HOST {
+        (true, REASON_FROM_HOST)
+    } else if let Some(id) = allowed_by(ep, dir, remote.identity, p) {
+        policy_id = id;
+        (true, REASON_POLICY_ALLOWED)
+    } else if let Some(id) =
+        cidr_identity(ep, dir, remote_addr).and_then(|cidr| allowed_by(ep, dir, cidr, p))
+    {
+        policy_id = id;
+        (true, REASON_POLICY_ALLOWED)
+    } else if p.later_fragment {
+        (false, REASON_FRAGMENT)
+    } else {
+        (false, REASON_POLICY_DENIED)
+    };
+
+    let verdict = if allowed {
+        VERDICT_FORWARDED
+    } else if audits(ep, cfg) {
+        VERDICT_AUDIT
+    } else {
+        VERDICT_DROPPED
+    };
+    let (src_identity, dst_identity, src_ns, dst_ns) = if dir == DIR_INGRESS {
+        (remote.identity, ep.identity, remote.ns_id, ep.ns_id)
+    } else {
+        (ep.identity, remote.identity, ep.ns_id, remote.ns_id)
+    };
+    stats::count(src_ns, dst_ns, dir, verdict, ctx.len());
+
+    if verdict != VERDICT_DROPPED && !p.later_fragment {
+        let entry = CtEntry {
+            revision: cfg.revision,
+            src_identity,
+            dst_identity,
+            src_ns,
+            dst_ns,
+            verdict,
+            policy_id,
+            ..CtEntry::default()
+        };
+        conntrack::create(key, p, &entry);
+    }
+    if verdict != VERDICT_FORWARDED {
+        let ev = Event {
+            ts_ns: stats::now_ns(),
+            saddr: p.saddr,
+            daddr: p.daddr,
+            sport: p.sport,
+            dport: p.dport,
+            proto: p.proto,
+            dir,
+            verdict,
+            reason,
+            src_identity,
+            dst_identity,
+            ifindex: ep_ifindex(ctx),
+            ep_id: ep.ep_id,
+            src_ns,
+            dst_ns,
+            _pad: 0,
+        };
+        stats::event(cfg, &ev);
+    }
+    if verdict == VERDICT_DROPPED { TC_DROP } else { TC_PASS }
+}
