@@ -1,9 +1,19 @@
 //! The cns node agent.
 //!
-//! Where to start: `policy` is the pure core (validate, compile, evaluate); `encode` turns
-//! its output into map keys; `reconcile` diffs desired against the maps and applies the
-//! difference; `loader` loads and attaches the kernel programs; `source` reads manifests;
-//! `agent` ties them together behind the control socket (`control`); `cli` is the command
-//! line.
+//! Where to start: [`policy`] is the pure core (validate, compile, evaluate); [`encode`]
+//! turns its output into map keys; [`reconcile`] diffs desired against the maps and applies
+//! the difference; [`loader`] loads and attaches the kernel programs; [`source`] reads
+//! manifests; [`agent`] ties them together, driven by [`daemon`] and the control socket
+//! ([`control`]); [`cli`] is the command line. Every bpffs path is in [`paths`].
 
+pub mod agent;
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod encode;
+pub mod loader;
+pub mod netdev;
+pub mod paths;
 pub mod policy;
+pub mod reconcile;
+pub mod source;

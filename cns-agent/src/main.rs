@@ -1,1 +1,112 @@
-fn main() {}
+//! `cns-agent`: see `cns_agent::cli` for the commands.
+use anyhow::{Context as _, bail};
+use clap::Parser as _;
+use cns_agent::{
+    agent::error_chain,
+    cli::{Cli, Command, LogFormat, Mode, Output},
+    control::{self, Reply, Request},
+    daemon,
+};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("CNS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the tokio runtime")?;
+    rt.block_on(async_main(cli.command))
+}
+
+async fn async_main(command: Command) -> anyhow::Result<()> {
+    let (socket, request, output) = match command {
+        Command::Run(args) => {
+            return daemon::run(args).await.map_err(|e| anyhow::anyhow!(error_chain(&e)));
+        }
+        Command::Sync(c) => (c.socket, Request::Sync, Output::Table),
+        Command::Status { client, output } => (client.socket, Request::Status, output),
+        Command::Counters { client, output } => (client.socket, Request::Counters, output),
+        Command::Mode { mode, client } => (
+            client.socket,
+            Request::Mode {
+                audit: mode == Mode::Audit,
+            },
+            Output::Table,
+        ),
+    };
+    let reply = control::call(&socket, &request)
+        .await
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    print_reply(&request, &reply, output);
+    if !reply.ok {
+        bail!("{}", reply.error.unwrap_or_else(|| "the agent reported a failure".into()));
+    }
+    Ok(())
+}
+
+fn print_reply(request: &Request, reply: &Reply, output: Output) {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&reply.data).unwrap_or_default());
+        return;
+    }
+    let d = &reply.data;
+    match request {
+        Request::Sync if reply.ok => println!(
+            "synced: revision {}, {} map changes, {} endpoints",
+            d["revision"], d["changes"], d["endpoints"]
+        ),
+        Request::Sync => {}
+        Request::Mode { .. } => println!("mode: {}", d["mode"].as_str().unwrap_or("?")),
+        Request::Counters => {
+            println!(
+                "{:<24} {:<24} {:<8} {:<10} {:>10} {:>12}",
+                "SOURCE", "DESTINATION", "DIR", "VERDICT", "PACKETS", "BYTES"
+            );
+            for r in d.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<24} {:<8} {:<10} {:>10} {:>12}",
+                    r["source"].as_str().unwrap_or(""),
+                    r["destination"].as_str().unwrap_or(""),
+                    r["direction"].as_str().unwrap_or(""),
+                    r["verdict"].as_str().unwrap_or(""),
+                    r["packets"],
+                    r["bytes"]
+                );
+            }
+        }
+        Request::Status => {
+            println!("mode:     {}", d["mode"].as_str().unwrap_or("?"));
+            println!("source:   {}", d["source"].as_str().unwrap_or("?"));
+            println!("node:     {}", d["node_name"].as_str().unwrap_or("?"));
+            println!("revision: {}", d["revision"]);
+            println!("endpoints:");
+            for e in d["endpoints"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<28} {:<15} {:<12} identity {:<6} ingress-isolated {:<5} egress-isolated {:<5} mode {}",
+                    e["pod"].as_str().unwrap_or(""),
+                    e["ip"].as_str().unwrap_or(""),
+                    e["interface"].as_str().unwrap_or("(no veth)"),
+                    e["identity"],
+                    e["ingress_isolated"],
+                    e["egress_isolated"],
+                    e["mode"].as_str().unwrap_or("")
+                );
+            }
+            println!("map entries: {}", d["map_entries"]);
+            println!("datapath:    {}", d["datapath_stats"]);
+            for e in d["errors"].as_array().into_iter().flatten() {
+                println!("error: {}", e.as_str().unwrap_or(""));
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ macro_rules! map_type {
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* } = $size:expr) => {
         $(#[$meta])*
         #[repr(C)]
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[cfg_attr(feature = "user", derive(Pod, Zeroable))]
         pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
         const _: () = assert!(core::mem::size_of::<$name>() == $size);

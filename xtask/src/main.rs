@@ -1,1 +1,76 @@
-fn main(){}
+//! `cargo xtask setup | demo | test`: orchestration only (the build itself is cargo's, the
+//! eBPF object is built by cns-agent/build.rs). xtask depends on nothing of the project, so
+//! `cargo xtask setup` works before the eBPF toolchain exists.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and the tests need (idempotent; see scripts/setup.sh).
+    Setup,
+    /// Build, create a virtual node with a few pods, and show the agent enforcing the
+    /// policies of deploy/examples/ in audit then blocking mode.
+    Demo,
+    /// Set up, build, then run every test (unit and kernel integration tests).
+    Test {
+        /// Extra arguments for `cargo test` (after --).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: {shown}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("failed to start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn setup() -> anyhow::Result<()> {
+    run(Command::new("bash").arg("scripts/setup.sh"))
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup(),
+        Cmd::Demo => {
+            setup()?;
+            run(cargo().args(["build", "-p", "cns-agent"]))?;
+            run(cargo().args(["run", "-q", "-p", "cns-tests", "--bin", "cns-demo"]))
+        }
+        Cmd::Test { args } => {
+            setup()?;
+            run(cargo().args(["build", "-p", "cns-agent"]))?;
+            run(cargo()
+                .args(["test", "--"])
+                .args(args))
+        }
+    }
+}

@@ -1,5 +1,30 @@
 //! The pure policy core: validate objects, compile a snapshot into the desired datapath
 //! state, and evaluate flows against the same snapshot (the reference the tests and
 //! `policy explain` use). No I/O, no clock, no tokio, no aya in here.
+//!
+//! Where to start: `model` (the interface), `compile` (snapshot to `Desired`), `evaluate`
+//! (the reference verdict for one flow). `view` is how both read the k8s objects,
+//! `selector` matches labels, `alloc` keeps numbers stable, `cidr` builds the per-endpoint
+//! address partition, `validate` reports bad fields.
 
+mod alloc;
+mod cidr;
+pub mod compile;
+pub mod evaluate;
 pub mod model;
+pub mod selector;
+pub mod validate;
+pub mod view;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod proptests;
+
+pub use compile::compile;
+pub use evaluate::{DirectionVerdict, Flow, FlowVerdict, evaluate};
+pub use validate::{FieldError, validate_namespace, validate_pod, validate_policy};

@@ -159,7 +159,16 @@ pub struct RuleKey {
 pub struct CidrKey {
     pub ep_id: u32,
     pub dir: Direction,
+    #[serde(serialize_with = "serialize_display")]
     pub net: Ipv4Network,
+}
+
+/// Serializes as the `Display` string (ipnetwork's own serde support is not enabled).
+fn serialize_display<T: fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// The full desired content of the datapath for one node. Deterministic for a given input.

@@ -1,0 +1,434 @@
+//! The agent: one thread owns the datapath and the last good state, and serves requests
+//! (sync, status, counters, mode) from the control socket, the directory watcher and the
+//! periodic resync. Bursts of triggers are coalesced into one sync.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use cns_common::{
+    DIR_INGRESS, NS_HOST, NS_UNKNOWN, NS_WORLD, VERDICT_AUDIT, VERDICT_DROPPED,
+    maps::{self as m, Config},
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    control::{Reply, Request},
+    encode::{self, MapContents},
+    loader::Datapath,
+    netdev,
+    policy::{
+        compile::compile,
+        model::{Allocations, Desired, NodeContext, ObjectRef, Snapshot},
+    },
+    reconcile,
+    source::{self, LastGood, SourceError},
+};
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub manifests: PathBuf,
+    pub node_name: String,
+    pub audit_mode: bool,
+    pub pin_dir: PathBuf,
+    pub resync_interval: Duration,
+    pub event_rate: u32,
+    pub event_burst: u32,
+}
+
+/// What woke the agent up.
+pub enum Trigger {
+    /// A request with a reply channel (control socket).
+    Request(Request, oneshot::Sender<Reply>),
+    /// The manifests changed.
+    Resync,
+    /// The periodic resync: also re-reads the maps, so drift is found and rewritten.
+    Periodic,
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    datapath: Datapath,
+    last_good: LastGood,
+    allocations: Allocations,
+    snapshot: Snapshot,
+    desired: Desired,
+    /// What the agent-owned maps hold (read back at start and at every periodic resync).
+    written: MapContents,
+    /// Local pod -> its veth, for the endpoints found so far.
+    veths: BTreeMap<ObjectRef, netdev::Veth>,
+    errors: Vec<SourceError>,
+    audit_mode: bool,
+    revision: u32,
+    last_sync: Option<Instant>,
+}
+
+/// The outcome of a sync, as `cns-agent sync` prints it.
+#[derive(Debug, Serialize)]
+pub struct SyncReport {
+    pub revision: u32,
+    pub changes: usize,
+    pub endpoints: usize,
+    pub endpoints_without_veth: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("failed to read the manifests directory {path}")]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to inspect the node's interfaces")]
+    Netdev(#[from] netdev::NetdevError),
+    #[error("failed to read map {map}")]
+    ReadMap {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("failed to write map {map}")]
+    WriteMap {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+impl Agent {
+    /// Takes over the datapath: adopts what the pinned maps hold and bumps the policy
+    /// revision so that flows tracked by an earlier run are re-checked.
+    pub fn new(cfg: AgentConfig, datapath: Datapath) -> Result<Self, AgentError> {
+        let written = datapath.read().map_err(|source| AgentError::ReadMap {
+            map: "policy maps",
+            source,
+        })?;
+        let revision = datapath.config().map(|c| c.revision).unwrap_or(0);
+        let mut agent = Self {
+            audit_mode: cfg.audit_mode,
+            cfg,
+            datapath,
+            last_good: LastGood::default(),
+            allocations: Allocations::default(),
+            snapshot: Snapshot::default(),
+            desired: Desired::default(),
+            written,
+            veths: BTreeMap::new(),
+            errors: Vec::new(),
+            revision,
+            last_sync: None,
+        };
+        agent.write_config()?;
+        Ok(agent)
+    }
+
+    fn write_config(&mut self) -> Result<(), AgentError> {
+        self.revision = self.revision.wrapping_add(1);
+        let config = Config {
+            audit_mode: u32::from(self.audit_mode),
+            revision: self.revision,
+            event_rate: self.cfg.event_rate,
+            event_burst: self.cfg.event_burst,
+        };
+        self.datapath
+            .set_config(&config)
+            .map_err(|source| AgentError::WriteMap {
+                map: m::CONFIG,
+                source,
+            })
+    }
+
+    /// Re-reads the source, compiles, attaches to new veths, and writes the difference.
+    pub fn sync(&mut self) -> Result<SyncReport, AgentError> {
+        let files = source::read_dir(&self.cfg.manifests).map_err(|source| AgentError::ReadDir {
+            path: self.cfg.manifests.clone(),
+            source,
+        })?;
+        let (snapshot, errors) = source::load(&files, &mut self.last_good);
+        for e in &errors {
+            tracing::warn!(error = %e, "invalid manifest");
+        }
+        self.errors = errors;
+        self.snapshot = snapshot;
+        let node = NodeContext {
+            node_name: self.cfg.node_name.clone(),
+            node_ips: netdev::node_ips()?,
+        };
+        self.desired = compile(&self.snapshot, &node, &self.allocations);
+        self.allocations = self.desired.allocations.clone();
+
+        self.attach_endpoints()?;
+        let ifindexes = self
+            .veths
+            .iter()
+            .map(|(pod, veth)| (pod.clone(), veth.ifindex))
+            .collect();
+        let desired = encode::encode(&self.desired, &ifindexes);
+        let ops = reconcile::diff(&desired, &self.written);
+        let failed = reconcile::apply(&mut self.datapath, &ops);
+        let mut errors: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
+        for f in &failed {
+            tracing::error!(error = %f, cause = %f.source, "map update failed");
+            errors.push(format!("{f}: {}", f.source));
+        }
+        // Record what was written; after a failure, what the maps really hold (the failed
+        // operations are retried at the next sync).
+        if failed.is_empty() {
+            reconcile::apply(&mut self.written, &ops);
+        } else {
+            self.written = self.datapath.read().map_err(|source| AgentError::ReadMap {
+                map: "policy maps",
+                source,
+            })?;
+        }
+        if !ops.is_empty() {
+            self.write_config()?;
+            tracing::info!(changes = ops.len(), revision = self.revision, "maps updated");
+        }
+        self.last_sync = Some(Instant::now());
+        let endpoints_without_veth = self
+            .desired
+            .endpoints
+            .keys()
+            .filter(|pod| !self.veths.contains_key(pod))
+            .map(ToString::to_string)
+            .collect();
+        Ok(SyncReport {
+            revision: self.revision,
+            changes: ops.len(),
+            endpoints: self.veths.len(),
+            endpoints_without_veth,
+            errors,
+        })
+    }
+
+    /// Finds each local pod's veth and attaches to it; detaches from veths that no longer
+    /// lead to a local pod.
+    fn attach_endpoints(&mut self) -> Result<(), AgentError> {
+        let ips: BTreeSet<_> = self.desired.endpoints.values().map(|ep| ep.ip).collect();
+        let routes = netdev::host_routes(&ips)?;
+        let mut veths = BTreeMap::new();
+        for (pod, ep) in &self.desired.endpoints {
+            let Some(veth) = routes.get(&ep.ip) else {
+                tracing::debug!(%pod, ip = %ep.ip, "no veth for pod yet");
+                continue;
+            };
+            match self.datapath.attach(&veth.name, veth.ifindex) {
+                Ok(()) => _ = veths.insert(pod.clone(), veth.clone()),
+                Err(e) => tracing::warn!(%pod, error = %e, cause = %std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default(), "attach failed; will retry"),
+            }
+        }
+        let keep: BTreeSet<u32> = veths.values().map(|v| v.ifindex).collect();
+        for ifindex in self.datapath.attached().into_keys() {
+            if !keep.contains(&ifindex) {
+                self.datapath.detach(ifindex);
+            }
+        }
+        self.veths = veths;
+        Ok(())
+    }
+
+    /// Re-reads what the maps hold, so the next sync rewrites anything changed behind the
+    /// agent's back.
+    fn refresh_written(&mut self) {
+        match self.datapath.read() {
+            Ok(actual) => {
+                if actual != self.written {
+                    let drift = reconcile::diff(&self.written, &actual).len();
+                    tracing::warn!(entries = drift, "maps drifted from what the agent wrote; rewriting");
+                }
+                self.written = actual;
+            }
+            Err(e) => tracing::error!(error = %error_chain(&e), "failed to read the maps back"),
+        }
+    }
+
+    pub fn set_mode(&mut self, audit: bool) -> Result<(), AgentError> {
+        if audit != self.audit_mode {
+            tracing::info!(from = mode_name(self.audit_mode), to = mode_name(audit), by = "control socket", "policy audit mode changed");
+        }
+        self.audit_mode = audit;
+        self.write_config()
+    }
+
+    fn ns_name(&self, id: u16) -> String {
+        match id {
+            NS_HOST => "reserved:host".into(),
+            NS_WORLD => "reserved:world".into(),
+            NS_UNKNOWN => "reserved:unknown".into(),
+            _ => self
+                .allocations
+                .namespaces
+                .iter()
+                .find(|(_, v)| **v == id)
+                .map_or_else(|| format!("namespace-id:{id}"), |(k, _)| k.clone()),
+        }
+    }
+
+    pub fn counters(&self) -> Result<Vec<CounterRow>, AgentError> {
+        let raw = self.datapath.counters().map_err(|source| AgentError::ReadMap {
+            map: m::COUNTERS,
+            source,
+        })?;
+        let mut rows: Vec<CounterRow> = raw
+            .into_iter()
+            .map(|(k, c)| CounterRow {
+                source: self.ns_name(k.src_ns),
+                destination: self.ns_name(k.dst_ns),
+                direction: if k.dir == DIR_INGRESS { "ingress" } else { "egress" },
+                verdict: match k.verdict {
+                    VERDICT_DROPPED => "dropped",
+                    VERDICT_AUDIT => "audit",
+                    _ => "forwarded",
+                },
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (&a.source, &a.destination, a.direction, a.verdict)
+                .cmp(&(&b.source, &b.destination, b.direction, b.verdict))
+        });
+        Ok(rows)
+    }
+
+    pub fn status(&self) -> Status {
+        let stats = self.datapath.stats().unwrap_or_default();
+        Status {
+            mode: mode_name(self.audit_mode),
+            source: format!("manifests:{}", self.cfg.manifests.display()),
+            node_name: self.cfg.node_name.clone(),
+            revision: self.revision,
+            seconds_since_sync: self.last_sync.map(|t| t.elapsed().as_secs()),
+            endpoints: self
+                .desired
+                .endpoints
+                .iter()
+                .map(|(pod, ep)| EndpointStatus {
+                    pod: pod.to_string(),
+                    ip: ep.ip.to_string(),
+                    interface: self.veths.get(pod).map(|v| v.name.clone()),
+                    identity: ep.identity,
+                    ingress_isolated: ep.ingress_isolated,
+                    egress_isolated: ep.egress_isolated,
+                    mode: mode_name(ep.audit_override.unwrap_or(self.audit_mode)),
+                })
+                .collect(),
+            map_entries: BTreeMap::from([
+                (m::ENDPOINTS, self.written.endpoints.len()),
+                (m::IPCACHE, self.written.ipcache.len()),
+                (m::CIDRS, self.written.cidrs.len()),
+                (m::POLICY, self.written.policy.len()),
+            ]),
+            datapath_stats: BTreeMap::from([
+                ("events_suppressed", stats.get(m::STAT_EVENTS_SUPPRESSED as usize).copied().unwrap_or(0)),
+                ("events_lost", stats.get(m::STAT_EVENTS_LOST as usize).copied().unwrap_or(0)),
+                ("counters_full", stats.get(m::STAT_COUNTERS_FULL as usize).copied().unwrap_or(0)),
+                ("conntrack_insert_failed", stats.get(m::STAT_CONNTRACK_INSERT_FAILED as usize).copied().unwrap_or(0)),
+            ]),
+            errors: self.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Serves triggers until the channel closes. Runs on its own thread: map syscalls block.
+    pub fn run(mut self, mut triggers: mpsc::Receiver<Trigger>) {
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "initial sync failed");
+        }
+        while let Some(first) = triggers.blocking_recv() {
+            // Coalesce whatever else is already queued into this round.
+            let mut batch = vec![first];
+            while let Ok(more) = triggers.try_recv() {
+                batch.push(more);
+            }
+            if batch.iter().any(|t| matches!(t, Trigger::Periodic)) {
+                self.refresh_written();
+            }
+            let needs_sync = batch.iter().any(|t| {
+                matches!(
+                    t,
+                    Trigger::Resync | Trigger::Periodic | Trigger::Request(Request::Sync, _)
+                )
+            });
+            let sync_reply = needs_sync.then(|| match self.sync() {
+                Ok(report) if report.errors.is_empty() => Reply::ok(&report),
+                Ok(report) => Reply::err(report.errors.join("\n"), &report),
+                Err(e) => {
+                    let msg = error_chain(&e);
+                    tracing::error!(error = %msg, "sync failed");
+                    Reply::err(msg, ())
+                }
+            });
+            for t in batch {
+                let Trigger::Request(req, reply) = t else { continue };
+                let answer = match req {
+                    Request::Sync => sync_reply.clone().unwrap_or_else(|| Reply::err("no sync ran", ())),
+                    Request::Status => Reply::ok(self.status()),
+                    Request::Counters => match self.counters() {
+                        Ok(rows) => Reply::ok(rows),
+                        Err(e) => Reply::err(error_chain(&e), ()),
+                    },
+                    Request::Mode { audit } => match self.set_mode(audit) {
+                        Ok(()) => Reply::ok(serde_json::json!({ "mode": mode_name(audit) })),
+                        Err(e) => Reply::err(error_chain(&e), ()),
+                    },
+                };
+                _ = reply.send(answer);
+            }
+        }
+    }
+}
+
+pub fn mode_name(audit: bool) -> &'static str {
+    if audit { "audit" } else { "blocking" }
+}
+
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CounterRow {
+    pub source: String,
+    pub destination: String,
+    pub direction: &'static str,
+    pub verdict: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointStatus {
+    pub pod: String,
+    pub ip: String,
+    pub interface: Option<String>,
+    pub identity: u32,
+    pub ingress_isolated: bool,
+    pub egress_isolated: bool,
+    pub mode: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub mode: &'static str,
+    pub source: String,
+    pub node_name: String,
+    pub revision: u32,
+    pub seconds_since_sync: Option<u64>,
+    pub endpoints: Vec<EndpointStatus>,
+    pub map_entries: BTreeMap<&'static str, usize>,
+    pub datapath_stats: BTreeMap<&'static str, u64>,
+    pub errors: Vec<String>,
+}

@@ -1,0 +1,109 @@
+//! The command line: `cns-agent run` (the daemon) and the clients of its control socket.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+
+use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
+
+#[derive(Debug, Parser)]
+#[command(name = "cns-agent", version, about = "Kubernetes NetworkPolicy enforcement in eBPF")]
+pub struct Cli {
+    /// Log format of the daemon (stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CNS_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Mode {
+    Audit,
+    Blocking,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: enforce the policies of a manifests directory on this node.
+    Run(RunArgs),
+    /// Ask the running agent to re-read its source; returns once the result is enforced.
+    /// Exits non-zero, printing the agent's errors, when the source is invalid.
+    Sync(ClientArgs),
+    /// Show the agent's mode, endpoints, map usage and last errors.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show packets and bytes per (source namespace, destination namespace, direction, verdict).
+    Counters {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Switch the global policy mode at runtime: audit (log would-be drops) or blocking.
+    Mode {
+        #[arg(value_enum)]
+        mode: Mode,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The agent's control socket.
+    #[arg(long, default_value = DEFAULT_SOCKET, env = "CNS_SOCKET")]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Directory of Namespace, Pod and NetworkPolicy manifests (*.yaml, *.yml), followed
+    /// for changes.
+    #[arg(long, env = "CNS_MANIFESTS")]
+    pub manifests: PathBuf,
+    /// This node's name: pods with this `spec.nodeName` are enforced here.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Audit mode (true): would-be drops pass and are counted as `audit`. false: blocking.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, env = "CNS_POLICY_AUDIT_MODE")]
+    pub policy_audit_mode: bool,
+    /// The control socket (root-only).
+    #[arg(long, default_value = DEFAULT_SOCKET, env = "CNS_SOCKET")]
+    pub socket: PathBuf,
+    /// Where the maps are pinned (mounts bpffs on /sys/fs/bpf if needed).
+    #[arg(long, default_value = DEFAULT_PIN_DIR, env = "CNS_BPFFS_DIR")]
+    pub bpffs_dir: PathBuf,
+    /// Seconds between full resyncs (re-read source, find new veths, rewrite drift).
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    pub resync_interval: Duration,
+    /// Drop/audit events each CPU may emit per second (0 disables them).
+    #[arg(long, default_value_t = 100)]
+    pub event_rate: u32,
+    /// Drop/audit events each CPU may emit in a burst.
+    #[arg(long, default_value_t = 200)]
+    pub event_burst: u32,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    if !(0.1..=3600.0).contains(&secs) {
+        return Err(format!("{secs} is outside 0.1..=3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}

@@ -1,0 +1,162 @@
+//! The control socket: a root-only Unix socket speaking one JSON request and one JSON reply
+//! per connection, each on one line. `cns-agent sync|status|counters|mode` are its clients.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    /// Re-read the source now; reply once the result is in the maps.
+    Sync,
+    Status,
+    Counters,
+    /// Set the global policy audit mode.
+    Mode { audit: bool },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Reply {
+    pub fn ok(data: impl Serialize) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            data: serde_json::to_value(data).unwrap_or_default(),
+        }
+    }
+
+    pub fn err(error: impl ToString, data: impl Serialize) -> Self {
+        Self {
+            ok: false,
+            error: Some(error.to_string()),
+            data: serde_json::to_value(data).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("failed to bind the control socket {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to reach the agent at {path} (is `cns-agent run` running?)")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to talk to the agent at {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent at {path} sent an invalid reply")]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A request with the channel its reply goes back on.
+pub type Envelope = (Request, oneshot::Sender<Reply>);
+
+/// Binds `path` (root-only: mode 0600 in a 0700 directory), replacing a stale socket.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let err = |source| ControlError::Bind {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serves connections until the request channel closes.
+pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Envelope>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, requests).await {
+                tracing::debug!(error = %e, "control connection failed");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, requests: mpsc::Sender<Envelope>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Reply::err(format!("invalid request: {e}"), ()),
+        Ok(req) => {
+            let (tx, rx) = oneshot::channel();
+            if requests.send((req, tx)).await.is_err() {
+                Reply::err("the agent is shutting down", ())
+            } else {
+                rx.await
+                    .unwrap_or_else(|_| Reply::err("the agent dropped the request", ()))
+            }
+        }
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+/// Sends one request and waits for the reply.
+pub async fn call(path: &Path, req: &Request) -> Result<Reply, ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.into(),
+        source,
+    };
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.into(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut msg = serde_json::to_vec(req).unwrap_or_default();
+    msg.push(b'\n');
+    write.write_all(&msg).await.map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await.map_err(io)?;
+    serde_json::from_str(&line).map_err(|source| ControlError::Decode {
+        path: path.into(),
+        source,
+    })
+}

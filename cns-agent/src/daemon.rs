@@ -1,0 +1,122 @@
+//! `cns-agent run`: wires the datapath, the agent thread, the control socket, the
+//! directory watcher and the periodic resync together, until SIGTERM or SIGINT.
+
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_full::new_debouncer;
+use tokio::sync::mpsc;
+
+use crate::{
+    agent::{Agent, AgentConfig, Trigger},
+    cli::RunArgs,
+    control, loader, paths,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("failed to prepare the pin directory")]
+    Paths(#[from] paths::PathError),
+    #[error("failed to load the kernel programs")]
+    Load(#[from] loader::LoadError),
+    #[error("failed to start the agent")]
+    Agent(#[from] crate::agent::AgentError),
+    #[error("failed to open the control socket")]
+    Control(#[from] control::ControlError),
+    #[error("failed to watch {path}")]
+    Watch {
+        path: std::path::PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("failed to install signal handlers")]
+    Signal(#[source] std::io::Error),
+}
+
+pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
+    paths::prepare_pin_dir(&args.bpffs_dir)?;
+    let datapath = loader::Datapath::load(&args.bpffs_dir)?;
+    let cfg = AgentConfig {
+        manifests: args.manifests.clone(),
+        node_name: args.node_name.clone(),
+        audit_mode: args.policy_audit_mode,
+        pin_dir: args.bpffs_dir.clone(),
+        resync_interval: args.resync_interval,
+        event_rate: args.event_rate,
+        event_burst: args.event_burst,
+    };
+    let agent = Agent::new(cfg, datapath)?;
+    let listener = control::bind(&args.socket)?;
+
+    let (triggers, rx) = mpsc::channel::<Trigger>(256);
+    let agent_thread = std::thread::Builder::new()
+        .name("cns-agent".into())
+        .spawn(move || agent.run(rx))
+        .expect("spawning the agent thread");
+
+    // Control socket -> agent.
+    let (req_tx, mut req_rx) = mpsc::channel::<control::Envelope>(64);
+    tokio::spawn(control::serve(listener, req_tx));
+    let t = triggers.clone();
+    tokio::spawn(async move {
+        while let Some((req, reply)) = req_rx.recv().await {
+            if t.send(Trigger::Request(req, reply)).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    // Directory changes -> resync (a full rescan copes with editors' rename-on-save and
+    // ConfigMap symlink swaps).
+    let t = triggers.clone();
+    let mut debouncer = new_debouncer(Duration::from_millis(150), None, move |_| {
+        _ = t.try_send(Trigger::Resync);
+    })
+    .map_err(|source| DaemonError::Watch {
+        path: args.manifests.clone(),
+        source,
+    })?;
+    debouncer
+        .watch(&args.manifests, RecursiveMode::NonRecursive)
+        .map_err(|source| DaemonError::Watch {
+            path: args.manifests.clone(),
+            source,
+        })?;
+
+    // Periodic resync.
+    let t = triggers.clone();
+    let interval = args.resync_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if t.send(Trigger::Periodic).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    tracing::info!(
+        manifests = %args.manifests.display(),
+        node = %args.node_name,
+        mode = crate::agent::mode_name(args.policy_audit_mode),
+        socket = %args.socket.display(),
+        pins = %args.bpffs_dir.display(),
+        "agent running"
+    );
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down; maps stay pinned");
+    drop(debouncer);
+    drop(triggers);
+    _ = std::fs::remove_file(&args.socket);
+    // The agent thread ends when every trigger sender is gone; don't wait on stuck tasks.
+    drop(agent_thread);
+    Ok(())
+}

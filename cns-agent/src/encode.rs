@@ -1,0 +1,210 @@
+//! The one place that turns the compiler's domain types into `cns-common` map keys and
+//! values: network byte order, big-endian LPM keys, prefix lengths, port ranges as prefixes.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+};
+
+use cns_common::{
+    DIR_EGRESS, DIR_INGRESS, PROTO_ANY,
+    maps::{
+        CIDR_PREFIX_BASE, CidrKey, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED,
+        EP_INGRESS_ISOLATED, Endpoint, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_PROTO, PolicyKey,
+        PolicyValue, Remote,
+    },
+};
+
+use crate::policy::model::{self, Desired, Direction, LocalEndpoint, ObjectRef, RuleKey};
+
+/// An LPM trie key as (prefix length in bits, data): ordered, unlike aya's `Key`.
+pub type Lpm<K> = (u32, K);
+
+/// The content of the maps the agent owns (not conntrack, counters or events).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapContents {
+    /// By ifindex of the pod's host-side veth.
+    pub endpoints: BTreeMap<u32, Endpoint>,
+    /// By network-order address.
+    pub ipcache: BTreeMap<u32, Remote>,
+    pub cidrs: BTreeMap<Lpm<CidrKey>, u32>,
+    pub policy: BTreeMap<Lpm<PolicyKey>, PolicyValue>,
+}
+
+impl MapContents {
+    pub fn len(&self) -> usize {
+        self.endpoints.len() + self.ipcache.len() + self.cidrs.len() + self.policy.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub fn addr(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+pub fn decode_addr(addr: u32) -> Ipv4Addr {
+    Ipv4Addr::from(addr.to_ne_bytes())
+}
+
+pub fn dir(d: Direction) -> u8 {
+    match d {
+        Direction::Ingress => DIR_INGRESS,
+        Direction::Egress => DIR_EGRESS,
+    }
+}
+
+/// The datapath content for `desired`. Endpoints whose veth is not known yet (`ifindexes`
+/// has no entry for them) are left out; their rules are written anyway so that they are in
+/// place the moment the endpoint appears.
+pub fn encode(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>) -> MapContents {
+    let mut out = MapContents::default();
+    for (pod, ep) in &desired.endpoints {
+        if let Some(&ifindex) = ifindexes.get(pod) {
+            out.endpoints.insert(ifindex, endpoint(ep));
+        }
+    }
+    for (ip, remote) in &desired.ipcache {
+        out.ipcache.insert(
+            addr(*ip),
+            Remote {
+                identity: remote.identity,
+                ns_id: remote.ns_id,
+                _pad: 0,
+            },
+        );
+    }
+    for (key, identity) in &desired.cidrs {
+        let data = CidrKey {
+            ep_id: key.ep_id.to_be_bytes(),
+            dir: dir(key.dir),
+            _pad: [0; 3],
+            addr: key.net.network().octets(),
+        };
+        out.cidrs
+            .insert((CIDR_PREFIX_BASE + u32::from(key.net.prefix()), data), *identity);
+    }
+    for (rule, policy_id) in &desired.rules {
+        for key in policy_keys(rule) {
+            let value = PolicyValue {
+                policy_id: *policy_id,
+                _pad: 0,
+            };
+            out.policy
+                .entry(key)
+                .and_modify(|v| {
+                    if v.policy_id > value.policy_id {
+                        *v = value;
+                    }
+                })
+                .or_insert(value);
+        }
+    }
+    out
+}
+
+pub fn endpoint(ep: &LocalEndpoint) -> Endpoint {
+    let mut flags = 0;
+    if ep.ingress_isolated {
+        flags |= EP_INGRESS_ISOLATED;
+    }
+    if ep.egress_isolated {
+        flags |= EP_EGRESS_ISOLATED;
+    }
+    match ep.audit_override {
+        Some(true) => flags |= EP_AUDIT_OVERRIDE | EP_AUDIT_ON,
+        Some(false) => flags |= EP_AUDIT_OVERRIDE,
+        None => {}
+    }
+    Endpoint {
+        ep_id: ep.ep_id,
+        ip: addr(ep.ip),
+        identity: ep.identity,
+        ns_id: ep.ns_id,
+        flags,
+    }
+}
+
+/// The LPM keys of one rule: one key for "any protocol" or "any port", a few prefixes for
+/// a port range.
+pub fn policy_keys(rule: &RuleKey) -> Vec<Lpm<PolicyKey>> {
+    let key = |proto: u8, port: u16| PolicyKey {
+        ep_id: rule.ep_id.to_be_bytes(),
+        identity: rule.identity.to_be_bytes(),
+        dir: dir(rule.dir),
+        proto,
+        port: port.to_be_bytes(),
+    };
+    match (rule.ports.proto, rule.ports.ports) {
+        (None, _) => vec![(POLICY_PREFIX_ANY_PROTO, key(PROTO_ANY, 0))],
+        (Some(p), None) => vec![(POLICY_PREFIX_PROTO, key(p.number(), 0))],
+        (Some(p), Some(range)) => port_prefixes(range)
+            .into_iter()
+            .map(|(port, bits)| (POLICY_PREFIX_PROTO + bits, key(p.number(), port)))
+            .collect(),
+    }
+}
+
+/// Splits an inclusive port range into (first port, prefix bits) blocks: at most 30.
+pub fn port_prefixes(range: model::PortRange) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    let (mut start, end) = (u32::from(range.start), u32::from(range.end));
+    while start <= end {
+        // The largest aligned block starting at `start` that stays within the range.
+        let mut size_log2 = 0;
+        while size_log2 < 16 {
+            let next = 1u32 << (size_log2 + 1);
+            if start % next != 0 || start + next - 1 > end {
+                break;
+            }
+            size_log2 += 1;
+        }
+        out.push((start as u16, 16 - size_log2));
+        start += 1 << size_log2;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::PortRange;
+
+    fn covers(prefixes: &[(u16, u32)], port: u16) -> bool {
+        prefixes.iter().any(|&(p, bits)| {
+            let mask = if bits == 0 { 0 } else { u16::MAX << (16 - bits) };
+            port & mask == p & mask
+        })
+    }
+
+    #[test]
+    fn single_port_is_one_full_prefix() {
+        assert_eq!(port_prefixes(PortRange { start: 80, end: 80 }), vec![(80, 16)]);
+    }
+
+    #[test]
+    fn whole_range_is_one_empty_prefix() {
+        assert_eq!(port_prefixes(PortRange { start: 0, end: 65535 }), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn ranges_cover_exactly_their_ports() {
+        for (start, end) in [(1, 65535), (1000, 2000), (32000, 32768), (7, 9), (65535, 65535)] {
+            let prefixes = port_prefixes(PortRange { start, end });
+            assert!(prefixes.len() <= 30, "{start}-{end}: {} prefixes", prefixes.len());
+            for port in [0, 1, start.saturating_sub(1), start, end, end.saturating_add(1), 65535] {
+                let inside = (start..=end).contains(&port);
+                assert_eq!(covers(&prefixes, port), inside, "{start}-{end} port {port}");
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_are_network_order() {
+        let a = addr(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(a.to_ne_bytes(), [10, 0, 0, 1]);
+        assert_eq!(decode_addr(a), Ipv4Addr::new(10, 0, 0, 1));
+    }
+}

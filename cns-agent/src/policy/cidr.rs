@@ -1,0 +1,208 @@
+//! The address partition of one endpoint and direction, for the kernel's longest-prefix
+//! lookup.
+//!
+//! Input: ipBlock grants (addresses of a block, minus its excepts, admitted on some ports)
+//! and single-address grants (a pod admitted on the ports its named port resolves to).
+//! Let B be every block, except and /32 prefix used. For an address, what it is admitted on
+//! depends only on its longest match P in B: a block contains it iff the block's network
+//! contains P and none of its excepts does (prefixes containing one address are nested).
+//! So each P maps to the set of (ports, policy) it is admitted on, and the kernel's LPM over
+//! those entries answers exactly. A P whose set is empty is kept only when a shorter prefix
+//! has a non-empty set (otherwise the lookup would fall through to it).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use ipnetwork::Ipv4Network;
+
+use super::{model::PortMatch, view::Block};
+
+/// Addresses of `block` admitted on `ports` by policy id `policy`.
+#[derive(Clone, Debug)]
+pub struct BlockGrant {
+    pub block: Block,
+    pub ports: PortMatch,
+    pub policy: u32,
+}
+
+/// The single address `ip` admitted on `ports` by policy id `policy`.
+#[derive(Clone, Debug)]
+pub struct AddrGrant {
+    pub ip: Ipv4Addr,
+    pub ports: PortMatch,
+    pub policy: u32,
+}
+
+/// What a prefix admits: each port match with the smallest policy id admitting it.
+pub type Admits = BTreeMap<PortMatch, u32>;
+
+/// The partition: each prefix with the index of its set in `sets`; sets are distinct and
+/// numbered in prefix order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Partition {
+    pub prefixes: BTreeMap<Ipv4Network, usize>,
+    pub sets: Vec<Admits>,
+}
+
+/// Whether `outer` contains every address of `inner`.
+pub fn covers(outer: Ipv4Network, inner: Ipv4Network) -> bool {
+    inner.prefix() >= outer.prefix() && outer.contains(inner.network())
+}
+
+fn host(ip: Ipv4Addr) -> Ipv4Network {
+    Ipv4Network::from(ip)
+}
+
+pub fn partition(blocks: &[BlockGrant], addrs: &[AddrGrant]) -> Partition {
+    let mut prefixes: BTreeSet<Ipv4Network> = BTreeSet::new();
+    for g in blocks {
+        prefixes.insert(g.block.net);
+        prefixes.extend(g.block.excepts.iter().copied());
+    }
+    prefixes.extend(addrs.iter().map(|g| host(g.ip)));
+
+    let admits: BTreeMap<Ipv4Network, Admits> = prefixes
+        .iter()
+        .map(|&p| {
+            let mut set = Admits::new();
+            let mut add = |ports: PortMatch, policy: u32| {
+                let e = set.entry(ports).or_insert(policy);
+                *e = (*e).min(policy);
+            };
+            for g in blocks {
+                if covers(g.block.net, p) && !g.block.excepts.iter().any(|e| covers(*e, p)) {
+                    add(g.ports, g.policy);
+                }
+            }
+            for g in addrs {
+                if host(g.ip) == p {
+                    add(g.ports, g.policy);
+                }
+            }
+            (p, set)
+        })
+        .collect();
+
+    let mut out = Partition::default();
+    for (&p, set) in &admits {
+        let needed = !set.is_empty()
+            || admits
+                .iter()
+                .any(|(&q, s)| q != p && !s.is_empty() && covers(q, p));
+        if !needed {
+            continue;
+        }
+        let idx = match out.sets.iter().position(|s| s == set) {
+            Some(i) => i,
+            None => {
+                out.sets.push(set.clone());
+                out.sets.len() - 1
+            }
+        };
+        out.prefixes.insert(p, idx);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::{PortRange, Protocol};
+
+    fn net(s: &str) -> Ipv4Network {
+        s.parse().unwrap()
+    }
+
+    fn block(cidr: &str, excepts: &[&str], ports: PortMatch, policy: u32) -> BlockGrant {
+        BlockGrant {
+            block: Block {
+                net: net(cidr),
+                excepts: excepts.iter().map(|e| net(e)).collect(),
+            },
+            ports,
+            policy,
+        }
+    }
+
+    const ALL: PortMatch = PortMatch {
+        proto: None,
+        ports: None,
+    };
+    const TCP80: PortMatch = PortMatch {
+        proto: Some(Protocol::Tcp),
+        ports: Some(PortRange { start: 80, end: 80 }),
+    };
+
+    /// What the longest-prefix lookup of `ip` yields.
+    fn lookup(p: &Partition, ip: &str) -> Option<Admits> {
+        let ip: Ipv4Addr = ip.parse().unwrap();
+        p.prefixes
+            .iter()
+            .filter(|(n, _)| n.contains(ip))
+            .max_by_key(|(n, _)| n.prefix())
+            .map(|(_, i)| p.sets[*i].clone())
+    }
+
+    #[test]
+    fn except_carves_a_hole() {
+        let p = partition(&[block("10.0.0.0/8", &["10.1.0.0/16"], ALL, 1)], &[]);
+        assert_eq!(lookup(&p, "10.2.3.4"), Some(Admits::from([(ALL, 1)])));
+        assert_eq!(lookup(&p, "10.1.3.4"), Some(Admits::new()));
+        assert_eq!(lookup(&p, "11.0.0.1"), None);
+        assert_eq!(p.sets.len(), 2);
+    }
+
+    #[test]
+    fn except_inside_an_overlapping_block_of_another_policy() {
+        // Policy 2's block has no except: 10.1.0.0/16 is still admitted, by policy 2 only.
+        let p = partition(
+            &[
+                block("10.0.0.0/8", &["10.1.0.0/16"], ALL, 1),
+                block("10.0.0.0/12", &[], ALL, 2),
+            ],
+            &[],
+        );
+        assert_eq!(lookup(&p, "10.1.0.9"), Some(Admits::from([(ALL, 2)])));
+        assert_eq!(lookup(&p, "10.2.0.9"), Some(Admits::from([(ALL, 1)])));
+        assert_eq!(lookup(&p, "10.200.0.9"), Some(Admits::from([(ALL, 1)])));
+    }
+
+    #[test]
+    fn empty_prefix_without_admitting_parent_is_omitted() {
+        // 10.1/16 is only an except of a block that another except removes entirely.
+        let p = partition(
+            &[block("10.0.0.0/8", &["10.0.0.0/8", "10.1.0.0/16"], ALL, 1)],
+            &[],
+        );
+        assert!(p.prefixes.is_empty());
+    }
+
+    #[test]
+    fn single_addresses_add_to_their_blocks() {
+        let p = partition(
+            &[block("10.0.0.0/24", &[], ALL, 3)],
+            &[AddrGrant {
+                ip: "10.0.0.7".parse().unwrap(),
+                ports: TCP80,
+                policy: 1,
+            }],
+        );
+        assert_eq!(lookup(&p, "10.0.0.7"), Some(Admits::from([(ALL, 3), (TCP80, 1)])));
+        assert_eq!(lookup(&p, "10.0.0.8"), Some(Admits::from([(ALL, 3)])));
+    }
+
+    #[test]
+    fn equal_sets_share_an_index() {
+        let p = partition(
+            &[
+                block("10.0.0.0/24", &[], TCP80, 1),
+                block("10.0.1.0/24", &[], TCP80, 1),
+            ],
+            &[],
+        );
+        assert_eq!(p.sets.len(), 1);
+        assert_eq!(p.prefixes.len(), 2);
+    }
+}

@@ -1,0 +1,422 @@
+//! Property test: for random clusters, policies and flows, the simulated datapath of the
+//! compiled state agrees with the reference evaluator in each direction.
+
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod},
+    networking::v1::NetworkPolicy,
+};
+use proptest::{collection::vec, option, prelude::*, sample::select};
+use serde_json::{Value, json};
+
+use super::{
+    compile::compile,
+    evaluate::{DirectionVerdict, Flow, evaluate},
+    fixtures::{NODE, NODE_IP, node, snapshot},
+    model::{Allocations, Snapshot},
+    sim::sim,
+    validate::{validate_namespace, validate_pod, validate_policy},
+    view::PodIndex,
+};
+
+const NAMESPACES: [&str; 3] = ["ns0", "ns1", "ns2"];
+
+/// Label keys and the values they take (pods use the first two, namespaces the next two).
+const LABELS: [(&str, [&str; 2]); 4] = [
+    ("app", ["web", "db"]),
+    ("tier", ["front", "back"]),
+    ("team", ["a", "b"]),
+    ("env", ["x", "y"]),
+];
+
+fn label_map(keys: &[usize], picks: Vec<Option<bool>>) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, pick) in keys.iter().zip(picks) {
+        if let Some(second) = pick {
+            let (key, values) = LABELS[*k];
+            m.insert(key.into(), json!(values[usize::from(second)]));
+        }
+    }
+    Value::Object(m)
+}
+
+fn pod_labels() -> impl Strategy<Value = Value> {
+    vec(option::of(any::<bool>()), 2).prop_map(|p| label_map(&[0, 1], p))
+}
+
+fn ns_labels() -> impl Strategy<Value = Value> {
+    vec(option::of(any::<bool>()), 2).prop_map(|p| label_map(&[2, 3], p))
+}
+
+/// A container port named http or dns, on one of a few numbers and protocols.
+fn container_port() -> impl Strategy<Value = Value> {
+    (
+        select(vec!["http", "dns"]),
+        select(vec![53, 80, 8080, 5353]),
+        select(vec!["TCP", "UDP", "SCTP"]),
+        any::<bool>(),
+    )
+        .prop_map(|(name, port, proto, default_proto)| {
+            if default_proto {
+                json!({"name": name, "containerPort": port})
+            } else {
+                json!({"name": name, "containerPort": port, "protocol": proto})
+            }
+        })
+}
+
+/// The container ports of a "replica": a function of its labels, as in a Deployment.
+fn replica_ports(labels: &Value) -> Value {
+    match labels["app"].as_str() {
+        Some("web") => json!([{"name": "http", "containerPort": 8080}]),
+        Some("db") => json!([{"name": "http", "containerPort": 80}, {"name": "dns", "containerPort": 53, "protocol": "UDP"}]),
+        _ => json!([{"name": "dns", "containerPort": 5353, "protocol": "UDP"}]),
+    }
+}
+
+/// One replica: its address (`10.0.0.host`), its own container ports (else those of its
+/// deployment) and its fate (mostly running here; sometimes host-network, failed, on
+/// another node, or without address).
+fn replica() -> impl Strategy<Value = (u8, Option<Vec<Value>>, u8)> {
+    (0..24u8, option::weighted(0.3, vec(container_port(), 0..3)), 0..20u8)
+}
+
+/// A deployment: 1-3 pods sharing namespace and labels (hence identity).
+fn deployment() -> impl Strategy<Value = Vec<Value>> {
+    (0..3usize, pod_labels(), vec(replica(), 1..4)).prop_map(|(ns, labels, replicas)| {
+        replicas
+            .into_iter()
+            .map(|(host, ports, fate)| {
+                let ports = ports.map_or_else(|| replica_ports(&labels), |p| json!(p));
+                let mut spec = json!({"nodeName": NODE, "containers": [{"name": "c", "ports": ports}]});
+                let mut status = json!({"phase": "Running", "podIP": format!("10.0.0.{host}")});
+                match fate {
+                    0 => spec["hostNetwork"] = json!(true),
+                    1 => status["phase"] = json!("Failed"),
+                    2 => spec["nodeName"] = json!("node-2"),
+                    3 => status = json!({"phase": "Pending"}),
+                    _ => {}
+                }
+                json!({"metadata": {"namespace": NAMESPACES[ns], "labels": labels}, "spec": spec, "status": status})
+            })
+            .collect()
+    })
+}
+
+fn selector() -> impl Strategy<Value = Value> {
+    let key = 0..5usize;
+    let pair = (key.clone(), any::<bool>());
+    let expr = (
+        key,
+        select(vec!["In", "NotIn", "Exists", "DoesNotExist"]),
+        vec(any::<bool>(), 1..3),
+        select(NAMESPACES.to_vec()),
+    );
+    (option::of(pair), option::of(expr)).prop_map(|(pair, expr)| {
+        let name_key = "kubernetes.io/metadata.name";
+        let key_value = |k: usize, second: bool| match LABELS.get(k) {
+            Some((key, values)) => (key.to_string(), values[usize::from(second)].to_string()),
+            None => (name_key.to_string(), NAMESPACES[usize::from(second)].to_string()),
+        };
+        let mut sel = json!({});
+        if let Some((k, second)) = pair {
+            let (key, value) = key_value(k, second);
+            sel["matchLabels"] = json!({key: value});
+        }
+        if let Some((k, op, picks, ns)) = expr {
+            let (key, _) = key_value(k, false);
+            let values: Vec<String> = picks
+                .iter()
+                .map(|second| {
+                    if key == name_key {
+                        ns.to_string()
+                    } else {
+                        key_value(k, *second).1
+                    }
+                })
+                .collect();
+            sel["matchExpressions"] = if op == "In" || op == "NotIn" {
+                json!([{"key": key, "operator": op, "values": values}])
+            } else {
+                json!([{"key": key, "operator": op}])
+            };
+        }
+        sel
+    })
+}
+
+/// A CIDR (host bits possibly set) inside `10.0.0.0/24` or everything, with excepts
+/// strictly inside it; sometimes IPv6.
+fn ip_block() -> impl Strategy<Value = Value> {
+    let except = (any::<u8>(), 1..9u8);
+    (0..10u8, any::<u8>(), 24..33u8, vec(except, 0..3)).prop_map(|(kind, host, len, excepts)| {
+        if kind == 0 {
+            return json!({"cidr": "fd00::/8", "except": ["fd00:1::/32"]});
+        }
+        let (base, len) = if kind == 1 { (0u32, 0u8) } else { (u32::from(Ipv4Addr::new(10, 0, 0, host % 32)), len) };
+        let mut block = json!({"cidr": format!("{}/{len}", Ipv4Addr::from(base))});
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+        let excepts: Vec<String> = excepts
+            .into_iter()
+            .filter(|_| len < 32)
+            .map(|(host, extra)| {
+                // Aim excepts of "everything" at the pods' /24.
+                let net = if len == 0 { 0x0a00_0000 } else { base & mask };
+                let elen = (len.max(24) + extra).min(32);
+                let addr = net | (u32::from(host % 32) & !mask);
+                format!("{}/{elen}", Ipv4Addr::from(addr))
+            })
+            .collect();
+        if !excepts.is_empty() {
+            block["except"] = json!(excepts);
+        }
+        block
+    })
+}
+
+fn peer() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        selector().prop_map(|s| json!({"podSelector": s})),
+        selector().prop_map(|s| json!({"namespaceSelector": s})),
+        (selector(), selector()).prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p})),
+        ip_block().prop_map(|b| json!({"ipBlock": b})),
+        ip_block().prop_map(|b| json!({"ipBlock": b})),
+    ]
+}
+
+fn port() -> impl Strategy<Value = Value> {
+    (
+        option::of(select(vec!["TCP", "UDP", "SCTP"])),
+        0..7u8,
+        select(vec![53, 80, 443, 8080]),
+        select(vec![0, 10, 8000]),
+    )
+        .prop_map(|(proto, kind, port, span)| {
+            let mut p = match kind {
+                0 => json!({}),
+                1 => json!({"port": port}),
+                2 => json!({"port": port, "endPort": port + span}),
+                3 => json!({"port": "http"}),
+                4 => json!({"port": "dns"}),
+                5 => json!({"port": "http"}),
+                _ => json!({"port": port}),
+            };
+            if let Some(proto) = proto {
+                p["protocol"] = json!(proto);
+            }
+            p
+        })
+}
+
+/// A rule; `peers_key` is "from" or "to". Peers and ports may be absent, empty or listed.
+fn rule(peers_key: &'static str) -> impl Strategy<Value = Value> {
+    (option::of(vec(peer(), 0..3)), option::of(vec(port(), 0..3))).prop_map(move |(peers, ports)| {
+        let mut r = json!({});
+        if let Some(peers) = peers {
+            r[peers_key] = json!(peers);
+        }
+        if let Some(ports) = ports {
+            r["ports"] = json!(ports);
+        }
+        r
+    })
+}
+
+fn policy() -> impl Strategy<Value = Value> {
+    let types = select(vec![
+        None,
+        Some(vec![]),
+        Some(vec!["Ingress"]),
+        Some(vec!["Egress"]),
+        Some(vec!["Ingress", "Egress"]),
+    ]);
+    (
+        0..3usize,
+        prop_oneof![Just(json!({})), selector()],
+        types,
+        option::of(vec(rule("from"), 0..3)),
+        option::of(vec(rule("to"), 0..3)),
+    )
+        .prop_map(|(ns, sel, types, ingress, egress)| {
+            let mut spec = json!({"podSelector": sel});
+            if let Some(t) = types {
+                spec["policyTypes"] = json!(t);
+            }
+            if let Some(i) = ingress {
+                spec["ingress"] = json!(i);
+            }
+            if let Some(e) = egress {
+                spec["egress"] = json!(e);
+            }
+            json!({"metadata": {"namespace": NAMESPACES[ns]}, "spec": spec})
+        })
+}
+
+/// A flow between two addresses chosen by index from pods and a few outsiders; with
+/// `declared`, to a port the destination pod (or, with `.0`, any pod) declares.
+#[derive(Clone, Debug)]
+struct FlowPick {
+    src: usize,
+    dst: usize,
+    proto: u8,
+    dport: u16,
+    declared: Option<(bool, usize)>,
+}
+
+fn flow_pick() -> impl Strategy<Value = FlowPick> {
+    (
+        any::<usize>(),
+        any::<usize>(),
+        select(vec![1u8, 6, 6, 17, 17, 132]),
+        select(vec![53u16, 80, 443, 5353, 8080, 8090, 9000]),
+        option::of((any::<bool>(), any::<usize>())),
+    )
+        .prop_map(|(src, dst, proto, dport, declared)| FlowPick {
+            src,
+            dst,
+            proto,
+            dport: if proto == 1 { 0 } else { dport },
+            declared,
+        })
+}
+
+impl FlowPick {
+    fn flow(&self, snap: &Snapshot, addrs: &[Ipv4Addr]) -> Flow {
+        let src = addrs[self.src % addrs.len()];
+        let dst = addrs[self.dst % addrs.len()];
+        let mut flow = Flow {
+            src,
+            dst,
+            proto: self.proto,
+            dport: self.dport,
+        };
+        let any_pod = self.declared.is_some_and(|(any, _)| any);
+        let declared: Vec<(u8, u16)> = snap
+            .pods
+            .values()
+            .filter(|p| {
+                any_pod || p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(&dst.to_string())
+            })
+            .flat_map(|p| p.spec.iter().flat_map(|s| &s.containers))
+            .flat_map(|c| c.ports.iter().flatten())
+            .map(|p| {
+                let proto = match p.protocol.as_deref() {
+                    Some("UDP") => 17,
+                    Some("SCTP") => 132,
+                    _ => 6,
+                };
+                (proto, u16::try_from(p.container_port).unwrap_or_default())
+            })
+            .collect();
+        if let Some((_, k)) = self.declared
+            && !declared.is_empty()
+        {
+            (flow.proto, flow.dport) = declared[k % declared.len()];
+        }
+        flow
+    }
+}
+
+fn named<T: serde::de::DeserializeOwned>(mut v: Value, name: String) -> T {
+    v["metadata"]["name"] = json!(name);
+    serde_json::from_value(v).expect("generated object")
+}
+
+fn build(ns_labels: Vec<Value>, pods: Vec<Value>, policies: Vec<Value>) -> Snapshot {
+    let namespaces: Vec<Namespace> = ns_labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, labels)| {
+            named(
+                json!({"metadata": {"labels": labels}}),
+                NAMESPACES[i].to_string(),
+            )
+        })
+        .collect();
+    let pods: Vec<Pod> = pods
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| named(p, format!("pod-{i}")))
+        .collect();
+    let policies: Vec<NetworkPolicy> = policies
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| named(p, format!("np-{i}")))
+        .collect();
+    snapshot(namespaces, pods, policies)
+}
+
+/// Addresses flows go between: every pod's (thrice, to favour them), plus outsiders in and
+/// out of the pods' range.
+fn addresses(snap: &Snapshot) -> Vec<Ipv4Addr> {
+    let pod_ips = snap
+        .pods
+        .values()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse().ok());
+    let mut out: Vec<Ipv4Addr> = pod_ips.clone().chain(pod_ips.clone()).chain(pod_ips).collect();
+    for s in ["10.0.0.33", "10.0.0.63", "10.0.0.200", "192.168.1.1", NODE_IP] {
+        out.push(s.parse().expect("address"));
+    }
+    out
+}
+
+fn check_direction(
+    what: &str,
+    flow: &Flow,
+    addr: Ipv4Addr,
+    simulated: Option<bool>,
+    reference: &DirectionVerdict,
+    index: &PodIndex<'_>,
+) -> Result<(), TestCaseError> {
+    match (simulated, reference) {
+        (None, DirectionVerdict::NotAPod) => Ok(()),
+        (None, _) => {
+            // A pod, but of another node: no endpoint here.
+            let node_name = index
+                .get(addr)
+                .and_then(|(_, p)| p.spec.as_ref()?.node_name.clone());
+            prop_assert_ne!(node_name.as_deref(), Some(NODE), "{} {:?}: no endpoint", what, flow);
+            Ok(())
+        }
+        (Some(allowed), v) => {
+            prop_assert!(*v != DirectionVerdict::NotAPod, "{} {:?}: endpoint of no pod", what, flow);
+            prop_assert_eq!(allowed, v.allows(), "{} {:?}: evaluator says {:?}", what, flow, v);
+            Ok(())
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compiled_datapath_agrees_with_evaluator(
+        ns_labels in vec(ns_labels(), 2..4),
+        deployments in vec(deployment(), 1..6),
+        policies in vec(policy(), 0..6),
+        flows in vec(flow_pick(), 100),
+    ) {
+        let snap = build(ns_labels, deployments.concat(), policies);
+        for np in snap.policies.values() {
+            prop_assert_eq!(validate_policy(np), vec![], "generated policy {:?}", np);
+        }
+        for p in snap.pods.values() {
+            prop_assert_eq!(validate_pod(p), vec![]);
+        }
+        for n in snap.namespaces.values() {
+            prop_assert_eq!(validate_namespace(n), vec![]);
+        }
+        let node = node();
+        let desired = compile(&snap, &node, &Allocations::default());
+        let index = PodIndex::new(&snap, &node);
+        let addrs = addresses(&snap);
+        for pick in flows {
+            let flow = pick.flow(&snap, &addrs);
+            let reference = evaluate(&snap, &node, &flow);
+            let simulated = sim(&desired, &flow);
+            check_direction("egress", &flow, flow.src, simulated.egress, &reference.egress, &index)?;
+            check_direction("ingress", &flow, flow.dst, simulated.ingress, &reference.ingress, &index)?;
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! A simulated datapath over [`Desired`], doing what the kernel programs do with the maps:
+//! the endpoint by address, the remote identity from the IP cache (world if absent), then
+//! the rules for that identity, or for the set identity the longest-prefix match of the
+//! remote address yields.
+
+use std::net::Ipv4Addr;
+
+use cns_common::{IDENTITY_HOST, IDENTITY_WORLD};
+
+use super::{
+    evaluate::Flow,
+    model::{Desired, Direction, LocalEndpoint, PortMatch},
+};
+
+/// Per direction: `None` when the local address is no endpoint, else whether it passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimVerdict {
+    pub egress: Option<bool>,
+    pub ingress: Option<bool>,
+}
+
+pub fn sim(desired: &Desired, flow: &Flow) -> SimVerdict {
+    SimVerdict {
+        egress: direction(desired, flow, Direction::Egress),
+        ingress: direction(desired, flow, Direction::Ingress),
+    }
+}
+
+fn endpoint(desired: &Desired, ip: Ipv4Addr) -> Option<&LocalEndpoint> {
+    desired.endpoints.values().find(|ep| ep.ip == ip)
+}
+
+fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {
+    let (local, remote) = match dir {
+        Direction::Egress => (flow.src, flow.dst),
+        Direction::Ingress => (flow.dst, flow.src),
+    };
+    let ep = endpoint(desired, local)?;
+    let isolated = match dir {
+        Direction::Ingress => ep.ingress_isolated,
+        Direction::Egress => ep.egress_isolated,
+    };
+    if !isolated {
+        return Some(true);
+    }
+    let identity = desired
+        .ipcache
+        .get(&remote)
+        .map_or(IDENTITY_WORLD, |r| r.identity);
+    if dir == Direction::Ingress && identity == IDENTITY_HOST {
+        return Some(true);
+    }
+    let admits = |identity: u32| {
+        desired.rules.keys().any(|k| {
+            k.ep_id == ep.ep_id
+                && k.dir == dir
+                && k.identity == identity
+                && port_matches(&k.ports, flow.proto, flow.dport)
+        })
+    };
+    let set = desired
+        .cidrs
+        .iter()
+        .filter(|(k, _)| k.ep_id == ep.ep_id && k.dir == dir && k.net.contains(remote))
+        .max_by_key(|(k, _)| k.net.prefix())
+        .map(|(_, id)| *id);
+    Some(admits(identity) || set.is_some_and(admits))
+}
+
+fn port_matches(m: &PortMatch, proto: u8, port: u16) -> bool {
+    match m.proto {
+        None => true,
+        Some(p) if p.number() != proto => false,
+        Some(_) => m.ports.is_none_or(|r| r.start <= port && port <= r.end),
+    }
+}

@@ -1,0 +1,322 @@
+//! How the policy core reads the k8s objects: which pods count and at which address, what a
+//! peer, a port and a policy's types mean. Both the compiler and the reference evaluator go
+//! through these small readings, so they agree on the facts and differ only in method.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr},
+};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use k8s_openapi::{
+    api::{
+        core::v1::Pod,
+        networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+
+use super::{
+    model::{Direction, NodeContext, ObjectRef, PortRange, Protocol, Snapshot},
+    selector,
+};
+
+/// Parses a protocol name; absent means TCP, unknown means `None`.
+pub fn parse_protocol(s: Option<&str>) -> Option<Protocol> {
+    match s {
+        None | Some("TCP") => Some(Protocol::Tcp),
+        Some("UDP") => Some(Protocol::Udp),
+        Some("SCTP") => Some(Protocol::Sctp),
+        Some(_) => None,
+    }
+}
+
+/// Parses `addr/prefix` (IPv4 or IPv6, prefix in digits) as Kubernetes does.
+pub fn parse_cidr(s: &str) -> Result<IpNetwork, String> {
+    let Some((_, prefix)) = s.split_once('/') else {
+        return Err("missing prefix length".to_string());
+    };
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("invalid prefix length {prefix:?}"));
+    }
+    s.parse::<IpNetwork>().map_err(|e| e.to_string())
+}
+
+/// `net` with its host bits cleared.
+pub fn masked(net: Ipv4Network) -> Ipv4Network {
+    Ipv4Network::new(net.network(), net.prefix()).unwrap_or(net)
+}
+
+/// A pod's IPv4 address: `status.podIP` if IPv4, else the first IPv4 of `status.podIPs`.
+pub fn pod_ipv4(pod: &Pod) -> Option<Ipv4Addr> {
+    let status = pod.status.as_ref()?;
+    let v4 = |s: &str| match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => Some(a),
+        _ => None,
+    };
+    status
+        .pod_ip
+        .as_deref()
+        .and_then(v4)
+        .or_else(|| status.pod_ips.iter().flatten().find_map(|p| v4(&p.ip)))
+}
+
+/// A pod that policies apply to: an IPv4 address, own network namespace, not finished.
+pub fn pod_is_active(pod: &Pod) -> bool {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    !host_network && !finished && pod_ipv4(pod).is_some()
+}
+
+/// The pod at each address: active pods only; a node address is never a pod's (the node
+/// wins), and of two pods claiming one address the first by namespace/name wins.
+#[derive(Clone, Debug, Default)]
+pub struct PodIndex<'a> {
+    by_ip: BTreeMap<Ipv4Addr, (&'a ObjectRef, &'a Pod)>,
+}
+
+impl<'a> PodIndex<'a> {
+    pub fn new(snapshot: &'a Snapshot, node: &NodeContext) -> Self {
+        let mut by_ip = BTreeMap::new();
+        for (r, pod) in &snapshot.pods {
+            if !pod_is_active(pod) {
+                continue;
+            }
+            let Some(ip) = pod_ipv4(pod) else { continue };
+            if !node.node_ips.contains(&ip) {
+                by_ip.entry(ip).or_insert((r, pod));
+            }
+        }
+        Self { by_ip }
+    }
+
+    pub fn get(&self, ip: Ipv4Addr) -> Option<(&'a ObjectRef, &'a Pod)> {
+        self.by_ip.get(&ip).copied()
+    }
+
+    /// Every (address, pod), by address.
+    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, &'a ObjectRef, &'a Pod)> + '_ {
+        self.by_ip.iter().map(|(ip, (r, p))| (*ip, *r, *p))
+    }
+
+    /// Whether `r` is the pod owning its address.
+    pub fn owns(&self, r: &ObjectRef, pod: &Pod) -> bool {
+        pod_ipv4(pod)
+            .and_then(|ip| self.get(ip))
+            .is_some_and(|(owner, _)| owner == r)
+    }
+}
+
+/// The port numbers a pod's containers declare under `name` for `proto`.
+pub fn named_port_numbers(pod: &Pod, name: &str, proto: Protocol) -> BTreeSet<u16> {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.name.as_deref() == Some(name))
+        .filter(|p| parse_protocol(p.protocol.as_deref()) == Some(proto))
+        .filter_map(|p| u16::try_from(p.container_port).ok().filter(|n| *n != 0))
+        .collect()
+}
+
+/// Whether the policy has `dir` in its effective `policyTypes`: as listed, or when absent
+/// or empty, Ingress always and Egress iff it has egress rules.
+pub fn policy_applies(np: &NetworkPolicy, dir: Direction) -> bool {
+    let spec = np.spec.as_ref();
+    match spec.and_then(|s| s.policy_types.as_ref()) {
+        Some(types) if !types.is_empty() => {
+            let want = match dir {
+                Direction::Ingress => "Ingress",
+                Direction::Egress => "Egress",
+            };
+            types.iter().any(|t| t == want)
+        }
+        _ => match dir {
+            Direction::Ingress => true,
+            Direction::Egress => spec.and_then(|s| s.egress.as_ref()).is_some_and(|e| !e.is_empty()),
+        },
+    }
+}
+
+/// Whether the policy (in namespace `policy_ns`) selects pod `pod` (in namespace `pod_ns`).
+pub fn policy_selects(np: &NetworkPolicy, policy_ns: &str, pod_ns: &str, pod: &Pod) -> bool {
+    let sel = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref());
+    policy_ns == pod_ns && selector::matches_opt(sel, selector::pod_labels(pod))
+}
+
+/// One rule of a policy in one direction: its peers (`from`/`to`) and its ports.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleView<'a> {
+    pub peers: &'a [NetworkPolicyPeer],
+    pub ports: &'a [NetworkPolicyPort],
+}
+
+/// The rules of `np` in `dir`, in order.
+pub fn policy_rules(np: &NetworkPolicy, dir: Direction) -> Vec<RuleView<'_>> {
+    let Some(spec) = np.spec.as_ref() else {
+        return Vec::new();
+    };
+    match dir {
+        Direction::Ingress => spec
+            .ingress
+            .iter()
+            .flatten()
+            .map(|r| RuleView {
+                peers: r.from.as_deref().unwrap_or_default(),
+                ports: r.ports.as_deref().unwrap_or_default(),
+            })
+            .collect(),
+        Direction::Egress => spec
+            .egress
+            .iter()
+            .flatten()
+            .map(|r| RuleView {
+                peers: r.to.as_deref().unwrap_or_default(),
+                ports: r.ports.as_deref().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// 0.0.0.0/0.
+pub const ALL_V4: Ipv4Network = match Ipv4Network::new_checked(Ipv4Addr::UNSPECIFIED, 0) {
+    Some(n) => n,
+    None => panic!("0.0.0.0/0 is a valid network"),
+};
+
+/// An IPv4 ipBlock, masked: `net` minus every `except`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub net: Ipv4Network,
+    pub excepts: Vec<Ipv4Network>,
+}
+
+impl Block {
+    /// Everything (an absent or empty peer list).
+    pub fn any() -> Self {
+        Self {
+            net: ALL_V4,
+            excepts: Vec::new(),
+        }
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.net.contains(ip) && !self.excepts.iter().any(|e| e.contains(ip))
+    }
+}
+
+/// What a peer designates.
+#[derive(Clone, Debug)]
+pub enum Peer<'a> {
+    /// Addresses (ipBlock); they may be pods' too.
+    Block(Block),
+    /// Pods: of the policy's namespace unless `namespace` is given; `None` selectors match all.
+    Pods {
+        namespace: Option<&'a LabelSelector>,
+        pod: Option<&'a LabelSelector>,
+    },
+    /// Nothing IPv4: an IPv6 ipBlock, or an invalid peer.
+    Nothing,
+}
+
+pub fn classify_peer(peer: &NetworkPolicyPeer) -> Peer<'_> {
+    let has_selector = peer.namespace_selector.is_some() || peer.pod_selector.is_some();
+    match (&peer.ip_block, has_selector) {
+        (Some(_), true) | (None, false) => Peer::Nothing,
+        (None, true) => Peer::Pods {
+            namespace: peer.namespace_selector.as_ref(),
+            pod: peer.pod_selector.as_ref(),
+        },
+        (Some(b), false) => {
+            let net = match parse_cidr(&b.cidr) {
+                Ok(IpNetwork::V4(n)) => masked(n),
+                _ => return Peer::Nothing,
+            };
+            let mut excepts = Vec::new();
+            for e in b.except.iter().flatten() {
+                match parse_cidr(e) {
+                    Ok(IpNetwork::V4(n)) => excepts.push(masked(n)),
+                    _ => return Peer::Nothing,
+                }
+            }
+            Peer::Block(Block { net, excepts })
+        }
+    }
+}
+
+/// The peers of a rule; an empty list means every address.
+pub fn rule_peers<'a>(rule: &RuleView<'a>) -> Vec<Peer<'a>> {
+    if rule.peers.is_empty() {
+        vec![Peer::Block(Block::any())]
+    } else {
+        rule.peers.iter().map(classify_peer).collect()
+    }
+}
+
+/// What a `NetworkPolicyPort` admits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortSpec {
+    /// Every protocol and port (a rule without ports).
+    All,
+    /// Every port of a protocol.
+    Proto(Protocol),
+    Range(Protocol, PortRange),
+    /// A container port name, resolved against the pod receiving the traffic.
+    Named(Protocol, String),
+    /// An invalid port: admits nothing.
+    Nothing,
+}
+
+impl PortSpec {
+    /// Whether a numeric spec admits (`proto`, `port`); `Named` needs a pod and says no.
+    pub fn admits_numeric(&self, proto: u8, port: u16) -> bool {
+        match self {
+            PortSpec::All => true,
+            PortSpec::Proto(p) => p.number() == proto,
+            PortSpec::Range(p, r) => p.number() == proto && r.start <= port && port <= r.end,
+            PortSpec::Named(..) | PortSpec::Nothing => false,
+        }
+    }
+}
+
+pub fn classify_port(port: &NetworkPolicyPort) -> PortSpec {
+    let Some(proto) = parse_protocol(port.protocol.as_deref()) else {
+        return PortSpec::Nothing;
+    };
+    match (&port.port, port.end_port) {
+        (None, None) => PortSpec::Proto(proto),
+        (None, Some(_)) => PortSpec::Nothing,
+        (Some(IntOrString::String(name)), None) => PortSpec::Named(proto, name.clone()),
+        (Some(IntOrString::String(_)), Some(_)) => PortSpec::Nothing,
+        (Some(IntOrString::Int(p)), end) => {
+            let start = u16::try_from(*p).ok().filter(|p| *p != 0);
+            let end = match end {
+                None => start,
+                Some(e) => u16::try_from(e).ok(),
+            };
+            match (start, end) {
+                (Some(start), Some(end)) if start <= end => {
+                    PortSpec::Range(proto, PortRange { start, end })
+                }
+                _ => PortSpec::Nothing,
+            }
+        }
+    }
+}
+
+/// The port specs of a rule; an empty list means everything.
+pub fn rule_ports(rule: &RuleView<'_>) -> Vec<PortSpec> {
+    if rule.ports.is_empty() {
+        vec![PortSpec::All]
+    } else {
+        rule.ports.iter().map(classify_port).collect()
+    }
+}

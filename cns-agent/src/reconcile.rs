@@ -1,0 +1,201 @@
+//! Reconcile = pure diff + small apply. [`diff`] compares the desired map contents with
+//! what the maps hold and returns the operations, ordered so that no intermediate state is
+//! stricter than needed: allow rules and peers are written before the endpoints that need
+//! them, and stale endpoints leave before their rules. [`apply`] feeds them to a
+//! [`MapWriter`]: the aya maps in production, [`MapContents`] itself in tests.
+
+use std::collections::BTreeMap;
+
+use cns_common::maps::{CidrKey, Endpoint, PolicyKey, PolicyValue, Remote};
+
+use crate::encode::{Lpm, MapContents};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    UpsertRemote(u32, Remote),
+    UpsertCidr(Lpm<CidrKey>, u32),
+    UpsertPolicy(Lpm<PolicyKey>, PolicyValue),
+    UpsertEndpoint(u32, Endpoint),
+    DeleteEndpoint(u32),
+    DeletePolicy(Lpm<PolicyKey>),
+    DeleteCidr(Lpm<CidrKey>),
+    DeleteRemote(u32),
+}
+
+impl MapOp {
+    /// The map this operation writes, for error messages.
+    pub fn map_name(&self) -> &'static str {
+        use cns_common::maps::{CIDRS, ENDPOINTS, IPCACHE, POLICY};
+        match self {
+            MapOp::UpsertRemote(..) | MapOp::DeleteRemote(..) => IPCACHE,
+            MapOp::UpsertCidr(..) | MapOp::DeleteCidr(..) => CIDRS,
+            MapOp::UpsertPolicy(..) | MapOp::DeletePolicy(..) => POLICY,
+            MapOp::UpsertEndpoint(..) | MapOp::DeleteEndpoint(..) => ENDPOINTS,
+        }
+    }
+}
+
+fn diff_map<K: Ord + Clone, V: PartialEq + Clone>(
+    desired: &BTreeMap<K, V>,
+    actual: &BTreeMap<K, V>,
+    upsert: impl Fn(K, V) -> MapOp,
+    delete: impl Fn(K) -> MapOp,
+) -> (Vec<MapOp>, Vec<MapOp>) {
+    let upserts = desired
+        .iter()
+        .filter(|(k, v)| actual.get(*k) != Some(*v))
+        .map(|(k, v)| upsert(k.clone(), v.clone()))
+        .collect();
+    let deletes = actual
+        .keys()
+        .filter(|k| !desired.contains_key(*k))
+        .map(|k| delete(k.clone()))
+        .collect();
+    (upserts, deletes)
+}
+
+/// The operations that turn `actual` into `desired`, in a safe order.
+pub fn diff(desired: &MapContents, actual: &MapContents) -> Vec<MapOp> {
+    let (remote_up, remote_del) = diff_map(
+        &desired.ipcache,
+        &actual.ipcache,
+        MapOp::UpsertRemote,
+        MapOp::DeleteRemote,
+    );
+    let (cidr_up, cidr_del) =
+        diff_map(&desired.cidrs, &actual.cidrs, MapOp::UpsertCidr, MapOp::DeleteCidr);
+    let (policy_up, policy_del) = diff_map(
+        &desired.policy,
+        &actual.policy,
+        MapOp::UpsertPolicy,
+        MapOp::DeletePolicy,
+    );
+    let (ep_up, ep_del) = diff_map(
+        &desired.endpoints,
+        &actual.endpoints,
+        MapOp::UpsertEndpoint,
+        MapOp::DeleteEndpoint,
+    );
+    [remote_up, cidr_up, policy_up, ep_up, ep_del, policy_del, cidr_del, remote_del].concat()
+}
+
+/// Where operations go.
+pub trait MapWriter {
+    type Error: std::error::Error;
+    fn apply_op(&mut self, op: &MapOp) -> Result<(), Self::Error>;
+}
+
+/// One operation that failed; the others were still applied.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to apply {op:?} to map {map}")]
+pub struct ApplyError<E: std::error::Error + 'static> {
+    pub op: MapOp,
+    pub map: &'static str,
+    #[source]
+    pub source: E,
+}
+
+/// Applies every operation; returns the ones that failed. A failed upsert leaves the
+/// previous entry (or none) in place; callers report it and retry at the next resync.
+pub fn apply<W: MapWriter>(writer: &mut W, ops: &[MapOp]) -> Vec<ApplyError<W::Error>>
+where
+    W::Error: 'static,
+{
+    ops.iter()
+        .filter_map(|op| {
+            writer.apply_op(op).err().map(|source| ApplyError {
+                op: op.clone(),
+                map: op.map_name(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The in-memory datapath used by tests (and as the agent's record of what it wrote).
+impl MapWriter for MapContents {
+    type Error = std::convert::Infallible;
+
+    fn apply_op(&mut self, op: &MapOp) -> Result<(), Self::Error> {
+        match op.clone() {
+            MapOp::UpsertRemote(k, v) => _ = self.ipcache.insert(k, v),
+            MapOp::UpsertCidr(k, v) => _ = self.cidrs.insert(k, v),
+            MapOp::UpsertPolicy(k, v) => _ = self.policy.insert(k, v),
+            MapOp::UpsertEndpoint(k, v) => _ = self.endpoints.insert(k, v),
+            MapOp::DeleteEndpoint(k) => _ = self.endpoints.remove(&k),
+            MapOp::DeletePolicy(k) => _ = self.policy.remove(&k),
+            MapOp::DeleteCidr(k) => _ = self.cidrs.remove(&k),
+            MapOp::DeleteRemote(k) => _ = self.ipcache.remove(&k),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(identity: u32) -> Remote {
+        Remote {
+            identity,
+            ns_id: 16,
+            _pad: 0,
+        }
+    }
+
+    fn contents(remotes: &[(u32, u32)], endpoints: &[(u32, u32)]) -> MapContents {
+        let mut c = MapContents::default();
+        for &(ip, id) in remotes {
+            c.ipcache.insert(ip, remote(id));
+        }
+        for &(ifindex, ep_id) in endpoints {
+            c.endpoints.insert(
+                ifindex,
+                Endpoint {
+                    ep_id,
+                    ..Endpoint::default()
+                },
+            );
+        }
+        c
+    }
+
+    #[test]
+    fn no_change_no_ops() {
+        let a = contents(&[(1, 256)], &[(7, 1)]);
+        assert!(diff(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn applying_the_diff_reaches_desired() {
+        let actual = contents(&[(1, 256), (2, 257)], &[(7, 1), (8, 2)]);
+        let desired = contents(&[(1, 300), (3, 258)], &[(8, 3)]);
+        let ops = diff(&desired, &actual);
+        let mut maps = actual.clone();
+        assert!(apply(&mut maps, &ops).is_empty());
+        assert_eq!(maps, desired);
+        assert!(diff(&desired, &maps).is_empty());
+    }
+
+    #[test]
+    fn upserts_come_before_deletes_and_rules_before_endpoints() {
+        let actual = contents(&[(2, 257)], &[(7, 1)]);
+        let desired = contents(&[(3, 258)], &[(8, 2)]);
+        let ops = diff(&desired, &actual);
+        assert_eq!(
+            ops,
+            vec![
+                MapOp::UpsertRemote(3, remote(258)),
+                MapOp::UpsertEndpoint(
+                    8,
+                    Endpoint {
+                        ep_id: 2,
+                        ..Endpoint::default()
+                    }
+                ),
+                MapOp::DeleteEndpoint(7),
+                MapOp::DeleteRemote(2),
+            ]
+        );
+    }
+}

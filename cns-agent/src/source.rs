@@ -1,0 +1,404 @@
+//! The manifests directory as a source of [`Snapshot`]s: every `*.yaml`/`*.yml` file,
+//! multi-document, kinds Namespace, Pod and NetworkPolicy, read into k8s-openapi types (the
+//! same ones the Kubernetes source yields).
+//!
+//! Bad input never empties the datapath: an object that fails to parse or validate keeps its
+//! last good version (if it had one), a file that fails to parse keeps the objects it last
+//! gave, and every problem is reported with its file, object and field. [`load`] is pure;
+//! [`read_dir`] is the only I/O.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod},
+    networking::v1::NetworkPolicy,
+};
+use serde::Serialize;
+
+use crate::policy::{
+    model::{ObjectRef, Snapshot},
+    validate::{FieldError, validate_namespace, validate_pod, validate_policy},
+};
+
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    NetworkPolicy,
+}
+
+/// Kind, namespace (empty for namespaces) and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{:?} {}", self.kind, self.name)
+        } else {
+            write!(f, "{:?} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Object {
+    Namespace(Box<Namespace>),
+    Pod(Box<Pod>),
+    NetworkPolicy(Box<NetworkPolicy>),
+}
+
+/// A problem with the input, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceError {
+    pub file: PathBuf,
+    /// The object ("NetworkPolicy demo/allow-web") or, before its name is known, the
+    /// document ("document 2").
+    pub object: String,
+    /// The field at fault ("spec.ingress[0].from[0].ipBlock.cidr"), when known.
+    pub field: Option<String>,
+    pub message: String,
+    /// Whether a previous good version is still enforced in its place.
+    pub kept_last_good: bool,
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.object)?;
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if self.kept_last_good {
+            write!(f, " (keeping its last good version)")?;
+        }
+        Ok(())
+    }
+}
+
+/// What survives between loads: the last good version of every object and which file each
+/// came from.
+#[derive(Clone, Debug, Default)]
+pub struct LastGood {
+    objects: BTreeMap<ObjectKey, Object>,
+    by_file: BTreeMap<PathBuf, Vec<ObjectKey>>,
+}
+
+/// Reads the manifest files of `dir` (sorted by name); unreadable files are reported as
+/// errors by [`load`].
+pub fn read_dir(dir: &Path) -> std::io::Result<Vec<(PathBuf, Result<String, String>)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let ext = p.extension().and_then(|e| e.to_str());
+            matches!(ext, Some("yaml" | "yml")) && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    Ok(paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).map_err(|e| format!("failed to read: {e}"));
+            (p, text)
+        })
+        .collect())
+}
+
+/// Turns the files into a snapshot, using and updating `last` for the objects that fail.
+pub fn load(
+    files: &[(PathBuf, Result<String, String>)],
+    last: &mut LastGood,
+) -> (Snapshot, Vec<SourceError>) {
+    let mut errors = Vec::new();
+    let mut objects: BTreeMap<ObjectKey, (PathBuf, Object)> = BTreeMap::new();
+    let mut by_file: BTreeMap<PathBuf, Vec<ObjectKey>> = BTreeMap::new();
+    for (file, text) in files {
+        let docs = match text {
+            Ok(text) => serde_saphyr::from_multiple::<serde_json::Value>(text)
+                .map_err(|e| format!("invalid YAML: {e}")),
+            Err(e) => Err(e.clone()),
+        };
+        let docs = match docs {
+            Ok(docs) => docs,
+            Err(message) => {
+                // Keep what this file gave last time.
+                let kept = last.by_file.get(file).cloned().unwrap_or_default();
+                errors.push(SourceError {
+                    file: file.clone(),
+                    object: "file".into(),
+                    field: None,
+                    message,
+                    kept_last_good: !kept.is_empty(),
+                });
+                for key in kept {
+                    if let Some(obj) = last.objects.get(&key) {
+                        objects.insert(key.clone(), (file.clone(), obj.clone()));
+                        by_file.entry(file.clone()).or_default().push(key);
+                    }
+                }
+                continue;
+            }
+        };
+        for (i, doc) in docs.into_iter().enumerate() {
+            if doc.is_null() {
+                continue;
+            }
+            match parse_object(doc, i + 1) {
+                Ok((key, obj)) => {
+                    if let Some((first, _)) = objects.get(&key) {
+                        errors.push(SourceError {
+                            file: file.clone(),
+                            object: key.to_string(),
+                            field: None,
+                            message: format!("duplicate of the object in {}; ignored", first.display()),
+                            kept_last_good: false,
+                        });
+                        continue;
+                    }
+                    by_file.entry(file.clone()).or_default().push(key.clone());
+                    objects.insert(key, (file.clone(), obj));
+                }
+                Err(bad) => {
+                    let kept = bad.key.as_ref().and_then(|k| last.objects.get(k));
+                    errors.push(SourceError {
+                        file: file.clone(),
+                        object: bad.object,
+                        field: bad.field,
+                        message: bad.message,
+                        kept_last_good: kept.is_some(),
+                    });
+                    if let (Some(key), Some(obj)) = (bad.key, kept) {
+                        by_file.entry(file.clone()).or_default().push(key.clone());
+                        objects.insert(key, (file.clone(), obj.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let mut snapshot = Snapshot::default();
+    last.objects.clear();
+    for (key, (_, obj)) in objects {
+        last.objects.insert(key.clone(), obj.clone());
+        match obj {
+            Object::Namespace(ns) => _ = snapshot.namespaces.insert(key.name, *ns),
+            Object::Pod(pod) => _ = snapshot.pods.insert(ObjectRef::new(key.namespace, key.name), *pod),
+            Object::NetworkPolicy(np) => {
+                _ = snapshot.policies.insert(ObjectRef::new(key.namespace, key.name), *np)
+            }
+        }
+    }
+    last.by_file = by_file;
+    (snapshot, errors)
+}
+
+struct BadObject {
+    key: Option<ObjectKey>,
+    object: String,
+    field: Option<String>,
+    message: String,
+}
+
+fn parse_object(doc: serde_json::Value, index: usize) -> Result<(ObjectKey, Object), BadObject> {
+    let str_at = |ptr: &str| doc.pointer(ptr).and_then(|v| v.as_str()).map(str::to_owned);
+    let kind_str = str_at("/kind");
+    let name = str_at("/metadata/name");
+    let bad = |key: Option<ObjectKey>, object: String, field: Option<&str>, message: String| BadObject {
+        key,
+        object,
+        field: field.map(str::to_owned),
+        message,
+    };
+    let doc_name = format!("document {index}");
+    let kind = match kind_str.as_deref() {
+        Some("Namespace") => Kind::Namespace,
+        Some("Pod") => Kind::Pod,
+        Some("NetworkPolicy") => Kind::NetworkPolicy,
+        Some(other) => {
+            return Err(bad(
+                None,
+                format!("{doc_name} ({other} {})", name.unwrap_or_default()),
+                Some("kind"),
+                format!("unsupported kind {other:?}: expected Namespace, Pod or NetworkPolicy"),
+            ));
+        }
+        None => return Err(bad(None, doc_name, Some("kind"), "missing kind".into())),
+    };
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Err(bad(None, format!("{doc_name} ({kind:?})"), Some("metadata.name"), "missing name".into()));
+    };
+    let namespace = match kind {
+        Kind::Namespace => String::new(),
+        _ => str_at("/metadata/namespace").unwrap_or_else(|| "default".into()),
+    };
+    let key = ObjectKey {
+        kind: kind.clone(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let object = key.to_string();
+    let typed = |e: serde_path_to_error::Error<serde_json::Error>| {
+        let path = e.path().to_string();
+        bad(Some(key.clone()), object.clone(), Some(&path), e.into_inner().to_string())
+    };
+    let (obj, field_errors): (Object, Vec<FieldError>) = match kind {
+        Kind::Namespace => {
+            let mut ns: Namespace = serde_path_to_error::deserialize(doc).map_err(typed)?;
+            ns.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(NAMESPACE_NAME_LABEL.into(), name.clone());
+            let errs = validate_namespace(&ns);
+            (Object::Namespace(Box::new(ns)), errs)
+        }
+        Kind::Pod => {
+            let mut pod: Pod = serde_path_to_error::deserialize(doc).map_err(typed)?;
+            pod.metadata.namespace = Some(namespace.clone());
+            let errs = validate_pod(&pod);
+            (Object::Pod(Box::new(pod)), errs)
+        }
+        Kind::NetworkPolicy => {
+            let mut np: NetworkPolicy = serde_path_to_error::deserialize(doc).map_err(typed)?;
+            np.metadata.namespace = Some(namespace.clone());
+            let errs = validate_policy(&np);
+            (Object::NetworkPolicy(Box::new(np)), errs)
+        }
+    };
+    if let Some(first) = field_errors.first() {
+        let message = field_errors
+            .iter()
+            .skip(1)
+            .fold(first.message.clone(), |acc, e| format!("{acc}; {}: {}", e.field, e.message));
+        return Err(bad(Some(key), object, Some(&first.field), message));
+    }
+    Ok((key, obj))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, text: &str) -> (PathBuf, Result<String, String>) {
+        (PathBuf::from(name), Ok(text.to_owned()))
+    }
+
+    const NS_AND_POLICY: &str = "
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: deny
+  namespace: demo
+spec:
+  podSelector: {}
+";
+
+    const BAD_CIDR: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: deny
+  namespace: demo
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - ipBlock:
+        cidr: 10.0.0.0/33
+";
+
+    #[test]
+    fn reads_multi_document_files_and_labels_namespaces() {
+        let mut last = LastGood::default();
+        let (snap, errors) = load(&[file("a.yaml", NS_AND_POLICY)], &mut last);
+        assert!(errors.is_empty(), "{errors:?}");
+        let ns = &snap.namespaces["demo"];
+        assert_eq!(ns.metadata.labels.as_ref().unwrap()[NAMESPACE_NAME_LABEL], "demo");
+        assert!(snap.policies.contains_key(&ObjectRef::new("demo", "deny")));
+    }
+
+    #[test]
+    fn invalid_object_keeps_its_last_good_version_and_names_the_field() {
+        let mut last = LastGood::default();
+        let (_, errors) = load(&[file("a.yaml", NS_AND_POLICY)], &mut last);
+        assert!(errors.is_empty());
+        let ns = NS_AND_POLICY.split("---").next().unwrap();
+        let text = format!("{ns}---{BAD_CIDR}");
+        let (snap, errors) = load(&[file("a.yaml", &text)], &mut last);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = &errors[0];
+        assert_eq!(e.object, "NetworkPolicy demo/deny");
+        assert_eq!(e.field.as_deref(), Some("spec.ingress[0].from[0].ipBlock.cidr"));
+        assert!(e.kept_last_good);
+        assert!(e.to_string().starts_with("a.yaml: NetworkPolicy demo/deny: spec.ingress"), "{e}");
+        // The old (valid) version is still there.
+        let np = &snap.policies[&ObjectRef::new("demo", "deny")];
+        assert!(np.spec.as_ref().unwrap().ingress.is_none());
+    }
+
+    #[test]
+    fn unparsable_file_keeps_what_it_gave_last_time() {
+        let mut last = LastGood::default();
+        load(&[file("a.yaml", NS_AND_POLICY), file("b.yaml", "")], &mut last);
+        let (snap, errors) = load(&[file("a.yaml", "kind: [unclosed"), file("b.yaml", "")], &mut last);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].file, PathBuf::from("a.yaml"));
+        assert!(errors[0].kept_last_good);
+        assert_eq!(snap.policies.len(), 1);
+        assert_eq!(snap.namespaces.len(), 1);
+    }
+
+    #[test]
+    fn new_invalid_object_is_left_out_with_an_error() {
+        let mut last = LastGood::default();
+        let (snap, errors) = load(&[file("a.yaml", BAD_CIDR)], &mut last);
+        assert_eq!(errors.len(), 1);
+        assert!(!errors[0].kept_last_good);
+        assert!(snap.policies.is_empty());
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let text = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: p
+  namespace: demo
+spec:
+  podSelector: {}
+  ingress:
+  - ports:
+    - port: 80
+      endPort: eighty
+";
+        let (_, errors) = load(&[file("a.yaml", text)], &mut LastGood::default());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field.as_deref(), Some("spec.ingress[0].ports[0].endPort"));
+    }
+
+    #[test]
+    fn unknown_kinds_and_duplicates_are_errors() {
+        let text = "kind: Deployment\nmetadata:\n  name: web\n";
+        let (_, errors) = load(
+            &[file("a.yaml", text), file("b.yaml", NS_AND_POLICY), file("c.yaml", NS_AND_POLICY)],
+            &mut LastGood::default(),
+        );
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].message.contains("unsupported kind"));
+        assert!(errors[1].message.contains("duplicate"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The real `cns-agent` binary, running inside a virtual node's netns with its own
+//! manifests directory, control socket and pin directory (removed on drop).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{VirtualNode, unique};
+
+pub const NODE_NAME: &str = "node-1";
+
+/// The agent binary: `$CNS_AGENT_BIN`, else the workspace's `target/debug/cns-agent`
+/// (`cargo xtask test` builds it first).
+pub fn agent_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CNS_AGENT_BIN") {
+        return p.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let bin = target.join("debug/cns-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p cns-agent` (cargo xtask test does), or set CNS_AGENT_BIN",
+        bin.display()
+    );
+    bin
+}
+
+pub struct AgentProcess {
+    child: Child,
+    pub dir: PathBuf,
+    pub manifests: PathBuf,
+    pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts the agent in `node`'s netns with the given manifests (file name, YAML) and
+    /// waits until its first sync succeeded.
+    pub fn start(node: &VirtualNode, audit: bool, manifests: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(unique("cns-test-"));
+        let manifests_dir = dir.join("manifests");
+        std::fs::create_dir_all(&manifests_dir).expect("create test dir");
+        for (name, yaml) in manifests {
+            std::fs::write(manifests_dir.join(name), yaml).expect("write manifest");
+        }
+        let socket = dir.join("agent.sock");
+        let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("cns-test-"));
+        let log = dir.join("agent.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &node.node])
+            .arg(agent_bin())
+            .arg("run")
+            .arg("--manifests")
+            .arg(&manifests_dir)
+            .args(["--node-name", NODE_NAME])
+            .arg(format!("--policy-audit-mode={audit}"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--bpffs-dir")
+            .arg(&pin_dir)
+            .args(["--resync-interval", "1"])
+            .env("CNS_LOG", "info,cns_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create log"))
+            .spawn()
+            .expect("spawn cns-agent");
+        let mut agent = Self {
+            child,
+            dir,
+            manifests: manifests_dir,
+            socket,
+            pin_dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("cns-agent exited with {status}:\n{}", agent.log());
+            }
+            if agent.socket.exists() && agent.sync().is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cns-agent did not become ready:\n{}", agent.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        agent
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a client command against this agent; Ok(stdout) or Err(stdout + stderr).
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(agent_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .expect("run cns-agent client");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    pub fn sync(&self) -> Result<String, String> {
+        self.cli(&["sync"])
+    }
+
+    /// Writes (or replaces) a manifest file.
+    pub fn write(&self, name: &str, yaml: &str) {
+        // Write then rename, as editors and ConfigMap updates do.
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write manifest");
+        std::fs::rename(&tmp, self.manifests.join(name)).expect("rename manifest");
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.manifests.join(name)).expect("remove manifest");
+    }
+
+    /// Writes, then syncs, panicking with the agent's error if the sync fails.
+    pub fn apply(&self, name: &str, yaml: &str) {
+        self.write(name, yaml);
+        if let Err(e) = self.sync() {
+            panic!("sync after writing {name} failed: {e}\n{}", self.log());
+        }
+    }
+
+    /// The counters as JSON rows.
+    pub fn counters(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["counters", "-o", "json"]).expect("counters");
+        serde_json::from_str::<serde_json::Value>(&out)
+            .expect("counters json")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Packets counted for (source ns, destination ns, direction, verdict).
+    pub fn packets(&self, src: &str, dst: &str, dir: &str, verdict: &str) -> u64 {
+        self.counters()
+            .iter()
+            .filter(|r| r["source"] == src && r["destination"] == dst && r["direction"] == dir && r["verdict"] == verdict)
+            .map(|r| r["packets"].as_u64().unwrap_or(0))
+            .sum()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        _ = self.child.kill();
+        _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- cns-agent log ---\n{}", self.log());
+        }
+        _ = std::fs::remove_dir_all(&self.pin_dir);
+        _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,298 @@
+//! The real agent enforcing NetworkPolicies on real TCP and UDP traffic in a virtual node.
+//! See `cns_tests::cluster` for the pods and their addresses.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use cns_tests::{
+    cluster::{Cluster, UDP_PORT, cluster_yaml},
+    kernel_or_skip,
+    netns::OUTSIDE_IP,
+    traffic::{in_netns, tcp_ok, udp_ok},
+};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+const BETA_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 10);
+
+const DENY_INGRESS: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-ingress, namespace: alpha}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+";
+
+const DENY_EGRESS: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress, namespace: alpha}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+";
+
+macro_rules! kernel_test {
+    () => {
+        if !kernel_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+#[test]
+fn default_deny_ingress_blocks_new_connections_but_not_the_pods_own() {
+    kernel_test!();
+    let c = Cluster::start(false, &[]);
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "no policy: open");
+    c.agent.apply("deny.yaml", DENY_INGRESS);
+    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080), "deny ingress: blocked");
+    assert!(!udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT), "deny ingress: UDP blocked");
+    // The isolated pod's own connections and their replies still flow.
+    assert!(tcp_ok(&c.server.netns, BETA_CLIENT, 8080), "egress not isolated");
+    assert!(udp_ok(&c.server.netns, BETA_CLIENT, UDP_PORT), "egress UDP not isolated");
+    // Other namespaces are not affected.
+    assert!(tcp_ok(&c.gamma_client.netns, BETA_CLIENT, 9090));
+    // Removing the policy opens it again.
+    c.agent.remove("deny.yaml");
+    c.agent.sync().expect("sync");
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "policy removed: open");
+}
+
+#[test]
+fn default_deny_egress_keeps_replies_flowing() {
+    kernel_test!();
+    let c = Cluster::start(false, &[("deny.yaml", DENY_EGRESS)]);
+    assert!(!tcp_ok(&c.server.netns, BETA_CLIENT, 8080), "egress denied");
+    assert!(!udp_ok(&c.server.netns, BETA_CLIENT, UDP_PORT), "egress UDP denied");
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "ingress open, replies flow out");
+    assert!(udp_ok(&c.beta_client.netns, SERVER, UDP_PORT), "UDP replies flow out");
+}
+
+#[test]
+fn allow_from_namespace_selector() {
+    kernel_test!();
+    let policy = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-beta, namespace: alpha}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {team: beta}}
+";
+    let c = Cluster::start(false, &[("p.yaml", policy)]);
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080));
+    assert!(tcp_ok(&c.beta_other.netns, SERVER, 9090));
+    assert!(!tcp_ok(&c.gamma_client.netns, SERVER, 8080));
+}
+
+#[test]
+fn allow_from_pod_and_namespace_selector() {
+    kernel_test!();
+    let policy = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: clients-of-beta, namespace: alpha}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - namespaceSelector:
+        matchExpressions: [{key: team, operator: In, values: [beta]}]
+      podSelector: {matchLabels: {role: client}}
+";
+    let c = Cluster::start(false, &[("p.yaml", policy)]);
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "beta client allowed");
+    assert!(!tcp_ok(&c.beta_other.netns, SERVER, 8080), "beta other: wrong pod labels");
+    assert!(!tcp_ok(&c.gamma_client.netns, SERVER, 8080), "gamma client: wrong namespace");
+}
+
+#[test]
+fn ip_block_with_except_applies_to_pods_and_outside() {
+    kernel_test!();
+    let policy = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: cidr, namespace: alpha}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - ipBlock:
+        cidr: 10.0.2.7/24
+        except: [10.0.2.128/25]
+    - ipBlock:
+        cidr: 10.255.0.0/30
+";
+    let c = Cluster::start(false, &[("p.yaml", policy)]);
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "10.0.2.10 inside the block");
+    assert!(!tcp_ok(&c.beta_other.netns, SERVER, 8080), "10.0.2.200 excepted");
+    assert!(!tcp_ok(&c.gamma_client.netns, SERVER, 8080), "10.0.3.10 outside the block");
+    assert!(tcp_ok(&c.node.outside, SERVER, 8080), "outside 10.255.0.2 allowed");
+    let _ = OUTSIDE_IP;
+}
+
+#[test]
+fn end_port_range_and_named_port() {
+    kernel_test!();
+    let policy = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ports, namespace: alpha}
+spec:
+  podSelector: {}
+  ingress:
+  - ports:
+    - {protocol: TCP, port: 8085, endPort: 8095}
+  - from: [{namespaceSelector: {}}]
+    ports:
+    - {port: http}
+    - {port: dns, protocol: UDP}
+";
+    let c = Cluster::start(false, &[("p.yaml", policy)]);
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8090), "8090 in 8085-8095");
+    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 9090), "9090 outside the range");
+    assert!(tcp_ok(&c.gamma_client.netns, SERVER, 8080), "named port http = 8080");
+    assert!(udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT), "named port dns = 5353/UDP");
+}
+
+#[test]
+fn policy_and_label_changes_take_effect_after_sync() {
+    kernel_test!();
+    let allow_clients = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: clients, namespace: alpha}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: client}}, namespaceSelector: {}}]
+";
+    let c = Cluster::start(false, &[("p.yaml", allow_clients)]);
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080));
+    // Relabel beta/client: it is no longer a client.
+    c.agent.apply("cluster.yaml", &cluster_yaml("former-client"));
+    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080), "relabelled pod blocked");
+    assert!(tcp_ok(&c.gamma_client.netns, SERVER, 8080), "other client still allowed");
+    // Edit the policy to allow the new label too.
+    c.agent.apply("p.yaml", &allow_clients.replace("{role: client}", "{}"));
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "policy edit allows it again");
+}
+
+#[test]
+fn tightening_a_policy_cuts_established_connections() {
+    kernel_test!();
+    let c = Cluster::start(false, &[]);
+    let mut conn = in_netns(&c.beta_client.netns, || {
+        TcpStream::connect_timeout(&SocketAddr::from((SERVER, 8080)), Duration::from_secs(2))
+            .expect("connect")
+    });
+    conn.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let mut buf = [0u8; 5];
+    conn.write_all(b"hello").unwrap();
+    conn.read_exact(&mut buf).expect("echo before the policy");
+    c.agent.apply("deny.yaml", DENY_INGRESS);
+    conn.write_all(b"again").unwrap();
+    assert!(conn.read_exact(&mut buf).is_err(), "the established connection must be cut");
+}
+
+#[test]
+fn audit_mode_passes_everything_and_counts_audit() {
+    kernel_test!();
+    let c = Cluster::start(true, &[("deny.yaml", DENY_INGRESS)]);
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "audit: not blocked");
+    assert!(udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT), "audit: UDP not blocked");
+    assert!(c.agent.packets("beta", "alpha", "ingress", "audit") > 0, "{:?}", c.agent.counters());
+    assert!(c.agent.packets("gamma", "alpha", "ingress", "audit") > 0);
+    assert_eq!(c.agent.packets("beta", "alpha", "ingress", "dropped"), 0);
+    // Switching to blocking at runtime enforces without a restart.
+    c.agent.cli(&["mode", "blocking"]).expect("mode blocking");
+    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080), "blocking: blocked");
+    assert!(c.agent.packets("beta", "alpha", "ingress", "dropped") > 0);
+}
+
+#[test]
+fn mode_switch_keeps_allowed_connections() {
+    kernel_test!();
+    let c = Cluster::start(true, &[]);
+    let mut conn = in_netns(&c.beta_client.netns, || {
+        TcpStream::connect_timeout(&SocketAddr::from((SERVER, 8080)), Duration::from_secs(2))
+            .expect("connect")
+    });
+    conn.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let mut buf = [0u8; 5];
+    for mode in ["blocking", "audit", "blocking"] {
+        c.agent.cli(&["mode", mode]).expect("mode");
+        conn.write_all(b"hello").unwrap();
+        conn.read_exact(&mut buf).unwrap_or_else(|e| panic!("connection broken after switching to {mode}: {e}"));
+    }
+}
+
+#[test]
+fn counters_match_a_known_amount_of_traffic() {
+    kernel_test!();
+    let c = Cluster::start(false, &[]);
+    const N: u64 = 25;
+    let sent = in_netns(&c.beta_client.netns, || {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut echoed = 0;
+        for _ in 0..N {
+            s.send_to(&[0u8; 100], (SERVER, UDP_PORT)).unwrap();
+            let mut buf = [0u8; 200];
+            if s.recv_from(&mut buf).is_ok() {
+                echoed += 1;
+            }
+        }
+        echoed
+    });
+    assert_eq!(sent, N, "all datagrams echoed");
+    // Request: leaves beta (egress of beta/client), enters alpha (ingress of alpha/server).
+    assert_eq!(c.agent.packets("beta", "alpha", "egress", "forwarded"), N);
+    assert_eq!(c.agent.packets("beta", "alpha", "ingress", "forwarded"), N);
+    // Replies the other way.
+    assert_eq!(c.agent.packets("alpha", "beta", "egress", "forwarded"), N);
+    assert_eq!(c.agent.packets("alpha", "beta", "ingress", "forwarded"), N);
+    // Bytes: 100 payload + 8 UDP + 20 IP + 14 Ethernet per packet.
+    let bytes: u64 = c
+        .agent
+        .counters()
+        .iter()
+        .filter(|r| r["source"] == "beta" && r["destination"] == "alpha" && r["direction"] == "ingress")
+        .map(|r| r["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bytes, N * 142);
+}
+
+#[test]
+fn traffic_from_the_node_is_always_allowed() {
+    kernel_test!();
+    let c = Cluster::start(false, &[("deny.yaml", DENY_INGRESS)]);
+    assert!(tcp_ok(&c.node.node, SERVER, 8080), "kubelet-style probe from the node");
+    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080));
+}
+
+#[test]
+fn bad_input_is_reported_and_the_rest_stays_enforced() {
+    kernel_test!();
+    let c = Cluster::start(false, &[("deny.yaml", DENY_INGRESS)]);
+    let bad = DENY_INGRESS.replace("policyTypes: [Ingress]", "policyTypes: [Ingress]\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/33}}]");
+    c.agent.write("deny.yaml", &bad);
+    let err = c.agent.sync().expect_err("sync must fail on an invalid CIDR");
+    assert!(err.contains("deny.yaml"), "{err}");
+    assert!(err.contains("NetworkPolicy alpha/deny-ingress"), "{err}");
+    assert!(err.contains("spec.ingress[0].from[0].ipBlock.cidr"), "{err}");
+    // The last good version (deny all) is still enforced; the agent is alive.
+    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080), "last good policy kept");
+    c.agent.write("garbage.yaml", "kind: [unclosed");
+    let err = c.agent.sync().expect_err("sync must fail on invalid YAML");
+    assert!(err.contains("garbage.yaml"), "{err}");
+    c.agent.remove("garbage.yaml");
+    c.agent.apply("deny.yaml", DENY_INGRESS);
+    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080));
+}

@@ -1,0 +1,224 @@
+//! The kernel programs on crafted packets through `BPF_PROG_TEST_RUN`: SCTP (no SCTP
+//! sockets on this kernel), IPv6, IP options, fragments and malformed headers. The maps are
+//! written by the agent's own pipeline (compile -> encode -> reconcile) for a pod whose veth
+//! is, for the test run, the loopback (ifindex 1).
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use cns_agent::{
+    encode,
+    loader::{Datapath, PROG_FROM_POD, PROG_TO_POD},
+    policy::{
+        compile::compile,
+        model::{Allocations, NodeContext, ObjectRef},
+    },
+    reconcile,
+    source::{self, LastGood},
+};
+use cns_common::maps::Config;
+use cns_tests::{kernel_or_skip, unique};
+
+const PASS: i32 = -1;
+const DROP: i32 = 2;
+
+const SERVER: [u8; 4] = [10, 0, 1, 10];
+const CLIENT: [u8; 4] = [10, 0, 2, 10];
+const STRANGER: [u8; 4] = [10, 0, 3, 10];
+
+const MANIFESTS: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: a}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: b}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: a, labels: {app: server}}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: i, ports: [{name: sig, containerPort: 3868, protocol: SCTP}]}]
+status: {phase: Running, podIP: 10.0.1.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: b, labels: {app: client}}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: i}]
+status: {phase: Running, podIP: 10.0.2.10}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: a}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: b}}}]
+    ports:
+    - {protocol: SCTP, port: 9000}
+    - {protocol: SCTP, port: sig}
+    - {protocol: TCP, port: 80}
+  egress:
+  - to: [{ipBlock: {cidr: 10.0.2.0/24}}]
+    ports: [{protocol: SCTP, port: 9000}]
+";
+
+struct Fixture {
+    dp: Datapath,
+    pin_dir: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+fn fixture(audit: bool) -> Fixture {
+    let pin_dir = std::path::PathBuf::from("/sys/fs/bpf").join(unique("cns-trun-"));
+    cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
+    let mut dp = Datapath::load(&pin_dir).expect("load programs");
+    let (snapshot, errors) = source::load(
+        &[("m.yaml".into(), Ok(MANIFESTS.to_owned()))],
+        &mut LastGood::default(),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let node = NodeContext {
+        node_name: "node-1".into(),
+        node_ips: Default::default(),
+    };
+    let desired = compile(&snapshot, &node, &Allocations::default());
+    let ifindexes = BTreeMap::from([(ObjectRef::new("a", "server"), 1)]);
+    let contents = encode::encode(&desired, &ifindexes);
+    let ops = reconcile::diff(&contents, &Default::default());
+    let failed = reconcile::apply(&mut dp, &ops);
+    assert!(failed.is_empty(), "{failed:?}");
+    dp.set_config(&Config {
+        audit_mode: u32::from(audit),
+        revision: 1,
+        event_rate: 0,
+        event_burst: 0,
+    })
+    .expect("config");
+    Fixture { dp, pin_dir }
+}
+
+/// Ethernet + IPv4 (with `options` 4-byte words of IP options) + `l4`.
+fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, frag: u16, options: usize, l4: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 12];
+    p.extend_from_slice(&[0x08, 0x00]);
+    let ihl = 5 + options;
+    let total = (ihl * 4 + l4.len()) as u16;
+    p.push(0x40 | ihl as u8);
+    p.push(0);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 1]);
+    p.extend_from_slice(&frag.to_be_bytes());
+    p.extend_from_slice(&[64, proto, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend(std::iter::repeat_n(1u8, options * 4)); // NOP options
+    p.extend_from_slice(l4);
+    p
+}
+
+fn ports(sport: u16, dport: u16, rest: usize) -> Vec<u8> {
+    let mut l4 = sport.to_be_bytes().to_vec();
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend(std::iter::repeat_n(0u8, rest));
+    l4
+}
+
+fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
+    let mut l4 = ports(sport, dport, 16);
+    l4[12] = 0x50;
+    l4[13] = 0x02;
+    l4
+}
+
+const SCTP: u8 = 132;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+#[test]
+fn sctp_is_enforced_by_port_and_named_port() {
+    if !kernel_or_skip("sctp") {
+        return;
+    }
+    let f = fixture(false);
+    let run = |pkt: &[u8]| f.dp.test_run(PROG_TO_POD, pkt).expect("test run");
+    // SCTP common header: ports, verification tag, checksum (12 bytes).
+    assert_eq!(run(&ipv4(CLIENT, SERVER, SCTP, 0, 0, &ports(5000, 9000, 8))), PASS, "allowed port");
+    assert_eq!(run(&ipv4(CLIENT, SERVER, SCTP, 0, 0, &ports(5001, 3868, 8))), PASS, "named port sig");
+    assert_eq!(run(&ipv4(CLIENT, SERVER, SCTP, 0, 0, &ports(5002, 9001, 8))), DROP, "other port");
+    assert_eq!(run(&ipv4(STRANGER, SERVER, SCTP, 0, 0, &ports(5003, 9000, 8))), DROP, "other peer");
+    assert_eq!(run(&ipv4(CLIENT, SERVER, UDP, 0, 0, &ports(5004, 9000, 4))), DROP, "UDP is not SCTP");
+    // Egress: SCTP to 10.0.2.0/24 port 9000 only.
+    let out = |pkt: &[u8]| f.dp.test_run(PROG_FROM_POD, pkt).expect("test run");
+    assert_eq!(out(&ipv4(SERVER, CLIENT, SCTP, 0, 0, &ports(6000, 9000, 8))), PASS);
+    assert_eq!(out(&ipv4(SERVER, STRANGER, SCTP, 0, 0, &ports(6001, 9000, 8))), DROP);
+    // A packet from the pod with a source address that is not its own is spoofed.
+    assert_eq!(out(&ipv4(STRANGER, CLIENT, SCTP, 0, 0, &ports(6002, 9000, 8))), DROP, "spoofed");
+}
+
+#[test]
+fn ipv6_of_an_isolated_pod_never_bypasses_policy() {
+    if !kernel_or_skip("ipv6") {
+        return;
+    }
+    let mut ipv6 = vec![0u8; 12];
+    ipv6.extend_from_slice(&[0x86, 0xdd]);
+    ipv6.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
+    ipv6.extend(std::iter::repeat_n(0u8, 32 + 8));
+    let blocking = fixture(false);
+    assert_eq!(blocking.dp.test_run(PROG_TO_POD, &ipv6).unwrap(), DROP, "blocking: dropped");
+    assert_eq!(blocking.dp.test_run(PROG_FROM_POD, &ipv6).unwrap(), DROP);
+    let audit = fixture(true);
+    assert_eq!(audit.dp.test_run(PROG_TO_POD, &ipv6).unwrap(), PASS, "audit: passes");
+}
+
+#[test]
+fn malformed_and_tricky_ipv4() {
+    if !kernel_or_skip("malformed") {
+        return;
+    }
+    let f = fixture(false);
+    let run = |pkt: &[u8]| f.dp.test_run(PROG_TO_POD, pkt).expect("test run");
+    // IP options shift the TCP header; the port is still found.
+    assert_eq!(run(&ipv4(CLIENT, SERVER, TCP, 0, 2, &tcp_syn(7000, 80))), PASS, "options, allowed");
+    assert_eq!(run(&ipv4(CLIENT, SERVER, TCP, 0, 2, &tcp_syn(7001, 81))), DROP, "options, denied");
+    // Truncated IP header.
+    let full = ipv4(CLIENT, SERVER, TCP, 0, 0, &tcp_syn(7002, 80));
+    // BPF_PROG_TEST_RUN itself refuses an IPv4 frame shorter than an IP header (EINVAL);
+    // if a kernel accepts it, the program must drop it.
+    match f.dp.test_run(PROG_TO_POD, &full[..14 + 10]) {
+        Ok(verdict) => assert_eq!(verdict, DROP, "truncated IPv4 header"),
+        Err(e) => assert!(format!("{e:?}").contains("InvalidInput"), "unexpected error {e:?}"),
+    }
+    // Truncated TCP header.
+    assert_eq!(run(&full[..14 + 20 + 6]), DROP, "truncated TCP header");
+    // IHL below 5.
+    let mut bad_ihl = full.clone();
+    bad_ihl[14] = 0x44;
+    assert_eq!(run(&bad_ihl), DROP, "IHL 4");
+    // Not version 4.
+    let mut bad_version = full.clone();
+    bad_version[14] = 0x55;
+    assert_eq!(run(&bad_version), DROP, "IP version 5 in an IPv4 frame");
+    // A later fragment has no ports: port-specific rules cannot allow it.
+    let frag = ipv4(CLIENT, SERVER, TCP, 185, 0, &[0u8; 32]);
+    assert_eq!(run(&frag), DROP, "non-first fragment");
+    // The first fragment carries the ports and is judged on them.
+    let first = ipv4(CLIENT, SERVER, TCP, 0x2000, 0, &tcp_syn(7003, 80));
+    assert_eq!(run(&first), PASS, "first fragment, allowed port");
+    // ARP is not IP: not NetworkPolicy's business.
+    let mut arp = vec![0u8; 12];
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend(std::iter::repeat_n(0u8, 28));
+    assert_eq!(run(&arp), PASS, "ARP");
+    let _ = Ipv4Addr::LOCALHOST;
+}
