@@ -145,10 +145,11 @@ impl Agent {
 
     /// Re-reads the source, compiles, attaches to new veths, and writes the difference.
     pub fn sync(&mut self) -> Result<SyncReport, AgentError> {
-        let files = source::read_dir(&self.cfg.manifests).map_err(|source| AgentError::ReadDir {
-            path: self.cfg.manifests.clone(),
-            source,
-        })?;
+        let files =
+            source::read_dir(&self.cfg.manifests).map_err(|source| AgentError::ReadDir {
+                path: self.cfg.manifests.clone(),
+                source,
+            })?;
         let (snapshot, errors) = source::load(&files, &mut self.last_good);
         for e in &errors {
             tracing::warn!(error = %e, "invalid manifest");
@@ -188,7 +189,11 @@ impl Agent {
         }
         if !ops.is_empty() {
             self.write_config()?;
-            tracing::info!(changes = ops.len(), revision = self.revision, "maps updated");
+            tracing::info!(
+                changes = ops.len(),
+                revision = self.revision,
+                "maps updated"
+            );
         }
         self.last_sync = Some(Instant::now());
         let endpoints_without_veth = self
@@ -220,7 +225,9 @@ impl Agent {
             };
             match self.datapath.attach(&veth.name, veth.ifindex) {
                 Ok(()) => _ = veths.insert(pod.clone(), veth.clone()),
-                Err(e) => tracing::warn!(%pod, error = %e, cause = %std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default(), "attach failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(%pod, error = %e, cause = %std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default(), "attach failed; will retry")
+                }
             }
         }
         let keep: BTreeSet<u32> = veths.values().map(|v| v.ifindex).collect();
@@ -240,7 +247,10 @@ impl Agent {
             Ok(actual) => {
                 if actual != self.written {
                     let drift = reconcile::diff(&self.written, &actual).len();
-                    tracing::warn!(entries = drift, "maps drifted from what the agent wrote; rewriting");
+                    tracing::warn!(
+                        entries = drift,
+                        "maps drifted from what the agent wrote; rewriting"
+                    );
                 }
                 self.written = actual;
             }
@@ -250,7 +260,12 @@ impl Agent {
 
     pub fn set_mode(&mut self, audit: bool) -> Result<(), AgentError> {
         if audit != self.audit_mode {
-            tracing::info!(from = mode_name(self.audit_mode), to = mode_name(audit), by = "control socket", "policy audit mode changed");
+            tracing::info!(
+                from = mode_name(self.audit_mode),
+                to = mode_name(audit),
+                by = "control socket",
+                "policy audit mode changed"
+            );
         }
         self.audit_mode = audit;
         self.write_config()
@@ -271,16 +286,23 @@ impl Agent {
     }
 
     pub fn counters(&self) -> Result<Vec<CounterRow>, AgentError> {
-        let raw = self.datapath.counters().map_err(|source| AgentError::ReadMap {
-            map: m::COUNTERS,
-            source,
-        })?;
+        let raw = self
+            .datapath
+            .counters()
+            .map_err(|source| AgentError::ReadMap {
+                map: m::COUNTERS,
+                source,
+            })?;
         let mut rows: Vec<CounterRow> = raw
             .into_iter()
             .map(|(k, c)| CounterRow {
                 source: self.ns_name(k.src_ns),
                 destination: self.ns_name(k.dst_ns),
-                direction: if k.dir == DIR_INGRESS { "ingress" } else { "egress" },
+                direction: if k.dir == DIR_INGRESS {
+                    "ingress"
+                } else {
+                    "egress"
+                },
                 verdict: match k.verdict {
                     VERDICT_DROPPED => "dropped",
                     VERDICT_AUDIT => "audit",
@@ -291,8 +313,12 @@ impl Agent {
             })
             .collect();
         rows.sort_by(|a, b| {
-            (&a.source, &a.destination, a.direction, a.verdict)
-                .cmp(&(&b.source, &b.destination, b.direction, b.verdict))
+            (&a.source, &a.destination, a.direction, a.verdict).cmp(&(
+                &b.source,
+                &b.destination,
+                b.direction,
+                b.verdict,
+            ))
         });
         Ok(rows)
     }
@@ -326,10 +352,34 @@ impl Agent {
                 (m::POLICY, self.written.policy.len()),
             ]),
             datapath_stats: BTreeMap::from([
-                ("events_suppressed", stats.get(m::STAT_EVENTS_SUPPRESSED as usize).copied().unwrap_or(0)),
-                ("events_lost", stats.get(m::STAT_EVENTS_LOST as usize).copied().unwrap_or(0)),
-                ("counters_full", stats.get(m::STAT_COUNTERS_FULL as usize).copied().unwrap_or(0)),
-                ("conntrack_insert_failed", stats.get(m::STAT_CONNTRACK_INSERT_FAILED as usize).copied().unwrap_or(0)),
+                (
+                    "events_suppressed",
+                    stats
+                        .get(m::STAT_EVENTS_SUPPRESSED as usize)
+                        .copied()
+                        .unwrap_or(0),
+                ),
+                (
+                    "events_lost",
+                    stats
+                        .get(m::STAT_EVENTS_LOST as usize)
+                        .copied()
+                        .unwrap_or(0),
+                ),
+                (
+                    "counters_full",
+                    stats
+                        .get(m::STAT_COUNTERS_FULL as usize)
+                        .copied()
+                        .unwrap_or(0),
+                ),
+                (
+                    "conntrack_insert_failed",
+                    stats
+                        .get(m::STAT_CONNTRACK_INSERT_FAILED as usize)
+                        .copied()
+                        .unwrap_or(0),
+                ),
             ]),
             errors: self.errors.iter().map(ToString::to_string).collect(),
         }
@@ -365,9 +415,13 @@ impl Agent {
                 }
             });
             for t in batch {
-                let Trigger::Request(req, reply) = t else { continue };
+                let Trigger::Request(req, reply) = t else {
+                    continue;
+                };
                 let answer = match req {
-                    Request::Sync => sync_reply.clone().unwrap_or_else(|| Reply::err("no sync ran", ())),
+                    Request::Sync => sync_reply
+                        .clone()
+                        .unwrap_or_else(|| Reply::err("no sync ran", ())),
                     Request::Status => Reply::ok(self.status()),
                     Request::Counters => match self.counters() {
                         Ok(rows) => Reply::ok(rows),

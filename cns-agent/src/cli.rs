@@ -7,7 +7,11 @@ use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
 
 #[derive(Debug, Parser)]
-#[command(name = "cns-agent", version, about = "Kubernetes NetworkPolicy enforcement in eBPF")]
+#[command(
+    name = "cns-agent",
+    version,
+    about = "Kubernetes NetworkPolicy enforcement in eBPF"
+)]
 pub struct Cli {
     /// Log format of the daemon (stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CNS_LOG_FORMAT")]
@@ -101,7 +105,9 @@ pub struct RunArgs {
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    let secs: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
     if !(0.1..=3600.0).contains(&secs) {
         return Err(format!("{secs} is outside 0.1..=3600 seconds"));
     }

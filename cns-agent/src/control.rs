@@ -21,7 +21,9 @@ pub enum Request {
     Status,
     Counters,
     /// Set the global policy audit mode.
-    Mode { audit: bool },
+    Mode {
+        audit: bool,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -154,7 +156,10 @@ pub async fn call(path: &Path, req: &Request) -> Result<Reply, ControlError> {
     msg.push(b'\n');
     write.write_all(&msg).await.map_err(io)?;
     let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await.map_err(io)?;
+    BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .map_err(io)?;
     serde_json::from_str(&line).map_err(|source| ControlError::Decode {
         path: path.into(),
         source,

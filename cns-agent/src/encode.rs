@@ -1,10 +1,7 @@
 //! The one place that turns the compiler's domain types into `cns-common` map keys and
 //! values: network byte order, big-endian LPM keys, prefix lengths, port ranges as prefixes.
 
-use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, PROTO_ANY,
@@ -83,8 +80,10 @@ pub fn encode(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>) -> MapCon
             _pad: [0; 3],
             addr: key.net.network().octets(),
         };
-        out.cidrs
-            .insert((CIDR_PREFIX_BASE + u32::from(key.net.prefix()), data), *identity);
+        out.cidrs.insert(
+            (CIDR_PREFIX_BASE + u32::from(key.net.prefix()), data),
+            *identity,
+        );
     }
     for (rule, policy_id) in &desired.rules {
         for key in policy_keys(rule) {
@@ -174,27 +173,58 @@ mod tests {
 
     fn covers(prefixes: &[(u16, u32)], port: u16) -> bool {
         prefixes.iter().any(|&(p, bits)| {
-            let mask = if bits == 0 { 0 } else { u16::MAX << (16 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u16::MAX << (16 - bits)
+            };
             port & mask == p & mask
         })
     }
 
     #[test]
     fn single_port_is_one_full_prefix() {
-        assert_eq!(port_prefixes(PortRange { start: 80, end: 80 }), vec![(80, 16)]);
+        assert_eq!(
+            port_prefixes(PortRange { start: 80, end: 80 }),
+            vec![(80, 16)]
+        );
     }
 
     #[test]
     fn whole_range_is_one_empty_prefix() {
-        assert_eq!(port_prefixes(PortRange { start: 0, end: 65535 }), vec![(0, 0)]);
+        assert_eq!(
+            port_prefixes(PortRange {
+                start: 0,
+                end: 65535
+            }),
+            vec![(0, 0)]
+        );
     }
 
     #[test]
     fn ranges_cover_exactly_their_ports() {
-        for (start, end) in [(1, 65535), (1000, 2000), (32000, 32768), (7, 9), (65535, 65535)] {
+        for (start, end) in [
+            (1, 65535),
+            (1000, 2000),
+            (32000, 32768),
+            (7, 9),
+            (65535, 65535),
+        ] {
             let prefixes = port_prefixes(PortRange { start, end });
-            assert!(prefixes.len() <= 30, "{start}-{end}: {} prefixes", prefixes.len());
-            for port in [0, 1, start.saturating_sub(1), start, end, end.saturating_add(1), 65535] {
+            assert!(
+                prefixes.len() <= 30,
+                "{start}-{end}: {} prefixes",
+                prefixes.len()
+            );
+            for port in [
+                0,
+                1,
+                start.saturating_sub(1),
+                start,
+                end,
+                end.saturating_add(1),
+                65535,
+            ] {
                 let inside = (start..=end).contains(&port);
                 assert_eq!(covers(&prefixes, port), inside, "{start}-{end} port {port}");
             }

@@ -31,7 +31,7 @@ pub enum LoadError {
     Load {
         pin_dir: String,
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
@@ -58,7 +58,7 @@ pub struct AttachError {
     pub interface: String,
     pub ifindex: u32,
     #[source]
-    pub source: ProgramError,
+    pub source: Box<ProgramError>,
 }
 
 /// The loaded programs and their maps.
@@ -85,8 +85,10 @@ struct Attachment {
 macro_rules! take {
     ($ebpf:expr, $name:expr) => {{
         let map = $ebpf.take_map($name).ok_or(LoadError::MissingMap($name))?;
-        map.try_into()
-            .map_err(|source| LoadError::Map { name: $name, source })?
+        map.try_into().map_err(|source| LoadError::Map {
+            name: $name,
+            source,
+        })?
     }};
 }
 
@@ -101,7 +103,7 @@ impl Datapath {
             .load(OBJECT)
             .map_err(|source| LoadError::Load {
                 pin_dir: pin_dir.display().to_string(),
-                source,
+                source: Box::new(source),
             })?;
         for name in [PROG_TO_POD, PROG_FROM_POD] {
             let prog: &mut SchedClassifier = ebpf
@@ -146,7 +148,7 @@ impl Datapath {
             program,
             interface: interface.to_owned(),
             ifindex,
-            source,
+            source: Box::new(source),
         };
         let to_pod = self
             .program(PROG_TO_POD)

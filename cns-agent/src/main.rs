@@ -31,7 +31,9 @@ fn main() -> anyhow::Result<()> {
 async fn async_main(command: Command) -> anyhow::Result<()> {
     let (socket, request, output) = match command {
         Command::Run(args) => {
-            return daemon::run(args).await.map_err(|e| anyhow::anyhow!(error_chain(&e)));
+            return daemon::run(args)
+                .await
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)));
         }
         Command::Sync(c) => (c.socket, Request::Sync, Output::Table),
         Command::Status { client, output } => (client.socket, Request::Status, output),
@@ -49,14 +51,22 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
     print_reply(&request, &reply, output);
     if !reply.ok {
-        bail!("{}", reply.error.unwrap_or_else(|| "the agent reported a failure".into()));
+        bail!(
+            "{}",
+            reply
+                .error
+                .unwrap_or_else(|| "the agent reported a failure".into())
+        );
     }
     Ok(())
 }
 
 fn print_reply(request: &Request, reply: &Reply, output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&reply.data).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply.data).unwrap_or_default()
+        );
         return;
     }
     let d = &reply.data;
@@ -79,8 +89,8 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     r["destination"].as_str().unwrap_or(""),
                     r["direction"].as_str().unwrap_or(""),
                     r["verdict"].as_str().unwrap_or(""),
-                    r["packets"],
-                    r["bytes"]
+                    r["packets"].as_u64().unwrap_or(0),
+                    r["bytes"].as_u64().unwrap_or(0)
                 );
             }
         }
@@ -96,9 +106,9 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     e["pod"].as_str().unwrap_or(""),
                     e["ip"].as_str().unwrap_or(""),
                     e["interface"].as_str().unwrap_or("(no veth)"),
-                    e["identity"],
-                    e["ingress_isolated"],
-                    e["egress_isolated"],
+                    e["identity"].as_u64().unwrap_or(0),
+                    e["ingress_isolated"].as_bool().unwrap_or(false),
+                    e["egress_isolated"].as_bool().unwrap_or(false),
                     e["mode"].as_str().unwrap_or("")
                 );
             }

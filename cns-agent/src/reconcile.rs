@@ -62,8 +62,12 @@ pub fn diff(desired: &MapContents, actual: &MapContents) -> Vec<MapOp> {
         MapOp::UpsertRemote,
         MapOp::DeleteRemote,
     );
-    let (cidr_up, cidr_del) =
-        diff_map(&desired.cidrs, &actual.cidrs, MapOp::UpsertCidr, MapOp::DeleteCidr);
+    let (cidr_up, cidr_del) = diff_map(
+        &desired.cidrs,
+        &actual.cidrs,
+        MapOp::UpsertCidr,
+        MapOp::DeleteCidr,
+    );
     let (policy_up, policy_del) = diff_map(
         &desired.policy,
         &actual.policy,
@@ -76,7 +80,10 @@ pub fn diff(desired: &MapContents, actual: &MapContents) -> Vec<MapOp> {
         MapOp::UpsertEndpoint,
         MapOp::DeleteEndpoint,
     );
-    [remote_up, cidr_up, policy_up, ep_up, ep_del, policy_del, cidr_del, remote_del].concat()
+    [
+        remote_up, cidr_up, policy_up, ep_up, ep_del, policy_del, cidr_del, remote_del,
+    ]
+    .concat()
 }
 
 /// Where operations go.

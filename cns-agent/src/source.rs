@@ -160,7 +160,10 @@ pub fn load(
                             file: file.clone(),
                             object: key.to_string(),
                             field: None,
-                            message: format!("duplicate of the object in {}; ignored", first.display()),
+                            message: format!(
+                                "duplicate of the object in {}; ignored",
+                                first.display()
+                            ),
                             kept_last_good: false,
                         });
                         continue;
@@ -169,6 +172,7 @@ pub fn load(
                     objects.insert(key, (file.clone(), obj));
                 }
                 Err(bad) => {
+                    let bad = *bad;
                     let kept = bad.key.as_ref().and_then(|k| last.objects.get(k));
                     errors.push(SourceError {
                         file: file.clone(),
@@ -191,9 +195,15 @@ pub fn load(
         last.objects.insert(key.clone(), obj.clone());
         match obj {
             Object::Namespace(ns) => _ = snapshot.namespaces.insert(key.name, *ns),
-            Object::Pod(pod) => _ = snapshot.pods.insert(ObjectRef::new(key.namespace, key.name), *pod),
+            Object::Pod(pod) => {
+                _ = snapshot
+                    .pods
+                    .insert(ObjectRef::new(key.namespace, key.name), *pod)
+            }
             Object::NetworkPolicy(np) => {
-                _ = snapshot.policies.insert(ObjectRef::new(key.namespace, key.name), *np)
+                _ = snapshot
+                    .policies
+                    .insert(ObjectRef::new(key.namespace, key.name), *np)
             }
         }
     }
@@ -208,15 +218,20 @@ struct BadObject {
     message: String,
 }
 
-fn parse_object(doc: serde_json::Value, index: usize) -> Result<(ObjectKey, Object), BadObject> {
+fn parse_object(
+    doc: serde_json::Value,
+    index: usize,
+) -> Result<(ObjectKey, Object), Box<BadObject>> {
     let str_at = |ptr: &str| doc.pointer(ptr).and_then(|v| v.as_str()).map(str::to_owned);
     let kind_str = str_at("/kind");
     let name = str_at("/metadata/name");
-    let bad = |key: Option<ObjectKey>, object: String, field: Option<&str>, message: String| BadObject {
-        key,
-        object,
-        field: field.map(str::to_owned),
-        message,
+    let bad = |key: Option<ObjectKey>, object: String, field: Option<&str>, message: String| {
+        Box::new(BadObject {
+            key,
+            object,
+            field: field.map(str::to_owned),
+            message,
+        })
     };
     let doc_name = format!("document {index}");
     let kind = match kind_str.as_deref() {
@@ -234,7 +249,12 @@ fn parse_object(doc: serde_json::Value, index: usize) -> Result<(ObjectKey, Obje
         None => return Err(bad(None, doc_name, Some("kind"), "missing kind".into())),
     };
     let Some(name) = name.filter(|n| !n.is_empty()) else {
-        return Err(bad(None, format!("{doc_name} ({kind:?})"), Some("metadata.name"), "missing name".into()));
+        return Err(bad(
+            None,
+            format!("{doc_name} ({kind:?})"),
+            Some("metadata.name"),
+            "missing name".into(),
+        ));
     };
     let namespace = match kind {
         Kind::Namespace => String::new(),
@@ -248,7 +268,12 @@ fn parse_object(doc: serde_json::Value, index: usize) -> Result<(ObjectKey, Obje
     let object = key.to_string();
     let typed = |e: serde_path_to_error::Error<serde_json::Error>| {
         let path = e.path().to_string();
-        bad(Some(key.clone()), object.clone(), Some(&path), e.into_inner().to_string())
+        bad(
+            Some(key.clone()),
+            object.clone(),
+            Some(&path),
+            e.into_inner().to_string(),
+        )
     };
     let (obj, field_errors): (Object, Vec<FieldError>) = match kind {
         Kind::Namespace => {
@@ -277,7 +302,9 @@ fn parse_object(doc: serde_json::Value, index: usize) -> Result<(ObjectKey, Obje
         let message = field_errors
             .iter()
             .skip(1)
-            .fold(first.message.clone(), |acc, e| format!("{acc}; {}: {}", e.field, e.message));
+            .fold(first.message.clone(), |acc, e| {
+                format!("{acc}; {}: {}", e.field, e.message)
+            });
         return Err(bad(Some(key), object, Some(&first.field), message));
     }
     Ok((key, obj))
@@ -326,7 +353,10 @@ spec:
         let (snap, errors) = load(&[file("a.yaml", NS_AND_POLICY)], &mut last);
         assert!(errors.is_empty(), "{errors:?}");
         let ns = &snap.namespaces["demo"];
-        assert_eq!(ns.metadata.labels.as_ref().unwrap()[NAMESPACE_NAME_LABEL], "demo");
+        assert_eq!(
+            ns.metadata.labels.as_ref().unwrap()[NAMESPACE_NAME_LABEL],
+            "demo"
+        );
         assert!(snap.policies.contains_key(&ObjectRef::new("demo", "deny")));
     }
 
@@ -341,9 +371,16 @@ spec:
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
         assert_eq!(e.object, "NetworkPolicy demo/deny");
-        assert_eq!(e.field.as_deref(), Some("spec.ingress[0].from[0].ipBlock.cidr"));
+        assert_eq!(
+            e.field.as_deref(),
+            Some("spec.ingress[0].from[0].ipBlock.cidr")
+        );
         assert!(e.kept_last_good);
-        assert!(e.to_string().starts_with("a.yaml: NetworkPolicy demo/deny: spec.ingress"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("a.yaml: NetworkPolicy demo/deny: spec.ingress"),
+            "{e}"
+        );
         // The old (valid) version is still there.
         let np = &snap.policies[&ObjectRef::new("demo", "deny")];
         assert!(np.spec.as_ref().unwrap().ingress.is_none());
@@ -352,8 +389,14 @@ spec:
     #[test]
     fn unparsable_file_keeps_what_it_gave_last_time() {
         let mut last = LastGood::default();
-        load(&[file("a.yaml", NS_AND_POLICY), file("b.yaml", "")], &mut last);
-        let (snap, errors) = load(&[file("a.yaml", "kind: [unclosed"), file("b.yaml", "")], &mut last);
+        load(
+            &[file("a.yaml", NS_AND_POLICY), file("b.yaml", "")],
+            &mut last,
+        );
+        let (snap, errors) = load(
+            &[file("a.yaml", "kind: [unclosed"), file("b.yaml", "")],
+            &mut last,
+        );
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].file, PathBuf::from("a.yaml"));
         assert!(errors[0].kept_last_good);
@@ -387,14 +430,21 @@ spec:
 ";
         let (_, errors) = load(&[file("a.yaml", text)], &mut LastGood::default());
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].field.as_deref(), Some("spec.ingress[0].ports[0].endPort"));
+        assert_eq!(
+            errors[0].field.as_deref(),
+            Some("spec.ingress[0].ports[0].endPort")
+        );
     }
 
     #[test]
     fn unknown_kinds_and_duplicates_are_errors() {
         let text = "kind: Deployment\nmetadata:\n  name: web\n";
         let (_, errors) = load(
-            &[file("a.yaml", text), file("b.yaml", NS_AND_POLICY), file("c.yaml", NS_AND_POLICY)],
+            &[
+                file("a.yaml", text),
+                file("b.yaml", NS_AND_POLICY),
+                file("c.yaml", NS_AND_POLICY),
+            ],
             &mut LastGood::default(),
         );
         assert_eq!(errors.len(), 3, "{errors:?}");

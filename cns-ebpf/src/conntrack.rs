@@ -40,7 +40,11 @@ fn reverse(k: &CtKey) -> CtKey {
         sport: k.dport,
         dport: k.sport,
         proto: k.proto,
-        dir: if k.dir == DIR_INGRESS { DIR_EGRESS } else { DIR_INGRESS },
+        dir: if k.dir == DIR_INGRESS {
+            DIR_EGRESS
+        } else {
+            DIR_INGRESS
+        },
         _pad: 0,
     }
 }
@@ -94,7 +98,9 @@ pub fn create(k: &CtKey, p: &Packet, entry: &CtEntry) {
     rev.src_ns = fwd.dst_ns;
     rev.dst_ns = fwd.src_ns;
     if CNS_CONNTRACK.insert(k, &fwd, BPF_ANY as u64).is_err()
-        || CNS_CONNTRACK.insert(&reverse(k), &rev, BPF_ANY as u64).is_err()
+        || CNS_CONNTRACK
+            .insert(&reverse(k), &rev, BPF_ANY as u64)
+            .is_err()
     {
         stats::incr(STAT_CONNTRACK_INSERT_FAILED);
     }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use cns_common::maps::{
-    CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, Config, Counter, CounterKey, CtEntry, CtKey,
-    ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, IPCACHE_CAPACITY, POLICY_CAPACITY, CIDRS_CAPACITY,
+    CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, Config, Counter, CounterKey,
+    CtEntry, CtKey, ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, IPCACHE_CAPACITY, POLICY_CAPACITY,
     PolicyKey, PolicyValue, RateLimit, Remote, STATS_LEN,
 };
 

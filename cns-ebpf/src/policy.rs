@@ -254,5 +254,9 @@ fn slow_path(
         };
         stats::event(cfg, &ev);
     }
-    if verdict == VERDICT_DROPPED { TC_DROP } else { TC_PASS }
+    if verdict == VERDICT_DROPPED {
+        TC_DROP
+    } else {
+        TC_PASS
+    }
 }

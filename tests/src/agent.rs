@@ -87,7 +87,11 @@ impl AgentProcess {
             if agent.socket.exists() && agent.sync().is_ok() {
                 break;
             }
-            assert!(Instant::now() < deadline, "cns-agent did not become ready:\n{}", agent.log());
+            assert!(
+                Instant::now() < deadline,
+                "cns-agent did not become ready:\n{}",
+                agent.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         agent
@@ -151,7 +155,12 @@ impl AgentProcess {
     pub fn packets(&self, src: &str, dst: &str, dir: &str, verdict: &str) -> u64 {
         self.counters()
             .iter()
-            .filter(|r| r["source"] == src && r["destination"] == dst && r["direction"] == dir && r["verdict"] == verdict)
+            .filter(|r| {
+                r["source"] == src
+                    && r["destination"] == dst
+                    && r["direction"] == dir
+                    && r["verdict"] == verdict
+            })
             .map(|r| r["packets"].as_u64().unwrap_or(0))
             .sum()
     }

@@ -35,10 +35,34 @@ pub fn cluster_yaml(beta_client_role: &str) -> String {
         namespace("alpha", &[("team", "alpha")]),
         namespace("beta", &[("team", "beta")]),
         namespace("gamma", &[("team", "gamma")]),
-        pod("alpha", "server", &[("app", "server")], Ipv4Addr::new(10, 0, 1, 10), &[("http", 8080, "TCP"), ("dns", 5353, "UDP")]),
-        pod("beta", "client", &[("role", beta_client_role)], Ipv4Addr::new(10, 0, 2, 10), &[]),
-        pod("beta", "other", &[("role", "other")], Ipv4Addr::new(10, 0, 2, 200), &[]),
-        pod("gamma", "client", &[("role", "client")], Ipv4Addr::new(10, 0, 3, 10), &[]),
+        pod(
+            "alpha",
+            "server",
+            &[("app", "server")],
+            Ipv4Addr::new(10, 0, 1, 10),
+            &[("http", 8080, "TCP"), ("dns", 5353, "UDP")],
+        ),
+        pod(
+            "beta",
+            "client",
+            &[("role", beta_client_role)],
+            Ipv4Addr::new(10, 0, 2, 10),
+            &[],
+        ),
+        pod(
+            "beta",
+            "other",
+            &[("role", "other")],
+            Ipv4Addr::new(10, 0, 2, 200),
+            &[],
+        ),
+        pod(
+            "gamma",
+            "client",
+            &[("role", "client")],
+            Ipv4Addr::new(10, 0, 3, 10),
+            &[],
+        ),
     ])
 }
 
@@ -77,8 +101,8 @@ mod tests {
     #[test]
     fn cluster_yaml_parses() {
         let yaml = super::cluster_yaml("client");
-        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml)
-            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         assert_eq!(docs.len(), 7);
     }
 }

@@ -12,7 +12,13 @@ pub fn namespace(name: &str, labels: &[(&str, &str)]) -> String {
 }
 
 /// A running pod on the test node; `ports` are named container ports (name, port, protocol).
-pub fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: Ipv4Addr, ports: &[(&str, u16, &str)]) -> String {
+pub fn pod(
+    ns: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    ip: Ipv4Addr,
+    ports: &[(&str, u16, &str)],
+) -> String {
     let mut ports_yaml = String::new();
     for (pname, port, proto) in ports {
         ports_yaml.push_str(&format!(

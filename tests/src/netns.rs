@@ -42,7 +42,10 @@ impl VirtualNode {
         sh(&["ip", "netns", "add", &outside]);
         let up_node = format!("{prefix}u");
         let up_out = format!("{prefix}o");
-        sh(&["ip", "link", "add", &up_node, "netns", &node, "type", "veth", "peer", "name", &up_out, "netns", &outside]);
+        sh(&[
+            "ip", "link", "add", &up_node, "netns", &node, "type", "veth", "peer", "name", &up_out,
+            "netns", &outside,
+        ]);
         let n = |args: &[&str]| {
             let mut v = vec!["ip", "netns", "exec", &node];
             v.extend_from_slice(args);
@@ -77,7 +80,10 @@ impl VirtualNode {
             veth: veth.clone(),
         };
         self.pods.push(pod.clone());
-        sh(&["ip", "link", "add", &veth, "netns", &self.node, "type", "veth", "peer", "name", "eth0", "netns", &netns]);
+        sh(&[
+            "ip", "link", "add", &veth, "netns", &self.node, "type", "veth", "peer", "name",
+            "eth0", "netns", &netns,
+        ]);
         let p = |args: &[&str]| {
             let mut v = vec!["ip", "netns", "exec", &netns];
             v.extend_from_slice(args);
@@ -86,7 +92,16 @@ impl VirtualNode {
         p(&["ip", "link", "set", "lo", "up"]);
         p(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
         p(&["ip", "link", "set", "eth0", "up"]);
-        p(&["ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
+        p(&[
+            "ip",
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ]);
         p(&["ip", "route", "add", "default", "via", "169.254.1.1"]);
         let node = self.node.clone();
         let n = |args: &[&str]| {
@@ -95,7 +110,11 @@ impl VirtualNode {
             sh(&v)
         };
         n(&["ip", "link", "set", &veth, "up"]);
-        n(&["sysctl", "-qw", &format!("net.ipv4.conf.{veth}.proxy_arp=1")]);
+        n(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
+        ]);
         n(&["ip", "route", "add", &format!("{ip}/32"), "dev", &veth]);
         pod
     }
@@ -111,10 +130,14 @@ impl Drop for VirtualNode {
     fn drop(&mut self) {
         // Deleting a netns deletes its veth ends, and with them their peers.
         for pod in &self.pods {
-            _ = std::process::Command::new("ip").args(["netns", "del", &pod.netns]).status();
+            _ = std::process::Command::new("ip")
+                .args(["netns", "del", &pod.netns])
+                .status();
         }
         for ns in [&self.node, &self.outside] {
-            _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+            _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
         }
     }
 }

@@ -18,7 +18,8 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
     let path = format!("/run/netns/{netns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
         f()
     })
     .join()
@@ -28,7 +29,8 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
 /// A TCP echo server on `port` in `netns` (all addresses), serving until the test ends.
 pub fn tcp_echo_server(netns: &str, port: u16) {
     let listener = in_netns(netns, move || {
-        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap_or_else(|e| panic!("bind tcp {port}: {e}"))
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+            .unwrap_or_else(|e| panic!("bind tcp {port}: {e}"))
     });
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
@@ -47,7 +49,8 @@ pub fn tcp_echo_server(netns: &str, port: u16) {
 /// A UDP echo server on `port` in `netns`.
 pub fn udp_echo_server(netns: &str, port: u16) {
     let sock = in_netns(netns, move || {
-        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap_or_else(|e| panic!("bind udp {port}: {e}"))
+        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+            .unwrap_or_else(|e| panic!("bind udp {port}: {e}"))
     });
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];

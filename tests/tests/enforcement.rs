@@ -47,19 +47,37 @@ macro_rules! kernel_test {
 fn default_deny_ingress_blocks_new_connections_but_not_the_pods_own() {
     kernel_test!();
     let c = Cluster::start(false, &[]);
-    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "no policy: open");
+    assert!(
+        tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "no policy: open"
+    );
     c.agent.apply("deny.yaml", DENY_INGRESS);
-    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080), "deny ingress: blocked");
-    assert!(!udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT), "deny ingress: UDP blocked");
+    assert!(
+        !tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "deny ingress: blocked"
+    );
+    assert!(
+        !udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT),
+        "deny ingress: UDP blocked"
+    );
     // The isolated pod's own connections and their replies still flow.
-    assert!(tcp_ok(&c.server.netns, BETA_CLIENT, 8080), "egress not isolated");
-    assert!(udp_ok(&c.server.netns, BETA_CLIENT, UDP_PORT), "egress UDP not isolated");
+    assert!(
+        tcp_ok(&c.server.netns, BETA_CLIENT, 8080),
+        "egress not isolated"
+    );
+    assert!(
+        udp_ok(&c.server.netns, BETA_CLIENT, UDP_PORT),
+        "egress UDP not isolated"
+    );
     // Other namespaces are not affected.
     assert!(tcp_ok(&c.gamma_client.netns, BETA_CLIENT, 9090));
     // Removing the policy opens it again.
     c.agent.remove("deny.yaml");
     c.agent.sync().expect("sync");
-    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "policy removed: open");
+    assert!(
+        tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "policy removed: open"
+    );
 }
 
 #[test]
@@ -67,9 +85,18 @@ fn default_deny_egress_keeps_replies_flowing() {
     kernel_test!();
     let c = Cluster::start(false, &[("deny.yaml", DENY_EGRESS)]);
     assert!(!tcp_ok(&c.server.netns, BETA_CLIENT, 8080), "egress denied");
-    assert!(!udp_ok(&c.server.netns, BETA_CLIENT, UDP_PORT), "egress UDP denied");
-    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "ingress open, replies flow out");
-    assert!(udp_ok(&c.beta_client.netns, SERVER, UDP_PORT), "UDP replies flow out");
+    assert!(
+        !udp_ok(&c.server.netns, BETA_CLIENT, UDP_PORT),
+        "egress UDP denied"
+    );
+    assert!(
+        tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "ingress open, replies flow out"
+    );
+    assert!(
+        udp_ok(&c.beta_client.netns, SERVER, UDP_PORT),
+        "UDP replies flow out"
+    );
 }
 
 #[test]
@@ -107,9 +134,18 @@ spec:
       podSelector: {matchLabels: {role: client}}
 ";
     let c = Cluster::start(false, &[("p.yaml", policy)]);
-    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "beta client allowed");
-    assert!(!tcp_ok(&c.beta_other.netns, SERVER, 8080), "beta other: wrong pod labels");
-    assert!(!tcp_ok(&c.gamma_client.netns, SERVER, 8080), "gamma client: wrong namespace");
+    assert!(
+        tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "beta client allowed"
+    );
+    assert!(
+        !tcp_ok(&c.beta_other.netns, SERVER, 8080),
+        "beta other: wrong pod labels"
+    );
+    assert!(
+        !tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        "gamma client: wrong namespace"
+    );
 }
 
 #[test]
@@ -130,10 +166,22 @@ spec:
         cidr: 10.255.0.0/30
 ";
     let c = Cluster::start(false, &[("p.yaml", policy)]);
-    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "10.0.2.10 inside the block");
-    assert!(!tcp_ok(&c.beta_other.netns, SERVER, 8080), "10.0.2.200 excepted");
-    assert!(!tcp_ok(&c.gamma_client.netns, SERVER, 8080), "10.0.3.10 outside the block");
-    assert!(tcp_ok(&c.node.outside, SERVER, 8080), "outside 10.255.0.2 allowed");
+    assert!(
+        tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "10.0.2.10 inside the block"
+    );
+    assert!(
+        !tcp_ok(&c.beta_other.netns, SERVER, 8080),
+        "10.0.2.200 excepted"
+    );
+    assert!(
+        !tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        "10.0.3.10 outside the block"
+    );
+    assert!(
+        tcp_ok(&c.node.outside, SERVER, 8080),
+        "outside 10.255.0.2 allowed"
+    );
     let _ = OUTSIDE_IP;
 }
 
@@ -155,10 +203,22 @@ spec:
     - {port: dns, protocol: UDP}
 ";
     let c = Cluster::start(false, &[("p.yaml", policy)]);
-    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8090), "8090 in 8085-8095");
-    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 9090), "9090 outside the range");
-    assert!(tcp_ok(&c.gamma_client.netns, SERVER, 8080), "named port http = 8080");
-    assert!(udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT), "named port dns = 5353/UDP");
+    assert!(
+        tcp_ok(&c.beta_client.netns, SERVER, 8090),
+        "8090 in 8085-8095"
+    );
+    assert!(
+        !tcp_ok(&c.beta_client.netns, SERVER, 9090),
+        "9090 outside the range"
+    );
+    assert!(
+        tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        "named port http = 8080"
+    );
+    assert!(
+        udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT),
+        "named port dns = 5353/UDP"
+    );
 }
 
 #[test]
@@ -176,12 +236,23 @@ spec:
     let c = Cluster::start(false, &[("p.yaml", allow_clients)]);
     assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080));
     // Relabel beta/client: it is no longer a client.
-    c.agent.apply("cluster.yaml", &cluster_yaml("former-client"));
-    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080), "relabelled pod blocked");
-    assert!(tcp_ok(&c.gamma_client.netns, SERVER, 8080), "other client still allowed");
+    c.agent
+        .apply("cluster.yaml", &cluster_yaml("former-client"));
+    assert!(
+        !tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "relabelled pod blocked"
+    );
+    assert!(
+        tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        "other client still allowed"
+    );
     // Edit the policy to allow the new label too.
-    c.agent.apply("p.yaml", &allow_clients.replace("{role: client}", "{}"));
-    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "policy edit allows it again");
+    c.agent
+        .apply("p.yaml", &allow_clients.replace("{role: client}", "{}"));
+    assert!(
+        tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "policy edit allows it again"
+    );
 }
 
 #[test]
@@ -192,27 +263,44 @@ fn tightening_a_policy_cuts_established_connections() {
         TcpStream::connect_timeout(&SocketAddr::from((SERVER, 8080)), Duration::from_secs(2))
             .expect("connect")
     });
-    conn.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
     let mut buf = [0u8; 5];
     conn.write_all(b"hello").unwrap();
     conn.read_exact(&mut buf).expect("echo before the policy");
     c.agent.apply("deny.yaml", DENY_INGRESS);
     conn.write_all(b"again").unwrap();
-    assert!(conn.read_exact(&mut buf).is_err(), "the established connection must be cut");
+    assert!(
+        conn.read_exact(&mut buf).is_err(),
+        "the established connection must be cut"
+    );
 }
 
 #[test]
 fn audit_mode_passes_everything_and_counts_audit() {
     kernel_test!();
     let c = Cluster::start(true, &[("deny.yaml", DENY_INGRESS)]);
-    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "audit: not blocked");
-    assert!(udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT), "audit: UDP not blocked");
-    assert!(c.agent.packets("beta", "alpha", "ingress", "audit") > 0, "{:?}", c.agent.counters());
+    assert!(
+        tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "audit: not blocked"
+    );
+    assert!(
+        udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT),
+        "audit: UDP not blocked"
+    );
+    assert!(
+        c.agent.packets("beta", "alpha", "ingress", "audit") > 0,
+        "{:?}",
+        c.agent.counters()
+    );
     assert!(c.agent.packets("gamma", "alpha", "ingress", "audit") > 0);
     assert_eq!(c.agent.packets("beta", "alpha", "ingress", "dropped"), 0);
     // Switching to blocking at runtime enforces without a restart.
     c.agent.cli(&["mode", "blocking"]).expect("mode blocking");
-    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080), "blocking: blocked");
+    assert!(
+        !tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "blocking: blocked"
+    );
     assert!(c.agent.packets("beta", "alpha", "ingress", "dropped") > 0);
 }
 
@@ -224,12 +312,14 @@ fn mode_switch_keeps_allowed_connections() {
         TcpStream::connect_timeout(&SocketAddr::from((SERVER, 8080)), Duration::from_secs(2))
             .expect("connect")
     });
-    conn.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
     let mut buf = [0u8; 5];
     for mode in ["blocking", "audit", "blocking"] {
         c.agent.cli(&["mode", mode]).expect("mode");
         conn.write_all(b"hello").unwrap();
-        conn.read_exact(&mut buf).unwrap_or_else(|e| panic!("connection broken after switching to {mode}: {e}"));
+        conn.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("connection broken after switching to {mode}: {e}"));
     }
 }
 
@@ -263,7 +353,9 @@ fn counters_match_a_known_amount_of_traffic() {
         .agent
         .counters()
         .iter()
-        .filter(|r| r["source"] == "beta" && r["destination"] == "alpha" && r["direction"] == "ingress")
+        .filter(|r| {
+            r["source"] == "beta" && r["destination"] == "alpha" && r["direction"] == "ingress"
+        })
         .map(|r| r["bytes"].as_u64().unwrap())
         .sum();
     assert_eq!(bytes, N * 142);
@@ -273,7 +365,10 @@ fn counters_match_a_known_amount_of_traffic() {
 fn traffic_from_the_node_is_always_allowed() {
     kernel_test!();
     let c = Cluster::start(false, &[("deny.yaml", DENY_INGRESS)]);
-    assert!(tcp_ok(&c.node.node, SERVER, 8080), "kubelet-style probe from the node");
+    assert!(
+        tcp_ok(&c.node.node, SERVER, 8080),
+        "kubelet-style probe from the node"
+    );
     assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080));
 }
 
@@ -281,14 +376,26 @@ fn traffic_from_the_node_is_always_allowed() {
 fn bad_input_is_reported_and_the_rest_stays_enforced() {
     kernel_test!();
     let c = Cluster::start(false, &[("deny.yaml", DENY_INGRESS)]);
-    let bad = DENY_INGRESS.replace("policyTypes: [Ingress]", "policyTypes: [Ingress]\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/33}}]");
+    let bad = DENY_INGRESS.replace(
+        "policyTypes: [Ingress]",
+        "policyTypes: [Ingress]\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/33}}]",
+    );
     c.agent.write("deny.yaml", &bad);
-    let err = c.agent.sync().expect_err("sync must fail on an invalid CIDR");
+    let err = c
+        .agent
+        .sync()
+        .expect_err("sync must fail on an invalid CIDR");
     assert!(err.contains("deny.yaml"), "{err}");
     assert!(err.contains("NetworkPolicy alpha/deny-ingress"), "{err}");
-    assert!(err.contains("spec.ingress[0].from[0].ipBlock.cidr"), "{err}");
+    assert!(
+        err.contains("spec.ingress[0].from[0].ipBlock.cidr"),
+        "{err}"
+    );
     // The last good version (deny all) is still enforced; the agent is alive.
-    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080), "last good policy kept");
+    assert!(
+        !tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "last good policy kept"
+    );
     c.agent.write("garbage.yaml", "kind: [unclosed");
     let err = c.agent.sync().expect_err("sync must fail on invalid YAML");
     assert!(err.contains("garbage.yaml"), "{err}");

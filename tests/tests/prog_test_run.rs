@@ -152,17 +152,47 @@ fn sctp_is_enforced_by_port_and_named_port() {
     let f = fixture(false);
     let run = |pkt: &[u8]| f.dp.test_run(PROG_TO_POD, pkt).expect("test run");
     // SCTP common header: ports, verification tag, checksum (12 bytes).
-    assert_eq!(run(&ipv4(CLIENT, SERVER, SCTP, 0, 0, &ports(5000, 9000, 8))), PASS, "allowed port");
-    assert_eq!(run(&ipv4(CLIENT, SERVER, SCTP, 0, 0, &ports(5001, 3868, 8))), PASS, "named port sig");
-    assert_eq!(run(&ipv4(CLIENT, SERVER, SCTP, 0, 0, &ports(5002, 9001, 8))), DROP, "other port");
-    assert_eq!(run(&ipv4(STRANGER, SERVER, SCTP, 0, 0, &ports(5003, 9000, 8))), DROP, "other peer");
-    assert_eq!(run(&ipv4(CLIENT, SERVER, UDP, 0, 0, &ports(5004, 9000, 4))), DROP, "UDP is not SCTP");
+    assert_eq!(
+        run(&ipv4(CLIENT, SERVER, SCTP, 0, 0, &ports(5000, 9000, 8))),
+        PASS,
+        "allowed port"
+    );
+    assert_eq!(
+        run(&ipv4(CLIENT, SERVER, SCTP, 0, 0, &ports(5001, 3868, 8))),
+        PASS,
+        "named port sig"
+    );
+    assert_eq!(
+        run(&ipv4(CLIENT, SERVER, SCTP, 0, 0, &ports(5002, 9001, 8))),
+        DROP,
+        "other port"
+    );
+    assert_eq!(
+        run(&ipv4(STRANGER, SERVER, SCTP, 0, 0, &ports(5003, 9000, 8))),
+        DROP,
+        "other peer"
+    );
+    assert_eq!(
+        run(&ipv4(CLIENT, SERVER, UDP, 0, 0, &ports(5004, 9000, 4))),
+        DROP,
+        "UDP is not SCTP"
+    );
     // Egress: SCTP to 10.0.2.0/24 port 9000 only.
     let out = |pkt: &[u8]| f.dp.test_run(PROG_FROM_POD, pkt).expect("test run");
-    assert_eq!(out(&ipv4(SERVER, CLIENT, SCTP, 0, 0, &ports(6000, 9000, 8))), PASS);
-    assert_eq!(out(&ipv4(SERVER, STRANGER, SCTP, 0, 0, &ports(6001, 9000, 8))), DROP);
+    assert_eq!(
+        out(&ipv4(SERVER, CLIENT, SCTP, 0, 0, &ports(6000, 9000, 8))),
+        PASS
+    );
+    assert_eq!(
+        out(&ipv4(SERVER, STRANGER, SCTP, 0, 0, &ports(6001, 9000, 8))),
+        DROP
+    );
     // A packet from the pod with a source address that is not its own is spoofed.
-    assert_eq!(out(&ipv4(STRANGER, CLIENT, SCTP, 0, 0, &ports(6002, 9000, 8))), DROP, "spoofed");
+    assert_eq!(
+        out(&ipv4(STRANGER, CLIENT, SCTP, 0, 0, &ports(6002, 9000, 8))),
+        DROP,
+        "spoofed"
+    );
 }
 
 #[test]
@@ -175,10 +205,18 @@ fn ipv6_of_an_isolated_pod_never_bypasses_policy() {
     ipv6.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
     ipv6.extend(std::iter::repeat_n(0u8, 32 + 8));
     let blocking = fixture(false);
-    assert_eq!(blocking.dp.test_run(PROG_TO_POD, &ipv6).unwrap(), DROP, "blocking: dropped");
+    assert_eq!(
+        blocking.dp.test_run(PROG_TO_POD, &ipv6).unwrap(),
+        DROP,
+        "blocking: dropped"
+    );
     assert_eq!(blocking.dp.test_run(PROG_FROM_POD, &ipv6).unwrap(), DROP);
     let audit = fixture(true);
-    assert_eq!(audit.dp.test_run(PROG_TO_POD, &ipv6).unwrap(), PASS, "audit: passes");
+    assert_eq!(
+        audit.dp.test_run(PROG_TO_POD, &ipv6).unwrap(),
+        PASS,
+        "audit: passes"
+    );
 }
 
 #[test]
@@ -189,15 +227,26 @@ fn malformed_and_tricky_ipv4() {
     let f = fixture(false);
     let run = |pkt: &[u8]| f.dp.test_run(PROG_TO_POD, pkt).expect("test run");
     // IP options shift the TCP header; the port is still found.
-    assert_eq!(run(&ipv4(CLIENT, SERVER, TCP, 0, 2, &tcp_syn(7000, 80))), PASS, "options, allowed");
-    assert_eq!(run(&ipv4(CLIENT, SERVER, TCP, 0, 2, &tcp_syn(7001, 81))), DROP, "options, denied");
+    assert_eq!(
+        run(&ipv4(CLIENT, SERVER, TCP, 0, 2, &tcp_syn(7000, 80))),
+        PASS,
+        "options, allowed"
+    );
+    assert_eq!(
+        run(&ipv4(CLIENT, SERVER, TCP, 0, 2, &tcp_syn(7001, 81))),
+        DROP,
+        "options, denied"
+    );
     // Truncated IP header.
     let full = ipv4(CLIENT, SERVER, TCP, 0, 0, &tcp_syn(7002, 80));
     // BPF_PROG_TEST_RUN itself refuses an IPv4 frame shorter than an IP header (EINVAL);
     // if a kernel accepts it, the program must drop it.
     match f.dp.test_run(PROG_TO_POD, &full[..14 + 10]) {
         Ok(verdict) => assert_eq!(verdict, DROP, "truncated IPv4 header"),
-        Err(e) => assert!(format!("{e:?}").contains("InvalidInput"), "unexpected error {e:?}"),
+        Err(e) => assert!(
+            format!("{e:?}").contains("InvalidInput"),
+            "unexpected error {e:?}"
+        ),
     }
     // Truncated TCP header.
     assert_eq!(run(&full[..14 + 20 + 6]), DROP, "truncated TCP header");

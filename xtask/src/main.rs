@@ -68,9 +68,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => {
             setup()?;
             run(cargo().args(["build", "-p", "cns-agent"]))?;
-            run(cargo()
-                .args(["test", "--"])
-                .args(args))
+            run(cargo().args(["test", "--no-fail-fast", "--"]).args(args))
         }
     }
 }

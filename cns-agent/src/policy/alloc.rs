@@ -47,7 +47,10 @@ pub fn allocate_u16<K: Ord + Clone>(
     base: u16,
     max: u16,
 ) -> BTreeMap<K, u16> {
-    let prev: BTreeMap<K, u32> = prev.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect();
+    let prev: BTreeMap<K, u32> = prev
+        .iter()
+        .map(|(k, v)| (k.clone(), u32::from(*v)))
+        .collect();
     allocate(needed, &prev, u32::from(base), u32::from(max))
         .into_iter()
         .filter_map(|(k, v)| u16::try_from(v).ok().map(|v| (k, v)))
@@ -72,7 +75,10 @@ mod tests {
     fn previous_numbers_are_kept_and_holes_reused() {
         let prev = BTreeMap::from([("b", 12), ("gone", 10), ("c", 11)]);
         let got = allocate(&set(&["a", "b", "c", "d"]), &prev, 10, 100);
-        assert_eq!(got, BTreeMap::from([("a", 10), ("b", 12), ("c", 11), ("d", 13)]));
+        assert_eq!(
+            got,
+            BTreeMap::from([("a", 10), ("b", 12), ("c", 11), ("d", 13)])
+        );
     }
 
     #[test]

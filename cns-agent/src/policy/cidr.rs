@@ -189,7 +189,10 @@ mod tests {
                 policy: 1,
             }],
         );
-        assert_eq!(lookup(&p, "10.0.0.7"), Some(Admits::from([(ALL, 3), (TCP80, 1)])));
+        assert_eq!(
+            lookup(&p, "10.0.0.7"),
+            Some(Admits::from([(ALL, 3), (TCP80, 1)]))
+        );
         assert_eq!(lookup(&p, "10.0.0.8"), Some(Admits::from([(ALL, 3)])));
     }
 

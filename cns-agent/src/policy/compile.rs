@@ -13,10 +13,8 @@ use std::{
     net::Ipv4Addr,
 };
 
-use cns_common::{
-    IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST,
-};
-use k8s_openapi::api::core::v1::Pod;
+use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::LabelSelector};
 
 use super::{
     alloc::{allocate, allocate_u16},
@@ -27,8 +25,8 @@ use super::{
     },
     selector::{matches, matches_opt, namespace_labels, pod_labels},
     view::{
-        Peer, PodIndex, PortSpec, named_port_numbers, pod_ipv4, pod_is_active, policy_applies,
-        policy_rules, policy_selects, rule_peers, rule_ports,
+        Peer, PodIndex, PortSpec, isolating_policies, named_port_numbers, pod_ipv4, pod_is_active,
+        policy_rules, rule_peers, rule_ports,
     },
 };
 
@@ -44,7 +42,11 @@ pub fn compile(snapshot: &Snapshot, node: &NodeContext, prev: &Allocations) -> D
     let mut desired = Desired::default();
     for (ip, r, pod) in index.iter() {
         if let Some(identity) = cluster.identity_of(r, pod) {
-            let ns_id = allocations.namespaces.get(&r.namespace).copied().unwrap_or_default();
+            let ns_id = allocations
+                .namespaces
+                .get(&r.namespace)
+                .copied()
+                .unwrap_or_default();
             desired.ipcache.insert(ip, RemoteInfo { identity, ns_id });
         }
     }
@@ -57,7 +59,9 @@ pub fn compile(snapshot: &Snapshot, node: &NodeContext, prev: &Allocations) -> D
     }
 
     for (r, &ep_id) in &allocations.endpoints {
-        let Some(pod) = snapshot.pods.get(r) else { continue };
+        let Some(pod) = snapshot.pods.get(r) else {
+            continue;
+        };
         let (Some(ip), Some(identity)) = (pod_ipv4(pod), cluster.identity_of(r, pod)) else {
             continue;
         };
@@ -66,7 +70,11 @@ pub fn compile(snapshot: &Snapshot, node: &NodeContext, prev: &Allocations) -> D
             ep_id,
             ip,
             identity,
-            ns_id: allocations.namespaces.get(&r.namespace).copied().unwrap_or_default(),
+            ns_id: allocations
+                .namespaces
+                .get(&r.namespace)
+                .copied()
+                .unwrap_or_default(),
             ingress_isolated: isolated(Direction::Ingress),
             egress_isolated: isolated(Direction::Egress),
             audit_override: audit_override(snapshot, &r.namespace),
@@ -94,22 +102,15 @@ pub fn compile(snapshot: &Snapshot, node: &NodeContext, prev: &Allocations) -> D
     desired
 }
 
-/// The policies isolating pod `r` in `dir`.
-pub fn isolating_policies<'a>(
-    snapshot: &'a Snapshot,
-    r: &'a ObjectRef,
-    pod: &'a Pod,
-    dir: Direction,
-) -> impl Iterator<Item = (&'a ObjectRef, &'a k8s_openapi::api::networking::v1::NetworkPolicy)> + 'a
-{
-    snapshot.policies.iter().filter(move |(pr, np)| {
-        policy_applies(np, dir) && policy_selects(np, &pr.namespace, &r.namespace, pod)
-    })
-}
-
 fn audit_override(snapshot: &Snapshot, namespace: &str) -> Option<bool> {
     let ns = snapshot.namespaces.get(namespace)?;
-    match ns.metadata.annotations.as_ref()?.get(AUDIT_ANNOTATION)?.as_str() {
+    match ns
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(AUDIT_ANNOTATION)?
+        .as_str()
+    {
         "true" => Some(true),
         "false" => Some(false),
         _ => None,
@@ -202,8 +203,8 @@ impl<'a> Cluster<'a> {
     fn select(
         &self,
         policy_ns: &str,
-        namespace: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-        pod: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+        namespace: Option<&LabelSelector>,
+        pod: Option<&LabelSelector>,
     ) -> Vec<u32> {
         self.alloc
             .identities
@@ -223,7 +224,9 @@ impl<'a> Cluster<'a> {
     /// Collects everything endpoint pod `r` admits in `out.dir`.
     fn endpoint_rules(&self, r: &ObjectRef, pod: &Pod, out: &mut EndpointOut<'_>) {
         for (pr, np) in isolating_policies(self.snapshot, r, pod, out.dir) {
-            let Some(&policy) = self.alloc.policies.get(pr) else { continue };
+            let Some(&policy) = self.alloc.policies.get(pr) else {
+                continue;
+            };
             for rule in policy_rules(np, out.dir) {
                 let ports = rule_ports(&rule);
                 for peer in rule_peers(&rule) {
@@ -326,7 +329,7 @@ impl<'a> Cluster<'a> {
         for (id, dests) in by_identity {
             let all_members = self.members.get(&id).map_or(0, Vec::len) == dests.len();
             let alike = dests.windows(2).all(|w| w[0].1 == w[1].1);
-            if alike {
+            if all_members && alike {
                 for n in dests.first().map(|d| d.1.clone()).unwrap_or_default() {
                     out.rule(id, single(proto, n), policy);
                 }
@@ -379,7 +382,8 @@ impl EndpointOut<'_> {
     /// Turns the collected address grants into partition entries and their rules.
     fn finish(mut self, cidrs: &mut BTreeMap<CidrKey, u32>) {
         let part = partition(&self.blocks, &self.addrs);
-        let set_identity = |i: usize| IDENTITY_CIDR_BASE.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
+        let set_identity =
+            |i: usize| IDENTITY_CIDR_BASE.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
         for (net, i) in &part.prefixes {
             let key = CidrKey {
                 ep_id: self.ep_id,

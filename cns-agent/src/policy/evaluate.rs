@@ -9,10 +9,12 @@ use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicyPort};
 use serde::Serialize;
 
 use super::{
-    compile::isolating_policies,
     model::{Direction, NodeContext, ObjectRef, Snapshot},
     selector::{matches, matches_opt, namespace_labels, pod_labels},
-    view::{Peer, PodIndex, PortSpec, RuleView, classify_port, classify_peer, named_port_numbers, policy_rules},
+    view::{
+        Peer, PodIndex, PortSpec, RuleView, classify_peer, classify_port, isolating_policies,
+        named_port_numbers, policy_rules,
+    },
 };
 
 /// One packet's worth of flow, as the datapath sees it.
@@ -165,7 +167,8 @@ impl Evaluator<'_> {
         match classify_port(port) {
             PortSpec::Named(p, name) => {
                 p.number() == proto
-                    && receiver.is_some_and(|pod| named_port_numbers(pod, &name, p).contains(&dport))
+                    && receiver
+                        .is_some_and(|pod| named_port_numbers(pod, &name, p).contains(&dport))
             }
             spec => spec.admits_numeric(proto, dport),
         }

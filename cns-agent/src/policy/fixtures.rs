@@ -76,14 +76,21 @@ fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Obj
     )
 }
 
-pub fn snapshot(namespaces: Vec<Namespace>, pods: Vec<Pod>, policies: Vec<NetworkPolicy>) -> Snapshot {
+pub fn snapshot(
+    namespaces: Vec<Namespace>,
+    pods: Vec<Pod>,
+    policies: Vec<NetworkPolicy>,
+) -> Snapshot {
     Snapshot {
         namespaces: namespaces
             .into_iter()
             .map(|n| (n.metadata.name.clone().unwrap_or_default(), n))
             .collect(),
         pods: pods.into_iter().map(|p| (key(&p.metadata), p)).collect(),
-        policies: policies.into_iter().map(|p| (key(&p.metadata), p)).collect(),
+        policies: policies
+            .into_iter()
+            .map(|p| (key(&p.metadata), p))
+            .collect(),
     }
 }
 
@@ -121,6 +128,10 @@ pub fn assert_flows(snap: &Snapshot, cases: &[(&str, bool)]) {
         let sim_egress = simulated.egress.unwrap_or(true);
         let sim_ingress = simulated.ingress.unwrap_or(true);
         assert_eq!(sim_egress, reference.egress.allows(), "sim egress {desc}");
-        assert_eq!(sim_ingress, reference.ingress.allows(), "sim ingress {desc}");
+        assert_eq!(
+            sim_ingress,
+            reference.ingress.allows(),
+            "sim ingress {desc}"
+        );
     }
 }

@@ -17,13 +17,15 @@ pub mod validate;
 pub mod view;
 
 #[cfg(test)]
+mod compile_tests;
+#[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod proptests;
 
 pub use compile::compile;
 pub use evaluate::{DirectionVerdict, Flow, FlowVerdict, evaluate};

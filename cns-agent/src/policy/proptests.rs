@@ -70,7 +70,9 @@ fn container_port() -> impl Strategy<Value = Value> {
 fn replica_ports(labels: &Value) -> Value {
     match labels["app"].as_str() {
         Some("web") => json!([{"name": "http", "containerPort": 8080}]),
-        Some("db") => json!([{"name": "http", "containerPort": 80}, {"name": "dns", "containerPort": 53, "protocol": "UDP"}]),
+        Some("db") => {
+            json!([{"name": "http", "containerPort": 80}, {"name": "dns", "containerPort": 53, "protocol": "UDP"}])
+        }
         _ => json!([{"name": "dns", "containerPort": 5353, "protocol": "UDP"}]),
     }
 }
@@ -79,7 +81,11 @@ fn replica_ports(labels: &Value) -> Value {
 /// deployment) and its fate (mostly running here; sometimes host-network, failed, on
 /// another node, or without address).
 fn replica() -> impl Strategy<Value = (u8, Option<Vec<Value>>, u8)> {
-    (0..24u8, option::weighted(0.3, vec(container_port(), 0..3)), 0..20u8)
+    (
+        0..24u8,
+        option::weighted(0.3, vec(container_port(), 0..3)),
+        0..20u8,
+    )
 }
 
 /// A deployment: 1-3 pods sharing namespace and labels (hence identity).
@@ -117,7 +123,10 @@ fn selector() -> impl Strategy<Value = Value> {
         let name_key = "kubernetes.io/metadata.name";
         let key_value = |k: usize, second: bool| match LABELS.get(k) {
             Some((key, values)) => (key.to_string(), values[usize::from(second)].to_string()),
-            None => (name_key.to_string(), NAMESPACES[usize::from(second)].to_string()),
+            None => (
+                name_key.to_string(),
+                NAMESPACES[usize::from(second)].to_string(),
+            ),
         };
         let mut sel = json!({});
         if let Some((k, second)) = pair {
@@ -150,36 +159,51 @@ fn selector() -> impl Strategy<Value = Value> {
 /// strictly inside it; sometimes IPv6.
 fn ip_block() -> impl Strategy<Value = Value> {
     let except = (any::<u8>(), 1..9u8);
-    (0..10u8, any::<u8>(), 24..33u8, vec(except, 0..3)).prop_map(|(kind, host, len, excepts)| {
-        if kind == 0 {
-            return json!({"cidr": "fd00::/8", "except": ["fd00:1::/32"]});
-        }
-        let (base, len) = if kind == 1 { (0u32, 0u8) } else { (u32::from(Ipv4Addr::new(10, 0, 0, host % 32)), len) };
-        let mut block = json!({"cidr": format!("{}/{len}", Ipv4Addr::from(base))});
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
-        let excepts: Vec<String> = excepts
-            .into_iter()
-            .filter(|_| len < 32)
-            .map(|(host, extra)| {
-                // Aim excepts of "everything" at the pods' /24.
-                let net = if len == 0 { 0x0a00_0000 } else { base & mask };
-                let elen = (len.max(24) + extra).min(32);
-                let addr = net | (u32::from(host % 32) & !mask);
-                format!("{}/{elen}", Ipv4Addr::from(addr))
-            })
-            .collect();
-        if !excepts.is_empty() {
-            block["except"] = json!(excepts);
-        }
-        block
-    })
+    (
+        0..10u8,
+        any::<u8>(),
+        select(vec![24u8, 26, 27, 28, 29, 30, 31, 32]),
+        vec(except, 0..3),
+    )
+        .prop_map(|(kind, host, len, excepts)| {
+            if kind == 0 {
+                return json!({"cidr": "fd00::/8", "except": ["fd00:1::/32"]});
+            }
+            let (base, len) = if kind == 1 {
+                (0u32, 0u8)
+            } else {
+                (u32::from(Ipv4Addr::new(10, 0, 0, host % 32)), len)
+            };
+            let mut block = json!({"cidr": format!("{}/{len}", Ipv4Addr::from(base))});
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
+            let excepts: Vec<String> = excepts
+                .into_iter()
+                .filter(|_| len < 32)
+                .map(|(host, extra)| {
+                    // Aim excepts of "everything" at the pods' /24.
+                    let net = if len == 0 { 0x0a00_0000 } else { base & mask };
+                    let elen = (len.max(24) + extra).min(32);
+                    let addr = net | (u32::from(host % 32) & !mask);
+                    format!("{}/{elen}", Ipv4Addr::from(addr))
+                })
+                .collect();
+            if !excepts.is_empty() {
+                block["except"] = json!(excepts);
+            }
+            block
+        })
 }
 
 fn peer() -> impl Strategy<Value = Value> {
     prop_oneof![
         selector().prop_map(|s| json!({"podSelector": s})),
         selector().prop_map(|s| json!({"namespaceSelector": s})),
-        (selector(), selector()).prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p})),
+        (selector(), selector())
+            .prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p})),
         ip_block().prop_map(|b| json!({"ipBlock": b})),
         ip_block().prop_map(|b| json!({"ipBlock": b})),
     ]
@@ -188,7 +212,7 @@ fn peer() -> impl Strategy<Value = Value> {
 fn port() -> impl Strategy<Value = Value> {
     (
         option::of(select(vec!["TCP", "UDP", "SCTP"])),
-        0..7u8,
+        0..8u8,
         select(vec![53, 80, 443, 8080]),
         select(vec![0, 10, 8000]),
     )
@@ -199,7 +223,7 @@ fn port() -> impl Strategy<Value = Value> {
                 2 => json!({"port": port, "endPort": port + span}),
                 3 => json!({"port": "http"}),
                 4 => json!({"port": "dns"}),
-                5 => json!({"port": "http"}),
+                5 | 6 => json!({"port": "http"}),
                 _ => json!({"port": port}),
             };
             if let Some(proto) = proto {
@@ -211,7 +235,9 @@ fn port() -> impl Strategy<Value = Value> {
 
 /// A rule; `peers_key` is "from" or "to". Peers and ports may be absent, empty or listed.
 fn rule(peers_key: &'static str) -> impl Strategy<Value = Value> {
-    (option::of(vec(peer(), 0..3)), option::of(vec(port(), 0..3))).prop_map(move |(peers, ports)| {
+    let peers = option::weighted(0.8, vec(peer(), 0..3));
+    let ports = option::weighted(0.7, vec(port(), 0..3));
+    (peers, ports).prop_map(move |(peers, ports)| {
         let mut r = json!({});
         if let Some(peers) = peers {
             r[peers_key] = json!(peers);
@@ -235,8 +261,8 @@ fn policy() -> impl Strategy<Value = Value> {
         0..3usize,
         prop_oneof![Just(json!({})), selector()],
         types,
-        option::of(vec(rule("from"), 0..3)),
-        option::of(vec(rule("to"), 0..3)),
+        option::weighted(0.8, vec(rule("from"), 0..3)),
+        option::weighted(0.8, vec(rule("to"), 0..3)),
     )
         .prop_map(|(ns, sel, types, ingress, egress)| {
             let mut spec = json!({"podSelector": sel});
@@ -296,7 +322,8 @@ impl FlowPick {
             .pods
             .values()
             .filter(|p| {
-                any_pod || p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(&dst.to_string())
+                any_pod
+                    || p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(&dst.to_string())
             })
             .flat_map(|p| p.spec.iter().flat_map(|s| &s.containers))
             .flat_map(|c| c.ports.iter().flatten())
@@ -354,8 +381,18 @@ fn addresses(snap: &Snapshot) -> Vec<Ipv4Addr> {
         .pods
         .values()
         .filter_map(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse().ok());
-    let mut out: Vec<Ipv4Addr> = pod_ips.clone().chain(pod_ips.clone()).chain(pod_ips).collect();
-    for s in ["10.0.0.33", "10.0.0.63", "10.0.0.200", "192.168.1.1", NODE_IP] {
+    let mut out: Vec<Ipv4Addr> = pod_ips
+        .clone()
+        .chain(pod_ips.clone())
+        .chain(pod_ips)
+        .collect();
+    for s in [
+        "10.0.0.33",
+        "10.0.0.63",
+        "10.0.0.200",
+        "192.168.1.1",
+        NODE_IP,
+    ] {
         out.push(s.parse().expect("address"));
     }
     out
@@ -376,25 +413,43 @@ fn check_direction(
             let node_name = index
                 .get(addr)
                 .and_then(|(_, p)| p.spec.as_ref()?.node_name.clone());
-            prop_assert_ne!(node_name.as_deref(), Some(NODE), "{} {:?}: no endpoint", what, flow);
+            prop_assert_ne!(
+                node_name.as_deref(),
+                Some(NODE),
+                "{} {:?}: no endpoint",
+                what,
+                flow
+            );
             Ok(())
         }
         (Some(allowed), v) => {
-            prop_assert!(*v != DirectionVerdict::NotAPod, "{} {:?}: endpoint of no pod", what, flow);
-            prop_assert_eq!(allowed, v.allows(), "{} {:?}: evaluator says {:?}", what, flow, v);
+            prop_assert!(
+                *v != DirectionVerdict::NotAPod,
+                "{} {:?}: endpoint of no pod",
+                what,
+                flow
+            );
+            prop_assert_eq!(
+                allowed,
+                v.allows(),
+                "{} {:?}: evaluator says {:?}",
+                what,
+                flow,
+                v
+            );
             Ok(())
         }
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
 
     #[test]
     fn compiled_datapath_agrees_with_evaluator(
         ns_labels in vec(ns_labels(), 2..4),
         deployments in vec(deployment(), 1..6),
-        policies in vec(policy(), 0..6),
+        policies in vec(policy(), 0..7),
         flows in vec(flow_pick(), 100),
     ) {
         let snap = build(ns_labels, deployments.concat(), policies);

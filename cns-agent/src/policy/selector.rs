@@ -160,6 +160,9 @@ mod tests {
         let ns: Namespace =
             serde_saphyr::from_str("metadata: {name: prod, labels: {team: a}}").unwrap();
         let got = namespace_labels("prod", Some(&ns));
-        assert_eq!(got, labels(&[(NAMESPACE_NAME_LABEL, "prod"), ("team", "a")]));
+        assert_eq!(
+            got,
+            labels(&[(NAMESPACE_NAME_LABEL, "prod"), ("team", "a")])
+        );
     }
 }

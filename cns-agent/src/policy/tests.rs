@@ -1,21 +1,18 @@
 //! Scenario tests of the compiler against the reference evaluator: each case states the
 //! expected outcome, and both the evaluator and the simulated datapath must give it.
 
-use std::net::Ipv4Addr;
-
-use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
-use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicy};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::{
     compile::compile,
     evaluate::{DirectionVerdict, evaluate},
     fixtures::{NODE_IP, assert_flows, flow, namespace, node, pod, policy, snapshot},
-    model::{Allocations, CidrKey, Direction, ObjectRef, PortMatch, PortRange, Protocol, RuleKey},
+    model::{Allocations, ObjectRef},
 };
 
 /// prod (team=a): web 10.0.0.1 (http 8080), db 10.0.0.2 (pg 5432)
 /// dev (team=b): web 10.0.1.1 (http 80), client 10.0.1.2
-fn cluster(policies: Vec<NetworkPolicy>) -> super::model::Snapshot {
+pub(super) fn cluster(policies: Vec<NetworkPolicy>) -> super::model::Snapshot {
     snapshot(
         vec![namespace("prod", "team=a"), namespace("dev", "team=b")],
         vec![
@@ -111,6 +108,23 @@ spec:
         ],
     );
 
+    // An empty egress list is no egress: ingress only.
+    let empty_egress = policy(
+        "
+metadata: {name: p, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  egress: []
+",
+    );
+    assert_flows(
+        &cluster(vec![empty_egress]),
+        &[
+            ("10.0.0.2 -> 192.0.2.1 tcp/443", true),
+            ("10.0.0.1 -> 10.0.0.2 tcp/5432", false),
+        ],
+    );
+
     let empty_spec = policy("metadata: {name: deny, namespace: prod}\nspec: {}");
     assert_flows(
         &cluster(vec![empty_spec]),
@@ -127,9 +141,15 @@ fn namespace_and_pod_selector_combinations() {
     // (peer, [from prod/db, from dev/web, from dev/client]) into prod/web.
     let cases: &[(&str, [bool; 3])] = &[
         ("{podSelector: {}}", [true, false, false]),
-        ("{podSelector: {matchLabels: {app: web}}}", [false, false, false]),
+        (
+            "{podSelector: {matchLabels: {app: web}}}",
+            [false, false, false],
+        ),
         ("{namespaceSelector: {}}", [true, true, true]),
-        ("{namespaceSelector: {matchLabels: {team: b}}}", [false, true, true]),
+        (
+            "{namespaceSelector: {matchLabels: {team: b}}}",
+            [false, true, true],
+        ),
         (
             "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: dev}}, podSelector: {matchLabels: {app: web}}}",
             [false, true, false],
@@ -284,7 +304,10 @@ spec:
   ingress: [{from: [{ipBlock: {cidr: '::/0'}}]}]
 ",
     );
-    assert_flows(&cluster(vec![np]), &[("192.0.2.1 -> 10.0.0.1 tcp/1", false)]);
+    assert_flows(
+        &cluster(vec![np]),
+        &[("192.0.2.1 -> 10.0.0.1 tcp/1", false)],
+    );
 }
 
 #[test]
@@ -322,7 +345,10 @@ spec:
   ingress: [{from: [{namespaceSelector: {}}]}]
 ",
     );
-    assert_flows(&cluster(vec![no_ports]), &[("10.0.1.2 -> 10.0.0.1 icmp", true)]);
+    assert_flows(
+        &cluster(vec![no_ports]),
+        &[("10.0.1.2 -> 10.0.0.1 icmp", true)],
+    );
 }
 
 #[test]
@@ -474,187 +500,13 @@ fn host_and_non_pod_addresses() {
             ("192.0.2.1 -> 10.0.0.1 tcp/8080", false),
         ],
     );
-    let v = evaluate(&snap, &node(), &flow(&format!("{NODE_IP} -> 10.0.0.1 tcp/8080")));
+    let v = evaluate(
+        &snap,
+        &node(),
+        &flow(&format!("{NODE_IP} -> 10.0.0.1 tcp/8080")),
+    );
     assert_eq!(v.ingress, DirectionVerdict::FromHost);
     assert_eq!(v.egress, DirectionVerdict::NotAPod);
     let json = serde_json::to_value(&v).unwrap();
     assert_eq!(json["ingress"]["verdict"], "from_host");
-}
-
-#[test]
-fn which_pods_count() {
-    let mut host_net = pod("prod", "host", "app=h", "10.0.0.5", &[]);
-    host_net.spec.as_mut().unwrap().host_network = Some(true);
-    let mut done = pod("prod", "done", "app=d", "10.0.0.6", &[]);
-    done.status.as_mut().unwrap().phase = Some("Succeeded".into());
-    let mut pending = pod("prod", "pending", "app=p", "10.0.0.7", &[]);
-    pending.status.as_mut().unwrap().pod_ip = None;
-    let mut elsewhere = pod("prod", "elsewhere", "app=e", "10.0.0.8", &[]);
-    elsewhere.spec.as_mut().unwrap().node_name = Some("node-2".into());
-    let mut dual: Pod = pod("prod", "dual", "app=v6", "fd00::1", &[]);
-    dual.status.as_mut().unwrap().pod_ips = Some(vec![
-        k8s_openapi::api::core::v1::PodIP { ip: "fd00::1".into() },
-        k8s_openapi::api::core::v1::PodIP { ip: "10.0.0.9".into() },
-    ]);
-    let snap = snapshot(
-        vec![namespace("prod", "")],
-        vec![host_net, done, pending, elsewhere, dual],
-        vec![],
-    );
-    let desired = compile(&snap, &node(), &Allocations::default());
-    let ips: Vec<Ipv4Addr> = desired.ipcache.keys().copied().collect();
-    let want: Vec<Ipv4Addr> = ["10.0.0.8", "10.0.0.9", NODE_IP]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
-    assert_eq!(ips, want);
-    assert_eq!(desired.ipcache[&want[2]].identity, IDENTITY_HOST);
-    assert_eq!(desired.ipcache[&want[2]].ns_id, NS_HOST);
-    let eps: Vec<&str> = desired.endpoints.keys().map(|r| r.name.as_str()).collect();
-    assert_eq!(eps, ["dual"]);
-    assert_eq!(desired.allocations.identities.len(), 2);
-}
-
-#[test]
-fn audit_override_from_namespace_annotation() {
-    let mut prod = namespace("prod", "");
-    let mut dev = namespace("dev", "");
-    let mut other = namespace("other", "");
-    for (ns, v) in [(&mut prod, "true"), (&mut dev, "false"), (&mut other, "yes")] {
-        ns.metadata.annotations = Some([("cns.io/policy-audit-mode".into(), v.into())].into());
-    }
-    let snap = snapshot(
-        vec![prod, dev, other],
-        vec![
-            pod("prod", "a", "", "10.0.0.1", &[]),
-            pod("dev", "a", "", "10.0.0.2", &[]),
-            pod("other", "a", "", "10.0.0.3", &[]),
-        ],
-        vec![],
-    );
-    let desired = compile(&snap, &node(), &Allocations::default());
-    let got: Vec<Option<bool>> = desired.endpoints.values().map(|e| e.audit_override).collect();
-    // By namespace: dev, other, prod.
-    assert_eq!(got, [Some(false), None, Some(true)]);
-}
-
-#[test]
-fn desired_shape_of_a_simple_policy() {
-    let np = policy(
-        "
-metadata: {name: a, namespace: prod}
-spec:
-  podSelector: {matchLabels: {app: db}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: web}}}, {ipBlock: {cidr: 192.0.2.0/24, except: [192.0.2.0/28]}}]
-    ports: [{port: 5432}]
-",
-    );
-    let snap = cluster(vec![np]);
-    let d = compile(&snap, &node(), &Allocations::default());
-    let db = &d.endpoints[&ObjectRef::new("prod", "db")];
-    assert!(db.ingress_isolated && !db.egress_isolated);
-    assert_eq!(db.ns_id, d.allocations.namespaces["prod"]);
-    let web_identity = d.ipcache[&"10.0.0.1".parse().unwrap()].identity;
-    assert!(web_identity >= IDENTITY_FIRST_POD);
-    let pm = PortMatch {
-        proto: Some(Protocol::Tcp),
-        ports: Some(PortRange {
-            start: 5432,
-            end: 5432,
-        }),
-    };
-    let rule = |identity| RuleKey {
-        ep_id: db.ep_id,
-        dir: Direction::Ingress,
-        identity,
-        ports: pm,
-    };
-    let cidr = |net: &str| CidrKey {
-        ep_id: db.ep_id,
-        dir: Direction::Ingress,
-        net: net.parse().unwrap(),
-    };
-    let policy_id = d.allocations.policies[&ObjectRef::new("prod", "a")];
-    assert_eq!(
-        d.rules,
-        [(rule(web_identity), policy_id), (rule(IDENTITY_CIDR_BASE), policy_id)].into()
-    );
-    assert_eq!(
-        d.cidrs,
-        [
-            (cidr("192.0.2.0/24"), IDENTITY_CIDR_BASE),
-            (cidr("192.0.2.0/28"), IDENTITY_CIDR_BASE + 1),
-        ]
-        .into()
-    );
-}
-
-#[test]
-fn allocations_are_stable_and_compact() {
-    let node = node();
-    let mut snap = cluster(vec![policy("metadata: {name: z, namespace: prod}\nspec: {}")]);
-    let first = compile(&snap, &node, &Allocations::default());
-    let a = &first.allocations;
-    assert_eq!(a.namespaces.values().min(), Some(&NS_FIRST));
-    assert_eq!(a.identities.values().min(), Some(&IDENTITY_FIRST_POD));
-    assert_eq!(a.endpoints.values().min(), Some(&1));
-    assert_eq!(a.policies.values().copied().collect::<Vec<_>>(), [1]);
-
-    // Add a pod (new identity, new namespace) that sorts first, and a policy.
-    snap.namespaces
-        .insert("aaa".into(), namespace("aaa", ""));
-    let p = pod("aaa", "a", "app=aaa", "10.0.9.9", &[]);
-    snap.pods.insert(ObjectRef::new("aaa", "a"), p);
-    let np = policy("metadata: {name: a, namespace: aaa}\nspec: {}");
-    snap.policies.insert(ObjectRef::new("aaa", "a"), np);
-    let second = compile(&snap, &node, a);
-    let b = &second.allocations;
-    for (k, v) in &a.namespaces {
-        assert_eq!(b.namespaces[k], *v, "namespace {k}");
-    }
-    for (k, v) in &a.identities {
-        assert_eq!(b.identities[k], *v, "identity {k:?}");
-    }
-    for (k, v) in &a.endpoints {
-        assert_eq!(b.endpoints[k], *v, "endpoint {k}");
-    }
-    assert_eq!(b.policies[&ObjectRef::new("prod", "z")], 1);
-    assert_eq!(b.policies[&ObjectRef::new("aaa", "a")], 2);
-    assert_eq!(b.endpoints[&ObjectRef::new("aaa", "a")], 5);
-
-    // Remove a pod: its numbers go, the hole is reused by the next newcomer.
-    snap.pods.remove(&ObjectRef::new("prod", "db"));
-    let third = compile(&snap, &node, b);
-    let freed = b.endpoints[&ObjectRef::new("prod", "db")];
-    assert!(!third.allocations.endpoints.contains_key(&ObjectRef::new("prod", "db")));
-    snap.pods.insert(
-        ObjectRef::new("prod", "db2"),
-        pod("prod", "db2", "app=db", "10.0.0.3", &[]),
-    );
-    let fourth = compile(&snap, &node, &third.allocations);
-    assert_eq!(fourth.allocations.endpoints[&ObjectRef::new("prod", "db2")], freed);
-}
-
-#[test]
-fn compile_is_deterministic() {
-    let policies = vec![
-        policy(
-            "
-metadata: {name: a, namespace: prod}
-spec:
-  podSelector: {}
-  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.0.1.0/24]}}, {namespaceSelector: {}}]}]
-  egress: [{to: [{podSelector: {}}], ports: [{port: http}]}]
-",
-        ),
-        policy("metadata: {name: b, namespace: dev}\nspec: {podSelector: {}, ingress: [{}]}"),
-    ];
-    let snap = cluster(policies);
-    let node = node();
-    let one = compile(&snap, &node, &Allocations::default());
-    let two = compile(&snap, &node, &Allocations::default());
-    let again = compile(&snap, &node, &one.allocations);
-    assert_eq!(one, two);
-    assert_eq!(one, again);
 }

@@ -206,7 +206,10 @@ fn port(errs: &mut Errors, path: &str, port: &NetworkPolicyPort) {
         }
         Some(IntOrString::String(name)) => {
             if let Err(e) = port_name(name) {
-                errs.push(format!("{path}.port"), format!("invalid port name {name:?}: {e}"));
+                errs.push(
+                    format!("{path}.port"),
+                    format!("invalid port name {name:?}: {e}"),
+                );
             }
             None
         }
@@ -218,14 +221,10 @@ fn port(errs: &mut Errors, path: &str, port: &NetworkPolicyPort) {
         (Some(IntOrString::String(_)), _) => {
             errs.push(field, "endPort cannot be used with a named port")
         }
-        (_, Some(start)) if end < start => errs.push(
-            field,
-            format!("endPort {end} is less than port {start}"),
-        ),
-        _ if end > 65535 => errs.push(
-            field,
-            format!("invalid port number {end} (want 1-65535)"),
-        ),
+        (_, Some(start)) if end < start => {
+            errs.push(field, format!("endPort {end} is less than port {start}"))
+        }
+        _ if end > 65535 => errs.push(field, format!("invalid port number {end} (want 1-65535)")),
         _ => {}
     }
 }
@@ -235,7 +234,10 @@ fn port_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 15 {
         return Err("must be 1-15 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("must contain only lowercase letters, digits and '-'");
     }
     if !name.bytes().any(|b| b.is_ascii_lowercase()) {
@@ -275,7 +277,10 @@ pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
             if let Some(name) = &p.name
                 && let Err(e) = port_name(name)
             {
-                errs.push(format!("{path}.name"), format!("invalid port name {name:?}: {e}"));
+                errs.push(
+                    format!("{path}.name"),
+                    format!("invalid port name {name:?}: {e}"),
+                );
             }
         }
     }
@@ -457,7 +462,10 @@ mod tests {
         let fields: Vec<String> = validate_policy(&np).into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["metadata.name", "metadata.namespace"]);
         let ns: Namespace = serde_saphyr::from_str("metadata: {}").unwrap();
-        assert_eq!(validate_namespace(&ns)[0].to_string(), "metadata.name: name is required");
+        assert_eq!(
+            validate_namespace(&ns)[0].to_string(),
+            "metadata.name: name is required"
+        );
         let ns: Namespace = serde_saphyr::from_str("metadata: {name: a}").unwrap();
         assert_eq!(validate_namespace(&ns), []);
     }
@@ -487,10 +495,9 @@ status: {podIP: 10.0.0.300, podIPs: [{ip: 10.0.0.1}, {ip: 'fd00::zz'}]}
                 "status.podIPs[1].ip",
             ]
         );
-        let ok: Pod = serde_saphyr::from_str(
-            "metadata: {name: a, namespace: b}\nstatus: {podIP: 'fd00::1'}",
-        )
-        .unwrap();
+        let ok: Pod =
+            serde_saphyr::from_str("metadata: {name: a, namespace: b}\nstatus: {podIP: 'fd00::1'}")
+                .unwrap();
         assert_eq!(validate_pod(&ok), []);
     }
 }

@@ -141,7 +141,9 @@ pub fn policy_applies(np: &NetworkPolicy, dir: Direction) -> bool {
         }
         _ => match dir {
             Direction::Ingress => true,
-            Direction::Egress => spec.and_then(|s| s.egress.as_ref()).is_some_and(|e| !e.is_empty()),
+            Direction::Egress => spec
+                .and_then(|s| s.egress.as_ref())
+                .is_some_and(|e| !e.is_empty()),
         },
     }
 }
@@ -150,6 +152,18 @@ pub fn policy_applies(np: &NetworkPolicy, dir: Direction) -> bool {
 pub fn policy_selects(np: &NetworkPolicy, policy_ns: &str, pod_ns: &str, pod: &Pod) -> bool {
     let sel = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref());
     policy_ns == pod_ns && selector::matches_opt(sel, selector::pod_labels(pod))
+}
+
+/// The policies isolating pod `r` in `dir`.
+pub fn isolating_policies<'a>(
+    snapshot: &'a Snapshot,
+    r: &'a ObjectRef,
+    pod: &'a Pod,
+    dir: Direction,
+) -> impl Iterator<Item = (&'a ObjectRef, &'a NetworkPolicy)> + 'a {
+    snapshot.policies.iter().filter(move |(pr, np)| {
+        policy_applies(np, dir) && policy_selects(np, &pr.namespace, &r.namespace, pod)
+    })
 }
 
 /// One rule of a policy in one direction: its peers (`from`/`to`) and its ports.

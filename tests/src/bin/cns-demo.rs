@@ -17,11 +17,11 @@ const PODS: [(&str, Ipv4Addr); 4] = [
 
 /// (from pod index, to pod index, port, what the example policies say)
 const CHECKS: [(usize, usize, u16, &str); 5] = [
-    (1, 2, 8443, "allowed: allow-shop-api"),
-    (0, 2, 8443, "denied: frontend is not the API"),
-    (3, 2, 8443, "denied: tools is not the shop"),
-    (0, 1, 8080, "allowed: frontend-egress"),
-    (0, 3, 8080, "denied: frontend egress only to the API"),
+    (1, 2, 8443, "policy allows: allow-shop-api"),
+    (0, 2, 8443, "policy denies: frontend is not the API"),
+    (3, 2, 8443, "policy denies: tools is not the shop"),
+    (0, 1, 8080, "policy allows: frontend-egress"),
+    (0, 3, 8080, "policy denies: frontend egress only to the API"),
 ];
 
 fn main() {
@@ -39,7 +39,10 @@ fn main() {
         })
         .collect();
     files.sort();
-    let refs: Vec<(&str, &str)> = files.iter().map(|(n, y)| (n.as_str(), y.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, y)| (n.as_str(), y.as_str()))
+        .collect();
 
     println!("== building a virtual node: one network namespace per pod");
     let mut node = VirtualNode::new();
