@@ -351,36 +351,10 @@ impl Agent {
                 (m::CIDRS, self.written.cidrs.len()),
                 (m::POLICY, self.written.policy.len()),
             ]),
-            datapath_stats: BTreeMap::from([
-                (
-                    "events_suppressed",
-                    stats
-                        .get(m::STAT_EVENTS_SUPPRESSED as usize)
-                        .copied()
-                        .unwrap_or(0),
-                ),
-                (
-                    "events_lost",
-                    stats
-                        .get(m::STAT_EVENTS_LOST as usize)
-                        .copied()
-                        .unwrap_or(0),
-                ),
-                (
-                    "counters_full",
-                    stats
-                        .get(m::STAT_COUNTERS_FULL as usize)
-                        .copied()
-                        .unwrap_or(0),
-                ),
-                (
-                    "conntrack_insert_failed",
-                    stats
-                        .get(m::STAT_CONNTRACK_INSERT_FAILED as usize)
-                        .copied()
-                        .unwrap_or(0),
-                ),
-            ]),
+            datapath_stats: STAT_NAMES
+                .iter()
+                .map(|&(i, name)| (name, stats.get(i as usize).copied().unwrap_or(0)))
+                .collect(),
             errors: self.errors.iter().map(ToString::to_string).collect(),
         }
     }
@@ -437,6 +411,14 @@ impl Agent {
         }
     }
 }
+
+/// The datapath statistics `status` shows, by their `STATS` map index.
+const STAT_NAMES: [(u32, &str); 4] = [
+    (m::STAT_EVENTS_SUPPRESSED, "events_suppressed"),
+    (m::STAT_EVENTS_LOST, "events_lost"),
+    (m::STAT_COUNTERS_FULL, "counters_full"),
+    (m::STAT_CONNTRACK_INSERT_FAILED, "conntrack_insert_failed"),
+];
 
 pub fn mode_name(audit: bool) -> &'static str {
     if audit { "audit" } else { "blocking" }

@@ -97,9 +97,9 @@ pub fn create(k: &CtKey, p: &Packet, entry: &CtEntry) {
     rev.dst_identity = fwd.src_identity;
     rev.src_ns = fwd.dst_ns;
     rev.dst_ns = fwd.src_ns;
-    if CNS_CONNTRACK.insert(k, &fwd, BPF_ANY as u64).is_err()
+    if CNS_CONNTRACK.insert(k, fwd, BPF_ANY as u64).is_err()
         || CNS_CONNTRACK
-            .insert(&reverse(k), &rev, BPF_ANY as u64)
+            .insert(reverse(k), rev, BPF_ANY as u64)
             .is_err()
     {
         stats::incr(STAT_CONNTRACK_INSERT_FAILED);

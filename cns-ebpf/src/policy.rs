@@ -62,7 +62,7 @@ fn endpoint(ctx: &TcContext) -> Option<&'static Endpoint> {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: endpoints are written by the agent only; a torn read at worst yields a stale
     // verdict that the next revision check corrects.
-    unsafe { CNS_ENDPOINTS.get(&ifindex) }
+    unsafe { CNS_ENDPOINTS.get(ifindex) }
 }
 
 #[inline(always)]
@@ -183,7 +183,7 @@ fn slow_path(
         (p.daddr, p.saddr)
     };
     // SAFETY: written by the agent only.
-    let remote = unsafe { CNS_IPCACHE.get(&remote_addr) }.unwrap_or(&UNKNOWN_REMOTE);
+    let remote = unsafe { CNS_IPCACHE.get(remote_addr) }.unwrap_or(&UNKNOWN_REMOTE);
 
     let mut policy_id = u32::MAX;
     let (allowed, reason) = if dir != DIR_INGRESS && local_addr != ep.ip {

@@ -25,7 +25,7 @@ pub fn count(src_ns: u16, dst_ns: u16, dir: u8, verdict: u8, bytes: u32) {
         verdict,
         _pad: 0,
     };
-    if let Some(c) = CNS_COUNTERS.get_ptr_mut(&key) {
+    if let Some(c) = CNS_COUNTERS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it.
         unsafe {
             (*c).packets += 1;
@@ -37,12 +37,9 @@ pub fn count(src_ns: u16, dst_ns: u16, dir: u8, verdict: u8, bytes: u32) {
         packets: 1,
         bytes: bytes as u64,
     };
-    if CNS_COUNTERS
-        .insert(&key, &first, BPF_NOEXIST as u64)
-        .is_err()
-    {
+    if CNS_COUNTERS.insert(key, first, BPF_NOEXIST as u64).is_err() {
         // Another CPU may have created it meanwhile; try once more before calling it full.
-        if let Some(c) = CNS_COUNTERS.get_ptr_mut(&key) {
+        if let Some(c) = CNS_COUNTERS.get_ptr_mut(key) {
             unsafe {
                 (*c).packets += 1;
                 (*c).bytes += bytes as u64;

@@ -403,3 +403,29 @@ fn bad_input_is_reported_and_the_rest_stays_enforced() {
     c.agent.apply("deny.yaml", DENY_INGRESS);
     assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080));
 }
+
+#[test]
+fn pods_and_veths_that_appear_later_are_enforced() {
+    kernel_test!();
+    let mut c = Cluster::start(false, &[("deny.yaml", DENY_INGRESS)]);
+    let late_ip = Ipv4Addr::new(10, 0, 1, 20);
+    let late = c.node.add_pod(late_ip);
+    cns_tests::traffic::tcp_echo_server(&late.netns, 8080);
+    c.agent.apply(
+        "late.yaml",
+        &cns_tests::manifests::pod("alpha", "late", &[("app", "late")], late_ip, &[]),
+    );
+    let status = c.agent.cli(&["status", "-o", "json"]).expect("status");
+    assert!(
+        status.contains(&late.veth),
+        "the new veth is attached: {status}"
+    );
+    assert!(
+        !tcp_ok(&c.beta_client.netns, late_ip, 8080),
+        "new pod isolated by deny-ingress"
+    );
+    assert!(
+        tcp_ok(&late.netns, BETA_CLIENT, 8080),
+        "its own connections flow"
+    );
+}
