@@ -9,20 +9,22 @@ use std::{
 };
 
 use cns_common::{
-    DIR_INGRESS, NS_HOST, NS_UNKNOWN, NS_WORLD, VERDICT_AUDIT, VERDICT_DROPPED,
+    DIR_INGRESS, VERDICT_AUDIT, VERDICT_DROPPED,
     maps::{self as m, Config},
 };
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     control::{Reply, Request},
     encode::{self, MapContents},
     loader::Datapath,
+    names::{Names, SharedNames},
     netdev,
     policy::{
         compile::compile,
         model::{Allocations, Desired, NodeContext, ObjectRef, Snapshot},
+        view,
     },
     reconcile,
     source::{self, LastGood, SourceError},
@@ -64,6 +66,8 @@ pub struct Agent {
     audit_mode: bool,
     revision: u32,
     last_sync: Option<Instant>,
+    /// Published after every sync and mode change.
+    names: watch::Sender<SharedNames>,
 }
 
 /// The outcome of a sync, as `cns-agent sync` prints it.
@@ -122,6 +126,7 @@ impl Agent {
             errors: Vec::new(),
             revision,
             last_sync: None,
+            names: watch::Sender::new(SharedNames::default()),
         };
         agent.write_config()?;
         Ok(agent)
@@ -195,6 +200,7 @@ impl Agent {
                 "maps updated"
             );
         }
+        self.publish_names();
         self.last_sync = Some(Instant::now());
         let endpoints_without_veth = self
             .desired
@@ -240,6 +246,28 @@ impl Agent {
         Ok(())
     }
 
+    /// Names for the numbers in the maps, updated after every sync.
+    pub fn names(&self) -> watch::Receiver<SharedNames> {
+        self.names.subscribe()
+    }
+
+    fn publish_names(&mut self) {
+        let interfaces = self
+            .veths
+            .iter()
+            .map(|(pod, v)| (pod.clone(), v.name.clone()))
+            .collect();
+        let pods_by_ip = self
+            .snapshot
+            .pods
+            .iter()
+            .filter(|(_, pod)| view::pod_is_active(pod))
+            .filter_map(|(r, pod)| Some((view::pod_ipv4(pod)?, r.clone())))
+            .collect();
+        let names = Names::new(&self.desired, &interfaces, pods_by_ip, self.audit_mode);
+        self.names.send_replace(std::sync::Arc::new(names));
+    }
+
     /// Re-reads what the maps hold, so the next sync rewrites anything changed behind the
     /// agent's back.
     fn refresh_written(&mut self) {
@@ -268,21 +296,9 @@ impl Agent {
             );
         }
         self.audit_mode = audit;
-        self.write_config()
-    }
-
-    fn ns_name(&self, id: u16) -> String {
-        match id {
-            NS_HOST => "reserved:host".into(),
-            NS_WORLD => "reserved:world".into(),
-            NS_UNKNOWN => "reserved:unknown".into(),
-            _ => self
-                .allocations
-                .namespaces
-                .iter()
-                .find(|(_, v)| **v == id)
-                .map_or_else(|| format!("namespace-id:{id}"), |(k, _)| k.clone()),
-        }
+        self.write_config()?;
+        self.publish_names();
+        Ok(())
     }
 
     pub fn counters(&self) -> Result<Vec<CounterRow>, AgentError> {
@@ -296,8 +312,8 @@ impl Agent {
         let mut rows: Vec<CounterRow> = raw
             .into_iter()
             .map(|(k, c)| CounterRow {
-                source: self.ns_name(k.src_ns),
-                destination: self.ns_name(k.dst_ns),
+                source: self.names.borrow().namespace(k.src_ns),
+                destination: self.names.borrow().namespace(k.dst_ns),
                 direction: if k.dir == DIR_INGRESS {
                     "ingress"
                 } else {

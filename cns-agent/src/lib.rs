@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod encode;
 pub mod loader;
+pub mod names;
 pub mod netdev;
 pub mod paths;
 pub mod policy;

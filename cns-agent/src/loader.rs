@@ -22,6 +22,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cn
 
 pub const PROG_TO_POD: &str = "cns_to_pod";
 pub const PROG_FROM_POD: &str = "cns_from_pod";
+/// An empty TC program (returns "pass"), loaded for benchmarks only.
+pub const PROG_EMPTY: &str = "cns_empty";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -105,7 +107,7 @@ impl Datapath {
                 pin_dir: pin_dir.display().to_string(),
                 source: Box::new(source),
             })?;
-        for name in [PROG_TO_POD, PROG_FROM_POD] {
+        for name in [PROG_TO_POD, PROG_FROM_POD, PROG_EMPTY] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(LoadError::MissingProgram(name))?
@@ -186,6 +188,18 @@ impl Datapath {
     /// Runs `program` once on `packet` with `BPF_PROG_TEST_RUN` (the skb's device is the
     /// loopback, ifindex 1) and returns its verdict (-1 pass, 2 drop).
     pub fn test_run(&self, program: &'static str, packet: &[u8]) -> Result<i32, ProgramError> {
+        self.test_run_repeat(program, packet, 1)
+            .map(|(verdict, _)| verdict)
+    }
+
+    /// Runs `program` `repeat` times on `packet` in the kernel; returns the last verdict and
+    /// the kernel's average time per run (what `cargo xtask bench` measures).
+    pub fn test_run_repeat(
+        &self,
+        program: &'static str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(i32, std::time::Duration), ProgramError> {
         use aya::programs::{TestRun as _, TestRunOptions};
         let prog: &SchedClassifier = self
             .ebpf
@@ -196,9 +210,10 @@ impl Datapath {
         let result = prog.test_run(TestRunOptions {
             data_in: Some(packet),
             data_out: Some(&mut out),
+            repeat,
             ..TestRunOptions::default()
         })?;
-        Ok(result.return_value as i32)
+        Ok((result.return_value as i32, result.duration))
     }
 
     /// ifindex -> interface name of every attachment.

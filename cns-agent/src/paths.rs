@@ -33,6 +33,11 @@ pub enum PathError {
     NotBpffs { path: PathBuf },
 }
 
+/// Where map `name` (one of the `cns_common::maps` names) is pinned.
+pub fn pinned_map(pin_dir: &Path, name: &str) -> PathBuf {
+    pin_dir.join(name)
+}
+
 fn is_bpffs(path: &Path) -> bool {
     statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC)
 }

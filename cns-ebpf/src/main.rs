@@ -34,6 +34,12 @@ pub fn cns_from_pod(ctx: TcContext) -> i32 {
     policy::handle(&ctx, DIR_EGRESS)
 }
 
+/// Does nothing: the floor the benchmark measures the other programs against.
+#[classifier]
+pub fn cns_empty(_ctx: TcContext) -> i32 {
+    TC_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -1,0 +1,140 @@
+//! Turning the datapath's numbers back into names: namespace ids, identities, policy ids,
+//! endpoint ids. The agent publishes a fresh [`Names`] after every sync (a `watch` channel,
+//! see `Agent::names`), so readers of the pinned maps (metrics, events) can label what they
+//! read without asking the agent thread.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
+
+use cns_common::{IDENTITY_HOST, IDENTITY_UNKNOWN, IDENTITY_WORLD, NS_HOST, NS_UNKNOWN, NS_WORLD};
+use serde::Serialize;
+
+use crate::policy::model::{Desired, IdentityKey, ObjectRef};
+
+pub const RESERVED_HOST: &str = "reserved:host";
+pub const RESERVED_WORLD: &str = "reserved:world";
+pub const RESERVED_UNKNOWN: &str = "reserved:unknown";
+
+/// A local endpoint as the datapath knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointName {
+    pub pod: ObjectRef,
+    pub ip: Ipv4Addr,
+    /// The veth the programs are attached to, once found.
+    pub interface: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Names {
+    /// The global policy audit mode.
+    pub audit_mode: bool,
+    pub namespaces: BTreeMap<u16, String>,
+    pub identities: BTreeMap<u32, IdentityKey>,
+    pub policies: BTreeMap<u32, ObjectRef>,
+    /// By endpoint id.
+    pub endpoints: BTreeMap<u32, EndpointName>,
+    /// Every pod IP known, to its pod.
+    pub pods_by_ip: BTreeMap<Ipv4Addr, ObjectRef>,
+}
+
+pub type SharedNames = Arc<Names>;
+
+impl Names {
+    /// The names behind `desired`; `interfaces` maps local pods to their veth names.
+    pub fn new(
+        desired: &Desired,
+        interfaces: &BTreeMap<ObjectRef, String>,
+        pods_by_ip: BTreeMap<Ipv4Addr, ObjectRef>,
+        audit_mode: bool,
+    ) -> Self {
+        let a = &desired.allocations;
+        Self {
+            audit_mode,
+            namespaces: a
+                .namespaces
+                .iter()
+                .map(|(n, id)| (*id, n.clone()))
+                .collect(),
+            identities: a
+                .identities
+                .iter()
+                .map(|(k, id)| (*id, k.clone()))
+                .collect(),
+            policies: a.policies.iter().map(|(p, id)| (*id, p.clone())).collect(),
+            endpoints: desired
+                .endpoints
+                .iter()
+                .map(|(pod, ep)| {
+                    let name = EndpointName {
+                        pod: pod.clone(),
+                        ip: ep.ip,
+                        interface: interfaces.get(pod).cloned(),
+                    };
+                    (ep.ep_id, name)
+                })
+                .collect(),
+            pods_by_ip,
+        }
+    }
+
+    /// A namespace id's name; reserved ids have `reserved:` names.
+    pub fn namespace(&self, id: u16) -> String {
+        match id {
+            NS_HOST => RESERVED_HOST.into(),
+            NS_WORLD => RESERVED_WORLD.into(),
+            NS_UNKNOWN => RESERVED_UNKNOWN.into(),
+            _ => self
+                .namespaces
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("namespace-id:{id}")),
+        }
+    }
+
+    /// An identity as `namespace:k=v,k=v`, or its reserved name.
+    pub fn identity(&self, id: u32) -> String {
+        match id {
+            IDENTITY_HOST => RESERVED_HOST.into(),
+            IDENTITY_WORLD => RESERVED_WORLD.into(),
+            IDENTITY_UNKNOWN => RESERVED_UNKNOWN.into(),
+            _ if id >= cns_common::IDENTITY_CIDR_BASE => {
+                format!("cidr-set:{}", id - cns_common::IDENTITY_CIDR_BASE)
+            }
+            _ => self.identities.get(&id).map_or_else(
+                || format!("identity:{id}"),
+                |k| {
+                    let labels: Vec<String> =
+                        k.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{}:{}", k.namespace, labels.join(","))
+                },
+            ),
+        }
+    }
+
+    pub fn policy(&self, id: u32) -> Option<&ObjectRef> {
+        self.policies.get(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_and_unknown_ids_have_names() {
+        let mut n = Names::default();
+        n.namespaces.insert(16, "alpha".into());
+        assert_eq!(n.namespace(16), "alpha");
+        assert_eq!(n.namespace(NS_WORLD), RESERVED_WORLD);
+        assert_eq!(n.namespace(99), "namespace-id:99");
+        n.identities.insert(
+            256,
+            IdentityKey {
+                namespace: "alpha".into(),
+                labels: [("app".to_owned(), "web".to_owned())].into(),
+            },
+        );
+        assert_eq!(n.identity(256), "alpha:app=web");
+        assert_eq!(n.identity(IDENTITY_HOST), RESERVED_HOST);
+        assert_eq!(n.identity(cns_common::IDENTITY_CIDR_BASE + 3), "cidr-set:3");
+    }
+}
