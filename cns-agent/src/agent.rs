@@ -139,6 +139,8 @@ impl Agent {
             revision: self.revision,
             event_rate: self.cfg.event_rate,
             event_burst: self.cfg.event_burst,
+            flags: 0,
+            _pad: 0,
         };
         self.datapath
             .set_config(&config)

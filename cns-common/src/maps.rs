@@ -32,8 +32,14 @@ map_type! {
         pub event_rate: u32,
         /// Events a CPU may emit in a burst.
         pub event_burst: u32,
-    } = 16
+        /// `CONFIG_*` flags.
+        pub flags: u32,
+        pub _pad: u32,
+    } = 24
 }
+/// Benchmarks only: never create conntrack entries, so every packet of a repeated test run
+/// takes the slow path (what a new flow costs).
+pub const CONFIG_NO_CONNTRACK_CREATE: u32 = 1;
 
 /// `HashMap<u32 ifindex, Endpoint>`: the local pods, by the ifindex of their host-side veth.
 pub const ENDPOINTS: &str = "CNS_ENDPOINTS";

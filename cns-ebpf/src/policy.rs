@@ -6,9 +6,9 @@ use cns_common::{
     REASON_IPV6_UNSUPPORTED, REASON_MALFORMED, REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED,
     REASON_POLICY_DENIED, REASON_SPOOFED, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     maps::{
-        CIDR_PREFIX_BASE, CT_REPLY, CidrKey, Config, CtEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE,
-        EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, Endpoint, Event, POLICY_PREFIX_FULL, PolicyKey,
-        Remote,
+        CIDR_PREFIX_BASE, CONFIG_NO_CONNTRACK_CREATE, CT_REPLY, CidrKey, Config, CtEntry,
+        EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, Endpoint, Event,
+        POLICY_PREFIX_FULL, PolicyKey, Remote,
     },
 };
 
@@ -25,6 +25,8 @@ const NO_CONFIG: Config = Config {
     revision: 0,
     event_rate: 0,
     event_burst: 0,
+    flags: 0,
+    _pad: 0,
 };
 
 #[inline(always)]
@@ -220,7 +222,10 @@ fn slow_path(
     };
     stats::count(src_ns, dst_ns, dir, verdict, ctx.len());
 
-    if verdict != VERDICT_DROPPED && !p.later_fragment {
+    if verdict != VERDICT_DROPPED
+        && !p.later_fragment
+        && cfg.flags & CONFIG_NO_CONNTRACK_CREATE == 0
+    {
         let entry = CtEntry {
             revision: cfg.revision,
             src_identity,

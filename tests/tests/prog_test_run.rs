@@ -102,6 +102,8 @@ fn fixture(audit: bool) -> Fixture {
         revision: 1,
         event_rate: 0,
         event_burst: 0,
+        flags: 0,
+        _pad: 0,
     })
     .expect("config");
     Fixture { dp, pin_dir }
