@@ -68,6 +68,8 @@ pub struct Agent {
     last_sync: Option<Instant>,
     /// Published after every sync and mode change.
     names: watch::Sender<SharedNames>,
+    /// Whether the links pinned by an earlier agent were taken over (after the first sync).
+    adopted: bool,
 }
 
 /// The outcome of a sync, as `cns-agent sync` prints it.
@@ -127,6 +129,7 @@ impl Agent {
             revision,
             last_sync: None,
             names: watch::Sender::new(SharedNames::default()),
+            adopted: false,
         };
         agent.write_config()?;
         Ok(agent)
@@ -170,9 +173,11 @@ impl Agent {
         self.desired = compile(&self.snapshot, &node, &self.allocations);
         self.allocations = self.desired.allocations.clone();
 
-        self.attach_endpoints()?;
-        let ifindexes = self
-            .veths
+        // Maps first, programs after: a veth gets its programs only once its endpoint and
+        // rules are in place, and pinned programs of an earlier agent are taken over only
+        // once the maps hold the current state.
+        let veths = self.find_veths()?;
+        let ifindexes = veths
             .iter()
             .map(|(pod, veth)| (pod.clone(), veth.ifindex))
             .collect();
@@ -202,6 +207,7 @@ impl Agent {
                 "maps updated"
             );
         }
+        self.attach_endpoints(veths);
         self.publish_names();
         self.last_sync = Some(Instant::now());
         let endpoints_without_veth = self
@@ -220,32 +226,50 @@ impl Agent {
         })
     }
 
-    /// Finds each local pod's veth and attaches to it; detaches from veths that no longer
-    /// lead to a local pod.
-    fn attach_endpoints(&mut self) -> Result<(), AgentError> {
+    /// Each local pod's veth (the interface of its /32 route), for those that have one.
+    fn find_veths(&self) -> Result<BTreeMap<ObjectRef, netdev::Veth>, AgentError> {
         let ips: BTreeSet<_> = self.desired.endpoints.values().map(|ep| ep.ip).collect();
         let routes = netdev::host_routes(&ips)?;
-        let mut veths = BTreeMap::new();
-        for (pod, ep) in &self.desired.endpoints {
-            let Some(veth) = routes.get(&ep.ip) else {
-                tracing::debug!(%pod, ip = %ep.ip, "no veth for pod yet");
-                continue;
-            };
+        Ok(self
+            .desired
+            .endpoints
+            .iter()
+            .filter_map(|(pod, ep)| Some((pod.clone(), routes.get(&ep.ip)?.clone())))
+            .collect())
+    }
+
+    /// Attaches to every veth in `veths` (after adopting the links an earlier agent pinned)
+    /// and detaches from veths that no longer lead to a local pod.
+    fn attach_endpoints(&mut self, veths: BTreeMap<ObjectRef, netdev::Veth>) {
+        if !self.adopted {
+            let n = self.datapath.adopt();
+            tracing::info!(
+                interfaces = n,
+                "took over the programs pinned by an earlier agent"
+            );
+            self.adopted = true;
+        }
+        let mut attached = BTreeMap::new();
+        for (pod, veth) in veths {
             match self.datapath.attach(&veth.name, veth.ifindex) {
-                Ok(()) => _ = veths.insert(pod.clone(), veth.clone()),
+                Ok(()) => _ = attached.insert(pod, veth),
                 Err(e) => {
-                    tracing::warn!(%pod, error = %e, cause = %std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default(), "attach failed; will retry")
+                    tracing::warn!(%pod, error = %error_chain(&e), "attach failed; will retry")
                 }
             }
         }
-        let keep: BTreeSet<u32> = veths.values().map(|v| v.ifindex).collect();
-        for ifindex in self.datapath.attached().into_keys() {
-            if !keep.contains(&ifindex) {
-                self.datapath.detach(ifindex);
-            }
+        let keep: BTreeSet<u32> = attached.values().map(|v| v.ifindex).collect();
+        let stale: Vec<u32> = self
+            .datapath
+            .attached()
+            .keys()
+            .filter(|i| !keep.contains(i))
+            .copied()
+            .collect();
+        for ifindex in stale {
+            self.datapath.detach(ifindex);
         }
-        self.veths = veths;
-        Ok(())
+        self.veths = attached;
     }
 
     /// Names for the numbers in the maps, updated after every sync.

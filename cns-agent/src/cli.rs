@@ -59,6 +59,13 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Remove the programs from every veth and delete the pinned maps (run it after stopping
+    /// the agent; a running agent would attach again at its next resync).
+    Uninstall {
+        /// The agent's pin directory.
+        #[arg(long, default_value = DEFAULT_PIN_DIR, env = "CNS_BPFFS_DIR")]
+        bpffs_dir: PathBuf,
+    },
     /// Switch the global policy mode at runtime: audit (log would-be drops) or blocking.
     Mode {
         #[arg(value_enum)]
@@ -93,6 +100,10 @@ pub struct RunArgs {
     /// Where the maps are pinned (mounts bpffs on /sys/fs/bpf if needed).
     #[arg(long, default_value = DEFAULT_PIN_DIR, env = "CNS_BPFFS_DIR")]
     pub bpffs_dir: PathBuf,
+    /// On SIGTERM/SIGINT, detach the programs and delete the pinned maps. By default they
+    /// stay: enforcement continues while the agent is down and the next agent takes over.
+    #[arg(long)]
+    pub cleanup_on_exit: bool,
     /// Seconds between full resyncs (re-read source, find new veths, rewrite drift).
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub resync_interval: Duration,

@@ -112,10 +112,15 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    tracing::info!("shutting down; maps stay pinned");
     drop(debouncer);
     drop(triggers);
     _ = std::fs::remove_file(&args.socket);
+    if args.cleanup_on_exit {
+        tracing::info!("shutting down: detaching programs and deleting maps (--cleanup-on-exit)");
+        paths::remove_pins(&args.bpffs_dir)?;
+    } else {
+        tracing::info!("shutting down; programs stay attached and maps pinned");
+    }
     // The agent thread ends when every trigger sender is gone; don't wait on stuck tasks.
     drop(agent_thread);
     Ok(())

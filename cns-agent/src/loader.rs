@@ -1,12 +1,19 @@
 //! Loading the kernel programs, pinning their maps, attaching them to pod veths, and the
 //! aya side of the map writer. Everything that touches aya lives here.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
-    programs::{ProgramError, SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+    },
 };
 use cns_common::maps::{
     self as m, CidrKey, Config, Counter, CounterKey, Endpoint, PolicyKey, PolicyValue, Remote,
@@ -14,6 +21,7 @@ use cns_common::maps::{
 
 use crate::{
     encode::MapContents,
+    paths,
     reconcile::{MapOp, MapWriter},
 };
 
@@ -54,13 +62,14 @@ pub enum LoadError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("failed to attach {program} to {interface} (ifindex {ifindex})")]
+#[error("failed to {step} {program} on {interface} (ifindex {ifindex})")]
 pub struct AttachError {
+    pub step: &'static str,
     pub program: &'static str,
     pub interface: String,
     pub ifindex: u32,
     #[source]
-    pub source: Box<ProgramError>,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// The loaded programs and their maps.
@@ -73,16 +82,16 @@ pub struct Datapath {
     policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
     counters: PerCpuHashMap<MapData, CounterKey, Counter>,
     stats: PerCpuArray<MapData, u64>,
-    /// Attached interfaces: ifindex -> (name, to-pod link, from-pod link).
-    links: BTreeMap<u32, Attachment>,
+    pin_dir: PathBuf,
+    /// Attached interfaces (ifindex -> name). The links themselves are owned by their pins.
+    links: BTreeMap<u32, String>,
 }
 
-#[derive(Debug)]
-struct Attachment {
-    name: String,
-    to_pod: SchedClassifierLinkId,
-    from_pod: SchedClassifierLinkId,
-}
+/// The two programs on a pod veth and where each attaches.
+const ATTACHMENTS: [(&str, TcAttachType); 2] = [
+    (PROG_TO_POD, TcAttachType::Egress),
+    (PROG_FROM_POD, TcAttachType::Ingress),
+];
 
 macro_rules! take {
     ($ebpf:expr, $name:expr) => {{
@@ -95,13 +104,15 @@ macro_rules! take {
 }
 
 impl Datapath {
-    /// Loads the programs; maps are created, or reused when already pinned in `pin_dir`.
+    /// Loads the programs; maps are created, or reused when already pinned under `pin_dir`
+    /// (see `paths`). Nothing is attached yet: call [`Datapath::adopt`] once the maps hold
+    /// the desired state, then [`Datapath::attach`].
     pub fn load(pin_dir: &Path) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
         let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
+            .default_map_pin_directory(paths::maps_dir(pin_dir))
             .load(OBJECT)
             .map_err(|source| LoadError::Load {
                 pin_dir: pin_dir.display().to_string(),
@@ -125,6 +136,7 @@ impl Datapath {
             counters: take!(ebpf, m::COUNTERS),
             stats: take!(ebpf, m::STATS),
             ebpf,
+            pin_dir: pin_dir.to_owned(),
             links: BTreeMap::new(),
         })
     }
@@ -136,53 +148,105 @@ impl Datapath {
             .expect("programs were checked at load")
     }
 
-    /// Attaches both programs to `interface` (tcx on kernels >= 6.6).
+    /// Attaches both programs to `interface` (tcx, appended to its chain) and pins the links,
+    /// so the programs stay attached when the agent exits or dies. A no-op when attached.
     pub fn attach(&mut self, interface: &str, ifindex: u32) -> Result<(), AttachError> {
-        if self
-            .links
-            .get(&ifindex)
-            .is_some_and(|a| a.name == interface)
-        {
+        if self.links.contains_key(&ifindex) {
             return Ok(());
         }
-        self.detach(ifindex);
-        let err = |program, source| AttachError {
-            program,
-            interface: interface.to_owned(),
-            ifindex,
-            source: Box::new(source),
-        };
-        let to_pod = self
-            .program(PROG_TO_POD)
-            .attach(interface, TcAttachType::Egress)
-            .map_err(|e| err(PROG_TO_POD, e))?;
-        let from_pod = match self
-            .program(PROG_FROM_POD)
-            .attach(interface, TcAttachType::Ingress)
-        {
-            Ok(id) => id,
-            Err(e) => {
-                _ = self.program(PROG_TO_POD).detach(to_pod);
-                return Err(err(PROG_FROM_POD, e));
+        for (program, attach_type) in ATTACHMENTS {
+            let err = |step, source: Box<dyn std::error::Error + Send + Sync>| AttachError {
+                step,
+                program,
+                interface: interface.to_owned(),
+                ifindex,
+                source,
+            };
+            let prog = self.program(program);
+            let pinned = prog
+                .attach(interface, attach_type)
+                .and_then(|id| prog.take_link(id))
+                .map_err(|e| err("attach", e.into()))
+                .and_then(|link| FdLink::try_from(link).map_err(|e| err("attach", e.into())))
+                .and_then(|fd| {
+                    fd.pin(paths::link_pin(&self.pin_dir, ifindex, program))
+                        .map_err(|e| err("pin the link of", e.into()))
+                });
+            if let Err(e) = pinned {
+                self.unpin(ifindex);
+                return Err(e);
             }
-        };
-        self.links.insert(
-            ifindex,
-            Attachment {
-                name: interface.to_owned(),
-                to_pod,
-                from_pod,
-            },
-        );
+        }
+        self.links.insert(ifindex, interface.to_owned());
         Ok(())
     }
 
-    /// Detaches from an interface (a no-op when it is gone: the kernel detached already).
+    /// Removes an interface's link pins, which detaches the programs (a no-op when the
+    /// interface is gone: the kernel detached already).
     pub fn detach(&mut self, ifindex: u32) {
-        if let Some(a) = self.links.remove(&ifindex) {
-            _ = self.program(PROG_TO_POD).detach(a.to_pod);
-            _ = self.program(PROG_FROM_POD).detach(a.from_pod);
+        self.unpin(ifindex);
+        self.links.remove(&ifindex);
+    }
+
+    fn unpin(&self, ifindex: u32) {
+        for (program, _) in ATTACHMENTS {
+            _ = std::fs::remove_file(paths::link_pin(&self.pin_dir, ifindex, program));
         }
+    }
+
+    /// Takes over the links pinned by an earlier agent: each is switched to this agent's
+    /// programs in one atomic `bpf_link_update`, so enforcement never pauses. Links whose
+    /// interface is gone are unpinned. Then removes maps of other layout versions, which
+    /// no program uses any more. Returns how many interfaces were adopted.
+    pub fn adopt(&mut self) -> usize {
+        let dir = paths::links_dir(&self.pin_dir);
+        let mut pins: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|e| e.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        pins.sort();
+        for pin in pins {
+            let parsed = pin
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(paths::parse_link_pin)
+                .and_then(|(ifindex, name)| {
+                    let (program, _) = ATTACHMENTS.iter().find(|(p, _)| *p == name)?;
+                    Some((ifindex, *program))
+                });
+            let Some((ifindex, program)) = parsed else {
+                tracing::warn!(pin = %pin.display(), "removing an unknown link pin");
+                _ = std::fs::remove_file(&pin);
+                continue;
+            };
+            let adopted = PinnedLink::from_pin(&pin)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    SchedClassifierLink::try_from(FdLink::from(p)).map_err(|e| e.to_string())
+                })
+                .and_then(|link| {
+                    let prog = self.program(program);
+                    let id = prog.attach_to_link(link).map_err(|e| e.to_string())?;
+                    // The pin owns the link; drop our handle (this does not detach).
+                    prog.take_link(id).map(drop).map_err(|e| e.to_string())
+                });
+            match adopted {
+                Ok(()) => {
+                    let name = nix::net::if_::if_indextoname(ifindex)
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    self.links.insert(ifindex, name);
+                }
+                Err(e) => {
+                    tracing::info!(pin = %pin.display(), error = %e, "removing a stale link pin");
+                    _ = std::fs::remove_file(&pin);
+                }
+            }
+        }
+        for old in paths::stale_maps_dirs(&self.pin_dir) {
+            tracing::info!(dir = %old.display(), "removing maps of an older layout");
+            _ = std::fs::remove_dir_all(&old);
+        }
+        self.links.len()
     }
 
     /// Runs `program` once on `packet` with `BPF_PROG_TEST_RUN` (the skb's device is the
@@ -217,11 +281,8 @@ impl Datapath {
     }
 
     /// ifindex -> interface name of every attachment.
-    pub fn attached(&self) -> BTreeMap<u32, String> {
-        self.links
-            .iter()
-            .map(|(i, a)| (*i, a.name.clone()))
-            .collect()
+    pub fn attached(&self) -> &BTreeMap<u32, String> {
+        &self.links
     }
 
     pub fn config(&self) -> Result<Config, MapError> {

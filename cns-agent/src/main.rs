@@ -35,6 +35,19 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)));
         }
+        Command::Uninstall { bpffs_dir } => {
+            let removed = cns_agent::paths::remove_pins(&bpffs_dir)
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+            if removed {
+                println!(
+                    "removed {}: programs detached, maps deleted",
+                    bpffs_dir.display()
+                );
+            } else {
+                println!("nothing to remove at {}", bpffs_dir.display());
+            }
+            return Ok(());
+        }
         Command::Sync(c) => (c.socket, Request::Sync, Output::Table),
         Command::Status { client, output } => (client.socket, Request::Status, output),
         Command::Counters { client, output } => (client.socket, Request::Counters, output),

@@ -1,8 +1,13 @@
 //! Every bpffs and runtime path the agent uses, in one place.
 //!
-//! Layout under the pin directory (default `/sys/fs/bpf/cns`): one pinned map per name in
-//! `cns_common::maps` (`CNS_CONFIG`, `CNS_POLICY`, ...). Tests and parallel agents use their
-//! own pin directory (`--bpffs-dir`).
+//! Layout under the pin directory (default `/sys/fs/bpf/cns`; tests and parallel agents use
+//! their own with `--bpffs-dir`):
+//!
+//! - `maps-v{LAYOUT_VERSION}/{MAP}`: one pinned map per name in `cns_common::maps`
+//!   (`CNS_CONFIG`, `CNS_POLICY`, ...). A new layout version gets a new directory.
+//! - `links/{ifindex}-{program}`: the tcx links attaching the programs to each pod veth.
+//!   Pinned links keep the programs attached while the agent is down or restarting; removing
+//!   the pin detaches (`cns-agent uninstall` removes the whole directory).
 
 use std::path::{Path, PathBuf};
 
@@ -29,13 +34,88 @@ pub enum PathError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not on a bpf filesystem")]
+    #[error("{path} is not a directory on a bpf filesystem")]
     NotBpffs { path: PathBuf },
+    #[error("failed to remove {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Removes everything the agent pinned under `pin_dir`: the links (which detaches the
+/// programs from every veth) and the maps. Refuses anything that is not a directory on a
+/// bpffs below its mount point, so a wrong flag cannot delete other files.
+pub fn remove_pins(pin_dir: &Path) -> Result<bool, PathError> {
+    if !pin_dir.exists() {
+        return Ok(false);
+    }
+    let is_mount_root = pin_dir
+        .parent()
+        .is_none_or(|parent| is_bpffs(pin_dir) && !is_bpffs(parent));
+    if !is_bpffs(pin_dir) || is_mount_root {
+        return Err(PathError::NotBpffs {
+            path: pin_dir.into(),
+        });
+    }
+    // Links first, so programs detach before their maps go.
+    for dir in [links_dir(pin_dir), pin_dir.to_owned()] {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(PathError::Remove {
+                    path: dir,
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(true)
+}
+
+/// The directory of this layout version's maps.
+pub fn maps_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(format!("maps-v{}", cns_common::LAYOUT_VERSION))
 }
 
 /// Where map `name` (one of the `cns_common::maps` names) is pinned.
 pub fn pinned_map(pin_dir: &Path, name: &str) -> PathBuf {
-    pin_dir.join(name)
+    maps_dir(pin_dir).join(name)
+}
+
+/// The directory of the pinned tcx links.
+pub fn links_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("links")
+}
+
+/// The pin of the link attaching `program` to interface `ifindex`.
+pub fn link_pin(pin_dir: &Path, ifindex: u32, program: &str) -> PathBuf {
+    links_dir(pin_dir).join(format!("{ifindex}-{program}"))
+}
+
+/// Parses a link pin's file name back into (ifindex, program).
+pub fn parse_link_pin(file_name: &str) -> Option<(u32, &str)> {
+    let (ifindex, program) = file_name.split_once('-')?;
+    Some((ifindex.parse().ok()?, program))
+}
+
+/// Map directories of other layout versions (left by an older agent).
+pub fn stale_maps_dirs(pin_dir: &Path) -> Vec<PathBuf> {
+    let current = maps_dir(pin_dir);
+    std::fs::read_dir(pin_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("maps-v"))
+                        && *p != current
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -63,14 +143,27 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), PathError> {
             source,
         })?;
     }
-    std::fs::create_dir_all(pin_dir).map_err(|source| PathError::Create {
-        path: pin_dir.into(),
-        source,
-    })?;
+    for dir in [maps_dir(pin_dir), links_dir(pin_dir)] {
+        std::fs::create_dir_all(&dir).map_err(|source| PathError::Create { path: dir, source })?;
+    }
     if !is_bpffs(pin_dir) {
         return Err(PathError::NotBpffs {
             path: pin_dir.into(),
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pins_round_trip() {
+        let pin = link_pin(Path::new("/sys/fs/bpf/cns"), 42, "cns_to_pod");
+        assert_eq!(pin, Path::new("/sys/fs/bpf/cns/links/42-cns_to_pod"));
+        let name = pin.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_link_pin(name), Some((42, "cns_to_pod")));
+        assert_eq!(parse_link_pin("junk"), None);
+    }
 }

@@ -12,6 +12,13 @@
 
 pub mod maps;
 
+/// Version of the map layouts in [`maps`]. Maps are pinned in a directory named after it
+/// (`maps-v{LAYOUT_VERSION}`): an agent with a new layout builds fresh maps beside the old
+/// ones, fills them, then swaps its programs in atomically (no gap), and removes the old
+/// directory. Bump it whenever a key, value, capacity or map type changes; the fingerprint
+/// test in `maps` fails until you do.
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// Direction of traffic, seen from the local pod (endpoint).
 pub const DIR_INGRESS: u8 = 0;
 pub const DIR_EGRESS: u8 = 1;

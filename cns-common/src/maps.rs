@@ -219,3 +219,75 @@ pub const STAT_EVENTS_SUPPRESSED: u32 = 0;
 pub const STAT_EVENTS_LOST: u32 = 1;
 pub const STAT_COUNTERS_FULL: u32 = 2;
 pub const STAT_CONNTRACK_INSERT_FAILED: u32 = 3;
+
+/// Every map's name, key size, value size and capacity, for the layout fingerprint.
+pub const LAYOUTS: [(&str, usize, usize, u32); 10] = [
+    (CONFIG, 4, core::mem::size_of::<Config>(), 1),
+    (
+        ENDPOINTS,
+        4,
+        core::mem::size_of::<Endpoint>(),
+        ENDPOINTS_CAPACITY,
+    ),
+    (IPCACHE, 4, core::mem::size_of::<Remote>(), IPCACHE_CAPACITY),
+    (
+        CIDRS,
+        4 + core::mem::size_of::<CidrKey>(),
+        4,
+        CIDRS_CAPACITY,
+    ),
+    (
+        POLICY,
+        4 + core::mem::size_of::<PolicyKey>(),
+        core::mem::size_of::<PolicyValue>(),
+        POLICY_CAPACITY,
+    ),
+    (
+        CONNTRACK,
+        core::mem::size_of::<CtKey>(),
+        core::mem::size_of::<CtEntry>(),
+        CONNTRACK_CAPACITY,
+    ),
+    (
+        COUNTERS,
+        core::mem::size_of::<CounterKey>(),
+        core::mem::size_of::<Counter>(),
+        COUNTERS_CAPACITY,
+    ),
+    (EVENTS, 0, core::mem::size_of::<Event>(), EVENTS_BYTES),
+    (RATE_LIMIT, 4, core::mem::size_of::<RateLimit>(), 1),
+    (STATS, 4, 8, STATS_LEN),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::LAYOUTS;
+
+    /// Changing a layout without bumping `LAYOUT_VERSION` would make a new agent reuse old
+    /// pinned maps with the wrong shape. Update both together.
+    #[test]
+    fn layout_fingerprint_matches_the_version() {
+        let fingerprint: u64 =
+            LAYOUTS
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325, |h, (name, k, v, cap)| {
+                    let mut h = h;
+                    for b in name
+                        .bytes()
+                        .chain(k.to_le_bytes())
+                        .chain(v.to_le_bytes())
+                        .chain(cap.to_le_bytes())
+                    {
+                        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                    }
+                    h
+                });
+        assert_eq!(
+            (crate::LAYOUT_VERSION, fingerprint),
+            (1, FINGERPRINT_V1),
+            "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
+        );
+    }
+
+    const FINGERPRINT_V1: u64 = 8_272_843_485_720_580_997;
+}

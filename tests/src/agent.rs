@@ -37,12 +37,25 @@ pub struct AgentProcess {
     pub socket: PathBuf,
     pub pin_dir: PathBuf,
     log: PathBuf,
+    node_netns: String,
+    audit: bool,
+    extra_args: Vec<String>,
 }
 
 impl AgentProcess {
     /// Starts the agent in `node`'s netns with the given manifests (file name, YAML) and
     /// waits until its first sync succeeded.
     pub fn start(node: &VirtualNode, audit: bool, manifests: &[(&str, &str)]) -> Self {
+        Self::start_with(node, audit, manifests, &[])
+    }
+
+    /// Like [`AgentProcess::start`], with extra `cns-agent run` arguments.
+    pub fn start_with(
+        node: &VirtualNode,
+        audit: bool,
+        manifests: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> Self {
         let dir = std::env::temp_dir().join(unique("cns-test-"));
         let manifests_dir = dir.join("manifests");
         std::fs::create_dir_all(&manifests_dir).expect("create test dir");
@@ -52,25 +65,17 @@ impl AgentProcess {
         let socket = dir.join("agent.sock");
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("cns-test-"));
         let log = dir.join("agent.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &node.node])
-            .arg(agent_bin())
-            .arg("run")
-            .arg("--manifests")
-            .arg(&manifests_dir)
-            .args(["--node-name", NODE_NAME])
-            .arg(format!("--policy-audit-mode={audit}"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--bpffs-dir")
-            .arg(&pin_dir)
-            .args(["--resync-interval", "1"])
-            .env("CNS_LOG", "info,cns_agent=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create log"))
-            .spawn()
-            .expect("spawn cns-agent");
+        let node_netns = node.node.clone();
+        let extra_args: Vec<String> = extra_args.iter().map(ToString::to_string).collect();
+        let child = Self::spawn(
+            &node_netns,
+            audit,
+            &manifests_dir,
+            &socket,
+            &pin_dir,
+            &log,
+            &extra_args,
+        );
         let mut agent = Self {
             child,
             dir,
@@ -78,23 +83,96 @@ impl AgentProcess {
             socket,
             pin_dir,
             log,
+            node_netns,
+            audit,
+            extra_args,
         };
+        agent.wait_ready();
+        agent
+    }
+
+    fn spawn(
+        node_netns: &str,
+        audit: bool,
+        manifests: &Path,
+        socket: &Path,
+        pin_dir: &Path,
+        log: &Path,
+        extra_args: &[String],
+    ) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log");
+        // nsenter enters only the network namespace; `ip netns exec` would also give the
+        // agent a private mount namespace with a fresh /sys, hiding the host's bpffs (and
+        // with it the pins that must outlive the agent).
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{node_netns}"))
+            .arg(agent_bin())
+            .arg("run")
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--node-name", NODE_NAME])
+            .arg(format!("--policy-audit-mode={audit}"))
+            .arg("--socket")
+            .arg(socket)
+            .arg("--bpffs-dir")
+            .arg(pin_dir)
+            .args(["--resync-interval", "1"])
+            .args(extra_args)
+            .env("CNS_LOG", "info,cns_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cns-agent")
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!("cns-agent exited with {status}:\n{}", agent.log());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cns-agent exited with {status}:\n{}", self.log());
             }
-            if agent.socket.exists() && agent.sync().is_ok() {
+            if self.socket.exists() && self.sync().is_ok() {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
                 "cns-agent did not become ready:\n{}",
-                agent.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        agent
+    }
+
+    /// Sends `signal` to the agent and waits for it to exit.
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        _ = nix::sys::signal::kill(pid, signal);
+        _ = self.child.wait();
+    }
+
+    /// Starts the agent again on the same manifests, socket and pin directory (after
+    /// [`AgentProcess::stop`]) and waits until it is ready.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(
+            &self.node_netns,
+            self.audit,
+            &self.manifests,
+            &self.socket,
+            &self.pin_dir,
+            &self.log,
+            &self.extra_args,
+        );
+        self.wait_ready();
+    }
+
+    /// Whether the agent process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     pub fn log(&self) -> String {
@@ -169,7 +247,9 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if !self.exited() {
+            _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

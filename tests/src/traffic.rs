@@ -83,9 +83,14 @@ pub fn tcp_exchange(netns: &str, to: Ipv4Addr, port: u16, payload: &'static [u8]
 
 /// Whether a UDP datagram from `netns` to `to:port` is echoed back.
 pub fn udp_ok(netns: &str, to: Ipv4Addr, port: u16) -> bool {
+    udp_probe(netns, to, port, BLOCKED_AFTER)
+}
+
+/// Like [`udp_ok`] with its own timeout (for quick repeated probes).
+pub fn udp_probe(netns: &str, to: Ipv4Addr, port: u16, timeout: Duration) -> bool {
     in_netns(netns, move || {
         let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind udp client");
-        _ = s.set_read_timeout(Some(BLOCKED_AFTER));
+        _ = s.set_read_timeout(Some(timeout));
         if s.send_to(b"ping", (to, port)).is_err() {
             return false;
         }

@@ -1,0 +1,225 @@
+//! The agent going away (SIGTERM, SIGKILL) and coming back: enforcement never pauses, no
+//! verdict is wrong meanwhile, counters keep counting, and `uninstall` /
+//! `--cleanup-on-exit` remove everything deliberately.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use cns_tests::{
+    cluster::{Cluster, UDP_PORT},
+    kernel_or_skip,
+    traffic::{in_netns, tcp_ok, udp_probe},
+};
+use nix::sys::signal::Signal;
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+
+/// alpha/server accepts only beta.
+const ONLY_BETA: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: only-beta, namespace: alpha}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: beta}}}]
+";
+
+/// Probes in the background until stopped: an allowed UDP exchange (beta -> alpha), a
+/// denied one (gamma -> alpha), and an established TCP connection echoing. Counts every
+/// wrong verdict.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    wrong: Arc<AtomicU64>,
+    rounds: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Prober {
+    fn start(c: &Cluster) -> Self {
+        let (allowed_ns, denied_ns) = (c.beta_client.netns.clone(), c.gamma_client.netns.clone());
+        let mut conn = in_netns(&allowed_ns, || {
+            TcpStream::connect_timeout(&SocketAddr::from((SERVER, 8080)), Duration::from_secs(2))
+                .expect("connect")
+        });
+        conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let wrong = Arc::new(AtomicU64::new(0));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (s, w, r) = (stop.clone(), wrong.clone(), rounds.clone());
+        let thread = std::thread::spawn(move || {
+            let mut problems = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                let quick = Duration::from_millis(300);
+                if !udp_probe(&allowed_ns, SERVER, UDP_PORT, quick) {
+                    problems.push(format!(
+                        "round {}: allowed UDP dropped",
+                        r.load(Ordering::Relaxed)
+                    ));
+                }
+                if udp_probe(&denied_ns, SERVER, UDP_PORT, quick) {
+                    problems.push(format!(
+                        "round {}: denied UDP passed",
+                        r.load(Ordering::Relaxed)
+                    ));
+                }
+                let mut buf = [0u8; 4];
+                if conn.write_all(b"ping").is_err() || conn.read_exact(&mut buf).is_err() {
+                    problems.push(format!(
+                        "round {}: established TCP broken",
+                        r.load(Ordering::Relaxed)
+                    ));
+                }
+                if problems.len() as u64 > w.load(Ordering::Relaxed)
+                    && w.load(Ordering::Relaxed) < 5
+                {
+                    eprintln!("{}", problems.last().unwrap());
+                }
+                w.store(problems.len() as u64, Ordering::Relaxed);
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+            problems
+        });
+        Self {
+            stop,
+            wrong,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` more rounds ran.
+    fn wait_rounds(&self, n: u64) {
+        let target = self.rounds() + n;
+        while self.rounds() < target {
+            assert_eq!(
+                self.wrong.load(Ordering::Relaxed),
+                0,
+                "wrong verdicts already"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().expect("prober")
+    }
+}
+
+#[test]
+fn sigkill_and_sigterm_restarts_never_give_a_wrong_verdict() {
+    if !kernel_or_skip("restart") {
+        return;
+    }
+    let mut c = Cluster::start(false, &[("p.yaml", ONLY_BETA)]);
+    let prober = Prober::start(&c);
+    prober.wait_rounds(3);
+    let dropped_before = c.agent.packets("gamma", "alpha", "ingress", "dropped");
+
+    // Killed: the programs stay attached (their links are pinned) and keep enforcing.
+    c.agent.stop(Signal::SIGKILL);
+    prober.wait_rounds(5);
+    c.agent.restart();
+    prober.wait_rounds(3);
+    assert!(
+        c.agent
+            .log()
+            .contains("took over the programs pinned by an earlier agent interfaces=4"),
+        "the restarted agent adopted the 4 pinned veths:\n{}",
+        c.agent.log()
+    );
+    let dropped_after = c.agent.packets("gamma", "alpha", "ingress", "dropped");
+    assert!(
+        dropped_after >= dropped_before + 5,
+        "drops while the agent was down are counted: {dropped_before} -> {dropped_after}"
+    );
+
+    // A clean stop and start, twice.
+    for _ in 0..2 {
+        c.agent.stop(Signal::SIGTERM);
+        prober.wait_rounds(3);
+        c.agent.restart();
+        prober.wait_rounds(3);
+    }
+    let rounds = prober.rounds();
+    let problems = prober.finish();
+    assert!(
+        problems.is_empty(),
+        "wrong verdicts over {rounds} rounds: {problems:#?}"
+    );
+
+    // The restarted agent still applies changes: open alpha to everyone.
+    c.agent.apply(
+        "p.yaml",
+        &ONLY_BETA.replace("{matchLabels: {team: beta}}", "{}"),
+    );
+    assert!(
+        tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        "policy change after restarts"
+    );
+    // One pinned link per program per pod veth, nothing left over.
+    let links = std::fs::read_dir(c.agent.pin_dir.join("links"))
+        .unwrap()
+        .count();
+    assert_eq!(links, 2 * 4, "link pins");
+}
+
+#[test]
+fn uninstall_and_cleanup_on_exit_remove_enforcement() {
+    if !kernel_or_skip("uninstall") {
+        return;
+    }
+    let mut c = Cluster::start(false, &[("p.yaml", ONLY_BETA)]);
+    assert!(!tcp_ok(&c.gamma_client.netns, SERVER, 8080));
+    c.agent.stop(Signal::SIGTERM);
+    assert!(
+        !tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        "still enforced after SIGTERM"
+    );
+    let out = std::process::Command::new(cns_tests::agent::agent_bin())
+        .arg("uninstall")
+        .arg("--bpffs-dir")
+        .arg(&c.agent.pin_dir)
+        .output()
+        .expect("uninstall");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!c.agent.pin_dir.exists(), "pins removed");
+    assert!(
+        tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        "programs detached"
+    );
+
+    // --cleanup-on-exit does the same at SIGTERM.
+    let mut agent = cns_tests::AgentProcess::start_with(
+        &c.node,
+        false,
+        &[
+            ("cluster.yaml", &cns_tests::cluster::cluster_yaml("client")),
+            ("p.yaml", ONLY_BETA),
+        ],
+        &["--cleanup-on-exit"],
+    );
+    assert!(!tcp_ok(&c.gamma_client.netns, SERVER, 8080));
+    agent.stop(Signal::SIGTERM);
+    assert!(!agent.pin_dir.exists(), "pins removed at exit");
+    assert!(
+        tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        "programs detached at exit"
+    );
+}
