@@ -1,0 +1,441 @@
+//! Differential testing of the kernel programs against the reference evaluator: random
+//! namespaces, pods, labels and policies (selectors, ipBlocks with except, port ranges,
+//! named ports, both directions), compiled and written to the maps by the agent's own
+//! pipeline; random flows to and from one pod run through `BPF_PROG_TEST_RUN`; the kernel's
+//! verdict must equal `policy::evaluate`'s for every flow.
+//!
+//! `CNS_DIFF_CASES` sets the number of random clusters (default 1000, each with 24 flows);
+//! run a long mode locally with e.g. `CNS_DIFF_CASES=20000`. A mismatch is shrunk by
+//! proptest and printed as a minimal cluster + flow.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{Mutex, OnceLock},
+};
+
+use cns_agent::{
+    encode::{self, MapContents},
+    loader::{Datapath, PROG_FROM_POD, PROG_TO_POD},
+    policy::{
+        Flow, compile, evaluate,
+        model::{Allocations, NodeContext, ObjectRef, Snapshot},
+        validate_policy,
+    },
+    reconcile,
+};
+use cns_common::maps::{CONFIG_NO_CONNTRACK_CREATE, Config};
+use cns_tests::{kernel_or_skip, unique};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod},
+    networking::v1::NetworkPolicy,
+};
+use proptest::{prelude::*, test_runner::TestCaseError};
+use serde_json::{Value, json};
+
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+const NON_POD: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
+const NAMESPACES: [&str; 3] = ["ns0", "ns1", "ns2"];
+
+fn pod_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, 1 + i as u8)
+}
+
+#[derive(Clone, Debug)]
+struct PodSpec {
+    ns: usize,
+    app: &'static str,
+    tier: Option<&'static str>,
+    /// (name, port, protocol)
+    ports: Vec<(&'static str, u16, &'static str)>,
+}
+
+#[derive(Clone, Debug)]
+struct Cluster {
+    ns_labels: Vec<(&'static str, Option<&'static str>)>,
+    pods: Vec<PodSpec>,
+    policies: Vec<(usize, Value)>,
+}
+
+#[derive(Clone, Debug)]
+struct TestFlow {
+    ingress: bool,
+    peer: Ipv4Addr,
+    proto: u8,
+    port: u16,
+}
+
+fn pod_spec() -> impl Strategy<Value = PodSpec> {
+    let port = prop_oneof![
+        Just(("http", 80, "TCP")),
+        Just(("http", 8080, "TCP")),
+        Just(("dns", 53, "UDP")),
+        Just(("sig", 3868, "SCTP")),
+    ];
+    (
+        0..3usize,
+        prop::sample::select(vec!["web", "db", "api"]),
+        prop::option::of(prop::sample::select(vec!["x", "y"])),
+        prop::collection::vec(port, 0..3),
+    )
+        .prop_map(|(ns, app, tier, mut ports)| {
+            ports.sort();
+            ports.dedup_by_key(|p| p.0);
+            PodSpec {
+                ns,
+                app,
+                tier,
+                ports,
+            }
+        })
+}
+
+fn selector() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({})),
+        prop::sample::select(vec!["web", "db", "api"]).prop_map(|a| json!({"matchLabels": {"app": a}})),
+        prop::sample::select(vec!["web", "db"])
+            .prop_map(|a| json!({"matchExpressions": [{"key": "app", "operator": "In", "values": [a, "api"]}]})),
+        Just(json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]}]})),
+        Just(json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]})),
+        Just(json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]})),
+    ]
+}
+
+fn ns_selector() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({})),
+        prop::sample::select(vec!["a", "b"]).prop_map(|t| json!({"matchLabels": {"team": t}})),
+        Just(json!({"matchExpressions": [{"key": "env", "operator": "Exists"}]})),
+        prop::sample::select(vec!["ns0", "ns1"])
+            .prop_map(|n| json!({"matchLabels": {"kubernetes.io/metadata.name": n}})),
+    ]
+}
+
+fn ip_block() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({"cidr": "10.0.0.0/24"})),
+        Just(json!({"cidr": "10.0.0.0/24", "except": ["10.0.0.2/32", "10.0.0.4/31"]})),
+        Just(json!({"cidr": "10.0.0.0/29", "except": ["10.0.0.4/30"]})),
+        Just(json!({"cidr": "10.0.0.5/30"})),
+        Just(json!({"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]})),
+        Just(json!({"cidr": "192.168.0.0/16"})),
+        Just(json!({"cidr": "10.255.0.0/30"})),
+    ]
+}
+
+fn peer() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        selector().prop_map(|s| json!({"podSelector": s})),
+        ns_selector().prop_map(|s| json!({"namespaceSelector": s})),
+        (selector(), ns_selector())
+            .prop_map(|(p, n)| json!({"podSelector": p, "namespaceSelector": n})),
+        ip_block().prop_map(|b| json!({"ipBlock": b})),
+    ]
+}
+
+fn port() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        prop::sample::select(vec![53, 80, 3868, 8080]).prop_map(|p| json!({"port": p})),
+        (
+            prop::sample::select(vec!["TCP", "UDP", "SCTP"]),
+            prop::sample::select(vec![53, 80, 8080])
+        )
+            .prop_map(|(proto, p)| json!({"protocol": proto, "port": p})),
+        prop::sample::select(vec!["TCP", "UDP", "SCTP"])
+            .prop_map(|proto| json!({"protocol": proto})),
+        Just(json!({"protocol": "TCP", "port": 80, "endPort": 90})),
+        Just(json!({"protocol": "TCP", "port": 1000, "endPort": 9000})),
+        prop::sample::select(vec![
+            ("http", "TCP"),
+            ("dns", "UDP"),
+            ("sig", "SCTP"),
+            ("dns", "TCP")
+        ])
+        .prop_map(|(n, proto)| json!({"protocol": proto, "port": n})),
+    ]
+}
+
+fn rule(peer_key: &'static str) -> impl Strategy<Value = Value> {
+    (
+        prop::option::of(prop::collection::vec(peer(), 0..3)),
+        prop::option::of(prop::collection::vec(port(), 0..3)),
+    )
+        .prop_map(move |(peers, ports)| {
+            let mut r = serde_json::Map::new();
+            if let Some(p) = peers {
+                r.insert(peer_key.into(), Value::Array(p));
+            }
+            if let Some(p) = ports {
+                r.insert("ports".into(), Value::Array(p));
+            }
+            Value::Object(r)
+        })
+}
+
+fn policy() -> impl Strategy<Value = (usize, Value)> {
+    let types = prop_oneof![
+        Just(None),
+        Just(Some(json!(["Ingress"]))),
+        Just(Some(json!(["Egress"]))),
+        Just(Some(json!(["Ingress", "Egress"]))),
+    ];
+    (
+        0..3usize,
+        selector(),
+        types,
+        prop::option::of(prop::collection::vec(rule("from"), 0..3)),
+        prop::option::of(prop::collection::vec(rule("to"), 0..3)),
+    )
+        .prop_map(|(ns, sel, types, ingress, egress)| {
+            let mut spec = serde_json::Map::new();
+            spec.insert("podSelector".into(), sel);
+            if let Some(t) = types {
+                spec.insert("policyTypes".into(), t);
+            }
+            if let Some(i) = ingress {
+                spec.insert("ingress".into(), Value::Array(i));
+            }
+            if let Some(e) = egress {
+                spec.insert("egress".into(), Value::Array(e));
+            }
+            (ns, Value::Object(spec))
+        })
+}
+
+fn cluster() -> impl Strategy<Value = Cluster> {
+    (
+        prop::collection::vec(
+            (
+                prop::sample::select(vec!["a", "b"]),
+                prop::option::of(Just("prod")),
+            ),
+            3,
+        ),
+        prop::collection::vec(pod_spec(), 2..6),
+        prop::collection::vec(policy(), 1..5),
+    )
+        .prop_map(|(ns_labels, pods, policies)| Cluster {
+            ns_labels,
+            pods,
+            policies,
+        })
+}
+
+fn flows(pods: usize) -> impl Strategy<Value = Vec<TestFlow>> {
+    let mut peers: Vec<Ipv4Addr> = (1..pods).map(pod_ip).collect();
+    peers.extend([OUTSIDE, NON_POD, NODE_IP]);
+    let flow = (
+        any::<bool>(),
+        prop::sample::select(peers),
+        prop::sample::select(vec![1u8, 6, 17, 132]),
+        prop::sample::select(vec![53u16, 80, 85, 3868, 8080, 9999]),
+    )
+        .prop_map(|(ingress, peer, proto, port)| TestFlow {
+            ingress,
+            peer,
+            proto,
+            port,
+        });
+    prop::collection::vec(flow, 24)
+}
+
+fn snapshot(c: &Cluster) -> Snapshot {
+    let mut s = Snapshot::default();
+    for (i, name) in NAMESPACES.iter().enumerate() {
+        let (team, env) = c.ns_labels[i];
+        let mut labels = json!({"team": team, "kubernetes.io/metadata.name": name});
+        if let Some(env) = env {
+            labels["env"] = json!(env);
+        }
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        s.namespaces.insert((*name).to_owned(), ns);
+    }
+    for (i, p) in c.pods.iter().enumerate() {
+        let mut labels = json!({"app": p.app});
+        if let Some(t) = p.tier {
+            labels["tier"] = json!(t);
+        }
+        let ports: Vec<Value> = p
+            .ports
+            .iter()
+            .map(|(n, port, proto)| json!({"name": n, "containerPort": port, "protocol": proto}))
+            .collect();
+        let name = format!("pod{i}");
+        let ns = NAMESPACES[p.ns];
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "c", "ports": ports}]},
+            "status": {"phase": "Running", "podIP": pod_ip(i).to_string()},
+        }))
+        .unwrap();
+        s.pods.insert(ObjectRef::new(ns, name), pod);
+    }
+    for (i, (ns, spec)) in c.policies.iter().enumerate() {
+        let np: NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": format!("p{i}"), "namespace": NAMESPACES[*ns]},
+            "spec": spec,
+        }))
+        .unwrap();
+        let errors = validate_policy(&np);
+        assert!(
+            errors.is_empty(),
+            "generated an invalid policy: {errors:?}\n{spec:#}"
+        );
+        s.policies
+            .insert(ObjectRef::new(NAMESPACES[*ns], format!("p{i}")), np);
+    }
+    s
+}
+
+/// One datapath for all cases (loading per case would dominate the run time).
+struct Kernel {
+    dp: Datapath,
+    written: MapContents,
+    revision: u32,
+    pin_dir: std::path::PathBuf,
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+fn kernel() -> &'static Mutex<Kernel> {
+    static KERNEL: OnceLock<Mutex<Kernel>> = OnceLock::new();
+    KERNEL.get_or_init(|| {
+        let pin_dir = std::path::PathBuf::from("/sys/fs/bpf").join(unique("cns-diff-"));
+        cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
+        let dp = Datapath::load(&pin_dir).expect("load programs");
+        Mutex::new(Kernel {
+            dp,
+            written: MapContents::default(),
+            revision: 0,
+            pin_dir,
+        })
+    })
+}
+
+fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Vec<u8> {
+    let l4: Vec<u8> = match proto {
+        6 => {
+            let mut h = vec![0u8; 20];
+            h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+            h[2..4].copy_from_slice(&port.to_be_bytes());
+            h[12] = 0x50;
+            h[13] = 0x02;
+            h
+        }
+        1 => vec![8, 0, 0, 0, 0x12, 0x34, 0, 1],
+        _ => {
+            let mut h = vec![0u8; 12];
+            h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+            h[2..4].copy_from_slice(&port.to_be_bytes());
+            h
+        }
+    };
+    let mut p = vec![0u8; 12];
+    p.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+    p.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&l4);
+    p
+}
+
+fn check(c: &Cluster, flows: &[TestFlow]) -> Result<(), TestCaseError> {
+    let snap = snapshot(c);
+    let node = NodeContext {
+        node_name: "node-1".into(),
+        node_ips: [NODE_IP].into(),
+    };
+    let desired = compile(&snap, &node, &Allocations::default());
+    let under_test = ObjectRef::new(NAMESPACES[c.pods[0].ns], "pod0");
+    let contents = encode::encode(&desired, &BTreeMap::from([(under_test, 1)]));
+    let mut k = kernel().lock().unwrap_or_else(|e| e.into_inner());
+    let ops = reconcile::diff(&contents, &k.written);
+    let failed = reconcile::apply(&mut k.dp, &ops);
+    prop_assert!(failed.is_empty(), "map writes failed: {failed:?}");
+    k.written = contents;
+    k.revision += 1;
+    let config = Config {
+        audit_mode: 0,
+        revision: k.revision,
+        event_rate: 0,
+        event_burst: 0,
+        flags: CONFIG_NO_CONNTRACK_CREATE,
+        _pad: 0,
+    };
+    k.dp.set_config(&config).expect("config");
+    let me = pod_ip(0);
+    for f in flows {
+        let (src, dst, prog) = if f.ingress {
+            (f.peer, me, PROG_TO_POD)
+        } else {
+            (me, f.peer, PROG_FROM_POD)
+        };
+        let dport = if f.proto == 1 { 0 } else { f.port };
+        let v = evaluate(
+            &snap,
+            &node,
+            &Flow {
+                src,
+                dst,
+                proto: f.proto,
+                dport,
+            },
+        );
+        let expected = if f.ingress {
+            v.ingress.allows()
+        } else {
+            v.egress.allows()
+        };
+        let verdict =
+            k.dp.test_run(prog, &packet(src, dst, f.proto, f.port))
+                .expect("test run");
+        prop_assert!(
+            verdict == -1 || verdict == 2,
+            "unexpected program return {verdict}"
+        );
+        prop_assert_eq!(
+            verdict == -1,
+            expected,
+            "{} {} -> {} proto {} port {}: kernel {}, evaluator {:?}",
+            if f.ingress { "ingress" } else { "egress" },
+            src,
+            dst,
+            f.proto,
+            f.port,
+            if verdict == -1 { "pass" } else { "drop" },
+            v
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn kernel_verdicts_equal_the_reference_evaluator() {
+    if !kernel_or_skip("differential") {
+        return;
+    }
+    let cases = std::env::var("CNS_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = cluster().prop_flat_map(|c| {
+        let n = c.pods.len();
+        (Just(c), flows(n))
+    });
+    if let Err(e) = runner.run(&strategy, |(c, f)| check(&c, &f)) {
+        panic!("{e}");
+    }
+}
