@@ -17,7 +17,7 @@ pub mod maps;
 /// ones, fills them, then swaps its programs in atomically (no gap), and removes the old
 /// directory. Bump it whenever a key, value, capacity or map type changes; the fingerprint
 /// test in `maps` fails until you do.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Direction of traffic, seen from the local pod (endpoint).
 pub const DIR_INGRESS: u8 = 0;
@@ -44,6 +44,10 @@ pub const REASON_MALFORMED: u8 = 7;
 pub const REASON_FRAGMENT: u8 = 8;
 /// A packet claiming a source address that is not its endpoint's (anti-spoofing).
 pub const REASON_SPOOFED: u8 = 9;
+/// Neither IPv4, IPv6 nor ARP (e.g. VLAN-tagged) from or to an isolated endpoint.
+pub const REASON_UNSUPPORTED_L3: u8 = 10;
+/// An ICMP error about a tracked connection (e.g. "fragmentation needed").
+pub const REASON_RELATED: u8 = 11;
 
 /// Reserved identities. Pod identities (namespace + labels) start at [`IDENTITY_FIRST_POD`].
 pub const IDENTITY_UNKNOWN: u32 = 0;

@@ -160,6 +160,30 @@ map_type! {
 /// The entry is the reply direction of a flow: replies skip policy.
 pub const CT_REPLY: u8 = 1;
 
+/// `LruHashMap<FragKey, FragValue>`: the verdict of a fragmented datagram's first fragment
+/// (the only one with ports), which its later fragments inherit.
+pub const FRAGMENTS: &str = "CNS_FRAGMENTS";
+pub const FRAGMENTS_CAPACITY: u32 = 8192;
+map_type! {
+    pub struct FragKey {
+        pub saddr: u32,
+        pub daddr: u32,
+        /// The IP identification field (network order).
+        pub id: u16,
+        pub proto: u8,
+        pub dir: u8,
+    } = 12
+}
+map_type! {
+    pub struct FragValue {
+        pub verdict: u8,
+        pub _pad: u8,
+        pub src_ns: u16,
+        pub dst_ns: u16,
+        pub _pad2: u16,
+    } = 8
+}
+
 /// `PerCpuHashMap<CounterKey, Counter>`: packets and bytes per namespace pair.
 pub const COUNTERS: &str = "CNS_COUNTERS";
 pub const COUNTERS_CAPACITY: u32 = 16384;
@@ -221,7 +245,7 @@ pub const STAT_COUNTERS_FULL: u32 = 2;
 pub const STAT_CONNTRACK_INSERT_FAILED: u32 = 3;
 
 /// Every map's name, key size, value size and capacity, for the layout fingerprint.
-pub const LAYOUTS: [(&str, usize, usize, u32); 10] = [
+pub const LAYOUTS: [(&str, usize, usize, u32); 11] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (
         ENDPOINTS,
@@ -247,6 +271,12 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 10] = [
         core::mem::size_of::<CtKey>(),
         core::mem::size_of::<CtEntry>(),
         CONNTRACK_CAPACITY,
+    ),
+    (
+        FRAGMENTS,
+        core::mem::size_of::<FragKey>(),
+        core::mem::size_of::<FragValue>(),
+        FRAGMENTS_CAPACITY,
     ),
     (
         COUNTERS,
@@ -284,10 +314,10 @@ mod tests {
                 });
         assert_eq!(
             (crate::LAYOUT_VERSION, fingerprint),
-            (1, FINGERPRINT_V1),
+            (2, FINGERPRINT_V2),
             "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
         );
     }
 
-    const FINGERPRINT_V1: u64 = 8_272_843_485_720_580_997;
+    const FINGERPRINT_V2: u64 = 17_576_663_006_849_994_559;
 }

@@ -8,7 +8,7 @@ use cns_common::{
 
 use crate::{
     maps::CNS_CONNTRACK,
-    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{Inner, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats,
 };
 
@@ -81,6 +81,28 @@ pub fn lookup(k: &CtKey, p: &Packet) -> Option<*mut CtEntry> {
         entry.tcp_flags |= p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST);
     }
     Some(e)
+}
+
+/// The live entry of the connection an ICMP error (seen by the program of direction `dir`)
+/// is about: the quoted packet travelled the other way.
+#[inline(always)]
+pub fn related(inner: &Inner, dir: u8) -> Option<CtEntry> {
+    let k = CtKey {
+        saddr: inner.saddr,
+        daddr: inner.daddr,
+        sport: inner.sport,
+        dport: inner.dport,
+        proto: inner.proto,
+        dir: if dir == DIR_INGRESS {
+            DIR_EGRESS
+        } else {
+            DIR_INGRESS
+        },
+        _pad: 0,
+    };
+    // SAFETY: a copy of a map value.
+    let e = unsafe { CNS_CONNTRACK.get(k) }.copied()?;
+    (e.expires_ns >= unsafe { bpf_ktime_get_ns() }).then_some(e)
 }
 
 /// Records an allowed (or audited) flow: the original tuple and its reply.

@@ -10,6 +10,7 @@
 #![no_main]
 
 mod conntrack;
+mod fragments;
 mod maps;
 mod parse;
 mod policy;

@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use cns_common::maps::{
     CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, Config, Counter, CounterKey,
-    CtEntry, CtKey, ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, IPCACHE_CAPACITY, POLICY_CAPACITY,
-    PolicyKey, PolicyValue, RateLimit, Remote, STATS_LEN,
+    CtEntry, CtKey, ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, FRAGMENTS_CAPACITY, FragKey,
+    FragValue, IPCACHE_CAPACITY, POLICY_CAPACITY, PolicyKey, PolicyValue, RateLimit, Remote,
+    STATS_LEN,
 };
 
 #[map]
@@ -23,6 +24,9 @@ pub static CNS_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::pinned(CIDRS_CAPACITY, 0)
 pub static CNS_POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(POLICY_CAPACITY, 0);
 #[map]
 pub static CNS_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_CAPACITY, 0);
+#[map]
+pub static CNS_FRAGMENTS: LruHashMap<FragKey, FragValue> =
+    LruHashMap::pinned(FRAGMENTS_CAPACITY, 0);
 #[map]
 pub static CNS_COUNTERS: PerCpuHashMap<CounterKey, Counter> =
     PerCpuHashMap::pinned(COUNTERS_CAPACITY, 0);

@@ -6,12 +6,15 @@ use cns_common::{PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_ARP: u16 = 0x0806;
 
 pub enum L3 {
     Ipv4(Packet),
     Ipv6,
-    /// Not IP (ARP and friends): not subject to NetworkPolicy.
-    Other,
+    /// ARP: not subject to NetworkPolicy.
+    Arp,
+    /// Anything else (VLAN tags, other protocols): isolated endpoints never accept it.
+    Unsupported,
     /// Truncated or malformed IPv4.
     Malformed,
 }
@@ -26,6 +29,21 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// A non-first fragment: no L4 header, ports are 0.
     pub later_fragment: bool,
+    /// The first fragment of a fragmented datagram (more fragments follow).
+    pub first_fragment: bool,
+    /// The IP identification field (network order), which ties fragments together.
+    pub ip_id: u16,
+    /// For an ICMP error: the tuple of the packet it is about (as that packet was sent).
+    pub inner: Option<Inner>,
+}
+
+/// The offending packet's tuple inside an ICMP error.
+pub struct Inner {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
 }
 
 pub const TCP_FIN: u8 = 0x01;
@@ -35,11 +53,16 @@ pub const TCP_ACK: u8 = 0x10;
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
+/// Destination unreachable, source quench, redirect, time exceeded, parameter problem:
+/// errors that quote the packet they are about.
+const fn is_icmp_error(t: u8) -> bool {
+    matches!(t, 3 | 4 | 5 | 11 | 12)
+}
 
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> L3 {
     let Ok(ethertype) = ctx.load::<u16>(12) else {
-        return L3::Other;
+        return L3::Malformed;
     };
     match u16::from_be(ethertype) {
         ETH_P_IP => match parse_ipv4(ctx) {
@@ -47,7 +70,8 @@ pub fn parse(ctx: &TcContext) -> L3 {
             None => L3::Malformed,
         },
         ETH_P_IPV6 => L3::Ipv6,
-        _ => L3::Other,
+        ETH_P_ARP => L3::Arp,
+        _ => L3::Unsupported,
     }
 }
 
@@ -65,6 +89,7 @@ fn parse_ipv4(ctx: &TcContext) -> Option<Packet> {
     }
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
     let later_fragment = frag & 0x1fff != 0;
+    let first_fragment = !later_fragment && frag & 0x2000 != 0;
     let proto = hdr[9];
     let mut p = Packet {
         saddr: u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
@@ -74,6 +99,9 @@ fn parse_ipv4(ctx: &TcContext) -> Option<Packet> {
         proto,
         tcp_flags: 0,
         later_fragment,
+        first_fragment,
+        ip_id: u16::from_ne_bytes([hdr[4], hdr[5]]),
+        inner: None,
     };
     if later_fragment {
         return Some(p);
@@ -99,9 +127,44 @@ fn parse_ipv4(ctx: &TcContext) -> Option<Packet> {
                 let id = u16::from_ne_bytes([h[4], h[5]]);
                 p.sport = id;
                 p.dport = id;
+            } else if is_icmp_error(h[0]) {
+                p.inner = parse_inner(ctx, l4 + 8);
             }
         }
         _ => {}
     }
     Some(p)
+}
+
+/// The quoted IPv4 header and first L4 bytes of an ICMP error.
+#[inline(always)]
+fn parse_inner(ctx: &TcContext, off: usize) -> Option<Inner> {
+    let hdr: [u8; 20] = ctx.load(off).ok()?;
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    if hdr[0] >> 4 != 4 || ihl < 20 {
+        return None;
+    }
+    let proto = hdr[9];
+    let (sport, dport) = match proto {
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
+            let h: [u8; 4] = ctx.load(off + ihl).ok()?;
+            (
+                u16::from_ne_bytes([h[0], h[1]]),
+                u16::from_ne_bytes([h[2], h[3]]),
+            )
+        }
+        PROTO_ICMP => {
+            let h: [u8; 8] = ctx.load(off + ihl).ok()?;
+            let id = u16::from_ne_bytes([h[4], h[5]]);
+            (id, id)
+        }
+        _ => return None,
+    };
+    Some(Inner {
+        saddr: u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
+        daddr: u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
+        sport,
+        dport,
+        proto,
+    })
 }

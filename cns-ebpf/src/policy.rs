@@ -4,7 +4,8 @@ use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use cns_common::{
     DIR_INGRESS, IDENTITY_HOST, IDENTITY_WORLD, NS_WORLD, REASON_FRAGMENT, REASON_FROM_HOST,
     REASON_IPV6_UNSUPPORTED, REASON_MALFORMED, REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED,
-    REASON_POLICY_DENIED, REASON_SPOOFED, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
+    REASON_POLICY_DENIED, REASON_SPOOFED, REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED,
+    VERDICT_FORWARDED,
     maps::{
         CIDR_PREFIX_BASE, CONFIG_NO_CONNTRACK_CREATE, CT_REPLY, CidrKey, Config, CtEntry,
         EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, Endpoint, Event,
@@ -13,7 +14,7 @@ use cns_common::{
 };
 
 use crate::{
-    TC_DROP, TC_PASS, conntrack,
+    TC_DROP, TC_PASS, conntrack, fragments,
     maps::{CNS_CIDRS, CNS_CONFIG, CNS_ENDPOINTS, CNS_IPCACHE, CNS_POLICY},
     parse::{self, L3, Packet},
     stats,
@@ -34,11 +35,29 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     let cfg = CNS_CONFIG.get(0).unwrap_or(&NO_CONFIG);
     let p = match parse::parse(ctx) {
         L3::Ipv4(p) => p,
-        L3::Other => return TC_PASS,
+        L3::Arp => return TC_PASS,
         L3::Ipv6 => return unparsed(ctx, cfg, dir, REASON_IPV6_UNSUPPORTED),
+        L3::Unsupported => return unparsed(ctx, cfg, dir, REASON_UNSUPPORTED_L3),
         L3::Malformed => return unparsed(ctx, cfg, dir, REASON_MALFORMED),
     };
     let key = conntrack::key(&p, dir);
+    if p.later_fragment {
+        if let Some(f) = fragments::lookup(&p, dir) {
+            stats::count(f.src_ns, f.dst_ns, dir, f.verdict, ctx.len());
+            return TC_PASS;
+        }
+        return slow_path(ctx, cfg, dir, &p, &key);
+    }
+    // An ICMP error about a tracked connection (e.g. "fragmentation needed") belongs to
+    // it: it passes as its connection does.
+    if let Some(e) = p
+        .inner
+        .as_ref()
+        .and_then(|inner| conntrack::related(inner, dir))
+    {
+        stats::count(e.dst_ns, e.src_ns, dir, e.verdict, ctx.len());
+        return TC_PASS;
+    }
     if let Some(e) = conntrack::lookup(&key, &p) {
         // SAFETY: a pointer into the map value, valid for this program run.
         let e = unsafe { &*e };
@@ -51,6 +70,9 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
             e.revision == cfg.revision
         };
         if fast {
+            if p.first_fragment {
+                fragments::remember(&p, dir, e.verdict, e.src_ns, e.dst_ns);
+            }
             stats::count(e.src_ns, e.dst_ns, dir, e.verdict, ctx.len());
             return TC_PASS;
         }
@@ -221,6 +243,9 @@ fn slow_path(
         (ep.identity, remote.identity, ep.ns_id, remote.ns_id)
     };
     stats::count(src_ns, dst_ns, dir, verdict, ctx.len());
+    if verdict != VERDICT_DROPPED && p.first_fragment {
+        fragments::remember(p, dir, verdict, src_ns, dst_ns);
+    }
 
     if verdict != VERDICT_DROPPED
         && !p.later_fragment

@@ -111,6 +111,19 @@ fn fixture(audit: bool) -> Fixture {
 
 /// Ethernet + IPv4 (with `options` 4-byte words of IP options) + `l4`.
 fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, frag: u16, options: usize, l4: &[u8]) -> Vec<u8> {
+    ipv4_id(src, dst, proto, 1, frag, options, l4)
+}
+
+/// [`ipv4`] with an IP identification.
+fn ipv4_id(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    id: u16,
+    frag: u16,
+    options: usize,
+    l4: &[u8],
+) -> Vec<u8> {
     let mut p = vec![0u8; 12];
     p.extend_from_slice(&[0x08, 0x00]);
     let ihl = 5 + options;
@@ -118,7 +131,7 @@ fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, frag: u16, options: usize, l4: &[
     p.push(0x40 | ihl as u8);
     p.push(0);
     p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&[0, 1]);
+    p.extend_from_slice(&id.to_be_bytes());
     p.extend_from_slice(&frag.to_be_bytes());
     p.extend_from_slice(&[64, proto, 0, 0]);
     p.extend_from_slice(&src);
@@ -272,4 +285,126 @@ fn malformed_and_tricky_ipv4() {
     arp.extend(std::iter::repeat_n(0u8, 28));
     assert_eq!(run(&arp), PASS, "ARP");
     let _ = Ipv4Addr::LOCALHOST;
+}
+
+#[test]
+fn fragments_inherit_the_first_fragments_verdict() {
+    if !kernel_or_skip("fragments") {
+        return;
+    }
+    let f = fixture(false);
+    let run = |pkt: &[u8]| f.dp.test_run(PROG_TO_POD, pkt).expect("test run");
+    const MORE: u16 = 0x2000;
+    // Allowed datagram (SCTP 9000 from b): first fragment passes, its later fragments too.
+    assert_eq!(
+        run(&ipv4_id(
+            CLIENT,
+            SERVER,
+            SCTP,
+            77,
+            MORE,
+            0,
+            &ports(5100, 9000, 8)
+        )),
+        PASS
+    );
+    assert_eq!(
+        run(&ipv4_id(
+            CLIENT,
+            SERVER,
+            SCTP,
+            77,
+            MORE | 185,
+            0,
+            &[0u8; 64]
+        )),
+        PASS
+    );
+    assert_eq!(
+        run(&ipv4_id(CLIENT, SERVER, SCTP, 77, 370, 0, &[0u8; 16])),
+        PASS,
+        "last fragment"
+    );
+    // Denied datagram (port 9001): the first fragment drops, so do the later ones.
+    assert_eq!(
+        run(&ipv4_id(
+            CLIENT,
+            SERVER,
+            SCTP,
+            78,
+            MORE,
+            0,
+            &ports(5101, 9001, 8)
+        )),
+        DROP
+    );
+    assert_eq!(
+        run(&ipv4_id(CLIENT, SERVER, SCTP, 78, 185, 0, &[0u8; 16])),
+        DROP
+    );
+    // A later fragment whose first fragment was never seen cannot pass a port rule.
+    assert_eq!(
+        run(&ipv4_id(CLIENT, SERVER, SCTP, 79, 185, 0, &[0u8; 16])),
+        DROP
+    );
+    // Fragments are remembered per direction and addresses: same id, other source.
+    assert_eq!(
+        run(&ipv4_id(STRANGER, SERVER, SCTP, 77, 185, 0, &[0u8; 16])),
+        DROP
+    );
+}
+
+#[test]
+fn icmp_errors_follow_their_connection_and_other_l3_is_refused() {
+    if !kernel_or_skip("icmp errors") {
+        return;
+    }
+    let f = fixture(false);
+    let to_pod = |pkt: &[u8]| f.dp.test_run(PROG_TO_POD, pkt).expect("test run");
+    let from_pod = |pkt: &[u8]| f.dp.test_run(PROG_FROM_POD, pkt).expect("test run");
+    // The pod opens an allowed connection (egress SCTP 9000 to b).
+    let sent = ipv4(SERVER, CLIENT, SCTP, 0, 0, &ports(6100, 9000, 8));
+    assert_eq!(from_pod(&sent), PASS);
+    // A router that the pod's ingress policy does not admit says "fragmentation needed"
+    // about it: the error belongs to the connection and passes.
+    let icmp_error = |quoted: &[u8]| {
+        let mut l4 = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+        l4.extend_from_slice(&quoted[14..14 + 28]);
+        ipv4(STRANGER, SERVER, 1, 0, 0, &l4)
+    };
+    assert_eq!(to_pod(&icmp_error(&sent)), PASS, "related ICMP error");
+    // The same error about a connection that does not exist is just a denied packet.
+    let never_sent = ipv4(SERVER, CLIENT, SCTP, 0, 0, &ports(6101, 9000, 8));
+    assert_eq!(
+        to_pod(&icmp_error(&never_sent)),
+        DROP,
+        "unrelated ICMP error"
+    );
+
+    // TCP without SYN for an unknown flow (e.g. after its conntrack entry expired) is
+    // judged by policy like a new one.
+    let mut ack = tcp_syn(7100, 80);
+    ack[13] = 0x10;
+    assert_eq!(
+        to_pod(&ipv4(CLIENT, SERVER, TCP, 0, 0, &ack)),
+        PASS,
+        "ACK, allowed peer"
+    );
+    assert_eq!(
+        to_pod(&ipv4(STRANGER, SERVER, TCP, 0, 0, &ack)),
+        DROP,
+        "ACK, denied peer"
+    );
+
+    // A VLAN-tagged frame carrying IPv4 is neither parsed nor let through.
+    let inner = ipv4(CLIENT, SERVER, TCP, 0, 0, &tcp_syn(7101, 80));
+    let mut vlan = inner[..12].to_vec();
+    vlan.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+    vlan.extend_from_slice(&inner[12..]);
+    assert_eq!(to_pod(&vlan), DROP, "802.1Q");
+    assert_eq!(
+        from_pod(&vlan),
+        DROP,
+        "802.1Q out of an egress-isolated pod"
+    );
 }
