@@ -70,6 +70,8 @@ pub struct Agent {
     names: watch::Sender<SharedNames>,
     /// Whether the links pinned by an earlier agent were taken over (after the first sync).
     adopted: bool,
+    /// Maps that could not take every entry at the last sync (full, or a write failed).
+    map_errors: Vec<String>,
 }
 
 /// The outcome of a sync, as `cns-agent sync` prints it.
@@ -130,6 +132,7 @@ impl Agent {
             last_sync: None,
             names: watch::Sender::new(SharedNames::default()),
             adopted: false,
+            map_errors: Vec::new(),
         };
         agent.write_config()?;
         Ok(agent)
@@ -185,10 +188,13 @@ impl Agent {
         let ops = reconcile::diff(&desired, &self.written);
         let failed = reconcile::apply(&mut self.datapath, &ops);
         let mut errors: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
-        for f in &failed {
-            tracing::error!(error = %f, cause = %f.source, "map update failed");
-            errors.push(format!("{f}: {}", f.source));
+        let mut map_errors = desired.over_capacity();
+        map_errors.extend(reconcile::summarize(&failed));
+        for e in &map_errors {
+            tracing::error!(error = %e, "map update failed");
         }
+        errors.extend(map_errors.iter().cloned());
+        self.map_errors = map_errors;
         // Record what was written; after a failure, what the maps really hold (the failed
         // operations are retried at the next sync).
         if failed.is_empty() {
@@ -387,17 +393,17 @@ impl Agent {
                     mode: mode_name(ep.audit_override.unwrap_or(self.audit_mode)),
                 })
                 .collect(),
-            map_entries: BTreeMap::from([
-                (m::ENDPOINTS, self.written.endpoints.len()),
-                (m::IPCACHE, self.written.ipcache.len()),
-                (m::CIDRS, self.written.cidrs.len()),
-                (m::POLICY, self.written.policy.len()),
-            ]),
+            maps: self.written.usage().to_vec(),
             datapath_stats: STAT_NAMES
                 .iter()
                 .map(|&(i, name)| (name, stats.get(i as usize).copied().unwrap_or(0)))
                 .collect(),
-            errors: self.errors.iter().map(ToString::to_string).collect(),
+            errors: self
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .chain(self.map_errors.iter().cloned())
+                .collect(),
         }
     }
 
@@ -506,7 +512,7 @@ pub struct Status {
     pub revision: u32,
     pub seconds_since_sync: Option<u64>,
     pub endpoints: Vec<EndpointStatus>,
-    pub map_entries: BTreeMap<&'static str, usize>,
+    pub maps: Vec<encode::MapUsage>,
     pub datapath_stats: BTreeMap<&'static str, u64>,
     pub errors: Vec<String>,
 }

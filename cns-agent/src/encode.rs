@@ -36,6 +36,49 @@ impl MapContents {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// (map name, entries, capacity) of each agent-owned map.
+    pub fn usage(&self) -> [MapUsage; 4] {
+        use cns_common::maps as m;
+        [
+            MapUsage::new(m::ENDPOINTS, self.endpoints.len(), m::ENDPOINTS_CAPACITY),
+            MapUsage::new(m::IPCACHE, self.ipcache.len(), m::IPCACHE_CAPACITY),
+            MapUsage::new(m::CIDRS, self.cidrs.len(), m::CIDRS_CAPACITY),
+            MapUsage::new(m::POLICY, self.policy.len(), m::POLICY_CAPACITY),
+        ]
+    }
+
+    /// A message for each map that cannot hold all of its desired entries.
+    pub fn over_capacity(&self) -> Vec<String> {
+        self.usage()
+            .iter()
+            .filter(|u| u.entries > u.capacity as usize)
+            .map(|u| {
+                format!(
+                    "map {} is full: {} entries wanted, capacity {}; entries beyond it are not \
+                     written, so the traffic they would allow is dropped (fail closed)",
+                    u.map, u.entries, u.capacity
+                )
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MapUsage {
+    pub map: &'static str,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+impl MapUsage {
+    fn new(map: &'static str, entries: usize, capacity: u32) -> Self {
+        Self {
+            map,
+            entries,
+            capacity,
+        }
+    }
 }
 
 pub fn addr(ip: Ipv4Addr) -> u32 {

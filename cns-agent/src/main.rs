@@ -125,7 +125,15 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     e["mode"].as_str().unwrap_or("")
                 );
             }
-            println!("map entries: {}", d["map_entries"]);
+            println!("maps:");
+            for m in d["maps"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<16} {:>8} / {:<8} entries",
+                    m["map"].as_str().unwrap_or(""),
+                    m["entries"].as_u64().unwrap_or(0),
+                    m["capacity"].as_u64().unwrap_or(0)
+                );
+            }
             println!("datapath:    {}", d["datapath_stats"]);
             for e in d["errors"].as_array().into_iter().flatten() {
                 println!("error: {}", e.as_str().unwrap_or(""));

@@ -119,6 +119,23 @@ where
         .collect()
 }
 
+/// One line per map with failures: how many operations failed and the first error.
+pub fn summarize<E: std::error::Error + 'static>(failed: &[ApplyError<E>]) -> Vec<String> {
+    let mut by_map: BTreeMap<&'static str, (usize, String)> = BTreeMap::new();
+    for f in failed {
+        by_map
+            .entry(f.map)
+            .or_insert_with(|| (0, format!("{:?}: {}", f.op, f.source)))
+            .0 += 1;
+    }
+    by_map
+        .into_iter()
+        .map(|(map, (n, first))| {
+            format!("failed to write {n} entries of map {map} (first: {first})")
+        })
+        .collect()
+}
+
 /// The in-memory datapath used by tests (and as the agent's record of what it wrote).
 impl MapWriter for MapContents {
     type Error = std::convert::Infallible;
@@ -165,6 +182,42 @@ mod tests {
             );
         }
         c
+    }
+
+    /// A writer whose endpoint map holds one entry, like a full kernel map.
+    struct Tiny(MapContents);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("no space")]
+    struct Full;
+
+    impl MapWriter for Tiny {
+        type Error = Full;
+        fn apply_op(&mut self, op: &MapOp) -> Result<(), Full> {
+            if matches!(op, MapOp::UpsertEndpoint(..)) && !self.0.endpoints.is_empty() {
+                return Err(Full);
+            }
+            _ = self.0.apply_op(op);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failures_are_summarised_per_map() {
+        let desired = contents(&[(1, 256)], &[(7, 1), (8, 2), (9, 3)]);
+        let mut w = Tiny(MapContents::default());
+        let ops = diff(&desired, &w.0);
+        let failed = apply(&mut w, &ops);
+        assert_eq!(failed.len(), 2);
+        let lines = summarize(&failed);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("failed to write 2 entries of map CNS_ENDPOINTS"),
+            "{lines:?}"
+        );
+        // Everything else was still written.
+        assert_eq!(w.0.ipcache.len(), 1);
+        assert_eq!(w.0.endpoints.len(), 1);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub const REASON_SPOOFED: u8 = 9;
 pub const REASON_UNSUPPORTED_L3: u8 = 10;
 /// An ICMP error about a tracked connection (e.g. "fragmentation needed").
 pub const REASON_RELATED: u8 = 11;
+/// The programs are attached to an interface the endpoint map does not know (its entry
+/// could not be written, e.g. the map is full): fail closed in blocking mode.
+pub const REASON_NO_ENDPOINT: u8 = 12;
 
 /// Reserved identities. Pod identities (namespace + labels) start at [`IDENTITY_FIRST_POD`].
 pub const IDENTITY_UNKNOWN: u32 = 0;

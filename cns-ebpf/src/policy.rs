@@ -2,10 +2,10 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use cns_common::{
-    DIR_INGRESS, IDENTITY_HOST, IDENTITY_WORLD, NS_WORLD, REASON_FRAGMENT, REASON_FROM_HOST,
-    REASON_IPV6_UNSUPPORTED, REASON_MALFORMED, REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED,
-    REASON_POLICY_DENIED, REASON_SPOOFED, REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED,
-    VERDICT_FORWARDED,
+    DIR_INGRESS, IDENTITY_HOST, IDENTITY_WORLD, NS_UNKNOWN, NS_WORLD, REASON_FRAGMENT,
+    REASON_FROM_HOST, REASON_IPV6_UNSUPPORTED, REASON_MALFORMED, REASON_NO_ENDPOINT,
+    REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED,
+    REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     maps::{
         CIDR_PREFIX_BASE, CONFIG_NO_CONNTRACK_CREATE, CT_REPLY, CidrKey, Config, CtEntry,
         EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, Endpoint, Event,
@@ -117,7 +117,7 @@ fn isolated(ep: &Endpoint, dir: u8) -> bool {
 #[inline(always)]
 fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
     let Some(ep) = endpoint(ctx) else {
-        return TC_PASS;
+        return no_endpoint(ctx, cfg, dir);
     };
     let (verdict, action) = if !isolated(ep, dir) {
         (VERDICT_FORWARDED, TC_PASS)
@@ -146,6 +146,29 @@ fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
         };
         stats::event(cfg, &ev);
     }
+    action
+}
+
+/// Our programs run on an interface whose endpoint entry is missing: the agent could not
+/// write it (a full map) or is removing the pod. Nothing says the pod is unisolated, so
+/// blocking mode drops (fail closed); audit mode passes and counts `audit`.
+#[inline(never)]
+fn no_endpoint(ctx: &TcContext, cfg: &Config, dir: u8) -> i32 {
+    let (verdict, action) = if cfg.audit_mode != 0 {
+        (VERDICT_AUDIT, TC_PASS)
+    } else {
+        (VERDICT_DROPPED, TC_DROP)
+    };
+    stats::count(NS_UNKNOWN, NS_UNKNOWN, dir, verdict, ctx.len());
+    let ev = Event {
+        ts_ns: stats::now_ns(),
+        dir,
+        verdict,
+        reason: REASON_NO_ENDPOINT,
+        ifindex: ep_ifindex(ctx),
+        ..Event::default()
+    };
+    stats::event(cfg, &ev);
     action
 }
 
@@ -198,8 +221,7 @@ fn slow_path(
     key: &cns_common::maps::CtKey,
 ) -> i32 {
     let Some(ep) = endpoint(ctx) else {
-        // Not a managed endpoint (being set up or torn down): not ours to judge.
-        return TC_PASS;
+        return no_endpoint(ctx, cfg, dir);
     };
     let (remote_addr, local_addr) = if dir == DIR_INGRESS {
         (p.saddr, p.daddr)

@@ -429,3 +429,13 @@ fn pods_and_veths_that_appear_later_are_enforced() {
         "its own connections flow"
     );
 }
+
+#[test]
+fn control_socket_is_root_only() {
+    kernel_test!();
+    let c = Cluster::start(true, &[]);
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&c.agent.socket).expect("socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "socket mode");
+    assert_eq!(meta.uid(), 0, "socket owner");
+}
