@@ -24,6 +24,8 @@ pub struct VirtualNode {
     pub outside: String,
     pub pods: Vec<PodNet>,
     prefix: String,
+    /// Numbers pod namespaces and veths; never reused, even after `remove_pod`.
+    next_pod: usize,
 }
 
 impl VirtualNode {
@@ -36,6 +38,7 @@ impl VirtualNode {
             outside: outside.clone(),
             pods: Vec::new(),
             prefix: prefix.clone(),
+            next_pod: 0,
         };
         // From here on, Drop cleans up whatever was made.
         sh(&["ip", "netns", "add", &node]);
@@ -70,7 +73,8 @@ impl VirtualNode {
 
     /// Adds a pod netns with address `ip`.
     pub fn add_pod(&mut self, ip: Ipv4Addr) -> PodNet {
-        let i = self.pods.len();
+        let i = self.next_pod;
+        self.next_pod += 1;
         let netns = format!("{}-p{i}", self.prefix);
         let veth = format!("{}v{i}", self.prefix);
         sh(&["ip", "netns", "add", &netns]);
@@ -117,6 +121,14 @@ impl VirtualNode {
         ]);
         n(&["ip", "route", "add", &format!("{ip}/32"), "dev", &veth]);
         pod
+    }
+}
+
+impl VirtualNode {
+    /// Deletes a pod's netns (and with it its veth and the node's route to it).
+    pub fn remove_pod(&mut self, netns: &str) {
+        sh(&["ip", "netns", "del", netns]);
+        self.pods.retain(|p| p.netns != netns);
     }
 }
 
