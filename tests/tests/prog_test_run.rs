@@ -419,10 +419,18 @@ fn programs_without_an_endpoint_entry_fail_closed() {
     let failed = reconcile::apply(&mut f.dp, &[reconcile::MapOp::DeleteEndpoint(1)]);
     assert!(failed.is_empty());
     let allowed_before = ipv4(CLIENT, SERVER, TCP, 0, 0, &tcp_syn(7200, 80));
-    assert_eq!(f.dp.test_run(PROG_TO_POD, &allowed_before).unwrap(), DROP, "blocking: closed");
+    assert_eq!(
+        f.dp.test_run(PROG_TO_POD, &allowed_before).unwrap(),
+        DROP,
+        "blocking: closed"
+    );
     assert_eq!(f.dp.test_run(PROG_FROM_POD, &allowed_before).unwrap(), DROP);
     let mut config = f.dp.config().unwrap();
     config.audit_mode = 1;
     f.dp.set_config(&config).unwrap();
-    assert_eq!(f.dp.test_run(PROG_TO_POD, &allowed_before).unwrap(), PASS, "audit: passes");
+    assert_eq!(
+        f.dp.test_run(PROG_TO_POD, &allowed_before).unwrap(),
+        PASS,
+        "audit: passes"
+    );
 }
