@@ -451,4 +451,126 @@ spec:
         assert!(errors[0].message.contains("unsupported kind"));
         assert!(errors[1].message.contains("duplicate"));
     }
+
+    mod fuzz {
+        //! Bad input at scale: whatever the files hold, loading and compiling neither panics
+        //! nor hangs, and every error names its file.
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::*;
+        use crate::policy::{
+            compile,
+            model::{Allocations, NodeContext},
+        };
+
+        const KEYS: [&str; 22] = [
+            "podSelector",
+            "namespaceSelector",
+            "ingress",
+            "egress",
+            "from",
+            "to",
+            "ports",
+            "port",
+            "endPort",
+            "protocol",
+            "ipBlock",
+            "cidr",
+            "except",
+            "matchLabels",
+            "matchExpressions",
+            "key",
+            "operator",
+            "values",
+            "policyTypes",
+            "app",
+            "containers",
+            "status",
+        ];
+
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                (0u32..70000).prop_map(|n| json!(n)),
+                prop::sample::select(vec![
+                    "10.0.0.0/8",
+                    "10.0.0.1/33",
+                    "::/0",
+                    "1.2.3.4",
+                    "garbage",
+                    "",
+                    "TCP",
+                    "UDP",
+                    "SCTP",
+                    "ICMP",
+                    "In",
+                    "NotIn",
+                    "Exists",
+                    "Bogus",
+                    "Ingress",
+                    "Egress",
+                    "http",
+                    "0.0.0.0/0",
+                    "10.244.1.7/4",
+                ])
+                .prop_map(|s| json!(s)),
+                ".{0,12}".prop_map(Value::String),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            leaf().prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((prop::sample::select(KEYS.to_vec()), inner), 0..5)
+                        .prop_map(|kv| {
+                            Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                        }),
+                ]
+            })
+        }
+
+        fn document() -> impl Strategy<Value = String> {
+            (
+                prop::sample::select(vec!["NetworkPolicy", "Pod", "Namespace"]),
+                value(),
+                value(),
+            )
+                .prop_map(|(kind, spec, status)| {
+                    json!({
+                        "apiVersion": "v1",
+                        "kind": kind,
+                        "metadata": {"name": "x", "namespace": "ns", "labels": {"app": "a"}},
+                        "spec": spec,
+                        "status": status,
+                    })
+                    .to_string()
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn structured_garbage_never_panics(docs in prop::collection::vec(document(), 1..4)) {
+                let text = docs.join("\n---\n");
+                let (snapshot, errors) = load(&[file("f.yaml", &text)], &mut LastGood::default());
+                for e in &errors {
+                    prop_assert_eq!(&e.file, &PathBuf::from("f.yaml"));
+                }
+                let node = NodeContext { node_name: "n".into(), node_ips: Default::default() };
+                let _ = compile(&snapshot, &node, &Allocations::default());
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(text in "(?s).{0,300}") {
+                let (snapshot, _) = load(&[file("f.yaml", &text)], &mut LastGood::default());
+                let node = NodeContext { node_name: "n".into(), node_ips: Default::default() };
+                let _ = compile(&snapshot, &node, &Allocations::default());
+            }
+        }
+    }
 }
