@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::{
     control::{Reply, Request},
     encode::{self, MapContents},
+    explain,
     loader::Datapath,
     names::{Names, SharedNames},
     netdev,
@@ -72,6 +73,8 @@ pub struct Agent {
     adopted: bool,
     /// Maps that could not take every entry at the last sync (full, or a write failed).
     map_errors: Vec<String>,
+    /// The node as of the last sync.
+    node: NodeContext,
 }
 
 /// The outcome of a sync, as `cns-agent sync` prints it.
@@ -133,6 +136,7 @@ impl Agent {
             names: watch::Sender::new(SharedNames::default()),
             adopted: false,
             map_errors: Vec::new(),
+            node: NodeContext::default(),
         };
         agent.write_config()?;
         Ok(agent)
@@ -169,11 +173,11 @@ impl Agent {
         }
         self.errors = errors;
         self.snapshot = snapshot;
-        let node = NodeContext {
+        self.node = NodeContext {
             node_name: self.cfg.node_name.clone(),
             node_ips: netdev::node_ips()?,
         };
-        self.desired = compile(&self.snapshot, &node, &self.allocations);
+        self.desired = compile(&self.snapshot, &self.node, &self.allocations);
         self.allocations = self.desired.allocations.clone();
 
         // Maps first, programs after: a veth gets its programs only once its endpoint and
@@ -449,6 +453,28 @@ impl Agent {
                         Ok(rows) => Reply::ok(rows),
                         Err(e) => Reply::err(error_chain(&e), ()),
                     },
+                    Request::Explain { from, to, port } => {
+                        let mode_of = |pod: &ObjectRef| {
+                            let audit = self
+                                .desired
+                                .endpoints
+                                .get(pod)
+                                .and_then(|ep| ep.audit_override)
+                                .unwrap_or(self.audit_mode);
+                            mode_name(audit)
+                        };
+                        match explain::explain(
+                            &self.snapshot,
+                            &self.node,
+                            &from,
+                            &to,
+                            &port,
+                            mode_of,
+                        ) {
+                            Ok(e) => Reply::ok(e),
+                            Err(e) => Reply::err(e, ()),
+                        }
+                    }
                     Request::Mode { audit } => match self.set_mode(audit) {
                         Ok(()) => Reply::ok(serde_json::json!({ "mode": mode_name(audit) })),
                         Err(e) => Reply::err(error_chain(&e), ()),

@@ -59,6 +59,9 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Inspect and explain policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Remove the programs from every veth and delete the pinned maps (run it after stopping
     /// the agent; a running agent would attach again at its next resync).
     Uninstall {
@@ -72,6 +75,27 @@ pub enum Command {
         mode: Mode,
         #[command(flatten)]
         client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Why is this flow allowed or dropped? The verdict of each direction, the policies that
+    /// isolate the pods, the rule that allows it (or that none does), and the mode.
+    Explain {
+        /// Source: NAMESPACE/POD or an IPv4 address.
+        #[arg(long)]
+        from: String,
+        /// Destination: NAMESPACE/POD or an IPv4 address.
+        #[arg(long)]
+        to: String,
+        /// Destination port and protocol: 80/TCP, 53/UDP, 9000/SCTP, 8080 (TCP), or ICMP.
+        #[arg(long)]
+        port: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
 }
 

@@ -24,6 +24,12 @@ pub enum Request {
     Mode {
         audit: bool,
     },
+    /// Explain the verdict for one flow.
+    Explain {
+        from: String,
+        to: String,
+        port: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

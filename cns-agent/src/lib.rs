@@ -11,6 +11,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod encode;
+pub mod explain;
 pub mod loader;
 pub mod names;
 pub mod netdev;

@@ -3,7 +3,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use cns_agent::{
     agent::error_chain,
-    cli::{Cli, Command, LogFormat, Mode, Output},
+    cli::{Cli, Command, LogFormat, Mode, Output, PolicyCommand},
     control::{self, Reply, Request},
     daemon,
 };
@@ -49,6 +49,13 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Sync(c) => (c.socket, Request::Sync, Output::Table),
+        Command::Policy(PolicyCommand::Explain {
+            from,
+            to,
+            port,
+            client,
+            output,
+        }) => (client.socket, Request::Explain { from, to, port }, output),
         Command::Status { client, output } => (client.socket, Request::Status, output),
         Command::Counters { client, output } => (client.socket, Request::Counters, output),
         Command::Mode { mode, client } => (
@@ -90,6 +97,29 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
         ),
         Request::Sync => {}
         Request::Mode { .. } => println!("mode: {}", d["mode"].as_str().unwrap_or("?")),
+        Request::Explain { .. } if reply.ok => {
+            let end = |e: &serde_json::Value| match e["pod"].as_object() {
+                Some(p) => format!(
+                    "{}/{} ({})",
+                    p["namespace"].as_str().unwrap_or(""),
+                    p["name"].as_str().unwrap_or(""),
+                    e["ip"].as_str().unwrap_or("")
+                ),
+                None => e["ip"].as_str().unwrap_or("").to_owned(),
+            };
+            println!(
+                "{} -> {} proto {} port {}: {}",
+                end(&d["from"]),
+                end(&d["to"]),
+                d["protocol"],
+                d["port"],
+                d["outcome"].as_str().unwrap_or("?").to_uppercase()
+            );
+            for line in d["why"].as_array().into_iter().flatten() {
+                println!("  - {}", line.as_str().unwrap_or(""));
+            }
+        }
+        Request::Explain { .. } => {}
         Request::Counters => {
             println!(
                 "{:<24} {:<24} {:<8} {:<10} {:>10} {:>12}",
