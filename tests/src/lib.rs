@@ -7,6 +7,7 @@
 //! machine cannot run them, unless `CNS_REQUIRE_KERNEL_TESTS=1` (CI), where it fails.
 
 pub mod agent;
+pub mod bench;
 pub mod cluster;
 pub mod manifests;
 pub mod netns;

@@ -1,4 +1,4 @@
-//! `cargo xtask setup | demo | test`: orchestration only (the build itself is cargo's, the
+//! `cargo xtask setup | demo | bench | test`: orchestration only (the build itself is cargo's, the
 //! eBPF object is built by cns-agent/build.rs). xtask depends on nothing of the project, so
 //! `cargo xtask setup` works before the eBPF toolchain exists.
 
@@ -21,6 +21,18 @@ enum Cmd {
     /// Build, create a virtual node with a few pods, and show the agent enforcing the
     /// policies of deploy/examples/ in audit then blocking mode.
     Demo,
+    /// Set up, build, then run the benchmarks (issue 7); writes DIR/bench.json and DIR/bench.md.
+    Bench {
+        /// A reduced set that runs in under two minutes (CI).
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the report (default: target/bench).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Only these sections, comma-separated: kernel, control.
+        #[arg(long, value_name = "SECTIONS")]
+        only: Option<String>,
+    },
     /// Set up, build, then run every test (unit and kernel integration tests).
     Test {
         /// Extra arguments for `cargo test` (after --).
@@ -64,6 +76,31 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             run(cargo().args(["build", "-p", "cns-agent"]))?;
             run(cargo().args(["run", "-q", "-p", "cns-tests", "--bin", "cns-demo"]))
+        }
+        Cmd::Bench { quick, out, only } => {
+            setup()?;
+            let mut cmd = cargo();
+            cmd.args([
+                "run",
+                "--release",
+                "-q",
+                "-p",
+                "cns-tests",
+                "--bin",
+                "cns-bench",
+                "--",
+            ]);
+            if quick {
+                cmd.arg("--quick");
+            }
+            if let Some(out) = out {
+                // Relative to where xtask was started, not to the workspace root.
+                cmd.arg("--out").arg(std::path::absolute(out)?);
+            }
+            if let Some(only) = only {
+                cmd.args(["--only", &only]);
+            }
+            run(&mut cmd)
         }
         Cmd::Test { args } => {
             setup()?;

@@ -1,0 +1,546 @@
+//! Per-packet cost in the kernel with `BPF_PROG_TEST_RUN` (issue 7, section 1).
+//!
+//! For each map size (policy-map entries x IP-cache entries) a fresh datapath is loaded in
+//! its own pin directory and filled the agent's way (a synthetic [`Desired`] -> `encode` ->
+//! `reconcile::diff` -> `reconcile::apply` on the [`Datapath`]). The pod under test is
+//! endpoint 1 at ifindex 1 (the loopback: the skb device of a test run). Then, trial after
+//! trial, interleaved: the empty program (the floor), and `cns_to_pod` / `cns_from_pod` for
+//! an established flow (conntrack hit), a new allowed flow, a new denied flow and an
+//! audit-mode would-be drop. New-flow cases run with `CONFIG_NO_CONNTRACK_CREATE` so
+//! repeats stay new.
+//!
+//! Two key patterns: "repeated" (one packet, `repeat` runs in the kernel: every lookup hits
+//! the same, cache-hot key) and "random" (a few thousand different flows spread over the
+//! maps, one run each: lookups walk cold parts of the hash tables and tries; each run then
+//! also carries the kernel's per-run timer overhead, which the empty program measured the
+//! same way carries too).
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use cns_agent::{
+    encode,
+    loader::{Datapath, PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD},
+    policy::model::{
+        Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol, RemoteInfo,
+        RuleKey,
+    },
+    reconcile,
+};
+use cns_common::{
+    IDENTITY_FIRST_POD, NS_FIRST,
+    maps::{CONFIG_NO_CONNTRACK_CREATE, Config},
+};
+use serde_json::{Value, json};
+
+use super::{Options, Rng, Summary};
+use crate::unique;
+
+const PASS: i32 = -1;
+const DROP: i32 = 2;
+
+/// The pod under test.
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+const SERVER_IDENTITY: u32 = IDENTITY_FIRST_POD;
+/// Remote pods: 10.128.0.0 + i, identity `IDENTITY_FIRST_POD + 1 + i`.
+const REMOTE_BASE: u32 = u32::from_be_bytes([10, 128, 0, 0]);
+/// Rules allow TCP to `RULE_PORT_BASE + n`; denied flows go to `DENIED_PORT`.
+const RULE_PORT_BASE: u16 = 1024;
+const DENIED_PORT: u16 = 9;
+/// Other local endpoints (ifindex 1000+), as on a real node.
+const OTHER_ENDPOINTS: u32 = 99;
+
+/// One map size to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    pub policy: usize,
+    pub ipcache: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Case {
+    Empty,
+    Established,
+    NewAllowed,
+    NewDenied,
+    AuditDrop,
+}
+
+impl Case {
+    pub const ALL: [Case; 5] = [
+        Case::Empty,
+        Case::Established,
+        Case::NewAllowed,
+        Case::NewDenied,
+        Case::AuditDrop,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::Empty => "empty",
+            Case::Established => "established",
+            Case::NewAllowed => "new allowed",
+            Case::NewDenied => "new denied",
+            Case::AuditDrop => "audit would-be drop",
+        }
+    }
+
+    fn expected(self) -> i32 {
+        if self == Case::NewDenied { DROP } else { PASS }
+    }
+
+    fn config(self) -> Config {
+        Config {
+            audit_mode: u32::from(self == Case::AuditDrop),
+            revision: 1,
+            // The agent's defaults (--event-rate 100 --event-burst 200).
+            event_rate: 100,
+            event_burst: 200,
+            flags: if self == Case::Established || self == Case::Empty {
+                0
+            } else {
+                CONFIG_NO_CONNTRACK_CREATE
+            },
+            _pad: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Keys {
+    Repeated,
+    Random,
+}
+
+impl Keys {
+    pub fn name(self) -> &'static str {
+        match self {
+            Keys::Repeated => "repeated",
+            Keys::Random => "random",
+        }
+    }
+}
+
+/// What one (program, case, keys) measured at one size.
+#[derive(Clone, Debug)]
+pub struct Measure {
+    pub size: Size,
+    pub program: &'static str,
+    pub case: Case,
+    pub keys: Keys,
+    pub ns: Summary,
+    /// Per trial: this / the empty program in the same trial.
+    pub ratio: Summary,
+}
+
+impl Measure {
+    pub fn json(&self) -> Value {
+        json!({
+            "policy_entries": self.size.policy,
+            "ipcache_entries": self.size.ipcache,
+            "program": self.program,
+            "case": self.case.name(),
+            "keys": self.keys.name(),
+            "ns_per_packet": self.ns.json(),
+            "ratio_to_empty": self.ratio.json(),
+        })
+    }
+}
+
+pub struct Params {
+    pub sizes: Vec<Size>,
+    pub trials: usize,
+    pub repeat: u32,
+    pub random_flows: usize,
+}
+
+impl Params {
+    pub fn new(opts: &Options) -> Self {
+        if opts.quick {
+            Self {
+                sizes: vec![
+                    Size {
+                        policy: 10,
+                        ipcache: 10,
+                    },
+                    Size {
+                        policy: 100_000,
+                        ipcache: 50_000,
+                    },
+                ],
+                trials: 3,
+                repeat: 200_000,
+                random_flows: 2_000,
+            }
+        } else {
+            let mut sizes = Vec::new();
+            for ipcache in [10, 1_000, 50_000] {
+                for policy in [10, 1_000, 10_000, 100_000] {
+                    sizes.push(Size { policy, ipcache });
+                }
+            }
+            Self {
+                sizes,
+                trials: 5,
+                repeat: 1_000_000,
+                random_flows: 8_000,
+            }
+        }
+    }
+}
+
+/// A datapath in its own pin directory, removed on drop.
+struct Loaded {
+    dp: Datapath,
+    pin_dir: PathBuf,
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+fn remote_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(REMOTE_BASE + i as u32)
+}
+
+fn remote_identity(i: usize) -> u32 {
+    IDENTITY_FIRST_POD + 1 + i as u32
+}
+
+/// The synthetic desired state for `size`: `size.ipcache` remote pods, 100 local endpoints
+/// and exactly `size.policy` single-port rules. Rule `i` belongs to group `i % 4` (endpoint
+/// 1 ingress, endpoint 1 egress, another endpoint ingress, another endpoint egress); within
+/// a group, rule `m = i / 4` allows remote `m % ipcache` on TCP port `1024 + m / ipcache`.
+pub fn desired(size: Size) -> Desired {
+    let mut d = Desired::default();
+    let ns = |i: usize| NS_FIRST + (i % 50) as u16;
+    for i in 0..size.ipcache {
+        d.ipcache.insert(
+            remote_ip(i),
+            RemoteInfo {
+                identity: remote_identity(i),
+                ns_id: ns(i),
+            },
+        );
+    }
+    let ep = |ep_id: u32, ip: Ipv4Addr, identity: u32| LocalEndpoint {
+        ep_id,
+        ip,
+        identity,
+        ns_id: NS_FIRST,
+        ingress_isolated: true,
+        egress_isolated: true,
+        audit_override: None,
+    };
+    d.endpoints.insert(
+        ObjectRef::new("bench", "server"),
+        ep(1, SERVER, SERVER_IDENTITY),
+    );
+    d.ipcache.insert(
+        SERVER,
+        RemoteInfo {
+            identity: SERVER_IDENTITY,
+            ns_id: NS_FIRST,
+        },
+    );
+    for k in 0..OTHER_ENDPOINTS {
+        let ip = Ipv4Addr::new(10, 0, 2, k as u8 + 1);
+        d.endpoints.insert(
+            ObjectRef::new("bench", format!("pod{k}")),
+            ep(k + 2, ip, SERVER_IDENTITY),
+        );
+    }
+    for i in 0..size.policy {
+        let (group, m) = (i % 4, i / 4);
+        let ep_id = if group < 2 {
+            1
+        } else {
+            2 + (m as u32 % OTHER_ENDPOINTS)
+        };
+        let dir = if group % 2 == 0 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
+        let port = RULE_PORT_BASE + (m / size.ipcache) as u16;
+        d.rules.insert(
+            RuleKey {
+                ep_id,
+                dir,
+                identity: remote_identity(m % size.ipcache),
+                ports: PortMatch {
+                    proto: Some(Protocol::Tcp),
+                    ports: Some(PortRange {
+                        start: port,
+                        end: port,
+                    }),
+                },
+            },
+            i as u32 + 1,
+        );
+    }
+    d
+}
+
+fn load(size: Size) -> anyhow::Result<Loaded> {
+    let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("cns-bench-"));
+    cns_agent::paths::prepare_pin_dir(&pin_dir)?;
+    let dp = Datapath::load(&pin_dir)?;
+    let mut loaded = Loaded { dp, pin_dir };
+    let desired = desired(size);
+    let mut ifindexes = BTreeMap::from([(ObjectRef::new("bench", "server"), 1)]);
+    for k in 0..OTHER_ENDPOINTS {
+        ifindexes.insert(ObjectRef::new("bench", format!("pod{k}")), 1000 + k);
+    }
+    let contents = encode::encode(&desired, &ifindexes);
+    anyhow::ensure!(
+        contents.policy.len() == size.policy,
+        "synthetic rules gave {} policy entries, wanted {}",
+        contents.policy.len(),
+        size.policy
+    );
+    let ops = reconcile::diff(&contents, &Default::default());
+    let failed = reconcile::apply(&mut loaded.dp, &ops);
+    if let Some(f) = failed.first() {
+        anyhow::bail!(
+            "{} of {} map writes failed, first: {f}",
+            failed.len(),
+            ops.len()
+        );
+    }
+    Ok(loaded)
+}
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// A 64-byte Ethernet + IPv4 + TCP frame.
+pub fn tcp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let payload = 10usize;
+    let mut p = vec![0u8; 12];
+    p.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 20 + payload) as u16;
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    p.extend(std::iter::repeat_n(0u8, payload));
+    p
+}
+
+/// The packets of one (program, case): a (remote index, remote port) flow seen by
+/// `program`, from a source port unique to the case so that cases never share a
+/// conntrack entry.
+fn packet(program: &str, case: Case, remote: usize, port: u16, sport: u16) -> Vec<u8> {
+    let flags = if case == Case::Established {
+        TCP_ACK
+    } else {
+        TCP_SYN
+    };
+    if program == PROG_FROM_POD {
+        tcp_frame(SERVER, remote_ip(remote), sport, port, flags)
+    } else {
+        tcp_frame(remote_ip(remote), SERVER, sport, port, flags)
+    }
+}
+
+/// Only established flows have conntrack entries (new-flow cases run with conntrack
+/// creation off), so only they need source ports of their own.
+fn case_sport(program: &str, case: Case) -> u16 {
+    match (case, program == PROG_FROM_POD) {
+        (Case::Established, false) => 40000,
+        (Case::Established, true) => 50000,
+        _ => 20000,
+    }
+}
+
+/// Endpoint 1's rules: the `k`-th allowed (remote, port) in either direction.
+fn allowed_flow(size: Size, k: usize) -> (usize, u16) {
+    (k % size.ipcache, RULE_PORT_BASE + (k / size.ipcache) as u16)
+}
+
+/// Endpoint 1's rule count per direction.
+fn ep1_rules(size: Size) -> usize {
+    (size.policy / 4).max(1)
+}
+
+struct Variant {
+    program: &'static str,
+    case: Case,
+    /// Repeated: one packet. Random: many.
+    repeated: Vec<u8>,
+    random: Vec<Vec<u8>>,
+}
+
+fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
+    let mut out = vec![Variant {
+        program: PROG_EMPTY,
+        case: Case::Empty,
+        repeated: packet(PROG_TO_POD, Case::Empty, 0, RULE_PORT_BASE, 1),
+        random: (0..random_flows)
+            .map(|i| packet(PROG_TO_POD, Case::Empty, i % size.ipcache, 80, 1))
+            .collect(),
+    }];
+    for program in [PROG_TO_POD, PROG_FROM_POD] {
+        for case in &Case::ALL[1..] {
+            let case = *case;
+            let sport = case_sport(program, case);
+            let flow = |k: usize, rng: &mut Rng| -> (usize, u16) {
+                match case {
+                    Case::NewDenied | Case::AuditDrop => {
+                        (rng.below(size.ipcache as u64) as usize, DENIED_PORT)
+                    }
+                    _ => allowed_flow(size, k),
+                }
+            };
+            let (r0, p0) = flow(0, rng);
+            let repeated = packet(program, case, r0, p0, sport);
+            let random = (0..random_flows)
+                .map(|i| {
+                    let k = rng.below(ep1_rules(size) as u64) as usize;
+                    let (r, p) = flow(k, rng);
+                    packet(program, case, r, p, sport.wrapping_add(1 + i as u16))
+                })
+                .collect();
+            out.push(Variant {
+                program,
+                case,
+                repeated,
+                random,
+            });
+        }
+    }
+    out
+}
+
+fn conntrack_entries(pin_dir: &std::path::Path) -> anyhow::Result<usize> {
+    use aya::maps::{HashMap, Map, MapData};
+    let data = MapData::from_pin(cns_agent::paths::pinned_map(
+        pin_dir,
+        cns_common::maps::CONNTRACK,
+    ))?;
+    let map: HashMap<MapData, cns_common::maps::CtKey, cns_common::maps::CtEntry> =
+        HashMap::try_from(Map::LruHashMap(data))?;
+    Ok(map.keys().filter(Result::is_ok).count())
+}
+
+fn run_once(
+    dp: &Datapath,
+    program: &'static str,
+    pkt: &[u8],
+    repeat: u32,
+) -> anyhow::Result<(i32, Duration)> {
+    dp.test_run_repeat(program, pkt, repeat)
+        .map_err(|e| anyhow::anyhow!("test run of {program}: {e}"))
+}
+
+/// Measures every size; `progress` is told what is going on.
+pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Measure>> {
+    let mut out = Vec::new();
+    for (si, &size) in params.sizes.iter().enumerate() {
+        let t0 = Instant::now();
+        let mut loaded = load(size)?;
+        let dp = &mut loaded.dp;
+        let mut rng = Rng::new(0x5eed + si as u64);
+        let variants = variants(size, params.random_flows, &mut rng);
+        // Established flows: one packet through each (conntrack on) creates the entries.
+        dp.set_config(&Case::Established.config())?;
+        for v in variants.iter().filter(|v| v.case == Case::Established) {
+            for pkt in std::iter::once(&v.repeated).chain(&v.random) {
+                let (verdict, _) = run_once(dp, v.program, pkt, 1)?;
+                anyhow::ensure!(
+                    verdict == PASS,
+                    "{} established warm-up: verdict {verdict}",
+                    v.program
+                );
+            }
+        }
+        // Sanity: every established flow has its two conntrack entries (so the established
+        // case really takes the fast path).
+        let want = variants
+            .iter()
+            .filter(|v| v.case == Case::Established)
+            .map(|v| 2 * (1 + v.random.len()))
+            .sum::<usize>();
+        let have = conntrack_entries(&loaded.pin_dir)?;
+        anyhow::ensure!(
+            have == want,
+            "conntrack holds {have} entries after the warm-up, expected {want}"
+        );
+        let dp = &mut loaded.dp;
+        progress(&format!(
+            "kernel: {} policy entries, {} ipcache entries: loaded and filled in {:.1}s",
+            size.policy,
+            size.ipcache,
+            t0.elapsed().as_secs_f64()
+        ));
+        // ns[variant][keys] per trial.
+        let mut ns: Vec<[Vec<f64>; 2]> = variants.iter().map(|_| [vec![], vec![]]).collect();
+        for _trial in 0..params.trials {
+            for (vi, v) in variants.iter().enumerate() {
+                dp.set_config(&v.case.config())?;
+                let (verdict, d) = run_once(dp, v.program, &v.repeated, params.repeat)?;
+                anyhow::ensure!(
+                    verdict == v.case.expected() || v.case == Case::Empty,
+                    "{} {}: verdict {verdict}, expected {}",
+                    v.program,
+                    v.case.name(),
+                    v.case.expected()
+                );
+                ns[vi][0].push(d.as_nanos() as f64);
+                let mut total = 0u128;
+                for pkt in &v.random {
+                    let (verdict, d) = run_once(dp, v.program, pkt, 1)?;
+                    anyhow::ensure!(
+                        verdict == v.case.expected() || v.case == Case::Empty,
+                        "{} {} (random keys): verdict {verdict}",
+                        v.program,
+                        v.case.name()
+                    );
+                    total += d.as_nanos();
+                }
+                ns[vi][1].push(total as f64 / v.random.len() as f64);
+            }
+        }
+        for (vi, v) in variants.iter().enumerate() {
+            for (ki, keys) in [Keys::Repeated, Keys::Random].into_iter().enumerate() {
+                let ratios: Vec<f64> = ns[vi][ki]
+                    .iter()
+                    .zip(&ns[0][ki])
+                    .map(|(x, floor)| x / floor)
+                    .collect();
+                out.push(Measure {
+                    size,
+                    program: v.program,
+                    case: v.case,
+                    keys,
+                    ns: Summary::of(&ns[vi][ki]),
+                    ratio: Summary::of(&ratios),
+                });
+            }
+        }
+        let est = out.iter().rev().find(|m| {
+            m.program == PROG_TO_POD && m.case == Case::Established && m.keys == Keys::Repeated
+        });
+        progress(&format!(
+            "kernel: {} x {} done in {:.1}s (to_pod established {:.0} ns, {:.2}x empty)",
+            size.policy,
+            size.ipcache,
+            t0.elapsed().as_secs_f64(),
+            est.map_or(0.0, |m| m.ns.median),
+            est.map_or(0.0, |m| m.ratio.median),
+        ));
+        drop(loaded);
+    }
+    Ok(out)
+}

@@ -1,0 +1,386 @@
+//! `bench.json` (everything measured) and `bench.md` (the same, readable, headlines first).
+
+use std::{fmt::Write as _, process::Command};
+
+use serde_json::{Value, json};
+
+use super::{
+    control::{ControlResult, Incremental},
+    kernel::{Case, Keys, Measure},
+};
+use cns_agent::loader::{PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD};
+
+fn first_line(cmd: &[&str]) -> Option<String> {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Machine, kernel and commit.
+pub fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| super::round3(kb / 1024.0 / 1024.0));
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let commit = first_line(&["git", "-C", root, "rev-parse", "--short", "HEAD"]);
+    let dirty = first_line(&[
+        "git",
+        "-C",
+        root,
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+    ])
+    .is_some_and(|s| !s.is_empty());
+    json!({
+        "cpu": cpu,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": mem_gib,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "commit": commit,
+        "tree_dirty": dirty,
+        "jit_enabled": std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable").ok().map(|s| s.trim().to_owned()),
+        "date": first_line(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+    })
+}
+
+pub struct Report {
+    pub machine: Value,
+    pub quick: bool,
+    pub command: String,
+    pub kernel: Option<(super::kernel::Params, Vec<Measure>)>,
+    pub kernel_skipped: Option<String>,
+    pub control: Option<(Vec<ControlResult>, Vec<Incremental>)>,
+    pub notes: Vec<String>,
+    pub seconds: f64,
+}
+
+fn find<'a>(
+    ms: &'a [Measure],
+    policy: usize,
+    ipcache: usize,
+    program: &str,
+    case: Case,
+    keys: Keys,
+) -> Option<&'a Measure> {
+    ms.iter().find(|m| {
+        m.size.policy == policy
+            && m.size.ipcache == ipcache
+            && m.program == program
+            && m.case == case
+            && m.keys == keys
+    })
+}
+
+impl Report {
+    pub fn json(&self) -> Value {
+        json!({
+            "machine": self.machine,
+            "quick": self.quick,
+            "command": self.command,
+            "seconds": super::round3(self.seconds),
+            "headlines": self.headlines(),
+            "kernel": self.kernel.as_ref().map(|(p, ms)| json!({
+                "method": "BPF_PROG_TEST_RUN; repeated keys: one packet run `repeat` times in the kernel; random keys: `random_flows` different packets, one run each",
+                "repeat": p.repeat,
+                "trials": p.trials,
+                "random_flows": p.random_flows,
+                "results": ms.iter().map(Measure::json).collect::<Vec<_>>(),
+            })),
+            "kernel_skipped": self.kernel_skipped,
+            "control_plane": self.control.as_ref().map(|(cs, inc)| json!({
+                "sizes": cs.iter().map(ControlResult::json).collect::<Vec<_>>(),
+                "incremental": inc.iter().map(Incremental::json).collect::<Vec<_>>(),
+            })),
+            "notes": self.notes,
+        })
+    }
+
+    /// The figures to read first: ratios to the empty program at the smallest and largest
+    /// sizes, and the control plane at the largest cluster.
+    pub fn headlines(&self) -> Vec<String> {
+        let mut h = Vec::new();
+        if let Some((p, ms)) = &self.kernel {
+            let small = p.sizes.first().copied();
+            let large = p
+                .sizes
+                .iter()
+                .max_by_key(|s| (s.policy, s.ipcache))
+                .copied();
+            if let Some(empty) = small.and_then(|s| {
+                find(
+                    ms,
+                    s.policy,
+                    s.ipcache,
+                    PROG_EMPTY,
+                    Case::Empty,
+                    Keys::Repeated,
+                )
+            }) {
+                h.push(format!(
+                    "empty TC program (floor): {:.0} ns per packet",
+                    empty.ns.median
+                ));
+            }
+            for case in [
+                Case::Established,
+                Case::NewAllowed,
+                Case::NewDenied,
+                Case::AuditDrop,
+            ] {
+                let mut parts = Vec::new();
+                for (label, size) in [("small", small), ("large", large)] {
+                    let Some(s) = size else { continue };
+                    for keys in [Keys::Repeated, Keys::Random] {
+                        if label == "small" && keys == Keys::Random {
+                            continue;
+                        }
+                        if let Some(m) = find(ms, s.policy, s.ipcache, PROG_TO_POD, case, keys) {
+                            parts.push(format!(
+                                "{:.2}x ({:.0} ns) at {} rules/{} ipcache, {} keys",
+                                m.ratio.median,
+                                m.ns.median,
+                                s.policy,
+                                s.ipcache,
+                                keys.name()
+                            ));
+                        }
+                    }
+                }
+                if !parts.is_empty() {
+                    h.push(format!(
+                        "cns_to_pod {} vs empty: {}",
+                        case.name(),
+                        parts.join("; ")
+                    ));
+                }
+            }
+        }
+        if let Some((cs, inc)) = &self.control {
+            if let Some(c) = cs.iter().max_by_key(|c| (c.pods, c.policies)) {
+                h.push(format!(
+                    "control plane, {} pods x {} policies ({}): parse {:.0} ms, compile {:.0} ms, encode+diff {:.0} ms, peak RSS {:.0} MiB",
+                    c.pods, c.policies, c.mix, c.parse_ms.median, c.compile_ms.median, c.encode_diff_ms.median, c.peak_rss_mib
+                ));
+            }
+            for i in inc
+                .iter()
+                .filter(|i| i.pods == cs.iter().map(|c| c.pods).max().unwrap_or(0))
+            {
+                h.push(format!(
+                    "{} at {} pods x {} policies: p50 {:.1} ms, p99 {:.1} ms (source event to maps updated, {} map ops)",
+                    i.change, i.pods, i.policies, i.total_p50_ms, i.total_p99_ms, i.ops
+                ));
+            }
+        }
+        h
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(s, "# cns benchmarks\n");
+        let _ = writeln!(
+            s,
+            "Produced by `{}` in {:.0} s{}.\n",
+            self.command,
+            self.seconds,
+            if self.quick {
+                " (quick mode: a reduced set)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(s, "| machine | |\n|---|---|");
+        let _ = writeln!(
+            s,
+            "| CPU | {} x {} |",
+            m["cpus"],
+            m["cpu"].as_str().unwrap_or("?")
+        );
+        let _ = writeln!(s, "| memory | {} GiB |", m["memory_gib"]);
+        let _ = writeln!(
+            s,
+            "| kernel | {} (BPF JIT {}) |",
+            m["kernel"].as_str().unwrap_or("?"),
+            m["jit_enabled"].as_str().unwrap_or("?")
+        );
+        let _ = writeln!(
+            s,
+            "| commit | {}{} |",
+            m["commit"].as_str().unwrap_or("?"),
+            if m["tree_dirty"].as_bool() == Some(true) {
+                " (with uncommitted changes)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(s, "| date | {} |\n", m["date"].as_str().unwrap_or("?"));
+
+        let _ = writeln!(s, "## Headlines\n");
+        for h in self.headlines() {
+            let _ = writeln!(s, "- {h}");
+        }
+        let _ = writeln!(s);
+
+        let _ = writeln!(
+            s,
+            "## 1. Per-packet cost in the kernel (`BPF_PROG_TEST_RUN`)\n"
+        );
+        if let Some(why) = &self.kernel_skipped {
+            let _ = writeln!(s, "Skipped: {why}\n");
+        }
+        if let Some((p, ms)) = &self.kernel {
+            let _ = writeln!(
+                s,
+                "Each cell: median ns per packet over {} trials, (min-max), and the median of the per-trial \
+                 ratio to the empty TC program measured in the same trial. Repeated keys: one 64-byte TCP \
+                 packet run {} times in the kernel (cache-hot lookups). Random keys: {} different flows spread \
+                 over the maps, one run each (cold lookups; each run also carries the kernel's per-run timer \
+                 overhead, as the empty program measured the same way does). New-flow cases run with \
+                 `CONFIG_NO_CONNTRACK_CREATE` so that every repeat is a new flow. Per-namespace counting \
+                 and the event rate limiter (agent defaults: 100/s, burst 200) are on. The pod under test \
+                 is one of 100 local endpoints; policy entries are single-port TCP rules spread over them \
+                 and over the remote identities.\n",
+                p.trials, p.repeat, p.random_flows
+            );
+            for keys in [Keys::Repeated, Keys::Random] {
+                let _ = writeln!(s, "### {} keys\n", keys.name());
+                let _ = writeln!(
+                    s,
+                    "| policy entries | ipcache entries | empty | program | established | new allowed | new denied | audit would-be drop |"
+                );
+                let _ = writeln!(s, "|---:|---:|---:|---|---:|---:|---:|---:|");
+                for size in &p.sizes {
+                    let empty = find(ms, size.policy, size.ipcache, PROG_EMPTY, Case::Empty, keys);
+                    for program in [PROG_TO_POD, PROG_FROM_POD] {
+                        let mut row = format!(
+                            "| {} | {} | {} | `{program}` |",
+                            size.policy,
+                            size.ipcache,
+                            empty.map_or("-".into(), |e| format!(
+                                "{:.0} ({:.0}-{:.0})",
+                                e.ns.median, e.ns.min, e.ns.max
+                            ))
+                        );
+                        for case in [
+                            Case::Established,
+                            Case::NewAllowed,
+                            Case::NewDenied,
+                            Case::AuditDrop,
+                        ] {
+                            let cell = find(ms, size.policy, size.ipcache, program, case, keys)
+                                .map_or("-".into(), |m| {
+                                    format!(
+                                        "{:.0} ({:.0}-{:.0}) **{:.2}x**",
+                                        m.ns.median, m.ns.min, m.ns.max, m.ratio.median
+                                    )
+                                });
+                            let _ = write!(row, " {cell} |");
+                        }
+                        let _ = writeln!(s, "{row}");
+                    }
+                }
+                let _ = writeln!(s);
+            }
+            let _ = writeln!(
+                s,
+                "XDP: not measured. cns has no XDP program yet (issue 7 asks for XDP figures once it does).\n"
+            );
+        }
+
+        let _ = writeln!(s, "## 4. Control plane\n");
+        if let Some((cs, inc)) = &self.control {
+            let _ = writeln!(
+                s,
+                "A synthetic cluster (generated YAML, as the agent reads it from its manifests directory) per \
+                 row, each in a child process so that peak memory (VmHWM) is its own. The node under test has \
+                 about 100 of the pods (1k pods: 10 nodes; otherwise pods/100 nodes). Times: median (min-max) \
+                 over the trials. parse = `source::load` of every file (YAML, validation); compile = \
+                 `policy::compile`; encode+diff = `encode` + `reconcile::diff` against empty maps; apply = \
+                 writing that first diff to real BPF maps. Peak RSS includes the YAML text.\n"
+            );
+            let _ = writeln!(
+                s,
+                "| pods | policies | mix | identities | local endpoints | ipcache | policy entries | cidr entries | parse ms | compile ms | encode+diff ms | apply ms | peak RSS MiB | RSS after MiB |"
+            );
+            let _ = writeln!(
+                s,
+                "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for c in cs {
+                let f = |x: &super::Summary| format!("{:.1} ({:.1}-{:.1})", x.median, x.min, x.max);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} |",
+                    c.pods,
+                    c.policies,
+                    c.mix,
+                    c.identities,
+                    c.endpoints,
+                    c.ipcache,
+                    c.policy_entries,
+                    c.cidr_entries,
+                    f(&c.parse_ms),
+                    f(&c.compile_ms),
+                    f(&c.encode_diff_ms),
+                    c.apply_ms.map_or("-".into(), |a| format!("{a:.1}")),
+                    c.peak_rss_mib,
+                    c.rss_after_mib
+                );
+            }
+            let _ = writeln!(s);
+            if !inc.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "### Single changes\n\nOne object changed in its own file, then the agent's whole sync \
+                     pipeline (re-read every file, compile, encode, diff against what was written, apply to \
+                     the BPF maps), as `cns-agent` does on a source event (its file watcher's debounce delay \
+                     not included). Alternates between two states so that every iteration is a real change.\n"
+                );
+                let _ = writeln!(
+                    s,
+                    "| change | pods | policies | iterations | map ops | parse p50 ms | compile p50 ms | encode+diff p50 ms | apply p50 ms | total p50 ms | total p99 ms |"
+                );
+                let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+                for i in inc {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
+                        i.change,
+                        i.pods,
+                        i.policies,
+                        i.iterations,
+                        i.ops,
+                        i.parse_p50_ms,
+                        i.compile_p50_ms,
+                        i.encode_diff_p50_ms,
+                        i.apply_p50_ms,
+                        i.total_p50_ms,
+                        i.total_p99_ms
+                    );
+                }
+                let _ = writeln!(s);
+            }
+        } else {
+            let _ = writeln!(s, "Not run.\n");
+        }
+        let _ = writeln!(s, "## Not measured yet\n");
+        for n in &self.notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        s
+    }
+}

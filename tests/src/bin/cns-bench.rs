@@ -1,0 +1,100 @@
+//! `cargo xtask bench [--quick] [--out DIR] [--only kernel,control]`: runs the benchmarks of
+//! `cns_tests::bench` and writes `DIR/bench.json` and `DIR/bench.md` (default DIR:
+//! `target/bench`).
+
+use std::{path::PathBuf, time::Instant};
+
+use cns_tests::bench::{Options, control, kernel, report};
+
+const USAGE: &str = "usage: cns-bench [--quick] [--out DIR] [--only kernel,control]";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("cns-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("control-child") {
+        return control::child(&args[1..]);
+    }
+    let mut opts = Options {
+        quick: false,
+        out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench")),
+    };
+    let mut only: Option<Vec<String>> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => opts.quick = true,
+            "--out" => opts.out = it.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.into(),
+            "--only" => {
+                only = Some(
+                    it.next()
+                        .ok_or_else(|| anyhow::anyhow!(USAGE))?
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let wants = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let started = Instant::now();
+    let mut progress =
+        |msg: &str| eprintln!("[bench {:>5.1}s] {msg}", started.elapsed().as_secs_f64());
+    std::fs::create_dir_all(&opts.out)?;
+    let mut command = "cargo xtask bench".to_owned();
+    if opts.quick {
+        command.push_str(" --quick");
+    }
+    let mut rep = report::Report {
+        machine: report::machine(),
+        quick: opts.quick,
+        command,
+        kernel: None,
+        kernel_skipped: None,
+        control: None,
+        notes: vec![
+            "XDP figures (per-packet cost, XDP drop of a denied flood): cns has no XDP program yet.".into(),
+            "Traffic through the virtual node (TCP throughput and CPU per Gbit, request/response latency, new-connection rate) against no enforcement and an iptables+ipset baseline (section 2 of issue 7).".into(),
+            "Denied flood in packets/s with TC, XDP and iptables drops (section 3).".into(),
+            "Time from `cns-agent sync` to enforced with the real agent process, and the file watcher's debounce (section 4 measures the sync pipeline in-process).".into(),
+            "`cargo xtask kind bench` and charts.".into(),
+        ],
+        seconds: 0.0,
+    };
+
+    if wants("kernel") {
+        if cns_tests::kernel_or_skip("bench kernel") {
+            let params = kernel::Params::new(&opts);
+            let ms = kernel::run(&params, &mut progress)?;
+            rep.kernel = Some((params, ms));
+        } else {
+            rep.kernel_skipped = Some("needs root, BTF and bpffs".into());
+        }
+    }
+    if wants("control") {
+        rep.control = Some(control::run(&opts, &mut progress)?);
+    }
+    rep.seconds = started.elapsed().as_secs_f64();
+    let json = serde_json::to_string_pretty(&rep.json())?;
+    std::fs::write(opts.out.join("bench.json"), json)?;
+    let md = rep.markdown();
+    std::fs::write(opts.out.join("bench.md"), &md)?;
+    progress(&format!(
+        "wrote {}/bench.json and bench.md",
+        opts.out.display()
+    ));
+    for h in rep.headlines() {
+        println!("{h}");
+    }
+    Ok(())
+}
