@@ -80,6 +80,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// Validate manifests offline (no agent needed): errors name the file, object and field;
+    /// warnings point at common mistakes. Exits non-zero on errors.
+    Check {
+        /// Files, or directories of *.yaml/*.yml.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Why is this flow allowed or dropped? The verdict of each direction, the policies that
     /// isolate the pods, the rule that allows it (or that none does), and the mode.
     Explain {

@@ -7,6 +7,7 @@
 //! ([`control`]); [`cli`] is the command line. Every bpffs path is in [`paths`].
 
 pub mod agent;
+pub mod check;
 pub mod cli;
 pub mod control;
 pub mod daemon;

@@ -48,6 +48,35 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Command::Policy(PolicyCommand::Check { paths, output }) => {
+            let report = cns_agent::check::check(&cns_agent::check::read(&paths));
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for e in &report.errors {
+                    println!("error: {e}");
+                }
+                for w in &report.warnings {
+                    let file = w
+                        .file
+                        .as_ref()
+                        .map(|f| format!("{}: ", f.display()))
+                        .unwrap_or_default();
+                    println!("warning: {file}{}: {}", w.object, w.message);
+                }
+                println!(
+                    "{} files, {} policies: {} errors, {} warnings",
+                    report.files,
+                    report.policies,
+                    report.errors.len(),
+                    report.warnings.len()
+                );
+            }
+            if !report.errors.is_empty() {
+                bail!("{} invalid objects or files", report.errors.len());
+            }
+            return Ok(());
+        }
         Command::Sync(c) => (c.socket, Request::Sync, Output::Table),
         Command::Policy(PolicyCommand::Explain {
             from,

@@ -94,6 +94,21 @@ pub struct LastGood {
     by_file: BTreeMap<PathBuf, Vec<ObjectKey>>,
 }
 
+impl LastGood {
+    /// The file an object was loaded from.
+    pub fn file_of(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Path> {
+        let key = ObjectKey {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.by_file
+            .iter()
+            .find(|(_, keys)| keys.contains(&key))
+            .map(|(f, _)| f.as_path())
+    }
+}
+
 /// Reads the manifest files of `dir` (sorted by name); unreadable files are reported as
 /// errors by [`load`].
 pub fn read_dir(dir: &Path) -> std::io::Result<Vec<(PathBuf, Result<String, String>)>> {

@@ -6,7 +6,7 @@ use crate::agent::NODE_NAME;
 
 pub fn namespace(name: &str, labels: &[(&str, &str)]) -> String {
     format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n{}",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: \"{name}\"\n  labels:\n{}",
         labels_yaml(labels, 4)
     )
 }
@@ -29,7 +29,7 @@ pub fn pod(
         ports_yaml = "      []\n".into();
     }
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n{}spec:\n  nodeName: {NODE_NAME}\n  containers:\n  - name: app\n    image: busybox\n    ports:\n{ports_yaml}status:\n  phase: Running\n  podIP: {ip}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: \"{name}\"\n  namespace: \"{ns}\"\n  labels:\n{}spec:\n  nodeName: {NODE_NAME}\n  containers:\n  - name: app\n    image: busybox\n    ports:\n{ports_yaml}status:\n  phase: Running\n  podIP: {ip}\n",
         labels_yaml(labels, 4)
     )
 }
