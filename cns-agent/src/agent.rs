@@ -75,6 +75,8 @@ pub struct Agent {
     map_errors: Vec<String>,
     /// The node as of the last sync.
     node: NodeContext,
+    /// Runtime per-namespace mode overrides (`cns-agent mode ... --namespace`).
+    ns_overrides: BTreeMap<String, bool>,
 }
 
 /// The outcome of a sync, as `cns-agent sync` prints it.
@@ -137,6 +139,7 @@ impl Agent {
             adopted: false,
             map_errors: Vec::new(),
             node: NodeContext::default(),
+            ns_overrides: BTreeMap::new(),
         };
         agent.write_config()?;
         Ok(agent)
@@ -178,6 +181,11 @@ impl Agent {
             node_ips: netdev::node_ips()?,
         };
         self.desired = compile(&self.snapshot, &self.node, &self.allocations);
+        for (pod, ep) in &mut self.desired.endpoints {
+            if let Some(audit) = self.ns_overrides.get(&pod.namespace) {
+                ep.audit_override = Some(*audit);
+            }
+        }
         self.allocations = self.desired.allocations.clone();
 
         // Maps first, programs after: a veth gets its programs only once its endpoint and
@@ -322,19 +330,68 @@ impl Agent {
         }
     }
 
-    pub fn set_mode(&mut self, audit: bool) -> Result<(), AgentError> {
-        if audit != self.audit_mode {
-            tracing::info!(
-                from = mode_name(self.audit_mode),
-                to = mode_name(audit),
-                by = "control socket",
-                "policy audit mode changed"
-            );
+    /// Applies a runtime mode override (`cns-agent mode`): global, or for one namespace;
+    /// `None` returns to the configured mode. Returns the resulting effective mode.
+    pub fn set_mode(
+        &mut self,
+        audit: Option<bool>,
+        namespace: Option<String>,
+    ) -> Result<&'static str, AgentError> {
+        let by = "cns-agent mode (control socket)";
+        match namespace {
+            None => {
+                let before = self.audit_mode;
+                self.audit_mode = audit.unwrap_or(self.cfg.audit_mode);
+                tracing::info!(
+                    scope = "global",
+                    from = mode_name(before),
+                    to = mode_name(self.audit_mode),
+                    override_set = audit.is_some(),
+                    by,
+                    "policy audit mode changed"
+                );
+                self.write_config()?;
+                self.publish_names();
+                Ok(mode_name(self.audit_mode))
+            }
+            Some(ns) => {
+                let before = self.namespace_mode(&ns);
+                match audit {
+                    Some(a) => _ = self.ns_overrides.insert(ns.clone(), a),
+                    None => _ = self.ns_overrides.remove(&ns),
+                }
+                self.sync()?;
+                let after = self.namespace_mode(&ns);
+                tracing::info!(
+                    scope = %ns,
+                    from = before,
+                    to = after,
+                    override_set = audit.is_some(),
+                    by,
+                    "policy audit mode changed"
+                );
+                Ok(after)
+            }
         }
-        self.audit_mode = audit;
-        self.write_config()?;
-        self.publish_names();
-        Ok(())
+    }
+
+    /// A namespace's effective mode: runtime override > `cns.io/policy-audit-mode`
+    /// annotation > global mode.
+    fn namespace_mode(&self, ns: &str) -> &'static str {
+        let annotation = self
+            .snapshot
+            .namespaces
+            .get(ns)
+            .and_then(|n| n.metadata.annotations.as_ref())
+            .and_then(|a| a.get(crate::policy::compile::AUDIT_ANNOTATION))
+            .and_then(|v| v.parse::<bool>().ok());
+        let audit = self
+            .ns_overrides
+            .get(ns)
+            .copied()
+            .or(annotation)
+            .unwrap_or(self.audit_mode);
+        mode_name(audit)
     }
 
     pub fn counters(&self) -> Result<Vec<CounterRow>, AgentError> {
@@ -379,6 +436,12 @@ impl Agent {
         let stats = self.datapath.stats().unwrap_or_default();
         Status {
             mode: mode_name(self.audit_mode),
+            configured_mode: mode_name(self.cfg.audit_mode),
+            namespace_overrides: self
+                .ns_overrides
+                .iter()
+                .map(|(ns, a)| (ns.clone(), mode_name(*a)))
+                .collect(),
             source: format!("manifests:{}", self.cfg.manifests.display()),
             node_name: self.cfg.node_name.clone(),
             revision: self.revision,
@@ -475,10 +538,15 @@ impl Agent {
                             Err(e) => Reply::err(e, ()),
                         }
                     }
-                    Request::Mode { audit } => match self.set_mode(audit) {
-                        Ok(()) => Reply::ok(serde_json::json!({ "mode": mode_name(audit) })),
-                        Err(e) => Reply::err(error_chain(&e), ()),
-                    },
+                    Request::Mode { audit, namespace } => {
+                        match self.set_mode(audit, namespace.clone()) {
+                            Ok(mode) => Reply::ok(serde_json::json!({
+                                "mode": mode,
+                                "namespace": namespace,
+                            })),
+                            Err(e) => Reply::err(error_chain(&e), ()),
+                        }
+                    }
                 };
                 _ = reply.send(answer);
             }
@@ -532,7 +600,12 @@ pub struct EndpointStatus {
 
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// The global mode in force.
     pub mode: &'static str,
+    /// The global mode from `--policy-audit-mode` (what `mode configured` returns to).
+    pub configured_mode: &'static str,
+    /// Runtime per-namespace overrides.
+    pub namespace_overrides: BTreeMap<String, &'static str>,
     pub source: String,
     pub node_name: String,
     pub revision: u32,

@@ -36,6 +36,8 @@ pub enum Output {
 pub enum Mode {
     Audit,
     Blocking,
+    /// Drop the runtime override: back to the configured mode (or the namespace annotation).
+    Configured,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,10 +71,15 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_PIN_DIR, env = "CNS_BPFFS_DIR")]
         bpffs_dir: PathBuf,
     },
-    /// Switch the global policy mode at runtime: audit (log would-be drops) or blocking.
+    /// Switch the policy mode at runtime: audit (would-be drops pass and are counted) or
+    /// blocking, globally or for one namespace; `configured` drops the override.
+    /// Precedence: namespace override > namespace annotation > global override > flag.
     Mode {
         #[arg(value_enum)]
         mode: Mode,
+        /// Only this namespace's pods.
+        #[arg(long)]
+        namespace: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -20,9 +20,12 @@ pub enum Request {
     Sync,
     Status,
     Counters,
-    /// Set the global policy audit mode.
+    /// Override the policy audit mode at runtime, globally or for one namespace; `audit:
+    /// None` drops the override (back to the configured mode).
     Mode {
-        audit: bool,
+        audit: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
     },
     /// Explain the verdict for one flow.
     Explain {

@@ -87,13 +87,22 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
         }) => (client.socket, Request::Explain { from, to, port }, output),
         Command::Status { client, output } => (client.socket, Request::Status, output),
         Command::Counters { client, output } => (client.socket, Request::Counters, output),
-        Command::Mode { mode, client } => (
-            client.socket,
-            Request::Mode {
-                audit: mode == Mode::Audit,
-            },
-            Output::Table,
-        ),
+        Command::Mode {
+            mode,
+            namespace,
+            client,
+        } => {
+            let audit = match mode {
+                Mode::Audit => Some(true),
+                Mode::Blocking => Some(false),
+                Mode::Configured => None,
+            };
+            (
+                client.socket,
+                Request::Mode { audit, namespace },
+                Output::Table,
+            )
+        }
     };
     let reply = control::call(&socket, &request)
         .await
@@ -125,7 +134,13 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
             d["revision"], d["changes"], d["endpoints"]
         ),
         Request::Sync => {}
-        Request::Mode { .. } => println!("mode: {}", d["mode"].as_str().unwrap_or("?")),
+        Request::Mode { .. } => match d["namespace"].as_str() {
+            Some(ns) => println!(
+                "mode of namespace {ns}: {}",
+                d["mode"].as_str().unwrap_or("?")
+            ),
+            None => println!("mode: {}", d["mode"].as_str().unwrap_or("?")),
+        },
         Request::Explain { .. } if reply.ok => {
             let end = |e: &serde_json::Value| match e["pod"].as_object() {
                 Some(p) => format!(
@@ -167,7 +182,20 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
             }
         }
         Request::Status => {
-            println!("mode:     {}", d["mode"].as_str().unwrap_or("?"));
+            println!(
+                "mode:     {} (configured: {})",
+                d["mode"].as_str().unwrap_or("?"),
+                d["configured_mode"].as_str().unwrap_or("?")
+            );
+            if let Some(o) = d["namespace_overrides"]
+                .as_object()
+                .filter(|o| !o.is_empty())
+            {
+                println!(
+                    "namespace overrides: {}",
+                    serde_json::Value::Object(o.clone())
+                );
+            }
             println!("source:   {}", d["source"].as_str().unwrap_or("?"));
             println!("node:     {}", d["node_name"].as_str().unwrap_or("?"));
             println!("revision: {}", d["revision"]);

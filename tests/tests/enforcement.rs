@@ -527,3 +527,45 @@ spec:
     assert_eq!(e["outcome"], "audit", "{e:#}");
     assert!(tcp_ok(&c.beta_other.netns, SERVER, 8080));
 }
+
+#[test]
+fn namespace_mode_override_and_return_to_configured() {
+    kernel_test!();
+    let c = Cluster::start(false, &[("deny.yaml", DENY_INGRESS)]);
+    assert!(!tcp_ok(&c.beta_client.netns, SERVER, 8080), "blocking");
+    let out = c
+        .agent
+        .cli(&["mode", "audit", "--namespace", "alpha"])
+        .expect("mode");
+    assert!(out.contains("mode of namespace alpha: audit"), "{out}");
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "alpha in audit");
+    assert!(c.agent.packets("beta", "alpha", "ingress", "audit") > 0);
+    let status = c.agent.cli(&["status", "-o", "json"]).expect("status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["mode"], "blocking");
+    assert_eq!(status["namespace_overrides"]["alpha"], "audit");
+    let server = status["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pod"] == "alpha/server")
+        .unwrap();
+    assert_eq!(server["mode"], "audit", "effective mode per endpoint");
+    // Back to the configured (blocking) mode.
+    c.agent
+        .cli(&["mode", "configured", "--namespace", "alpha"])
+        .expect("mode");
+    assert!(
+        !tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "blocking again"
+    );
+    // A global override and its return.
+    c.agent.cli(&["mode", "audit"]).expect("mode");
+    assert!(tcp_ok(&c.beta_client.netns, SERVER, 8080), "global audit");
+    let out = c.agent.cli(&["mode", "configured"]).expect("mode");
+    assert!(out.contains("mode: blocking"), "{out}");
+    assert!(
+        !tcp_ok(&c.beta_client.netns, SERVER, 8080),
+        "configured blocking"
+    );
+}
