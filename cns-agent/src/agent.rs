@@ -27,7 +27,7 @@ use crate::{
         model::{Allocations, Desired, NodeContext, ObjectRef, Snapshot},
         view,
     },
-    reconcile,
+    reconcile, show,
     source::{self, LastGood, SourceError},
 };
 
@@ -105,6 +105,8 @@ pub enum AgentError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("{0}")]
+    Panicked(String),
     #[error("failed to write map {map}")]
     WriteMap {
         map: &'static str,
@@ -474,6 +476,66 @@ impl Agent {
         }
     }
 
+    /// The reply to one request (`sync_reply`: the outcome of this round's sync, if any).
+    fn answer(&mut self, req: Request, sync_reply: &Option<Reply>) -> Reply {
+        match req {
+            Request::Sync => sync_reply
+                .clone()
+                .unwrap_or_else(|| Reply::err("no sync ran", ())),
+            Request::Status => Reply::ok(self.status()),
+            Request::Counters => match self.counters() {
+                Ok(rows) => Reply::ok(rows),
+                Err(e) => Reply::err(error_chain(&e), ()),
+            },
+            Request::Show { namespace, pod } => match self.datapath.read() {
+                Ok(actual) => {
+                    let ifindexes = self
+                        .veths
+                        .iter()
+                        .map(|(p, v)| (p.clone(), v.ifindex))
+                        .collect();
+                    let intended = encode::encode(&self.desired, &ifindexes);
+                    let names = self.names.borrow().clone();
+                    let filter = |name: &str| {
+                        let (ns, p) = name.split_once('/').unwrap_or(("", name));
+                        namespace.as_deref().is_none_or(|n| n == ns)
+                            && pod.as_deref().is_none_or(|want| want == p || want == name)
+                    };
+                    Reply::ok(show::show(
+                        &actual,
+                        &intended,
+                        &names,
+                        self.audit_mode,
+                        filter,
+                    ))
+                }
+                Err(e) => Reply::err(error_chain(&e), ()),
+            },
+            Request::Explain { from, to, port } => {
+                let mode_of = |pod: &ObjectRef| {
+                    let audit = self
+                        .desired
+                        .endpoints
+                        .get(pod)
+                        .and_then(|ep| ep.audit_override)
+                        .unwrap_or(self.audit_mode);
+                    mode_name(audit)
+                };
+                match explain::explain(&self.snapshot, &self.node, &from, &to, &port, mode_of) {
+                    Ok(e) => Reply::ok(e),
+                    Err(e) => Reply::err(e, ()),
+                }
+            }
+            Request::Mode { audit, namespace } => match self.set_mode(audit, namespace.clone()) {
+                Ok(mode) => Reply::ok(serde_json::json!({
+                    "mode": mode,
+                    "namespace": namespace,
+                })),
+                Err(e) => Reply::err(error_chain(&e), ()),
+            },
+        }
+    }
+
     /// Serves triggers until the channel closes. Runs on its own thread: map syscalls block.
     pub fn run(mut self, mut triggers: mpsc::Receiver<Trigger>) {
         if let Err(e) = self.sync() {
@@ -494,60 +556,25 @@ impl Agent {
                     Trigger::Resync | Trigger::Periodic | Trigger::Request(Request::Sync, _)
                 )
             });
-            let sync_reply = needs_sync.then(|| match self.sync() {
-                Ok(report) if report.errors.is_empty() => Reply::ok(&report),
-                Ok(report) => Reply::err(report.errors.join("\n"), &report),
-                Err(e) => {
-                    let msg = error_chain(&e);
-                    tracing::error!(error = %msg, "sync failed");
-                    Reply::err(msg, ())
+            let sync_reply = needs_sync.then(|| {
+                match guarded("syncing", || self.sync())
+                    .unwrap_or_else(|msg| Err(AgentError::Panicked(msg)))
+                {
+                    Ok(report) if report.errors.is_empty() => Reply::ok(&report),
+                    Ok(report) => Reply::err(report.errors.join("\n"), &report),
+                    Err(e) => {
+                        let msg = error_chain(&e);
+                        tracing::error!(error = %msg, "sync failed");
+                        Reply::err(msg, ())
+                    }
                 }
             });
             for t in batch {
                 let Trigger::Request(req, reply) = t else {
                     continue;
                 };
-                let answer = match req {
-                    Request::Sync => sync_reply
-                        .clone()
-                        .unwrap_or_else(|| Reply::err("no sync ran", ())),
-                    Request::Status => Reply::ok(self.status()),
-                    Request::Counters => match self.counters() {
-                        Ok(rows) => Reply::ok(rows),
-                        Err(e) => Reply::err(error_chain(&e), ()),
-                    },
-                    Request::Explain { from, to, port } => {
-                        let mode_of = |pod: &ObjectRef| {
-                            let audit = self
-                                .desired
-                                .endpoints
-                                .get(pod)
-                                .and_then(|ep| ep.audit_override)
-                                .unwrap_or(self.audit_mode);
-                            mode_name(audit)
-                        };
-                        match explain::explain(
-                            &self.snapshot,
-                            &self.node,
-                            &from,
-                            &to,
-                            &port,
-                            mode_of,
-                        ) {
-                            Ok(e) => Reply::ok(e),
-                            Err(e) => Reply::err(e, ()),
-                        }
-                    }
-                    Request::Mode { audit, namespace } => {
-                        match self.set_mode(audit, namespace.clone()) {
-                            Ok(mode) => Reply::ok(serde_json::json!({
-                                "mode": mode,
-                                "namespace": namespace,
-                            })),
-                            Err(e) => Reply::err(error_chain(&e), ()),
-                        }
-                    }
-                };
+                let answer = guarded("answering a request", || self.answer(req, &sync_reply))
+                    .unwrap_or_else(|msg| Reply::err(msg, ()));
                 _ = reply.send(answer);
             }
         }
@@ -561,6 +588,20 @@ const STAT_NAMES: [(u32, &str); 4] = [
     (m::STAT_COUNTERS_FULL, "counters_full"),
     (m::STAT_CONNTRACK_INSERT_FAILED, "conntrack_insert_failed"),
 ];
+
+/// Runs `f`, turning a panic (a bug) into an error message instead of killing the agent
+/// thread: the datapath keeps enforcing its last state and the next round starts afresh.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %msg, "internal error while {what}; the agent carries on");
+        format!("internal error while {what} (a bug, see the agent log): {msg}")
+    })
+}
 
 pub fn mode_name(audit: bool) -> &'static str {
     if audit { "audit" } else { "blocking" }

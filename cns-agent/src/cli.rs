@@ -96,6 +96,20 @@ pub enum PolicyCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// The rules in force for each endpoint of this node, read back from the maps and decoded
+    /// (peers, ports, policies), with a warning where the maps differ from the agent's intent.
+    Show {
+        /// Only pods of this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only this pod (NAME or NAMESPACE/NAME).
+        #[arg(long)]
+        pod: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Why is this flow allowed or dropped? The verdict of each direction, the policies that
     /// isolate the pods, the rule that allows it (or that none does), and the mode.
     Explain {

@@ -27,6 +27,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         namespace: Option<String>,
     },
+    /// The rules in force, read back from the maps.
+    Show {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pod: Option<String>,
+    },
     /// Explain the verdict for one flow.
     Explain {
         from: String,

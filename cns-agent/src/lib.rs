@@ -19,4 +19,5 @@ pub mod netdev;
 pub mod paths;
 pub mod policy;
 pub mod reconcile;
+pub mod show;
 pub mod source;

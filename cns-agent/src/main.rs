@@ -78,6 +78,12 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Sync(c) => (c.socket, Request::Sync, Output::Table),
+        Command::Policy(PolicyCommand::Show {
+            namespace,
+            pod,
+            client,
+            output,
+        }) => (client.socket, Request::Show { namespace, pod }, output),
         Command::Policy(PolicyCommand::Explain {
             from,
             to,
@@ -164,6 +170,36 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
             }
         }
         Request::Explain { .. } => {}
+        Request::Show { .. } => {
+            for ep in d.as_array().into_iter().flatten() {
+                println!(
+                    "{} ({}, mode {})",
+                    ep["pod"].as_str().unwrap_or(""),
+                    ep["interface"].as_str().unwrap_or("no veth"),
+                    ep["mode"].as_str().unwrap_or("")
+                );
+                for dir in ["ingress", "egress"] {
+                    let rules = ep[dir]["rules"].as_array().cloned().unwrap_or_default();
+                    if ep[dir]["isolated"] != true {
+                        println!("  {dir}: not isolated (all allowed)");
+                        continue;
+                    }
+                    println!("  {dir}: isolated, {} allow entries", rules.len());
+                    for r in rules {
+                        println!(
+                            "    {:<4} {:<44} ports {:<16} by {}",
+                            if dir == "ingress" { "from" } else { "to" },
+                            r["peer"].as_str().unwrap_or(""),
+                            r["ports"].as_str().unwrap_or(""),
+                            r["policy"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                for w in ep["warnings"].as_array().into_iter().flatten() {
+                    println!("  warning: {}", w.as_str().unwrap_or(""));
+                }
+            }
+        }
         Request::Counters => {
             println!(
                 "{:<24} {:<24} {:<8} {:<10} {:>10} {:>12}",

@@ -569,3 +569,74 @@ fn namespace_mode_override_and_return_to_configured() {
         "configured blocking"
     );
 }
+
+#[test]
+fn policy_show_decodes_the_maps() {
+    kernel_test!();
+    let policy = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: show-me, namespace: alpha}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: beta}}, podSelector: {matchLabels: {role: client}}}]
+    ports: [{port: 8000, endPort: 8007}]
+  - from: [{ipBlock: {cidr: 10.255.0.0/30}}]
+    ports: [{port: http}]
+";
+    let c = Cluster::start(false, &[("p.yaml", policy)]);
+    let out = c
+        .agent
+        .cli(&["policy", "show", "--pod", "alpha/server", "-o", "json"])
+        .expect("show");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let eps = shown.as_array().unwrap();
+    assert_eq!(eps.len(), 1, "{shown:#}");
+    let ep = &eps[0];
+    assert_eq!(ep["pod"], "alpha/server");
+    assert_eq!(ep["interface"], c.server.veth.as_str());
+    assert_eq!(ep["ingress"]["isolated"], true);
+    assert_eq!(ep["egress"]["isolated"], false);
+    let rules: Vec<(String, String, String)> = ep["ingress"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["peer"].as_str().unwrap().to_owned(),
+                r["ports"].as_str().unwrap().to_owned(),
+                r["policy"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        rules.contains(&(
+            "pods beta:role=client".into(),
+            "TCP 8000-8007".into(),
+            "alpha/show-me".into()
+        )),
+        "{rules:#?}"
+    );
+    assert!(
+        rules.contains(&(
+            "cidrs 10.255.0.0/30".into(),
+            "TCP 8080".into(),
+            "alpha/show-me".into()
+        )),
+        "{rules:#?}"
+    );
+    assert!(
+        ep["warnings"].as_array().unwrap().is_empty(),
+        "maps match intent: {ep:#}"
+    );
+    // The table form names the same things.
+    let table = c
+        .agent
+        .cli(&["policy", "show", "--namespace", "alpha"])
+        .expect("show");
+    assert!(
+        table.contains("alpha/server") && table.contains("TCP 8000-8007"),
+        "{table}"
+    );
+}
