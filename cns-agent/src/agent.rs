@@ -28,12 +28,11 @@ use crate::{
         view,
     },
     reconcile, show,
-    source::{self, LastGood, SourceError},
+    source::{SnapshotSource, SourceError, SourceFailure},
 };
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    pub manifests: PathBuf,
     pub node_name: String,
     pub audit_mode: bool,
     pub pin_dir: PathBuf,
@@ -55,7 +54,7 @@ pub enum Trigger {
 pub struct Agent {
     cfg: AgentConfig,
     datapath: Datapath,
-    last_good: LastGood,
+    source: Box<dyn SnapshotSource>,
     allocations: Allocations,
     snapshot: Snapshot,
     desired: Desired,
@@ -77,6 +76,10 @@ pub struct Agent {
     node: NodeContext,
     /// Runtime per-namespace mode overrides (`cns-agent mode ... --namespace`).
     ns_overrides: BTreeMap<String, bool>,
+    /// The global mode as configured: the flag, or the source's `policyAuditMode`.
+    configured_audit: bool,
+    /// Runtime global override (`cns-agent mode audit|blocking`).
+    global_override: Option<bool>,
 }
 
 /// The outcome of a sync, as `cns-agent sync` prints it.
@@ -91,12 +94,8 @@ pub struct SyncReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("failed to read the manifests directory {path}")]
-    ReadDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("failed to read the source")]
+    Source(#[from] SourceFailure),
     #[error("failed to inspect the node's interfaces")]
     Netdev(#[from] netdev::NetdevError),
     #[error("failed to read map {map}")]
@@ -118,17 +117,22 @@ pub enum AgentError {
 impl Agent {
     /// Takes over the datapath: adopts what the pinned maps hold and bumps the policy
     /// revision so that flows tracked by an earlier run are re-checked.
-    pub fn new(cfg: AgentConfig, datapath: Datapath) -> Result<Self, AgentError> {
+    pub fn new(
+        cfg: AgentConfig,
+        source: Box<dyn SnapshotSource>,
+        datapath: Datapath,
+    ) -> Result<Self, AgentError> {
         let written = datapath.read().map_err(|source| AgentError::ReadMap {
             map: "policy maps",
             source,
         })?;
         let revision = datapath.config().map(|c| c.revision).unwrap_or(0);
+        let cfg_audit = cfg.audit_mode;
         let mut agent = Self {
             audit_mode: cfg.audit_mode,
             cfg,
             datapath,
-            last_good: LastGood::default(),
+            source,
             allocations: Allocations::default(),
             snapshot: Snapshot::default(),
             desired: Desired::default(),
@@ -142,6 +146,8 @@ impl Agent {
             map_errors: Vec::new(),
             node: NodeContext::default(),
             ns_overrides: BTreeMap::new(),
+            configured_audit: cfg_audit,
+            global_override: None,
         };
         agent.write_config()?;
         Ok(agent)
@@ -167,17 +173,25 @@ impl Agent {
 
     /// Re-reads the source, compiles, attaches to new veths, and writes the difference.
     pub fn sync(&mut self) -> Result<SyncReport, AgentError> {
-        let files =
-            source::read_dir(&self.cfg.manifests).map_err(|source| AgentError::ReadDir {
-                path: self.cfg.manifests.clone(),
-                source,
-            })?;
-        let (snapshot, errors) = source::load(&files, &mut self.last_good);
-        for e in &errors {
-            tracing::warn!(error = %e, "invalid manifest");
+        let state = self.source.read()?;
+        for e in &state.errors {
+            tracing::warn!(error = %e, "invalid input");
         }
-        self.errors = errors;
-        self.snapshot = snapshot;
+        self.errors = state.errors;
+        self.snapshot = state.snapshot;
+        if let Some(audit) = state.audit_mode
+            && audit != self.configured_audit
+        {
+            tracing::info!(
+                scope = "global",
+                from = mode_name(self.configured_audit),
+                to = mode_name(audit),
+                by = "source configuration (policyAuditMode)",
+                "configured policy audit mode changed"
+            );
+            self.configured_audit = audit;
+            self.set_global_mode();
+        }
         self.node = NodeContext {
             node_name: self.cfg.node_name.clone(),
             node_ips: netdev::node_ips()?,
@@ -332,6 +346,17 @@ impl Agent {
         }
     }
 
+    /// Recomputes the global mode after its configuration changed; writes it if it did.
+    fn set_global_mode(&mut self) {
+        let audit = self.global_override.unwrap_or(self.configured_audit);
+        if audit != self.audit_mode {
+            self.audit_mode = audit;
+            if let Err(e) = self.write_config() {
+                tracing::error!(error = %error_chain(&e), "failed to write the mode");
+            }
+        }
+    }
+
     /// Applies a runtime mode override (`cns-agent mode`): global, or for one namespace;
     /// `None` returns to the configured mode. Returns the resulting effective mode.
     pub fn set_mode(
@@ -343,7 +368,8 @@ impl Agent {
         match namespace {
             None => {
                 let before = self.audit_mode;
-                self.audit_mode = audit.unwrap_or(self.cfg.audit_mode);
+                self.global_override = audit;
+                self.audit_mode = audit.unwrap_or(self.configured_audit);
                 tracing::info!(
                     scope = "global",
                     from = mode_name(before),
@@ -438,13 +464,13 @@ impl Agent {
         let stats = self.datapath.stats().unwrap_or_default();
         Status {
             mode: mode_name(self.audit_mode),
-            configured_mode: mode_name(self.cfg.audit_mode),
+            configured_mode: mode_name(self.configured_audit),
             namespace_overrides: self
                 .ns_overrides
                 .iter()
                 .map(|(ns, a)| (ns.clone(), mode_name(*a)))
                 .collect(),
-            source: format!("manifests:{}", self.cfg.manifests.display()),
+            source: self.source.describe(),
             node_name: self.cfg.node_name.clone(),
             revision: self.revision,
             seconds_since_sync: self.last_sync.map(|t| t.elapsed().as_secs()),

@@ -37,7 +37,6 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     paths::prepare_pin_dir(&args.bpffs_dir)?;
     let datapath = loader::Datapath::load(&args.bpffs_dir)?;
     let cfg = AgentConfig {
-        manifests: args.manifests.clone(),
         node_name: args.node_name.clone(),
         audit_mode: args.policy_audit_mode,
         pin_dir: args.bpffs_dir.clone(),
@@ -45,7 +44,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         event_rate: args.event_rate,
         event_burst: args.event_burst,
     };
-    let agent = Agent::new(cfg, datapath)?;
+    let source = Box::new(crate::source::ManifestSource::new(args.manifests.clone()));
+    let agent = Agent::new(cfg, source, datapath)?;
     let listener = control::bind(&args.socket)?;
 
     let (triggers, rx) = mpsc::channel::<Trigger>(256);

@@ -109,6 +109,72 @@ impl LastGood {
     }
 }
 
+/// What a source of cluster state gives the agent at each sync.
+#[derive(Clone, Debug, Default)]
+pub struct SourceState {
+    pub snapshot: Snapshot,
+    /// Problems with single objects or files; everything else is in the snapshot.
+    pub errors: Vec<SourceError>,
+    /// `policyAuditMode` as the source configures it (the Kubernetes ConfigMap); `None`
+    /// leaves the `--policy-audit-mode` flag in charge.
+    pub audit_mode: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceFailure {
+    #[error("failed to read the manifests directory {path}")]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Nothing is enforced from a half-synced cache: the last state stays in force.
+    #[error("the source is not synced yet: {what}")]
+    NotReady { what: String },
+}
+
+/// Where the agent's snapshots come from: a manifests directory or the Kubernetes API.
+/// `read` is called on the agent thread at every sync and must not block for long.
+pub trait SnapshotSource: Send {
+    fn read(&mut self) -> Result<SourceState, SourceFailure>;
+    /// For `status` ("manifests:/etc/cns", "kubernetes").
+    fn describe(&self) -> String;
+}
+
+/// The manifests directory as a source.
+pub struct ManifestSource {
+    dir: PathBuf,
+    last_good: LastGood,
+}
+
+impl ManifestSource {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            last_good: LastGood::default(),
+        }
+    }
+}
+
+impl SnapshotSource for ManifestSource {
+    fn read(&mut self) -> Result<SourceState, SourceFailure> {
+        let files = read_dir(&self.dir).map_err(|source| SourceFailure::ReadDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let (snapshot, errors) = load(&files, &mut self.last_good);
+        Ok(SourceState {
+            snapshot,
+            errors,
+            audit_mode: None,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("manifests:{}", self.dir.display())
+    }
+}
+
 /// Reads the manifest files of `dir` (sorted by name); unreadable files are reported as
 /// errors by [`load`].
 pub fn read_dir(dir: &Path) -> std::io::Result<Vec<(PathBuf, Result<String, String>)>> {
