@@ -5,9 +5,10 @@ set -euo pipefail
 
 log() { echo "[setup] $*"; }
 
-# System packages: iproute2 for the virtual node, iputils-ping for the demo, iptables/ipset/iperf3 for later benchmarks.
+# System packages: iproute2 for the virtual node, iputils-ping for the demo, iptables and
+# ipset for the benchmarks' kube-router-style baseline (cargo xtask bench).
 need_pkgs=()
-for p in iproute2 iputils-ping; do
+for p in iproute2 iputils-ping iptables ipset; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

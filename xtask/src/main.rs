@@ -29,7 +29,7 @@ enum Cmd {
         /// Where to write the report (default: target/bench).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Only these sections, comma-separated: kernel, control.
+        /// Only these sections, comma-separated: kernel, traffic, control.
         #[arg(long, value_name = "SECTIONS")]
         only: Option<String>,
     },
@@ -79,6 +79,8 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { quick, out, only } => {
             setup()?;
+            // The traffic section runs the real agent (release, beside cns-bench).
+            run(cargo().args(["build", "--release", "-q", "-p", "cns-agent"]))?;
             let mut cmd = cargo();
             cmd.args([
                 "run",

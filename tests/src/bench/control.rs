@@ -350,12 +350,11 @@ pub fn plan(opts: &Options) -> (Vec<Spec>, usize, usize) {
                 s(1_000, 100, Mix::Label),
                 s(10_000, 1_000, Mix::Label),
                 s(50_000, 1_000, Mix::Label),
-                s(50_000, 10_000, Mix::Label),
                 s(10_000, 1_000, Mix::Cidr),
                 s(50_000, 1_000, Mix::Cidr),
             ],
             3,
-            20,
+            10,
         )
     }
 }
@@ -363,7 +362,7 @@ pub fn plan(opts: &Options) -> (Vec<Spec>, usize, usize) {
 /// Fewer single-change iterations for the largest clusters (each one is a full sync).
 fn iterations_for(spec: &Spec, iterations: usize) -> usize {
     if spec.pods > 10_000 {
-        iterations.min(6)
+        iterations.min(4)
     } else {
         iterations
     }

@@ -8,11 +8,15 @@
 //! - [`control`]: the agent's pipeline (parse, compile, encode, diff, apply) on synthetic
 //!   clusters, peak memory per size (a child process per size), single-change latency.
 //!
+//! - [`traffic`]: TCP latency, connection rate, throughput and a denied UDP flood between two
+//!   pods of the virtual node: no enforcement vs cns vs an iptables+ipset baseline.
+//!
 //! [`report`] writes `bench.json` and `bench.md`.
 
 pub mod control;
 pub mod kernel;
 pub mod report;
+pub mod traffic;
 
 use serde_json::{Value, json};
 

@@ -63,6 +63,8 @@ pub struct Report {
     pub kernel: Option<(super::kernel::Params, Vec<Measure>)>,
     pub kernel_skipped: Option<String>,
     pub control: Option<(Vec<ControlResult>, Vec<Incremental>)>,
+    pub traffic: Option<super::traffic::TrafficReport>,
+    pub traffic_skipped: Option<String>,
     pub notes: Vec<String>,
     pub seconds: f64,
 }
@@ -104,6 +106,8 @@ impl Report {
                 "sizes": cs.iter().map(ControlResult::json).collect::<Vec<_>>(),
                 "incremental": inc.iter().map(Incremental::json).collect::<Vec<_>>(),
             })),
+            "traffic": self.traffic.as_ref().map(super::traffic::TrafficReport::json),
+            "traffic_skipped": self.traffic_skipped,
             "notes": self.notes,
         })
     }
@@ -166,6 +170,19 @@ impl Report {
                         parts.join("; ")
                     ));
                 }
+            }
+        }
+        if let Some(t) = &self.traffic {
+            for r in t.results.iter().skip(1) {
+                h.push(format!(
+                    "{} vs no enforcement: request/response p50 {:.3}x, p99 {:.3}x; new connections/s {:.3}x; 1-stream throughput {:.3}x; denied UDP flood sent {:.3}x",
+                    r.variant,
+                    r.ratio["rr_p50"].as_f64().unwrap_or(0.0),
+                    r.ratio["rr_p99"].as_f64().unwrap_or(0.0),
+                    r.ratio["new_connections_per_s"].as_f64().unwrap_or(0.0),
+                    r.ratio["throughput_1_stream"].as_f64().unwrap_or(0.0),
+                    r.ratio["denied_flood_pps"].as_f64().unwrap_or(0.0),
+                ));
             }
         }
         if let Some((cs, inc)) = &self.control {
@@ -298,6 +315,66 @@ impl Report {
             let _ = writeln!(
                 s,
                 "XDP: not measured. cns has no XDP program yet (issue 7 asks for XDP figures once it does).\n"
+            );
+        }
+
+        let _ = writeln!(s, "## 2 and 3. Traffic through the virtual node\n");
+        if let Some(why) = &self.traffic_skipped {
+            let _ = writeln!(s, "Skipped: {why}\n");
+        }
+        if let Some(t) = &self.traffic {
+            let _ = writeln!(
+                s,
+                "Two pods of one virtual node (client 10.0.2.10 -> server 10.0.1.10, both isolated by \
+                 policies allowing the flow, so each packet meets two enforcement points), in-process sockets \
+                 in the pods' network namespaces. Variants interleaved over {} trials; median (min-max), and \
+                 in bold the median per-trial ratio to no enforcement. cns: the real agent in blocking mode \
+                 (unrelated rules: policies selecting the server for other pods on another node, one port \
+                 each). iptables: `{}`, kube-router style in the node netns (conntrack ESTABLISHED accept \
+                 first, per-pod chains, ipset matches, unrelated rules before the matching one, default \
+                 drop). CPU per Gbit: user+system CPU of the benchmark process (sender and receiver \
+                 threads; softirq time charged elsewhere is not included). Denied flood: datagrams per \
+                 second one socket sender pushes at a port no rule allows (no enforcement: delivered, \
+                 nothing listens).\n",
+                t.trials, t.iptables
+            );
+            let _ = writeln!(
+                s,
+                "| variant | RR p50 µs | RR p99 µs | new conn/s | 1 stream Gbit/s | 4 streams Gbit/s | CPU s per Gbit (1 stream) | denied UDP flood kpps |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+            for r in &t.results {
+                let c = |x: &super::Summary, key: &str, digits: usize| {
+                    let ratio = r.ratio[key].as_f64().unwrap_or(1.0);
+                    format!(
+                        "{:.d$} ({:.d$}-{:.d$}) **{:.3}x**",
+                        x.median,
+                        x.min,
+                        x.max,
+                        ratio,
+                        d = digits
+                    )
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.variant,
+                    c(&r.rr_p50_us, "rr_p50", 1),
+                    c(&r.rr_p99_us, "rr_p99", 1),
+                    c(&r.conn_per_s, "new_connections_per_s", 0),
+                    c(&r.gbit_1, "throughput_1_stream", 2),
+                    c(&r.gbit_4, "throughput_4_streams", 2),
+                    c(&r.cpu_s_per_gbit_1, "cpu_per_gbit_1_stream", 3),
+                    c(&r.flood_kpps, "denied_flood_pps", 0),
+                );
+            }
+            for n in &t.notes {
+                let _ = writeln!(s, "\n{n}");
+            }
+            let _ = writeln!(
+                s,
+                "\nNot measured: same-vCPU vs cross-vCPU placement (threads are not pinned), XDP drops, \
+                 flood rates beyond what one socket sender reaches (BPF_F_TEST_XDP_LIVE_FRAMES).\n"
             );
         }
 

@@ -1,12 +1,12 @@
-//! `cargo xtask bench [--quick] [--out DIR] [--only kernel,control]`: runs the benchmarks of
+//! `cargo xtask bench [--quick] [--out DIR] [--only kernel,traffic,control]`: runs the benchmarks of
 //! `cns_tests::bench` and writes `DIR/bench.json` and `DIR/bench.md` (default DIR:
 //! `target/bench`).
 
 use std::{path::PathBuf, time::Instant};
 
-use cns_tests::bench::{Options, control, kernel, report};
+use cns_tests::bench::{Options, control, kernel, report, traffic};
 
-const USAGE: &str = "usage: cns-bench [--quick] [--out DIR] [--only kernel,control]";
+const USAGE: &str = "usage: cns-bench [--quick] [--out DIR] [--only kernel,traffic,control]";
 
 fn main() {
     if let Err(e) = run() {
@@ -17,6 +17,14 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The agent the traffic section runs: the one built beside this binary, unless given.
+    if std::env::var_os("CNS_AGENT_BIN").is_none() {
+        let sibling = std::env::current_exe()?.with_file_name("cns-agent");
+        if sibling.exists() {
+            // SAFETY: single-threaded at this point.
+            unsafe { std::env::set_var("CNS_AGENT_BIN", sibling) };
+        }
+    }
     if args.first().map(String::as_str) == Some("control-child") {
         return control::child(&args[1..]);
     }
@@ -62,10 +70,11 @@ fn run() -> anyhow::Result<()> {
         kernel: None,
         kernel_skipped: None,
         control: None,
+        traffic: None,
+        traffic_skipped: None,
         notes: vec![
             "XDP figures (per-packet cost, XDP drop of a denied flood): cns has no XDP program yet.".into(),
-            "Traffic through the virtual node (TCP throughput and CPU per Gbit, request/response latency, new-connection rate) against no enforcement and an iptables+ipset baseline (section 2 of issue 7).".into(),
-            "Denied flood in packets/s with TC, XDP and iptables drops (section 3).".into(),
+            "Traffic: same-vCPU vs cross-vCPU latency (no CPU pinning), sockperf, and flood rates beyond one socket sender (XDP live frames).".into(),
             "Time from `cns-agent sync` to enforced with the real agent process, and the file watcher's debounce (section 4 measures the sync pipeline in-process).".into(),
             "`cargo xtask kind bench` and charts.".into(),
         ],
@@ -79,6 +88,13 @@ fn run() -> anyhow::Result<()> {
             rep.kernel = Some((params, ms));
         } else {
             rep.kernel_skipped = Some("needs root, BTF and bpffs".into());
+        }
+    }
+    if wants("traffic") {
+        if cns_tests::kernel_or_skip("bench traffic") {
+            rep.traffic = Some(traffic::run(&opts, &mut progress)?);
+        } else {
+            rep.traffic_skipped = Some("needs root, iproute2 and BTF".into());
         }
     }
     if wants("control") {

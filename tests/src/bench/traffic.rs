@@ -1,0 +1,538 @@
+//! Traffic through the virtual node (issue 7, sections 2 and 3), between two pods of one
+//! node (client 10.0.2.10 -> server 10.0.1.10), with in-process sockets in the pods'
+//! network namespaces:
+//!
+//! - TCP request/response latency (64 bytes each way, one connection, p50/p99),
+//! - new TCP connections per second (connect, 1-byte exchange, close),
+//! - TCP bulk throughput, one and four streams, with the benchmark process's CPU per Gbit,
+//! - a denied UDP flood: datagrams per second one sender pushes while the drops happen.
+//!
+//! Variants, interleaved trial after trial: no enforcement; cns (the real agent, blocking,
+//! a policy pair allowing the flow, plus 10 or 1000 unrelated rules on the server); and an
+//! iptables + ipset baseline built in the node netns the way kube-router does it
+//! (conntrack ESTABLISHED accept first, then per-pod chains with set-match rules, unrelated
+//! rules first, default drop).
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use super::{Options, Summary, percentile, round3};
+use crate::{
+    AgentProcess, VirtualNode,
+    manifests::{docs, namespace, pod},
+    traffic::in_netns,
+};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 10);
+const ECHO_PORT: u16 = 8080;
+const SINK_PORT: u16 = 5001;
+const DENIED_UDP_PORT: u16 = 9999;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    None,
+    Cns(usize),
+    Iptables(usize),
+}
+
+impl Variant {
+    pub fn name(self) -> String {
+        match self {
+            Variant::None => "no enforcement".into(),
+            Variant::Cns(n) => format!("cns, {n} unrelated rules"),
+            Variant::Iptables(n) => format!("iptables+ipset, {n} unrelated rules"),
+        }
+    }
+}
+
+/// Per variant, per metric: one value per trial.
+#[derive(Clone, Debug)]
+pub struct VariantResult {
+    pub variant: String,
+    pub rr_p50_us: Summary,
+    pub rr_p99_us: Summary,
+    pub conn_per_s: Summary,
+    pub gbit_1: Summary,
+    pub gbit_4: Summary,
+    pub cpu_s_per_gbit_1: Summary,
+    pub flood_kpps: Summary,
+    /// Ratios to no enforcement (per trial, then median).
+    pub ratio: Value,
+}
+
+impl VariantResult {
+    pub fn json(&self) -> Value {
+        json!({
+            "variant": self.variant,
+            "rr_p50_us": self.rr_p50_us.json(),
+            "rr_p99_us": self.rr_p99_us.json(),
+            "new_connections_per_s": self.conn_per_s.json(),
+            "throughput_gbit_1_stream": self.gbit_1.json(),
+            "throughput_gbit_4_streams": self.gbit_4.json(),
+            "cpu_s_per_gbit_1_stream": self.cpu_s_per_gbit_1.json(),
+            "denied_udp_flood_kpps_sent": self.flood_kpps.json(),
+            "ratio_to_no_enforcement": self.ratio,
+        })
+    }
+}
+
+pub struct TrafficReport {
+    pub iptables: String,
+    pub trials: usize,
+    pub results: Vec<VariantResult>,
+    pub notes: Vec<String>,
+}
+
+impl TrafficReport {
+    pub fn json(&self) -> Value {
+        json!({
+            "iptables_backend": self.iptables,
+            "trials": self.trials,
+            "results": self.results.iter().map(VariantResult::json).collect::<Vec<_>>(),
+            "notes": self.notes,
+        })
+    }
+}
+
+struct Params {
+    trials: usize,
+    rr_count: usize,
+    conn_secs: f64,
+    bulk_secs: f64,
+    flood_secs: f64,
+    rules: Vec<usize>,
+}
+
+fn ns_sh(netns: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{args:?} in {netns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `iptables-restore`/`ipset restore` input for the kube-router-style baseline.
+fn iptables_rules(unrelated: usize) -> (String, String) {
+    let mut sets = String::new();
+    let mut rules = String::from(
+        "*filter\n:CNSB-FWD - [0:0]\n:CNSB-POD-SERVER - [0:0]\n:CNSB-POD-CLIENT - [0:0]\n-A FORWARD -j CNSB-FWD\n",
+    );
+    sets.push_str("create cnsb-clients hash:ip\nadd cnsb-clients 10.0.2.10\n");
+    sets.push_str("create cnsb-servers hash:ip\nadd cnsb-servers 10.0.1.10\n");
+    rules.push_str("-A CNSB-FWD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n");
+    rules.push_str("-A CNSB-FWD -d 10.0.1.10 -j CNSB-POD-SERVER\n");
+    rules.push_str("-A CNSB-FWD -s 10.0.2.10 -j CNSB-POD-CLIENT\n");
+    for k in 0..unrelated {
+        let _ = std::fmt::Write::write_fmt(
+            &mut sets,
+            format_args!(
+                "create cnsb-u{k} hash:ip\nadd cnsb-u{k} 10.9.{}.{}\n",
+                k / 250,
+                k % 250 + 1
+            ),
+        );
+        let _ = std::fmt::Write::write_fmt(
+            &mut rules,
+            format_args!(
+                "-A CNSB-POD-SERVER -p tcp -m set --match-set cnsb-u{k} src -m set --match-set cnsb-servers dst -m tcp --dport {} -j ACCEPT\n",
+                10000 + k
+            ),
+        );
+    }
+    for chain in ["CNSB-POD-SERVER", "CNSB-POD-CLIENT"] {
+        let _ = std::fmt::Write::write_fmt(
+            &mut rules,
+            format_args!(
+                "-A {chain} -p tcp -m set --match-set cnsb-clients src -m set --match-set cnsb-servers dst -m multiport --dports {ECHO_PORT},{SINK_PORT} -j ACCEPT\n-A {chain} -j DROP\n"
+            ),
+        );
+    }
+    rules.push_str("COMMIT\n");
+    (sets, rules)
+}
+
+fn restore(netns: &str, cmd: &[&str], input: &str) -> anyhow::Result<()> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(cmd)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn iptables_up(node: &str, unrelated: usize) -> anyhow::Result<()> {
+    let (sets, rules) = iptables_rules(unrelated);
+    restore(node, &["ipset", "restore"], &sets)?;
+    restore(node, &["iptables-restore", "--noflush"], &rules)
+}
+
+fn iptables_down(node: &str) -> anyhow::Result<()> {
+    let _ = ns_sh(node, &["iptables", "-D", "FORWARD", "-j", "CNSB-FWD"]);
+    for c in ["CNSB-FWD", "CNSB-POD-SERVER", "CNSB-POD-CLIENT"] {
+        let _ = ns_sh(node, &["iptables", "-F", c]);
+    }
+    for c in ["CNSB-FWD", "CNSB-POD-SERVER", "CNSB-POD-CLIENT"] {
+        let _ = ns_sh(node, &["iptables", "-X", c]);
+    }
+    ns_sh(node, &["ipset", "destroy"])?;
+    Ok(())
+}
+
+/// The cluster's manifests for the agent: the two pods, a policy pair allowing the flow,
+/// and `unrelated` rules on the server (pods on another node, one port each).
+fn manifests(unrelated: usize) -> Vec<(String, String)> {
+    let mut objs = vec![
+        namespace("a", &[]),
+        namespace("b", &[]),
+        namespace("u", &[]),
+        pod("a", "server", &[("app", "server")], SERVER, &[]),
+        pod("b", "client", &[("app", "client")], CLIENT, &[]),
+    ];
+    objs.push(format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: server, namespace: a}}\nspec:\n  podSelector: {{matchLabels: {{app: server}}}}\n  policyTypes: [Ingress, Egress]\n  ingress:\n  - from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: client}}}}}}]\n    ports: [{{protocol: TCP, port: {ECHO_PORT}}}, {{protocol: TCP, port: {SINK_PORT}}}]\n"
+    ));
+    objs.push(format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: client, namespace: b}}\nspec:\n  podSelector: {{matchLabels: {{app: client}}}}\n  policyTypes: [Ingress, Egress]\n  egress:\n  - to: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: server}}}}}}]\n    ports: [{{protocol: TCP, port: {ECHO_PORT}}}, {{protocol: TCP, port: {SINK_PORT}}}]\n"
+    ));
+    let mut files = vec![("cluster.yaml".to_owned(), docs(&objs))];
+    let mut extra = Vec::new();
+    for k in 0..unrelated {
+        extra.push(format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: u{k}, namespace: u, labels: {{app: u{k}}}}}\nspec:\n  nodeName: node-2\n  containers: [{{name: c, image: i}}]\nstatus: {{phase: Running, podIP: 10.9.{}.{}}}\n",
+            k / 250,
+            k % 250 + 1
+        ));
+        extra.push(format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: unrelated-{k}, namespace: a}}\nspec:\n  podSelector: {{matchLabels: {{app: server}}}}\n  policyTypes: [Ingress]\n  ingress:\n  - from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: u{k}}}}}}}]\n    ports: [{{protocol: TCP, port: {}}}]\n",
+            10000 + k
+        ));
+    }
+    if !extra.is_empty() {
+        files.push(("unrelated.yaml".to_owned(), docs(&extra)));
+    }
+    files
+}
+
+/// CPU seconds (user + system) of this process so far.
+fn process_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn start_servers(server_ns: &str, stop: Arc<AtomicBool>) {
+    let echo = in_netns(server_ns, || {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, ECHO_PORT)).expect("bind echo")
+    });
+    std::thread::spawn(move || {
+        for mut conn in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = conn.set_nodelay(true);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let sink = in_netns(server_ns, || {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, SINK_PORT)).expect("bind sink")
+    });
+    std::thread::spawn(move || {
+        for mut conn in sink.incoming().flatten() {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 17];
+                while !stop.load(Ordering::Relaxed) {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            });
+        }
+    });
+}
+
+struct Trial {
+    rr_p50_us: f64,
+    rr_p99_us: f64,
+    conn_per_s: f64,
+    gbit_1: f64,
+    gbit_4: f64,
+    cpu_s_per_gbit_1: f64,
+    flood_kpps: f64,
+}
+
+fn measure(client_ns: &str, p: &Params) -> anyhow::Result<Trial> {
+    let echo = SocketAddr::from((SERVER, ECHO_PORT));
+    let sink = SocketAddr::from((SERVER, SINK_PORT));
+    let rr_count = p.rr_count;
+    // Request/response.
+    let rtts = in_netns(client_ns, move || -> std::io::Result<Vec<f64>> {
+        let mut s = TcpStream::connect_timeout(&echo, Duration::from_secs(2))?;
+        s.set_nodelay(true)?;
+        let req = [7u8; 64];
+        let mut resp = [0u8; 64];
+        let mut out = Vec::with_capacity(rr_count);
+        for i in 0..rr_count + rr_count / 10 {
+            let t = Instant::now();
+            s.write_all(&req)?;
+            s.read_exact(&mut resp)?;
+            if i >= rr_count / 10 {
+                out.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Ok(out)
+    })?;
+    // New connections.
+    let conn_secs = p.conn_secs;
+    let conns = in_netns(client_ns, move || -> std::io::Result<f64> {
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed().as_secs_f64() < conn_secs {
+            let mut s = TcpStream::connect_timeout(&echo, Duration::from_secs(2))?;
+            s.write_all(&[1])?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)?;
+            n += 1;
+        }
+        Ok(n as f64 / t.elapsed().as_secs_f64())
+    })?;
+    // Bulk.
+    let bulk = |streams: usize| -> anyhow::Result<(f64, f64)> {
+        let secs = p.bulk_secs;
+        let cpu0 = process_cpu_s();
+        let t = Instant::now();
+        let handles: Vec<_> = (0..streams)
+            .map(|_| {
+                let ns = client_ns.to_owned();
+                std::thread::spawn(move || {
+                    in_netns(&ns, move || -> std::io::Result<u64> {
+                        let mut s = TcpStream::connect_timeout(&sink, Duration::from_secs(2))?;
+                        let buf = vec![0u8; 1 << 17];
+                        let t = Instant::now();
+                        let mut sent = 0u64;
+                        while t.elapsed().as_secs_f64() < secs {
+                            s.write_all(&buf)?;
+                            sent += buf.len() as u64;
+                        }
+                        Ok(sent)
+                    })
+                })
+            })
+            .collect();
+        let mut bytes = 0u64;
+        for h in handles {
+            bytes += h
+                .join()
+                .map_err(|_| anyhow::anyhow!("bulk thread panicked"))??;
+        }
+        let elapsed = t.elapsed().as_secs_f64();
+        let gbit = bytes as f64 * 8.0 / 1e9;
+        Ok((gbit / elapsed, (process_cpu_s() - cpu0) / gbit))
+    };
+    let (gbit_1, cpu_1) = bulk(1)?;
+    let (gbit_4, _) = bulk(4)?;
+    // Denied UDP flood (allowed nowhere: dropped by the policy or the iptables default drop;
+    // with no enforcement it reaches the server, which has no socket on that port).
+    let flood_secs = p.flood_secs;
+    let flood = in_netns(client_ns, move || -> std::io::Result<f64> {
+        // Unconnected: ICMP errors (no enforcement: nothing listens there) are not reported.
+        let s = UdpSocket::bind((CLIENT, 0))?;
+        let to = SocketAddr::from((SERVER, DENIED_UDP_PORT));
+        let payload = [0u8; 18]; // 64-byte frames
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed().as_secs_f64() < flood_secs {
+            for _ in 0..256 {
+                let _ = s.send_to(&payload, to);
+                n += 1;
+            }
+        }
+        Ok(n as f64 / t.elapsed().as_secs_f64() / 1000.0)
+    })?;
+    Ok(Trial {
+        rr_p50_us: percentile(&rtts, 50.0),
+        rr_p99_us: percentile(&rtts, 99.0),
+        conn_per_s: conns,
+        gbit_1,
+        gbit_4,
+        cpu_s_per_gbit_1: cpu_1,
+        flood_kpps: flood,
+    })
+}
+
+fn iptables_backend() -> String {
+    Command::new("iptables")
+        .arg("-V")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "not installed".into())
+}
+
+pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> anyhow::Result<TrafficReport> {
+    let p = if opts.quick {
+        Params {
+            trials: 2,
+            rr_count: 2_000,
+            conn_secs: 0.3,
+            bulk_secs: 0.5,
+            flood_secs: 0.3,
+            rules: vec![10],
+        }
+    } else {
+        Params {
+            trials: 5,
+            rr_count: 20_000,
+            conn_secs: 1.0,
+            bulk_secs: 2.0,
+            flood_secs: 1.0,
+            rules: vec![10, 1000],
+        }
+    };
+    let iptables = iptables_backend();
+    let have_iptables = iptables != "not installed"
+        && Command::new("ipset")
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let mut notes = Vec::new();
+    let mut variants = vec![Variant::None];
+    variants.extend(p.rules.iter().map(|&n| Variant::Cns(n)));
+    if have_iptables {
+        variants.extend(p.rules.iter().map(|&n| Variant::Iptables(n)));
+    } else {
+        notes.push(
+            "iptables/ipset not installed: no iptables baseline (cargo xtask setup installs them)"
+                .into(),
+        );
+    }
+
+    let mut node = VirtualNode::new();
+    let server = node.add_pod(SERVER);
+    let client = node.add_pod(CLIENT);
+    // Ephemeral ports recycle fast enough for the connection-rate test.
+    ns_sh(&client.netns, &["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
+    ns_sh(
+        &client.netns,
+        &["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"],
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    start_servers(&server.netns, stop.clone());
+
+    // Warm-up (not reported): first connections, page cache, CPU frequency.
+    measure(&client.netns, &p)?;
+    let mut trials: Vec<Vec<Trial>> = variants.iter().map(|_| Vec::new()).collect();
+    for t in 0..p.trials {
+        for (vi, v) in variants.iter().enumerate() {
+            let started = Instant::now();
+            let trial = match *v {
+                Variant::None => measure(&client.netns, &p)?,
+                Variant::Cns(n) => {
+                    let files = manifests(n);
+                    let refs: Vec<(&str, &str)> = files
+                        .iter()
+                        .map(|(a, b)| (a.as_str(), b.as_str()))
+                        .collect();
+                    let agent = AgentProcess::start(&node, false, &refs);
+                    let r = measure(&client.netns, &p);
+                    drop(agent);
+                    r?
+                }
+                Variant::Iptables(n) => {
+                    iptables_up(&node.node, n)?;
+                    let r = measure(&client.netns, &p);
+                    iptables_down(&node.node)?;
+                    r?
+                }
+            };
+            progress(&format!(
+                "traffic trial {}/{}: {}: rr p50 {:.1} us, {:.0} conn/s, {:.2} Gbit/s, flood {:.0} kpps ({:.1}s)",
+                t + 1,
+                p.trials,
+                v.name(),
+                trial.rr_p50_us,
+                trial.conn_per_s,
+                trial.gbit_1,
+                trial.flood_kpps,
+                started.elapsed().as_secs_f64()
+            ));
+            trials[vi].push(trial);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    let base = &trials[0];
+    let mut results = Vec::new();
+    for (vi, v) in variants.iter().enumerate() {
+        let ts = &trials[vi];
+        let col = |f: fn(&Trial) -> f64| ts.iter().map(f).collect::<Vec<f64>>();
+        let ratio = |f: fn(&Trial) -> f64| {
+            let r: Vec<f64> = ts.iter().zip(base).map(|(a, b)| f(a) / f(b)).collect();
+            round3(Summary::of(&r).median)
+        };
+        results.push(VariantResult {
+            variant: v.name(),
+            rr_p50_us: Summary::of(&col(|t| t.rr_p50_us)),
+            rr_p99_us: Summary::of(&col(|t| t.rr_p99_us)),
+            conn_per_s: Summary::of(&col(|t| t.conn_per_s)),
+            gbit_1: Summary::of(&col(|t| t.gbit_1)),
+            gbit_4: Summary::of(&col(|t| t.gbit_4)),
+            cpu_s_per_gbit_1: Summary::of(&col(|t| t.cpu_s_per_gbit_1)),
+            flood_kpps: Summary::of(&col(|t| t.flood_kpps)),
+            ratio: json!({
+                "rr_p50": ratio(|t| t.rr_p50_us),
+                "rr_p99": ratio(|t| t.rr_p99_us),
+                "new_connections_per_s": ratio(|t| t.conn_per_s),
+                "throughput_1_stream": ratio(|t| t.gbit_1),
+                "throughput_4_streams": ratio(|t| t.gbit_4),
+                "cpu_per_gbit_1_stream": ratio(|t| t.cpu_s_per_gbit_1),
+                "denied_flood_pps": ratio(|t| t.flood_kpps),
+            }),
+        });
+    }
+    drop(node);
+    Ok(TrafficReport {
+        iptables,
+        trials: p.trials,
+        results,
+        notes,
+    })
+}
