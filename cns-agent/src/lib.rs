@@ -13,6 +13,7 @@ pub mod control;
 pub mod daemon;
 pub mod encode;
 pub mod explain;
+pub mod k8s;
 pub mod loader;
 pub mod names;
 pub mod netdev;

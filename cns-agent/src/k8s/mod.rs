@@ -1,0 +1,375 @@
+//! The Kubernetes API as a source of [`Snapshot`](crate::policy::model::Snapshot)s
+//! (`cns-agent run` without `--manifests`).
+//!
+//! [`KubeSource::start`] spawns one kube-runtime reflector per kind on the current tokio
+//! runtime: Namespaces, Pods and NetworkPolicies of every namespace, and the agent's own
+//! ConfigMap (for `policyAuditMode`). Each keeps a cache (a reflector store) that the
+//! agent thread reads with [`SnapshotSource::read`]; [`snapshot::to_state`] (pure) turns the
+//! caches into the snapshot.
+//!
+//! - Nothing is enforced from a half-synced cache: `read` answers
+//!   [`SourceFailure::NotReady`] until every watcher has finished its first list.
+//! - Watch errors, dropped connections, API-server restarts and `410 Gone` do not flush
+//!   anything: the watcher resumes from its last resource version (bookmarks keep it
+//!   current), or re-lists after a 410; the store swaps the new list in atomically once it
+//!   is complete, so the caches hold the last state meanwhile.
+//! - Every change calls the `notify` callback; the agent coalesces those into one resync.
+
+pub mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fmt::Debug,
+    pin::pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Namespace, Pod},
+    networking::v1::NetworkPolicy,
+};
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        utils::Backoff,
+        watcher::{self, DefaultBackoff, Event},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::task::JoinHandle;
+
+use crate::source::{SnapshotSource, SourceFailure, SourceState};
+
+pub use snapshot::{AUDIT_MODE_KEY, ClusterObjects, LastGood, to_state};
+
+/// The change callback: called after every change to a cache (coalesce it).
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(
+        "no Kubernetes configuration found (neither in-cluster service account nor kubeconfig)"
+    )]
+    Config(#[source] kube::Error),
+    #[error("the Kubernetes source must be started inside a tokio runtime")]
+    NoRuntime(#[source] tokio::runtime::TryCurrentError),
+}
+
+/// A client from the in-cluster service account, or else `KUBECONFIG` / `~/.kube/config`.
+pub async fn connect() -> Result<Client, KubeError> {
+    Client::try_default().await.map_err(KubeError::Config)
+}
+
+/// How to retry after a watch error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Retry {
+    /// kube-runtime's default: exponential from 0.8 s to 30 s, with jitter.
+    #[default]
+    Default,
+    /// A fixed delay (tests).
+    Fixed(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeSourceConfig {
+    /// Where the agent's ConfigMap is (the agent's namespace, `cns-system`).
+    pub configmap_namespace: String,
+    /// Its name (`cns-config`); it may be missing (then `--policy-audit-mode` rules).
+    pub configmap_name: String,
+    pub retry: Retry,
+}
+
+impl KubeSourceConfig {
+    pub fn new(configmap_namespace: impl Into<String>, configmap_name: impl Into<String>) -> Self {
+        Self {
+            configmap_namespace: configmap_namespace.into(),
+            configmap_name: configmap_name.into(),
+            retry: Retry::Default,
+        }
+    }
+}
+
+/// The state of one watcher, for `status` and readiness.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct WatchStatus {
+    /// "namespaces", "pods", "networkpolicies", "configmap".
+    pub resource: &'static str,
+    /// The first list is complete (stays true while re-listing: the cache keeps the last
+    /// state).
+    pub synced: bool,
+    /// Lists since start (1 + re-lists after 410 Gone or errors).
+    pub lists: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    resource: &'static str,
+    synced: AtomicBool,
+    lists: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn new(resource: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            resource,
+            ..Default::default()
+        })
+    }
+
+    fn status(&self) -> WatchStatus {
+        WatchStatus {
+            resource: self.resource,
+            synced: self.synced.load(Ordering::Acquire),
+            lists: self.lists.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+}
+
+/// Cluster state from the API server, through reflectors. See the module documentation.
+pub struct KubeSource {
+    namespaces: Store<Namespace>,
+    pods: Store<Pod>,
+    policies: Store<NetworkPolicy>,
+    config: Store<ConfigMap>,
+    health: Vec<Arc<Health>>,
+    last: LastGood,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl KubeSource {
+    /// Starts the watchers on the current tokio runtime (call it from inside one; the tasks
+    /// run until the source is dropped). `notify` is called after every change to a cache,
+    /// from a runtime thread.
+    pub fn start(
+        client: Client,
+        cfg: KubeSourceConfig,
+        notify: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Self, KubeError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(KubeError::NoRuntime)?;
+        let notify: Notify = Arc::new(notify);
+        let mut tasks = Vec::new();
+        let mut health = Vec::new();
+        // Lists at resourceVersion=0, unpaginated: served from the API server's watch cache
+        // (as client-go's informers do), since every node lists everything.
+        let all = || {
+            let mut c = watcher::Config::default().any_semantic();
+            c.page_size = None;
+            c
+        };
+
+        let mut health_of = |resource| {
+            let h = Health::new(resource);
+            health.push(h.clone());
+            h
+        };
+        let (namespaces, t) = watch(
+            &runtime,
+            Api::<Namespace>::all(client.clone()),
+            all(),
+            cfg.retry,
+            |ns| snapshot::slim_metadata(&mut ns.metadata),
+            health_of("namespaces"),
+            notify.clone(),
+        );
+        tasks.push(t);
+        let (pods, t) = watch(
+            &runtime,
+            Api::<Pod>::all(client.clone()),
+            all(),
+            cfg.retry,
+            snapshot::slim_pod,
+            health_of("pods"),
+            notify.clone(),
+        );
+        tasks.push(t);
+        let (policies, t) = watch(
+            &runtime,
+            Api::<NetworkPolicy>::all(client.clone()),
+            all(),
+            cfg.retry,
+            |np| snapshot::slim_metadata(&mut np.metadata),
+            health_of("networkpolicies"),
+            notify.clone(),
+        );
+        tasks.push(t);
+        // One object by name: RBAC can then restrict the agent to it (resourceNames).
+        let (config, t) = watch(
+            &runtime,
+            Api::<ConfigMap>::namespaced(client, &cfg.configmap_namespace),
+            watcher::Config::default().fields(&format!("metadata.name={}", cfg.configmap_name)),
+            cfg.retry,
+            |cm| snapshot::slim_metadata(&mut cm.metadata),
+            health_of("configmap"),
+            notify,
+        );
+        tasks.push(t);
+        Ok(Self {
+            namespaces,
+            pods,
+            policies,
+            config,
+            health,
+            last: LastGood::default(),
+            tasks,
+        })
+    }
+
+    /// Whether every watcher has finished its first list (readiness).
+    pub fn is_synced(&self) -> bool {
+        self.health.iter().all(|h| h.synced.load(Ordering::Acquire))
+    }
+
+    /// Per watcher: synced, lists, errors.
+    pub fn watch_status(&self) -> Vec<WatchStatus> {
+        self.health.iter().map(|h| h.status()).collect()
+    }
+
+    /// What the caches hold now.
+    pub fn objects(&self) -> ClusterObjects {
+        ClusterObjects {
+            namespaces: self.namespaces.state(),
+            pods: self.pods.state(),
+            policies: self.policies.state(),
+            // The watch selects it by name: at most one.
+            config: self.config.state().into_iter().next(),
+        }
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl SnapshotSource for KubeSource {
+    fn read(&mut self) -> Result<SourceState, SourceFailure> {
+        let pending: Vec<&str> = self
+            .health
+            .iter()
+            .filter(|h| !h.synced.load(Ordering::Acquire))
+            .map(|h| h.resource)
+            .collect();
+        if !pending.is_empty() {
+            return Err(SourceFailure::NotReady {
+                what: format!("waiting for the first list of {}", pending.join(", ")),
+            });
+        }
+        Ok(to_state(&self.objects(), &mut self.last))
+    }
+
+    fn describe(&self) -> String {
+        "kubernetes".into()
+    }
+}
+
+/// `Retry` as a kube-runtime backoff.
+enum RetryBackoff {
+    Default(Box<DefaultBackoff>),
+    Fixed(Duration),
+}
+
+impl Iterator for RetryBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        match self {
+            RetryBackoff::Default(b) => b.next(),
+            RetryBackoff::Fixed(d) => Some(*d),
+        }
+    }
+}
+
+impl Backoff for RetryBackoff {
+    fn reset(&mut self) {
+        if let RetryBackoff::Default(b) = self {
+            b.reset();
+        }
+    }
+}
+
+/// Spawns a reflector for `api`: its store, and the task feeding it.
+fn watch<K>(
+    runtime: &tokio::runtime::Handle,
+    api: Api<K>,
+    config: watcher::Config,
+    retry: Retry,
+    slim: fn(&mut K),
+    health: Arc<Health>,
+    notify: Notify,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let backoff = match retry {
+        Retry::Default => RetryBackoff::Default(Box::default()),
+        Retry::Fixed(d) => RetryBackoff::Fixed(d),
+    };
+    let stream = watcher::watcher(api, config).modify(slim).backoff(backoff);
+    let stream = reflector::reflector(writer, stream);
+    let task = runtime.spawn(async move {
+        let mut stream = pin!(stream);
+        // The reflector has applied each event to the store before yielding it.
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Apply(_) | Event::Delete(_)) => notify(),
+                Ok(Event::Init) => {
+                    let n = health.lists.fetch_add(1, Ordering::Relaxed);
+                    if n > 0 {
+                        tracing::info!(
+                            resource = health.resource,
+                            "re-listing (the cache keeps the last state until the list is complete)"
+                        );
+                    }
+                }
+                Ok(Event::InitApply(_)) => {}
+                Ok(Event::InitDone) => {
+                    if !health.synced.swap(true, Ordering::AcqRel) {
+                        tracing::info!(resource = health.resource, "watch synced");
+                    }
+                    notify();
+                }
+                Err(e) => {
+                    health.errors.fetch_add(1, Ordering::Relaxed);
+                    let message = error_chain(&e);
+                    tracing::warn!(resource = health.resource, error = %message, "watch error; retrying");
+                    if let Ok(mut last) = health.last_error.lock() {
+                        *last = Some(message);
+                    }
+                }
+            }
+        }
+    });
+    (store, task)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        // Some errors repeat their source's text in their own.
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}

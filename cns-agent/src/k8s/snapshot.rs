@@ -1,0 +1,528 @@
+//! From the watchers' caches to a [`SourceState`]: the pure part of the Kubernetes source.
+//!
+//! [`to_state`] gets every cached Namespace, Pod and NetworkPolicy (all namespaces) and the
+//! agent's ConfigMap, and gives the snapshot the compiler takes. Like the manifests source,
+//! it never lets bad input empty the datapath: an object that fails validation keeps its last
+//! good version (if it had one) and is reported with its object and field; an object that
+//! was never valid is left out. An object deleted from the API is forgotten with its last
+//! good version.
+//!
+//! [`slim_pod`] and [`slim_metadata`] drop what the agent never reads before objects enter
+//! the caches (every pod of the cluster is cached on every node).
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{ConfigMap, Container, ContainerPort, Namespace, Pod, PodSpec, PodStatus},
+        networking::v1::NetworkPolicy,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+
+use crate::{
+    policy::{
+        model::{ObjectRef, Snapshot},
+        validate::{FieldError, validate_namespace, validate_pod, validate_policy},
+    },
+    source::{NAMESPACE_NAME_LABEL, SourceError, SourceState},
+};
+
+/// What [`SourceError::file`] says for objects from the API server.
+pub const SOURCE_FILE: &str = "kubernetes";
+/// The ConfigMap key that sets the global mode, as in Cilium's values.
+pub const AUDIT_MODE_KEY: &str = "policyAuditMode";
+/// Annotation `kubectl apply` leaves on objects: a full copy of the object, never read.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The content of the watchers' caches at one instant.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterObjects {
+    pub namespaces: Vec<Arc<Namespace>>,
+    pub pods: Vec<Arc<Pod>>,
+    pub policies: Vec<Arc<NetworkPolicy>>,
+    /// The agent's own ConfigMap, if it exists.
+    pub config: Option<Arc<ConfigMap>>,
+}
+
+/// The last valid version of every object (and of the ConfigMap's mode), kept from one
+/// [`to_state`] to the next.
+#[derive(Clone, Debug, Default)]
+pub struct LastGood {
+    namespaces: BTreeMap<String, Namespace>,
+    pods: BTreeMap<ObjectRef, Pod>,
+    policies: BTreeMap<ObjectRef, NetworkPolicy>,
+    audit_mode: Option<bool>,
+}
+
+/// Maps the caches to the snapshot, validating every object; updates `last`.
+pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
+    let mut errors = Vec::new();
+    let mut snapshot = Snapshot::default();
+
+    let mut namespaces = BTreeMap::new();
+    for ns in &objects.namespaces {
+        let mut ns = Namespace::clone(ns);
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        // The API server adds this label itself (since 1.21); be defensive, as the
+        // selectors rely on it.
+        if !name.is_empty() {
+            ns.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(NAMESPACE_NAME_LABEL.into(), name.clone());
+        }
+        let object = format!("Namespace {name}");
+        accept(
+            name,
+            ns,
+            validate_namespace,
+            &object,
+            &last.namespaces,
+            &mut namespaces,
+            &mut errors,
+        );
+    }
+
+    let mut pods = BTreeMap::new();
+    for pod in &objects.pods {
+        let pod = Pod::clone(pod);
+        let key = object_ref(&pod.metadata);
+        let object = format!("Pod {key}");
+        accept(
+            key,
+            pod,
+            validate_pod,
+            &object,
+            &last.pods,
+            &mut pods,
+            &mut errors,
+        );
+    }
+
+    let mut policies = BTreeMap::new();
+    for np in &objects.policies {
+        let np = NetworkPolicy::clone(np);
+        let key = object_ref(&np.metadata);
+        let object = format!("NetworkPolicy {key}");
+        accept(
+            key,
+            np,
+            validate_policy,
+            &object,
+            &last.policies,
+            &mut policies,
+            &mut errors,
+        );
+    }
+
+    let audit_mode = match objects.config.as_deref().map(audit_mode_of) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(mode))) => Some(mode),
+        Some(Err(message)) => {
+            let cm = objects.config.as_deref().map(|c| &c.metadata);
+            errors.push(SourceError {
+                file: PathBuf::from(SOURCE_FILE),
+                object: format!(
+                    "ConfigMap {}",
+                    cm.map(object_ref).unwrap_or_else(|| ObjectRef::new("", ""))
+                ),
+                field: Some(format!("data.{AUDIT_MODE_KEY}")),
+                message,
+                kept_last_good: last.audit_mode.is_some(),
+            });
+            last.audit_mode
+        }
+    };
+
+    snapshot.namespaces = namespaces.clone();
+    snapshot.pods = pods.clone();
+    snapshot.policies = policies.clone();
+    *last = LastGood {
+        namespaces,
+        pods,
+        policies,
+        audit_mode,
+    };
+    SourceState {
+        snapshot,
+        errors,
+        audit_mode,
+    }
+}
+
+/// `policyAuditMode` of the agent's ConfigMap: `None` when the key is absent.
+pub fn audit_mode_of(cm: &ConfigMap) -> Result<Option<bool>, String> {
+    let Some(value) = cm.data.as_ref().and_then(|d| d.get(AUDIT_MODE_KEY)) else {
+        return Ok(None);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(Some(true)),
+        "false" => Ok(Some(false)),
+        _ => Err(format!(
+            "invalid value {value:?}: want \"true\" or \"false\""
+        )),
+    }
+}
+
+/// Validates `obj` and puts it (or its last good version) into `out`.
+fn accept<Key: Ord + Clone, K: Clone>(
+    key: Key,
+    obj: K,
+    validate: fn(&K) -> Vec<FieldError>,
+    object: &str,
+    last: &BTreeMap<Key, K>,
+    out: &mut BTreeMap<Key, K>,
+    errors: &mut Vec<SourceError>,
+) {
+    let field_errors = validate(&obj);
+    let Some(first) = field_errors.first() else {
+        out.insert(key, obj);
+        return;
+    };
+    let message = field_errors
+        .iter()
+        .skip(1)
+        .fold(first.message.clone(), |acc, e| {
+            format!("{acc}; {}: {}", e.field, e.message)
+        });
+    let kept = last.get(&key);
+    errors.push(SourceError {
+        file: PathBuf::from(SOURCE_FILE),
+        object: object.to_owned(),
+        field: Some(first.field.clone()),
+        message,
+        kept_last_good: kept.is_some(),
+    });
+    if let Some(kept) = kept {
+        out.insert(key, kept.clone());
+    }
+}
+
+fn object_ref(meta: &ObjectMeta) -> ObjectRef {
+    ObjectRef::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Drops the metadata the agent never reads (managed fields, `kubectl apply`'s copy).
+pub fn slim_metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// Keeps of a pod only what the compiler, `status` and `explain` read: metadata (labels,
+/// namespace, name, deletion), `spec.nodeName`, `spec.hostNetwork`, the containers' names and
+/// ports, and `status.{phase, podIP, podIPs, hostIP}`.
+pub fn slim_pod(pod: &mut Pod) {
+    slim_metadata(&mut pod.metadata);
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(PodSpec {
+            node_name: spec.node_name,
+            host_network: spec.host_network,
+            containers: spec
+                .containers
+                .into_iter()
+                .map(|c| Container {
+                    name: c.name,
+                    ports: c.ports.map(|ports| {
+                        ports
+                            .into_iter()
+                            .map(|p| ContainerPort {
+                                container_port: p.container_port,
+                                name: p.name,
+                                protocol: p.protocol,
+                                ..Default::default()
+                            })
+                            .collect()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+    }
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            pod_ips: status.pod_ips,
+            host_ip: status.host_ip,
+            ..Default::default()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::policy::{
+        compile,
+        model::{Allocations, NodeContext},
+    };
+
+    fn from<K: serde::de::DeserializeOwned>(v: Value) -> Arc<K> {
+        Arc::new(serde_json::from_value(v).expect("test object"))
+    }
+
+    fn ns(name: &str) -> Arc<Namespace> {
+        from(json!({"metadata": {"name": name, "labels": {"team": "a"}}}))
+    }
+
+    fn pod(ns: &str, name: &str, node: &str, ip: &str) -> Arc<Pod> {
+        from(json!({
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": name},
+                         "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"nodeName": node, "containers": [{
+                "name": "c", "image": "nginx", "env": [{"name": "A", "value": "b"}],
+                "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}]}],
+                "volumes": [{"name": "v", "emptyDir": {}}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                       "hostIP": "192.168.0.2", "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+    }
+
+    fn policy(ns: &str, name: &str, cidr: &str) -> Arc<NetworkPolicy> {
+        from(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}]}]},
+        }))
+    }
+
+    fn config(mode: Option<&str>) -> Arc<ConfigMap> {
+        let data = match mode {
+            Some(m) => json!({ AUDIT_MODE_KEY: m, "monitor.eventTypes": "drop" }),
+            None => json!({"monitor.eventTypes": "drop"}),
+        };
+        from(json!({"metadata": {"name": "cns-config", "namespace": "cns-system"}, "data": data}))
+    }
+
+    fn cluster() -> ClusterObjects {
+        ClusterObjects {
+            namespaces: vec![ns("demo"), ns("other")],
+            pods: vec![
+                pod("demo", "web", "node-1", "10.0.1.10"),
+                pod("other", "client", "node-2", "10.0.2.20"),
+            ],
+            policies: vec![policy("demo", "allow", "10.0.0.0/16")],
+            config: Some(config(Some("false"))),
+        }
+    }
+
+    #[test]
+    fn maps_every_object_and_labels_namespaces() {
+        let state = to_state(&cluster(), &mut LastGood::default());
+        assert!(state.errors.is_empty(), "{:?}", state.errors);
+        let snap = &state.snapshot;
+        assert_eq!(
+            snap.namespaces.keys().collect::<Vec<_>>(),
+            ["demo", "other"]
+        );
+        let labels = snap.namespaces["demo"].metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[NAMESPACE_NAME_LABEL], "demo");
+        assert_eq!(labels["team"], "a");
+        assert!(snap.pods.contains_key(&ObjectRef::new("demo", "web")));
+        // Pods of other nodes are kept: they feed the IP cache.
+        assert!(snap.pods.contains_key(&ObjectRef::new("other", "client")));
+        assert!(snap.policies.contains_key(&ObjectRef::new("demo", "allow")));
+        assert_eq!(state.audit_mode, Some(false));
+    }
+
+    #[test]
+    fn the_snapshot_compiles_for_the_local_node_only() {
+        let state = to_state(&cluster(), &mut LastGood::default());
+        let node = NodeContext {
+            node_name: "node-1".into(),
+            node_ips: Default::default(),
+        };
+        let desired = compile(&state.snapshot, &node, &Allocations::default());
+        assert_eq!(desired.endpoints.len(), 1);
+        assert!(
+            desired
+                .endpoints
+                .contains_key(&ObjectRef::new("demo", "web"))
+        );
+    }
+
+    #[test]
+    fn invalid_object_keeps_its_last_good_version_and_names_the_field() {
+        let mut last = LastGood::default();
+        to_state(&cluster(), &mut last);
+        let mut bad = cluster();
+        bad.policies = vec![policy("demo", "allow", "10.0.0.0/33")];
+        let state = to_state(&bad, &mut last);
+        assert_eq!(state.errors.len(), 1, "{:?}", state.errors);
+        let e = &state.errors[0];
+        assert_eq!(e.object, "NetworkPolicy demo/allow");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("spec.ingress[0].from[0].ipBlock.cidr")
+        );
+        assert!(e.kept_last_good);
+        assert!(
+            e.to_string()
+                .starts_with("kubernetes: NetworkPolicy demo/allow: spec.ingress[0]"),
+            "{e}"
+        );
+        let kept = &state.snapshot.policies[&ObjectRef::new("demo", "allow")];
+        let cidr = &kept.spec.as_ref().unwrap().ingress.as_ref().unwrap()[0]
+            .from
+            .as_ref()
+            .unwrap()[0]
+            .ip_block
+            .as_ref()
+            .unwrap()
+            .cidr;
+        assert_eq!(cidr, "10.0.0.0/16");
+        // Still invalid at the next read: still kept.
+        let state = to_state(&bad, &mut last);
+        assert!(state.errors[0].kept_last_good);
+        assert_eq!(state.snapshot.policies.len(), 1);
+        // Fixed: the new version.
+        let mut fixed = cluster();
+        fixed.policies = vec![policy("demo", "allow", "10.1.0.0/16")];
+        let state = to_state(&fixed, &mut last);
+        assert!(state.errors.is_empty());
+    }
+
+    #[test]
+    fn new_invalid_object_is_left_out_and_deleted_objects_are_forgotten() {
+        let mut last = LastGood::default();
+        let mut objects = cluster();
+        objects.policies.push(policy("demo", "bad", "300.0.0.0/8"));
+        objects
+            .pods
+            .push(pod("demo", "weird", "node-1", "not-an-ip"));
+        let state = to_state(&objects, &mut last);
+        assert_eq!(state.errors.len(), 2, "{:?}", state.errors);
+        assert!(state.errors.iter().all(|e| !e.kept_last_good));
+        assert_eq!(state.errors[0].object, "Pod demo/weird");
+        assert_eq!(state.errors[0].field.as_deref(), Some("status.podIP"));
+        assert!(
+            !state
+                .snapshot
+                .policies
+                .contains_key(&ObjectRef::new("demo", "bad"))
+        );
+        assert!(
+            !state
+                .snapshot
+                .pods
+                .contains_key(&ObjectRef::new("demo", "weird"))
+        );
+
+        // Deleted from the API while valid, then re-created invalid: not resurrected.
+        let mut deleted = cluster();
+        deleted.policies.clear();
+        let state = to_state(&deleted, &mut last);
+        assert!(state.snapshot.policies.is_empty());
+        let mut recreated = cluster();
+        recreated.policies = vec![policy("demo", "allow", "bogus")];
+        let state = to_state(&recreated, &mut last);
+        assert!(!state.errors[0].kept_last_good);
+        assert!(state.snapshot.policies.is_empty());
+    }
+
+    #[test]
+    fn audit_mode_from_the_configmap() {
+        let mut last = LastGood::default();
+        let mut objects = cluster();
+        for (value, want) in [("true", Some(true)), (" False ", Some(false))] {
+            objects.config = Some(config(Some(value)));
+            assert_eq!(to_state(&objects, &mut last).audit_mode, want);
+        }
+        // An invalid value keeps the last good one, with an error.
+        objects.config = Some(config(Some("yes please")));
+        let state = to_state(&objects, &mut last);
+        assert_eq!(state.audit_mode, Some(false));
+        assert_eq!(state.errors.len(), 1);
+        let e = &state.errors[0];
+        assert_eq!(e.object, "ConfigMap cns-system/cns-config");
+        assert_eq!(e.field.as_deref(), Some("data.policyAuditMode"));
+        assert!(e.kept_last_good);
+        // Key removed, or ConfigMap deleted: the flag is in charge again.
+        objects.config = Some(config(None));
+        assert_eq!(to_state(&objects, &mut last).audit_mode, None);
+        objects.config = None;
+        assert_eq!(to_state(&objects, &mut last).audit_mode, None);
+        // Invalid with no good value before: nothing kept.
+        objects.config = Some(config(Some("1")));
+        let state = to_state(&objects, &mut last);
+        assert_eq!(state.audit_mode, None);
+        assert!(!state.errors[0].kept_last_good);
+    }
+
+    #[test]
+    fn slim_pod_keeps_what_the_compiler_reads() {
+        let mut slim = Pod::clone(&pod("demo", "web", "node-1", "10.0.1.10"));
+        slim.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_owned(), "{...}".to_owned()),
+                ("keep".to_owned(), "me".to_owned()),
+            ]
+            .into(),
+        );
+        slim_pod(&mut slim);
+        assert!(slim.metadata.managed_fields.is_none());
+        assert_eq!(
+            slim.metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["keep"]
+        );
+        let spec = slim.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none());
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        let c = &spec.containers[0];
+        assert!(c.env.is_none() && c.image.is_none());
+        let port = &c.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (
+                port.container_port,
+                port.name.as_deref(),
+                port.protocol.as_deref()
+            ),
+            (8080, Some("http"), Some("TCP"))
+        );
+        let status = slim.status.as_ref().unwrap();
+        assert!(status.conditions.is_none());
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.1.10"));
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+
+        // Same compile result with the slim pods.
+        let full = cluster();
+        let mut slimmed = cluster();
+        slimmed.pods = full
+            .pods
+            .iter()
+            .map(|p| {
+                let mut p = Pod::clone(p);
+                slim_pod(&mut p);
+                Arc::new(p)
+            })
+            .collect();
+        let node = NodeContext {
+            node_name: "node-1".into(),
+            node_ips: Default::default(),
+        };
+        let a = compile(
+            &to_state(&full, &mut LastGood::default()).snapshot,
+            &node,
+            &Allocations::default(),
+        );
+        let b = compile(
+            &to_state(&slimmed, &mut LastGood::default()).snapshot,
+            &node,
+            &Allocations::default(),
+        );
+        assert_eq!(a, b);
+    }
+}
