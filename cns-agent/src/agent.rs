@@ -20,12 +20,12 @@ use crate::{
     encode::{self, MapContents},
     explain,
     loader::Datapath,
+    metrics::AgentMetrics,
     names::{Names, SharedNames},
     netdev,
     policy::{
         compile::compile,
         model::{Allocations, Desired, NodeContext, ObjectRef, Snapshot},
-        view,
     },
     reconcile, show,
     source::{SnapshotSource, SourceError, SourceFailure},
@@ -80,6 +80,7 @@ pub struct Agent {
     configured_audit: bool,
     /// Runtime global override (`cns-agent mode audit|blocking`).
     global_override: Option<bool>,
+    metrics: AgentMetrics,
 }
 
 /// The outcome of a sync, as `cns-agent sync` prints it.
@@ -121,6 +122,7 @@ impl Agent {
         cfg: AgentConfig,
         source: Box<dyn SnapshotSource>,
         datapath: Datapath,
+        metrics: AgentMetrics,
     ) -> Result<Self, AgentError> {
         let written = datapath.read().map_err(|source| AgentError::ReadMap {
             map: "policy maps",
@@ -148,6 +150,7 @@ impl Agent {
             ns_overrides: BTreeMap::new(),
             configured_audit: cfg_audit,
             global_override: None,
+            metrics,
         };
         agent.write_config()?;
         Ok(agent)
@@ -173,6 +176,7 @@ impl Agent {
 
     /// Re-reads the source, compiles, attaches to new veths, and writes the difference.
     pub fn sync(&mut self) -> Result<SyncReport, AgentError> {
+        let started = Instant::now();
         let state = self.source.read()?;
         for e in &state.errors {
             tracing::warn!(error = %e, "invalid input");
@@ -191,6 +195,7 @@ impl Agent {
             );
             self.configured_audit = audit;
             self.set_global_mode();
+            self.count_mode_change("global", "source");
         }
         self.node = NodeContext {
             node_name: self.cfg.node_name.clone(),
@@ -244,6 +249,7 @@ impl Agent {
         self.attach_endpoints(veths);
         self.publish_names();
         self.last_sync = Some(Instant::now());
+        self.record_sync_metrics(started, !errors.is_empty());
         let endpoints_without_veth = self
             .desired
             .endpoints
@@ -306,6 +312,59 @@ impl Agent {
         self.veths = attached;
     }
 
+    fn record_sync_metrics(&self, started: Instant, had_errors: bool) {
+        let m = &self.metrics;
+        let gauge = |g: &prometheus_client::metrics::gauge::Gauge, n: usize| {
+            g.set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        gauge(&m.policies, self.snapshot.policies.len());
+        gauge(&m.endpoints, self.veths.len());
+        gauge(&m.identities, self.allocations.identities.len());
+        gauge(&m.namespaces, self.allocations.namespaces.len());
+        for u in self.written.usage() {
+            let labels = vec![("map".to_owned(), u.map.to_owned())];
+            gauge(&m.map_entries.get_or_create(&labels), u.entries);
+            gauge(&m.map_capacity.get_or_create(&labels), u.capacity as usize);
+        }
+        m.sync_seconds
+            .get_or_create(&vec![("phase".to_owned(), "total".to_owned())])
+            .observe(started.elapsed().as_secs_f64());
+        m.last_sync_timestamp.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default(),
+        );
+        if had_errors {
+            m.sync_errors.inc();
+        }
+        self.record_mode_metrics();
+    }
+
+    fn record_mode_metrics(&self) {
+        let m = &self.metrics;
+        let set = |ns: &str, mode: &str| {
+            m.mode
+                .get_or_create(&vec![("namespace".to_owned(), ns.to_owned())])
+                .set(i64::from(mode == "audit"));
+        };
+        set("", mode_name(self.audit_mode));
+        for ns in self.snapshot.namespaces.keys() {
+            set(ns, self.namespace_mode(ns));
+        }
+    }
+
+    fn count_mode_change(&self, scope: &str, by: &str) {
+        self.metrics
+            .mode_changes
+            .get_or_create(&vec![
+                ("scope".to_owned(), scope.to_owned()),
+                ("by".to_owned(), by.to_owned()),
+            ])
+            .inc();
+        self.record_mode_metrics();
+    }
+
     /// Names for the numbers in the maps, updated after every sync.
     pub fn names(&self) -> watch::Receiver<SharedNames> {
         self.names.subscribe()
@@ -317,14 +376,7 @@ impl Agent {
             .iter()
             .map(|(pod, v)| (pod.clone(), v.name.clone()))
             .collect();
-        let pods_by_ip = self
-            .snapshot
-            .pods
-            .iter()
-            .filter(|(_, pod)| view::pod_is_active(pod))
-            .filter_map(|(r, pod)| Some((view::pod_ipv4(pod)?, r.clone())))
-            .collect();
-        let names = Names::new(&self.desired, &interfaces, pods_by_ip, self.audit_mode);
+        let names = Names::new(&self.desired, &self.snapshot, &interfaces, self.audit_mode);
         self.names.send_replace(std::sync::Arc::new(names));
     }
 
@@ -380,6 +432,7 @@ impl Agent {
                 );
                 self.write_config()?;
                 self.publish_names();
+                self.count_mode_change("global", "cli");
                 Ok(mode_name(self.audit_mode))
             }
             Some(ns) => {
@@ -398,6 +451,7 @@ impl Agent {
                     by,
                     "policy audit mode changed"
                 );
+                self.count_mode_change(&ns, "cli");
                 Ok(after)
             }
         }
@@ -537,6 +591,7 @@ impl Agent {
                 }
                 Err(e) => Reply::err(error_chain(&e), ()),
             },
+            Request::Monitor { .. } => Reply::err("monitor is served by the control socket", ()),
             Request::Explain { from, to, port } => {
                 let mode_of = |pod: &ObjectRef| {
                     let audit = self

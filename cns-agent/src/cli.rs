@@ -61,6 +61,19 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Stream drop/audit events from the running agent (like `cilium monitor`).
+    Monitor {
+        /// Only these event types (repeatable): drop, audit, policy-verdict.
+        #[arg(long = "type", value_parser = event_type)]
+        types: Vec<String>,
+        /// Only events from or to this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Inspect and explain policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -158,6 +171,13 @@ pub struct RunArgs {
     /// stay: enforcement continues while the agent is down and the next agent takes over.
     #[arg(long)]
     pub cleanup_on_exit: bool,
+    /// Where to serve Prometheus metrics (`/metrics`); `none` disables.
+    #[arg(long, default_value = "0.0.0.0:9965", env = "CNS_METRICS_ADDR")]
+    pub metrics_addr: MetricsAddr,
+    /// Event types printed as JSON lines on stdout (Cilium's `monitor.eventTypes`):
+    /// comma-separated from drop, audit, policy-verdict.
+    #[arg(long, value_delimiter = ',', default_value = "drop,audit", env = "CNS_MONITOR_EVENT_TYPES", value_parser = event_type)]
+    pub monitor_event_types: Vec<String>,
     /// Seconds between full resyncs (re-read source, find new veths, rewrite drift).
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub resync_interval: Duration,
@@ -167,6 +187,30 @@ pub struct RunArgs {
     /// Drop/audit events each CPU may emit in a burst.
     #[arg(long, default_value_t = 200)]
     pub event_burst: u32,
+}
+
+/// A socket address, or `none`.
+#[derive(Clone, Debug)]
+pub struct MetricsAddr(pub Option<std::net::SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|e| format!("{s:?} is neither HOST:PORT nor none: {e}"))
+    }
+}
+
+fn event_type(s: &str) -> Result<String, String> {
+    if crate::events::EVENT_TYPES.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("unknown event type {s:?}: expected drop, audit or policy-verdict"))
+    }
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{broadcast, mpsc, oneshot},
 };
+
+use crate::events::Published;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
@@ -33,6 +35,16 @@ pub enum Request {
         namespace: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pod: Option<String>,
+    },
+    /// Stream drop/audit events as JSON lines until the client hangs up (handled by the
+    /// control server itself, not the agent thread).
+    Monitor {
+        /// Event types to include (`drop`, `audit`, `policy-verdict`); empty = all.
+        #[serde(default)]
+        types: Vec<String>,
+        /// Only events whose source or destination is in this namespace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
     },
     /// Explain the verdict for one flow.
     Explain {
@@ -119,26 +131,38 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serves connections until the request channel closes.
-pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Envelope>) {
+pub async fn serve(
+    listener: UnixListener,
+    requests: mpsc::Sender<Envelope>,
+    events: broadcast::Sender<Published>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let requests = requests.clone();
+        let events = events.subscribe();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, requests).await {
+            if let Err(e) = handle(stream, requests, events).await {
                 tracing::debug!(error = %e, "control connection failed");
             }
         });
     }
 }
 
-async fn handle(stream: UnixStream, requests: mpsc::Sender<Envelope>) -> std::io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    requests: mpsc::Sender<Envelope>,
+    events: broadcast::Receiver<Published>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Request>(&line) {
         Err(e) => Reply::err(format!("invalid request: {e}"), ()),
+        Ok(Request::Monitor { types, namespace }) => {
+            return monitor(write, events, &types, namespace.as_deref()).await;
+        }
         Ok(req) => {
             let (tx, rx) = oneshot::channel();
             if requests.send((req, tx)).await.is_err() {
@@ -153,6 +177,62 @@ async fn handle(stream: UnixStream, requests: mpsc::Sender<Envelope>) -> std::io
     out.push(b'\n');
     write.write_all(&out).await?;
     write.shutdown().await
+}
+
+/// Streams events to a `monitor` client; a lagging client is told how many it missed.
+async fn monitor(
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    mut events: broadcast::Receiver<Published>,
+    types: &[String],
+    namespace: Option<&str>,
+) -> std::io::Result<()> {
+    loop {
+        let line = match events.recv().await {
+            Ok(ev) => {
+                if !types.is_empty() && !types.iter().any(|t| t == ev.kind) {
+                    continue;
+                }
+                if let Some(ns) = namespace {
+                    let in_ns = |side: &str| ev.json[side]["namespace"] == ns;
+                    if !in_ns("source") && !in_ns("destination") {
+                        continue;
+                    }
+                }
+                ev.json.to_string()
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => serde_json::json!({ "lost": n }).to_string(),
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        write.write_all(line.as_bytes()).await?;
+        write.write_all(b"\n").await?;
+    }
+}
+
+/// Sends a `monitor` request and calls `on_line` with each event line until the agent goes.
+pub async fn stream(
+    path: &Path,
+    req: &Request,
+    mut on_line: impl FnMut(&str),
+) -> Result<(), ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.into(),
+        source,
+    };
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.into(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut msg = serde_json::to_vec(req).unwrap_or_default();
+    msg.push(b'\n');
+    write.write_all(&msg).await.map_err(io)?;
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await.map_err(io)? {
+        on_line(&line);
+    }
+    Ok(())
 }
 
 /// Sends one request and waits for the reply.

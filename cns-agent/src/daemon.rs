@@ -7,10 +7,14 @@ use notify::RecursiveMode;
 use notify_debouncer_full::new_debouncer;
 use tokio::sync::mpsc;
 
+use tokio::sync::broadcast;
+
 use crate::{
-    agent::{Agent, AgentConfig, Trigger},
+    agent::{Agent, AgentConfig, Trigger, error_chain},
     cli::RunArgs,
-    control, loader, paths,
+    control, events, loader,
+    metrics::{self, AgentMetrics},
+    paths,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,8 @@ pub enum DaemonError {
         #[source]
         source: notify::Error,
     },
+    #[error("failed to set up metrics")]
+    Metrics(#[from] metrics::MetricsError),
     #[error("failed to install signal handlers")]
     Signal(#[source] std::io::Error),
 }
@@ -45,8 +51,41 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         event_burst: args.event_burst,
     };
     let source = Box::new(crate::source::ManifestSource::new(args.manifests.clone()));
-    let agent = Agent::new(cfg, source, datapath)?;
+    let agent_metrics = AgentMetrics::default();
+    let agent = Agent::new(cfg, source, datapath, agent_metrics.clone())?;
+    let names = agent.names();
     let listener = control::bind(&args.socket)?;
+
+    // Events: ring buffer -> JSON lines on stdout, `monitor` clients, metrics.
+    let (events_tx, _) = broadcast::channel::<events::Published>(4096);
+    let stdout_types = args.monitor_event_types.iter().cloned().collect();
+    let (pin_dir, node, names_rx, tx, counts) = (
+        args.bpffs_dir.clone(),
+        args.node_name.clone(),
+        names.clone(),
+        events_tx.clone(),
+        agent_metrics.events.clone(),
+    );
+    tokio::spawn(async move {
+        let count = move |ev: &events::Published| {
+            counts
+                .get_or_create(&vec![("type".to_owned(), ev.kind.to_owned())])
+                .inc();
+        };
+        if let Err(e) = events::run(&pin_dir, node, names_rx, stdout_types, tx, count).await {
+            tracing::error!(error = %error_chain(&e), "event reader stopped");
+        }
+    });
+
+    // Metrics.
+    if let Some(addr) = args.metrics_addr.0 {
+        let registry = metrics::registry(&args.bpffs_dir, names.clone(), &agent_metrics)?;
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, registry).await {
+                tracing::error!(error = %error_chain(&e), "metrics endpoint stopped");
+            }
+        });
+    }
 
     let (triggers, rx) = mpsc::channel::<Trigger>(256);
     let agent_thread = std::thread::Builder::new()
@@ -56,7 +95,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
 
     // Control socket -> agent.
     let (req_tx, mut req_rx) = mpsc::channel::<control::Envelope>(64);
-    tokio::spawn(control::serve(listener, req_tx));
+    tokio::spawn(control::serve(listener, req_tx, events_tx));
     let t = triggers.clone();
     tokio::spawn(async move {
         while let Some((req, reply)) = req_rx.recv().await {

@@ -77,6 +77,24 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Command::Monitor {
+            types,
+            namespace,
+            client,
+            output,
+        } => {
+            let req = Request::Monitor { types, namespace };
+            control::stream(&client.socket, &req, |line| {
+                if output == Output::Json {
+                    println!("{line}");
+                } else {
+                    println!("{}", monitor_line(line));
+                }
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+            return Ok(());
+        }
         Command::Sync(c) => (c.socket, Request::Sync, Output::Table),
         Command::Policy(PolicyCommand::Show {
             namespace,
@@ -125,6 +143,45 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One event as a line of text: `DROPPED ingress beta/client 10.0.2.10:40000 -> ...`.
+fn monitor_line(line: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return line.to_owned();
+    };
+    if let Some(n) = v.get("lost") {
+        return format!("(lost {n} events: the monitor could not keep up)");
+    }
+    let end = |side: &str, port_key: &str| {
+        let e = &v[side];
+        let who = match e["pod_name"].as_str() {
+            Some(p) => format!("{}/{p}", e["namespace"].as_str().unwrap_or("")),
+            None => e["namespace"].as_str().unwrap_or("").to_owned(),
+        };
+        let ip = v["IP"][side].as_str().unwrap_or("");
+        let port = v["l4"]
+            .as_object()
+            .and_then(|l4| l4.values().next())
+            .and_then(|p| p[port_key].as_u64())
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        format!("{who} {ip}{port}")
+    };
+    let proto = v["l4"]
+        .as_object()
+        .and_then(|l4| l4.keys().next().cloned())
+        .unwrap_or_default();
+    format!(
+        "{} {:<7} {:<9} {} -> {} {proto} {} policies={}",
+        v["time"].as_str().unwrap_or(""),
+        v["verdict"].as_str().unwrap_or(""),
+        v["traffic_direction"].as_str().unwrap_or("").to_lowercase(),
+        end("source", "source_port"),
+        end("destination", "destination_port"),
+        v["drop_reason_desc"].as_str().unwrap_or(""),
+        v["policies"]
+    )
+}
+
 fn print_reply(request: &Request, reply: &Reply, output: Output) {
     if output == Output::Json {
         println!(
@@ -169,7 +226,7 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                 println!("  - {}", line.as_str().unwrap_or(""));
             }
         }
-        Request::Explain { .. } => {}
+        Request::Explain { .. } | Request::Monitor { .. } => {}
         Request::Show { .. } => {
             for ep in d.as_array().into_iter().flatten() {
                 println!(

@@ -8,7 +8,10 @@ use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
 use cns_common::{IDENTITY_HOST, IDENTITY_UNKNOWN, IDENTITY_WORLD, NS_HOST, NS_UNKNOWN, NS_WORLD};
 use serde::Serialize;
 
-use crate::policy::model::{Desired, IdentityKey, ObjectRef};
+use crate::policy::{
+    model::{Desired, Direction, IdentityKey, ObjectRef, Snapshot},
+    view,
+};
 
 pub const RESERVED_HOST: &str = "reserved:host";
 pub const RESERVED_WORLD: &str = "reserved:world";
@@ -21,6 +24,10 @@ pub struct EndpointName {
     pub ip: Ipv4Addr,
     /// The veth the programs are attached to, once found.
     pub interface: Option<String>,
+    /// The policies isolating the pod for ingress (what a drop there is "because of").
+    pub ingress_policies: Vec<ObjectRef>,
+    /// The policies isolating the pod for egress.
+    pub egress_policies: Vec<ObjectRef>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,16 +43,37 @@ pub struct Names {
     pub pods_by_ip: BTreeMap<Ipv4Addr, ObjectRef>,
 }
 
+impl Names {
+    /// The local endpoint with id `ep_id`.
+    pub fn endpoint(&self, ep_id: u32) -> Option<&EndpointName> {
+        self.endpoints.get(&ep_id)
+    }
+}
+
 pub type SharedNames = Arc<Names>;
 
 impl Names {
-    /// The names behind `desired`; `interfaces` maps local pods to their veth names.
+    /// The names behind `desired` (compiled from `snapshot`); `interfaces` maps local pods
+    /// to their veth names.
     pub fn new(
         desired: &Desired,
+        snapshot: &Snapshot,
         interfaces: &BTreeMap<ObjectRef, String>,
-        pods_by_ip: BTreeMap<Ipv4Addr, ObjectRef>,
         audit_mode: bool,
     ) -> Self {
+        let pods_by_ip = snapshot
+            .pods
+            .iter()
+            .filter(|(_, pod)| view::pod_is_active(pod))
+            .filter_map(|(r, pod)| Some((view::pod_ipv4(pod)?, r.clone())))
+            .collect();
+        let isolating = |pod: &ObjectRef, dir| {
+            snapshot.pods.get(pod).map_or_else(Vec::new, |p| {
+                view::isolating_policies(snapshot, pod, p, dir)
+                    .map(|(r, _)| r.clone())
+                    .collect()
+            })
+        };
         let a = &desired.allocations;
         Self {
             audit_mode,
@@ -68,6 +96,8 @@ impl Names {
                         pod: pod.clone(),
                         ip: ep.ip,
                         interface: interfaces.get(pod).cloned(),
+                        ingress_policies: isolating(pod, Direction::Ingress),
+                        egress_policies: isolating(pod, Direction::Egress),
                     };
                     (ep.ep_id, name)
                 })

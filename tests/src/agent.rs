@@ -100,10 +100,11 @@ impl AgentProcess {
         log: &Path,
         extra_args: &[String],
     ) -> Child {
+        let log_path = log;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log)
+            .open(log_path)
             .expect("open log");
         // nsenter enters only the network namespace; `ip netns exec` would also give the
         // agent a private mount namespace with a fresh /sys, hiding the host's bpffs (and
@@ -124,7 +125,13 @@ impl AgentProcess {
             .args(extra_args)
             .env("CNS_LOG", "info,cns_agent=debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log_path.with_file_name("events.jsonl"))
+                    .expect("open events log"),
+            )
             .stderr(log)
             .spawn()
             .expect("spawn cns-agent")
@@ -168,6 +175,45 @@ impl AgentProcess {
             &self.extra_args,
         );
         self.wait_ready();
+    }
+
+    /// The events the agent printed on stdout (one JSON object per line).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// `GET /metrics` from the agent's metrics endpoint (inside the node's netns).
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let netns = self.node_netns.clone();
+        crate::traffic::in_netns(&netns, || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", 9965)).expect("connect to metrics");
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("read metrics");
+            out
+        })
+    }
+
+    /// The value of the sample `name{labels}` (labels in any order, all must match).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.scrape();
+        let mut total = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                continue;
+            }
+            if labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))) {
+                *total.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        total
     }
 
     /// The agent's resident memory (VmRSS), in KiB.

@@ -1,0 +1,287 @@
+//! Drop and audit events: read from the kernel's ring buffer (`CNS_EVENTS`, opened from its
+//! pin so the agent thread keeps the other maps), enriched with names (namespace, pod,
+//! labels, the policies involved), and published as JSON objects shaped like Hubble's flow
+//! JSON: printed on stdout (one line each, filtered by `--monitor-event-types`), streamed to
+//! `cns-agent monitor` clients, and handed to the syslog forwarder.
+
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use aya::maps::{Map, MapData, RingBuf};
+use cns_common::{
+    DIR_INGRESS, REASON_FRAGMENT, REASON_IPV6_UNSUPPORTED, REASON_MALFORMED, REASON_NO_ENDPOINT,
+    REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED, REASON_UNSUPPORTED_L3,
+    VERDICT_AUDIT, VERDICT_DROPPED,
+    maps::{EVENTS, Event},
+};
+use serde_json::{Value, json};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{broadcast, watch},
+};
+
+use crate::{
+    names::{Names, SharedNames},
+    paths,
+};
+
+/// The event types users filter on (`monitor.eventTypes` in Cilium's values).
+pub const EVENT_TYPES: [&str; 3] = ["drop", "audit", "policy-verdict"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("failed to open the event ring buffer {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("failed to poll the event ring buffer")]
+    Poll(#[source] std::io::Error),
+}
+
+/// A published event: its type and its JSON.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub kind: &'static str,
+    pub json: Arc<Value>,
+}
+
+pub fn reason_name(reason: u8) -> &'static str {
+    match reason {
+        REASON_POLICY_DENIED => "POLICY_DENIED",
+        REASON_POLICY_ALLOWED => "POLICY_ALLOWED",
+        REASON_IPV6_UNSUPPORTED => "IPV6_NOT_ENFORCED",
+        REASON_MALFORMED => "MALFORMED_PACKET",
+        REASON_FRAGMENT => "FRAGMENT_WITHOUT_FIRST",
+        REASON_SPOOFED => "SPOOFED_SOURCE",
+        REASON_UNSUPPORTED_L3 => "UNSUPPORTED_L3_PROTOCOL",
+        REASON_NO_ENDPOINT => "NO_ENDPOINT_ENTRY",
+        _ => "UNKNOWN",
+    }
+}
+
+fn protocol_name(p: u8) -> &'static str {
+    match p {
+        cns_common::PROTO_TCP => "TCP",
+        cns_common::PROTO_UDP => "UDP",
+        cns_common::PROTO_SCTP => "SCTP",
+        cns_common::PROTO_ICMP => "ICMPv4",
+        _ => "OTHER",
+    }
+}
+
+/// Offset from `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to wall-clock time.
+pub fn monotonic_offset() -> Duration {
+    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32))
+        .unwrap_or_default();
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(mono)
+}
+
+fn endpoint_json(names: &Names, ip: Ipv4Addr, identity: u32, ns_id: u16) -> Value {
+    let pod = names.pods_by_ip.get(&ip);
+    let labels: Vec<String> = names
+        .identities
+        .get(&identity)
+        .map(|k| k.labels.iter().map(|(k, v)| format!("k8s:{k}={v}")).collect())
+        .unwrap_or_default();
+    let mut v = json!({
+        "identity": identity,
+        "namespace": names.namespace(ns_id),
+        "labels": labels,
+    });
+    if let Some(p) = pod {
+        v["pod_name"] = json!(p.name);
+    }
+    v
+}
+
+/// The Hubble-flow-like JSON of one kernel event, or `None` for an unknown layout.
+pub fn to_json(ev: &Event, names: &Names, node_name: &str, offset: Duration) -> (&'static str, Value) {
+    let kind = match ev.verdict {
+        VERDICT_DROPPED => "drop",
+        VERDICT_AUDIT => "audit",
+        _ => "policy-verdict",
+    };
+    let time = humantime_rfc3339(offset + Duration::from_nanos(ev.ts_ns));
+    let src = Ipv4Addr::from(ev.saddr.to_ne_bytes());
+    let dst = Ipv4Addr::from(ev.daddr.to_ne_bytes());
+    let ep = names.endpoint(ev.ep_id);
+    let policies: Vec<String> = ep
+        .map(|e| {
+            let list = if ev.dir == DIR_INGRESS { &e.ingress_policies } else { &e.egress_policies };
+            list.iter().map(ToString::to_string).collect()
+        })
+        .unwrap_or_default();
+    let mut flow = json!({
+        "time": time,
+        "verdict": match ev.verdict { VERDICT_DROPPED => "DROPPED", VERDICT_AUDIT => "AUDIT", _ => "FORWARDED" },
+        "drop_reason_desc": reason_name(ev.reason),
+        "event_type": kind,
+        "node_name": node_name,
+        "traffic_direction": if ev.dir == DIR_INGRESS { "INGRESS" } else { "EGRESS" },
+        "IP": {"source": src.to_string(), "destination": dst.to_string(), "ipVersion": "IPv4"},
+        "source": endpoint_json(names, src, ev.src_identity, ev.src_ns),
+        "destination": endpoint_json(names, dst, ev.dst_identity, ev.dst_ns),
+        "interface": {"index": ev.ifindex},
+        "policies": policies,
+        "is_reply": false,
+    });
+    if let Some(e) = ep {
+        flow["endpoint"] = json!(e.pod.to_string());
+        if let Some(i) = &e.interface {
+            flow["interface"]["name"] = json!(i);
+        }
+    }
+    if matches!(ev.proto, cns_common::PROTO_TCP | cns_common::PROTO_UDP | cns_common::PROTO_SCTP) {
+        flow["l4"] = json!({ protocol_name(ev.proto): {
+            "source_port": u16::from_be(ev.sport),
+            "destination_port": u16::from_be(ev.dport),
+        }});
+    } else if ev.proto != 0 {
+        flow["l4"] = json!({ protocol_name(ev.proto): {} });
+    }
+    if ev.reason == REASON_IPV6_UNSUPPORTED || ev.reason == REASON_UNSUPPORTED_L3 {
+        flow["IP"] = Value::Null;
+    }
+    (kind, flow)
+}
+
+/// RFC 3339 UTC with milliseconds, without a date-time crate.
+fn humantime_rfc3339(since_epoch: Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+/// Reads events until the task is dropped. `stdout_types`: which types to print.
+pub async fn run(
+    pin_dir: &Path,
+    node_name: String,
+    names: watch::Receiver<SharedNames>,
+    stdout_types: BTreeSet<String>,
+    publish: broadcast::Sender<Published>,
+    on_event: impl Fn(&Published) + Send,
+) -> Result<(), EventsError> {
+    let path = paths::pinned_map(pin_dir, EVENTS);
+    let open_err = |source| EventsError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let map = MapData::from_pin(&path).map_err(open_err)?;
+    let ring = RingBuf::try_from(Map::RingBuf(map)).map_err(open_err)?;
+    // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged for as long
+    // as it lives, which is as long as the AsyncFd that owns it.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| EventsError::Poll(e.into()))?;
+    let offset = monotonic_offset();
+    loop {
+        let mut guard = fd.readable_mut().await.map_err(EventsError::Poll)?;
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<Event>() {
+                continue;
+            }
+            let ev: Event = bytemuck::pod_read_unaligned(&item[..std::mem::size_of::<Event>()]);
+            let names = names.borrow().clone();
+            let (kind, json) = to_json(&ev, &names, &node_name, offset);
+            let published = Published {
+                kind,
+                json: Arc::new(json),
+            };
+            if stdout_types.contains(kind) {
+                println!("{}", published.json);
+            }
+            on_event(&published);
+            _ = publish.send(published);
+        }
+        guard.clear_ready();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{names::EndpointName, policy::model::ObjectRef};
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(humantime_rfc3339(Duration::from_secs(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            humantime_rfc3339(Duration::from_millis(1_795_756_800_123)),
+            "2026-11-27T00:00:00.123Z"
+        );
+        assert_eq!(humantime_rfc3339(Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_drop_is_named_and_attributed() {
+        let mut names = Names::default();
+        names.namespaces.insert(16, "alpha".into());
+        names.namespaces.insert(17, "beta".into());
+        let server = ObjectRef::new("alpha", "server");
+        names.pods_by_ip.insert(Ipv4Addr::new(10, 0, 1, 10), server.clone());
+        names.pods_by_ip.insert(Ipv4Addr::new(10, 0, 2, 10), ObjectRef::new("beta", "client"));
+        names.endpoints.insert(
+            3,
+            EndpointName {
+                pod: server,
+                ip: Ipv4Addr::new(10, 0, 1, 10),
+                interface: Some("veth1".into()),
+                ingress_policies: vec![ObjectRef::new("alpha", "deny")],
+                egress_policies: vec![],
+            },
+        );
+        let ev = Event {
+            ts_ns: 5_000_000,
+            saddr: u32::from_ne_bytes([10, 0, 2, 10]),
+            daddr: u32::from_ne_bytes([10, 0, 1, 10]),
+            sport: 40000u16.to_be(),
+            dport: 8080u16.to_be(),
+            proto: cns_common::PROTO_TCP,
+            dir: DIR_INGRESS,
+            verdict: VERDICT_DROPPED,
+            reason: REASON_POLICY_DENIED,
+            src_ns: 17,
+            dst_ns: 16,
+            ep_id: 3,
+            ..Event::default()
+        };
+        let (kind, j) = to_json(&ev, &names, "node-1", Duration::ZERO);
+        assert_eq!(kind, "drop");
+        assert_eq!(j["verdict"], "DROPPED");
+        assert_eq!(j["source"]["namespace"], "beta");
+        assert_eq!(j["source"]["pod_name"], "client");
+        assert_eq!(j["destination"]["pod_name"], "server");
+        assert_eq!(j["l4"]["TCP"]["destination_port"], 8080);
+        assert_eq!(j["policies"][0], "alpha/deny");
+        assert_eq!(j["interface"]["name"], "veth1");
+        assert_eq!(j["traffic_direction"], "INGRESS");
+        assert_eq!(j["time"], "1970-01-01T00:00:00.005Z");
+    }
+}

@@ -1,0 +1,283 @@
+//! Prometheus metrics on `--metrics-addr` (`/metrics`, read-only): per-namespace flow
+//! counters named as Hubble's (`hubble_flows_processed_total` with
+//! `sourceContext=namespace;destinationContext=namespace` labels) plus a byte counter, read
+//! from the per-CPU counters map at scrape time and summed there (no second copy, nothing
+//! stalls the datapath); datapath statistics; and the agent's own health, which the agent
+//! thread updates through [`AgentMetrics`].
+
+use std::{net::SocketAddr, path::Path, sync::Mutex};
+
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
+use cns_common::{
+    DIR_INGRESS, VERDICT_AUDIT, VERDICT_DROPPED,
+    maps::{self as m, Counter, CounterKey},
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::{
+        counter::{ConstCounter, Counter as PCounter},
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tokio::sync::watch;
+
+use crate::{names::SharedNames, paths};
+
+type Labels = Vec<(String, String)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("failed to open pinned map {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("failed to listen on {addr} for metrics")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the agent thread reports about itself.
+#[derive(Clone, Debug)]
+pub struct AgentMetrics {
+    pub policies: Gauge,
+    pub endpoints: Gauge,
+    pub identities: Gauge,
+    pub namespaces: Gauge,
+    /// By map: entries the agent wrote, and capacity.
+    pub map_entries: Family<Labels, Gauge>,
+    pub map_capacity: Family<Labels, Gauge>,
+    pub sync_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    pub last_sync_timestamp: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub sync_errors: PCounter,
+    /// 1 for the mode in force, per namespace ("" = global).
+    pub mode: Family<Labels, Gauge>,
+    pub mode_changes: Family<Labels, PCounter>,
+    pub events: Family<Labels, PCounter>,
+}
+
+fn sync_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self {
+            policies: Gauge::default(),
+            endpoints: Gauge::default(),
+            identities: Gauge::default(),
+            namespaces: Gauge::default(),
+            map_entries: Family::default(),
+            map_capacity: Family::default(),
+            sync_seconds: Family::new_with_constructor(sync_histogram),
+            last_sync_timestamp: Gauge::default(),
+            sync_errors: PCounter::default(),
+            mode: Family::default(),
+            mode_changes: Family::default(),
+            events: Family::default(),
+        }
+    }
+}
+
+/// Reads the pinned counters and stats at scrape time.
+struct DatapathCollector {
+    counters: Mutex<PerCpuHashMap<MapData, CounterKey, Counter>>,
+    stats: Mutex<PerCpuArray<MapData, u64>>,
+    names: Mutex<watch::Receiver<SharedNames>>,
+}
+
+impl std::fmt::Debug for DatapathCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatapathCollector")
+    }
+}
+
+fn verdict_label(v: u8) -> &'static str {
+    match v {
+        VERDICT_DROPPED => "DROPPED",
+        VERDICT_AUDIT => "AUDIT",
+        _ => "FORWARDED",
+    }
+}
+
+impl Collector for DatapathCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let names = self.names.lock().map(|n| n.borrow().clone()).unwrap_or_default();
+        let mut rows = Vec::new();
+        if let Ok(counters) = self.counters.lock() {
+            for kv in counters.iter().flatten() {
+                let (k, per_cpu) = kv;
+                let (p, b) = per_cpu
+                    .iter()
+                    .fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
+                rows.push((k, p, b));
+            }
+        }
+        let labels = |k: &CounterKey, with_direction: bool| {
+            let dir = if k.dir == DIR_INGRESS { "ingress" } else { "egress" };
+            let mut l: Labels = vec![
+                ("source".into(), names.namespace(k.src_ns)),
+                ("destination".into(), names.namespace(k.dst_ns)),
+                ("verdict".into(), verdict_label(k.verdict).into()),
+                (
+                    "type".into(),
+                    if k.verdict == VERDICT_DROPPED { "Drop" } else { "Trace" }.into(),
+                ),
+                (
+                    "subtype".into(),
+                    if k.dir == DIR_INGRESS { "to-endpoint" } else { "from-endpoint" }.into(),
+                ),
+            ];
+            if with_direction {
+                l.push(("direction".into(), dir.into()));
+            }
+            l
+        };
+        let mut e = encoder.encode_descriptor(
+            "hubble_flows_processed",
+            "Packets seen by the policy programs, by source and destination namespace and verdict (as Hubble's flows metric with sourceContext=namespace;destinationContext=namespace).",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        // Hubble's labels have no direction: sum both programs' views.
+        let mut flows: std::collections::BTreeMap<Labels, u64> = Default::default();
+        for (k, p, _) in &rows {
+            *flows.entry(labels(k, false)).or_default() += p;
+        }
+        for (l, p) in &flows {
+            ConstCounter::new(*p).encode(e.encode_family(l)?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "cns_flow_bytes",
+            "Bytes (frame length) seen by the policy programs, by namespace pair, verdict and direction.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (k, _, b) in &rows {
+            ConstCounter::new(*b).encode(e.encode_family(&labels(k, true))?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "cns_flow_packets",
+            "Packets seen by the policy programs, by namespace pair, verdict and direction.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (k, p, _) in &rows {
+            ConstCounter::new(*p).encode(e.encode_family(&labels(k, true))?)?;
+        }
+        if let Ok(stats) = self.stats.lock() {
+            for (index, name, help) in [
+                (m::STAT_EVENTS_SUPPRESSED, "cns_datapath_events_suppressed", "Events the kernel's per-CPU rate limit suppressed."),
+                (m::STAT_EVENTS_LOST, "cns_datapath_events_lost", "Events lost because the ring buffer was full."),
+                (m::STAT_COUNTERS_FULL, "cns_datapath_counter_overflow", "Packets not counted per namespace pair because the counters map was full."),
+                (m::STAT_CONNTRACK_INSERT_FAILED, "cns_datapath_conntrack_insert_failures", "Conntrack entries that could not be created."),
+            ] {
+                let v: u64 = stats.get(&index, 0).map(|pc| pc.iter().sum()).unwrap_or(0);
+                let c = ConstCounter::new(v);
+                c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The registry with every metric, ready to serve.
+pub fn registry(
+    pin_dir: &Path,
+    names: watch::Receiver<SharedNames>,
+    agent: &AgentMetrics,
+) -> Result<Registry, MetricsError> {
+    let open = |name: &str| {
+        let path = paths::pinned_map(pin_dir, name);
+        MapData::from_pin(&path).map_err(|source| MetricsError::Open {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let open_err = |name: &str| {
+        let path = paths::pinned_map(pin_dir, name).display().to_string();
+        move |source| MetricsError::Open { path, source }
+    };
+    let counters = PerCpuHashMap::try_from(Map::PerCpuHashMap(open(m::COUNTERS)?))
+        .map_err(open_err(m::COUNTERS))?;
+    let stats =
+        PerCpuArray::try_from(Map::PerCpuArray(open(m::STATS)?)).map_err(open_err(m::STATS))?;
+    let mut r = Registry::default();
+    r.register_collector(Box::new(DatapathCollector {
+        counters: Mutex::new(counters),
+        stats: Mutex::new(stats),
+        names: Mutex::new(names),
+    }));
+    r.register("cns_policies", "NetworkPolicies in the agent's source.", agent.policies.clone());
+    r.register("cns_endpoints", "Local pods with programs attached.", agent.endpoints.clone());
+    r.register("cns_identities", "Pod identities (namespace + labels).", agent.identities.clone());
+    r.register("cns_namespaces", "Namespaces known.", agent.namespaces.clone());
+    r.register("cns_map_entries", "Entries the agent wrote, per map.", agent.map_entries.clone());
+    r.register("cns_map_capacity", "Capacity per map.", agent.map_capacity.clone());
+    r.register(
+        "cns_sync_duration_seconds",
+        "Time to read the source, compile, diff and apply (phase=total|compile|apply).",
+        agent.sync_seconds.clone(),
+    );
+    r.register(
+        "cns_last_sync_timestamp_seconds",
+        "Unix time of the last successful sync.",
+        agent.last_sync_timestamp.clone(),
+    );
+    r.register("cns_sync_errors", "Syncs that reported errors.", agent.sync_errors.clone());
+    r.register(
+        "cns_policy_audit_mode",
+        "1 when the mode in force is audit, per namespace (namespace=\"\" is the global mode).",
+        agent.mode.clone(),
+    );
+    r.register("cns_policy_mode_changes", "Mode changes, by scope and means.", agent.mode_changes.clone());
+    r.register("cns_events", "Drop/audit events received from the kernel, by type.", agent.events.clone());
+    r.register(
+        "cns_build_info",
+        "Version of the running agent.",
+        Family::<Labels, Gauge>::default(),
+    );
+    Ok(r)
+}
+
+/// Renders the registry in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    _ = encode(&mut out, registry);
+    out
+}
+
+/// Serves `GET /metrics` (and nothing that changes state) until the task is dropped.
+pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), MetricsError> {
+    use axum::{Router, http::header, routing::get};
+    let registry = std::sync::Arc::new(registry);
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    render(&registry),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    axum::serve(listener, app)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })
+}

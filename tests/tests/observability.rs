@@ -1,0 +1,157 @@
+//! What the policies do, seen from outside: Prometheus metrics scraped over HTTP, drop and
+//! audit events on stdout and through `cns-agent monitor`, the kernel's event rate limit.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use cns_tests::{
+    agent::agent_bin,
+    cluster::{Cluster, UDP_PORT},
+    kernel_or_skip,
+    traffic::{in_netns, udp_ok},
+};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+
+const DENY_INGRESS: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: only-beta, namespace: alpha}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: beta}}}]
+";
+
+/// Sends `n` UDP datagrams from `netns` to the server and returns how many were echoed.
+fn udp_burst(netns: &str, n: u32, wait_reply: bool) -> u32 {
+    in_netns(netns, move || {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(if wait_reply { 1000 } else { 1 })))
+            .unwrap();
+        let mut echoed = 0;
+        for _ in 0..n {
+            s.send_to(&[0u8; 64], (SERVER, UDP_PORT)).unwrap();
+            if wait_reply {
+                let mut buf = [0u8; 128];
+                if s.recv_from(&mut buf).is_ok() {
+                    echoed += 1;
+                }
+            }
+        }
+        echoed
+    })
+}
+
+#[test]
+fn metrics_count_exactly_and_drops_are_logged_with_names() {
+    if !kernel_or_skip("metrics") {
+        return;
+    }
+    let c = Cluster::start(false, &[("p.yaml", DENY_INGRESS)]);
+    const N: u32 = 20;
+    assert_eq!(udp_burst(&c.beta_client.netns, N, true), N, "allowed");
+    assert_eq!(udp_burst(&c.gamma_client.netns, N, true), 0, "denied");
+    let m = |name: &str, labels: &[(&str, &str)]| c.agent.metric(name, labels).unwrap_or(0.0);
+    // beta -> alpha: counted leaving beta/client and entering alpha/server.
+    assert_eq!(
+        m("hubble_flows_processed_total", &[("source", "beta"), ("destination", "alpha"), ("verdict", "FORWARDED")]),
+        f64::from(2 * N)
+    );
+    assert_eq!(
+        m("cns_flow_packets_total", &[("source", "gamma"), ("destination", "alpha"), ("verdict", "DROPPED"), ("direction", "ingress")]),
+        f64::from(N)
+    );
+    // 64 payload + 8 UDP + 20 IP + 14 Ethernet.
+    assert_eq!(
+        m("cns_flow_bytes_total", &[("source", "beta"), ("destination", "alpha"), ("verdict", "FORWARDED"), ("direction", "ingress")]),
+        f64::from(N * 106)
+    );
+    assert_eq!(m("cns_policies", &[]), 1.0);
+    assert_eq!(m("cns_endpoints", &[]), 4.0);
+    assert_eq!(m("cns_map_capacity", &[("map", "CNS_ENDPOINTS")]), 4096.0);
+    assert_eq!(m("cns_policy_audit_mode", &[("namespace", "")]), 0.0);
+    assert!(m("cns_last_sync_timestamp_seconds", &[]) > 1.7e9);
+    assert!(m("cns_sync_duration_seconds_count", &[("phase", "total")]) >= 1.0);
+
+    // Every dropped datagram has an event naming both ends, the port and the policy.
+    std::thread::sleep(Duration::from_millis(300));
+    let drops: Vec<_> = c
+        .agent
+        .events()
+        .into_iter()
+        .filter(|e| e["verdict"] == "DROPPED" && e["IP"]["source"] == "10.0.3.10")
+        .collect();
+    assert_eq!(drops.len(), N as usize, "one event per drop");
+    let e = &drops[0];
+    assert_eq!(e["event_type"], "drop");
+    assert_eq!(e["drop_reason_desc"], "POLICY_DENIED");
+    assert_eq!(e["traffic_direction"], "INGRESS");
+    assert_eq!(e["source"]["namespace"], "gamma");
+    assert_eq!(e["source"]["pod_name"], "client");
+    assert_eq!(e["destination"]["namespace"], "alpha");
+    assert_eq!(e["destination"]["pod_name"], "server");
+    assert_eq!(e["l4"]["UDP"]["destination_port"], UDP_PORT);
+    assert_eq!(e["policies"][0], "alpha/only-beta");
+    assert_eq!(e["endpoint"], "alpha/server");
+    // (Other drops, e.g. IPv6 neighbour discovery towards the isolated pod, count too.)
+    assert!(m("cns_events_total", &[("type", "drop")]) >= f64::from(N));
+}
+
+#[test]
+fn monitor_streams_audit_events_and_audit_mode_drops_nothing() {
+    if !kernel_or_skip("monitor") {
+        return;
+    }
+    let c = Cluster::start(true, &[("p.yaml", DENY_INGRESS)]);
+    let mut monitor = Command::new(agent_bin())
+        .args(["monitor", "--type", "audit", "--namespace", "gamma", "-o", "json", "--socket"])
+        .arg(&c.agent.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("monitor");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT), "audit: passes");
+    let mut lines = BufReader::new(monitor.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    _ = monitor.kill();
+    _ = monitor.wait();
+    assert_eq!(first["verdict"], "AUDIT");
+    assert_eq!(first["source"]["namespace"], "gamma");
+    assert_eq!(first["policies"][0], "alpha/only-beta");
+    let m = |name: &str, labels: &[(&str, &str)]| c.agent.metric(name, labels).unwrap_or(0.0);
+    assert_eq!(m("cns_flow_packets_total", &[("verdict", "DROPPED")]), 0.0, "nothing dropped");
+    assert!(m("cns_flow_packets_total", &[("verdict", "AUDIT")]) > 0.0);
+    assert_eq!(m("cns_policy_audit_mode", &[("namespace", "alpha")]), 1.0);
+}
+
+#[test]
+fn a_flood_of_drops_is_rate_limited_and_counted() {
+    if !kernel_or_skip("flood") {
+        return;
+    }
+    let c = Cluster::start(false, &[("p.yaml", DENY_INGRESS)]);
+    const FLOOD: u32 = 5000;
+    udp_burst(&c.gamma_client.netns, FLOOD, false);
+    std::thread::sleep(Duration::from_millis(500));
+    let m = |name: &str, labels: &[(&str, &str)]| c.agent.metric(name, labels).unwrap_or(0.0);
+    let dropped = m("cns_flow_packets_total", &[("source", "gamma"), ("verdict", "DROPPED")]);
+    assert_eq!(dropped, f64::from(FLOOD), "every packet dropped and counted");
+    let events = c
+        .agent
+        .events()
+        .iter()
+        .filter(|e| e["IP"]["source"] == "10.0.3.10")
+        .count() as f64;
+    let suppressed = m("cns_datapath_events_suppressed_total", &[]);
+    assert!(suppressed > 0.0, "rate limit engaged");
+    assert!(events < f64::from(FLOOD), "events limited: {events}");
+    // Every flood packet became an event or was counted as suppressed (the suppressed count
+    // may include a few other drops, e.g. IPv6 neighbour discovery).
+    assert!(events + suppressed >= f64::from(FLOOD), "{events} events + {suppressed} suppressed");
+    assert!(events + suppressed < f64::from(FLOOD) + 50.0, "{events} events + {suppressed} suppressed");
+}
