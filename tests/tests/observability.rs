@@ -31,8 +31,12 @@ spec:
 fn udp_burst(netns: &str, n: u32, wait_reply: bool) -> u32 {
     in_netns(netns, move || {
         let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(if wait_reply { 1000 } else { 1 })))
-            .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(if wait_reply {
+            1000
+        } else {
+            1
+        })))
+        .unwrap();
         let mut echoed = 0;
         for _ in 0..n {
             s.send_to(&[0u8; 64], (SERVER, UDP_PORT)).unwrap();
@@ -59,16 +63,39 @@ fn metrics_count_exactly_and_drops_are_logged_with_names() {
     let m = |name: &str, labels: &[(&str, &str)]| c.agent.metric(name, labels).unwrap_or(0.0);
     // beta -> alpha: counted leaving beta/client and entering alpha/server.
     assert_eq!(
-        m("hubble_flows_processed_total", &[("source", "beta"), ("destination", "alpha"), ("verdict", "FORWARDED")]),
+        m(
+            "hubble_flows_processed_total",
+            &[
+                ("source", "beta"),
+                ("destination", "alpha"),
+                ("verdict", "FORWARDED")
+            ]
+        ),
         f64::from(2 * N)
     );
     assert_eq!(
-        m("cns_flow_packets_total", &[("source", "gamma"), ("destination", "alpha"), ("verdict", "DROPPED"), ("direction", "ingress")]),
+        m(
+            "cns_flow_packets_total",
+            &[
+                ("source", "gamma"),
+                ("destination", "alpha"),
+                ("verdict", "DROPPED"),
+                ("direction", "ingress")
+            ]
+        ),
         f64::from(N)
     );
     // 64 payload + 8 UDP + 20 IP + 14 Ethernet.
     assert_eq!(
-        m("cns_flow_bytes_total", &[("source", "beta"), ("destination", "alpha"), ("verdict", "FORWARDED"), ("direction", "ingress")]),
+        m(
+            "cns_flow_bytes_total",
+            &[
+                ("source", "beta"),
+                ("destination", "alpha"),
+                ("verdict", "FORWARDED"),
+                ("direction", "ingress")
+            ]
+        ),
         f64::from(N * 106)
     );
     assert_eq!(m("cns_policies", &[]), 1.0);
@@ -109,13 +136,25 @@ fn monitor_streams_audit_events_and_audit_mode_drops_nothing() {
     }
     let c = Cluster::start(true, &[("p.yaml", DENY_INGRESS)]);
     let mut monitor = Command::new(agent_bin())
-        .args(["monitor", "--type", "audit", "--namespace", "gamma", "-o", "json", "--socket"])
+        .args([
+            "monitor",
+            "--type",
+            "audit",
+            "--namespace",
+            "gamma",
+            "-o",
+            "json",
+            "--socket",
+        ])
         .arg(&c.agent.socket)
         .stdout(Stdio::piped())
         .spawn()
         .expect("monitor");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT), "audit: passes");
+    assert!(
+        udp_ok(&c.gamma_client.netns, SERVER, UDP_PORT),
+        "audit: passes"
+    );
     let mut lines = BufReader::new(monitor.stdout.take().unwrap()).lines();
     let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     _ = monitor.kill();
@@ -124,7 +163,11 @@ fn monitor_streams_audit_events_and_audit_mode_drops_nothing() {
     assert_eq!(first["source"]["namespace"], "gamma");
     assert_eq!(first["policies"][0], "alpha/only-beta");
     let m = |name: &str, labels: &[(&str, &str)]| c.agent.metric(name, labels).unwrap_or(0.0);
-    assert_eq!(m("cns_flow_packets_total", &[("verdict", "DROPPED")]), 0.0, "nothing dropped");
+    assert_eq!(
+        m("cns_flow_packets_total", &[("verdict", "DROPPED")]),
+        0.0,
+        "nothing dropped"
+    );
     assert!(m("cns_flow_packets_total", &[("verdict", "AUDIT")]) > 0.0);
     assert_eq!(m("cns_policy_audit_mode", &[("namespace", "alpha")]), 1.0);
 }
@@ -139,8 +182,15 @@ fn a_flood_of_drops_is_rate_limited_and_counted() {
     udp_burst(&c.gamma_client.netns, FLOOD, false);
     std::thread::sleep(Duration::from_millis(500));
     let m = |name: &str, labels: &[(&str, &str)]| c.agent.metric(name, labels).unwrap_or(0.0);
-    let dropped = m("cns_flow_packets_total", &[("source", "gamma"), ("verdict", "DROPPED")]);
-    assert_eq!(dropped, f64::from(FLOOD), "every packet dropped and counted");
+    let dropped = m(
+        "cns_flow_packets_total",
+        &[("source", "gamma"), ("verdict", "DROPPED")],
+    );
+    assert_eq!(
+        dropped,
+        f64::from(FLOOD),
+        "every packet dropped and counted"
+    );
     let events = c
         .agent
         .events()
@@ -152,6 +202,78 @@ fn a_flood_of_drops_is_rate_limited_and_counted() {
     assert!(events < f64::from(FLOOD), "events limited: {events}");
     // Every flood packet became an event or was counted as suppressed (the suppressed count
     // may include a few other drops, e.g. IPv6 neighbour discovery).
-    assert!(events + suppressed >= f64::from(FLOOD), "{events} events + {suppressed} suppressed");
-    assert!(events + suppressed < f64::from(FLOOD) + 50.0, "{events} events + {suppressed} suppressed");
+    assert!(
+        events + suppressed >= f64::from(FLOOD),
+        "{events} events + {suppressed} suppressed"
+    );
+    assert!(
+        events + suppressed < f64::from(FLOOD) + 50.0,
+        "{events} events + {suppressed} suppressed"
+    );
+}
+
+/// Every metric the shipped Grafana dashboard queries is one the agent exports.
+#[test]
+fn the_grafana_dashboard_only_uses_exported_metrics() {
+    if !kernel_or_skip("dashboard") {
+        return;
+    }
+    let c = Cluster::start(false, &[("p.yaml", DENY_INGRESS)]);
+    // Make every flow family non-empty.
+    udp_burst(&c.gamma_client.netns, 3, true);
+    std::thread::sleep(Duration::from_millis(200));
+    let scrape = c.agent.scrape();
+    let exported: Vec<String> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let exists = |name: &str| {
+        exported.iter().any(|e| {
+            name == e
+                || [
+                    e.to_owned() + "_total",
+                    e.to_owned() + "_bucket",
+                    e.to_owned() + "_count",
+                    e.to_owned() + "_sum",
+                ]
+                .contains(&name.to_owned())
+        })
+    };
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana/cns-dashboard.json"
+        ))
+        .expect("dashboard"),
+    )
+    .expect("dashboard json");
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    exprs.push(
+        dashboard["templating"]["list"][1]["query"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let mut checked = 0;
+    for expr in &exprs {
+        // Every identifier that looks like one of our metric names.
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("cns_") || word.starts_with("hubble_") {
+                assert!(
+                    exists(word),
+                    "dashboard query `{expr}` uses {word}, which the agent does not export:\n{exported:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} metric references found");
 }
