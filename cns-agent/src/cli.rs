@@ -209,7 +209,9 @@ fn event_type(s: &str) -> Result<String, String> {
     if crate::events::EVENT_TYPES.contains(&s) {
         Ok(s.to_owned())
     } else {
-        Err(format!("unknown event type {s:?}: expected drop, audit or policy-verdict"))
+        Err(format!(
+            "unknown event type {s:?}: expected drop, audit or policy-verdict"
+        ))
     }
 }
 

@@ -200,7 +200,9 @@ async fn monitor(
                 }
                 ev.json.to_string()
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => serde_json::json!({ "lost": n }).to_string(),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                serde_json::json!({ "lost": n }).to_string()
+            }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         };
         write.write_all(line.as_bytes()).await?;

@@ -92,7 +92,12 @@ fn endpoint_json(names: &Names, ip: Ipv4Addr, identity: u32, ns_id: u16) -> Valu
     let labels: Vec<String> = names
         .identities
         .get(&identity)
-        .map(|k| k.labels.iter().map(|(k, v)| format!("k8s:{k}={v}")).collect())
+        .map(|k| {
+            k.labels
+                .iter()
+                .map(|(k, v)| format!("k8s:{k}={v}"))
+                .collect()
+        })
         .unwrap_or_default();
     let mut v = json!({
         "identity": identity,
@@ -106,7 +111,12 @@ fn endpoint_json(names: &Names, ip: Ipv4Addr, identity: u32, ns_id: u16) -> Valu
 }
 
 /// The Hubble-flow-like JSON of one kernel event, or `None` for an unknown layout.
-pub fn to_json(ev: &Event, names: &Names, node_name: &str, offset: Duration) -> (&'static str, Value) {
+pub fn to_json(
+    ev: &Event,
+    names: &Names,
+    node_name: &str,
+    offset: Duration,
+) -> (&'static str, Value) {
     let kind = match ev.verdict {
         VERDICT_DROPPED => "drop",
         VERDICT_AUDIT => "audit",
@@ -118,7 +128,11 @@ pub fn to_json(ev: &Event, names: &Names, node_name: &str, offset: Duration) -> 
     let ep = names.endpoint(ev.ep_id);
     let policies: Vec<String> = ep
         .map(|e| {
-            let list = if ev.dir == DIR_INGRESS { &e.ingress_policies } else { &e.egress_policies };
+            let list = if ev.dir == DIR_INGRESS {
+                &e.ingress_policies
+            } else {
+                &e.egress_policies
+            };
             list.iter().map(ToString::to_string).collect()
         })
         .unwrap_or_default();
@@ -142,7 +156,10 @@ pub fn to_json(ev: &Event, names: &Names, node_name: &str, offset: Duration) -> 
             flow["interface"]["name"] = json!(i);
         }
     }
-    if matches!(ev.proto, cns_common::PROTO_TCP | cns_common::PROTO_UDP | cns_common::PROTO_SCTP) {
+    if matches!(
+        ev.proto,
+        cns_common::PROTO_TCP | cns_common::PROTO_UDP | cns_common::PROTO_SCTP
+    ) {
         flow["l4"] = json!({ protocol_name(ev.proto): {
             "source_port": u16::from_be(ev.sport),
             "destination_port": u16::from_be(ev.dport),
@@ -231,12 +248,18 @@ mod tests {
 
     #[test]
     fn rfc3339_dates() {
-        assert_eq!(humantime_rfc3339(Duration::from_secs(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            humantime_rfc3339(Duration::from_secs(0)),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert_eq!(
             humantime_rfc3339(Duration::from_millis(1_795_756_800_123)),
             "2026-11-27T00:00:00.123Z"
         );
-        assert_eq!(humantime_rfc3339(Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            humantime_rfc3339(Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
@@ -245,8 +268,13 @@ mod tests {
         names.namespaces.insert(16, "alpha".into());
         names.namespaces.insert(17, "beta".into());
         let server = ObjectRef::new("alpha", "server");
-        names.pods_by_ip.insert(Ipv4Addr::new(10, 0, 1, 10), server.clone());
-        names.pods_by_ip.insert(Ipv4Addr::new(10, 0, 2, 10), ObjectRef::new("beta", "client"));
+        names
+            .pods_by_ip
+            .insert(Ipv4Addr::new(10, 0, 1, 10), server.clone());
+        names.pods_by_ip.insert(
+            Ipv4Addr::new(10, 0, 2, 10),
+            ObjectRef::new("beta", "client"),
+        );
         names.endpoints.insert(
             3,
             EndpointName {

@@ -24,3 +24,4 @@ pub mod policy;
 pub mod reconcile;
 pub mod show;
 pub mod source;
+pub mod syslog;

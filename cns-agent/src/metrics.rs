@@ -110,7 +110,11 @@ fn verdict_label(v: u8) -> &'static str {
 
 impl Collector for DatapathCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let names = self.names.lock().map(|n| n.borrow().clone()).unwrap_or_default();
+        let names = self
+            .names
+            .lock()
+            .map(|n| n.borrow().clone())
+            .unwrap_or_default();
         let mut rows = Vec::new();
         if let Ok(counters) = self.counters.lock() {
             for kv in counters.iter().flatten() {
@@ -122,18 +126,32 @@ impl Collector for DatapathCollector {
             }
         }
         let labels = |k: &CounterKey, with_direction: bool| {
-            let dir = if k.dir == DIR_INGRESS { "ingress" } else { "egress" };
+            let dir = if k.dir == DIR_INGRESS {
+                "ingress"
+            } else {
+                "egress"
+            };
             let mut l: Labels = vec![
                 ("source".into(), names.namespace(k.src_ns)),
                 ("destination".into(), names.namespace(k.dst_ns)),
                 ("verdict".into(), verdict_label(k.verdict).into()),
                 (
                     "type".into(),
-                    if k.verdict == VERDICT_DROPPED { "Drop" } else { "Trace" }.into(),
+                    if k.verdict == VERDICT_DROPPED {
+                        "Drop"
+                    } else {
+                        "Trace"
+                    }
+                    .into(),
                 ),
                 (
                     "subtype".into(),
-                    if k.dir == DIR_INGRESS { "to-endpoint" } else { "from-endpoint" }.into(),
+                    if k.dir == DIR_INGRESS {
+                        "to-endpoint"
+                    } else {
+                        "from-endpoint"
+                    }
+                    .into(),
                 ),
             ];
             if with_direction {
@@ -175,10 +193,26 @@ impl Collector for DatapathCollector {
         }
         if let Ok(stats) = self.stats.lock() {
             for (index, name, help) in [
-                (m::STAT_EVENTS_SUPPRESSED, "cns_datapath_events_suppressed", "Events the kernel's per-CPU rate limit suppressed."),
-                (m::STAT_EVENTS_LOST, "cns_datapath_events_lost", "Events lost because the ring buffer was full."),
-                (m::STAT_COUNTERS_FULL, "cns_datapath_counter_overflow", "Packets not counted per namespace pair because the counters map was full."),
-                (m::STAT_CONNTRACK_INSERT_FAILED, "cns_datapath_conntrack_insert_failures", "Conntrack entries that could not be created."),
+                (
+                    m::STAT_EVENTS_SUPPRESSED,
+                    "cns_datapath_events_suppressed",
+                    "Events the kernel's per-CPU rate limit suppressed.",
+                ),
+                (
+                    m::STAT_EVENTS_LOST,
+                    "cns_datapath_events_lost",
+                    "Events lost because the ring buffer was full.",
+                ),
+                (
+                    m::STAT_COUNTERS_FULL,
+                    "cns_datapath_counter_overflow",
+                    "Packets not counted per namespace pair because the counters map was full.",
+                ),
+                (
+                    m::STAT_CONNTRACK_INSERT_FAILED,
+                    "cns_datapath_conntrack_insert_failures",
+                    "Conntrack entries that could not be created.",
+                ),
             ] {
                 let v: u64 = stats.get(&index, 0).map(|pc| pc.iter().sum()).unwrap_or(0);
                 let c = ConstCounter::new(v);
@@ -216,12 +250,36 @@ pub fn registry(
         stats: Mutex::new(stats),
         names: Mutex::new(names),
     }));
-    r.register("cns_policies", "NetworkPolicies in the agent's source.", agent.policies.clone());
-    r.register("cns_endpoints", "Local pods with programs attached.", agent.endpoints.clone());
-    r.register("cns_identities", "Pod identities (namespace + labels).", agent.identities.clone());
-    r.register("cns_namespaces", "Namespaces known.", agent.namespaces.clone());
-    r.register("cns_map_entries", "Entries the agent wrote, per map.", agent.map_entries.clone());
-    r.register("cns_map_capacity", "Capacity per map.", agent.map_capacity.clone());
+    r.register(
+        "cns_policies",
+        "NetworkPolicies in the agent's source.",
+        agent.policies.clone(),
+    );
+    r.register(
+        "cns_endpoints",
+        "Local pods with programs attached.",
+        agent.endpoints.clone(),
+    );
+    r.register(
+        "cns_identities",
+        "Pod identities (namespace + labels).",
+        agent.identities.clone(),
+    );
+    r.register(
+        "cns_namespaces",
+        "Namespaces known.",
+        agent.namespaces.clone(),
+    );
+    r.register(
+        "cns_map_entries",
+        "Entries the agent wrote, per map.",
+        agent.map_entries.clone(),
+    );
+    r.register(
+        "cns_map_capacity",
+        "Capacity per map.",
+        agent.map_capacity.clone(),
+    );
     r.register(
         "cns_sync_duration_seconds",
         "Time to read the source, compile, diff and apply (phase=total|compile|apply).",
@@ -232,14 +290,26 @@ pub fn registry(
         "Unix time of the last successful sync.",
         agent.last_sync_timestamp.clone(),
     );
-    r.register("cns_sync_errors", "Syncs that reported errors.", agent.sync_errors.clone());
+    r.register(
+        "cns_sync_errors",
+        "Syncs that reported errors.",
+        agent.sync_errors.clone(),
+    );
     r.register(
         "cns_policy_audit_mode",
         "1 when the mode in force is audit, per namespace (namespace=\"\" is the global mode).",
         agent.mode.clone(),
     );
-    r.register("cns_policy_mode_changes", "Mode changes, by scope and means.", agent.mode_changes.clone());
-    r.register("cns_events", "Drop/audit events received from the kernel, by type.", agent.events.clone());
+    r.register(
+        "cns_policy_mode_changes",
+        "Mode changes, by scope and means.",
+        agent.mode_changes.clone(),
+    );
+    r.register(
+        "cns_events",
+        "Drop/audit events received from the kernel, by type.",
+        agent.events.clone(),
+    );
     r.register(
         "cns_build_info",
         "Version of the running agent.",

@@ -191,8 +191,10 @@ impl AgentProcess {
         use std::io::{Read, Write};
         let netns = self.node_netns.clone();
         crate::traffic::in_netns(&netns, || {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", 9965)).expect("connect to metrics");
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+            let mut s =
+                std::net::TcpStream::connect(("127.0.0.1", 9965)).expect("connect to metrics");
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).expect("read metrics");
             out
@@ -204,12 +206,17 @@ impl AgentProcess {
         let text = self.scrape();
         let mut total = None;
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
             let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
             if metric != name {
                 continue;
             }
-            if labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))) {
+            if labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+            {
                 *total.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
             }
         }
