@@ -178,6 +178,10 @@ pub struct RunArgs {
     /// comma-separated from drop, audit, policy-verdict.
     #[arg(long, value_delimiter = ',', default_value = "drop,audit", env = "CNS_MONITOR_EVENT_TYPES", value_parser = event_type)]
     pub monitor_event_types: Vec<String>,
+    /// Also send each printed event to a SIEM as RFC 5424 syslog: udp://HOST:PORT or
+    /// tcp://HOST:PORT (RFC 6587 octet counting), optional ?facility=local0..local7.
+    #[arg(long, env = "CNS_SYSLOG")]
+    pub syslog: Option<crate::syslog::SyslogTarget>,
     /// Seconds between full resyncs (re-read source, find new veths, rewrite drift).
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub resync_interval: Duration,

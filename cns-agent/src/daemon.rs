@@ -58,7 +58,14 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
 
     // Events: ring buffer -> JSON lines on stdout, `monitor` clients, metrics.
     let (events_tx, _) = broadcast::channel::<events::Published>(4096);
-    let stdout_types = args.monitor_event_types.iter().cloned().collect();
+    let stdout_types: std::collections::BTreeSet<String> =
+        args.monitor_event_types.iter().cloned().collect();
+    let syslog = args.syslog.clone().map(|target| {
+        let target = target.with_hostname(args.node_name.clone());
+        tracing::info!(target = %target, "forwarding events to syslog");
+        crate::syslog::spawn(target, 10_000)
+    });
+    let forward_types = stdout_types.clone();
     let (pin_dir, node, names_rx, tx, counts) = (
         args.bpffs_dir.clone(),
         args.node_name.clone(),
@@ -71,6 +78,11 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
             counts
                 .get_or_create(&vec![("type".to_owned(), ev.kind.to_owned())])
                 .inc();
+            if let Some(s) = &syslog
+                && forward_types.contains(ev.kind)
+            {
+                s.send(ev.kind, &ev.json);
+            }
         };
         if let Err(e) = events::run(&pin_dir, node, names_rx, stdout_types, tx, count).await {
             tracing::error!(error = %error_chain(&e), "event reader stopped");

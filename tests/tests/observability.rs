@@ -277,3 +277,43 @@ fn the_grafana_dashboard_only_uses_exported_metrics() {
     }
     assert!(checked >= 15, "only {checked} metric references found");
 }
+
+/// Drops reach a SIEM as RFC 5424 syslog (a UDP receiver inside the node's netns).
+#[test]
+fn drops_are_forwarded_to_syslog() {
+    if !kernel_or_skip("syslog") {
+        return;
+    }
+    let mut node = cns_tests::VirtualNode::new();
+    let server = node.add_pod(SERVER);
+    let gamma = node.add_pod(Ipv4Addr::new(10, 0, 3, 10));
+    cns_tests::traffic::udp_echo_server(&server.netns, UDP_PORT);
+    let receiver = in_netns(&node.node, || {
+        let s = std::net::UdpSocket::bind(("127.0.0.1", 5514)).expect("bind receiver");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    });
+    let cluster = cns_tests::cluster::cluster_yaml("client");
+    let agent = cns_tests::AgentProcess::start_with(
+        &node,
+        false,
+        &[("cluster.yaml", &cluster), ("p.yaml", DENY_INGRESS)],
+        &["--syslog", "udp://127.0.0.1:5514"],
+    );
+    assert!(!udp_ok(&gamma.netns, SERVER, UDP_PORT), "denied");
+    let mut buf = [0u8; 8192];
+    let msg = loop {
+        let n = receiver.recv(&mut buf).expect("a syslog message");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.contains("10.0.3.10") {
+            break msg;
+        }
+    };
+    // <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG; local0.warning = 132.
+    assert!(msg.starts_with("<132>1 "), "{msg}");
+    assert!(msg.contains(" node-1 cns-agent "), "{msg}");
+    assert!(msg.contains(" drop [cns@32473 "), "{msg}");
+    assert!(msg.contains(r#"reason="POLICY_DENIED""#), "{msg}");
+    assert!(msg.contains(r#"policies="alpha/only-beta""#), "{msg}");
+    drop(agent);
+}
