@@ -619,8 +619,12 @@ impl Agent {
 
     /// Serves triggers until the channel closes. Runs on its own thread: map syscalls block.
     pub fn run(mut self, mut triggers: mpsc::Receiver<Trigger>) {
-        if let Err(e) = self.sync() {
-            tracing::error!(error = %e, "initial sync failed");
+        match self.sync() {
+            Err(AgentError::Source(SourceFailure::NotReady { what })) => {
+                tracing::info!(%what, "waiting for the source before the first sync");
+            }
+            Err(e) => tracing::error!(error = %error_chain(&e), "initial sync failed"),
+            Ok(_) => {}
         }
         while let Some(first) = triggers.blocking_recv() {
             // Coalesce whatever else is already queued into this round.

@@ -42,7 +42,8 @@ pub enum Mode {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the agent: enforce the policies of a manifests directory on this node.
+    /// Run the agent: enforce the cluster's policies on this node (from the Kubernetes API, or
+    /// from a manifests directory with --manifests).
     Run(RunArgs),
     /// Ask the running agent to re-read its source; returns once the result is enforced.
     /// Exits non-zero, printing the agent's errors, when the source is invalid.
@@ -152,9 +153,16 @@ pub struct ClientArgs {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Directory of Namespace, Pod and NetworkPolicy manifests (*.yaml, *.yml), followed
-    /// for changes.
+    /// for changes. Without it the agent watches the Kubernetes API (in-cluster service
+    /// account, or KUBECONFIG).
     #[arg(long, env = "CNS_MANIFESTS")]
-    pub manifests: PathBuf,
+    pub manifests: Option<PathBuf>,
+    /// Kubernetes mode: namespace of the agent's ConfigMap (policyAuditMode).
+    #[arg(long, default_value = "cns-system", env = "POD_NAMESPACE")]
+    pub configmap_namespace: String,
+    /// Kubernetes mode: name of the agent's ConfigMap.
+    #[arg(long, default_value = "cns-config", env = "CNS_CONFIGMAP_NAME")]
+    pub configmap_name: String,
     /// This node's name: pods with this `spec.nodeName` are enforced here.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,

@@ -210,6 +210,27 @@ async fn monitor(
     }
 }
 
+/// Connects and sends `req`; returns the reading half for the reply.
+async fn send(path: &Path, req: &Request) -> Result<tokio::net::unix::OwnedReadHalf, ControlError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.into(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut msg = serde_json::to_vec(req).unwrap_or_default();
+    msg.push(b'\n');
+    write
+        .write_all(&msg)
+        .await
+        .map_err(|source| ControlError::Io {
+            path: path.into(),
+            source,
+        })?;
+    Ok(read)
+}
+
 /// Sends a `monitor` request and calls `on_line` with each event line until the agent goes.
 pub async fn stream(
     path: &Path,
@@ -220,17 +241,7 @@ pub async fn stream(
         path: path.into(),
         source,
     };
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|source| ControlError::Connect {
-            path: path.into(),
-            source,
-        })?;
-    let (read, mut write) = stream.into_split();
-    let mut msg = serde_json::to_vec(req).unwrap_or_default();
-    msg.push(b'\n');
-    write.write_all(&msg).await.map_err(io)?;
-    let mut lines = BufReader::new(read).lines();
+    let mut lines = BufReader::new(send(path, req).await?).lines();
     while let Some(line) = lines.next_line().await.map_err(io)? {
         on_line(&line);
     }
@@ -239,25 +250,14 @@ pub async fn stream(
 
 /// Sends one request and waits for the reply.
 pub async fn call(path: &Path, req: &Request) -> Result<Reply, ControlError> {
-    let io = |source| ControlError::Io {
-        path: path.into(),
-        source,
-    };
-    let stream = UnixStream::connect(path)
+    let mut line = String::new();
+    BufReader::new(send(path, req).await?)
+        .read_line(&mut line)
         .await
-        .map_err(|source| ControlError::Connect {
+        .map_err(|source| ControlError::Io {
             path: path.into(),
             source,
         })?;
-    let (read, mut write) = stream.into_split();
-    let mut msg = serde_json::to_vec(req).unwrap_or_default();
-    msg.push(b'\n');
-    write.write_all(&msg).await.map_err(io)?;
-    let mut line = String::new();
-    BufReader::new(read)
-        .read_line(&mut line)
-        .await
-        .map_err(io)?;
     serde_json::from_str(&line).map_err(|source| ControlError::Decode {
         path: path.into(),
         source,

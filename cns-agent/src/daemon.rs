@@ -15,6 +15,7 @@ use crate::{
     control, events, loader,
     metrics::{self, AgentMetrics},
     paths,
+    source::SnapshotSource,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +34,37 @@ pub enum DaemonError {
         #[source]
         source: notify::Error,
     },
+    #[error("failed to start the Kubernetes source")]
+    Kube(#[from] crate::k8s::KubeError),
     #[error("failed to set up metrics")]
     Metrics(#[from] metrics::MetricsError),
     #[error("failed to install signal handlers")]
     Signal(#[source] std::io::Error),
+}
+
+type Debouncer = notify_debouncer_full::Debouncer<
+    notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
+/// Directory changes -> resync (a full rescan copes with editors' rename-on-save and
+/// ConfigMap symlink swaps).
+fn watch_dir(
+    dir: &std::path::Path,
+    triggers: mpsc::Sender<Trigger>,
+) -> Result<Debouncer, DaemonError> {
+    let err = |source| DaemonError::Watch {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut debouncer = new_debouncer(Duration::from_millis(150), None, move |_| {
+        _ = triggers.try_send(Trigger::Resync);
+    })
+    .map_err(err)?;
+    debouncer
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(err)?;
+    Ok(debouncer)
 }
 
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
@@ -50,7 +78,29 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         event_rate: args.event_rate,
         event_burst: args.event_burst,
     };
-    let source = Box::new(crate::source::ManifestSource::new(args.manifests.clone()));
+    let (triggers, rx) = mpsc::channel::<Trigger>(256);
+    // The source, and what tells the agent it changed (kept alive until shutdown).
+    let (source, _watcher): (Box<dyn SnapshotSource>, Option<Debouncer>) = match &args.manifests {
+        Some(dir) => (
+            Box::new(crate::source::ManifestSource::new(dir.clone())),
+            Some(watch_dir(dir, triggers.clone())?),
+        ),
+        None => {
+            let client = crate::k8s::connect().await?;
+            let t = triggers.clone();
+            let source = crate::k8s::KubeSource::start(
+                client,
+                crate::k8s::KubeSourceConfig::new(
+                    args.configmap_namespace.clone(),
+                    args.configmap_name.clone(),
+                ),
+                // A full queue already holds a resync; the periodic one catches the rest.
+                move || _ = t.try_send(Trigger::Resync),
+            )?;
+            (Box::new(source), None)
+        }
+    };
+    let source_name = source.describe();
     let agent_metrics = AgentMetrics::default();
     let agent = Agent::new(cfg, source, datapath, agent_metrics.clone())?;
     let names = agent.names();
@@ -99,7 +149,6 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         });
     }
 
-    let (triggers, rx) = mpsc::channel::<Trigger>(256);
     let agent_thread = std::thread::Builder::new()
         .name("cns-agent".into())
         .spawn(move || agent.run(rx))
@@ -117,23 +166,6 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         }
     });
 
-    // Directory changes -> resync (a full rescan copes with editors' rename-on-save and
-    // ConfigMap symlink swaps).
-    let t = triggers.clone();
-    let mut debouncer = new_debouncer(Duration::from_millis(150), None, move |_| {
-        _ = t.try_send(Trigger::Resync);
-    })
-    .map_err(|source| DaemonError::Watch {
-        path: args.manifests.clone(),
-        source,
-    })?;
-    debouncer
-        .watch(&args.manifests, RecursiveMode::NonRecursive)
-        .map_err(|source| DaemonError::Watch {
-            path: args.manifests.clone(),
-            source,
-        })?;
-
     // Periodic resync.
     let t = triggers.clone();
     let interval = args.resync_interval;
@@ -149,7 +181,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     });
 
     tracing::info!(
-        manifests = %args.manifests.display(),
+        source = %source_name,
         node = %args.node_name,
         mode = crate::agent::mode_name(args.policy_audit_mode),
         socket = %args.socket.display(),
@@ -163,7 +195,6 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    drop(debouncer);
     drop(triggers);
     _ = std::fs::remove_file(&args.socket);
     if args.cleanup_on_exit {
