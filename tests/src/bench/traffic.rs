@@ -235,8 +235,9 @@ fn manifests(unrelated: usize) -> Vec<(String, String)> {
             10000 + k
         ));
     }
-    if !extra.is_empty() {
-        files.push(("unrelated.yaml".to_owned(), docs(&extra)));
+    // The agent's YAML reader takes at most 1024 documents per file.
+    for (i, chunk) in extra.chunks(500).enumerate() {
+        files.push((format!("unrelated-{i:02}.yaml"), docs(chunk)));
     }
     files
 }
