@@ -3,7 +3,8 @@
 //! Where to start: [`policy`] is the pure core (validate, compile, evaluate); [`encode`]
 //! turns its output into map keys; [`reconcile`] diffs desired against the maps and applies
 //! the difference; [`loader`] loads and attaches the kernel programs; [`source`] reads
-//! manifests; [`agent`] ties them together, driven by [`daemon`] and the control socket
+//! manifests; [`uplink`] finds where the XDP program goes; [`agent`] ties them together,
+//! driven by [`daemon`] and the control socket
 //! ([`control`]); [`cli`] is the command line. Every bpffs path is in [`paths`].
 
 pub mod agent;
@@ -12,11 +13,8 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod encode;
-pub mod events;
 pub mod explain;
-pub mod k8s;
 pub mod loader;
-pub mod metrics;
 pub mod names;
 pub mod netdev;
 pub mod paths;
@@ -24,4 +22,4 @@ pub mod policy;
 pub mod reconcile;
 pub mod show;
 pub mod source;
-pub mod syslog;
+pub mod uplink;

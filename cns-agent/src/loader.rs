@@ -1,5 +1,6 @@
-//! Loading the kernel programs, pinning their maps, attaching them to pod veths, and the
-//! aya side of the map writer. Everything that touches aya lives here.
+//! Loading the kernel programs, pinning their maps, attaching them to pod veths (TC) and to
+//! the node's uplinks (XDP), and the aya side of the map writer. Everything that touches aya
+//! lives here.
 
 use std::{
     collections::BTreeMap,
@@ -10,9 +11,10 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
     programs::{
-        ProgramError, SchedClassifier, TcAttachType,
+        Program, ProgramError, SchedClassifier, TcAttachType, Xdp,
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
+        xdp::{XdpLink, XdpMode},
     },
 };
 use cns_common::maps::{
@@ -23,6 +25,7 @@ use crate::{
     encode::MapContents,
     paths,
     reconcile::{MapOp, MapWriter},
+    uplink::{self, Uplink},
 };
 
 /// The kernel programs, built by build.rs (aya-build) from `cns-ebpf`.
@@ -32,6 +35,45 @@ pub const PROG_TO_POD: &str = "cns_to_pod";
 pub const PROG_FROM_POD: &str = "cns_from_pod";
 /// An empty TC program (returns "pass"), loaded for benchmarks only.
 pub const PROG_EMPTY: &str = "cns_empty";
+/// The XDP program for the node's uplinks.
+pub const PROG_XDP: &str = "cns_xdp";
+
+/// XDP verdicts as [`Datapath::test_run`] returns them for [`PROG_XDP`].
+pub const XDP_DROP: i32 = 1;
+pub const XDP_PASS: i32 = 2;
+
+/// How the XDP program runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum XdpAttachMode {
+    /// In the driver, before an skb exists (veth, most physical NICs).
+    Native,
+    /// In the stack after the skb is built (any driver): the same verdicts, less gain.
+    Generic,
+}
+
+impl XdpAttachMode {
+    /// `native` or `generic` (as `status` shows it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+impl std::fmt::Display for XdpAttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The XDP program on one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpAttachment {
+    pub interface: String,
+    /// As attached, or as the kernel reports it for an adopted link (`None`: unknown).
+    pub mode: Option<XdpAttachMode>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -80,11 +122,15 @@ pub struct Datapath {
     ipcache: HashMap<MapData, u32, Remote>,
     cidrs: LpmTrie<MapData, CidrKey, u32>,
     policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    /// Local pod address -> ifindex, kept in step with `endpoints` (for the XDP program).
+    local_ips: HashMap<MapData, u32, u32>,
     counters: PerCpuHashMap<MapData, CounterKey, Counter>,
     stats: PerCpuArray<MapData, u64>,
     pin_dir: PathBuf,
     /// Attached interfaces (ifindex -> name). The links themselves are owned by their pins.
     links: BTreeMap<u32, String>,
+    /// Interfaces with the XDP program (ifindex -> attachment), pinned like `links`.
+    xdp_links: BTreeMap<u32, XdpAttachment>,
 }
 
 /// The two programs on a pod veth and where each attaches.
@@ -127,17 +173,31 @@ impl Datapath {
             prog.load()
                 .map_err(|source| LoadError::Program { name, source })?;
         }
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROG_XDP)
+            .ok_or(LoadError::MissingProgram(PROG_XDP))?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                name: PROG_XDP,
+                source,
+            })?;
+        xdp.load().map_err(|source| LoadError::Program {
+            name: PROG_XDP,
+            source,
+        })?;
         Ok(Self {
             config: take!(ebpf, m::CONFIG),
             endpoints: take!(ebpf, m::ENDPOINTS),
             ipcache: take!(ebpf, m::IPCACHE),
             cidrs: take!(ebpf, m::CIDRS),
             policy: take!(ebpf, m::POLICY),
+            local_ips: take!(ebpf, m::LOCAL_IPS),
             counters: take!(ebpf, m::COUNTERS),
             stats: take!(ebpf, m::STATS),
             ebpf,
             pin_dir: pin_dir.to_owned(),
             links: BTreeMap::new(),
+            xdp_links: BTreeMap::new(),
         })
     }
 
@@ -210,6 +270,9 @@ impl Datapath {
                 .and_then(|n| n.to_str())
                 .and_then(paths::parse_link_pin)
                 .and_then(|(ifindex, name)| {
+                    if name == PROG_XDP {
+                        return Some((ifindex, PROG_XDP));
+                    }
                     let (program, _) = ATTACHMENTS.iter().find(|(p, _)| *p == name)?;
                     Some((ifindex, *program))
                 });
@@ -218,6 +281,10 @@ impl Datapath {
                 _ = std::fs::remove_file(&pin);
                 continue;
             };
+            if program == PROG_XDP {
+                self.adopt_xdp(&pin, ifindex);
+                continue;
+            }
             let adopted = PinnedLink::from_pin(&pin)
                 .map_err(|e| e.to_string())
                 .and_then(|p| {
@@ -242,6 +309,9 @@ impl Datapath {
                 }
             }
         }
+        if let Err(e) = self.sync_local_ips() {
+            tracing::warn!(error = %e, "failed to rebuild the local pod addresses for XDP");
+        }
         for old in paths::stale_maps_dirs(&self.pin_dir) {
             tracing::info!(dir = %old.display(), "removing maps of an older layout");
             _ = std::fs::remove_dir_all(&old);
@@ -250,7 +320,8 @@ impl Datapath {
     }
 
     /// Runs `program` once on `packet` with `BPF_PROG_TEST_RUN` (the skb's device is the
-    /// loopback, ifindex 1) and returns its verdict (-1 pass, 2 drop).
+    /// loopback, ifindex 1) and returns its verdict: TC -1 pass, 2 drop; XDP ([`PROG_XDP`])
+    /// [`XDP_PASS`], [`XDP_DROP`].
     pub fn test_run(&self, program: &'static str, packet: &[u8]) -> Result<i32, ProgramError> {
         self.test_run_repeat(program, packet, 1)
             .map(|(verdict, _)| verdict)
@@ -265,19 +336,172 @@ impl Datapath {
         repeat: u32,
     ) -> Result<(i32, std::time::Duration), ProgramError> {
         use aya::programs::{TestRun as _, TestRunOptions};
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(program)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(ProgramError::NotLoaded)?;
         let mut out = vec![0u8; packet.len() + 256];
-        let result = prog.test_run(TestRunOptions {
+        let opts = TestRunOptions {
             data_in: Some(packet),
             data_out: Some(&mut out),
             repeat,
             ..TestRunOptions::default()
-        })?;
+        };
+        let result = match self.ebpf.program(program) {
+            Some(Program::SchedClassifier(p)) => p.test_run(opts)?,
+            Some(Program::Xdp(p)) => p.test_run(opts)?,
+            _ => return Err(ProgramError::NotLoaded),
+        };
         Ok((result.return_value as i32, result.duration))
+    }
+
+    /// Removes `ip` from the local addresses if it still leads to `ifindex`.
+    fn forget_local_ip(&mut self, ip: u32, ifindex: u32) {
+        if self.local_ips.get(&ip, 0).ok() == Some(ifindex) {
+            _ = self.local_ips.remove(&ip);
+        }
+    }
+
+    /// Rewrites `CNS_LOCAL_IPS` from `CNS_ENDPOINTS` (each endpoint's address -> its
+    /// ifindex), removing anything else. [`MapWriter::apply_op`] keeps it in step with every
+    /// endpoint change; [`Datapath::adopt`] calls this once to repair what an earlier agent
+    /// may have left. Returns how many entries changed.
+    pub fn sync_local_ips(&mut self) -> Result<usize, MapError> {
+        let mut want = BTreeMap::new();
+        for kv in self.endpoints.iter() {
+            let (ifindex, ep) = kv?;
+            want.insert(ep.ip, ifindex);
+        }
+        let mut have = BTreeMap::new();
+        for kv in self.local_ips.iter() {
+            let (ip, ifindex) = kv?;
+            have.insert(ip, ifindex);
+        }
+        let mut changes = 0;
+        for ip in have.keys().filter(|ip| !want.contains_key(ip)) {
+            self.local_ips.remove(ip)?;
+            changes += 1;
+        }
+        for (ip, ifindex) in &want {
+            if have.get(ip) != Some(ifindex) {
+                self.local_ips.insert(ip, ifindex, 0)?;
+                changes += 1;
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Local pod address -> ifindex, as the XDP program sees it.
+    pub fn local_ips(&self) -> Result<BTreeMap<u32, u32>, MapError> {
+        self.local_ips.iter().collect()
+    }
+
+    fn xdp_program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROG_XDP)
+            .and_then(|p| p.try_into().ok())
+            .expect("programs were checked at load")
+    }
+
+    /// Attaches the XDP program to `interface` (the node's uplink, see `uplink`): native
+    /// mode when the driver supports it, generic otherwise; pins the link at
+    /// `links/{ifindex}-cns_xdp` so it stays attached when the agent exits or dies. Returns
+    /// the mode. A no-op (returning the known mode) when attached already.
+    pub fn attach_xdp(
+        &mut self,
+        interface: &str,
+        ifindex: u32,
+    ) -> Result<XdpAttachMode, AttachError> {
+        if let Some(a) = self.xdp_links.get(&ifindex) {
+            return Ok(a.mode.unwrap_or(XdpAttachMode::Generic));
+        }
+        let err = |step, source: Box<dyn std::error::Error + Send + Sync>| AttachError {
+            step,
+            program: PROG_XDP,
+            interface: interface.to_owned(),
+            ifindex,
+            source,
+        };
+        let pin = paths::link_pin(&self.pin_dir, ifindex, PROG_XDP);
+        let prog = self.xdp_program();
+        let (id, mode) = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(id) => (id, XdpAttachMode::Native),
+            Err(native) => {
+                let id = prog
+                    .attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(|e| err("attach", format!("native: {native}; generic: {e}").into()))?;
+                tracing::info!(interface, error = %native, "native XDP unavailable; using generic XDP");
+                (id, XdpAttachMode::Generic)
+            }
+        };
+        let link = prog.take_link(id).map_err(|e| err("attach", e.into()))?;
+        // A netlink attachment (no bpf_link) cannot be pinned; dropping it detaches.
+        let fd = FdLink::try_from(link).map_err(|e| err("attach", e.into()))?;
+        fd.pin(&pin).map_err(|e| err("pin the link of", e.into()))?;
+        self.xdp_links.insert(
+            ifindex,
+            XdpAttachment {
+                interface: interface.to_owned(),
+                mode: Some(mode),
+            },
+        );
+        Ok(mode)
+    }
+
+    /// Removes the XDP link pin of `ifindex`, which detaches the program.
+    pub fn detach_xdp(&mut self, ifindex: u32) {
+        _ = std::fs::remove_file(paths::link_pin(&self.pin_dir, ifindex, PROG_XDP));
+        self.xdp_links.remove(&ifindex);
+    }
+
+    /// Makes the XDP program run on exactly `uplinks`: attaches where missing, detaches from
+    /// every other interface. Returns the failures (retry at the next sync).
+    pub fn sync_xdp(&mut self, uplinks: &[Uplink]) -> Vec<AttachError> {
+        let mut errors = Vec::new();
+        for u in uplinks {
+            match self.attach_xdp(&u.name, u.ifindex) {
+                Ok(mode) => tracing::debug!(interface = %u.name, %mode, "XDP attached"),
+                Err(e) => errors.push(e),
+            }
+        }
+        let stale: Vec<u32> = self
+            .xdp_links
+            .keys()
+            .filter(|i| !uplinks.iter().any(|u| u.ifindex == **i))
+            .copied()
+            .collect();
+        for ifindex in stale {
+            self.detach_xdp(ifindex);
+        }
+        errors
+    }
+
+    /// Takes over a pinned XDP link (see [`Datapath::adopt`]).
+    fn adopt_xdp(&mut self, pin: &Path, ifindex: u32) {
+        let adopted = PinnedLink::from_pin(pin)
+            .map_err(|e| e.to_string())
+            .and_then(|p| XdpLink::try_from(FdLink::from(p)).map_err(|e| e.to_string()))
+            .and_then(|link| {
+                let prog = self.xdp_program();
+                let id = prog.attach_to_link(link).map_err(|e| e.to_string())?;
+                // The pin owns the link; drop our handle (this does not detach).
+                prog.take_link(id).map(drop).map_err(|e| e.to_string())
+            });
+        match adopted {
+            Ok(()) => {
+                let interface = nix::net::if_::if_indextoname(ifindex)
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let mode = uplink::xdp_mode(ifindex);
+                self.xdp_links
+                    .insert(ifindex, XdpAttachment { interface, mode });
+            }
+            Err(e) => {
+                tracing::info!(pin = %pin.display(), error = %e, "removing a stale XDP link pin");
+                _ = std::fs::remove_file(pin);
+            }
+        }
+    }
+
+    /// ifindex -> interface and mode of every XDP attachment (for `status`).
+    pub fn xdp_attached(&self) -> &BTreeMap<u32, XdpAttachment> {
+        &self.xdp_links
     }
 
     /// ifindex -> interface name of every attachment.
@@ -346,8 +570,26 @@ impl MapWriter for Datapath {
             MapOp::UpsertRemote(k, v) => self.ipcache.insert(k, v, 0),
             MapOp::UpsertCidr((len, k), v) => self.cidrs.insert(&Key::new(*len, *k), v, 0),
             MapOp::UpsertPolicy((len, k), v) => self.policy.insert(&Key::new(*len, *k), v, 0),
-            MapOp::UpsertEndpoint(k, v) => self.endpoints.insert(k, v, 0),
-            MapOp::DeleteEndpoint(k) => self.endpoints.remove(k),
+            MapOp::UpsertEndpoint(k, v) => {
+                let old = self.endpoints.get(k, 0).ok();
+                self.endpoints.insert(k, v, 0)?;
+                if let Some(old) = old.filter(|old| old.ip != v.ip) {
+                    self.forget_local_ip(old.ip, *k);
+                }
+                // A missing entry only means XDP leaves this pod's traffic to TC.
+                if let Err(e) = self.local_ips.insert(v.ip, k, 0) {
+                    tracing::warn!(ifindex = k, error = %e, "failed to record a local pod address for XDP");
+                }
+                Ok(())
+            }
+            MapOp::DeleteEndpoint(k) => {
+                let old = self.endpoints.get(k, 0).ok();
+                self.endpoints.remove(k)?;
+                if let Some(old) = old {
+                    self.forget_local_ip(old.ip, *k);
+                }
+                Ok(())
+            }
             MapOp::DeletePolicy((len, k)) => self.policy.remove(&Key::new(*len, *k)),
             MapOp::DeleteCidr((len, k)) => self.cidrs.remove(&Key::new(*len, *k)),
             MapOp::DeleteRemote(k) => self.ipcache.remove(k),

@@ -62,6 +62,14 @@ pub const EP_EGRESS_ISOLATED: u16 = 2;
 pub const EP_AUDIT_OVERRIDE: u16 = 4;
 pub const EP_AUDIT_ON: u16 = 8;
 
+/// `HashMap<u32 ip, u32 ifindex>`: the local pods by address (network order), each with the
+/// ifindex of its host-side veth, i.e. its key in [`ENDPOINTS`]. Lets the XDP program on the
+/// node's uplink find the endpoint a packet is for. Kept by the agent's loader in step with
+/// [`ENDPOINTS`] (written on every endpoint upsert/delete, rebuilt when programs are
+/// adopted); a stale entry is harmless: the program checks the endpoint's address.
+pub const LOCAL_IPS: &str = "CNS_LOCAL_IPS";
+pub const LOCAL_IPS_CAPACITY: u32 = ENDPOINTS_CAPACITY;
+
 /// `HashMap<u32 ip, Remote>`: every pod IP of the cluster and every address of the node.
 pub const IPCACHE: &str = "CNS_IPCACHE";
 pub const IPCACHE_CAPACITY: u32 = 65536;
@@ -243,9 +251,16 @@ pub const STAT_EVENTS_SUPPRESSED: u32 = 0;
 pub const STAT_EVENTS_LOST: u32 = 1;
 pub const STAT_COUNTERS_FULL: u32 = 2;
 pub const STAT_CONNTRACK_INSERT_FAILED: u32 = 3;
+/// Packets the XDP program on the uplink dropped (denied by policy, blocking mode).
+pub const STAT_XDP_DROPPED: u32 = 4;
+/// Packets the XDP program let through with verdict audit (would have been dropped).
+pub const STAT_XDP_AUDIT: u32 = 5;
+/// New flows the XDP program allowed by policy (it created their conntrack entries, so TC on
+/// the pod's veth takes its fast path).
+pub const STAT_XDP_ALLOWED: u32 = 6;
 
 /// Every map's name, key size, value size and capacity, for the layout fingerprint.
-pub const LAYOUTS: [(&str, usize, usize, u32); 11] = [
+pub const LAYOUTS: [(&str, usize, usize, u32); 12] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (
         ENDPOINTS,
@@ -254,6 +269,7 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 11] = [
         ENDPOINTS_CAPACITY,
     ),
     (IPCACHE, 4, core::mem::size_of::<Remote>(), IPCACHE_CAPACITY),
+    (LOCAL_IPS, 4, 4, LOCAL_IPS_CAPACITY),
     (
         CIDRS,
         4 + core::mem::size_of::<CidrKey>(),
@@ -314,10 +330,11 @@ mod tests {
                 });
         assert_eq!(
             (crate::LAYOUT_VERSION, fingerprint),
-            (2, FINGERPRINT_V2),
+            (3, FINGERPRINT_V3),
             "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
         );
     }
 
-    const FINGERPRINT_V2: u64 = 17_576_663_006_849_994_559;
+    /// v3: `CNS_LOCAL_IPS` (local pods by address, for the XDP program on the uplink).
+    const FINGERPRINT_V3: u64 = 9_333_148_909_297_260_718;
 }

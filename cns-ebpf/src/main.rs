@@ -6,6 +6,9 @@
 //! entry is current is counted and passes. Anything else takes the slow path (`policy`):
 //! endpoint, IP cache, policy LPM (at most two lookups: the peer's identity, then the ipBlock
 //! set its address falls in), verdict, conntrack entries, counters, events.
+//!
+//! [`cns_xdp`] (`xdp`) runs on the node's uplink: an early filter that drops denied traffic
+//! from outside the node to isolated local pods with the same maps and decision code.
 #![no_std]
 #![no_main]
 
@@ -15,8 +18,12 @@ mod maps;
 mod parse;
 mod policy;
 mod stats;
+mod xdp;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use cns_common::{DIR_EGRESS, DIR_INGRESS};
 
 /// Let the next program in the tcx chain (or the stack) have the packet.
@@ -33,6 +40,13 @@ pub fn cns_to_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn cns_from_pod(ctx: TcContext) -> i32 {
     policy::handle(&ctx, DIR_EGRESS)
+}
+
+/// XDP on the node's uplink: drops denied traffic to isolated local pods early; everything
+/// else passes to the stack (and to TC on the pod's veth).
+#[xdp]
+pub fn cns_xdp(ctx: XdpContext) -> u32 {
+    xdp::handle(&ctx)
 }
 
 /// Does nothing: the floor the benchmark measures the other programs against.

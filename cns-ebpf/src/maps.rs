@@ -8,8 +8,8 @@ use aya_ebpf::{
 use cns_common::maps::{
     CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, Config, Counter, CounterKey,
     CtEntry, CtKey, ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, FRAGMENTS_CAPACITY, FragKey,
-    FragValue, IPCACHE_CAPACITY, POLICY_CAPACITY, PolicyKey, PolicyValue, RateLimit, Remote,
-    STATS_LEN,
+    FragValue, IPCACHE_CAPACITY, LOCAL_IPS_CAPACITY, POLICY_CAPACITY, PolicyKey, PolicyValue,
+    RateLimit, Remote, STATS_LEN,
 };
 
 #[map]
@@ -18,6 +18,8 @@ pub static CNS_CONFIG: Array<Config> = Array::pinned(1, 0);
 pub static CNS_ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(ENDPOINTS_CAPACITY, 0);
 #[map]
 pub static CNS_IPCACHE: HashMap<u32, Remote> = HashMap::pinned(IPCACHE_CAPACITY, 0);
+#[map]
+pub static CNS_LOCAL_IPS: HashMap<u32, u32> = HashMap::pinned(LOCAL_IPS_CAPACITY, 0);
 #[map]
 pub static CNS_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::pinned(CIDRS_CAPACITY, 0);
 #[map]

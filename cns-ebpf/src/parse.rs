@@ -1,6 +1,8 @@
-//! Header parsing with `bpf_skb_load_bytes` (works on non-linear skbs too).
+//! Header parsing, generic over how bytes are read ([`Bytes`]): TC uses
+//! `bpf_skb_load_bytes` (works on non-linear skbs too), XDP reads the frame directly.
+//! Both programs get the same [`Packet`] from the same code.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use cns_common::{PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 const ETH_HLEN: usize = 14;
@@ -59,9 +61,48 @@ const fn is_icmp_error(t: u8) -> bool {
     matches!(t, 3 | 4 | 5 | 11 | 12)
 }
 
+/// Reading packet bytes: what parsing needs of a program context.
+pub trait Bytes {
+    /// `size_of::<T>()` bytes at `off` from the start of the frame, or `None` past its end.
+    fn load<T: Copy>(&self, off: usize) -> Option<T>;
+    /// The frame's length, Ethernet header included (what the counters count).
+    fn frame_len(&self) -> u32;
+}
+
+impl Bytes for TcContext {
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        TcContext::load(self, off).ok()
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        self.len()
+    }
+}
+
+impl Bytes for XdpContext {
+    /// Direct packet access, bounds-checked against `data_end` as the verifier requires.
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        let start = self.data();
+        let end = self.data_end();
+        if start + off + core::mem::size_of::<T>() > end {
+            return None;
+        }
+        // SAFETY: within [data, data_end), checked above; unaligned reads are allowed.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        (self.data_end() - self.data()) as u32
+    }
+}
+
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> L3 {
-    let Ok(ethertype) = ctx.load::<u16>(12) else {
+pub fn parse<C: Bytes>(ctx: &C) -> L3 {
+    let Some(ethertype) = ctx.load::<u16>(12) else {
         return L3::Malformed;
     };
     match u16::from_be(ethertype) {
@@ -76,10 +117,10 @@ pub fn parse(ctx: &TcContext) -> L3 {
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &TcContext) -> Option<Packet> {
+fn parse_ipv4<C: Bytes>(ctx: &C) -> Option<Packet> {
     // version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol, checksum,
     // source, destination: the fixed 20 bytes.
-    let hdr: [u8; 20] = ctx.load(ETH_HLEN).ok()?;
+    let hdr: [u8; 20] = ctx.load(ETH_HLEN)?;
     if hdr[0] >> 4 != 4 {
         return None;
     }
@@ -109,18 +150,18 @@ fn parse_ipv4(ctx: &TcContext) -> Option<Packet> {
     let l4 = ETH_HLEN + ihl;
     match proto {
         PROTO_TCP => {
-            let h: [u8; 14] = ctx.load(l4).ok()?;
+            let h: [u8; 14] = ctx.load(l4)?;
             p.sport = u16::from_ne_bytes([h[0], h[1]]);
             p.dport = u16::from_ne_bytes([h[2], h[3]]);
             p.tcp_flags = h[13];
         }
         PROTO_UDP | PROTO_SCTP => {
-            let h: [u8; 4] = ctx.load(l4).ok()?;
+            let h: [u8; 4] = ctx.load(l4)?;
             p.sport = u16::from_ne_bytes([h[0], h[1]]);
             p.dport = u16::from_ne_bytes([h[2], h[3]]);
         }
         PROTO_ICMP => {
-            let h: [u8; 8] = ctx.load(l4).ok()?;
+            let h: [u8; 8] = ctx.load(l4)?;
             // Echo request and reply share their identifier: use it as both "ports" so a
             // reply's reversed tuple matches the request's.
             if h[0] == ICMP_ECHO_REQUEST || h[0] == ICMP_ECHO_REPLY {
@@ -138,8 +179,8 @@ fn parse_ipv4(ctx: &TcContext) -> Option<Packet> {
 
 /// The quoted IPv4 header and first L4 bytes of an ICMP error.
 #[inline(always)]
-fn parse_inner(ctx: &TcContext, off: usize) -> Option<Inner> {
-    let hdr: [u8; 20] = ctx.load(off).ok()?;
+fn parse_inner<C: Bytes>(ctx: &C, off: usize) -> Option<Inner> {
+    let hdr: [u8; 20] = ctx.load(off)?;
     let ihl = ((hdr[0] & 0x0f) as usize) * 4;
     if hdr[0] >> 4 != 4 || ihl < 20 {
         return None;
@@ -147,14 +188,14 @@ fn parse_inner(ctx: &TcContext, off: usize) -> Option<Inner> {
     let proto = hdr[9];
     let (sport, dport) = match proto {
         PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
-            let h: [u8; 4] = ctx.load(off + ihl).ok()?;
+            let h: [u8; 4] = ctx.load(off + ihl)?;
             (
                 u16::from_ne_bytes([h[0], h[1]]),
                 u16::from_ne_bytes([h[2], h[3]]),
             )
         }
         PROTO_ICMP => {
-            let h: [u8; 8] = ctx.load(off + ihl).ok()?;
+            let h: [u8; 8] = ctx.load(off + ihl)?;
             let id = u16::from_ne_bytes([h[4], h[5]]);
             (id, id)
         }

@@ -16,7 +16,7 @@ use cns_common::{
 use crate::{
     TC_DROP, TC_PASS, conntrack, fragments,
     maps::{CNS_CIDRS, CNS_CONFIG, CNS_ENDPOINTS, CNS_IPCACHE, CNS_POLICY},
-    parse::{self, L3, Packet},
+    parse::{self, Bytes as _, L3, Packet},
     stats,
 };
 
@@ -31,8 +31,26 @@ const NO_CONFIG: Config = Config {
 };
 
 #[inline(always)]
+pub fn config() -> &'static Config {
+    CNS_CONFIG.get(0).unwrap_or(&NO_CONFIG)
+}
+
+/// Whether a live conntrack entry lets its packet pass without policy. Replies of an allowed
+/// flow skip policy; an audited flow's replies pass only while its endpoint is still in audit
+/// mode (`endpoint_audits`, only called for those). Original-direction packets are
+/// re-evaluated when any map changed since (policy revision).
+#[inline(always)]
+pub fn current(e: &CtEntry, cfg: &Config, endpoint_audits: impl FnOnce() -> bool) -> bool {
+    if e.flags & CT_REPLY != 0 {
+        e.verdict != VERDICT_AUDIT || endpoint_audits()
+    } else {
+        e.revision == cfg.revision
+    }
+}
+
+#[inline(always)]
 pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
-    let cfg = CNS_CONFIG.get(0).unwrap_or(&NO_CONFIG);
+    let cfg = config();
     let p = match parse::parse(ctx) {
         L3::Ipv4(p) => p,
         L3::Arp => return TC_PASS,
@@ -43,7 +61,7 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     let key = conntrack::key(&p, dir);
     if p.later_fragment {
         if let Some(f) = fragments::lookup(&p, dir) {
-            stats::count(f.src_ns, f.dst_ns, dir, f.verdict, ctx.len());
+            stats::count(f.src_ns, f.dst_ns, dir, f.verdict, ctx.frame_len());
             return TC_PASS;
         }
         return slow_path(ctx, cfg, dir, &p, &key);
@@ -55,25 +73,17 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
         .as_ref()
         .and_then(|inner| conntrack::related(inner, dir))
     {
-        stats::count(e.dst_ns, e.src_ns, dir, e.verdict, ctx.len());
+        stats::count(e.dst_ns, e.src_ns, dir, e.verdict, ctx.frame_len());
         return TC_PASS;
     }
     if let Some(e) = conntrack::lookup(&key, &p) {
         // SAFETY: a pointer into the map value, valid for this program run.
         let e = unsafe { &*e };
-        // Replies of an allowed flow skip policy; an audited flow's replies pass only while
-        // its endpoint is still in audit mode. Original-direction packets are re-evaluated
-        // when any map changed since (policy revision).
-        let fast = if e.flags & CT_REPLY != 0 {
-            e.verdict != VERDICT_AUDIT || endpoint_audits(ctx, cfg)
-        } else {
-            e.revision == cfg.revision
-        };
-        if fast {
+        if current(e, cfg, || endpoint_audits(ctx, cfg)) {
             if p.first_fragment {
                 fragments::remember(&p, dir, e.verdict, e.src_ns, e.dst_ns);
             }
-            stats::count(e.src_ns, e.dst_ns, dir, e.verdict, ctx.len());
+            stats::count(e.src_ns, e.dst_ns, dir, e.verdict, ctx.frame_len());
             return TC_PASS;
         }
     }
@@ -90,7 +100,7 @@ fn endpoint(ctx: &TcContext) -> Option<&'static Endpoint> {
 }
 
 #[inline(always)]
-fn audits(ep: &Endpoint, cfg: &Config) -> bool {
+pub fn audits(ep: &Endpoint, cfg: &Config) -> bool {
     if ep.flags & EP_AUDIT_OVERRIDE != 0 {
         ep.flags & EP_AUDIT_ON != 0
     } else {
@@ -104,7 +114,7 @@ fn endpoint_audits(ctx: &TcContext, cfg: &Config) -> bool {
 }
 
 #[inline(always)]
-fn isolated(ep: &Endpoint, dir: u8) -> bool {
+pub fn isolated(ep: &Endpoint, dir: u8) -> bool {
     let flag = if dir == DIR_INGRESS {
         EP_INGRESS_ISOLATED
     } else {
@@ -131,7 +141,7 @@ fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
     } else {
         (ep.ns_id, NS_WORLD)
     };
-    stats::count(src_ns, dst_ns, dir, verdict, ctx.len());
+    stats::count(src_ns, dst_ns, dir, verdict, ctx.frame_len());
     if verdict != VERDICT_FORWARDED {
         let ev = Event {
             ts_ns: stats::now_ns(),
@@ -159,7 +169,7 @@ fn no_endpoint(ctx: &TcContext, cfg: &Config, dir: u8) -> i32 {
     } else {
         (VERDICT_DROPPED, TC_DROP)
     };
-    stats::count(NS_UNKNOWN, NS_UNKNOWN, dir, verdict, ctx.len());
+    stats::count(NS_UNKNOWN, NS_UNKNOWN, dir, verdict, ctx.frame_len());
     let ev = Event {
         ts_ns: stats::now_ns(),
         dir,
@@ -223,6 +233,43 @@ fn slow_path(
     let Some(ep) = endpoint(ctx) else {
         return no_endpoint(ctx, cfg, dir);
     };
+    let d = decide(cfg, ep, dir, p);
+    record(
+        cfg,
+        ep,
+        ep_ifindex(ctx),
+        dir,
+        p,
+        key,
+        &d,
+        Some(ctx.frame_len()),
+    );
+    if d.verdict == VERDICT_DROPPED {
+        TC_DROP
+    } else {
+        TC_PASS
+    }
+}
+
+/// Policy's answer for a packet of endpoint `ep`, before any side effect.
+pub struct Decision {
+    /// `VERDICT_*`.
+    pub verdict: u8,
+    /// `REASON_*`.
+    pub reason: u8,
+    /// The allowing policy, `u32::MAX` when none.
+    pub policy_id: u32,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    pub src_ns: u16,
+    pub dst_ns: u16,
+}
+
+/// The slow path's decision (TC and XDP share it): IP cache, anti-spoofing, isolation,
+/// traffic from the node, then at most two policy lookups (the peer's identity, the ipBlock
+/// set its address falls in); audit mode turns a drop into `audit`.
+#[inline(always)]
+pub fn decide(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet) -> Decision {
     let (remote_addr, local_addr) = if dir == DIR_INGRESS {
         (p.saddr, p.daddr)
     } else {
@@ -264,9 +311,39 @@ fn slow_path(
     } else {
         (ep.identity, remote.identity, ep.ns_id, remote.ns_id)
     };
-    stats::count(src_ns, dst_ns, dir, verdict, ctx.len());
+    Decision {
+        verdict,
+        reason,
+        policy_id,
+        src_identity,
+        dst_identity,
+        src_ns,
+        dst_ns,
+    }
+}
+
+/// What a decision leaves behind: the counter (when `count` holds the frame length: XDP
+/// leaves passing packets to be counted by TC, so each packet is counted once per
+/// endpoint), the first fragment's verdict, the conntrack entries of a passing flow, and
+/// the event of a drop or audit. `ifindex` is the endpoint's veth, whichever program ran.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn record(
+    cfg: &Config,
+    ep: &Endpoint,
+    ifindex: u32,
+    dir: u8,
+    p: &Packet,
+    key: &cns_common::maps::CtKey,
+    d: &Decision,
+    count: Option<u32>,
+) {
+    let verdict = d.verdict;
+    if let Some(bytes) = count {
+        stats::count(d.src_ns, d.dst_ns, dir, verdict, bytes);
+    }
     if verdict != VERDICT_DROPPED && p.first_fragment {
-        fragments::remember(p, dir, verdict, src_ns, dst_ns);
+        fragments::remember(p, dir, verdict, d.src_ns, d.dst_ns);
     }
 
     if verdict != VERDICT_DROPPED
@@ -275,12 +352,12 @@ fn slow_path(
     {
         let entry = CtEntry {
             revision: cfg.revision,
-            src_identity,
-            dst_identity,
-            src_ns,
-            dst_ns,
+            src_identity: d.src_identity,
+            dst_identity: d.dst_identity,
+            src_ns: d.src_ns,
+            dst_ns: d.dst_ns,
             verdict,
-            policy_id,
+            policy_id: d.policy_id,
             ..CtEntry::default()
         };
         conntrack::create(key, p, &entry);
@@ -295,20 +372,15 @@ fn slow_path(
             proto: p.proto,
             dir,
             verdict,
-            reason,
-            src_identity,
-            dst_identity,
-            ifindex: ep_ifindex(ctx),
+            reason: d.reason,
+            src_identity: d.src_identity,
+            dst_identity: d.dst_identity,
+            ifindex,
             ep_id: ep.ep_id,
-            src_ns,
-            dst_ns,
+            src_ns: d.src_ns,
+            dst_ns: d.dst_ns,
             _pad: 0,
         };
         stats::event(cfg, &ev);
-    }
-    if verdict == VERDICT_DROPPED {
-        TC_DROP
-    } else {
-        TC_PASS
     }
 }
