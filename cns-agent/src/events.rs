@@ -253,7 +253,7 @@ mod tests {
             "1970-01-01T00:00:00.000Z"
         );
         assert_eq!(
-            humantime_rfc3339(Duration::from_millis(1_795_756_800_123)),
+            humantime_rfc3339(Duration::from_millis(1_795_737_600_123)),
             "2026-11-27T00:00:00.123Z"
         );
         assert_eq!(
