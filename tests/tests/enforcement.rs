@@ -640,3 +640,25 @@ spec:
         "{table}"
     );
 }
+
+#[test]
+fn control_socket_refuses_non_root_callers() {
+    kernel_test!();
+    let c = Cluster::start(true, &[]);
+    // The same client, as nobody: the socket's mode 0600 turns it away.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(cns_tests::agent::agent_bin())
+        .args(["status", "--socket"])
+        .arg(&c.agent.socket)
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(!out.status.success(), "an unprivileged caller got through");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("failed to reach the agent") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    // Root still gets in.
+    c.agent.cli(&["status"]).expect("root");
+}
