@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::{
     control::{Reply, Request},
     encode::{self, MapContents},
-    explain,
+    explain, history,
     loader::Datapath,
     metrics::AgentMetrics,
     names::{Names, SharedNames},
@@ -81,6 +81,7 @@ pub struct Agent {
     /// Runtime global override (`cns-agent mode audit|blocking`).
     global_override: Option<bool>,
     metrics: AgentMetrics,
+    history: history::History,
 }
 
 /// The outcome of a sync, as `cns-agent sync` prints it.
@@ -151,6 +152,7 @@ impl Agent {
             configured_audit: cfg_audit,
             global_override: None,
             metrics,
+            history: history::History::default(),
         };
         agent.write_config()?;
         Ok(agent)
@@ -182,7 +184,18 @@ impl Agent {
             tracing::warn!(error = %e, "invalid input");
         }
         self.errors = state.errors;
-        self.snapshot = state.snapshot;
+        let old_snapshot = std::mem::replace(&mut self.snapshot, state.snapshot);
+        let old_endpoints: BTreeMap<u32, ObjectRef> = self
+            .allocations
+            .endpoints
+            .iter()
+            .map(|(pod, id)| (*id, pod.clone()))
+            .collect();
+        let old_ifindexes: BTreeMap<u32, ObjectRef> = self
+            .veths
+            .iter()
+            .map(|(pod, v)| (v.ifindex, pod.clone()))
+            .collect();
         if let Some(audit) = state.audit_mode
             && audit != self.configured_audit
         {
@@ -193,9 +206,10 @@ impl Agent {
                 by = "source configuration (policyAuditMode)",
                 "configured policy audit mode changed"
             );
+            let from = mode_name(self.configured_audit);
             self.configured_audit = audit;
             self.set_global_mode();
-            self.count_mode_change("global", "source");
+            self.count_mode_change("global", "source", from, mode_name(audit));
         }
         self.node = NodeContext {
             node_name: self.cfg.node_name.clone(),
@@ -238,6 +252,7 @@ impl Agent {
                 source,
             })?;
         }
+        let (added, changed, removed) = history::policy_changes(&old_snapshot, &self.snapshot);
         if !ops.is_empty() {
             self.write_config()?;
             tracing::info!(
@@ -245,6 +260,27 @@ impl Agent {
                 revision = self.revision,
                 "maps updated"
             );
+        }
+        if !ops.is_empty() || !added.is_empty() || !changed.is_empty() || !removed.is_empty() {
+            let mut ids = old_endpoints;
+            ids.extend(
+                self.desired
+                    .allocations
+                    .endpoints
+                    .iter()
+                    .map(|(pod, id)| (*id, pod.clone())),
+            );
+            self.history.record(history::Change {
+                time: now_rfc3339(),
+                revision: self.revision,
+                by: "sync".into(),
+                policies_added: added,
+                policies_changed: changed,
+                policies_removed: removed,
+                endpoints_affected: history::endpoints_affected(&ops, &ids, &old_ifindexes),
+                mode_change: None,
+                map_changes: ops.len(),
+            });
         }
         self.attach_endpoints(veths);
         self.publish_names();
@@ -354,7 +390,14 @@ impl Agent {
         }
     }
 
-    fn count_mode_change(&self, scope: &str, by: &str) {
+    fn count_mode_change(&mut self, scope: &str, by: &str, from: &str, to: &str) {
+        self.history.record(history::Change {
+            time: now_rfc3339(),
+            revision: self.revision,
+            by: by.into(),
+            mode_change: Some(format!("{scope}: {from} -> {to}")),
+            ..history::Change::default()
+        });
         self.metrics
             .mode_changes
             .get_or_create(&vec![
@@ -432,7 +475,12 @@ impl Agent {
                 );
                 self.write_config()?;
                 self.publish_names();
-                self.count_mode_change("global", "cli");
+                self.count_mode_change(
+                    "global",
+                    "cli",
+                    mode_name(before),
+                    mode_name(self.audit_mode),
+                );
                 Ok(mode_name(self.audit_mode))
             }
             Some(ns) => {
@@ -451,7 +499,7 @@ impl Agent {
                     by,
                     "policy audit mode changed"
                 );
-                self.count_mode_change(&ns, "cli");
+                self.count_mode_change(&format!("namespace {ns}"), "cli", before, after);
                 Ok(after)
             }
         }
@@ -592,6 +640,7 @@ impl Agent {
                 Err(e) => Reply::err(error_chain(&e), ()),
             },
             Request::Monitor { .. } => Reply::err("monitor is served by the control socket", ()),
+            Request::History { n } => Reply::ok(self.history.last(n)),
             Request::Explain { from, to, port } => {
                 let mode_of = |pod: &ObjectRef| {
                     let audit = self
@@ -686,6 +735,14 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
         tracing::error!(panic = %msg, "internal error while {what}; the agent carries on");
         format!("internal error while {what} (a bug, see the agent log): {msg}")
     })
+}
+
+fn now_rfc3339() -> String {
+    crate::events::humantime_rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
 }
 
 pub fn mode_name(audit: bool) -> &'static str {

@@ -124,6 +124,17 @@ pub enum PolicyCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// The last enforcement changes on this node: policies added, changed or removed,
+    /// endpoints affected, mode changes.
+    History {
+        /// How many changes (newest first).
+        #[arg(short = 'n', long, default_value_t = 20)]
+        n: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Why is this flow allowed or dropped? The verdict of each direction, the policies that
     /// isolate the pods, the rule that allows it (or that none does), and the mode.
     Explain {

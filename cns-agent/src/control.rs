@@ -46,6 +46,10 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         namespace: Option<String>,
     },
+    /// The last `n` enforcement changes, newest first.
+    History {
+        n: usize,
+    },
     /// Explain the verdict for one flow.
     Explain {
         from: String,

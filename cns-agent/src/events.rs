@@ -174,7 +174,7 @@ pub fn to_json(
 }
 
 /// RFC 3339 UTC with milliseconds, without a date-time crate.
-fn humantime_rfc3339(since_epoch: Duration) -> String {
+pub(crate) fn humantime_rfc3339(since_epoch: Duration) -> String {
     let secs = since_epoch.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil from days (Howard Hinnant's algorithm).

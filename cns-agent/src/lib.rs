@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod encode;
 pub mod events;
 pub mod explain;
+pub mod history;
 pub mod k8s;
 pub mod loader;
 pub mod metrics;

@@ -96,6 +96,9 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Sync(c) => (c.socket, Request::Sync, Output::Table),
+        Command::Policy(PolicyCommand::History { n, client, output }) => {
+            (client.socket, Request::History { n }, output)
+        }
         Command::Policy(PolicyCommand::Show {
             namespace,
             pod,
@@ -227,6 +230,39 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
             }
         }
         Request::Explain { .. } | Request::Monitor { .. } => {}
+        Request::History { .. } => {
+            for c in d.as_array().into_iter().flatten() {
+                let list = |k: &str| {
+                    c[k].as_array().filter(|a| !a.is_empty()).map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                };
+                let mut parts = vec![format!(
+                    "{} rev {:<5} by {:<6}",
+                    c["time"].as_str().unwrap_or(""),
+                    c["revision"],
+                    c["by"].as_str().unwrap_or("")
+                )];
+                for (label, key) in [
+                    ("added", "policies_added"),
+                    ("changed", "policies_changed"),
+                    ("removed", "policies_removed"),
+                    ("endpoints", "endpoints_affected"),
+                ] {
+                    if let Some(l) = list(key) {
+                        parts.push(format!("{label}={l}"));
+                    }
+                }
+                if let Some(m) = c["mode_change"].as_str() {
+                    parts.push(format!("mode {m}"));
+                }
+                parts.push(format!("({} map changes)", c["map_changes"]));
+                println!("{}", parts.join(" "));
+            }
+        }
         Request::Show { .. } => {
             for ep in d.as_array().into_iter().flatten() {
                 println!(

@@ -662,3 +662,40 @@ fn control_socket_refuses_non_root_callers() {
     // Root still gets in.
     c.agent.cli(&["status"]).expect("root");
 }
+
+#[test]
+fn policy_history_records_what_changed() {
+    kernel_test!();
+    let c = Cluster::start(false, &[]);
+    c.agent.apply("deny.yaml", DENY_INGRESS);
+    c.agent
+        .cli(&["mode", "audit", "--namespace", "alpha"])
+        .expect("mode");
+    c.agent.remove("deny.yaml");
+    c.agent.sync().expect("sync");
+    let out = c
+        .agent
+        .cli(&["policy", "history", "-n", "10", "-o", "json"])
+        .expect("history");
+    let h: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let h = h.as_array().unwrap();
+    let find = |key: &str, value: &str| {
+        h.iter()
+            .position(|c| c[key] == value || c[key][0] == value)
+            .unwrap_or_else(|| panic!("no change with {key} = {value}: {h:#?}"))
+    };
+    // Newest first: the removal, then the mode change, then the addition.
+    let removed = find("policies_removed", "alpha/deny-ingress");
+    let mode = find("mode_change", "namespace alpha: blocking -> audit");
+    let added = find("policies_added", "alpha/deny-ingress");
+    assert!(removed < mode && mode < added, "{h:#?}");
+    assert!(
+        h[added]["endpoints_affected"]
+            .as_array()
+            .unwrap()
+            .contains(&"alpha/server".into()),
+        "{h:#?}"
+    );
+    let table = c.agent.cli(&["policy", "history"]).expect("history");
+    assert!(table.contains("added=alpha/deny-ingress"), "{table}");
+}
