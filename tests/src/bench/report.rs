@@ -197,8 +197,8 @@ impl Report {
                 .filter(|i| i.pods == cs.iter().map(|c| c.pods).max().unwrap_or(0))
             {
                 h.push(format!(
-                    "{} at {} pods x {} policies: p50 {:.1} ms, p99 {:.1} ms (source event to maps updated, {} map ops)",
-                    i.change, i.pods, i.policies, i.total_p50_ms, i.total_p99_ms, i.ops
+                    "{} at {} pods x {} policies ({}): p50 {:.1} ms, p99 {:.1} ms (source event to maps updated, {} map ops)",
+                    i.change, i.pods, i.policies, i.mix, i.total_p50_ms, i.total_p99_ms, i.ops
                 ));
             }
         }
@@ -429,16 +429,20 @@ impl Report {
                 );
                 let _ = writeln!(
                     s,
-                    "| change | pods | policies | iterations | map ops | parse p50 ms | compile p50 ms | encode+diff p50 ms | apply p50 ms | total p50 ms | total p99 ms |"
+                    "| change | pods | policies | mix | iterations | map ops | parse p50 ms | compile p50 ms | encode+diff p50 ms | apply p50 ms | total p50 ms | total p99 ms |"
                 );
-                let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+                let _ = writeln!(
+                    s,
+                    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+                );
                 for i in inc {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
+                        "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
                         i.change,
                         i.pods,
                         i.policies,
+                        i.mix,
                         i.iterations,
                         i.ops,
                         i.parse_p50_ms,
