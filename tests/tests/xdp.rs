@@ -102,18 +102,29 @@ spec:
 ";
 
 struct Fixture {
+    // Field order is drop order: the programs go before their pin directory.
     dp: Datapath,
-    pin_dir: PathBuf,
+    pin_dir: PinDir,
 }
 
-impl Drop for Fixture {
+/// A pin directory removed on drop, also when loading fails.
+struct PinDir(PathBuf);
+
+impl std::ops::Deref for PinDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PinDir {
     fn drop(&mut self) {
-        _ = std::fs::remove_dir_all(&self.pin_dir);
+        _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
 fn fixture(audit: bool) -> Fixture {
-    let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("cns-xdp-"));
+    let pin_dir = PinDir(PathBuf::from("/sys/fs/bpf").join(unique("cns-xdp-")));
     cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
     let mut dp = Datapath::load(&pin_dir).expect("load programs");
     let (snapshot, errors) = source::load(
