@@ -176,6 +176,18 @@ fn sigkill_and_sigterm_restarts_never_give_a_wrong_verdict() {
     assert_eq!(links, 2 * 4, "link pins");
 }
 
+/// Whether `check` holds within a few seconds.
+fn eventually(check: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
 #[test]
 fn uninstall_and_cleanup_on_exit_remove_enforcement() {
     if !kernel_or_skip("uninstall") {
@@ -200,8 +212,9 @@ fn uninstall_and_cleanup_on_exit_remove_enforcement() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!c.agent.pin_dir.exists(), "pins removed");
+    // The kernel releases a link whose last pin is gone asynchronously: give it a moment.
     assert!(
-        tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        eventually(|| tcp_ok(&c.gamma_client.netns, SERVER, 8080)),
         "programs detached"
     );
 
@@ -219,7 +232,7 @@ fn uninstall_and_cleanup_on_exit_remove_enforcement() {
     agent.stop(Signal::SIGTERM);
     assert!(!agent.pin_dir.exists(), "pins removed at exit");
     assert!(
-        tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        eventually(|| tcp_ok(&c.gamma_client.netns, SERVER, 8080)),
         "programs detached at exit"
     );
 }
