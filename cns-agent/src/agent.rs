@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     pub event_rate: u32,
     pub event_burst: u32,
+    /// Where the XDP program runs.
+    pub xdp_interfaces: crate::uplink::XdpInterfaces,
 }
 
 /// What woke the agent up.
@@ -283,6 +285,15 @@ impl Agent {
             });
         }
         self.attach_endpoints(veths);
+        // After the maps and the endpoints: XDP decides with the same maps.
+        match crate::uplink::resolve(&self.cfg.xdp_interfaces) {
+            Ok(uplinks) => {
+                for e in self.datapath.sync_xdp(&uplinks) {
+                    tracing::warn!(error = %error_chain(&e), "XDP attach failed; will retry");
+                }
+            }
+            Err(e) => tracing::warn!(error = %error_chain(&e), "cannot find the XDP interfaces"),
+        }
         self.publish_names();
         self.last_sync = Some(Instant::now());
         self.record_sync_metrics(started, !errors.is_empty());
@@ -591,6 +602,16 @@ impl Agent {
                 })
                 .collect(),
             maps: self.written.usage().to_vec(),
+            xdp: self
+                .datapath
+                .xdp_attached()
+                .iter()
+                .map(|(ifindex, a)| XdpStatus {
+                    interface: a.interface.clone(),
+                    ifindex: *ifindex,
+                    mode: a.mode.map_or("unknown", |m| m.as_str()),
+                })
+                .collect(),
             datapath_stats: STAT_NAMES
                 .iter()
                 .map(|&(i, name)| (name, stats.get(i as usize).copied().unwrap_or(0)))
@@ -716,11 +737,14 @@ impl Agent {
 }
 
 /// The datapath statistics `status` shows, by their `STATS` map index.
-const STAT_NAMES: [(u32, &str); 4] = [
+const STAT_NAMES: [(u32, &str); 7] = [
     (m::STAT_EVENTS_SUPPRESSED, "events_suppressed"),
     (m::STAT_EVENTS_LOST, "events_lost"),
     (m::STAT_COUNTERS_FULL, "counters_full"),
     (m::STAT_CONNTRACK_INSERT_FAILED, "conntrack_insert_failed"),
+    (m::STAT_XDP_DROPPED, "xdp_dropped"),
+    (m::STAT_XDP_AUDIT, "xdp_audit"),
+    (m::STAT_XDP_ALLOWED, "xdp_allowed"),
 ];
 
 /// Runs `f`, turning a panic (a bug) into an error message instead of killing the agent
@@ -782,6 +806,13 @@ pub struct EndpointStatus {
 }
 
 #[derive(Debug, Serialize)]
+pub struct XdpStatus {
+    pub interface: String,
+    pub ifindex: u32,
+    pub mode: &'static str,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Status {
     /// The global mode in force.
     pub mode: &'static str,
@@ -795,6 +826,8 @@ pub struct Status {
     pub seconds_since_sync: Option<u64>,
     pub endpoints: Vec<EndpointStatus>,
     pub maps: Vec<encode::MapUsage>,
+    /// The uplinks running the XDP program, and in which mode (native or generic).
+    pub xdp: Vec<XdpStatus>,
     pub datapath_stats: BTreeMap<&'static str, u64>,
     pub errors: Vec<String>,
 }

@@ -44,7 +44,7 @@ pub enum Mode {
 pub enum Command {
     /// Run the agent: enforce the cluster's policies on this node (from the Kubernetes API, or
     /// from a manifests directory with --manifests).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Ask the running agent to re-read its source; returns once the result is enforced.
     /// Exits non-zero, printing the agent's errors, when the source is invalid.
     Sync(ClientArgs),
@@ -201,6 +201,10 @@ pub struct RunArgs {
     /// tcp://HOST:PORT (RFC 6587 octet counting), optional ?facility=local0..local7.
     #[arg(long, env = "CNS_SYSLOG")]
     pub syslog: Option<crate::syslog::SyslogTarget>,
+    /// Where the XDP program runs: `default` (the interfaces holding the node's IPv4 default
+    /// routes), `none`, or a comma-separated list of interfaces.
+    #[arg(long, default_value = "default", env = "CNS_XDP_INTERFACES")]
+    pub xdp_interfaces: crate::uplink::XdpInterfaces,
     /// Seconds between full resyncs (re-read source, find new veths, rewrite drift).
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub resync_interval: Duration,

@@ -77,6 +77,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         resync_interval: args.resync_interval,
         event_rate: args.event_rate,
         event_burst: args.event_burst,
+        xdp_interfaces: args.xdp_interfaces.clone(),
     };
     let (triggers, rx) = mpsc::channel::<Trigger>(256);
     // The source, and what tells the agent it changed (kept alive until shutdown).

@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
 async fn async_main(command: Command) -> anyhow::Result<()> {
     let (socket, request, output) = match command {
         Command::Run(args) => {
-            return daemon::run(args)
+            return daemon::run(*args)
                 .await
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)));
         }
@@ -348,6 +348,14 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     m["map"].as_str().unwrap_or(""),
                     m["entries"].as_u64().unwrap_or(0),
                     m["capacity"].as_u64().unwrap_or(0)
+                );
+            }
+            for x in d["xdp"].as_array().into_iter().flatten() {
+                println!(
+                    "xdp:      {} (ifindex {}) mode {}",
+                    x["interface"].as_str().unwrap_or(""),
+                    x["ifindex"],
+                    x["mode"].as_str().unwrap_or("")
                 );
             }
             println!("datapath:    {}", d["datapath_stats"]);

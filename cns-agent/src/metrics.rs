@@ -213,6 +213,21 @@ impl Collector for DatapathCollector {
                     "cns_datapath_conntrack_insert_failures",
                     "Conntrack entries that could not be created.",
                 ),
+                (
+                    m::STAT_XDP_DROPPED,
+                    "cns_xdp_dropped_packets",
+                    "Packets the XDP program on the uplinks dropped (before an skb existed).",
+                ),
+                (
+                    m::STAT_XDP_AUDIT,
+                    "cns_xdp_audit_packets",
+                    "Packets the XDP program passed in audit mode that blocking mode would drop.",
+                ),
+                (
+                    m::STAT_XDP_ALLOWED,
+                    "cns_xdp_allowed_packets",
+                    "New flows the XDP program allowed (it created their conntrack entries).",
+                ),
             ] {
                 let v: u64 = stats.get(&index, 0).map(|pc| pc.iter().sum()).unwrap_or(0);
                 let c = ConstCounter::new(v);

@@ -70,6 +70,11 @@ impl Cluster {
     /// Builds the node and pods, starts servers, and starts the agent (blocking mode unless
     /// `audit`) with the cluster manifests plus `policies` (file name, YAML).
     pub fn start(audit: bool, policies: &[(&str, &str)]) -> Self {
+        Self::start_with(audit, policies, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra `cns-agent run` arguments.
+    pub fn start_with(audit: bool, policies: &[(&str, &str)], extra_args: &[&str]) -> Self {
         let mut node = VirtualNode::new();
         let server = node.add_pod(Ipv4Addr::new(10, 0, 1, 10));
         let beta_client = node.add_pod(Ipv4Addr::new(10, 0, 2, 10));
@@ -84,7 +89,7 @@ impl Cluster {
         let cluster = cluster_yaml("client");
         let mut files = vec![("cluster.yaml", cluster.as_str())];
         files.extend_from_slice(policies);
-        let agent = AgentProcess::start(&node, audit, &files);
+        let agent = AgentProcess::start_with(&node, audit, &files, extra_args);
         Self {
             agent,
             server,

@@ -699,3 +699,27 @@ fn policy_history_records_what_changed() {
     let table = c.agent.cli(&["policy", "history"]).expect("history");
     assert!(table.contains("added=alpha/deny-ingress"), "{table}");
 }
+
+#[test]
+fn the_agent_runs_xdp_on_the_uplink_and_drops_there() {
+    kernel_test!();
+    let c = Cluster::start(false, &[("deny.yaml", DENY_INGRESS)]);
+    let status: serde_json::Value =
+        serde_json::from_str(&c.agent.cli(&["status", "-o", "json"]).expect("status")).unwrap();
+    let xdp = status["xdp"].as_array().expect("xdp in status");
+    assert_eq!(xdp.len(), 1, "{status:#}");
+    assert!(
+        xdp[0]["interface"].as_str().unwrap().ends_with('u'),
+        "the uplink: {xdp:?}"
+    );
+    assert_eq!(xdp[0]["mode"], "native");
+    // From outside the node: denied in XDP, before the veth.
+    assert!(!tcp_ok(&c.node.outside, SERVER, 8080));
+    let dropped = c
+        .agent
+        .metric("cns_xdp_dropped_packets_total", &[])
+        .unwrap_or(0.0);
+    assert!(dropped > 0.0, "XDP dropped the SYNs");
+    // The node's own traffic is untouched by XDP (and always allowed by TC).
+    assert!(tcp_ok(&c.node.node, SERVER, 8080));
+}

@@ -572,7 +572,12 @@ fn uplink_xdp_drops_denied_traffic_from_outside() {
     if !kernel_or_skip("xdp on the uplink") {
         return;
     }
-    let c = Cluster::start(false, &[("policy.yaml", POLICY)]);
+    // The test attaches XDP itself, so the agent must not.
+    let c = Cluster::start_with(
+        false,
+        &[("policy.yaml", POLICY)],
+        &["--xdp-interfaces", "none"],
+    );
     tcp_echo_server(&c.node.outside, OUTSIDE_PORT);
     let without = probe(&c);
     assert_eq!(without, expected(false), "TC alone");
@@ -640,7 +645,12 @@ fn uplink_xdp_link_survives_and_is_adopted() {
     if !kernel_or_skip("xdp adoption") {
         return;
     }
-    let c = Cluster::start(false, &[("policy.yaml", POLICY)]);
+    // The test attaches XDP itself, so the agent must not.
+    let c = Cluster::start_with(
+        false,
+        &[("policy.yaml", POLICY)],
+        &["--xdp-interfaces", "none"],
+    );
     let x = attach_uplink_xdp(&c.node.node, &c.agent.pin_dir);
     let (ifindex, mode) = (x.ifindex, x.mode);
     drop(x); // the attaching "agent" exits: the pinned link keeps XDP attached

@@ -1,6 +1,8 @@
-//! `cargo xtask setup | demo | bench | test`: orchestration only (the build itself is cargo's, the
+//! `cargo xtask setup | demo | bench | test | soak | kind`: orchestration only (the build itself is cargo's, the
 //! eBPF object is built by cns-agent/build.rs). xtask depends on nothing of the project, so
 //! `cargo xtask setup` works before the eBPF toolchain exists.
+
+mod kind;
 
 use std::{path::PathBuf, process::Command};
 
@@ -33,6 +35,14 @@ enum Cmd {
         #[arg(long, value_name = "SECTIONS")]
         only: Option<String>,
     },
+    /// The churn soak test for minutes (CI runs a 15 s form of it).
+    Soak {
+        /// How long to churn, in seconds.
+        #[arg(long, default_value_t = 300)]
+        secs: u64,
+    },
+    /// A kind cluster running the agent: up | load | deploy | bench | down.
+    Kind(kind::KindArgs),
     /// Set up, build, then run every test (unit and kernel integration tests).
     Test {
         /// Extra arguments for `cargo test` (after --).
@@ -104,6 +114,23 @@ fn main() -> anyhow::Result<()> {
             }
             run(&mut cmd)
         }
+        Cmd::Soak { secs } => {
+            setup()?;
+            run(cargo().args(["build", "-p", "cns-agent"]))?;
+            run(cargo()
+                .args([
+                    "test",
+                    "-p",
+                    "cns-tests",
+                    "--test",
+                    "soak",
+                    "--",
+                    "--nocapture",
+                ])
+                .env("CNS_SOAK_SECS", secs.to_string())
+                .env("CNS_REQUIRE_KERNEL_TESTS", "1"))
+        }
+        Cmd::Kind(args) => kind::run(args, &root()),
         Cmd::Test { args } => {
             setup()?;
             run(cargo().args(["build", "-p", "cns-agent"]))?;
