@@ -119,6 +119,13 @@ impl VirtualNode {
             "-qw",
             &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
         ]);
+        // Answer proxy ARP at once (the default waits a random 0-0.8 s), so a pod's first
+        // packet is not held back longer than the tests' timeouts allow.
+        n(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
+        ]);
         n(&["ip", "route", "add", &format!("{ip}/32"), "dev", &veth]);
         pod
     }
