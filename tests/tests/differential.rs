@@ -310,6 +310,9 @@ fn kernel() -> &'static Mutex<Kernel> {
         let pin_dir = std::path::PathBuf::from("/sys/fs/bpf").join(unique("cns-diff-"));
         cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
         let dp = Datapath::load(&pin_dir).expect("load programs");
+        // The kernel object lives in a static, whose Drop never runs: unpin now (the open
+        // map fds keep everything alive until the process exits).
+        _ = std::fs::remove_dir_all(&pin_dir);
         Mutex::new(Kernel {
             dp,
             written: MapContents::default(),
