@@ -41,8 +41,8 @@ impl VirtualNode {
             next_pod: 0,
         };
         // From here on, Drop cleans up whatever was made.
-        sh(&["ip", "netns", "add", &node]);
-        sh(&["ip", "netns", "add", &outside]);
+        add_netns(&node);
+        add_netns(&outside);
         let up_node = format!("{prefix}u");
         let up_out = format!("{prefix}o");
         sh(&[
@@ -77,7 +77,7 @@ impl VirtualNode {
         self.next_pod += 1;
         let netns = format!("{}-p{i}", self.prefix);
         let veth = format!("{}v{i}", self.prefix);
-        sh(&["ip", "netns", "add", &netns]);
+        add_netns(&netns);
         let pod = PodNet {
             netns: netns.clone(),
             ip,
@@ -137,6 +137,23 @@ impl VirtualNode {
         sh(&["ip", "netns", "del", netns]);
         self.pods.retain(|p| p.netns != netns);
     }
+}
+
+/// Creates a netns without IPv6: the agent enforces IPv4, and the IPv6 the kernel sends on its
+/// own when links come up (router solicitations, MLD reports, DAD) would reach isolated pods as
+/// counted drops at random moments and make the tests' exact counts racy.
+fn add_netns(name: &str) {
+    sh(&["ip", "netns", "add", name]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        name,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ]);
 }
 
 impl Default for VirtualNode {
