@@ -2,16 +2,21 @@
 //! agent's own loader, then lints the policies for common mistakes. Errors are what the
 //! agent would reject; warnings are valid policies that probably do not do what was meant.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use ipnetwork::Ipv4Network;
+use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicy};
 use serde::Serialize;
 
 use crate::{
     policy::{
-        model::{Direction, ObjectRef, Snapshot},
-        selector::matches_opt,
-        view::{self, Peer, PortSpec},
+        model::{Direction, ObjectRef, Protocol, Snapshot},
+        selector::{matches, matches_opt, namespace_labels, pod_labels},
+        view::{self, Block, Peer, PortSpec},
     },
     source::{self, Kind, LastGood, SourceError},
 };
@@ -48,7 +53,18 @@ pub fn read(paths: &[PathBuf]) -> Vec<(PathBuf, Result<String, String>)> {
     files
 }
 
+/// What the check knows beyond the files.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The cluster's pod network (`--pod-cidr`), if known.
+    pub pod_cidrs: Vec<Ipv4Network>,
+}
+
 pub fn check(files: &[(PathBuf, Result<String, String>)]) -> CheckReport {
+    check_with(files, &Options::default())
+}
+
+pub fn check_with(files: &[(PathBuf, Result<String, String>)], opts: &Options) -> CheckReport {
     let mut last = LastGood::default();
     let (snapshot, errors) = source::load(files, &mut last);
     let mut warnings = Vec::new();
@@ -56,7 +72,7 @@ pub fn check(files: &[(PathBuf, Result<String, String>)]) -> CheckReport {
         let file = last
             .file_of(Kind::NetworkPolicy, &r.namespace, &r.name)
             .map(Path::to_path_buf);
-        for message in lint(&snapshot, r, np) {
+        for message in lint(&snapshot, r, np, opts) {
             warnings.push(Warning {
                 file: file.clone(),
                 object: format!("NetworkPolicy {r}"),
@@ -72,8 +88,33 @@ pub fn check(files: &[(PathBuf, Result<String, String>)]) -> CheckReport {
     }
 }
 
+/// The report as `policy check` prints it: errors, warnings, then a summary line.
+pub fn render(report: &CheckReport) -> String {
+    let mut out = String::new();
+    for e in &report.errors {
+        _ = writeln!(out, "error: {e}");
+    }
+    for w in &report.warnings {
+        let file = w
+            .file
+            .as_ref()
+            .map(|f| format!("{}: ", f.display()))
+            .unwrap_or_default();
+        _ = writeln!(out, "warning: {file}{}: {}", w.object, w.message);
+    }
+    _ = writeln!(
+        out,
+        "{} files, {} policies: {} errors, {} warnings",
+        report.files,
+        report.policies,
+        report.errors.len(),
+        report.warnings.len()
+    );
+    out
+}
+
 /// The warnings for one (valid) policy.
-pub fn lint(snapshot: &Snapshot, r: &ObjectRef, np: &NetworkPolicy) -> Vec<String> {
+pub fn lint(snapshot: &Snapshot, r: &ObjectRef, np: &NetworkPolicy, opts: &Options) -> Vec<String> {
     let mut out = Vec::new();
     let spec = np.spec.as_ref();
     // Selects nothing, when the input has pods of that namespace to select.
@@ -142,6 +183,37 @@ pub fn lint(snapshot: &Snapshot, r: &ObjectRef, np: &NetworkPolicy) -> Vec<Strin
                         view::masked(n)
                     ));
                 }
+                if let Peer::Block(block) = view::classify_peer(peer) {
+                    let field = format!("spec.{name}[{i}].{peers_field}[{j}].ipBlock");
+                    out.extend(pod_network_overlaps(snapshot, &field, &block, opts));
+                }
+            }
+            for (k, port) in rule.ports.iter().enumerate() {
+                let PortSpec::Named(proto, port_name) = view::classify_port(port) else {
+                    continue;
+                };
+                // Whose container ports the name resolves against: the selected pods for
+                // ingress, the destinations for egress.
+                let (pods, whose) = match dir {
+                    Direction::Ingress => (
+                        selected_pods(snapshot, r, np),
+                        "this policy selects".to_owned(),
+                    ),
+                    Direction::Egress => (
+                        peer_pods(snapshot, &r.namespace, rule.peers),
+                        format!("spec.egress[{i}].to designates"),
+                    ),
+                };
+                let defined = pods
+                    .iter()
+                    .any(|(_, p)| !view::named_port_numbers(p, &port_name, proto).is_empty());
+                if !pods.is_empty() && !defined {
+                    out.push(format!(
+                        "spec.{name}[{i}].ports[{k}].port {port_name:?} is a named port ({}) that none of the {} {whose} in the input defines: it allows nothing",
+                        proto_name(proto),
+                        pods_count(pods.len())
+                    ));
+                }
             }
         }
         if dir == Direction::Egress && view::policy_applies(np, dir) {
@@ -162,6 +234,199 @@ pub fn lint(snapshot: &Snapshot, r: &ObjectRef, np: &NetworkPolicy) -> Vec<Strin
                 );
             }
         }
+    }
+    out
+}
+
+/// `1 pod`, `2 pods`.
+fn pods_count(n: usize) -> String {
+    format!("{n} pod{}", if n == 1 { "" } else { "s" })
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+        Protocol::Sctp => "SCTP",
+    }
+}
+
+/// The input's pods that `np` (in namespace `r.namespace`) selects.
+fn selected_pods<'a>(
+    snapshot: &'a Snapshot,
+    r: &ObjectRef,
+    np: &NetworkPolicy,
+) -> Vec<(&'a ObjectRef, &'a Pod)> {
+    snapshot
+        .pods
+        .iter()
+        .filter(|(p, pod)| view::policy_selects(np, &r.namespace, &p.namespace, pod))
+        .collect()
+}
+
+/// The input's pods that a rule's peers designate (an empty list: every pod).
+fn peer_pods<'a>(
+    snapshot: &'a Snapshot,
+    policy_ns: &str,
+    peers: &[k8s_openapi::api::networking::v1::NetworkPolicyPeer],
+) -> Vec<(&'a ObjectRef, &'a Pod)> {
+    let peers: Vec<Peer<'_>> = if peers.is_empty() {
+        vec![Peer::Block(Block::any())]
+    } else {
+        peers.iter().map(view::classify_peer).collect()
+    };
+    snapshot
+        .pods
+        .iter()
+        .filter(|(r, pod)| {
+            peers.iter().any(|peer| match peer {
+                Peer::Nothing => false,
+                Peer::Block(b) if b.net.prefix() == 0 && b.excepts.is_empty() => true,
+                Peer::Block(b) => view::pod_ipv4(pod).is_some_and(|ip| b.contains(ip)),
+                Peer::Pods {
+                    namespace,
+                    pod: sel,
+                } => {
+                    let ns_ok = match namespace {
+                        None => r.namespace == policy_ns,
+                        Some(sel) => matches(
+                            sel,
+                            &namespace_labels(&r.namespace, snapshot.namespaces.get(&r.namespace)),
+                        ),
+                    };
+                    ns_ok && matches_opt(*sel, pod_labels(pod))
+                }
+            })
+        })
+        .collect()
+}
+
+/// Whether `a` and `b` share an address (prefixes are nested or disjoint).
+fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
+}
+
+/// `a/x 10.0.0.1, b/y 10.0.0.2, c/z 10.0.0.3 and 2 more`.
+fn some_pods(pods: &[(&ObjectRef, Ipv4Addr)]) -> String {
+    let shown: Vec<String> = pods
+        .iter()
+        .take(3)
+        .map(|(r, ip)| format!("{r} {ip}"))
+        .collect();
+    match pods.len().saturating_sub(3) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// Whether the union of `nets` covers every address of `p`.
+fn covered_by(p: Ipv4Network, nets: &[Ipv4Network]) -> bool {
+    let bounds = |n: Ipv4Network| {
+        let start = u64::from(u32::from(n.network()));
+        (start, start + (1u64 << (32 - u32::from(n.prefix()))))
+    };
+    let (start, end) = bounds(p);
+    let mut parts: Vec<(u64, u64)> = nets
+        .iter()
+        .filter(|n| overlaps(p, **n))
+        .map(|n| {
+            let (s, e) = bounds(*n);
+            (s.max(start), e.min(end))
+        })
+        .collect();
+    parts.sort_unstable();
+    let mut reached = start;
+    for (s, e) in parts {
+        if s > reached {
+            return false;
+        }
+        reached = reached.max(e);
+    }
+    reached >= end
+}
+
+/// Warnings for an ipBlock that matches the pod network: pods' addresses change when they
+/// are recreated, and Kubernetes means ipBlock for addresses outside the cluster. The pod
+/// network is the input's pod addresses plus `--pod-cidr`. A cidr of /0 (every address)
+/// says what it means and is not warned about; excepts that remove the whole pod network
+/// are the right way to say "outside the cluster", but an except that removes some pods
+/// while the block still matches others picks pods by address.
+fn pod_network_overlaps(
+    snapshot: &Snapshot,
+    field: &str,
+    block: &Block,
+    opts: &Options,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let pods: Vec<(&ObjectRef, Ipv4Addr)> = snapshot
+        .pods
+        .iter()
+        .filter(|(_, p)| view::pod_is_active(p))
+        .filter_map(|(r, p)| Some((r, view::pod_ipv4(p)?)))
+        .collect();
+    let matched: Vec<_> = pods
+        .iter()
+        .copied()
+        .filter(|(_, ip)| block.contains(*ip))
+        .collect();
+    // The pod CIDRs the block still matches part of, once its excepts are taken out.
+    let cidrs: Vec<String> = opts
+        .pod_cidrs
+        .iter()
+        .filter(|p| overlaps(block.net, **p))
+        .filter(|p| {
+            let common = if block.net.prefix() <= p.prefix() {
+                **p
+            } else {
+                block.net
+            };
+            !covered_by(common, &block.excepts)
+        })
+        .map(ToString::to_string)
+        .collect();
+    if matched.is_empty() && cidrs.is_empty() {
+        return out;
+    }
+    if block.net.prefix() > 0 {
+        let mut what = Vec::new();
+        if !matched.is_empty() {
+            what.push(format!(
+                "the addresses of {} of the input ({})",
+                pods_count(matched.len()),
+                some_pods(&matched)
+            ));
+        }
+        if !cidrs.is_empty() {
+            what.push(format!("the pod network {}", cidrs.join(",")));
+        }
+        out.push(format!(
+            "{field}.cidr {} matches {}: ipBlock is meant for addresses outside the cluster and pod IPs change when pods are recreated; select pods with podSelector/namespaceSelector, or add the pod network to except",
+            block.net,
+            what.join(" and ")
+        ));
+    }
+    for (k, e) in block.excepts.iter().enumerate() {
+        let removed: Vec<_> = pods
+            .iter()
+            .copied()
+            .filter(|(_, ip)| block.net.contains(*ip) && e.contains(*ip))
+            .collect();
+        let in_pod_cidr = opts.pod_cidrs.iter().any(|p| overlaps(*e, *p));
+        if removed.is_empty() && !in_pod_cidr {
+            continue;
+        }
+        let what = if removed.is_empty() {
+            "part of the pod network".to_owned()
+        } else {
+            format!(
+                "the addresses of {} ({})",
+                pods_count(removed.len()),
+                some_pods(&removed)
+            )
+        };
+        out.push(format!(
+            "{field}.except[{k}] {e} removes {what} but the block still matches other pods: pod IPs change when pods are recreated; except the whole pod network, or select pods with podSelector/namespaceSelector"
+        ));
     }
     out
 }
@@ -246,5 +511,117 @@ spec:
 ");
         assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
         assert!(r.warnings[0].message.contains("selects none of the 1 pods"));
+    }
+
+    const PODS: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: b, labels: {team: b}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: a, labels: {app: web}}
+spec: {containers: [{name: c, image: i, ports: [{name: http, containerPort: 8080}]}]}
+status: {podIP: 10.0.1.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: b, labels: {app: db}}
+spec: {containers: [{name: c, image: i, ports: [{name: sql, containerPort: 5432}]}]}
+status: {podIP: 10.0.2.10}
+---
+";
+
+    fn warnings(yaml: &str, pod_cidrs: &[&str]) -> Vec<String> {
+        let opts = Options {
+            pod_cidrs: pod_cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        };
+        let r = check_with(
+            &[(PathBuf::from("p.yaml"), Ok(format!("{PODS}{yaml}")))],
+            &opts,
+        );
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        r.warnings.into_iter().map(|w| w.message).collect()
+    }
+
+    #[test]
+    fn named_ports_no_pod_defines() {
+        let w = warnings(
+            "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: a}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - ports: [{port: http}, {port: https}, {port: http, protocol: UDP}]
+  egress:
+  - to: [{namespaceSelector: {matchLabels: {team: b}}}]
+    ports: [{port: sql}, {port: http}, {port: 53, protocol: UDP}]
+",
+            &[],
+        );
+        assert_eq!(w.len(), 3, "{w:#?}");
+        assert!(w[0].starts_with(
+            "spec.ingress[0].ports[1].port \"https\" is a named port (TCP) that none of the 1 pod this policy selects"
+        ));
+        assert!(w[1].starts_with("spec.ingress[0].ports[2].port \"http\" is a named port (UDP)"));
+        assert!(w[2].starts_with(
+            "spec.egress[0].ports[1].port \"http\" is a named port (TCP) that none of the 1 pod spec.egress[0].to designates"
+        ));
+    }
+
+    #[test]
+    fn ip_blocks_over_the_pod_network() {
+        let policy = |block: &str| {
+            format!(
+                "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: p, namespace: a}}
+spec:
+  podSelector: {{}}
+  ingress: [{{from: [{{ipBlock: {block}}}]}}]
+"
+            )
+        };
+        // Outside the pods, and /0: nothing to say.
+        assert!(warnings(&policy("{cidr: 192.168.0.0/16}"), &[]).is_empty());
+        assert!(warnings(&policy("{cidr: 0.0.0.0/0}"), &[]).is_empty());
+        // Excepting the whole pod network is the way to say "outside the cluster".
+        assert!(
+            warnings(
+                &policy("{cidr: 0.0.0.0/0, except: [10.0.0.0/16]}"),
+                &["10.0.0.0/16"]
+            )
+            .is_empty()
+        );
+        assert!(
+            warnings(
+                &policy("{cidr: 10.0.0.0/8, except: [10.0.0.0/17, 10.0.128.0/17]}"),
+                &["10.0.0.0/16"]
+            )
+            .is_empty()
+        );
+        let w = warnings(&policy("{cidr: 10.0.1.10/32}"), &[]);
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(w[0].starts_with(
+            "spec.ingress[0].from[0].ipBlock.cidr 10.0.1.10/32 matches the addresses of 1 pod of the input (a/web 10.0.1.10): ipBlock is meant for addresses outside the cluster"
+        ));
+        let w = warnings(&policy("{cidr: 10.0.0.0/8}"), &["10.0.0.0/16"]);
+        assert!(w[0].contains("matches the addresses of 2 pods of the input (a/web 10.0.1.10, b/db 10.0.2.10) and the pod network 10.0.0.0/16"));
+        // Only the pod CIDR knows: no pod in 10.9/16.
+        let w = warnings(&policy("{cidr: 10.9.0.0/24}"), &["10.0.0.0/8"]);
+        assert!(
+            w[0].contains("matches the pod network 10.0.0.0/8:"),
+            "{w:#?}"
+        );
+        // An except singling out one pod while the block still matches the other.
+        let w = warnings(&policy("{cidr: 0.0.0.0/0, except: [10.0.1.10/32]}"), &[]);
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(w[0].starts_with(
+            "spec.ingress[0].from[0].ipBlock.except[0] 10.0.1.10/32 removes the addresses of 1 pod (a/web 10.0.1.10) but the block still matches other pods"
+        ));
     }
 }

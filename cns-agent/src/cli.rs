@@ -107,6 +107,10 @@ pub enum PolicyCommand {
         /// Files, or directories of *.yaml/*.yml.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// The cluster's pod network (repeatable, or comma-separated), for the warning about
+        /// ipBlocks that match pods; the pods' own addresses in the input are always used.
+        #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+        pod_cidr: Vec<ipnetwork::Ipv4Network>,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },

@@ -48,29 +48,19 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::Policy(PolicyCommand::Check { paths, output }) => {
-            let report = cns_agent::check::check(&cns_agent::check::read(&paths));
+        Command::Policy(PolicyCommand::Check {
+            paths,
+            pod_cidr,
+            output,
+        }) => {
+            let opts = cns_agent::check::Options {
+                pod_cidrs: pod_cidr,
+            };
+            let report = cns_agent::check::check_with(&cns_agent::check::read(&paths), &opts);
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                for e in &report.errors {
-                    println!("error: {e}");
-                }
-                for w in &report.warnings {
-                    let file = w
-                        .file
-                        .as_ref()
-                        .map(|f| format!("{}: ", f.display()))
-                        .unwrap_or_default();
-                    println!("warning: {file}{}: {}", w.object, w.message);
-                }
-                println!(
-                    "{} files, {} policies: {} errors, {} warnings",
-                    report.files,
-                    report.policies,
-                    report.errors.len(),
-                    report.warnings.len()
-                );
+                print!("{}", cns_agent::check::render(&report));
             }
             if !report.errors.is_empty() {
                 bail!("{} invalid objects or files", report.errors.len());
