@@ -677,6 +677,14 @@ impl Agent {
                     Err(e) => Reply::err(e, ()),
                 }
             }
+            Request::Snapshot if self.last_sync.is_none() => {
+                Reply::err("the agent has not read its source yet", ())
+            }
+            Request::Snapshot => Reply::ok(crate::diff::LiveState::new(
+                &self.snapshot,
+                &self.node,
+                self.source.describe(),
+            )),
             Request::Mode { audit, namespace } => match self.set_mode(audit, namespace.clone()) {
                 Ok(mode) => Reply::ok(serde_json::json!({
                     "mode": mode,

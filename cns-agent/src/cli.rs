@@ -114,6 +114,12 @@ pub enum PolicyCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// What would change in enforcement if the manifests in DIR replaced the policy source:
+    /// per endpoint, isolation and the rules added and removed, and the policies added,
+    /// changed and removed. Compares with the running agent's live state on this node, or
+    /// offline with --from. Exits 0 when nothing would change, 1 when something would, 2 on
+    /// errors (like diff and kubectl diff).
+    Diff(DiffArgs),
     /// The rules in force for each endpoint of this node, read back from the maps and decoded
     /// (peers, ports, policies), with a warning where the maps differ from the agent's intent.
     Show {
@@ -156,6 +162,29 @@ pub enum PolicyCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The new manifests: a directory of *.yaml/*.yml, or one file. Its NetworkPolicies
+    /// replace all current ones; its Namespaces and Pods replace the current ones if it has
+    /// any (else the current ones are kept, so a directory of policies alone is diffed
+    /// against the real pods).
+    pub dir: PathBuf,
+    /// Compare with this directory instead of the running agent (offline).
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// With --from: only the pods of this node (default: every pod of the input).
+    #[arg(long, requires = "from")]
+    pub node_name: Option<String>,
+    /// Add DIR's objects to the current ones, replacing those of the same kind, namespace
+    /// and name, and remove nothing (like `kubectl apply`).
+    #[arg(long)]
+    pub merge: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]

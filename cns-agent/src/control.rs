@@ -56,6 +56,8 @@ pub enum Request {
         to: String,
         port: String,
     },
+    /// The live snapshot and node, trimmed to what the compiler reads (`policy diff`).
+    Snapshot,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ pub mod check;
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod diff;
 pub mod encode;
 pub mod events;
 pub mod explain;

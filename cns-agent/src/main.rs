@@ -67,6 +67,10 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Command::Policy(PolicyCommand::Diff(args)) => {
+            let code = cns_agent::diff::command::run(&args).await;
+            std::process::exit(code.into());
+        }
         Command::Monitor {
             types,
             namespace,
@@ -219,7 +223,7 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                 println!("  - {}", line.as_str().unwrap_or(""));
             }
         }
-        Request::Explain { .. } | Request::Monitor { .. } => {}
+        Request::Explain { .. } | Request::Monitor { .. } | Request::Snapshot => {}
         Request::History { .. } => {
             for c in d.as_array().into_iter().flatten() {
                 let list = |k: &str| {
