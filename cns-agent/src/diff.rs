@@ -9,26 +9,25 @@
 //! [`command`] is the I/O (reading directories, asking the agent for its [`LiveState`]) and
 //! [`render`] the text output.
 
+mod cidrs;
 pub mod command;
+mod live;
 pub mod render;
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use cns_common::IDENTITY_CIDR_BASE;
 use ipnetwork::Ipv4Network;
-use k8s_openapi::api::{
-    core::v1::{Container, ContainerPort, Namespace, Pod, PodSpec, PodStatus},
-    networking::v1::NetworkPolicy,
-};
-use serde::{Deserialize, Serialize};
+use k8s_openapi::api::core::v1::PodSpec;
+use serde::Serialize;
 
+use self::cidrs::{cidrs_text, merge_ranges};
+pub use self::cidrs::{lpm_ranges, range_to_cidrs};
+pub use self::live::LiveState;
 use crate::{
     history,
     policy::{
-        compile::{AUDIT_ANNOTATION, compile},
+        compile::compile,
         model::{
             Allocations, Desired, Direction, IdentityKey, NodeContext, ObjectRef, PortMatch,
             Protocol, Snapshot,
@@ -60,39 +59,6 @@ impl std::fmt::Display for PeerKey {
             PeerKey::Cidrs(nets) => write!(f, "cidrs {}", cidrs_text(nets)),
             PeerKey::Identity(id) => write!(f, "identity:{id}"),
         }
-    }
-}
-
-/// Sorted disjoint CIDRs as a list, or as `NET except A,B` (as an ipBlock is written)
-/// when that is shorter: `0.0.0.0/0 except 10.0.0.0/8` rather than eight prefixes.
-fn cidrs_text(nets: &[Ipv4Network]) -> String {
-    let join = |nets: &[Ipv4Network]| {
-        nets.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let (Some(first), Some(last)) = (nets.first(), nets.last()) else {
-        return String::new();
-    };
-    let (start, end) = (bounds(*first).0, bounds(*last).1);
-    // The smallest prefix holding them all, and what of it they leave out.
-    let host_bits = 64 - (start ^ (end - 1)).leading_zeros();
-    let outer_start = start >> host_bits << host_bits;
-    let outer_end = outer_start + (1 << host_bits);
-    let mut gaps = Vec::new();
-    let mut pos = outer_start;
-    for n in nets {
-        let (s, e) = bounds(*n);
-        gaps.extend(range_to_cidrs(pos, s));
-        pos = e;
-    }
-    gaps.extend(range_to_cidrs(pos, outer_end));
-    match range_to_cidrs(outer_start, outer_end).as_slice() {
-        [outer] if !gaps.is_empty() && gaps.len() + 1 < nets.len() => {
-            format!("{outer} except {}", join(&gaps))
-        }
-        _ => join(nets),
     }
 }
 
@@ -247,92 +213,6 @@ pub fn endpoint_states(desired: &Desired) -> BTreeMap<ObjectRef, EndpointState> 
                     .extend(names);
             }
         }
-    }
-    out
-}
-
-/// The first address of `net` and one past its last, as integers.
-fn bounds(net: Ipv4Network) -> (u64, u64) {
-    let start = u64::from(u32::from(net.network()));
-    (start, start + (1u64 << (32 - u32::from(net.prefix()))))
-}
-
-/// What a longest-prefix lookup over `prefixes` answers, as disjoint address ranges
-/// `[start, end)` with their value, in address order (adjacent equal values merged).
-/// Prefixes must be distinct; any two are nested or disjoint, as prefixes are.
-pub fn lpm_ranges(prefixes: &[(Ipv4Network, u32)]) -> Vec<(u64, u64, u32)> {
-    let mut sorted: Vec<(u64, u64, u32)> = prefixes
-        .iter()
-        .map(|(net, v)| {
-            let (s, e) = bounds(*net);
-            (s, e, *v)
-        })
-        .collect();
-    // By start, the wider prefix first: a prefix comes after every prefix containing it.
-    sorted.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    let mut out: Vec<(u64, u64, u32)> = Vec::new();
-    let mut emit = |s: u64, e: u64, v: u32| {
-        if s >= e {
-            return;
-        }
-        match out.last_mut() {
-            Some(last) if last.1 == s && last.2 == v => last.1 = e,
-            _ => out.push((s, e, v)),
-        }
-    };
-    // The prefixes containing the current position, innermost last.
-    let mut open: Vec<(u64, u64, u32)> = Vec::new();
-    let mut pos = 0u64;
-    for p in sorted {
-        while let Some(&(_, end, v)) = open.last() {
-            if end > p.0 {
-                break;
-            }
-            emit(pos, end, v);
-            pos = end;
-            open.pop();
-        }
-        if let Some(&(_, _, v)) = open.last() {
-            emit(pos, p.0, v);
-        }
-        pos = p.0;
-        open.push(p);
-    }
-    while let Some((_, end, v)) = open.pop() {
-        emit(pos, end, v);
-        pos = end;
-    }
-    out
-}
-
-/// Sorted, disjoint ranges merged where they touch.
-fn merge_ranges(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = ranges.collect();
-    v.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for (s, e) in v {
-        match out.last_mut() {
-            Some(last) if last.1 >= s => last.1 = last.1.max(e),
-            _ => out.push((s, e)),
-        }
-    }
-    out
-}
-
-/// The smallest list of CIDRs covering exactly `[start, end)`.
-pub fn range_to_cidrs(mut start: u64, end: u64) -> Vec<Ipv4Network> {
-    let mut out = Vec::new();
-    while start < end {
-        let mut bits = start.trailing_zeros().min(32);
-        while (1u64 << bits) > end - start {
-            bits -= 1;
-        }
-        let addr = Ipv4Addr::from(u32::try_from(start).unwrap_or(u32::MAX));
-        let prefix = u8::try_from(32 - bits).unwrap_or(32);
-        if let Ok(net) = Ipv4Network::new(addr, prefix) {
-            out.push(net);
-        }
-        start += 1u64 << bits;
     }
     out
 }
@@ -542,122 +422,6 @@ pub fn compare(
         endpoints,
         endpoints_compared,
     }
-}
-
-/// The agent's live snapshot and node, as the control socket sends them to `policy diff`:
-/// trimmed to what the compiler reads (labels, the audit annotation, pod addresses, node
-/// and container ports, whole policies without managed fields).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct LiveState {
-    /// The agent's source (`manifests:DIR`, `kubernetes`).
-    pub source: String,
-    pub node_name: String,
-    pub node_ips: BTreeSet<Ipv4Addr>,
-    pub namespaces: BTreeMap<String, Namespace>,
-    /// By namespace, then name.
-    pub pods: BTreeMap<String, BTreeMap<String, Pod>>,
-    /// By namespace, then name.
-    pub policies: BTreeMap<String, BTreeMap<String, NetworkPolicy>>,
-}
-
-impl LiveState {
-    pub fn new(snapshot: &Snapshot, node: &NodeContext, source: String) -> Self {
-        let mut out = Self {
-            source,
-            node_name: node.node_name.clone(),
-            node_ips: node.node_ips.clone(),
-            ..Self::default()
-        };
-        for (name, ns) in &snapshot.namespaces {
-            let mut slim = Namespace::default();
-            slim.metadata.name = ns.metadata.name.clone();
-            slim.metadata.labels = ns.metadata.labels.clone();
-            slim.metadata.annotations = ns
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(AUDIT_ANNOTATION))
-                .map(|v| [(AUDIT_ANNOTATION.to_owned(), v.clone())].into());
-            out.namespaces.insert(name.clone(), slim);
-        }
-        for (r, pod) in &snapshot.pods {
-            out.pods
-                .entry(r.namespace.clone())
-                .or_default()
-                .insert(r.name.clone(), slim_pod(pod));
-        }
-        for (r, np) in &snapshot.policies {
-            let mut np = np.clone();
-            np.metadata.managed_fields = None;
-            out.policies
-                .entry(r.namespace.clone())
-                .or_default()
-                .insert(r.name.clone(), np);
-        }
-        out
-    }
-
-    pub fn into_parts(self) -> (Snapshot, NodeContext) {
-        let snapshot = Snapshot {
-            namespaces: self.namespaces,
-            pods: flatten(self.pods),
-            policies: flatten(self.policies),
-        };
-        let node = NodeContext {
-            node_name: self.node_name,
-            node_ips: self.node_ips,
-        };
-        (snapshot, node)
-    }
-}
-
-/// Namespace -> name -> object, keyed by [`ObjectRef`].
-fn flatten<T>(m: BTreeMap<String, BTreeMap<String, T>>) -> BTreeMap<ObjectRef, T> {
-    m.into_iter()
-        .flat_map(|(ns, objs)| {
-            objs.into_iter()
-                .map(move |(name, o)| (ObjectRef::new(ns.clone(), name), o))
-        })
-        .collect()
-}
-
-/// A pod with only what the compiler reads.
-fn slim_pod(pod: &Pod) -> Pod {
-    let mut out = Pod::default();
-    out.metadata.name = pod.metadata.name.clone();
-    out.metadata.namespace = pod.metadata.namespace.clone();
-    out.metadata.labels = pod.metadata.labels.clone();
-    out.spec = pod.spec.as_ref().map(|s| PodSpec {
-        node_name: s.node_name.clone(),
-        host_network: s.host_network,
-        containers: s
-            .containers
-            .iter()
-            .map(|c| Container {
-                name: c.name.clone(),
-                ports: c.ports.as_ref().map(|ports| {
-                    ports
-                        .iter()
-                        .map(|p| ContainerPort {
-                            name: p.name.clone(),
-                            container_port: p.container_port,
-                            protocol: p.protocol.clone(),
-                            ..ContainerPort::default()
-                        })
-                        .collect()
-                }),
-                ..Container::default()
-            })
-            .collect(),
-        ..PodSpec::default()
-    });
-    out.status = pod.status.as_ref().map(|s| PodStatus {
-        phase: s.phase.clone(),
-        pod_ip: s.pod_ip.clone(),
-        pod_ips: s.pod_ips.clone(),
-        ..PodStatus::default()
-    });
-    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-use std::path::PathBuf;
+use std::{net::Ipv4Addr, path::PathBuf};
 
-use super::*;
+use super::{cidrs::cidrs_text, *};
 use crate::source::{LastGood, load};
 
 fn net(s: &str) -> Ipv4Network {
