@@ -18,21 +18,25 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cns_common::IDENTITY_CIDR_BASE;
 use ipnetwork::Ipv4Network;
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::{
+    api::{
+        core::v1::PodSpec,
+        networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec},
+    },
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
+};
 use serde::Serialize;
 
 use self::cidrs::{cidrs_text, merge_ranges};
 pub use self::cidrs::{lpm_ranges, range_to_cidrs};
 pub use self::live::LiveState;
-use crate::{
-    history,
-    policy::{
-        compile::compile,
-        model::{
-            Allocations, Desired, Direction, IdentityKey, NodeContext, ObjectRef, PortMatch,
-            Protocol, Snapshot,
-        },
+use crate::policy::{
+    compile::compile,
+    model::{
+        Allocations, Desired, Direction, IdentityKey, NodeContext, ObjectRef, PortMatch, Protocol,
+        Snapshot,
     },
+    view,
 };
 
 /// Who a rule admits, without the compiler's numbers.
@@ -359,6 +363,82 @@ fn rules_only_in(a: &DirectionState, b: &DirectionState) -> Vec<Rule> {
         .collect()
 }
 
+/// A policy's spec with the defaults the API server fills in (`policyTypes`, `protocol:
+/// TCP`, `podSelector: {}`) and empty lists as absent, so that a manifest and the object the
+/// API returns for it compare equal.
+fn with_defaults(np: &NetworkPolicy) -> NetworkPolicySpec {
+    fn none_if_empty<T>(v: &mut Option<Vec<T>>) {
+        if v.as_ref().is_some_and(Vec::is_empty) {
+            *v = None;
+        }
+    }
+    fn selector(s: &mut LabelSelector) {
+        if s.match_labels.as_ref().is_some_and(BTreeMap::is_empty) {
+            s.match_labels = None;
+        }
+        none_if_empty(&mut s.match_expressions);
+    }
+    fn peers_and_ports(
+        peers: &mut Option<Vec<NetworkPolicyPeer>>,
+        ports: &mut Option<Vec<NetworkPolicyPort>>,
+    ) {
+        none_if_empty(peers);
+        none_if_empty(ports);
+        for p in peers.iter_mut().flatten() {
+            p.namespace_selector.iter_mut().for_each(selector);
+            p.pod_selector.iter_mut().for_each(selector);
+        }
+        for p in ports.iter_mut().flatten() {
+            p.protocol.get_or_insert_with(|| "TCP".into());
+        }
+    }
+    let mut spec = np.spec.clone().unwrap_or_default();
+    let types: Vec<String> = [Direction::Ingress, Direction::Egress]
+        .into_iter()
+        .filter(|d| view::policy_applies(np, *d))
+        .map(|d| match d {
+            Direction::Ingress => "Ingress".to_owned(),
+            Direction::Egress => "Egress".to_owned(),
+        })
+        .collect();
+    spec.policy_types = Some(types);
+    selector(spec.pod_selector.get_or_insert_with(LabelSelector::default));
+    none_if_empty(&mut spec.ingress);
+    none_if_empty(&mut spec.egress);
+    for r in spec.ingress.iter_mut().flatten() {
+        peers_and_ports(&mut r.from, &mut r.ports);
+    }
+    for r in spec.egress.iter_mut().flatten() {
+        peers_and_ports(&mut r.to, &mut r.ports);
+    }
+    spec
+}
+
+/// Policies added, changed (spec up to defaults, or labels) and removed.
+fn policy_changes(old: &Snapshot, new: &Snapshot) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut added, mut changed, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    for (r, np) in &new.policies {
+        match old.policies.get(r) {
+            None => added.push(r.to_string()),
+            Some(o)
+                if with_defaults(o) != with_defaults(np)
+                    || o.metadata.labels.clone().unwrap_or_default()
+                        != np.metadata.labels.clone().unwrap_or_default() =>
+            {
+                changed.push(r.to_string());
+            }
+            Some(_) => {}
+        }
+    }
+    removed.extend(
+        old.policies
+            .keys()
+            .filter(|r| !new.policies.contains_key(*r))
+            .map(ToString::to_string),
+    );
+    (added, changed, removed)
+}
+
 /// What differs between two enforcement states (`old_snapshot`/`new_snapshot` give the
 /// policy changes). Rules are compared by peer and ports: a rule that another policy now
 /// allows is not a change of enforcement, only of credit.
@@ -369,7 +449,7 @@ pub fn compare(
     new: &BTreeMap<ObjectRef, EndpointState>,
 ) -> Diff {
     let (policies_added, policies_changed, policies_removed) =
-        history::policy_changes(old_snapshot, new_snapshot);
+        policy_changes(old_snapshot, new_snapshot);
     let empty = EndpointState::default();
     let pods: BTreeSet<&ObjectRef> = old.keys().chain(new.keys()).collect();
     let endpoints_compared = pods.len();

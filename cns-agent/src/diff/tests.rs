@@ -216,6 +216,29 @@ spec:
 }
 
 #[test]
+fn api_server_defaults_are_no_change() {
+    let written = format!("{CLUSTER}---{ALLOW_CLIENT}");
+    // As the API server returns it: policyTypes, protocol and empty lists filled in.
+    let returned = written
+        .replace(
+            "  podSelector: {matchLabels: {app: web}}\n  ingress:",
+            "  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n  egress: []\n  ingress:",
+        )
+        .replace("ports: [{port: http}]", "ports: [{port: http, protocol: TCP}]")
+        .replace("namespaceSelector: {}", "namespaceSelector: {matchLabels: {}}");
+    assert_ne!(written, returned);
+    assert!(diff_of(&written, &returned, None).is_empty());
+    let udp = written.replace(
+        "ports: [{port: http}]",
+        "ports: [{port: http, protocol: UDP}]",
+    );
+    assert_eq!(
+        diff_of(&written, &udp, None).policies_changed,
+        vec!["a/allow-client"]
+    );
+}
+
+#[test]
 fn mode_annotation_and_new_endpoints() {
     let annotated = CLUSTER.replace(
         "metadata: {name: a, labels: {team: a}}",
