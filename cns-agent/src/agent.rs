@@ -558,17 +558,25 @@ impl Agent {
                     VERDICT_AUDIT => "audit",
                     _ => "forwarded",
                 },
+                protocol: crate::events::protocol_name(k.proto),
+                reason: (k.verdict != cns_common::VERDICT_FORWARDED)
+                    .then(|| crate::events::reason_name(k.reason)),
                 packets: c.packets,
                 bytes: c.bytes,
             })
             .collect();
         rows.sort_by(|a, b| {
-            (&a.source, &a.destination, a.direction, a.verdict).cmp(&(
-                &b.source,
-                &b.destination,
-                b.direction,
-                b.verdict,
-            ))
+            let key = |r: &CounterRow| {
+                (
+                    r.source.clone(),
+                    r.destination.clone(),
+                    r.direction,
+                    r.verdict,
+                    r.protocol,
+                    r.reason,
+                )
+            };
+            key(a).cmp(&key(b))
         });
         Ok(rows)
     }
@@ -798,6 +806,11 @@ pub struct CounterRow {
     pub destination: String,
     pub direction: &'static str,
     pub verdict: &'static str,
+    /// `TCP`, `UDP`, `SCTP`, `ICMPv4`, `OTHER` (not IPv4).
+    pub protocol: &'static str,
+    /// Why a packet was dropped or audited; absent for forwarded packets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     pub packets: u64,
     pub bytes: u64,
 }

@@ -66,7 +66,7 @@ pub fn reason_name(reason: u8) -> &'static str {
     }
 }
 
-fn protocol_name(p: u8) -> &'static str {
+pub fn protocol_name(p: u8) -> &'static str {
     match p {
         cns_common::PROTO_TCP => "TCP",
         cns_common::PROTO_UDP => "UDP",

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod check;
 pub mod cli;
 pub mod control;
+pub mod counters;
 pub mod daemon;
 pub mod diff;
 pub mod encode;

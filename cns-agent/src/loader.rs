@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
         Program, ProgramError, SchedClassifier, TcAttachType, Xdp,
         links::{FdLink, PinnedLink},
@@ -22,6 +22,7 @@ use cns_common::maps::{
 };
 
 use crate::{
+    counters::CounterMaps,
     encode::MapContents,
     paths,
     reconcile::{MapOp, MapWriter},
@@ -124,7 +125,7 @@ pub struct Datapath {
     policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
     /// Local pod address -> ifindex, kept in step with `endpoints` (for the XDP program).
     local_ips: HashMap<MapData, u32, u32>,
-    counters: PerCpuHashMap<MapData, CounterKey, Counter>,
+    counters: CounterMaps,
     stats: PerCpuArray<MapData, u64>,
     pin_dir: PathBuf,
     /// Attached interfaces (ifindex -> name). The links themselves are owned by their pins.
@@ -192,7 +193,16 @@ impl Datapath {
             cidrs: take!(ebpf, m::CIDRS),
             policy: take!(ebpf, m::POLICY),
             local_ips: take!(ebpf, m::LOCAL_IPS),
-            counters: take!(ebpf, m::COUNTERS),
+            counters: CounterMaps::new(
+                ebpf.take_map(m::COUNTER_SLOTS)
+                    .ok_or(LoadError::MissingMap(m::COUNTER_SLOTS))?,
+                ebpf.take_map(m::COUNTERS)
+                    .ok_or(LoadError::MissingMap(m::COUNTERS))?,
+            )
+            .map_err(|source| LoadError::Map {
+                name: m::COUNTERS,
+                source,
+            })?,
             stats: take!(ebpf, m::STATS),
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -541,17 +551,7 @@ impl Datapath {
 
     /// The per-namespace-pair counters, summed over CPUs.
     pub fn counters(&self) -> Result<Vec<(CounterKey, Counter)>, MapError> {
-        self.counters
-            .iter()
-            .map(|kv| {
-                let (k, per_cpu) = kv?;
-                let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                    packets: acc.packets + c.packets,
-                    bytes: acc.bytes + c.bytes,
-                });
-                Ok((k, sum))
-            })
-            .collect()
+        self.counters.read()
     }
 
     /// Datapath statistics (`STAT_*`), summed over CPUs.

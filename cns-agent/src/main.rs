@@ -289,16 +289,18 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
         }
         Request::Counters => {
             println!(
-                "{:<24} {:<24} {:<8} {:<10} {:>10} {:>12}",
-                "SOURCE", "DESTINATION", "DIR", "VERDICT", "PACKETS", "BYTES"
+                "{:<24} {:<24} {:<8} {:<10} {:<7} {:<24} {:>10} {:>12}",
+                "SOURCE", "DESTINATION", "DIR", "VERDICT", "PROTO", "REASON", "PACKETS", "BYTES"
             );
             for r in d.as_array().into_iter().flatten() {
                 println!(
-                    "{:<24} {:<24} {:<8} {:<10} {:>10} {:>12}",
+                    "{:<24} {:<24} {:<8} {:<10} {:<7} {:<24} {:>10} {:>12}",
                     r["source"].as_str().unwrap_or(""),
                     r["destination"].as_str().unwrap_or(""),
                     r["direction"].as_str().unwrap_or(""),
                     r["verdict"].as_str().unwrap_or(""),
+                    r["protocol"].as_str().unwrap_or(""),
+                    r["reason"].as_str().unwrap_or("-"),
                     r["packets"].as_u64().unwrap_or(0),
                     r["bytes"].as_u64().unwrap_or(0)
                 );

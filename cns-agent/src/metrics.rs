@@ -5,9 +5,9 @@
 //! stalls the datapath); datapath statistics; and the agent's own health, which the agent
 //! thread updates through [`AgentMetrics`].
 
-use std::{net::SocketAddr, path::Path, sync::Mutex};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, sync::Mutex};
 
-use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Map, MapData, PerCpuArray};
 use cns_common::{
     DIR_INGRESS, VERDICT_AUDIT, VERDICT_DROPPED,
     maps::{self as m, Counter, CounterKey},
@@ -25,7 +25,12 @@ use prometheus_client::{
 };
 use tokio::sync::watch;
 
-use crate::{names::SharedNames, paths};
+use crate::{
+    counters::CounterMaps,
+    events::{protocol_name, reason_name},
+    names::SharedNames,
+    paths,
+};
 
 type Labels = Vec<(String, String)>;
 
@@ -89,7 +94,7 @@ impl Default for AgentMetrics {
 
 /// Reads the pinned counters and stats at scrape time.
 struct DatapathCollector {
-    counters: Mutex<PerCpuHashMap<MapData, CounterKey, Counter>>,
+    counters: Mutex<CounterMaps>,
     stats: Mutex<PerCpuArray<MapData, u64>>,
     names: Mutex<watch::Receiver<SharedNames>>,
 }
@@ -115,26 +120,37 @@ impl Collector for DatapathCollector {
             .lock()
             .map(|n| n.borrow().clone())
             .unwrap_or_default();
-        let mut rows = Vec::new();
-        if let Ok(counters) = self.counters.lock() {
-            for kv in counters.iter().flatten() {
-                let (k, per_cpu) = kv;
-                let (p, b) = per_cpu
-                    .iter()
-                    .fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
-                rows.push((k, p, b));
+        let rows = self
+            .counters
+            .lock()
+            .ok()
+            .and_then(|c| c.read().ok())
+            .unwrap_or_default();
+        // Several keys (e.g. drop reasons) may share a metric's labels: sum them, so each
+        // series appears once.
+        let family = |labels: &dyn Fn(&CounterKey) -> Option<Labels>,
+                      value: &dyn Fn(&Counter) -> u64| {
+            let mut sums: BTreeMap<Labels, u64> = BTreeMap::new();
+            for (k, c) in &rows {
+                if let Some(l) = labels(k) {
+                    *sums.entry(l).or_default() += value(c);
+                }
             }
-        }
-        let labels = |k: &CounterKey, with_direction: bool| {
-            let dir = if k.dir == DIR_INGRESS {
-                "ingress"
-            } else {
-                "egress"
-            };
-            let mut l: Labels = vec![
+            sums
+        };
+        let packets = |c: &Counter| c.packets;
+        let bytes = |c: &Counter| c.bytes;
+        let namespaces = |k: &CounterKey| -> Labels {
+            vec![
                 ("source".into(), names.namespace(k.src_ns)),
                 ("destination".into(), names.namespace(k.dst_ns)),
+            ]
+        };
+        let flow = |k: &CounterKey, with_direction: bool| -> Labels {
+            let mut l = namespaces(k);
+            l.extend([
                 ("verdict".into(), verdict_label(k.verdict).into()),
+                ("protocol".into(), protocol_name(k.proto).into()),
                 (
                     "type".into(),
                     if k.verdict == VERDICT_DROPPED {
@@ -153,43 +169,57 @@ impl Collector for DatapathCollector {
                     }
                     .into(),
                 ),
-            ];
+            ]);
             if with_direction {
+                let dir = if k.dir == DIR_INGRESS {
+                    "ingress"
+                } else {
+                    "egress"
+                };
                 l.push(("direction".into(), dir.into()));
             }
             l
         };
-        let mut e = encoder.encode_descriptor(
-            "hubble_flows_processed",
-            "Packets seen by the policy programs, by source and destination namespace and verdict (as Hubble's flows metric with sourceContext=namespace;destinationContext=namespace).",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        // Hubble's labels have no direction: sum both programs' views.
-        let mut flows: std::collections::BTreeMap<Labels, u64> = Default::default();
-        for (k, p, _) in &rows {
-            *flows.entry(labels(k, false)).or_default() += p;
-        }
-        for (l, p) in &flows {
-            ConstCounter::new(*p).encode(e.encode_family(l)?)?;
-        }
-        let mut e = encoder.encode_descriptor(
-            "cns_flow_bytes",
-            "Bytes (frame length) seen by the policy programs, by namespace pair, verdict and direction.",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        for (k, _, b) in &rows {
-            ConstCounter::new(*b).encode(e.encode_family(&labels(k, true))?)?;
-        }
-        let mut e = encoder.encode_descriptor(
-            "cns_flow_packets",
-            "Packets seen by the policy programs, by namespace pair, verdict and direction.",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        for (k, p, _) in &rows {
-            ConstCounter::new(*p).encode(e.encode_family(&labels(k, true))?)?;
+        let drop = |k: &CounterKey| {
+            (k.verdict == VERDICT_DROPPED).then(|| {
+                let mut l = namespaces(k);
+                l.push(("reason".into(), reason_name(k.reason).into()));
+                l.push(("protocol".into(), protocol_name(k.proto).into()));
+                l
+            })
+        };
+        for (name, help, sums) in [
+            (
+                "hubble_flows_processed",
+                "Packets seen by the policy programs, by source and destination namespace, verdict and protocol (as Hubble's flows metric with sourceContext=namespace;destinationContext=namespace; both directions' programs count).",
+                // Hubble's labels have no direction: both programs' views are summed.
+                family(&|k| Some(flow(k, false)), &packets),
+            ),
+            (
+                "hubble_drop",
+                "Packets dropped by policy, by source and destination namespace, reason and protocol (as Hubble's drop metric with sourceContext=namespace;destinationContext=namespace).",
+                family(&drop, &packets),
+            ),
+            (
+                "cns_flow_bytes",
+                "Bytes (frame length) seen by the policy programs, by namespace pair, verdict, protocol and direction.",
+                family(&|k| Some(flow(k, true)), &bytes),
+            ),
+            (
+                "cns_flow_packets",
+                "Packets seen by the policy programs, by namespace pair, verdict, protocol and direction.",
+                family(&|k| Some(flow(k, true)), &packets),
+            ),
+        ] {
+            let mut e = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for (l, v) in &sums {
+                ConstCounter::new(*v).encode(e.encode_family(l)?)?;
+            }
         }
         if let Ok(stats) = self.stats.lock() {
             for (index, name, help) in [
@@ -255,8 +285,10 @@ pub fn registry(
         let path = paths::pinned_map(pin_dir, name).display().to_string();
         move |source| MetricsError::Open { path, source }
     };
-    let counters = PerCpuHashMap::try_from(Map::PerCpuHashMap(open(m::COUNTERS)?))
-        .map_err(open_err(m::COUNTERS))?;
+    let counters = CounterMaps::open(pin_dir).map_err(|e| MetricsError::Open {
+        path: e.path,
+        source: e.source,
+    })?;
     let stats =
         PerCpuArray::try_from(Map::PerCpuArray(open(m::STATS)?)).map_err(open_err(m::STATS))?;
     let mut r = Registry::default();

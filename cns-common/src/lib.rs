@@ -17,7 +17,7 @@ pub mod maps;
 /// ones, fills them, then swaps its programs in atomically (no gap), and removes the old
 /// directory. Bump it whenever a key, value, capacity or map type changes; the fingerprint
 /// test in `maps` fails until you do.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Direction of traffic, seen from the local pod (endpoint).
 pub const DIR_INGRESS: u8 = 0;

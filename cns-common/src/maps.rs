@@ -146,7 +146,7 @@ map_type! {
 }
 map_type! {
     pub struct CtEntry {
-        /// `bpf_ktime_get_ns` after which the entry is stale.
+        /// `bpf_ktime_get_coarse_ns` after which the entry is stale.
         pub expires_ns: u64,
         /// `Config::revision` when policy was last evaluated for this flow.
         pub revision: u32,
@@ -161,10 +161,18 @@ map_type! {
         pub verdict: u8,
         /// TCP flags seen on this tuple (SYN, FIN, RST bits as in the header).
         pub tcp_flags: u8,
-        pub _pad: u8,
+        /// `REASON_*` of an audited flow (the counters' reason label); 0 otherwise.
+        pub reason: u8,
         pub policy_id: u32,
-    } = 32
+        /// This tuple's slot in [`COUNTERS`] (see [`COUNTER_SLOTS`]), so an established
+        /// packet is counted with one array access: 0 until the first packet that needs it
+        /// looks it up (slot 0 is never allocated), [`NO_COUNTER`] when none was free.
+        pub counter: u32,
+        pub _pad2: u32,
+    } = 40
 }
+/// [`CtEntry::counter`] of a flow whose counter key found no free slot.
+pub const NO_COUNTER: u32 = u32::MAX;
 /// The entry is the reply direction of a flow: replies skip policy.
 pub const CT_REPLY: u8 = 1;
 
@@ -185,15 +193,20 @@ map_type! {
 map_type! {
     pub struct FragValue {
         pub verdict: u8,
-        pub _pad: u8,
+        /// `REASON_*` of an audited datagram; 0 otherwise.
+        pub reason: u8,
         pub src_ns: u16,
         pub dst_ns: u16,
         pub _pad2: u16,
     } = 8
 }
 
-/// `PerCpuHashMap<CounterKey, Counter>`: packets and bytes per namespace pair.
-pub const COUNTERS: &str = "CNS_COUNTERS";
+/// `HashMap<CounterKey, u32>`: the slot in [`COUNTERS`] of each counter key. The datapath
+/// allocates a slot the first time it sees a key, on the slow path (claiming it in
+/// [`COUNTER_OWNERS`]), and keeps it in the flow's conntrack entry, so established packets
+/// are counted with one per-CPU array access. Slots are never reused: when none is left the
+/// packet is not counted and `STAT_COUNTERS_FULL` says so.
+pub const COUNTER_SLOTS: &str = "CNS_COUNTER_SLOTS";
 pub const COUNTERS_CAPACITY: u32 = 16384;
 map_type! {
     pub struct CounterKey {
@@ -201,15 +214,26 @@ map_type! {
         pub dst_ns: u16,
         pub dir: u8,
         pub verdict: u8,
-        pub _pad: u16,
+        /// IP protocol number (0 when not IPv4).
+        pub proto: u8,
+        /// `REASON_*` of a drop or audit; 0 for forwarded packets.
+        pub reason: u8,
     } = 8
 }
+/// `PerCpuArray<u32 slot, Counter>`: packets and bytes per [`COUNTER_SLOTS`] key.
+pub const COUNTERS: &str = "CNS_COUNTERS";
 map_type! {
     pub struct Counter {
         pub packets: u64,
         pub bytes: u64,
     } = 16
 }
+/// `HashMap<u32 slot, CounterKey>`: who owns each slot of [`COUNTERS`]. A slot is claimed
+/// by inserting it here with `BPF_NOEXIST` (atomic: one CPU wins), probing a few slots from
+/// a hash of the key. Slot 0 is never used (a conntrack entry's "not looked up yet").
+pub const COUNTER_OWNERS: &str = "CNS_COUNTER_OWNERS";
+/// How many slots the datapath tries for a new key before calling the counters full.
+pub const COUNTER_PROBES: u32 = 8;
 
 /// `RingBuf` of [`Event`]s: drops and audits, rate-limited per CPU.
 pub const EVENTS: &str = "CNS_EVENTS";
@@ -260,7 +284,7 @@ pub const STAT_XDP_AUDIT: u32 = 5;
 pub const STAT_XDP_ALLOWED: u32 = 6;
 
 /// Every map's name, key size, value size and capacity, for the layout fingerprint.
-pub const LAYOUTS: [(&str, usize, usize, u32); 12] = [
+pub const LAYOUTS: [(&str, usize, usize, u32); 14] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (
         ENDPOINTS,
@@ -295,9 +319,21 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 12] = [
         FRAGMENTS_CAPACITY,
     ),
     (
-        COUNTERS,
+        COUNTER_SLOTS,
         core::mem::size_of::<CounterKey>(),
+        4,
+        COUNTERS_CAPACITY,
+    ),
+    (
+        COUNTERS,
+        4,
         core::mem::size_of::<Counter>(),
+        COUNTERS_CAPACITY,
+    ),
+    (
+        COUNTER_OWNERS,
+        4,
+        core::mem::size_of::<CounterKey>(),
         COUNTERS_CAPACITY,
     ),
     (EVENTS, 0, core::mem::size_of::<Event>(), EVENTS_BYTES),
@@ -330,11 +366,13 @@ mod tests {
                 });
         assert_eq!(
             (crate::LAYOUT_VERSION, fingerprint),
-            (3, FINGERPRINT_V3),
+            (4, FINGERPRINT_V4),
             "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
         );
     }
 
     /// v3: `CNS_LOCAL_IPS` (local pods by address, for the XDP program on the uplink).
-    const FINGERPRINT_V3: u64 = 9_333_148_909_297_260_718;
+    /// v4: counters in a per-CPU array by slot (`CNS_COUNTER_SLOTS`, `CNS_COUNTER_NEXT`), the
+    /// slot in each conntrack entry, protocol and reason in the counter key.
+    const FINGERPRINT_V4: u64 = 15_769_231_582_222_213_517;
 }

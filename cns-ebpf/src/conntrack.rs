@@ -1,6 +1,6 @@
 //! Connection tracking: one LRU hash lookup per packet of an established flow.
 
-use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
+use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_coarse_ns};
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, PROTO_TCP,
     maps::{CT_REPLY, CtEntry, CtKey, STAT_CONNTRACK_INSERT_FAILED},
@@ -67,7 +67,7 @@ fn lifetime(proto: u8, tcp_flags: u8) -> u64 {
 #[inline(always)]
 pub fn lookup(k: &CtKey, p: &Packet) -> Option<*mut CtEntry> {
     let e = CNS_CONNTRACK.get_ptr_mut(k)?;
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: a pointer into the map value, valid for this program run.
     let entry = unsafe { &mut *e };
     if entry.expires_ns < now {
@@ -102,13 +102,13 @@ pub fn related(inner: &Inner, dir: u8) -> Option<CtEntry> {
     };
     // SAFETY: a copy of a map value.
     let e = unsafe { CNS_CONNTRACK.get(k) }.copied()?;
-    (e.expires_ns >= unsafe { bpf_ktime_get_ns() }).then_some(e)
+    (e.expires_ns >= unsafe { bpf_ktime_get_coarse_ns() }).then_some(e)
 }
 
 /// Records an allowed (or audited) flow: the original tuple and its reply.
 #[inline(always)]
 pub fn create(k: &CtKey, p: &Packet, entry: &CtEntry) {
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let mut fwd = *entry;
     fwd.expires_ns = now + lifetime(p.proto, p.tcp_flags);
     fwd.tcp_flags = p.tcp_flags;
@@ -119,6 +119,8 @@ pub fn create(k: &CtKey, p: &Packet, entry: &CtEntry) {
     rev.dst_identity = fwd.src_identity;
     rev.src_ns = fwd.dst_ns;
     rev.dst_ns = fwd.src_ns;
+    // The reply's counter key differs (namespaces swapped): its first packet looks it up.
+    rev.counter = 0;
     if CNS_CONNTRACK.insert(k, fwd, BPF_ANY as u64).is_err()
         || CNS_CONNTRACK
             .insert(reverse(k), rev, BPF_ANY as u64)

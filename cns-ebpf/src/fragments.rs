@@ -21,10 +21,10 @@ fn key(p: &Packet, dir: u8) -> FragKey {
 
 /// Records the verdict of a first fragment that passed.
 #[inline(always)]
-pub fn remember(p: &Packet, dir: u8, verdict: u8, src_ns: u16, dst_ns: u16) {
+pub fn remember(p: &Packet, dir: u8, verdict: u8, reason: u8, src_ns: u16, dst_ns: u16) {
     let value = FragValue {
         verdict,
-        _pad: 0,
+        reason,
         src_ns,
         dst_ns,
         _pad2: 0,

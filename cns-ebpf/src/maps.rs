@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use cns_common::maps::{
     CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, Config, Counter, CounterKey,
@@ -30,8 +30,11 @@ pub static CNS_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTR
 pub static CNS_FRAGMENTS: LruHashMap<FragKey, FragValue> =
     LruHashMap::pinned(FRAGMENTS_CAPACITY, 0);
 #[map]
-pub static CNS_COUNTERS: PerCpuHashMap<CounterKey, Counter> =
-    PerCpuHashMap::pinned(COUNTERS_CAPACITY, 0);
+pub static CNS_COUNTER_SLOTS: HashMap<CounterKey, u32> = HashMap::pinned(COUNTERS_CAPACITY, 0);
+#[map]
+pub static CNS_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(COUNTERS_CAPACITY, 0);
+#[map]
+pub static CNS_COUNTER_OWNERS: HashMap<u32, CounterKey> = HashMap::pinned(COUNTERS_CAPACITY, 0);
 #[map]
 pub static CNS_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 #[map]

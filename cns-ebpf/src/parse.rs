@@ -70,8 +70,16 @@ pub trait Bytes {
 }
 
 impl Bytes for TcContext {
+    /// Direct packet access when the bytes are in the skb's linear part (headers nearly
+    /// always are); `bpf_skb_load_bytes` otherwise (non-linear skbs).
     #[inline(always)]
     fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        let start = self.data();
+        let end = self.data_end();
+        if start + off + core::mem::size_of::<T>() <= end {
+            // SAFETY: within [data, data_end), checked above; unaligned reads are allowed.
+            return Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) });
+        }
         TcContext::load(self, off).ok()
     }
 

@@ -61,7 +61,8 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     let key = conntrack::key(&p, dir);
     if p.later_fragment {
         if let Some(f) = fragments::lookup(&p, dir) {
-            stats::count(f.src_ns, f.dst_ns, dir, f.verdict, ctx.frame_len());
+            let key = stats::key(f.src_ns, f.dst_ns, dir, f.verdict, p.proto, f.reason);
+            stats::count(&key, ctx.frame_len());
             return TC_PASS;
         }
         return slow_path(ctx, cfg, dir, &p, &key);
@@ -73,17 +74,25 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
         .as_ref()
         .and_then(|inner| conntrack::related(inner, dir))
     {
-        stats::count(e.dst_ns, e.src_ns, dir, e.verdict, ctx.frame_len());
+        let key = stats::key(e.dst_ns, e.src_ns, dir, e.verdict, p.proto, e.reason);
+        stats::count(&key, ctx.frame_len());
         return TC_PASS;
     }
     if let Some(e) = conntrack::lookup(&key, &p) {
         // SAFETY: a pointer into the map value, valid for this program run.
-        let e = unsafe { &*e };
+        let e = unsafe { &mut *e };
         if current(e, cfg, || endpoint_audits(ctx, cfg)) {
             if p.first_fragment {
-                fragments::remember(&p, dir, e.verdict, e.src_ns, e.dst_ns);
+                fragments::remember(&p, dir, e.verdict, e.reason, e.src_ns, e.dst_ns);
             }
-            stats::count(e.src_ns, e.dst_ns, dir, e.verdict, ctx.frame_len());
+            let mut slot = e.counter;
+            if slot == 0 {
+                // First counted packet of this tuple: look its slot up once, keep it.
+                let key = stats::key(e.src_ns, e.dst_ns, dir, e.verdict, p.proto, e.reason);
+                slot = stats::slot(&key);
+                e.counter = slot;
+            }
+            stats::add(slot, ctx.frame_len());
             return TC_PASS;
         }
     }
@@ -127,7 +136,7 @@ pub fn isolated(ep: &Endpoint, dir: u8) -> bool {
 #[inline(always)]
 fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
     let Some(ep) = endpoint(ctx) else {
-        return no_endpoint(ctx, cfg, dir);
+        return no_endpoint(ctx, cfg, dir, 0);
     };
     let (verdict, action) = if !isolated(ep, dir) {
         (VERDICT_FORWARDED, TC_PASS)
@@ -141,7 +150,10 @@ fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
     } else {
         (ep.ns_id, NS_WORLD)
     };
-    stats::count(src_ns, dst_ns, dir, verdict, ctx.frame_len());
+    stats::count(
+        &stats::key(src_ns, dst_ns, dir, verdict, 0, reason),
+        ctx.frame_len(),
+    );
     if verdict != VERDICT_FORWARDED {
         let ev = Event {
             ts_ns: stats::now_ns(),
@@ -163,13 +175,21 @@ fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
 /// write it (a full map) or is removing the pod. Nothing says the pod is unisolated, so
 /// blocking mode drops (fail closed); audit mode passes and counts `audit`.
 #[inline(never)]
-fn no_endpoint(ctx: &TcContext, cfg: &Config, dir: u8) -> i32 {
+fn no_endpoint(ctx: &TcContext, cfg: &Config, dir: u8, proto: u8) -> i32 {
     let (verdict, action) = if cfg.audit_mode != 0 {
         (VERDICT_AUDIT, TC_PASS)
     } else {
         (VERDICT_DROPPED, TC_DROP)
     };
-    stats::count(NS_UNKNOWN, NS_UNKNOWN, dir, verdict, ctx.frame_len());
+    let key = stats::key(
+        NS_UNKNOWN,
+        NS_UNKNOWN,
+        dir,
+        verdict,
+        proto,
+        REASON_NO_ENDPOINT,
+    );
+    stats::count(&key, ctx.frame_len());
     let ev = Event {
         ts_ns: stats::now_ns(),
         dir,
@@ -231,7 +251,7 @@ fn slow_path(
     key: &cns_common::maps::CtKey,
 ) -> i32 {
     let Some(ep) = endpoint(ctx) else {
-        return no_endpoint(ctx, cfg, dir);
+        return no_endpoint(ctx, cfg, dir, p.proto);
     };
     let d = decide(cfg, ep, dir, p);
     record(
@@ -339,11 +359,22 @@ pub fn record(
     count: Option<u32>,
 ) {
     let verdict = d.verdict;
-    if let Some(bytes) = count {
-        stats::count(d.src_ns, d.dst_ns, dir, verdict, bytes);
-    }
+    let reason = if verdict == VERDICT_FORWARDED {
+        0
+    } else {
+        d.reason
+    };
+    // The slot goes into the conntrack entry; XDP, which counts only drops, leaves it for TC
+    // to look up on the first packet it counts.
+    let slot = match count {
+        Some(bytes) => {
+            let key = stats::key(d.src_ns, d.dst_ns, dir, verdict, p.proto, reason);
+            stats::count(&key, bytes)
+        }
+        None => 0,
+    };
     if verdict != VERDICT_DROPPED && p.first_fragment {
-        fragments::remember(p, dir, verdict, d.src_ns, d.dst_ns);
+        fragments::remember(p, dir, verdict, reason, d.src_ns, d.dst_ns);
     }
 
     if verdict != VERDICT_DROPPED
@@ -357,7 +388,9 @@ pub fn record(
             src_ns: d.src_ns,
             dst_ns: d.dst_ns,
             verdict,
+            reason,
             policy_id: d.policy_id,
+            counter: slot,
             ..CtEntry::default()
         };
         conntrack::create(key, p, &entry);

@@ -1,12 +1,17 @@
 //! Counters (per namespace pair), datapath statistics and rate-limited events.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
-use cns_common::maps::{
-    Config, Counter, CounterKey, Event, STAT_COUNTERS_FULL, STAT_EVENTS_LOST,
-    STAT_EVENTS_SUPPRESSED,
+use cns_common::{
+    VERDICT_FORWARDED,
+    maps::{
+        COUNTER_PROBES, COUNTERS_CAPACITY, Config, CounterKey, Event, NO_COUNTER,
+        STAT_COUNTERS_FULL, STAT_EVENTS_LOST, STAT_EVENTS_SUPPRESSED,
+    },
 };
 
-use crate::maps::{CNS_COUNTERS, CNS_EVENTS, CNS_RATE_LIMIT, CNS_STATS};
+use crate::maps::{
+    CNS_COUNTER_OWNERS, CNS_COUNTER_SLOTS, CNS_COUNTERS, CNS_EVENTS, CNS_RATE_LIMIT, CNS_STATS,
+};
 
 #[inline(always)]
 pub fn incr(stat: u32) {
@@ -16,38 +21,87 @@ pub fn incr(stat: u32) {
     }
 }
 
+/// The slot of `key` in the counters, claimed the first time a key is seen; `NO_COUNTER`
+/// (and `STAT_COUNTERS_FULL`) when none of the slots probed is free.
 #[inline(always)]
-pub fn count(src_ns: u16, dst_ns: u16, dir: u8, verdict: u8, bytes: u32) {
-    let key = CounterKey {
-        src_ns,
-        dst_ns,
-        dir,
-        verdict,
-        _pad: 0,
-    };
-    if let Some(c) = CNS_COUNTERS.get_ptr_mut(key) {
+pub fn slot(key: &CounterKey) -> u32 {
+    // SAFETY: a copy of a map value.
+    if let Some(&s) = unsafe { CNS_COUNTER_SLOTS.get(key) } {
+        return s;
+    }
+    // Slots 1..CAPACITY, from a multiplicative hash of the 8-byte key, then linear probing.
+    let bits = u64::from(key.src_ns)
+        | u64::from(key.dst_ns) << 16
+        | u64::from(key.dir) << 32
+        | u64::from(key.verdict) << 40
+        | u64::from(key.proto) << 48
+        | u64::from(key.reason) << 56;
+    let start = ((bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32) % (COUNTERS_CAPACITY - 1);
+    for i in 0..COUNTER_PROBES {
+        let s = 1 + (start + i) % (COUNTERS_CAPACITY - 1);
+        // Claiming is atomic: of CPUs racing for a slot, one insert succeeds.
+        if CNS_COUNTER_OWNERS
+            .insert(&s, key, BPF_NOEXIST as u64)
+            .is_ok()
+        {
+            if CNS_COUNTER_SLOTS
+                .insert(key, &s, BPF_NOEXIST as u64)
+                .is_ok()
+            {
+                return s;
+            }
+            // Another CPU claimed a slot for the same key meanwhile: its slot wins, and the
+            // one claimed here stays unused (no key maps to it).
+            break;
+        }
+    }
+    // SAFETY: as above.
+    match unsafe { CNS_COUNTER_SLOTS.get(key) } {
+        Some(&s) => s,
+        None => {
+            incr(STAT_COUNTERS_FULL);
+            NO_COUNTER
+        }
+    }
+}
+
+/// Adds a packet of `bytes` to the counter in `slot` (ignored for `NO_COUNTER`: already
+/// reported as full when the slot was sought).
+#[inline(always)]
+pub fn add(slot: u32, bytes: u32) {
+    if let Some(c) = CNS_COUNTERS.get_ptr_mut(slot) {
         // SAFETY: per-CPU value, only this CPU writes it.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes as u64;
         }
-        return;
     }
-    let first = Counter {
-        packets: 1,
-        bytes: bytes as u64,
-    };
-    if CNS_COUNTERS.insert(key, first, BPF_NOEXIST as u64).is_err() {
-        // Another CPU may have created it meanwhile; try once more before calling it full.
-        if let Some(c) = CNS_COUNTERS.get_ptr_mut(key) {
-            unsafe {
-                (*c).packets += 1;
-                (*c).bytes += bytes as u64;
-            }
+}
+
+/// The counter key of a packet: forwarded packets are not split by reason.
+#[inline(always)]
+pub fn key(src_ns: u16, dst_ns: u16, dir: u8, verdict: u8, proto: u8, reason: u8) -> CounterKey {
+    CounterKey {
+        src_ns,
+        dst_ns,
+        dir,
+        verdict,
+        proto,
+        reason: if verdict == VERDICT_FORWARDED {
+            0
         } else {
-            incr(STAT_COUNTERS_FULL);
-        }
+            reason
+        },
     }
+}
+
+/// Counts a packet under `key` (a hash lookup: the slow path's way; established flows keep
+/// their slot in the conntrack entry and call [`add`]).
+#[inline(always)]
+pub fn count(key: &CounterKey, bytes: u32) -> u32 {
+    let s = slot(key);
+    add(s, bytes);
+    s
 }
 
 /// Emits `ev` if this CPU's token bucket allows; counts what was suppressed or lost.

@@ -114,6 +114,44 @@ fn metrics_count_exactly_and_drops_are_logged_with_names() {
         ),
         f64::from(N * 106)
     );
+    // By protocol, and drops by reason (Hubble's drop metric).
+    assert_eq!(
+        m(
+            "hubble_flows_processed_total",
+            &[
+                ("source", "beta"),
+                ("destination", "alpha"),
+                ("verdict", "FORWARDED"),
+                ("protocol", "UDP")
+            ]
+        ),
+        f64::from(2 * N)
+    );
+    assert_eq!(
+        m(
+            "hubble_flows_processed_total",
+            &[("source", "beta"), ("protocol", "TCP")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        m(
+            "hubble_drop_total",
+            &[
+                ("source", "gamma"),
+                ("destination", "alpha"),
+                ("reason", "POLICY_DENIED"),
+                ("protocol", "UDP")
+            ]
+        ),
+        f64::from(N)
+    );
+    assert_eq!(
+        m("hubble_drop_total", &[("source", "beta")]),
+        0.0,
+        "nothing from beta dropped"
+    );
+    assert_eq!(m("cns_datapath_counter_overflow_total", &[]), 0.0);
     assert_eq!(m("cns_policies", &[]), 1.0);
     assert_eq!(m("cns_endpoints", &[]), 4.0);
     assert_eq!(m("cns_map_capacity", &[("map", "CNS_ENDPOINTS")]), 4096.0);
