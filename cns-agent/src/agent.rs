@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     pub event_rate: u32,
     pub event_burst: u32,
+    /// The kernel emits `policy-verdict` events (allowed new connections).
+    pub policy_verdict_events: bool,
     /// Where the XDP program runs.
     pub xdp_interfaces: crate::uplink::XdpInterfaces,
 }
@@ -167,7 +169,11 @@ impl Agent {
             revision: self.revision,
             event_rate: self.cfg.event_rate,
             event_burst: self.cfg.event_burst,
-            flags: 0,
+            flags: if self.cfg.policy_verdict_events {
+                m::CONFIG_POLICY_VERDICT_EVENTS
+            } else {
+                0
+            },
             _pad: 0,
         };
         self.datapath

@@ -77,6 +77,10 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         resync_interval: args.resync_interval,
         event_rate: args.event_rate,
         event_burst: args.event_burst,
+        policy_verdict_events: args
+            .monitor_event_types
+            .iter()
+            .any(|t| t == "policy-verdict"),
         xdp_interfaces: args.xdp_interfaces.clone(),
     };
     let (triggers, rx) = mpsc::channel::<Trigger>(256);

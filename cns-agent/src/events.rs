@@ -16,7 +16,7 @@ use aya::maps::{Map, MapData, RingBuf};
 use cns_common::{
     DIR_INGRESS, REASON_FRAGMENT, REASON_IPV6_UNSUPPORTED, REASON_MALFORMED, REASON_NO_ENDPOINT,
     REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED, REASON_UNSUPPORTED_L3,
-    VERDICT_AUDIT, VERDICT_DROPPED,
+    VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     maps::{EVENTS, Event},
 };
 use serde_json::{Value, json};
@@ -126,16 +126,22 @@ pub fn to_json(
     let src = Ipv4Addr::from(ev.saddr.to_ne_bytes());
     let dst = Ipv4Addr::from(ev.daddr.to_ne_bytes());
     let ep = names.endpoint(ev.ep_id);
-    let policies: Vec<String> = ep
-        .map(|e| {
-            let list = if ev.dir == DIR_INGRESS {
-                &e.ingress_policies
-            } else {
-                &e.egress_policies
-            };
-            list.iter().map(ToString::to_string).collect()
-        })
-        .unwrap_or_default();
+    // An allowed connection names the policy whose rule allowed it; a drop or audit the
+    // policies that isolate the endpoint in that direction (any of them could allow it).
+    let allowed_by = names.policies.get(&ev.policy_id);
+    let policies: Vec<String> = match allowed_by {
+        Some(p) if ev.verdict == VERDICT_FORWARDED => vec![p.to_string()],
+        _ => ep
+            .map(|e| {
+                let list = if ev.dir == DIR_INGRESS {
+                    &e.ingress_policies
+                } else {
+                    &e.egress_policies
+                };
+                list.iter().map(ToString::to_string).collect()
+            })
+            .unwrap_or_default(),
+    };
     let mut flow = json!({
         "time": time,
         "verdict": match ev.verdict { VERDICT_DROPPED => "DROPPED", VERDICT_AUDIT => "AUDIT", _ => "FORWARDED" },
@@ -150,6 +156,15 @@ pub fn to_json(
         "policies": policies,
         "is_reply": false,
     });
+    if let Some(p) = allowed_by.filter(|_| ev.verdict == VERDICT_FORWARDED) {
+        // As Hubble names the policy that allowed a flow.
+        let field = if ev.dir == DIR_INGRESS {
+            "ingress_allowed_by"
+        } else {
+            "egress_allowed_by"
+        };
+        flow[field] = json!([{"name": p.name, "namespace": p.namespace}]);
+    }
     if let Some(e) = ep {
         flow["endpoint"] = json!(e.pod.to_string());
         if let Some(i) = &e.interface {

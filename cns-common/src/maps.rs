@@ -40,6 +40,9 @@ map_type! {
 /// Benchmarks only: never create conntrack entries, so every packet of a repeated test run
 /// takes the slow path (what a new flow costs).
 pub const CONFIG_NO_CONNTRACK_CREATE: u32 = 1;
+/// Emit a `policy-verdict` event for each new connection a policy rule allows (the agent sets
+/// it when `--monitor-event-types` includes `policy-verdict`).
+pub const CONFIG_POLICY_VERDICT_EVENTS: u32 = 2;
 
 /// `HashMap<u32 ifindex, Endpoint>`: the local pods, by the ifindex of their host-side veth.
 pub const ENDPOINTS: &str = "CNS_ENDPOINTS";
@@ -235,7 +238,8 @@ pub const COUNTER_OWNERS: &str = "CNS_COUNTER_OWNERS";
 /// How many slots the datapath tries for a new key before calling the counters full.
 pub const COUNTER_PROBES: u32 = 8;
 
-/// `RingBuf` of [`Event`]s: drops and audits, rate-limited per CPU.
+/// `RingBuf` of [`Event`]s: drops, audits and (when enabled) allowed new connections,
+/// rate-limited per CPU.
 pub const EVENTS: &str = "CNS_EVENTS";
 pub const EVENTS_BYTES: u32 = 1 << 20;
 map_type! {
@@ -255,7 +259,9 @@ map_type! {
         pub ep_id: u32,
         pub src_ns: u16,
         pub dst_ns: u16,
-        pub _pad: u32,
+        /// The policy whose rule allowed the connection (`policy-verdict` events);
+        /// `u32::MAX` when none did.
+        pub policy_id: u32,
     } = 48
 }
 

@@ -7,9 +7,9 @@ use cns_common::{
     REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED,
     REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     maps::{
-        CIDR_PREFIX_BASE, CONFIG_NO_CONNTRACK_CREATE, CT_REPLY, CidrKey, Config, CtEntry,
-        EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, Endpoint, Event,
-        POLICY_PREFIX_FULL, PolicyKey, Remote,
+        CIDR_PREFIX_BASE, CONFIG_NO_CONNTRACK_CREATE, CONFIG_POLICY_VERDICT_EVENTS, CT_REPLY,
+        CidrKey, Config, CtEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED,
+        EP_INGRESS_ISOLATED, Endpoint, Event, POLICY_PREFIX_FULL, PolicyKey, Remote,
     },
 };
 
@@ -164,6 +164,7 @@ fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
             ep_id: ep.ep_id,
             src_ns,
             dst_ns,
+            policy_id: u32::MAX,
             ..Event::default()
         };
         stats::event(cfg, &ev);
@@ -196,6 +197,7 @@ fn no_endpoint(ctx: &TcContext, cfg: &Config, dir: u8, proto: u8) -> i32 {
         verdict,
         reason: REASON_NO_ENDPOINT,
         ifindex: ep_ifindex(ctx),
+        policy_id: u32::MAX,
         ..Event::default()
     };
     stats::event(cfg, &ev);
@@ -395,7 +397,10 @@ pub fn record(
         };
         conntrack::create(key, p, &entry);
     }
-    if verdict != VERDICT_FORWARDED {
+    let allowed_by_rule = d.reason == REASON_POLICY_ALLOWED && d.policy_id != u32::MAX;
+    if verdict != VERDICT_FORWARDED
+        || (allowed_by_rule && cfg.flags & CONFIG_POLICY_VERDICT_EVENTS != 0)
+    {
         let ev = Event {
             ts_ns: stats::now_ns(),
             saddr: p.saddr,
@@ -412,7 +417,7 @@ pub fn record(
             ep_id: ep.ep_id,
             src_ns: d.src_ns,
             dst_ns: d.dst_ns,
-            _pad: 0,
+            policy_id: d.policy_id,
         };
         stats::event(cfg, &ev);
     }

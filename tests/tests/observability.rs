@@ -183,6 +183,47 @@ fn metrics_count_exactly_and_drops_are_logged_with_names() {
     assert!(m("cns_events_total", &[("type", "drop")]) >= f64::from(N));
 }
 
+/// With `policy-verdict` enabled, each new connection a rule allows is one event naming the
+/// policy that allowed it; its later packets, and traffic no policy isolates, are not.
+#[test]
+fn policy_verdict_events_name_the_allowing_policy_once_per_connection() {
+    if !kernel_or_skip("policy-verdict events") {
+        return;
+    }
+    let c = Cluster::start_with(
+        false,
+        &[("p.yaml", DENY_INGRESS)],
+        &["--monitor-event-types", "drop,audit,policy-verdict"],
+    );
+    const N: u32 = 5;
+    assert_eq!(
+        udp_burst(&c.beta_client.netns, N, ALLOWED_WAIT),
+        N,
+        "allowed"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let verdicts: Vec<_> = c
+        .agent
+        .events()
+        .into_iter()
+        .filter(|e| e["event_type"] == "policy-verdict")
+        .collect();
+    assert_eq!(
+        verdicts.len(),
+        1,
+        "one event per new connection: {verdicts:?}"
+    );
+    let e = &verdicts[0];
+    assert_eq!(e["verdict"], "FORWARDED");
+    assert_eq!(e["traffic_direction"], "INGRESS");
+    assert_eq!(e["source"]["namespace"], "beta");
+    assert_eq!(e["destination"]["pod_name"], "server");
+    assert_eq!(e["policies"][0], "alpha/only-beta");
+    assert_eq!(e["ingress_allowed_by"][0]["name"], "only-beta");
+    assert_eq!(e["ingress_allowed_by"][0]["namespace"], "alpha");
+    assert_eq!(e["l4"]["UDP"]["destination_port"], UDP_PORT);
+}
+
 #[test]
 fn monitor_streams_audit_events_and_audit_mode_drops_nothing() {
     if !kernel_or_skip("monitor") {
