@@ -54,6 +54,10 @@ pub enum Command {
         client: ClientArgs,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// Exit 1 unless the agent has completed a sync (its source fully listed and the
+        /// result in the maps): the DaemonSet's readiness probe.
+        #[arg(long)]
+        ready: bool,
     },
     /// Show packets and bytes per (source namespace, destination namespace, direction, verdict).
     Counters {

@@ -106,7 +106,25 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             client,
             output,
         }) => (client.socket, Request::Explain { from, to, port }, output),
-        Command::Status { client, output } => (client.socket, Request::Status, output),
+        Command::Status {
+            client,
+            output,
+            ready,
+        } => {
+            let socket = client.socket;
+            if ready {
+                let reply = control::call(&socket, &Request::Status)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+                let synced = reply.ok && !reply.data["seconds_since_sync"].is_null();
+                if !synced {
+                    bail!("not ready: the agent has not completed a sync yet");
+                }
+                println!("ready");
+                return Ok(());
+            }
+            (socket, Request::Status, output)
+        }
         Command::Counters { client, output } => (client.socket, Request::Counters, output),
         Command::Mode {
             mode,
