@@ -9,6 +9,12 @@
 //! audit-mode would-be drop. New-flow cases run with `CONFIG_NO_CONNTRACK_CREATE` so
 //! repeats stay new.
 //!
+//! XDP (`cns_xdp`, the uplink's early filter) runs on the same packets as `cns_to_pod`,
+//! interleaved with it: established, new allowed, new denied, audit would-be drop, plus a
+//! packet for an address that is not a local pod (it passes after one lookup). Its floor
+//! is an empty XDP program the bench loads itself ([`super::rawbpf`]: cns-ebpf has no empty
+//! XDP program); each XDP row also gives its ratio to `cns_to_pod` on the same packet.
+//!
 //! Two key patterns: "repeated" (one packet, `repeat` runs in the kernel: every lookup hits
 //! the same, cache-hot key) and "random" (a few thousand different flows spread over the
 //! maps, one run each: lookups walk cold parts of the hash tables and tries; each run then
@@ -24,7 +30,7 @@ use std::{
 
 use cns_agent::{
     encode,
-    loader::{Datapath, PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD},
+    loader::{Datapath, PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     policy::model::{
         Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol, RemoteInfo,
         RuleKey,
@@ -37,11 +43,14 @@ use cns_common::{
 };
 use serde_json::{Value, json};
 
-use super::{Options, Rng, Summary};
+use super::{Options, Rng, Summary, rawbpf::RawXdp};
 use crate::unique;
 
 const PASS: i32 = -1;
 const DROP: i32 = 2;
+
+/// The empty XDP program the bench loads itself (the XDP floor).
+pub const XDP_EMPTY: &str = "xdp_empty";
 
 /// The pod under test.
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
@@ -68,6 +77,8 @@ pub enum Case {
     NewAllowed,
     NewDenied,
     AuditDrop,
+    /// XDP only: a packet for an address that is not a local pod.
+    PassThrough,
 }
 
 impl Case {
@@ -86,11 +97,26 @@ impl Case {
             Case::NewAllowed => "new allowed",
             Case::NewDenied => "new denied",
             Case::AuditDrop => "audit would-be drop",
+            Case::PassThrough => "not for a local pod",
         }
     }
 
-    fn expected(self) -> i32 {
-        if self == Case::NewDenied { DROP } else { PASS }
+    /// The cases of `cns_xdp`.
+    pub const XDP: [Case; 5] = [
+        Case::Established,
+        Case::NewAllowed,
+        Case::NewDenied,
+        Case::AuditDrop,
+        Case::PassThrough,
+    ];
+
+    fn expected(self, program: &str) -> Option<i32> {
+        let denied = self == Case::NewDenied;
+        match program {
+            PROG_EMPTY | XDP_EMPTY => None,
+            PROG_XDP => Some(if denied { XDP_DROP } else { XDP_PASS }),
+            _ => Some(if denied { DROP } else { PASS }),
+        }
     }
 
     fn config(self) -> Config {
@@ -100,7 +126,7 @@ impl Case {
             // The agent's defaults (--event-rate 100 --event-burst 200).
             event_rate: 100,
             event_burst: 200,
-            flags: if self == Case::Established || self == Case::Empty {
+            flags: if matches!(self, Case::Established | Case::Empty | Case::PassThrough) {
                 0
             } else {
                 CONFIG_NO_CONNTRACK_CREATE
@@ -133,8 +159,22 @@ pub struct Measure {
     pub case: Case,
     pub keys: Keys,
     pub ns: Summary,
-    /// Per trial: this / the empty program in the same trial.
+    /// Per trial: this / the empty program of its kind (TC or XDP) in the same trial.
     pub ratio: Summary,
+    /// XDP only, per trial: this / `cns_to_pod` on the same packets (the empty XDP program:
+    /// / the empty TC program).
+    pub vs_tc: Option<Summary>,
+}
+
+impl Measure {
+    /// The empty program this one's `ratio` is relative to.
+    pub fn floor(&self) -> &'static str {
+        if self.program == PROG_XDP || self.program == XDP_EMPTY {
+            XDP_EMPTY
+        } else {
+            PROG_EMPTY
+        }
+    }
 }
 
 impl Measure {
@@ -146,7 +186,9 @@ impl Measure {
             "case": self.case.name(),
             "keys": self.keys.name(),
             "ns_per_packet": self.ns.json(),
+            "floor": self.floor(),
             "ratio_to_empty": self.ratio.json(),
+            "ratio_to_tc_same_packet": self.vs_tc.map(|s| s.json()),
         })
     }
 }
@@ -420,7 +462,55 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
             });
         }
     }
+    // XDP: the empty program on the TC floor's packets, `cns_xdp` on `cns_to_pod`'s.
+    let empty = out[0].clone_as(XDP_EMPTY);
+    out.push(empty);
+    for case in Case::XDP {
+        let v = match out
+            .iter()
+            .find(|v| v.program == PROG_TO_POD && v.case == case)
+        {
+            Some(tc) => tc.clone_as(PROG_XDP),
+            None => {
+                // Not for a local pod: between two remote pods.
+                let pkt = |r: usize, sport: u16| {
+                    tcp_frame(
+                        remote_ip(r),
+                        remote_ip((r + 1) % size.ipcache),
+                        sport,
+                        RULE_PORT_BASE,
+                        TCP_SYN,
+                    )
+                };
+                Variant {
+                    program: PROG_XDP,
+                    case,
+                    repeated: pkt(0, 30000),
+                    random: (0..random_flows)
+                        .map(|i| {
+                            pkt(
+                                rng.below(size.ipcache as u64) as usize,
+                                30000u16.wrapping_add(i as u16),
+                            )
+                        })
+                        .collect(),
+                }
+            }
+        };
+        out.push(v);
+    }
     out
+}
+
+impl Variant {
+    fn clone_as(&self, program: &'static str) -> Variant {
+        Variant {
+            program,
+            case: self.case,
+            repeated: self.repeated.clone(),
+            random: self.random.clone(),
+        }
+    }
 }
 
 fn conntrack_entries(pin_dir: &std::path::Path) -> anyhow::Result<usize> {
@@ -434,30 +524,53 @@ fn conntrack_entries(pin_dir: &std::path::Path) -> anyhow::Result<usize> {
     Ok(map.keys().filter(Result::is_ok).count())
 }
 
-fn run_once(
-    dp: &Datapath,
-    program: &'static str,
-    pkt: &[u8],
-    repeat: u32,
-) -> anyhow::Result<(i32, Duration)> {
-    dp.test_run_repeat(program, pkt, repeat)
-        .map_err(|e| anyhow::anyhow!("test run of {program}: {e}"))
+/// The programs under test: the agent's, and the bench's empty XDP program.
+struct Programs<'a> {
+    dp: &'a Datapath,
+    xdp_empty: &'a RawXdp,
+}
+
+impl Programs<'_> {
+    fn run_once(
+        &self,
+        program: &'static str,
+        pkt: &[u8],
+        repeat: u32,
+    ) -> anyhow::Result<(i32, Duration)> {
+        if program == XDP_EMPTY {
+            return self
+                .xdp_empty
+                .test_run(pkt, repeat)
+                .map(|(verdict, d)| (verdict as i32, d))
+                .map_err(|e| anyhow::anyhow!("test run of {program}: {e}"));
+        }
+        self.dp
+            .test_run_repeat(program, pkt, repeat)
+            .map_err(|e| anyhow::anyhow!("test run of {program}: {e}"))
+    }
 }
 
 /// Measures every size; `progress` is told what is going on.
 pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Measure>> {
+    let xdp_empty = RawXdp::constant("cns_bench_empty", super::rawbpf::XDP_PASS)
+        .map_err(|e| anyhow::anyhow!("load the empty XDP program: {e}"))?;
     let mut out = Vec::new();
     for (si, &size) in params.sizes.iter().enumerate() {
         let t0 = Instant::now();
         let mut loaded = load(size)?;
-        let dp = &mut loaded.dp;
         let mut rng = Rng::new(0x5eed + si as u64);
         let variants = variants(size, params.random_flows, &mut rng);
-        // Established flows: one packet through each (conntrack on) creates the entries.
-        dp.set_config(&Case::Established.config())?;
-        for v in variants.iter().filter(|v| v.case == Case::Established) {
+        // Established flows: one packet through each TC program (conntrack on) creates the
+        // entries; `cns_xdp` then runs on `cns_to_pod`'s packets and finds them.
+        loaded.dp.set_config(&Case::Established.config())?;
+        let tc_established = || {
+            variants
+                .iter()
+                .filter(|v| v.case == Case::Established && v.program != PROG_XDP)
+        };
+        for v in tc_established() {
             for pkt in std::iter::once(&v.repeated).chain(&v.random) {
-                let (verdict, _) = run_once(dp, v.program, pkt, 1)?;
+                let (verdict, _) = loaded.dp.test_run_repeat(v.program, pkt, 1)?;
                 anyhow::ensure!(
                     verdict == PASS,
                     "{} established warm-up: verdict {verdict}",
@@ -467,9 +580,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         }
         // Sanity: every established flow has its two conntrack entries (so the established
         // case really takes the fast path).
-        let want = variants
-            .iter()
-            .filter(|v| v.case == Case::Established)
+        let want = tc_established()
             .map(|v| 2 * (1 + v.random.len()))
             .sum::<usize>();
         let have = conntrack_entries(&loaded.pin_dir)?;
@@ -477,7 +588,6 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
             have == want,
             "conntrack holds {have} entries after the warm-up, expected {want}"
         );
-        let dp = &mut loaded.dp;
         progress(&format!(
             "kernel: {} policy entries, {} ipcache entries: loaded and filled in {:.1}s",
             size.policy,
@@ -488,22 +598,26 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         let mut ns: Vec<[Vec<f64>; 2]> = variants.iter().map(|_| [vec![], vec![]]).collect();
         for _trial in 0..params.trials {
             for (vi, v) in variants.iter().enumerate() {
-                dp.set_config(&v.case.config())?;
-                let (verdict, d) = run_once(dp, v.program, &v.repeated, params.repeat)?;
+                loaded.dp.set_config(&v.case.config())?;
+                let progs = Programs {
+                    dp: &loaded.dp,
+                    xdp_empty: &xdp_empty,
+                };
+                let expected = v.case.expected(v.program);
+                let (verdict, d) = progs.run_once(v.program, &v.repeated, params.repeat)?;
                 anyhow::ensure!(
-                    verdict == v.case.expected() || v.case == Case::Empty,
-                    "{} {}: verdict {verdict}, expected {}",
+                    expected.is_none_or(|e| e == verdict),
+                    "{} {}: verdict {verdict}, expected {expected:?}",
                     v.program,
                     v.case.name(),
-                    v.case.expected()
                 );
                 ns[vi][0].push(d.as_nanos() as f64);
                 let mut total = 0u128;
                 for pkt in &v.random {
-                    let (verdict, d) = run_once(dp, v.program, pkt, 1)?;
+                    let (verdict, d) = progs.run_once(v.program, pkt, 1)?;
                     anyhow::ensure!(
-                        verdict == v.case.expected() || v.case == Case::Empty,
-                        "{} {} (random keys): verdict {verdict}",
+                        expected.is_none_or(|e| e == verdict),
+                        "{} {} (random keys): verdict {verdict}, expected {expected:?}",
                         v.program,
                         v.case.name()
                     );
@@ -512,33 +626,61 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                 ns[vi][1].push(total as f64 / v.random.len() as f64);
             }
         }
+        let index = |program: &str, case: Case| {
+            variants
+                .iter()
+                .position(|v| v.program == program && v.case == case)
+        };
+        let per_trial = |vi: usize, base: usize, ki: usize| {
+            let r: Vec<f64> = ns[vi][ki]
+                .iter()
+                .zip(&ns[base][ki])
+                .map(|(x, b)| x / b)
+                .collect();
+            Summary::of(&r)
+        };
         for (vi, v) in variants.iter().enumerate() {
+            let xdp = v.program == PROG_XDP || v.program == XDP_EMPTY;
+            let floor = if xdp {
+                index(XDP_EMPTY, Case::Empty)
+            } else {
+                index(PROG_EMPTY, Case::Empty)
+            }
+            .expect("the floors are variants");
+            let tc_twin = match v.program {
+                PROG_XDP => index(PROG_TO_POD, v.case),
+                XDP_EMPTY => index(PROG_EMPTY, Case::Empty),
+                _ => None,
+            };
             for (ki, keys) in [Keys::Repeated, Keys::Random].into_iter().enumerate() {
-                let ratios: Vec<f64> = ns[vi][ki]
-                    .iter()
-                    .zip(&ns[0][ki])
-                    .map(|(x, floor)| x / floor)
-                    .collect();
                 out.push(Measure {
                     size,
                     program: v.program,
                     case: v.case,
                     keys,
                     ns: Summary::of(&ns[vi][ki]),
-                    ratio: Summary::of(&ratios),
+                    ratio: per_trial(vi, floor, ki),
+                    vs_tc: tc_twin.map(|t| per_trial(vi, t, ki)),
                 });
             }
         }
-        let est = out.iter().rev().find(|m| {
-            m.program == PROG_TO_POD && m.case == Case::Established && m.keys == Keys::Repeated
-        });
+        let find = |program: &str, case: Case| {
+            out.iter()
+                .rev()
+                .find(|m| m.program == program && m.case == case && m.keys == Keys::Repeated)
+        };
+        let est = find(PROG_TO_POD, Case::Established);
+        let xdp_denied = find(PROG_XDP, Case::NewDenied);
         progress(&format!(
-            "kernel: {} x {} done in {:.1}s (to_pod established {:.0} ns, {:.2}x empty)",
+            "kernel: {} x {} done in {:.1}s (to_pod established {:.0} ns, {:.2}x empty; xdp denied {:.0} ns, {:.2}x empty XDP, {:.2}x to_pod)",
             size.policy,
             size.ipcache,
             t0.elapsed().as_secs_f64(),
             est.map_or(0.0, |m| m.ns.median),
             est.map_or(0.0, |m| m.ratio.median),
+            xdp_denied.map_or(0.0, |m| m.ns.median),
+            xdp_denied.map_or(0.0, |m| m.ratio.median),
+            xdp_denied.and_then(|m| m.vs_tc).map_or(0.0, |s| s.median),
         ));
         drop(loaded);
     }

@@ -15,6 +15,7 @@
 
 pub mod control;
 pub mod kernel;
+pub mod rawbpf;
 pub mod report;
 pub mod traffic;
 

@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 
 use super::{
     control::{ControlResult, Incremental},
-    kernel::{Case, Keys, Measure},
+    kernel::{Case, Keys, Measure, XDP_EMPTY},
 };
-use cns_agent::loader::{PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD};
+use cns_agent::loader::{PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP};
 
 fn first_line(cmd: &[&str]) -> Option<String> {
     let out = Command::new(cmd[0]).args(&cmd[1..]).output().ok()?;
@@ -171,6 +171,47 @@ impl Report {
                     ));
                 }
             }
+            if let Some(s) = small
+                && let Some(e) = find(
+                    ms,
+                    s.policy,
+                    s.ipcache,
+                    XDP_EMPTY,
+                    Case::Empty,
+                    Keys::Repeated,
+                )
+            {
+                h.push(format!(
+                    "empty XDP program (floor, loaded by the bench): {:.0} ns per packet ({:.2}x the empty TC program)",
+                    e.ns.median,
+                    e.vs_tc.map_or(0.0, |v| v.median)
+                ));
+            }
+            for case in Case::XDP {
+                let mut parts = Vec::new();
+                for s in [small, large].into_iter().flatten() {
+                    if let Some(m) = find(ms, s.policy, s.ipcache, PROG_XDP, case, Keys::Repeated) {
+                        parts.push(format!(
+                            "{:.0} ns = {:.2}x empty XDP{} at {} rules/{} ipcache",
+                            m.ns.median,
+                            m.ratio.median,
+                            m.vs_tc.map_or(String::new(), |v| format!(
+                                ", {:.2}x cns_to_pod",
+                                v.median
+                            )),
+                            s.policy,
+                            s.ipcache
+                        ));
+                    }
+                    if small.map(|x| (x.policy, x.ipcache)) == large.map(|x| (x.policy, x.ipcache))
+                    {
+                        break;
+                    }
+                }
+                if !parts.is_empty() {
+                    h.push(format!("cns_xdp {}: {}", case.name(), parts.join("; ")));
+                }
+            }
         }
         if let Some(t) = &self.traffic {
             for r in t.results.iter().skip(1) {
@@ -312,10 +353,7 @@ impl Report {
                 }
                 let _ = writeln!(s);
             }
-            let _ = writeln!(
-                s,
-                "XDP: not measured. cns has no XDP program yet (issue 7 asks for XDP figures once it does).\n"
-            );
+            xdp_tables(&mut s, p, ms);
         }
 
         let _ = writeln!(s, "## 2 and 3. Traffic through the virtual node\n");
@@ -463,5 +501,63 @@ impl Report {
             let _ = writeln!(s, "- {n}");
         }
         s
+    }
+}
+
+fn cell(m: Option<&Measure>, tc: &str) -> String {
+    m.map_or("-".into(), |m| {
+        let mut c = format!(
+            "{:.0} ({:.0}-{:.0}) **{:.2}x**",
+            m.ns.median, m.ns.min, m.ns.max, m.ratio.median
+        );
+        if let Some(v) = m.vs_tc {
+            let _ = write!(c, " / {:.2}x {tc}", v.median);
+        }
+        c
+    })
+}
+
+/// `cns_xdp` against the empty XDP program and against `cns_to_pod` on the same packets.
+fn xdp_tables(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
+    let _ = writeln!(
+        s,
+        "### XDP: `cns_xdp` against `cns_to_pod`\n\n\
+         `cns_xdp` (the uplink's early filter) on the same packets as `cns_to_pod`, interleaved with \
+         it in the same trials. Bold: the median per-trial ratio to the empty XDP program; after the \
+         slash, the median per-trial ratio to `cns_to_pod` on the same packet (below 1: XDP's \
+         program is cheaper). The empty XDP program is loaded by the bench itself (`r0 = XDP_PASS; \
+         exit`, what an empty `#[xdp]` function compiles to; cns-ebpf has no empty XDP program); \
+         its cell compares it with the empty TC program `cns_empty`. \"Not for a local pod\": a \
+         packet between two remote pods, which XDP passes after one `CNS_LOCAL_IPS` lookup (TC on a \
+         pod's veth never sees it). This is the program's own cost: what XDP saves by dropping \
+         before the skb exists is in section 3's flood from outside the node.\n"
+    );
+    for keys in [Keys::Repeated, Keys::Random] {
+        let _ = writeln!(s, "#### {} keys\n", keys.name());
+        let _ = writeln!(
+            s,
+            "| policy entries | ipcache entries | empty XDP | established | new allowed | new denied | audit would-be drop | not for a local pod |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for size in &p.sizes {
+            let f = |program: &str, case: Case| {
+                find(ms, size.policy, size.ipcache, program, case, keys)
+            };
+            let empty = f(XDP_EMPTY, Case::Empty).map_or("-".into(), |e| {
+                format!(
+                    "{:.0} ({:.0}-{:.0}) / {:.2}x empty TC",
+                    e.ns.median,
+                    e.ns.min,
+                    e.ns.max,
+                    e.vs_tc.map_or(0.0, |v| v.median)
+                )
+            });
+            let mut row = format!("| {} | {} | {empty} |", size.policy, size.ipcache);
+            for case in Case::XDP {
+                let _ = write!(row, " {} |", cell(f(PROG_XDP, case), "TC"));
+            }
+            let _ = writeln!(s, "{row}");
+        }
+        let _ = writeln!(s);
     }
 }
