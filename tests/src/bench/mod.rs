@@ -14,6 +14,7 @@
 //! [`report`] writes `bench.json` and `bench.md`.
 
 pub mod control;
+pub mod flood;
 pub mod kernel;
 pub mod rawbpf;
 pub mod report;

@@ -138,7 +138,10 @@ impl RawXdp {
     /// A program that overwrites the start of each frame with `frame` (a multiple of 4
     /// bytes; shorter frames are left alone) and returns `action`.
     pub fn writer(name: &str, frame: &[u8], action: u32) -> std::io::Result<Self> {
-        assert!(frame.len().is_multiple_of(4), "frame length must be a multiple of 4");
+        assert!(
+            frame.len().is_multiple_of(4),
+            "frame length must be a multiple of 4"
+        );
         let stores: Vec<u64> = frame
             .chunks(4)
             .enumerate()

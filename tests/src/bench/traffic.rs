@@ -37,7 +37,7 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 10);
 const ECHO_PORT: u16 = 8080;
 const SINK_PORT: u16 = 5001;
-const DENIED_UDP_PORT: u16 = 9999;
+pub(super) const DENIED_UDP_PORT: u16 = 9999;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
@@ -90,8 +90,11 @@ impl VariantResult {
 pub struct TrafficReport {
     pub iptables: String,
     pub trials: usize,
+    /// Between two pods (empty when not run).
     pub results: Vec<VariantResult>,
     pub notes: Vec<String>,
+    /// The denied flood from outside the node ([`super::flood`]).
+    pub flood: Option<super::flood::FloodReport>,
 }
 
 impl TrafficReport {
@@ -101,6 +104,7 @@ impl TrafficReport {
             "trials": self.trials,
             "results": self.results.iter().map(VariantResult::json).collect::<Vec<_>>(),
             "notes": self.notes,
+            "uplink_flood": self.flood.as_ref().map(super::flood::FloodReport::json),
         })
     }
 }
@@ -188,13 +192,13 @@ fn restore(netns: &str, cmd: &[&str], input: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn iptables_up(node: &str, unrelated: usize) -> anyhow::Result<()> {
+pub(super) fn iptables_up(node: &str, unrelated: usize) -> anyhow::Result<()> {
     let (sets, rules) = iptables_rules(unrelated);
     restore(node, &["ipset", "restore"], &sets)?;
     restore(node, &["iptables-restore", "--noflush"], &rules)
 }
 
-fn iptables_down(node: &str) -> anyhow::Result<()> {
+pub(super) fn iptables_down(node: &str) -> anyhow::Result<()> {
     let _ = ns_sh(node, &["iptables", "-D", "FORWARD", "-j", "CNSB-FWD"]);
     for c in ["CNSB-FWD", "CNSB-POD-SERVER", "CNSB-POD-CLIENT"] {
         let _ = ns_sh(node, &["iptables", "-F", c]);
@@ -208,7 +212,7 @@ fn iptables_down(node: &str) -> anyhow::Result<()> {
 
 /// The cluster's manifests for the agent: the two pods, a policy pair allowing the flow,
 /// and `unrelated` rules on the server (pods on another node, one port each).
-fn manifests(unrelated: usize) -> Vec<(String, String)> {
+pub(super) fn manifests(unrelated: usize) -> Vec<(String, String)> {
     let mut objs = vec![
         namespace("a", &[]),
         namespace("b", &[]),
@@ -408,7 +412,14 @@ fn iptables_backend() -> String {
         .unwrap_or_else(|| "not installed".into())
 }
 
-pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> anyhow::Result<TrafficReport> {
+/// Runs the pod-to-pod measurements (`pods`) and the denied flood from outside the node
+/// (`flood`) on one virtual node.
+pub fn run(
+    opts: &Options,
+    pods: bool,
+    flood: bool,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<TrafficReport> {
     let p = if opts.quick {
         Params {
             trials: 2,
@@ -449,6 +460,35 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Tra
     let mut node = VirtualNode::new();
     let server = node.add_pod(SERVER);
     let client = node.add_pod(CLIENT);
+    let flood = if flood {
+        let fp = if opts.quick {
+            super::flood::Params {
+                trials: 2,
+                secs: 0.3,
+                unrelated_rules: 10,
+                iptables: have_iptables,
+            }
+        } else {
+            super::flood::Params {
+                trials: 5,
+                secs: 1.0,
+                unrelated_rules: 10,
+                iptables: have_iptables,
+            }
+        };
+        Some(super::flood::run(&node, &server, &fp, progress)?)
+    } else {
+        None
+    };
+    if !pods {
+        return Ok(TrafficReport {
+            iptables,
+            trials: 0,
+            results: Vec::new(),
+            notes,
+            flood,
+        });
+    }
     // Ephemeral ports recycle fast enough for the connection-rate test.
     ns_sh(&client.netns, &["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
     ns_sh(
@@ -535,5 +575,6 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Tra
         trials: p.trials,
         results,
         notes,
+        flood,
     })
 }
