@@ -3,14 +3,17 @@
 //! ratios (timings on small shared machines are noisy; ratios within one run are what to
 //! read).
 //!
-//! - [`kernel`]: per-packet cost of the TC programs under `BPF_PROG_TEST_RUN` against an
-//!   empty program, as the policy map and the IP cache grow (repeated and random keys).
+//! - [`kernel`]: per-packet cost of the TC programs and of the uplink's XDP program under
+//!   `BPF_PROG_TEST_RUN` against empty programs, as the policy map and the IP cache grow
+//!   (repeated and random keys).
+//! - [`traffic`]: TCP latency, connection rate, throughput and a denied UDP flood between two
+//!   pods of the virtual node: no enforcement vs cns vs an iptables+ipset baseline.
+//! - [`flood`]: a denied UDP flood from outside the node over its uplink: drops in TC on the
+//!   pod's veth vs in XDP on the uplink vs iptables, from sockets and from XDP live frames.
 //! - [`control`]: the agent's pipeline (parse, compile, encode, diff, apply) on synthetic
 //!   clusters, peak memory per size (a child process per size), single-change latency.
 //!
-//! - [`traffic`]: TCP latency, connection rate, throughput and a denied UDP flood between two
-//!   pods of the virtual node: no enforcement vs cns vs an iptables+ipset baseline.
-//!
+//! [`rawbpf`] loads the bench's own tiny XDP programs (empty, flood generator, bare drop);
 //! [`report`] writes `bench.json` and `bench.md`.
 
 pub mod control;
