@@ -86,12 +86,29 @@ impl fmt::Display for SourceError {
     }
 }
 
-/// What survives between loads: the last good version of every object and which file each
-/// came from.
+/// What survives between loads: the last good version of every object, which file each
+/// came from, and what each file gave (its content hash and errors), so that an unchanged file
+/// is not parsed again.
 #[derive(Clone, Debug, Default)]
 pub struct LastGood {
     objects: BTreeMap<ObjectKey, Object>,
     by_file: BTreeMap<PathBuf, Vec<ObjectKey>>,
+    parsed: BTreeMap<PathBuf, Parsed>,
+}
+
+/// The outcome of parsing one file's text.
+#[derive(Clone, Debug)]
+struct Parsed {
+    hash: u64,
+    /// Errors of the file itself (unparsable text, invalid objects), not duplicates.
+    errors: Vec<SourceError>,
+}
+
+fn content_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 impl LastGood {
@@ -203,7 +220,34 @@ pub fn load(
     let mut errors = Vec::new();
     let mut objects: BTreeMap<ObjectKey, (PathBuf, Object)> = BTreeMap::new();
     let mut by_file: BTreeMap<PathBuf, Vec<ObjectKey>> = BTreeMap::new();
+    let mut parsed: BTreeMap<PathBuf, Parsed> = BTreeMap::new();
+    let mut previous = std::mem::take(&mut last.objects);
     for (file, text) in files {
+        // A file whose text is what it was gives what it gave: its objects (still in
+        // `previous`) and its errors. Files that had duplicates are parsed again, since what
+        // they give depends on the other files.
+        let hash = text.as_ref().ok().map(|t| content_hash(t));
+        if let (Some(hash), Some(before)) = (hash, last.parsed.get(file))
+            && before.hash == hash
+        {
+            let keys = last.by_file.get(file).cloned().unwrap_or_default();
+            if keys
+                .iter()
+                .all(|k| !objects.contains_key(k) && previous.contains_key(k))
+            {
+                for key in keys {
+                    if let Some(obj) = previous.remove(&key) {
+                        by_file.entry(file.clone()).or_default().push(key.clone());
+                        objects.insert(key, (file.clone(), obj));
+                    }
+                }
+                errors.extend(before.errors.iter().cloned());
+                parsed.insert(file.clone(), before.clone());
+                continue;
+            }
+        }
+        let errors_before = errors.len();
+        let mut duplicates = false;
         let docs = match text {
             Ok(text) => serde_saphyr::from_multiple::<serde_json::Value>(text)
                 .map_err(|e| format!("invalid YAML: {e}")),
@@ -222,7 +266,7 @@ pub fn load(
                     kept_last_good: !kept.is_empty(),
                 });
                 for key in kept {
-                    if let Some(obj) = last.objects.get(&key) {
+                    if let Some(obj) = previous.get(&key) {
                         objects.insert(key.clone(), (file.clone(), obj.clone()));
                         by_file.entry(file.clone()).or_default().push(key);
                     }
@@ -237,6 +281,7 @@ pub fn load(
             match parse_object(doc, i + 1) {
                 Ok((key, obj)) => {
                     if let Some((first, _)) = objects.get(&key) {
+                        duplicates = true;
                         errors.push(SourceError {
                             file: file.clone(),
                             object: key.to_string(),
@@ -254,7 +299,7 @@ pub fn load(
                 }
                 Err(bad) => {
                     let bad = *bad;
-                    let kept = bad.key.as_ref().and_then(|k| last.objects.get(k));
+                    let kept = bad.key.as_ref().and_then(|k| previous.get(k));
                     errors.push(SourceError {
                         file: file.clone(),
                         object: bad.object,
@@ -269,9 +314,20 @@ pub fn load(
                 }
             }
         }
+        if let (Some(hash), false) = (hash, duplicates) {
+            let file_errors = errors[errors_before..].to_vec();
+            parsed.insert(
+                file.clone(),
+                Parsed {
+                    hash,
+                    errors: file_errors,
+                },
+            );
+        }
     }
+    drop(previous);
     let mut snapshot = Snapshot::default();
-    last.objects.clear();
+    last.parsed = parsed;
     for (key, (_, obj)) in objects {
         last.objects.insert(key.clone(), obj.clone());
         match obj {
@@ -438,6 +494,41 @@ spec:
             ns.metadata.labels.as_ref().unwrap()[NAMESPACE_NAME_LABEL],
             "demo"
         );
+        assert!(snap.policies.contains_key(&ObjectRef::new("demo", "deny")));
+    }
+
+    /// Unchanged files are taken from the cache: the result is what parsing them again gives,
+    /// errors included, and duplicates across files resolve as files change.
+    #[test]
+    fn unchanged_files_give_what_they_gave() {
+        let ns = NS_AND_POLICY.split("---").next().unwrap();
+        let with_bad = format!("{ns}---{BAD_CIDR}");
+        let policy = NS_AND_POLICY.split("---").nth(1).unwrap();
+        let steps: Vec<Vec<(PathBuf, Result<String, String>)>> = vec![
+            vec![file("a.yaml", NS_AND_POLICY)],
+            vec![file("a.yaml", NS_AND_POLICY), file("b.yaml", policy)],
+            vec![file("a.yaml", NS_AND_POLICY), file("b.yaml", policy)],
+            vec![file("a.yaml", ns), file("b.yaml", policy)],
+            vec![file("a.yaml", ns), file("b.yaml", policy)],
+            vec![file("a.yaml", &with_bad), file("b.yaml", "")],
+            vec![file("a.yaml", &with_bad), file("b.yaml", "")],
+            vec![file("a.yaml", "key: [unclosed"), file("b.yaml", "")],
+            vec![file("a.yaml", "key: [unclosed"), file("b.yaml", "")],
+            vec![file("a.yaml", NS_AND_POLICY)],
+        ];
+        let mut cached = LastGood::default();
+        let mut fresh_history = LastGood::default();
+        for (i, files) in steps.iter().enumerate() {
+            let (snap, errors) = load(files, &mut cached);
+            // The same history without the cache: clear what would let it be used.
+            fresh_history.parsed.clear();
+            let (want_snap, want_errors) = load(files, &mut fresh_history);
+            assert_eq!(errors, want_errors, "step {i}");
+            assert_eq!(format!("{snap:?}"), format!("{want_snap:?}"), "step {i}");
+        }
+        // The duplicate (step 1: the policy in a.yaml and b.yaml) was reported each time
+        // until a.yaml dropped it, then b.yaml's copy is the policy.
+        let (snap, _) = load(&steps[3], &mut LastGood::default());
         assert!(snap.policies.contains_key(&ObjectRef::new("demo", "deny")));
     }
 

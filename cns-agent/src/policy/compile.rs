@@ -9,8 +9,10 @@
 //! (a /32 in the partition), so the result is exact either way.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::Ipv4Addr,
+    rc::Rc,
 };
 
 use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
@@ -168,7 +170,13 @@ struct Cluster<'a> {
     ns_labels: BTreeMap<&'a str, Labels>,
     /// The addressed pods (those in the IP cache) of each identity.
     members: BTreeMap<u32, Vec<(Ipv4Addr, &'a Pod)>>,
+    /// [`Cluster::select`]'s answers: every local endpoint a policy selects, and every port
+    /// of a rule, asks the same question, and each answer is a scan of all identities.
+    selected: RefCell<HashMap<SelectKey, Rc<[u32]>>>,
 }
+
+/// A selector peer as [`Cluster::select`] sees it: the policy's namespace and the selectors.
+type SelectKey = (String, Option<String>, Option<String>);
 
 impl<'a> Cluster<'a> {
     fn new(snapshot: &'a Snapshot, index: &'a PodIndex<'a>, alloc: &'a Allocations) -> Self {
@@ -184,6 +192,7 @@ impl<'a> Cluster<'a> {
             alloc,
             ns_labels,
             members: BTreeMap::new(),
+            selected: RefCell::default(),
         };
         let mut members: BTreeMap<u32, Vec<(Ipv4Addr, &'a Pod)>> = BTreeMap::new();
         for (ip, r, pod) in index.iter() {
@@ -201,6 +210,25 @@ impl<'a> Cluster<'a> {
 
     /// The identities a selector peer of a policy in `policy_ns` designates.
     fn select(
+        &self,
+        policy_ns: &str,
+        namespace: Option<&LabelSelector>,
+        pod: Option<&LabelSelector>,
+    ) -> Rc<[u32]> {
+        let key = (
+            policy_ns.to_owned(),
+            namespace.map(|s| format!("{s:?}")),
+            pod.map(|s| format!("{s:?}")),
+        );
+        if let Some(ids) = self.selected.borrow().get(&key) {
+            return ids.clone();
+        }
+        let ids: Rc<[u32]> = self.scan(policy_ns, namespace, pod).into();
+        self.selected.borrow_mut().insert(key, ids.clone());
+        ids
+    }
+
+    fn scan(
         &self,
         policy_ns: &str,
         namespace: Option<&LabelSelector>,
@@ -275,7 +303,7 @@ impl<'a> Cluster<'a> {
         match peer {
             Peer::Nothing => {}
             Peer::Pods { namespace, pod } => {
-                for id in self.select(policy_ns, *namespace, *pod) {
+                for &id in self.select(policy_ns, *namespace, *pod).iter() {
                     for m in &fixed {
                         out.rule(id, *m, policy);
                     }
@@ -308,7 +336,7 @@ impl<'a> Cluster<'a> {
         match peer {
             Peer::Nothing => {}
             Peer::Pods { namespace, pod } => {
-                for id in self.select(policy_ns, *namespace, *pod) {
+                for &id in self.select(policy_ns, *namespace, *pod).iter() {
                     for (ip, p) in self.members.get(&id).into_iter().flatten() {
                         dests.push((id, *ip, named_port_numbers(p, name, proto)));
                     }
