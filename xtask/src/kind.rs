@@ -77,15 +77,20 @@ pub fn missing_tools(tools: &[&str], path: Option<&std::ffi::OsStr>) -> Vec<Stri
 }
 
 fn check_tools(cmd: &KindCmd) -> anyhow::Result<()> {
-    let missing = missing_tools(tools_for(cmd), std::env::var_os("PATH").as_deref());
+    require("cargo xtask kind", tools_for(cmd))
+}
+
+/// Fails, naming what is missing, unless every one of `tools` is on PATH.
+pub fn require(what: &str, tools: &[&str]) -> anyhow::Result<()> {
+    let missing = missing_tools(tools, std::env::var_os("PATH").as_deref());
     if missing.is_empty() {
         return Ok(());
     }
     bail!(
-        "`cargo xtask kind` needs {} on PATH, and {} missing here. Install docker \
+        "`{what}` needs {} on PATH, and {} missing here. Install docker \
          (https://docs.docker.com/engine/install/), kind (https://kind.sigs.k8s.io/) and \
          kubectl, on a machine where containers can run; nothing was changed.",
-        tools_for(cmd).join(", "),
+        tools.join(", "),
         if missing.len() == 1 {
             format!("{} is", missing[0])
         } else {
@@ -94,8 +99,45 @@ fn check_tools(cmd: &KindCmd) -> anyhow::Result<()> {
     )
 }
 
+/// Fails clearly when the docker CLI is there but no daemon answers (as on machines with
+/// the client package and no container engine running).
+pub fn require_docker_daemon() -> anyhow::Result<()> {
+    let answered = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !answered {
+        bail!(
+            "docker is installed but no docker daemon answers (`docker info` failed): start \
+             the daemon, or run this on a machine with a container engine; nothing was changed."
+        );
+    }
+    Ok(())
+}
+
+/// `docker build -t TAG .` in the workspace (the `Dockerfile`): `cargo xtask image` and
+/// `cargo xtask kind load`.
+pub fn build_image(root: &Path, tag: &str) -> anyhow::Result<()> {
+    require("docker build", &["docker"])?;
+    require_docker_daemon()?;
+    let status = Command::new("docker")
+        .args(["build", "-t", tag, "."])
+        .current_dir(root)
+        .status()
+        .context("failed to start docker build")?;
+    if !status.success() {
+        bail!("docker build -t {tag} . failed with {status}");
+    }
+    Ok(())
+}
+
 pub fn run(args: KindArgs, root: &Path) -> anyhow::Result<()> {
     check_tools(&args.command)?;
+    if tools_for(&args.command).contains(&"docker") {
+        require_docker_daemon()?;
+    }
     let kind = Kind {
         name: args.name,
         image: args.image,
@@ -240,7 +282,7 @@ impl Kind {
     }
 
     fn load(&self) -> anyhow::Result<()> {
-        self.status(Command::new("docker").args(["build", "-t", &self.image, "."]))?;
+        build_image(&self.root, &self.image)?;
         self.status(Command::new("kind").args([
             "load",
             "docker-image",

@@ -1,4 +1,4 @@
-//! `cargo xtask setup | demo | bench | test | soak | kind`: orchestration only (the build itself is cargo's, the
+//! `cargo xtask setup | demo | bench | test | soak | image | kind`: orchestration only (the build itself is cargo's, the
 //! eBPF object is built by cns-agent/build.rs). xtask depends on nothing of the project, so
 //! `cargo xtask setup` works before the eBPF toolchain exists.
 
@@ -40,6 +40,12 @@ enum Cmd {
         /// How long to churn, in seconds.
         #[arg(long, default_value_t = 300)]
         secs: u64,
+    },
+    /// Build the agent's container image from the Dockerfile (needs docker).
+    Image {
+        /// The image tag (what deploy/kubernetes/kustomization.yaml names).
+        #[arg(long, default_value = "cns-agent:dev")]
+        tag: String,
     },
     /// A kind cluster running the agent: up | load | deploy | bench | down.
     Kind(kind::KindArgs),
@@ -130,6 +136,7 @@ fn main() -> anyhow::Result<()> {
                 .env("CNS_SOAK_SECS", secs.to_string())
                 .env("CNS_REQUIRE_KERNEL_TESTS", "1"))
         }
+        Cmd::Image { tag } => kind::build_image(&root(), &tag),
         Cmd::Kind(args) => kind::run(args, &root()),
         Cmd::Test { args } => {
             setup()?;
