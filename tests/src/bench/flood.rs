@@ -105,6 +105,11 @@ pub struct FloodResult {
     pub softirq_ns: Summary,
     pub kernel_ns: Summary,
     pub loop_ns: Option<Summary>,
+    /// Live frames, per trial: `loop_ns` minus the bare `XDP_DROP` floor's in the same trial
+    /// (what this way of dropping costs beyond generating a frame and dropping it at once).
+    pub above_floor_ns: Option<Summary>,
+    /// Median per-trial ratio of TC's `above_floor_ns` to this one's.
+    pub above_floor_gain_vs_tc: Option<f64>,
     /// Median per-trial ratios of dropped packets per second to the TC variant and to
     /// iptables.
     pub dropped_vs_tc: Option<f64>,
@@ -129,6 +134,8 @@ impl FloodResult {
             "softirq_ns_per_dropped": self.softirq_ns.json(),
             "kernel_ns_per_dropped": self.kernel_ns.json(),
             "generator_loop_ns_per_frame": self.loop_ns.map(|s| s.json()),
+            "loop_ns_above_xdp_drop_floor": self.above_floor_ns.map(|s| s.json()),
+            "above_floor_tc_over_this": self.above_floor_gain_vs_tc,
             "dropped_pps_vs_tc": self.dropped_vs_tc,
             "dropped_pps_vs_iptables": self.dropped_vs_iptables,
             "loop_per_frame_tc_over_this": self.loop_gain_vs_tc,
@@ -617,6 +624,17 @@ pub fn run(
         (!r.is_empty()).then(|| round3(Summary::of(&r).median))
     };
     let (tc, ipt) = (index(FloodVariant::Tc), index(FloodVariant::Iptables));
+    let floor_loops: Vec<f64> = index(FloodVariant::XdpDropFloor)
+        .map(|f| runs[f][1].iter().filter_map(|r| r.loop_ns).collect())
+        .unwrap_or_default();
+    // Live frames, per trial: loop time above the floor's.
+    let above = |vi: usize| -> Vec<f64> {
+        runs[vi][1]
+            .iter()
+            .zip(&floor_loops)
+            .filter_map(|(r, f)| Some(r.loop_ns? - f))
+            .collect()
+    };
     let mut results = Vec::new();
     // Live frames first: the figures to read.
     for gi in [1, 0] {
@@ -625,6 +643,20 @@ pub fn run(
             let rs = &runs[vi][gi];
             let col = |f: fn(&Run) -> f64| Summary::of(&rs.iter().map(f).collect::<Vec<_>>());
             let loops: Vec<f64> = rs.iter().filter_map(|r| r.loop_ns).collect();
+            let is_floor = v == FloodVariant::XdpDropFloor;
+            let above_v = if gi == 1 && !is_floor {
+                above(vi)
+            } else {
+                Vec::new()
+            };
+            let above_gain: Vec<f64> = tc
+                .map(above)
+                .unwrap_or_default()
+                .iter()
+                .zip(&above_v)
+                .map(|(t, a)| t / a)
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .collect();
             results.push(FloodResult {
                 variant: v,
                 generator: g,
@@ -633,6 +665,9 @@ pub fn run(
                 softirq_ns: col(|r| r.softirq_ns),
                 kernel_ns: col(|r| r.kernel_ns),
                 loop_ns: (!loops.is_empty()).then(|| Summary::of(&loops)),
+                above_floor_ns: (!above_v.is_empty()).then(|| Summary::of(&above_v)),
+                above_floor_gain_vs_tc: (!above_gain.is_empty())
+                    .then(|| round3(Summary::of(&above_gain).median)),
                 dropped_vs_tc: ratio(vi, gi, tc, &|a, b| a.dropped_pps / b.dropped_pps),
                 dropped_vs_iptables: ratio(vi, gi, ipt, &|a, b| a.dropped_pps / b.dropped_pps),
                 loop_gain_vs_tc: ratio(vi, gi, tc, &|a, b| {
