@@ -242,6 +242,18 @@ pub struct RunArgs {
     /// routes), `none`, or a comma-separated list of interfaces.
     #[arg(long, default_value = "default", env = "CNS_XDP_INTERFACES")]
     pub xdp_interfaces: crate::uplink::XdpInterfaces,
+    /// Entries of the maps that grow with the cluster, as KEY=ENTRIES,...: endpoints (local
+    /// pods), ipcache (pod addresses), cidrs, policy, conntrack, fragments, counters. Keys not
+    /// given keep their defaults. Changing them builds fresh maps at the next start (as a
+    /// layout upgrade does): conntrack starts empty and counters from zero.
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "KEY=ENTRIES,...",
+        env = "CNS_MAP_SIZES",
+        hide_default_value = true
+    )]
+    pub map_sizes: crate::map_sizes::MapSizes,
     /// Seconds between full resyncs (re-read source, find new veths, rewrite drift).
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub resync_interval: Duration,

@@ -5,7 +5,8 @@
 //! the difference; [`loader`] loads and attaches the kernel programs; [`source`] reads
 //! manifests; [`uplink`] finds where the XDP program goes; [`agent`] ties them together,
 //! driven by [`daemon`] and the control socket
-//! ([`control`]); [`cli`] is the command line. Every bpffs path is in [`paths`].
+//! ([`control`]); [`cli`] is the command line. Every bpffs path is in [`paths`]; the map
+//! capacities operators choose are in [`map_sizes`].
 
 pub mod agent;
 pub mod check;
@@ -20,6 +21,7 @@ pub mod explain;
 pub mod history;
 pub mod k8s;
 pub mod loader;
+pub mod map_sizes;
 pub mod metrics;
 pub mod names;
 pub mod netdev;
