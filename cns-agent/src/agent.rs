@@ -134,6 +134,13 @@ impl Agent {
             source,
         })?;
         let revision = datapath.config().map(|c| c.revision).unwrap_or(0);
+        // Every sized map's capacity, fixed for the agent's life.
+        for (map, capacity) in datapath.sizes().max_entries() {
+            metrics
+                .map_capacity
+                .get_or_create(&vec![("map".to_owned(), map.to_owned())])
+                .set(i64::from(capacity));
+        }
         let cfg_audit = cfg.audit_mode;
         let mut agent = Self {
             audit_mode: cfg.audit_mode,
@@ -243,7 +250,7 @@ impl Agent {
         let ops = reconcile::diff(&desired, &self.written);
         let failed = reconcile::apply(&mut self.datapath, &ops);
         let mut errors: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
-        let mut map_errors = desired.over_capacity();
+        let mut map_errors = desired.over_capacity(self.datapath.sizes());
         map_errors.extend(reconcile::summarize(&failed));
         for e in &map_errors {
             tracing::error!(error = %e, "map update failed");
@@ -374,10 +381,9 @@ impl Agent {
         gauge(&m.endpoints, self.veths.len());
         gauge(&m.identities, self.allocations.identities.len());
         gauge(&m.namespaces, self.allocations.namespaces.len());
-        for u in self.written.usage() {
+        for u in self.written.usage(self.datapath.sizes()) {
             let labels = vec![("map".to_owned(), u.map.to_owned())];
             gauge(&m.map_entries.get_or_create(&labels), u.entries);
-            gauge(&m.map_capacity.get_or_create(&labels), u.capacity as usize);
         }
         m.sync_seconds
             .get_or_create(&vec![("phase".to_owned(), "total".to_owned())])
@@ -615,7 +621,9 @@ impl Agent {
                     mode: mode_name(ep.audit_override.unwrap_or(self.audit_mode)),
                 })
                 .collect(),
-            maps: self.written.usage().to_vec(),
+            maps: self.written.usage(self.datapath.sizes()).to_vec(),
+            map_sizes: *self.datapath.sizes(),
+            maps_dir: self.datapath.maps_dir().display().to_string(),
             xdp: self
                 .datapath
                 .xdp_attached()
@@ -853,6 +861,10 @@ pub struct Status {
     pub seconds_since_sync: Option<u64>,
     pub endpoints: Vec<EndpointStatus>,
     pub maps: Vec<encode::MapUsage>,
+    /// The sizes the maps were created with (`--map-sizes`), by key.
+    pub map_sizes: crate::map_sizes::MapSizes,
+    /// Where the maps are pinned.
+    pub maps_dir: String,
     /// The uplinks running the XDP program, and in which mode (native or generic).
     pub xdp: Vec<XdpStatus>,
     pub datapath_stats: BTreeMap<&'static str, u64>,

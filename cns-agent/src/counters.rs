@@ -7,8 +7,6 @@ use std::{collections::BTreeMap, path::Path};
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
 use cns_common::maps::{self as m, Counter, CounterKey};
 
-use crate::paths;
-
 pub struct CounterMaps {
     slots: HashMap<MapData, CounterKey, u32>,
     values: PerCpuArray<MapData, Counter>,
@@ -32,9 +30,9 @@ impl CounterMaps {
         })
     }
 
-    /// From the pins under `pin_dir` (what the metrics endpoint reads).
-    pub fn open(pin_dir: &Path) -> Result<Self, OpenError> {
-        let pin = |name| paths::pinned_map(pin_dir, name);
+    /// From the pins in `maps_dir` (what the metrics endpoint reads).
+    pub fn open(maps_dir: &Path) -> Result<Self, OpenError> {
+        let pin = |name: &str| maps_dir.join(name);
         let failed = |name| {
             let path = pin(name).display().to_string();
             move |source| OpenError { path, source }

@@ -69,7 +69,8 @@ fn watch_dir(
 
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     paths::prepare_pin_dir(&args.bpffs_dir)?;
-    let datapath = loader::Datapath::load(&args.bpffs_dir)?;
+    let datapath = loader::Datapath::load_sized(&args.bpffs_dir, &args.map_sizes)?;
+    let maps_dir = datapath.maps_dir().to_owned();
     let cfg = AgentConfig {
         node_name: args.node_name.clone(),
         audit_mode: args.policy_audit_mode,
@@ -121,8 +122,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         crate::syslog::spawn(target, 10_000)
     });
     let forward_types = stdout_types.clone();
-    let (pin_dir, node, names_rx, tx, counts) = (
-        args.bpffs_dir.clone(),
+    let (events_maps_dir, node, names_rx, tx, counts) = (
+        maps_dir.clone(),
         args.node_name.clone(),
         names.clone(),
         events_tx.clone(),
@@ -139,14 +140,15 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                 s.send(ev.kind, &ev.json);
             }
         };
-        if let Err(e) = events::run(&pin_dir, node, names_rx, stdout_types, tx, count).await {
+        if let Err(e) = events::run(&events_maps_dir, node, names_rx, stdout_types, tx, count).await
+        {
             tracing::error!(error = %error_chain(&e), "event reader stopped");
         }
     });
 
     // Metrics.
     if let Some(addr) = args.metrics_addr.0 {
-        let registry = metrics::registry(&args.bpffs_dir, names.clone(), &agent_metrics)?;
+        let registry = metrics::registry(&maps_dir, names.clone(), &agent_metrics)?;
         tokio::spawn(async move {
             if let Err(e) = metrics::serve(addr, registry).await {
                 tracing::error!(error = %error_chain(&e), "metrics endpoint stopped");
@@ -191,6 +193,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         mode = crate::agent::mode_name(args.policy_audit_mode),
         socket = %args.socket.display(),
         pins = %args.bpffs_dir.display(),
+        maps = %maps_dir.display(),
+        map_sizes = %args.map_sizes,
         "agent running"
     );
     use tokio::signal::unix::{SignalKind, signal};

@@ -12,7 +12,10 @@ use cns_common::{
     },
 };
 
-use crate::policy::model::{self, Desired, Direction, LocalEndpoint, ObjectRef, RuleKey};
+use crate::{
+    map_sizes::MapSizes,
+    policy::model::{self, Desired, Direction, LocalEndpoint, ObjectRef, RuleKey},
+};
 
 /// An LPM trie key as (prefix length in bits, data): ordered, unlike aya's `Key`.
 pub type Lpm<K> = (u32, K);
@@ -37,20 +40,22 @@ impl MapContents {
         self.len() == 0
     }
 
-    /// (map name, entries, capacity) of each agent-owned map.
-    pub fn usage(&self) -> [MapUsage; 4] {
+    /// (map name, entries, capacity) of each agent-owned map, with the maps' `sizes`.
+    pub fn usage(&self, sizes: &MapSizes) -> [MapUsage; 4] {
+        use crate::map_sizes::SizedMap;
         use cns_common::maps as m;
         [
-            MapUsage::new(m::ENDPOINTS, self.endpoints.len(), m::ENDPOINTS_CAPACITY),
-            MapUsage::new(m::IPCACHE, self.ipcache.len(), m::IPCACHE_CAPACITY),
-            MapUsage::new(m::CIDRS, self.cidrs.len(), m::CIDRS_CAPACITY),
-            MapUsage::new(m::POLICY, self.policy.len(), m::POLICY_CAPACITY),
+            (m::ENDPOINTS, self.endpoints.len(), SizedMap::Endpoints),
+            (m::IPCACHE, self.ipcache.len(), SizedMap::IpCache),
+            (m::CIDRS, self.cidrs.len(), SizedMap::Cidrs),
+            (m::POLICY, self.policy.len(), SizedMap::Policy),
         ]
+        .map(|(map, entries, size)| MapUsage::new(map, entries, sizes.get(size)))
     }
 
     /// A message for each map that cannot hold all of its desired entries.
-    pub fn over_capacity(&self) -> Vec<String> {
-        self.usage()
+    pub fn over_capacity(&self, sizes: &MapSizes) -> Vec<String> {
+        self.usage(sizes)
             .iter()
             .filter(|u| u.entries > u.capacity as usize)
             .map(|u| {
@@ -272,6 +277,34 @@ mod tests {
                 assert_eq!(covers(&prefixes, port), inside, "{start}-{end} port {port}");
             }
         }
+    }
+
+    #[test]
+    fn capacity_is_the_configured_size() {
+        let mut c = MapContents::default();
+        for port in 0..301u16 {
+            let key = PolicyKey {
+                port: port.to_be_bytes(),
+                ..PolicyKey::default()
+            };
+            c.policy.insert((96, key), PolicyValue::default());
+        }
+        let defaults = MapSizes::default();
+        assert!(c.over_capacity(&defaults).is_empty());
+        let small: MapSizes = "policy=300".parse().unwrap();
+        let usage = c.usage(&small);
+        assert_eq!(
+            usage[3],
+            MapUsage::new(cns_common::maps::POLICY, 301, 300),
+            "{usage:?}"
+        );
+        assert_eq!(
+            c.over_capacity(&small),
+            [
+                "map CNS_POLICY is full: 301 entries wanted, capacity 300; entries beyond it are \
+              not written, so the traffic they would allow is dropped (fail closed)"
+            ]
+        );
     }
 
     #[test]

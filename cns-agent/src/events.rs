@@ -25,10 +25,7 @@ use tokio::{
     sync::{broadcast, watch},
 };
 
-use crate::{
-    names::{Names, SharedNames},
-    paths,
-};
+use crate::names::{Names, SharedNames};
 
 /// The event types users filter on (`monitor.eventTypes` in Cilium's values).
 pub const EVENT_TYPES: [&str; 3] = ["drop", "audit", "policy-verdict"];
@@ -211,16 +208,17 @@ pub(crate) fn humantime_rfc3339(since_epoch: Duration) -> String {
     )
 }
 
-/// Reads events until the task is dropped. `stdout_types`: which types to print.
+/// Reads events from the ring buffer pinned in `maps_dir` (`Datapath::maps_dir`) until the
+/// task is dropped. `stdout_types`: which types to print.
 pub async fn run(
-    pin_dir: &Path,
+    maps_dir: &Path,
     node_name: String,
     names: watch::Receiver<SharedNames>,
     stdout_types: BTreeSet<String>,
     publish: broadcast::Sender<Published>,
     on_event: impl Fn(&Published) + Send,
 ) -> Result<(), EventsError> {
-    let path = paths::pinned_map(pin_dir, EVENTS);
+    let path = maps_dir.join(EVENTS);
     let open_err = |source| EventsError::Open {
         path: path.display().to_string(),
         source,

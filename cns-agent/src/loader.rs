@@ -24,6 +24,7 @@ use cns_common::maps::{
 use crate::{
     counters::CounterMaps,
     encode::MapContents,
+    map_sizes::{MapSizes, SizedMap},
     paths,
     reconcile::{MapOp, MapWriter},
     uplink::{self, Uplink},
@@ -102,6 +103,29 @@ pub enum LoadError {
         #[source]
         source: MapError,
     },
+    #[error("failed to create the maps directory {path}")]
+    MapsDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to read the size of pinned map {path}")]
+    MapInfo {
+        path: String,
+        #[source]
+        source: MapError,
+    },
+    /// aya reuses a pinned map whatever its size: this catches what it would not.
+    #[error(
+        "pinned map {path} holds {pinned} entries, not the {configured} of --map-sizes; \
+         remove {dir} (the attached programs keep their maps) and restart the agent"
+    )]
+    PinnedSize {
+        path: String,
+        dir: String,
+        pinned: u32,
+        configured: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +152,9 @@ pub struct Datapath {
     counters: CounterMaps,
     stats: PerCpuArray<MapData, u64>,
     pin_dir: PathBuf,
+    /// Where the maps are pinned: `paths::sized_maps_dir(pin_dir, &sizes)`.
+    maps_dir: PathBuf,
+    sizes: MapSizes,
     /// Attached interfaces (ifindex -> name). The links themselves are owned by their pins.
     links: BTreeMap<u32, String>,
     /// Interfaces with the XDP program (ifindex -> attachment), pinned like `links`.
@@ -151,20 +178,38 @@ macro_rules! take {
 }
 
 impl Datapath {
-    /// Loads the programs; maps are created, or reused when already pinned under `pin_dir`
-    /// (see `paths`). Nothing is attached yet: call [`Datapath::adopt`] once the maps hold
-    /// the desired state, then [`Datapath::attach`].
+    /// [`Datapath::load_sized`] with the default map sizes.
     pub fn load(pin_dir: &Path) -> Result<Self, LoadError> {
+        Self::load_sized(pin_dir, &MapSizes::default())
+    }
+
+    /// Loads the programs with maps of `sizes`; maps are created, or reused when already
+    /// pinned in the directory of these sizes under `pin_dir` (see `paths`). Nothing is
+    /// attached yet: call [`Datapath::adopt`] once the maps hold the desired state, then
+    /// [`Datapath::attach`].
+    pub fn load_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(paths::maps_dir(pin_dir))
-            .load(OBJECT)
-            .map_err(|source| LoadError::Load {
-                pin_dir: pin_dir.display().to_string(),
-                source: Box::new(source),
-            })?;
+        let maps_dir = paths::sized_maps_dir(pin_dir, sizes);
+        std::fs::create_dir_all(&maps_dir).map_err(|source| LoadError::MapsDir {
+            path: maps_dir.display().to_string(),
+            source,
+        })?;
+        let counters_capacity = sizes.get(SizedMap::Counters);
+        let mut loader = EbpfLoader::new();
+        loader
+            .default_map_pin_directory(&maps_dir)
+            // The programs' counter slot hash needs the counters' size.
+            .override_global(m::COUNTERS_CAPACITY_GLOBAL, &counters_capacity, true);
+        for (name, entries) in sizes.max_entries() {
+            loader.map_max_entries(name, entries);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|source| LoadError::Load {
+            pin_dir: maps_dir.display().to_string(),
+            source: Box::new(source),
+        })?;
+        check_pinned_sizes(&maps_dir, sizes)?;
         for name in [PROG_TO_POD, PROG_FROM_POD, PROG_EMPTY] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -206,6 +251,8 @@ impl Datapath {
             stats: take!(ebpf, m::STATS),
             ebpf,
             pin_dir: pin_dir.to_owned(),
+            maps_dir,
+            sizes: *sizes,
             links: BTreeMap::new(),
             xdp_links: BTreeMap::new(),
         })
@@ -266,8 +313,8 @@ impl Datapath {
 
     /// Takes over the links pinned by an earlier agent: each is switched to this agent's
     /// programs in one atomic `bpf_link_update`, so enforcement never pauses. Links whose
-    /// interface is gone are unpinned. Then removes maps of other layout versions, which
-    /// no program uses any more. Returns how many interfaces were adopted.
+    /// interface is gone are unpinned. Then removes maps of other layout versions or sizes,
+    /// which no program uses any more. Returns how many interfaces were adopted.
     pub fn adopt(&mut self) -> usize {
         let dir = paths::links_dir(&self.pin_dir);
         let mut pins: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -322,8 +369,8 @@ impl Datapath {
         if let Err(e) = self.sync_local_ips() {
             tracing::warn!(error = %e, "failed to rebuild the local pod addresses for XDP");
         }
-        for old in paths::stale_maps_dirs(&self.pin_dir) {
-            tracing::info!(dir = %old.display(), "removing maps of an older layout");
+        for old in paths::stale_maps_dirs(&self.pin_dir, &self.maps_dir) {
+            tracing::info!(dir = %old.display(), "removing maps of another layout or size");
             _ = std::fs::remove_dir_all(&old);
         }
         self.links.len()
@@ -519,6 +566,16 @@ impl Datapath {
         &self.links
     }
 
+    /// Where the maps are pinned (`maps-v{N}` or `maps-v{N}-{hash}` under the pin directory).
+    pub fn maps_dir(&self) -> &Path {
+        &self.maps_dir
+    }
+
+    /// The sizes the maps were created with.
+    pub fn sizes(&self) -> &MapSizes {
+        &self.sizes
+    }
+
     pub fn config(&self) -> Result<Config, MapError> {
         self.config.get(&0, 0)
     }
@@ -560,6 +617,34 @@ impl Datapath {
             .map(|i| Ok(self.stats.get(&i, 0)?.iter().sum()))
             .collect()
     }
+}
+
+/// Checks that every sized map pinned in `maps_dir` has the size asked for. aya 0.14 opens a
+/// map already pinned at its path without comparing it with the definition
+/// (`MapData::create_pinned_by_name`), and `map_max_entries` only applies to maps it
+/// creates, so without this an agent would run on maps of another size while reporting the
+/// configured one. Each set of sizes has its own directory, so this only fails when that
+/// directory was tampered with (or on a hash collision).
+fn check_pinned_sizes(maps_dir: &Path, sizes: &MapSizes) -> Result<(), LoadError> {
+    for (name, configured) in sizes.max_entries() {
+        let path = maps_dir.join(name);
+        let pinned = MapData::from_pin(&path)
+            .and_then(|map| map.info())
+            .map_err(|source| LoadError::MapInfo {
+                path: path.display().to_string(),
+                source,
+            })?
+            .max_entries();
+        if pinned != configured {
+            return Err(LoadError::PinnedSize {
+                path: path.display().to_string(),
+                dir: maps_dir.display().to_string(),
+                pinned,
+                configured,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl MapWriter for Datapath {

@@ -355,7 +355,17 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     e["mode"].as_str().unwrap_or("")
                 );
             }
-            println!("maps:");
+            println!(
+                "maps:     {} ({})",
+                d["maps_dir"].as_str().unwrap_or("?"),
+                d["map_sizes"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
             for m in d["maps"].as_array().into_iter().flatten() {
                 println!(
                     "  {:<16} {:>8} / {:<8} entries",

@@ -29,7 +29,6 @@ use crate::{
     counters::CounterMaps,
     events::{protocol_name, reason_name},
     names::SharedNames,
-    paths,
 };
 
 type Labels = Vec<(String, String)>;
@@ -57,7 +56,7 @@ pub struct AgentMetrics {
     pub endpoints: Gauge,
     pub identities: Gauge,
     pub namespaces: Gauge,
-    /// By map: entries the agent wrote, and capacity.
+    /// By map: entries the agent wrote (agent-owned maps), and capacity (every sized map).
     pub map_entries: Family<Labels, Gauge>,
     pub map_capacity: Family<Labels, Gauge>,
     pub sync_seconds: Family<Labels, Histogram, fn() -> Histogram>,
@@ -268,24 +267,25 @@ impl Collector for DatapathCollector {
     }
 }
 
-/// The registry with every metric, ready to serve.
+/// The registry with every metric, ready to serve; the datapath's maps are read from their
+/// pins in `maps_dir` (`Datapath::maps_dir`).
 pub fn registry(
-    pin_dir: &Path,
+    maps_dir: &Path,
     names: watch::Receiver<SharedNames>,
     agent: &AgentMetrics,
 ) -> Result<Registry, MetricsError> {
     let open = |name: &str| {
-        let path = paths::pinned_map(pin_dir, name);
+        let path = maps_dir.join(name);
         MapData::from_pin(&path).map_err(|source| MetricsError::Open {
             path: path.display().to_string(),
             source,
         })
     };
     let open_err = |name: &str| {
-        let path = paths::pinned_map(pin_dir, name).display().to_string();
+        let path = maps_dir.join(name).display().to_string();
         move |source| MetricsError::Open { path, source }
     };
-    let counters = CounterMaps::open(pin_dir).map_err(|e| MetricsError::Open {
+    let counters = CounterMaps::open(maps_dir).map_err(|e| MetricsError::Open {
         path: e.path,
         source: e.source,
     })?;
@@ -324,7 +324,7 @@ pub fn registry(
     );
     r.register(
         "cns_map_capacity",
-        "Capacity per map.",
+        "Capacity per map, as created (--map-sizes).",
         agent.map_capacity.clone(),
     );
     r.register(

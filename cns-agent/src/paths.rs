@@ -4,7 +4,10 @@
 //! their own with `--bpffs-dir`):
 //!
 //! - `maps-v{LAYOUT_VERSION}/{MAP}`: one pinned map per name in `cns_common::maps`
-//!   (`CNS_CONFIG`, `CNS_POLICY`, ...). A new layout version gets a new directory.
+//!   (`CNS_CONFIG`, `CNS_POLICY`, ...), with the default sizes; `maps-v{LAYOUT_VERSION}-{hash}`
+//!   with other sizes (`--map-sizes`, see `map_sizes`). A new layout version or a new set of
+//!   sizes gets a new directory: the agent fills it, takes over the links, then removes the
+//!   other `maps-v*` directories.
 //! - `links/{ifindex}-{program}`: the tcx links attaching the programs to each pod veth.
 //!   Pinned links keep the programs attached while the agent is down or restarting; removing
 //!   the pin detaches (`cns-agent uninstall` removes the whole directory).
@@ -15,6 +18,8 @@ use nix::{
     mount::{MsFlags, mount},
     sys::statfs::{BPF_FS_MAGIC, statfs},
 };
+
+use crate::map_sizes::MapSizes;
 
 pub const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cns";
@@ -74,12 +79,24 @@ pub fn remove_pins(pin_dir: &Path) -> Result<bool, PathError> {
     Ok(true)
 }
 
-/// The directory of this layout version's maps.
-pub fn maps_dir(pin_dir: &Path) -> PathBuf {
-    pin_dir.join(format!("maps-v{}", cns_common::LAYOUT_VERSION))
+/// The directory of this layout version's maps with `sizes`: `maps-v{N}` with the default
+/// sizes, `maps-v{N}-{hash}` otherwise.
+pub fn sized_maps_dir(pin_dir: &Path, sizes: &MapSizes) -> PathBuf {
+    let version = cns_common::LAYOUT_VERSION;
+    pin_dir.join(match sizes.dir_suffix() {
+        None => format!("maps-v{version}"),
+        Some(hash) => format!("maps-v{version}-{hash}"),
+    })
 }
 
-/// Where map `name` (one of the `cns_common::maps` names) is pinned.
+/// The directory of this layout version's maps with the default sizes (what a datapath
+/// loaded with `Datapath::load` uses).
+pub fn maps_dir(pin_dir: &Path) -> PathBuf {
+    sized_maps_dir(pin_dir, &MapSizes::default())
+}
+
+/// Where map `name` (one of the `cns_common::maps` names) is pinned, with the default sizes.
+/// A datapath with other sizes pins its maps under `Datapath::maps_dir`.
 pub fn pinned_map(pin_dir: &Path, name: &str) -> PathBuf {
     maps_dir(pin_dir).join(name)
 }
@@ -100,9 +117,9 @@ pub fn parse_link_pin(file_name: &str) -> Option<(u32, &str)> {
     Some((ifindex.parse().ok()?, program))
 }
 
-/// Map directories of other layout versions (left by an older agent).
-pub fn stale_maps_dirs(pin_dir: &Path) -> Vec<PathBuf> {
-    let current = maps_dir(pin_dir);
+/// Map directories other than `current` (left by an agent of another layout version or
+/// with other sizes).
+pub fn stale_maps_dirs(pin_dir: &Path, current: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(pin_dir)
         .map(|entries| {
             entries
@@ -111,7 +128,7 @@ pub fn stale_maps_dirs(pin_dir: &Path) -> Vec<PathBuf> {
                     p.file_name()
                         .and_then(|n| n.to_str())
                         .is_some_and(|n| n.starts_with("maps-v"))
-                        && *p != current
+                        && p != current
                 })
                 .collect()
         })
@@ -143,9 +160,12 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), PathError> {
             source,
         })?;
     }
-    for dir in [maps_dir(pin_dir), links_dir(pin_dir)] {
-        std::fs::create_dir_all(&dir).map_err(|source| PathError::Create { path: dir, source })?;
-    }
+    // The maps directory is made by the loader, which knows the sizes.
+    let links = links_dir(pin_dir);
+    std::fs::create_dir_all(&links).map_err(|source| PathError::Create {
+        path: links,
+        source,
+    })?;
     if !is_bpffs(pin_dir) {
         return Err(PathError::NotBpffs {
             path: pin_dir.into(),
@@ -165,5 +185,17 @@ mod tests {
         let name = pin.file_name().unwrap().to_str().unwrap();
         assert_eq!(parse_link_pin(name), Some((42, "cns_to_pod")));
         assert_eq!(parse_link_pin("junk"), None);
+    }
+
+    #[test]
+    fn other_sizes_get_their_own_maps_directory() {
+        let pin = Path::new("/sys/fs/bpf/cns");
+        let v = cns_common::LAYOUT_VERSION;
+        assert_eq!(maps_dir(pin), pin.join(format!("maps-v{v}")));
+        let sizes: MapSizes = "policy=300".parse().unwrap();
+        let dir = sized_maps_dir(pin, &sizes);
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(&format!("maps-v{v}-")), "{name}");
+        assert_ne!(dir, maps_dir(pin));
     }
 }

@@ -1,4 +1,9 @@
 //! Every map of the datapath: name, capacity, key and value.
+//!
+//! The `*_CAPACITY` constants are the default sizes of this layout version. The agent can
+//! create the maps that grow with the cluster with other sizes (`cns-agent run --map-sizes`,
+//! `cns_agent::map_sizes`); a map's size is not part of its layout, and the programs never
+//! depend on it, except the counters' slot hash, which reads [`COUNTERS_CAPACITY_GLOBAL`].
 
 #[cfg(feature = "user")]
 use bytemuck::{Pod, Zeroable};
@@ -223,6 +228,9 @@ map_type! {
         pub reason: u8,
     } = 8
 }
+/// The programs' read-only global (`.rodata`, set by the agent at load) holding the size of
+/// the counters maps ([`COUNTERS_CAPACITY`] unless configured): slots are `1..size`.
+pub const COUNTERS_CAPACITY_GLOBAL: &str = "CNS_COUNTERS_CAPACITY";
 /// `PerCpuArray<u32 slot, Counter>`: packets and bytes per [`COUNTER_SLOTS`] key.
 pub const COUNTERS: &str = "CNS_COUNTERS";
 map_type! {
@@ -289,7 +297,7 @@ pub const STAT_XDP_AUDIT: u32 = 5;
 /// the pod's veth takes its fast path).
 pub const STAT_XDP_ALLOWED: u32 = 6;
 
-/// Every map's name, key size, value size and capacity, for the layout fingerprint.
+/// Every map's name, key size, value size and default capacity, for the layout fingerprint.
 pub const LAYOUTS: [(&str, usize, usize, u32); 14] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (

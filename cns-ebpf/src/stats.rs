@@ -1,6 +1,6 @@
 //! Counters (per namespace pair), datapath statistics and rate-limited events.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use aya_ebpf::{Global, bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use cns_common::{
     VERDICT_FORWARDED,
     maps::{
@@ -12,6 +12,11 @@ use cns_common::{
 use crate::maps::{
     CNS_COUNTER_OWNERS, CNS_COUNTER_SLOTS, CNS_COUNTERS, CNS_EVENTS, CNS_RATE_LIMIT, CNS_STATS,
 };
+
+/// Entries of the counters maps, as the agent created them (`--map-sizes counters=N`; the
+/// loader overrides it by the name `cns_common::maps::COUNTERS_CAPACITY_GLOBAL`).
+#[unsafe(no_mangle)]
+static CNS_COUNTERS_CAPACITY: Global<u32> = Global::new(COUNTERS_CAPACITY);
 
 #[inline(always)]
 pub fn incr(stat: u32) {
@@ -29,16 +34,23 @@ pub fn slot(key: &CounterKey) -> u32 {
     if let Some(&s) = unsafe { CNS_COUNTER_SLOTS.get(key) } {
         return s;
     }
-    // Slots 1..CAPACITY, from a multiplicative hash of the 8-byte key, then linear probing.
+    // Slots 1..capacity, from a multiplicative hash of the 8-byte key, then linear probing.
     let bits = u64::from(key.src_ns)
         | u64::from(key.dst_ns) << 16
         | u64::from(key.dir) << 32
         | u64::from(key.verdict) << 40
         | u64::from(key.proto) << 48
         | u64::from(key.reason) << 56;
-    let start = ((bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32) % (COUNTERS_CAPACITY - 1);
+    let capacity = CNS_COUNTERS_CAPACITY.load();
+    if capacity < 2 {
+        // Never with the agent's bounds; keeps the divisor below non-zero.
+        incr(STAT_COUNTERS_FULL);
+        return NO_COUNTER;
+    }
+    let slots = capacity - 1;
+    let start = ((bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32) % slots;
     for i in 0..COUNTER_PROBES {
-        let s = 1 + (start + i) % (COUNTERS_CAPACITY - 1);
+        let s = 1 + (start + i) % slots;
         // Claiming is atomic: of CPUs racing for a slot, one insert succeeds.
         if CNS_COUNTER_OWNERS
             .insert(&s, key, BPF_NOEXIST as u64)
