@@ -177,6 +177,19 @@ impl AgentProcess {
         self.wait_ready();
     }
 
+    /// Like [`AgentProcess::restart`], with `extra_args` in place of the extra arguments it
+    /// was started with (from now on).
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(ToString::to_string).collect();
+        self.restart();
+    }
+
+    /// `cns-agent status -o json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "-o", "json"]).expect("status");
+        serde_json::from_str(&out).expect("status json")
+    }
+
     /// The events the agent printed on stdout (one JSON object per line).
     pub fn events(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.join("events.jsonl"))

@@ -1,6 +1,7 @@
 //! The agent going away (SIGTERM, SIGKILL) and coming back: enforcement never pauses, no
-//! verdict is wrong meanwhile, counters keep counting, and `uninstall` /
-//! `--cleanup-on-exit` remove everything deliberately.
+//! verdict is wrong meanwhile, counters keep counting, an agent with other map sizes takes
+//! over on fresh maps without a gap, and `uninstall` / `--cleanup-on-exit` remove everything
+//! deliberately.
 
 use std::{
     io::{Read, Write},
@@ -174,6 +175,90 @@ fn sigkill_and_sigterm_restarts_never_give_a_wrong_verdict() {
         .unwrap()
         .count();
     assert_eq!(links, 2 * 4 + 1, "link pins");
+}
+
+/// The kernel's size of map `name` pinned in `maps_dir`.
+fn max_entries(maps_dir: &std::path::Path, name: &str) -> u32 {
+    let path = maps_dir.join(name);
+    aya::maps::MapData::from_pin(&path)
+        .and_then(|d| d.info())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .max_entries()
+}
+
+#[test]
+fn resizing_the_maps_under_traffic_never_gives_a_wrong_verdict() {
+    use cns_common::maps as m;
+    if !kernel_or_skip("resize") {
+        return;
+    }
+    let small = "policy=300,conntrack=2048,counters=64";
+    let mut c = Cluster::start_with(false, &[("p.yaml", ONLY_BETA)], &["--map-sizes", small]);
+    let maps_dir = |c: &Cluster| {
+        std::path::PathBuf::from(c.agent.status()["maps_dir"].as_str().expect("maps_dir"))
+    };
+    let first = maps_dir(&c);
+    assert_eq!(max_entries(&first, m::POLICY), 300);
+    let prober = Prober::start(&c);
+    prober.wait_rounds(3);
+    // Counting works with a counters map of 64 (the programs' slot hash uses its size).
+    assert!(c.agent.packets("beta", "alpha", "ingress", "forwarded") > 0);
+    assert!(c.agent.packets("gamma", "alpha", "ingress", "dropped") > 0);
+
+    // A rolling update with bigger maps: the new agent builds them beside the old ones,
+    // fills them, swaps the programs in and removes the old directory.
+    c.agent.stop(Signal::SIGTERM);
+    prober.wait_rounds(3);
+    let bigger = "policy=1000,conntrack=4096,counters=128";
+    c.agent.restart_with(&["--map-sizes", bigger]);
+    prober.wait_rounds(5);
+    let second = maps_dir(&c);
+    assert_ne!(second, first);
+    assert!(!first.exists(), "the old maps are removed once adopted");
+    for (map, want) in [(m::POLICY, 1000), (m::CONNTRACK, 4096), (m::COUNTERS, 128)] {
+        assert_eq!(max_entries(&second, map), want, "{map}");
+        assert_eq!(
+            c.agent.metric("cns_map_capacity", &[("map", map)]),
+            Some(f64::from(want)),
+            "{map}"
+        );
+    }
+    assert!(
+        c.agent
+            .log()
+            .contains("took over the programs pinned by an earlier agent interfaces=4"),
+        "the resized agent adopted the 4 pinned veths:\n{}",
+        c.agent.log()
+    );
+    // Counters start again from zero with the new maps, and count.
+    prober.wait_rounds(2);
+    assert!(c.agent.packets("gamma", "alpha", "ingress", "dropped") > 0);
+
+    // And back to the default sizes (no flag), killed this time.
+    c.agent.stop(Signal::SIGKILL);
+    prober.wait_rounds(3);
+    c.agent.restart_with(&[]);
+    prober.wait_rounds(5);
+    let third = maps_dir(&c);
+    assert_eq!(third, cns_agent::paths::maps_dir(&c.agent.pin_dir));
+    assert!(
+        !second.exists(),
+        "the resized maps are removed once adopted"
+    );
+    assert_eq!(max_entries(&third, m::POLICY), m::POLICY_CAPACITY);
+
+    let rounds = prober.rounds();
+    let problems = prober.finish();
+    assert!(
+        problems.is_empty(),
+        "wrong verdicts over {rounds} rounds: {problems:#?}"
+    );
+    let maps_dirs: Vec<_> = std::fs::read_dir(&c.agent.pin_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("maps-"))
+        .collect();
+    assert_eq!(maps_dirs.len(), 1, "{maps_dirs:?}");
 }
 
 /// Whether `check` holds within a few seconds.
