@@ -338,6 +338,23 @@ fn daemonset_runs_the_agent_on_every_node_with_capabilities_not_privileged() {
         .collect();
     assert_eq!(env["NODE_NAME"], Some("spec.nodeName"));
     assert_eq!(env["POD_NAMESPACE"], Some("metadata.namespace"));
+    // --map-sizes comes from the ConfigMap's mapSizes, whose value the agent accepts.
+    let map_sizes = agent
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "CNS_MAP_SIZES")
+        .and_then(|e| e.value_from.as_ref()?.config_map_key_ref.as_ref())
+        .expect("CNS_MAP_SIZES from the ConfigMap");
+    assert_eq!(
+        (map_sizes.name.as_str(), map_sizes.key.as_str()),
+        (CONFIGMAP, "mapSizes")
+    );
+    let configmap: ConfigMap = m.get("ConfigMap", CONFIGMAP);
+    let value = &configmap.data.as_ref().expect("data")["mapSizes"];
+    value
+        .parse::<cns_agent::map_sizes::MapSizes>()
+        .unwrap_or_else(|e| panic!("mapSizes {value:?}: {e}"));
 
     let sc = agent.security_context.as_ref().expect("securityContext");
     assert_eq!(sc.privileged, Some(false));
