@@ -13,10 +13,11 @@
 pub mod maps;
 
 /// Version of the map layouts in [`maps`]. Maps are pinned in a directory named after it
-/// (`maps-v{LAYOUT_VERSION}`): an agent with a new layout builds fresh maps beside the old
-/// ones, fills them, then swaps its programs in atomically (no gap), and removes the old
-/// directory. Bump it whenever a key, value, capacity or map type changes; the fingerprint
-/// test in `maps` fails until you do.
+/// (`maps-v{LAYOUT_VERSION}`, plus a hash of the sizes when the agent runs with other than
+/// the default capacities): an agent with a new layout (or new sizes) builds fresh maps
+/// beside the old ones, fills them, then swaps its programs in atomically (no gap), and
+/// removes the old directory. Bump it whenever a key, value, default capacity or map type
+/// changes; the fingerprint test in `maps` fails until you do.
 pub const LAYOUT_VERSION: u32 = 4;
 
 /// Direction of traffic, seen from the local pod (endpoint).
