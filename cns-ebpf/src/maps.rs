@@ -25,6 +25,8 @@ pub static CNS_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::pinned(CIDRS_CAPACITY, 0)
 #[map]
 pub static CNS_POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(POLICY_CAPACITY, 0);
 #[map]
+pub static CNS_POLICY_EXACT: HashMap<PolicyKey, PolicyValue> = HashMap::pinned(POLICY_CAPACITY, 0);
+#[map]
 pub static CNS_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_CAPACITY, 0);
 #[map]
 pub static CNS_FRAGMENTS: LruHashMap<FragKey, FragValue> =
