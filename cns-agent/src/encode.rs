@@ -1,14 +1,17 @@
 //! The one place that turns the compiler's domain types into `cns-common` map keys and
 //! values: network byte order, big-endian LPM keys, prefix lengths, port ranges as prefixes.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, PROTO_ANY,
     maps::{
         CIDR_PREFIX_BASE, CidrKey, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED,
-        EP_INGRESS_ISOLATED, Endpoint, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_PROTO, PolicyKey,
-        PolicyValue, Remote,
+        EP_INGRESS_ISOLATED, EP_PORT_RANGES, Endpoint, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL,
+        POLICY_PREFIX_PROTO, PolicyKey, PolicyValue, Remote,
     },
 };
 
@@ -149,7 +152,28 @@ pub fn encode(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>) -> MapCon
                 .or_insert(value);
         }
     }
+    // Endpoints with port ranges: their lookups that miss the hash go on to the trie.
+    let with_ranges: BTreeSet<[u8; 4]> = out
+        .policy
+        .keys()
+        .filter(|(len, _)| !in_policy_exact(*len))
+        .map(|(_, k)| k.ep_id)
+        .collect();
+    for ep in out.endpoints.values_mut() {
+        if with_ranges.contains(&ep.ep_id.to_be_bytes()) {
+            ep.flags |= EP_PORT_RANGES;
+        }
+    }
     out
+}
+
+/// Whether a policy entry of this prefix length is also in `CNS_POLICY_EXACT` (one port, all
+/// ports of a protocol, any protocol); port ranges are in the trie only.
+pub fn in_policy_exact(prefix_len: u32) -> bool {
+    matches!(
+        prefix_len,
+        POLICY_PREFIX_FULL | POLICY_PREFIX_PROTO | POLICY_PREFIX_ANY_PROTO
+    )
 }
 
 pub fn endpoint(ep: &LocalEndpoint) -> Endpoint {

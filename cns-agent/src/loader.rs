@@ -23,7 +23,7 @@ use cns_common::maps::{
 
 use crate::{
     counters::CounterMaps,
-    encode::MapContents,
+    encode::{MapContents, in_policy_exact},
     map_sizes::{MapSizes, SizedMap},
     paths,
     reconcile::{MapOp, MapWriter},
@@ -147,6 +147,8 @@ pub struct Datapath {
     ipcache: HashMap<MapData, u32, Remote>,
     cidrs: LpmTrie<MapData, CidrKey, u32>,
     policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    /// `policy`'s one-port, all-ports and any-protocol entries, written with it.
+    policy_exact: HashMap<MapData, PolicyKey, PolicyValue>,
     /// Local pod address -> ifindex, kept in step with `endpoints` (for the XDP program).
     local_ips: HashMap<MapData, u32, u32>,
     counters: CounterMaps,
@@ -237,6 +239,7 @@ impl Datapath {
             ipcache: take!(ebpf, m::IPCACHE),
             cidrs: take!(ebpf, m::CIDRS),
             policy: take!(ebpf, m::POLICY),
+            policy_exact: take!(ebpf, m::POLICY_EXACT),
             local_ips: take!(ebpf, m::LOCAL_IPS),
             counters: CounterMaps::new(
                 ebpf.take_map(m::COUNTER_SLOTS)
@@ -654,7 +657,13 @@ impl MapWriter for Datapath {
         match op {
             MapOp::UpsertRemote(k, v) => self.ipcache.insert(k, v, 0),
             MapOp::UpsertCidr((len, k), v) => self.cidrs.insert(&Key::new(*len, *k), v, 0),
-            MapOp::UpsertPolicy((len, k), v) => self.policy.insert(&Key::new(*len, *k), v, 0),
+            MapOp::UpsertPolicy((len, k), v) => {
+                // The hash first: a lookup that finds it there is what the trie would say.
+                if in_policy_exact(*len) {
+                    self.policy_exact.insert(k, v, 0)?;
+                }
+                self.policy.insert(&Key::new(*len, *k), v, 0)
+            }
             MapOp::UpsertEndpoint(k, v) => {
                 let old = self.endpoints.get(k, 0).ok();
                 self.endpoints.insert(k, v, 0)?;
@@ -675,7 +684,16 @@ impl MapWriter for Datapath {
                 }
                 Ok(())
             }
-            MapOp::DeletePolicy((len, k)) => self.policy.remove(&Key::new(*len, *k)),
+            MapOp::DeletePolicy((len, k)) => {
+                if in_policy_exact(*len) {
+                    // Gone from the hash first, so the entry is never in the hash only.
+                    match self.policy_exact.remove(k) {
+                        Ok(()) | Err(MapError::KeyNotFound) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.policy.remove(&Key::new(*len, *k))
+            }
             MapOp::DeleteCidr((len, k)) => self.cidrs.remove(&Key::new(*len, *k)),
             MapOp::DeleteRemote(k) => self.ipcache.remove(k),
         }

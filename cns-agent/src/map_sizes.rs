@@ -62,7 +62,7 @@ impl SizedMap {
             Self::Endpoints => &[m::ENDPOINTS, m::LOCAL_IPS],
             Self::IpCache => &[m::IPCACHE],
             Self::Cidrs => &[m::CIDRS],
-            Self::Policy => &[m::POLICY],
+            Self::Policy => &[m::POLICY, m::POLICY_EXACT],
             Self::Conntrack => &[m::CONNTRACK],
             Self::Fragments => &[m::FRAGMENTS],
             Self::Counters => &[m::COUNTER_SLOTS, m::COUNTERS, m::COUNTER_OWNERS],
@@ -93,7 +93,10 @@ impl SizedMap {
             Self::Endpoints => (64..=65_536, "local pods, a preallocated hash map"),
             Self::IpCache => (64..=4_194_304, "pod addresses, a preallocated hash map"),
             Self::Cidrs => (64..=4_194_304, "an LPM trie"),
-            Self::Policy => (64..=16_777_216, "an LPM trie"),
+            Self::Policy => (
+                64..=4_194_304,
+                "an LPM trie and a hash map, both allocated as they fill",
+            ),
             Self::Conntrack => (
                 1024..=8_388_608,
                 "a preallocated LRU hash map of about 120 bytes per entry, spread over per-CPU \
@@ -322,11 +325,11 @@ mod tests {
             ("policy=-1", "policy: \"-1\" is not a number of entries"),
             (
                 "policy=10",
-                "policy=10 is out of range: policy takes 64..=16777216",
+                "policy=10 is out of range: policy takes 64..=4194304",
             ),
             (
                 "policy=4294967296",
-                "policy=4294967296 is out of range: policy takes 64..=16777216",
+                "policy=4294967296 is out of range: policy takes 64..=4194304",
             ),
             ("conntrack=512", "conntrack=512 is out of range"),
             ("counters=1048576", "counters=1048576 is out of range"),

@@ -69,6 +69,9 @@ pub const EP_EGRESS_ISOLATED: u16 = 2;
 /// The endpoint's own audit setting overrides the global one (see `EP_AUDIT_ON`).
 pub const EP_AUDIT_OVERRIDE: u16 = 4;
 pub const EP_AUDIT_ON: u16 = 8;
+/// Some rule of the endpoint has a port range that is not one port or all ports: policy
+/// lookups that miss [`POLICY_EXACT`] go on to the [`POLICY`] trie.
+pub const EP_PORT_RANGES: u16 = 16;
 
 /// `HashMap<u32 ip, u32 ifindex>`: the local pods by address (network order), each with the
 /// ifindex of its host-side veth, i.e. its key in [`ENDPOINTS`]. Lets the XDP program on the
@@ -124,6 +127,12 @@ map_type! {
         pub port: [u8; 2],
     } = 12
 }
+/// `HashMap<PolicyKey, PolicyValue>`: the entries of [`POLICY`] for one port, all ports of a
+/// protocol, or any protocol (prefixes [`POLICY_PREFIX_FULL`], [`POLICY_PREFIX_PROTO`],
+/// [`POLICY_PREFIX_ANY_PROTO`]; the bits past the prefix are zero), so that most lookups are
+/// three hash lookups at most instead of a walk down the trie. Written by the agent's loader
+/// with every [`POLICY`] write; port ranges stay in the trie only (see [`EP_PORT_RANGES`]).
+pub const POLICY_EXACT: &str = "CNS_POLICY_EXACT";
 pub const POLICY_PREFIX_ANY_PROTO: u32 = 72;
 pub const POLICY_PREFIX_PROTO: u32 = 80;
 pub const POLICY_PREFIX_FULL: u32 = 96;
@@ -298,7 +307,7 @@ pub const STAT_XDP_AUDIT: u32 = 5;
 pub const STAT_XDP_ALLOWED: u32 = 6;
 
 /// Every map's name, key size, value size and default capacity, for the layout fingerprint.
-pub const LAYOUTS: [(&str, usize, usize, u32); 14] = [
+pub const LAYOUTS: [(&str, usize, usize, u32); 15] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (
         ENDPOINTS,
@@ -317,6 +326,12 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 14] = [
     (
         POLICY,
         4 + core::mem::size_of::<PolicyKey>(),
+        core::mem::size_of::<PolicyValue>(),
+        POLICY_CAPACITY,
+    ),
+    (
+        POLICY_EXACT,
+        core::mem::size_of::<PolicyKey>(),
         core::mem::size_of::<PolicyValue>(),
         POLICY_CAPACITY,
     ),
@@ -386,7 +401,8 @@ mod tests {
     }
 
     /// v3: `CNS_LOCAL_IPS` (local pods by address, for the XDP program on the uplink).
-    /// v4: counters in a per-CPU array by slot (`CNS_COUNTER_SLOTS`, `CNS_COUNTER_NEXT`), the
-    /// slot in each conntrack entry, protocol and reason in the counter key.
-    const FINGERPRINT_V4: u64 = 15_769_231_582_222_213_517;
+    /// v4: counters in a per-CPU array by slot (`CNS_COUNTER_SLOTS`, `CNS_COUNTER_OWNERS`),
+    /// the slot in each conntrack entry, protocol and reason in the counter key;
+    /// `CNS_POLICY_EXACT` beside the policy trie.
+    const FINGERPRINT_V4: u64 = 1_731_343_276_705_982_432;
 }

@@ -2,6 +2,7 @@
 //! Every map is pinned by name so it outlives the agent (the agent chooses the directory).
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -24,6 +25,10 @@ pub static CNS_LOCAL_IPS: HashMap<u32, u32> = HashMap::pinned(LOCAL_IPS_CAPACITY
 pub static CNS_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::pinned(CIDRS_CAPACITY, 0);
 #[map]
 pub static CNS_POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(POLICY_CAPACITY, 0);
+/// Not preallocated (`BPF_F_NO_PREALLOC`): it grows with the policy, like the trie.
+#[map]
+pub static CNS_POLICY_EXACT: HashMap<PolicyKey, PolicyValue> =
+    HashMap::pinned(POLICY_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 pub static CNS_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_CAPACITY, 0);
 #[map]

@@ -9,13 +9,14 @@ use cns_common::{
     maps::{
         CIDR_PREFIX_BASE, CONFIG_NO_CONNTRACK_CREATE, CONFIG_POLICY_VERDICT_EVENTS, CT_REPLY,
         CidrKey, Config, CtEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED,
-        EP_INGRESS_ISOLATED, Endpoint, Event, POLICY_PREFIX_FULL, PolicyKey, Remote,
+        EP_INGRESS_ISOLATED, EP_PORT_RANGES, Endpoint, Event, POLICY_PREFIX_FULL, PolicyKey,
+        Remote,
     },
 };
 
 use crate::{
     TC_DROP, TC_PASS, conntrack, fragments,
-    maps::{CNS_CIDRS, CNS_CONFIG, CNS_ENDPOINTS, CNS_IPCACHE, CNS_POLICY},
+    maps::{CNS_CIDRS, CNS_CONFIG, CNS_ENDPOINTS, CNS_IPCACHE, CNS_POLICY, CNS_POLICY_EXACT},
     parse::{self, Bytes as _, L3, Packet},
     stats,
 };
@@ -209,19 +210,39 @@ fn ep_ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
+/// The policy allowing `identity` to reach `p`'s protocol and port: the exact port, all ports
+/// of the protocol, any protocol (hash lookups), then port ranges (the trie) for endpoints
+/// that have some.
 #[inline(always)]
 fn allowed_by(ep: &Endpoint, dir: u8, identity: u32, p: &Packet) -> Option<u32> {
-    let key = Key::new(
-        POLICY_PREFIX_FULL,
-        PolicyKey {
-            ep_id: ep.ep_id.to_be_bytes(),
-            identity: identity.to_be_bytes(),
-            dir,
-            proto: p.proto,
-            port: u16::from_be(p.dport).to_be_bytes(),
-        },
-    );
-    CNS_POLICY.get(&key).map(|v| v.policy_id)
+    let mut key = PolicyKey {
+        ep_id: ep.ep_id.to_be_bytes(),
+        identity: identity.to_be_bytes(),
+        dir,
+        proto: p.proto,
+        port: u16::from_be(p.dport).to_be_bytes(),
+    };
+    // SAFETY (the three lookups): written by the agent only.
+    if let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) } {
+        return Some(v.policy_id);
+    }
+    let port = key.port;
+    key.port = [0; 2];
+    if let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) } {
+        return Some(v.policy_id);
+    }
+    key.proto = 0;
+    if let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) } {
+        return Some(v.policy_id);
+    }
+    if ep.flags & EP_PORT_RANGES == 0 {
+        return None;
+    }
+    key.proto = p.proto;
+    key.port = port;
+    CNS_POLICY
+        .get(&Key::new(POLICY_PREFIX_FULL, key))
+        .map(|v| v.policy_id)
 }
 
 #[inline(always)]

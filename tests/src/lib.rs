@@ -9,8 +9,10 @@
 pub mod agent;
 pub mod bench;
 pub mod cluster;
+pub mod kernel;
 pub mod manifests;
 pub mod netns;
+pub mod packets;
 pub mod traffic;
 
 pub use agent::AgentProcess;

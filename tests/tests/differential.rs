@@ -25,7 +25,7 @@ use cns_agent::{
     reconcile,
 };
 use cns_common::maps::{CONFIG_NO_CONNTRACK_CREATE, Config};
-use cns_tests::{kernel_or_skip, unique};
+use cns_tests::{kernel::PinDir, kernel_or_skip, packets};
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod},
     networking::v1::NetworkPolicy,
@@ -295,59 +295,34 @@ struct Kernel {
     dp: Datapath,
     written: MapContents,
     revision: u32,
-    pin_dir: std::path::PathBuf,
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        _ = std::fs::remove_dir_all(&self.pin_dir);
-    }
 }
 
 fn kernel() -> &'static Mutex<Kernel> {
     static KERNEL: OnceLock<Mutex<Kernel>> = OnceLock::new();
     KERNEL.get_or_init(|| {
-        let pin_dir = std::path::PathBuf::from("/sys/fs/bpf").join(unique("cns-diff-"));
+        // The kernel object lives in a static, whose Drop never runs: the pins go as soon
+        // as the programs are loaded (the open map fds keep everything alive until the
+        // process exits).
+        let pin_dir = PinDir::new("cns-diff-");
         cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
         let dp = Datapath::load(&pin_dir).expect("load programs");
-        // The kernel object lives in a static, whose Drop never runs: unpin now (the open
-        // map fds keep everything alive until the process exits).
-        _ = std::fs::remove_dir_all(&pin_dir);
+        drop(pin_dir);
         Mutex::new(Kernel {
             dp,
             written: MapContents::default(),
             revision: 0,
-            pin_dir,
         })
     })
 }
 
 fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Vec<u8> {
-    let l4: Vec<u8> = match proto {
-        6 => {
-            let mut h = vec![0u8; 20];
-            h[0..2].copy_from_slice(&40000u16.to_be_bytes());
-            h[2..4].copy_from_slice(&port.to_be_bytes());
-            h[12] = 0x50;
-            h[13] = 0x02;
-            h
-        }
-        1 => vec![8, 0, 0, 0, 0x12, 0x34, 0, 1],
-        _ => {
-            let mut h = vec![0u8; 12];
-            h[0..2].copy_from_slice(&40000u16.to_be_bytes());
-            h[2..4].copy_from_slice(&port.to_be_bytes());
-            h
-        }
+    let l4 = match proto {
+        packets::TCP => packets::tcp(40000, port, packets::SYN),
+        // An echo request.
+        packets::ICMP => vec![8, 0, 0, 0, 0x12, 0x34, 0, 1],
+        _ => packets::ports(40000, port, 8),
     };
-    let mut p = vec![0u8; 12];
-    p.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
-    p.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&l4);
-    p
+    packets::ipv4(src.octets(), dst.octets(), proto, 1, 0, 0, &l4)
 }
 
 fn check(c: &Cluster, flows: &[TestFlow]) -> Result<(), TestCaseError> {

@@ -3,20 +3,14 @@
 //! written by the agent's own pipeline (compile -> encode -> reconcile) for a pod whose veth
 //! is, for the test run, the loopback (ifindex 1).
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
-
 use cns_agent::{
-    encode,
-    loader::{Datapath, PROG_FROM_POD, PROG_TO_POD},
-    policy::{
-        compile::compile,
-        model::{Allocations, NodeContext, ObjectRef},
-    },
+    loader::{PROG_FROM_POD, PROG_TO_POD},
     reconcile,
-    source::{self, LastGood},
 };
-use cns_common::maps::Config;
-use cns_tests::{kernel_or_skip, unique};
+use cns_tests::{
+    kernel::{self, Loaded},
+    kernel_or_skip, packets,
+};
 
 const PASS: i32 = -1;
 const DROP: i32 = 2;
@@ -67,97 +61,20 @@ spec:
     ports: [{protocol: SCTP, port: 9000}]
 ";
 
-struct Fixture {
-    dp: Datapath,
-    pin_dir: std::path::PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        _ = std::fs::remove_dir_all(&self.pin_dir);
-    }
-}
-
-fn fixture(audit: bool) -> Fixture {
-    let pin_dir = std::path::PathBuf::from("/sys/fs/bpf").join(unique("cns-trun-"));
-    cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
-    let mut dp = Datapath::load(&pin_dir).expect("load programs");
-    let (snapshot, errors) = source::load(
-        &[("m.yaml".into(), Ok(MANIFESTS.to_owned()))],
-        &mut LastGood::default(),
-    );
-    assert!(errors.is_empty(), "{errors:?}");
-    let node = NodeContext {
-        node_name: "node-1".into(),
-        node_ips: Default::default(),
-    };
-    let desired = compile(&snapshot, &node, &Allocations::default());
-    let ifindexes = BTreeMap::from([(ObjectRef::new("a", "server"), 1)]);
-    let contents = encode::encode(&desired, &ifindexes);
-    let ops = reconcile::diff(&contents, &Default::default());
-    let failed = reconcile::apply(&mut dp, &ops);
-    assert!(failed.is_empty(), "{failed:?}");
-    dp.set_config(&Config {
-        audit_mode: u32::from(audit),
-        revision: 1,
-        event_rate: 0,
-        event_burst: 0,
-        flags: 0,
-        _pad: 0,
-    })
-    .expect("config");
-    Fixture { dp, pin_dir }
+fn fixture(audit: bool) -> Loaded {
+    kernel::load("cns-trun-", MANIFESTS, &[("a", "server", 1)], audit)
 }
 
 /// Ethernet + IPv4 (with `options` 4-byte words of IP options) + `l4`.
 fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, frag: u16, options: usize, l4: &[u8]) -> Vec<u8> {
-    ipv4_id(src, dst, proto, 1, frag, options, l4)
-}
-
-/// [`ipv4`] with an IP identification.
-fn ipv4_id(
-    src: [u8; 4],
-    dst: [u8; 4],
-    proto: u8,
-    id: u16,
-    frag: u16,
-    options: usize,
-    l4: &[u8],
-) -> Vec<u8> {
-    let mut p = vec![0u8; 12];
-    p.extend_from_slice(&[0x08, 0x00]);
-    let ihl = 5 + options;
-    let total = (ihl * 4 + l4.len()) as u16;
-    p.push(0x40 | ihl as u8);
-    p.push(0);
-    p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&frag.to_be_bytes());
-    p.extend_from_slice(&[64, proto, 0, 0]);
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend(std::iter::repeat_n(1u8, options * 4)); // NOP options
-    p.extend_from_slice(l4);
-    p
-}
-
-fn ports(sport: u16, dport: u16, rest: usize) -> Vec<u8> {
-    let mut l4 = sport.to_be_bytes().to_vec();
-    l4.extend_from_slice(&dport.to_be_bytes());
-    l4.extend(std::iter::repeat_n(0u8, rest));
-    l4
+    packets::ipv4(src, dst, proto, 1, frag, options, l4)
 }
 
 fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
-    let mut l4 = ports(sport, dport, 16);
-    l4[12] = 0x50;
-    l4[13] = 0x02;
-    l4
+    packets::tcp(sport, dport, packets::SYN)
 }
 
-const SCTP: u8 = 132;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
+use packets::{SCTP, TCP, UDP, ipv4 as ipv4_id, ports};
 
 #[test]
 fn sctp_is_enforced_by_port_and_named_port() {
@@ -284,7 +201,6 @@ fn malformed_and_tricky_ipv4() {
     arp.extend_from_slice(&[0x08, 0x06]);
     arp.extend(std::iter::repeat_n(0u8, 28));
     assert_eq!(run(&arp), PASS, "ARP");
-    let _ = Ipv4Addr::LOCALHOST;
 }
 
 #[test]

@@ -12,33 +12,22 @@
 //!   TC's verdicts are the same with XDP on and off.
 //! - A cost comparison (`denied_packet_cost_xdp_vs_tc`): ns per denied packet at XDP vs TC.
 
-use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
 
 use cns_agent::{
-    encode,
     loader::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS, XdpAttachMode},
-    policy::{
-        compile::compile,
-        model::{Allocations, NodeContext, ObjectRef},
-    },
-    reconcile,
-    source::{self, LastGood},
-    uplink,
+    reconcile, uplink,
 };
 use cns_common::maps::{
-    self as m, Config, CtEntry, CtKey, STAT_XDP_ALLOWED, STAT_XDP_AUDIT, STAT_XDP_DROPPED,
+    self as m, CtEntry, CtKey, STAT_XDP_ALLOWED, STAT_XDP_AUDIT, STAT_XDP_DROPPED,
 };
 use cns_tests::{
     cluster::Cluster,
+    kernel::{self, Loaded},
     kernel_or_skip,
     netns::OUTSIDE_IP,
+    packets::{self, ACK, SYN, TCP, tcp},
     traffic::{in_netns, tcp_echo_server, tcp_ok, udp_ok},
-    unique,
 };
 
 const TC_PASS: i32 = -1;
@@ -101,90 +90,19 @@ spec:
     ports: [{protocol: TCP, port: 80}]
 ";
 
-struct Fixture {
-    // Field order is drop order: the programs go before their pin directory.
-    dp: Datapath,
-    pin_dir: PinDir,
-}
-
-/// A pin directory removed on drop, also when loading fails.
-struct PinDir(PathBuf);
-
-impl std::ops::Deref for PinDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn fixture(audit: bool) -> Fixture {
-    let pin_dir = PinDir(PathBuf::from("/sys/fs/bpf").join(unique("cns-xdp-")));
-    cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
-    let mut dp = Datapath::load(&pin_dir).expect("load programs");
-    let (snapshot, errors) = source::load(
-        &[("m.yaml".into(), Ok(MANIFESTS.to_owned()))],
-        &mut LastGood::default(),
-    );
-    assert!(errors.is_empty(), "{errors:?}");
-    let node = NodeContext {
-        node_name: "node-1".into(),
-        node_ips: Default::default(),
-    };
-    let desired = compile(&snapshot, &node, &Allocations::default());
-    let ifindexes = BTreeMap::from([
-        (ObjectRef::new("a", "server"), 1),
-        (ObjectRef::new("c", "open"), 2),
-    ]);
-    let contents = encode::encode(&desired, &ifindexes);
-    let ops = reconcile::diff(&contents, &Default::default());
-    let failed = reconcile::apply(&mut dp, &ops);
-    assert!(failed.is_empty(), "{failed:?}");
-    dp.set_config(&Config {
-        audit_mode: u32::from(audit),
-        revision: 1,
-        event_rate: 0,
-        event_burst: 0,
-        flags: 0,
-        _pad: 0,
-    })
-    .expect("config");
-    Fixture { dp, pin_dir }
+fn fixture(audit: bool) -> Loaded {
+    kernel::load(
+        "cns-xdp-",
+        MANIFESTS,
+        &[("a", "server", 1), ("c", "open", 2)],
+        audit,
+    )
 }
 
 /// Ethernet + IPv4 + `l4`, with fragment field `frag`.
 fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, frag: u16, l4: &[u8]) -> Vec<u8> {
-    let mut p = vec![0u8; 12];
-    p.extend_from_slice(&[0x08, 0x00]);
-    let total = (20 + l4.len()) as u16;
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&7u16.to_be_bytes());
-    p.extend_from_slice(&frag.to_be_bytes());
-    p.extend_from_slice(&[64, proto, 0, 0]);
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend_from_slice(l4);
-    p
+    packets::ipv4(src, dst, proto, 7, frag, 0, l4)
 }
-
-fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut l4 = sport.to_be_bytes().to_vec();
-    l4.extend_from_slice(&dport.to_be_bytes());
-    l4.extend(std::iter::repeat_n(0u8, 16));
-    l4[12] = 0x50;
-    l4[13] = flags;
-    l4
-}
-
-const TCP: u8 = 6;
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
 
 fn stat(dp: &Datapath, i: u32) -> u64 {
     dp.stats().expect("stats")[i as usize]

@@ -1,0 +1,99 @@
+//! The kernel programs without a virtual node: the datapath loaded into a pin directory of
+//! its own, its maps written by the agent's own pipeline (parse -> compile -> encode ->
+//! reconcile) from a manifest string, for `BPF_PROG_TEST_RUN` on crafted packets
+//! ([`crate::packets`]).
+
+use std::{
+    collections::BTreeMap,
+    ops::Deref,
+    path::{Path, PathBuf},
+};
+
+use cns_agent::{
+    encode,
+    loader::Datapath,
+    policy::{
+        compile::compile,
+        model::{Allocations, NodeContext, ObjectRef},
+    },
+    reconcile,
+    source::{self, LastGood},
+};
+use cns_common::maps::Config;
+
+use crate::unique;
+
+/// The node the manifests' local pods are on.
+pub const NODE: &str = "node-1";
+
+/// A pin directory under /sys/fs/bpf, removed on drop (also when loading fails).
+pub struct PinDir(PathBuf);
+
+impl PinDir {
+    pub fn new(prefix: &str) -> Self {
+        Self(PathBuf::from("/sys/fs/bpf").join(unique(prefix)))
+    }
+}
+
+impl Deref for PinDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Programs and maps, ready for test runs.
+pub struct Loaded {
+    // Field order is drop order: the programs go before their pin directory.
+    pub dp: Datapath,
+    pub pin_dir: PinDir,
+}
+
+/// Loads the programs (pins under a fresh `prefix`-named directory), compiles `manifests`
+/// for [`NODE`] and writes the maps, with each `(namespace, pod, ifindex)` of `endpoints`
+/// as a local pod whose veth is that ifindex for the test run (1 is the loopback, what
+/// `BPF_PROG_TEST_RUN` reports), then sets the mode.
+pub fn load(prefix: &str, manifests: &str, endpoints: &[(&str, &str, u32)], audit: bool) -> Loaded {
+    let pin_dir = PinDir::new(prefix);
+    cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
+    let mut dp = Datapath::load(&pin_dir).expect("load programs");
+    let (snapshot, errors) = source::load(
+        &[("m.yaml".into(), Ok(manifests.to_owned()))],
+        &mut LastGood::default(),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let node = NodeContext {
+        node_name: NODE.into(),
+        node_ips: Default::default(),
+    };
+    let desired = compile(&snapshot, &node, &Allocations::default());
+    let ifindexes: BTreeMap<ObjectRef, u32> = endpoints
+        .iter()
+        .map(|(ns, pod, ifindex)| (ObjectRef::new(*ns, *pod), *ifindex))
+        .collect();
+    let contents = encode::encode(&desired, &ifindexes);
+    let ops = reconcile::diff(&contents, &Default::default());
+    let failed = reconcile::apply(&mut dp, &ops);
+    assert!(failed.is_empty(), "{failed:?}");
+    set_mode(&mut dp, audit, 1);
+    Loaded { dp, pin_dir }
+}
+
+/// Writes the config: `audit` mode, policy `revision`, no events.
+pub fn set_mode(dp: &mut Datapath, audit: bool, revision: u32) {
+    dp.set_config(&Config {
+        audit_mode: u32::from(audit),
+        revision,
+        event_rate: 0,
+        event_burst: 0,
+        flags: 0,
+        _pad: 0,
+    })
+    .expect("config");
+}
