@@ -31,7 +31,8 @@ enum Cmd {
         /// Where to write the report (default: target/bench).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Only these sections, comma-separated: kernel, traffic, control.
+        /// Only these sections, comma-separated: kernel, traffic (with the flood from
+        /// outside the node), flood (that flood alone), control.
         #[arg(long, value_name = "SECTIONS")]
         only: Option<String>,
     },
