@@ -1,17 +1,15 @@
 //! The one place that turns the compiler's domain types into `cns-common` map keys and
 //! values: network byte order, big-endian LPM keys, prefix lengths, port ranges as prefixes.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, PROTO_ANY,
     maps::{
-        CIDR_PREFIX_BASE, CidrKey, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED,
-        EP_INGRESS_ISOLATED, EP_PORT_RANGES, Endpoint, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL,
-        POLICY_PREFIX_PROTO, PolicyKey, PolicyValue, Remote,
+        CIDR_PREFIX_BASE, CidrKey, EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE,
+        EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint,
+        POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO, PolicyKey, PolicyValue,
+        Remote,
     },
 };
 
@@ -152,17 +150,20 @@ pub fn encode(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>) -> MapCon
                 .or_insert(value);
         }
     }
-    // Endpoints with port ranges: their lookups that miss the hash go on to the trie.
-    let with_ranges: BTreeSet<[u8; 4]> = out
-        .policy
-        .keys()
-        .filter(|(len, _)| !in_policy_exact(*len))
-        .map(|(_, k)| k.ep_id)
-        .collect();
+    // Which kinds of entries each endpoint has, so the datapath looks up only those: all
+    // ports of a protocol, any protocol (hash), port ranges (trie).
+    let mut kinds: BTreeMap<[u8; 4], u16> = BTreeMap::new();
+    for (len, k) in out.policy.keys() {
+        let flag = match *len {
+            POLICY_PREFIX_FULL => 0,
+            POLICY_PREFIX_PROTO => EP_PROTO_RULES,
+            POLICY_PREFIX_ANY_PROTO => EP_ANY_PROTO_RULES,
+            _ => EP_PORT_RANGES,
+        };
+        *kinds.entry(k.ep_id).or_default() |= flag;
+    }
     for ep in out.endpoints.values_mut() {
-        if with_ranges.contains(&ep.ep_id.to_be_bytes()) {
-            ep.flags |= EP_PORT_RANGES;
-        }
+        ep.flags |= kinds.get(&ep.ep_id.to_be_bytes()).copied().unwrap_or(0);
     }
     out
 }

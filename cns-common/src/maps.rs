@@ -72,6 +72,11 @@ pub const EP_AUDIT_ON: u16 = 8;
 /// Some rule of the endpoint has a port range that is not one port or all ports: policy
 /// lookups that miss [`POLICY_EXACT`] go on to the [`POLICY`] trie.
 pub const EP_PORT_RANGES: u16 = 16;
+/// Some rule of the endpoint allows all ports of a protocol: worth a lookup with port 0.
+pub const EP_PROTO_RULES: u16 = 32;
+/// Some rule of the endpoint allows any protocol: worth a lookup with protocol 0. (Without
+/// these two flags, a packet no rule allows costs one hash lookup per identity, not three.)
+pub const EP_ANY_PROTO_RULES: u16 = 64;
 
 /// `HashMap<u32 ip, u32 ifindex>`: the local pods by address (network order), each with the
 /// ifindex of its host-side veth, i.e. its key in [`ENDPOINTS`]. Lets the XDP program on the

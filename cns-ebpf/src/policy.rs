@@ -8,9 +8,9 @@ use cns_common::{
     REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     maps::{
         CIDR_PREFIX_BASE, CONFIG_NO_CONNTRACK_CREATE, CONFIG_POLICY_VERDICT_EVENTS, CT_REPLY,
-        CidrKey, Config, CtEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED,
-        EP_INGRESS_ISOLATED, EP_PORT_RANGES, Endpoint, Event, POLICY_PREFIX_FULL, PolicyKey,
-        Remote,
+        CidrKey, Config, CtEntry, EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE,
+        EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Event,
+        POLICY_PREFIX_FULL, PolicyKey, Remote,
     },
 };
 
@@ -228,11 +228,15 @@ fn allowed_by(ep: &Endpoint, dir: u8, identity: u32, p: &Packet) -> Option<u32> 
     }
     let port = key.port;
     key.port = [0; 2];
-    if let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) } {
+    if ep.flags & EP_PROTO_RULES != 0
+        && let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) }
+    {
         return Some(v.policy_id);
     }
     key.proto = 0;
-    if let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) } {
+    if ep.flags & EP_ANY_PROTO_RULES != 0
+        && let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) }
+    {
         return Some(v.policy_id);
     }
     if ep.flags & EP_PORT_RANGES == 0 {
