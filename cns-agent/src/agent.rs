@@ -126,13 +126,15 @@ impl Agent {
     pub fn new(
         cfg: AgentConfig,
         source: Box<dyn SnapshotSource>,
-        datapath: Datapath,
+        mut datapath: Datapath,
         metrics: AgentMetrics,
     ) -> Result<Self, AgentError> {
-        let written = datapath.read().map_err(|source| AgentError::ReadMap {
-            map: "policy maps",
-            source,
-        })?;
+        let written = datapath
+            .read_synced()
+            .map_err(|source| AgentError::ReadMap {
+                map: "policy maps",
+                source,
+            })?;
         let revision = datapath.config().map(|c| c.revision).unwrap_or(0);
         // Every sized map's capacity, fixed for the agent's life.
         for (map, capacity) in datapath.sizes().max_entries() {
@@ -262,10 +264,13 @@ impl Agent {
         if failed.is_empty() {
             reconcile::apply(&mut self.written, &ops);
         } else {
-            self.written = self.datapath.read().map_err(|source| AgentError::ReadMap {
-                map: "policy maps",
-                source,
-            })?;
+            self.written = self
+                .datapath
+                .read_synced()
+                .map_err(|source| AgentError::ReadMap {
+                    map: "policy maps",
+                    source,
+                })?;
         }
         let (added, changed, removed) = history::policy_changes(&old_snapshot, &self.snapshot);
         if !ops.is_empty() {
@@ -449,7 +454,7 @@ impl Agent {
     /// Re-reads what the maps hold, so the next sync rewrites anything changed behind the
     /// agent's back.
     fn refresh_written(&mut self) {
-        match self.datapath.read() {
+        match self.datapath.read_synced() {
             Ok(actual) => {
                 if actual != self.written {
                     let drift = reconcile::diff(&self.written, &actual).len();

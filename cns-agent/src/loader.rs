@@ -609,6 +609,49 @@ impl Datapath {
         Ok(c)
     }
 
+    /// Makes `CNS_POLICY_EXACT` mirror the trie's one-port, all-ports and any-protocol
+    /// entries: removes hash entries the trie does not have (a write that failed half-way, a
+    /// crash between the two inserts), then adds what the hash lacks. The agent calls it before
+    /// reading the maps back, so what it believes written is what the datapath enforces.
+    /// Returns how many entries it fixed.
+    pub fn sync_policy_mirror(&mut self) -> Result<usize, MapError> {
+        let mut want = BTreeMap::new();
+        for kv in self.policy.iter() {
+            let (k, v) = kv?;
+            if in_policy_exact(k.prefix_len()) {
+                want.insert(k.data(), v);
+            }
+        }
+        let mut have = BTreeMap::new();
+        for kv in self.policy_exact.iter() {
+            let (k, v) = kv?;
+            have.insert(k, v);
+        }
+        let mut fixed = 0;
+        for k in have.keys().filter(|k| !want.contains_key(*k)) {
+            self.policy_exact.remove(k)?;
+            fixed += 1;
+        }
+        for (k, v) in want.iter().filter(|(k, v)| have.get(*k) != Some(*v)) {
+            self.policy_exact.insert(k, v, 0)?;
+            fixed += 1;
+        }
+        Ok(fixed)
+    }
+
+    /// [`Datapath::read`] once the policy hash mirrors the trie again
+    /// ([`Datapath::sync_policy_mirror`]).
+    pub fn read_synced(&mut self) -> Result<MapContents, MapError> {
+        let fixed = self.sync_policy_mirror()?;
+        if fixed > 0 {
+            tracing::warn!(
+                entries = fixed,
+                "CNS_POLICY_EXACT differed from the policy trie; repaired"
+            );
+        }
+        self.read()
+    }
+
     /// The per-namespace-pair counters, summed over CPUs.
     pub fn counters(&self) -> Result<Vec<(CounterKey, Counter)>, MapError> {
         self.counters.read()
@@ -658,11 +701,17 @@ impl MapWriter for Datapath {
             MapOp::UpsertRemote(k, v) => self.ipcache.insert(k, v, 0),
             MapOp::UpsertCidr((len, k), v) => self.cidrs.insert(&Key::new(*len, *k), v, 0),
             MapOp::UpsertPolicy((len, k), v) => {
-                // The hash first: a lookup that finds it there is what the trie would say.
-                if in_policy_exact(*len) {
-                    self.policy_exact.insert(k, v, 0)?;
+                // The trie first: an entry only in the trie is not consulted (closed), one
+                // only in the hash would allow what the agent thinks is not written (open).
+                let trie_key = Key::new(*len, *k);
+                self.policy.insert(&trie_key, v, 0)?;
+                if in_policy_exact(*len)
+                    && let Err(e) = self.policy_exact.insert(k, v, 0)
+                {
+                    _ = self.policy.remove(&trie_key);
+                    return Err(e);
                 }
-                self.policy.insert(&Key::new(*len, *k), v, 0)
+                Ok(())
             }
             MapOp::UpsertEndpoint(k, v) => {
                 let old = self.endpoints.get(k, 0).ok();

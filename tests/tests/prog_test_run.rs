@@ -350,3 +350,59 @@ fn programs_without_an_endpoint_entry_fail_closed() {
         "audit: passes"
     );
 }
+
+/// The policy hash is only ever a mirror of the trie: an entry left in the hash alone (a
+/// write that failed half-way, a crash between the two inserts) would allow what the agent
+/// believes is not written. The agent re-syncs the mirror before it reads the maps back;
+/// this removes a trie entry behind its back and checks both directions of the repair.
+#[test]
+fn the_policy_hash_never_allows_more_than_the_trie() {
+    if !kernel_or_skip("policy mirror") {
+        return;
+    }
+    let mut f = fixture(false);
+    let mut sport = 7300;
+    let mut syn_80 = |f: &kernel::Loaded| {
+        sport += 1;
+        let pkt = ipv4(CLIENT, SERVER, TCP, 0, 0, &tcp_syn(sport, 80));
+        f.dp.test_run(PROG_TO_POD, &pkt).unwrap()
+    };
+    assert_eq!(syn_80(&f), PASS, "allowed by b -> TCP 80");
+    let trie_path = cns_agent::paths::pinned_map(&f.pin_dir, cns_common::maps::POLICY);
+    let mut trie: aya::maps::LpmTrie<
+        _,
+        cns_common::maps::PolicyKey,
+        cns_common::maps::PolicyValue,
+    > = aya::maps::LpmTrie::try_from(aya::maps::Map::LpmTrie(
+        aya::maps::MapData::from_pin(&trie_path).expect("open the pinned trie"),
+    ))
+    .expect("policy trie");
+    let port_80: Vec<_> = trie
+        .iter()
+        .map(|kv| kv.expect("trie entry"))
+        .filter(|(k, _)| {
+            k.prefix_len() == 96 && k.data().proto == TCP && k.data().port == 80u16.to_be_bytes()
+        })
+        .collect();
+    assert_eq!(port_80.len(), 1, "one exact entry for TCP 80");
+    let (key, value) = &port_80[0];
+    trie.remove(key).expect("remove from the trie");
+    assert_eq!(
+        f.dp.sync_policy_mirror().expect("sync"),
+        1,
+        "the hash entry without a trie entry is removed"
+    );
+    assert_eq!(syn_80(&f), DROP, "nothing allows it any more");
+    trie.insert(key, value, 0).expect("put it back in the trie");
+    assert_eq!(
+        f.dp.sync_policy_mirror().expect("sync"),
+        1,
+        "and mirrored again"
+    );
+    assert_eq!(syn_80(&f), PASS);
+    assert_eq!(
+        f.dp.sync_policy_mirror().expect("sync"),
+        0,
+        "nothing left to fix"
+    );
+}
