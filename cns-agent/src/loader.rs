@@ -23,7 +23,7 @@ use cns_common::maps::{
 
 use crate::{
     counters::CounterMaps,
-    encode::{MapContents, in_policy_exact},
+    encode::{Lpm, MapContents, in_policy_exact},
     map_sizes::{MapSizes, SizedMap},
     paths,
     reconcile::{MapOp, MapWriter},
@@ -615,13 +615,21 @@ impl Datapath {
     /// reading the maps back, so what it believes written is what the datapath enforces.
     /// Returns how many entries it fixed.
     pub fn sync_policy_mirror(&mut self) -> Result<usize, MapError> {
-        let mut want = BTreeMap::new();
+        let mut trie = BTreeMap::new();
         for kv in self.policy.iter() {
             let (k, v) = kv?;
-            if in_policy_exact(k.prefix_len()) {
-                want.insert(k.data(), v);
-            }
+            trie.insert((k.prefix_len(), k.data()), v);
         }
+        self.mirror(&trie)
+    }
+
+    /// [`Datapath::sync_policy_mirror`] against trie contents already read.
+    fn mirror(&mut self, trie: &BTreeMap<Lpm<PolicyKey>, PolicyValue>) -> Result<usize, MapError> {
+        let want: BTreeMap<PolicyKey, PolicyValue> = trie
+            .iter()
+            .filter(|((len, _), _)| in_policy_exact(*len))
+            .map(|((_, k), v)| (*k, *v))
+            .collect();
         let mut have = BTreeMap::new();
         for kv in self.policy_exact.iter() {
             let (k, v) = kv?;
@@ -639,17 +647,18 @@ impl Datapath {
         Ok(fixed)
     }
 
-    /// [`Datapath::read`] once the policy hash mirrors the trie again
-    /// ([`Datapath::sync_policy_mirror`]).
+    /// [`Datapath::read`], with the policy hash made to mirror the trie just read (one pass
+    /// over the trie).
     pub fn read_synced(&mut self) -> Result<MapContents, MapError> {
-        let fixed = self.sync_policy_mirror()?;
+        let contents = self.read()?;
+        let fixed = self.mirror(&contents.policy)?;
         if fixed > 0 {
             tracing::warn!(
                 entries = fixed,
                 "CNS_POLICY_EXACT differed from the policy trie; repaired"
             );
         }
-        self.read()
+        Ok(contents)
     }
 
     /// The per-namespace-pair counters, summed over CPUs.

@@ -65,3 +65,15 @@ pub fn sh(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Polls `check` every 200 ms until it holds or `timeout` passes; whether it held.
+pub fn eventually(timeout: std::time::Duration, check: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    false
+}

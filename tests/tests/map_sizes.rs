@@ -14,7 +14,7 @@ use cns_agent::{
 use cns_common::maps as m;
 use cns_tests::{
     cluster::{Cluster, UDP_PORT},
-    kernel_or_skip,
+    eventually, kernel_or_skip,
     traffic::{tcp_ok, udp_ok},
     unique,
 };
@@ -174,16 +174,6 @@ fn usage(status: &serde_json::Value, map: &str) -> (u64, u64) {
 }
 
 /// Whether `check` holds within a few seconds.
-fn eventually(check: impl Fn() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
 
 #[test]
 fn a_small_policy_map_reports_its_size_and_fails_closed_when_full() {
@@ -272,7 +262,7 @@ fn a_small_policy_map_reports_its_size_and_fails_closed_when_full() {
     // takes two syncs to swap entries: upserts are written before the deletes free room.)
     c.agent.write("beta.yaml", &beta_client_ports([8080]));
     assert!(
-        eventually(|| c.agent.sync().is_ok()),
+        eventually(Duration::from_secs(10), || c.agent.sync().is_ok()),
         "errors clear once the rules fit:\n{}",
         c.agent.log()
     );

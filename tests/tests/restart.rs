@@ -15,7 +15,7 @@ use std::{
 
 use cns_tests::{
     cluster::{Cluster, UDP_PORT},
-    kernel_or_skip,
+    eventually, kernel_or_skip,
     traffic::{in_netns, tcp_ok, udp_probe},
 };
 use nix::sys::signal::Signal;
@@ -262,16 +262,6 @@ fn resizing_the_maps_under_traffic_never_gives_a_wrong_verdict() {
 }
 
 /// Whether `check` holds within a few seconds.
-fn eventually(check: impl Fn() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
 
 #[test]
 fn uninstall_and_cleanup_on_exit_remove_enforcement() {
@@ -299,7 +289,11 @@ fn uninstall_and_cleanup_on_exit_remove_enforcement() {
     assert!(!c.agent.pin_dir.exists(), "pins removed");
     // The kernel releases a link whose last pin is gone asynchronously: give it a moment.
     assert!(
-        eventually(|| tcp_ok(&c.gamma_client.netns, SERVER, 8080)),
+        eventually(Duration::from_secs(5), || tcp_ok(
+            &c.gamma_client.netns,
+            SERVER,
+            8080
+        )),
         "programs detached"
     );
 
@@ -317,7 +311,11 @@ fn uninstall_and_cleanup_on_exit_remove_enforcement() {
     agent.stop(Signal::SIGTERM);
     assert!(!agent.pin_dir.exists(), "pins removed at exit");
     assert!(
-        eventually(|| tcp_ok(&c.gamma_client.netns, SERVER, 8080)),
+        eventually(Duration::from_secs(5), || tcp_ok(
+            &c.gamma_client.netns,
+            SERVER,
+            8080
+        )),
         "programs detached at exit"
     );
 }
