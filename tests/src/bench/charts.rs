@@ -155,6 +155,7 @@ fn line_panel(
         let mut c =
             b.build_cartesian_2d(x.log_scale(), ((y0 / 2.0).max(1e-3)..y1 * 2.0).log_scale())?;
         c.configure_mesh()
+            .light_line_style(TRANSPARENT)
             .x_desc(x_desc)
             .y_desc(y_desc)
             .x_label_formatter(&|v| si(*v))
@@ -176,6 +177,7 @@ fn line_panel(
     } else {
         let mut c = b.build_cartesian_2d(x.log_scale(), 0.0..(y1 * 1.1).max(1.0))?;
         c.configure_mesh()
+            .light_line_style(TRANSPARENT)
             .x_desc(x_desc)
             .y_desc(y_desc)
             .x_label_formatter(&|v| si(*v))
@@ -234,6 +236,7 @@ fn bar_panel(
         .y_label_area_size(label_width.max(10))
         .build_cartesian_2d(0.0..top, 0.0..n as f64)?;
     c.configure_mesh()
+        .light_line_style(TRANSPARENT)
         .disable_y_mesh()
         .y_labels(0)
         .x_label_formatter(&|v| num(*v))
