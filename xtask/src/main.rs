@@ -23,7 +23,8 @@ enum Cmd {
     /// Build, create a virtual node with a few pods, and show the agent enforcing the
     /// policies of deploy/examples/ in audit then blocking mode.
     Demo,
-    /// Set up, build, then run the benchmarks (issue 7); writes DIR/bench.json and DIR/bench.md.
+    /// Set up, build, then run the benchmarks (issue 7); writes DIR/bench.json, DIR/bench.md
+    /// and the SVG charts it shows (DIR/bench-*.svg).
     Bench {
         /// A reduced set that runs in under two minutes (CI).
         #[arg(long)]

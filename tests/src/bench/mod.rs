@@ -14,8 +14,10 @@
 //!   clusters, peak memory per size (a child process per size), single-change latency.
 //!
 //! [`rawbpf`] loads the bench's own tiny XDP programs (empty, flood generator, bare drop);
-//! [`report`] writes `bench.json` and `bench.md`.
+//! [`report`] writes `bench.json` and `bench.md`; [`charts`] draws the SVG charts beside them
+//! from the same data.
 
+pub mod charts;
 pub mod control;
 pub mod flood;
 pub mod kernel;

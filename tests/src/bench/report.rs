@@ -5,6 +5,7 @@ use std::{fmt::Write as _, process::Command};
 use serde_json::{Value, json};
 
 use super::{
+    charts::{self, Chart, Section},
     control::{ControlResult, Incremental},
     flood::{FloodReport, FloodVariant, Generator},
     kernel::{Case, Keys, Measure, XDP_EMPTY},
@@ -250,7 +251,13 @@ impl Report {
         h
     }
 
+    /// The charts of this report, drawn from [`Report::json`] (files beside `bench.md`).
+    pub fn charts(&self) -> Vec<Chart> {
+        charts::render(&self.json())
+    }
+
     pub fn markdown(&self) -> String {
+        let charts = self.charts();
         let mut s = String::new();
         let m = &self.machine;
         let _ = writeln!(s, "# cns benchmarks\n");
@@ -318,6 +325,7 @@ impl Report {
                  and over the remote identities.\n",
                 p.trials, p.repeat, p.random_flows
             );
+            charts::embed(&mut s, &charts, Section::Kernel);
             for keys in [Keys::Repeated, Keys::Random] {
                 let _ = writeln!(s, "### {} keys\n", keys.name());
                 let _ = writeln!(
@@ -380,6 +388,7 @@ impl Report {
                  nothing listens).\n",
                 t.trials, t.iptables
             );
+            charts::embed(&mut s, &charts, Section::Traffic);
             let _ = writeln!(
                 s,
                 "| variant | RR p50 µs | RR p99 µs | new conn/s | 1 stream Gbit/s | 4 streams Gbit/s | CPU s per Gbit (1 stream) | denied UDP flood kpps |"
@@ -419,7 +428,7 @@ impl Report {
             );
         }
         if let Some(f) = self.traffic.as_ref().and_then(|t| t.flood.as_ref()) {
-            flood_table(&mut s, f);
+            flood_table(&mut s, f, &charts);
         }
 
         let _ = writeln!(s, "## 4. Control plane\n");
@@ -471,6 +480,7 @@ impl Report {
                      the BPF maps), as `cns-agent` does on a source event (its file watcher's debounce delay \
                      not included). Alternates between two states so that every iteration is a real change.\n"
                 );
+                charts::embed(&mut s, &charts, Section::Control);
                 let _ = writeln!(
                     s,
                     "| change | pods | policies | mix | iterations | map ops | parse p50 ms | compile p50 ms | encode+diff p50 ms | apply p50 ms | total p50 ms | total p99 ms |"
@@ -629,7 +639,7 @@ fn flood_headlines(f: &FloodReport, h: &mut Vec<String>) {
     }
 }
 
-fn flood_table(s: &mut String, f: &FloodReport) {
+fn flood_table(s: &mut String, f: &FloodReport, charts: &[Chart]) {
     let _ = writeln!(
         s,
         "### 3. Denied UDP flood from outside the node: XDP vs TC vs iptables\n\n\
@@ -665,6 +675,7 @@ fn flood_table(s: &mut String, f: &FloodReport) {
          on how much CPU the generator thread got.\n",
         f.uplink, f.trials, f.secs, f.xdp_mode, f.unrelated_rules, f.socket_threads
     );
+    charts::embed(s, charts, Section::Flood);
     let _ = writeln!(
         s,
         "| variant | generator | sent kpps | dropped kpps | loop ns per frame | x TC | x iptables | above floor ns | x TC | softirq ns per dropped | x TC | x iptables | kernel ns per dropped |"

@@ -1,12 +1,13 @@
 //! `cargo xtask bench [--quick] [--out DIR] [--only kernel,traffic,control]`: runs the benchmarks of
-//! `cns_tests::bench` and writes `DIR/bench.json` and `DIR/bench.md` (default DIR:
-//! `target/bench`).
+//! `cns_tests::bench` and writes `DIR/bench.json`, `DIR/bench.md` and the SVG charts that
+//! bench.md shows, `DIR/bench-*.svg` (default DIR: `target/bench`).
 
 use std::{path::PathBuf, time::Instant};
 
-use cns_tests::bench::{Options, control, kernel, report, traffic};
+use cns_tests::bench::{Options, charts, control, kernel, report, traffic};
 
-const USAGE: &str = "usage: cns-bench [--quick] [--out DIR] [--only kernel,traffic,flood,control]";
+const USAGE: &str = "usage: cns-bench [--quick] [--out DIR] [--only kernel,traffic,flood,control]
+       cns-bench charts BENCH_JSON DIR   (draws the charts of an earlier run's bench.json into DIR)";
 
 fn main() {
     if let Err(e) = run() {
@@ -27,6 +28,19 @@ fn run() -> anyhow::Result<()> {
     }
     if args.first().map(String::as_str) == Some("control-child") {
         return control::child(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("charts") {
+        let [_, json, dir] = args.as_slice() else {
+            anyhow::bail!(USAGE);
+        };
+        let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json)?)?;
+        let charts = charts::render(&data);
+        std::fs::create_dir_all(dir)?;
+        charts::write(dir.as_ref(), &charts)?;
+        for c in &charts {
+            println!("{dir}/{}", c.file);
+        }
+        return Ok(());
     }
     let mut opts = Options {
         quick: false,
@@ -76,7 +90,7 @@ fn run() -> anyhow::Result<()> {
             "Traffic: same-vCPU vs cross-vCPU latency (no CPU pinning), sockperf.".into(),
             "The denied flood on a real NIC (native XDP in a driver) and over several CPUs: the virtual node's veths have one queue and the generator shares the 2 vCPUs with the node.".into(),
             "Time from `cns-agent sync` to enforced with the real agent process, and the file watcher's debounce (section 4 measures the sync pipeline in-process).".into(),
-            "`cargo xtask kind bench` and charts.".into(),
+            "`cargo xtask kind bench`.".into(),
         ],
         seconds: 0.0,
     };
@@ -106,9 +120,13 @@ fn run() -> anyhow::Result<()> {
     std::fs::write(opts.out.join("bench.json"), json)?;
     let md = rep.markdown();
     std::fs::write(opts.out.join("bench.md"), &md)?;
+    let charts = rep.charts();
+    charts::write(&opts.out, &charts)?;
     progress(&format!(
-        "wrote {}/bench.json and bench.md",
-        opts.out.display()
+        "wrote {}/bench.json, bench.md and {} charts ({})",
+        opts.out.display(),
+        charts.len(),
+        charts.iter().map(|c| c.file).collect::<Vec<_>>().join(", ")
     ));
     for h in rep.headlines() {
         println!("{h}");
