@@ -11,6 +11,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use k8s_openapi::api::{
@@ -53,9 +54,9 @@ impl fmt::Display for ObjectKey {
 
 #[derive(Clone, Debug)]
 pub enum Object {
-    Namespace(Box<Namespace>),
-    Pod(Box<Pod>),
-    NetworkPolicy(Box<NetworkPolicy>),
+    Namespace(Arc<Namespace>),
+    Pod(Arc<Pod>),
+    NetworkPolicy(Arc<NetworkPolicy>),
 }
 
 /// A problem with the input, and where it is.
@@ -331,16 +332,16 @@ pub fn load(
     for (key, (_, obj)) in objects {
         last.objects.insert(key.clone(), obj.clone());
         match obj {
-            Object::Namespace(ns) => _ = snapshot.namespaces.insert(key.name, *ns),
+            Object::Namespace(ns) => _ = snapshot.namespaces.insert(key.name, ns),
             Object::Pod(pod) => {
                 _ = snapshot
                     .pods
-                    .insert(ObjectRef::new(key.namespace, key.name), *pod)
+                    .insert(ObjectRef::new(key.namespace, key.name), pod)
             }
             Object::NetworkPolicy(np) => {
                 _ = snapshot
                     .policies
-                    .insert(ObjectRef::new(key.namespace, key.name), *np)
+                    .insert(ObjectRef::new(key.namespace, key.name), np)
             }
         }
     }
@@ -420,19 +421,19 @@ fn parse_object(
                 .get_or_insert_with(Default::default)
                 .insert(NAMESPACE_NAME_LABEL.into(), name.clone());
             let errs = validate_namespace(&ns);
-            (Object::Namespace(Box::new(ns)), errs)
+            (Object::Namespace(Arc::new(ns)), errs)
         }
         Kind::Pod => {
             let mut pod: Pod = serde_path_to_error::deserialize(doc).map_err(typed)?;
             pod.metadata.namespace = Some(namespace.clone());
             let errs = validate_pod(&pod);
-            (Object::Pod(Box::new(pod)), errs)
+            (Object::Pod(Arc::new(pod)), errs)
         }
         Kind::NetworkPolicy => {
             let mut np: NetworkPolicy = serde_path_to_error::deserialize(doc).map_err(typed)?;
             np.metadata.namespace = Some(namespace.clone());
             let errs = validate_policy(&np);
-            (Object::NetworkPolicy(Box::new(np)), errs)
+            (Object::NetworkPolicy(Arc::new(np)), errs)
         }
     };
     if let Some(first) = field_errors.first() {

@@ -184,7 +184,7 @@ impl<'a> Cluster<'a> {
             .identities
             .keys()
             .map(|k| k.namespace.as_str())
-            .map(|ns| (ns, namespace_labels(ns, snapshot.namespaces.get(ns))))
+            .map(|ns| (ns, namespace_labels(ns, snapshot.namespaces.get(ns).map(|n| &**n))))
             .collect();
         let mut cluster = Self {
             snapshot,
