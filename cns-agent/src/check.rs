@@ -292,7 +292,10 @@ fn peer_pods<'a>(
                         None => r.namespace == policy_ns,
                         Some(sel) => matches(
                             sel,
-                            &namespace_labels(&r.namespace, snapshot.namespaces.get(&r.namespace).map(|n| &**n)),
+                            &namespace_labels(
+                                &r.namespace,
+                                snapshot.namespaces.get(&r.namespace).map(|n| &**n),
+                            ),
                         ),
                     };
                     ns_ok && matches_opt(*sel, pod_labels(pod))

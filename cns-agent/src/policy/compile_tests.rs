@@ -152,7 +152,8 @@ fn allocations_are_stable_and_compact() {
     assert_eq!(a.policies.values().copied().collect::<Vec<_>>(), [1]);
 
     // Add a pod (new identity, new namespace) that sorts first, and a policy.
-    snap.namespaces.insert("aaa".into(), namespace("aaa", "").into());
+    snap.namespaces
+        .insert("aaa".into(), namespace("aaa", "").into());
     let p = pod("aaa", "a", "app=aaa", "10.0.9.9", &[]);
     snap.pods.insert(ObjectRef::new("aaa", "a"), p.into());
     let np = policy("metadata: {name: a, namespace: aaa}\nspec: {}");
