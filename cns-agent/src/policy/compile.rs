@@ -16,7 +16,7 @@ use std::{
     cell::{Cell, RefCell},
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    rc::Rc,
+    sync::Arc,
 };
 
 use cns_common::IDENTITY_CIDR_BASE;
@@ -57,12 +57,14 @@ pub(super) struct Local {
 }
 
 /// Builds the local part for the endpoints numbered in `alloc`, from the cluster-wide
-/// `index` and the selector answers kept in `selections`.
+/// `index` and the selector answers kept in `selections`; `overrides` are the runtime
+/// per-namespace audit modes.
 pub(super) fn local(
     snapshot: &Snapshot,
     alloc: &Allocations,
     index: &Index,
     selections: &mut Selections,
+    overrides: &BTreeMap<String, bool>,
 ) -> Local {
     selections.begin_pass();
     let cluster = Cluster {
@@ -97,7 +99,10 @@ pub(super) fn local(
                 .unwrap_or_default(),
             ingress_isolated: isolated(Direction::Ingress),
             egress_isolated: isolated(Direction::Egress),
-            audit_override: audit_override(snapshot, &r.namespace),
+            audit_override: overrides
+                .get(&r.namespace)
+                .copied()
+                .or_else(|| audit_override(snapshot, &r.namespace)),
         };
         for dir in [Direction::Ingress, Direction::Egress] {
             let on = match dir {
@@ -160,7 +165,7 @@ impl Cluster<'_> {
         policy_ns: &str,
         namespace: Option<&LabelSelector>,
         pod: Option<&LabelSelector>,
-    ) -> Rc<[u32]> {
+    ) -> Arc<[u32]> {
         self.selections.borrow_mut().select(
             policy_ns,
             namespace,

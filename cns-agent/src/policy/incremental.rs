@@ -198,6 +198,10 @@ pub struct Compiler {
     selections: Selections,
     /// The last local pass read destination pods' named ports.
     uses_members: bool,
+    /// Runtime per-namespace audit modes (they win over the namespace annotation).
+    overrides: BTreeMap<String, bool>,
+    /// The local part must be rebuilt at the next update (the overrides changed).
+    local_dirty: bool,
 }
 
 /// Which IP cache addresses an update may have changed (`None`: any).
@@ -219,6 +223,17 @@ impl Compiler {
             ns_free: Free::default(),
             selections: Selections::default(),
             uses_members: false,
+            overrides: BTreeMap::new(),
+            local_dirty: false,
+        }
+    }
+
+    /// Sets the runtime per-namespace audit modes (`cns-agent mode --namespace`), which
+    /// win over the namespace annotation; they apply from the next update.
+    pub fn set_audit_overrides(&mut self, overrides: &BTreeMap<String, bool>) {
+        if *overrides != self.overrides {
+            self.overrides = overrides.clone();
+            self.local_dirty = true;
         }
     }
 
@@ -273,6 +288,7 @@ impl Compiler {
         }
         let selections_changed = self.reselect(&d);
         if d.local
+            || self.local_dirty
             || policies_changed
             || selections_changed
             || owners_changed
@@ -501,7 +517,9 @@ impl Compiler {
             &self.desired.allocations,
             &self.index,
             &mut self.selections,
+            &self.overrides,
         );
+        self.local_dirty = false;
         self.uses_members = local.uses_members;
         self.desired.endpoints = local.endpoints;
         self.desired.rules = local.rules;

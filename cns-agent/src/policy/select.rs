@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    rc::Rc,
+    sync::Arc,
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -28,7 +28,7 @@ struct Selection {
     pod: Option<LabelSelector>,
     ids: BTreeSet<u32>,
     /// `ids` as handed out, until they change.
-    shared: Option<Rc<[u32]>>,
+    shared: Option<Arc<[u32]>>,
     /// The local pass that last asked.
     pass: u64,
 }
@@ -85,7 +85,7 @@ impl Selections {
         pod: Option<&LabelSelector>,
         identities: &BTreeMap<IdentityKey, u32>,
         ns_labels: &BTreeMap<String, Labels>,
-    ) -> Rc<[u32]> {
+    ) -> Arc<[u32]> {
         let key = (
             policy_ns.to_owned(),
             namespace.map(|s| format!("{s:?}")),
