@@ -64,6 +64,13 @@ pub struct Agent {
     compiler: Compiler,
     /// What the agent-owned maps hold (read back at start and at every periodic resync).
     written: MapContents,
+    /// What they should hold: the last compile, encoded (updated where it changed).
+    intended: MapContents,
+    /// `intended` may lag the compiler (a sync stopped between the two): encode it all.
+    intended_stale: bool,
+    /// `written` may differ from `intended` anywhere (start, failed writes, drift), not only
+    /// where the last compile changed: compare the whole IP cache.
+    diff_all: bool,
     /// Local pod -> its veth, for the endpoints found so far.
     veths: BTreeMap<ObjectRef, netdev::Veth>,
     errors: Vec<SourceError>,
@@ -151,6 +158,9 @@ impl Agent {
             source,
             compiler: Compiler::new(NodeContext::default(), Allocations::default()),
             written,
+            intended: MapContents::default(),
+            intended_stale: true,
+            diff_all: true,
             veths: BTreeMap::new(),
             errors: Vec::new(),
             revision,
@@ -234,7 +244,8 @@ impl Agent {
         };
         self.compiler.set_node(self.node.clone());
         self.compiler.set_audit_overrides(&self.ns_overrides);
-        self.compiler.update(state.snapshot);
+        self.intended_stale = true;
+        let changed = self.compiler.update(state.snapshot);
 
         // Maps first, programs after: a veth gets its programs only once its endpoint and
         // rules are in place, and pinned programs of an earlier agent are taken over only
@@ -244,11 +255,19 @@ impl Agent {
             .iter()
             .map(|(pod, veth)| (pod.clone(), veth.ifindex))
             .collect();
-        let desired = encode::encode(self.compiler.desired(), &ifindexes);
-        let ops = reconcile::diff(&desired, &self.written);
+        let changed = changed.filter(|_| !self.intended_stale);
+        let desired = self.compiler.desired();
+        encode::update(&mut self.intended, desired, &ifindexes, changed.as_ref());
+        self.intended_stale = false;
+        // Where the IP cache can differ from what is written: where the compile changed it.
+        let addresses: Option<BTreeSet<u32>> = changed
+            .filter(|_| !self.diff_all)
+            .map(|c| c.iter().map(|ip| encode::addr(*ip)).collect());
+        let ops = reconcile::diff_at(&self.intended, &self.written, addresses.as_ref());
+        self.diff_all = false;
         let failed = reconcile::apply(&mut self.datapath, &ops);
         let mut errors: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
-        let mut map_errors = desired.over_capacity(self.datapath.sizes());
+        let mut map_errors = self.intended.over_capacity(self.datapath.sizes());
         map_errors.extend(reconcile::summarize(&failed));
         for e in &map_errors {
             tracing::error!(error = %e, "map update failed");
@@ -260,6 +279,7 @@ impl Agent {
         if failed.is_empty() {
             reconcile::apply(&mut self.written, &ops);
         } else {
+            self.diff_all = true;
             self.written = self
                 .datapath
                 .read_synced()
@@ -471,6 +491,7 @@ impl Agent {
     /// Re-reads what the maps hold, so the next sync rewrites anything changed behind the
     /// agent's back.
     fn refresh_written(&mut self) {
+        self.diff_all = true;
         match self.datapath.read_synced() {
             Ok(actual) => {
                 if actual != self.written {

@@ -526,6 +526,8 @@ proptest! {
         let mut node = node();
         let mut compiler = Compiler::new(node.clone(), Allocations::default());
         let mut prev = Allocations::default();
+        let mut intended = crate::encode::MapContents::default();
+        let ifindexes = std::collections::BTreeMap::new();
         let mut current = snaps[0].clone();
         for (step, next) in snaps.iter().enumerate() {
             if step > 0 {
@@ -539,6 +541,8 @@ proptest! {
             let changed = compiler.update(current.clone());
             let fresh = compile(&current, &node, &prev);
             prop_assert_eq!(compiler.desired(), &fresh, "step {}", step);
+            crate::encode::update(&mut intended, compiler.desired(), &ifindexes, changed.as_ref());
+            prop_assert_eq!(&intended, &crate::encode::encode(&fresh, &ifindexes));
             if let Some(changed) = changed {
                 let after = &compiler.desired().ipcache;
                 for ip in before.keys().chain(after.keys()) {

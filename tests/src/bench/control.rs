@@ -421,6 +421,8 @@ pub fn run(
 /// The agent's state across syncs, as `agent::Agent` keeps it.
 struct Pipeline {
     compiler: Compiler,
+    /// The encoded compile, updated where it changed (as the agent keeps it).
+    intended: MapContents,
     last_good: LastGood,
     written: MapContents,
     ifindexes: BTreeMap<ObjectRef, u32>,
@@ -454,7 +456,7 @@ impl Pipeline {
         }
         t.parse = ms(t0);
         let t0 = Instant::now();
-        self.compiler.update(snapshot);
+        let changed = self.compiler.update(snapshot);
         let desired = self.compiler.desired();
         t.compile = ms(t0);
         let t0 = Instant::now();
@@ -463,8 +465,15 @@ impl Pipeline {
             let next = 1000 + self.ifindexes.len() as u32;
             self.ifindexes.entry(pod.clone()).or_insert(next);
         }
-        let contents = encode::encode(desired, &self.ifindexes);
-        let ops = reconcile::diff(&contents, &self.written);
+        encode::update(
+            &mut self.intended,
+            desired,
+            &self.ifindexes,
+            changed.as_ref(),
+        );
+        let addresses: Option<std::collections::BTreeSet<u32>> =
+            changed.map(|c| c.iter().map(|ip| encode::addr(*ip)).collect());
+        let ops = reconcile::diff_at(&self.intended, &self.written, addresses.as_ref());
         t.encode_diff = ms(t0);
         t.ops = ops.len();
         let t0 = Instant::now();
@@ -528,6 +537,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
         };
         Ok(Pipeline {
             compiler: Compiler::new(node.clone(), Allocations::default()),
+            intended: MapContents::default(),
             last_good: LastGood::default(),
             written: MapContents::default(),
             ifindexes: BTreeMap::new(),
