@@ -24,8 +24,8 @@ use crate::{
     names::{Names, SharedNames},
     netdev,
     policy::{
-        compile::compile,
-        model::{Allocations, Desired, NodeContext, ObjectRef, Snapshot},
+        Compiler,
+        model::{Allocations, NodeContext, ObjectRef},
     },
     reconcile, show,
     source::{SnapshotSource, SourceError, SourceFailure},
@@ -59,11 +59,18 @@ pub struct Agent {
     cfg: AgentConfig,
     datapath: Datapath,
     source: Box<dyn SnapshotSource>,
-    allocations: Allocations,
-    snapshot: Snapshot,
-    desired: Desired,
+    /// The last snapshot and what it compiled to (kept from sync to sync: a change costs
+    /// what it touches).
+    compiler: Compiler,
     /// What the agent-owned maps hold (read back at start and at every periodic resync).
     written: MapContents,
+    /// What they should hold: the last compile, encoded (updated where it changed).
+    intended: MapContents,
+    /// `intended` may lag the compiler (a sync stopped between the two): encode it all.
+    intended_stale: bool,
+    /// `written` may differ from `intended` anywhere (start, failed writes, drift), not only
+    /// where the last compile changed: compare the whole IP cache.
+    diff_all: bool,
     /// Local pod -> its veth, for the endpoints found so far.
     veths: BTreeMap<ObjectRef, netdev::Veth>,
     errors: Vec<SourceError>,
@@ -149,10 +156,11 @@ impl Agent {
             cfg,
             datapath,
             source,
-            allocations: Allocations::default(),
-            snapshot: Snapshot::default(),
-            desired: Desired::default(),
+            compiler: Compiler::new(NodeContext::default(), Allocations::default()),
             written,
+            intended: MapContents::default(),
+            intended_stale: true,
+            diff_all: true,
             veths: BTreeMap::new(),
             errors: Vec::new(),
             revision,
@@ -201,8 +209,10 @@ impl Agent {
             tracing::warn!(error = %e, "invalid input");
         }
         self.errors = state.errors;
-        let old_snapshot = std::mem::replace(&mut self.snapshot, state.snapshot);
+        let old_policies = self.compiler.snapshot().policies.clone();
         let old_endpoints: BTreeMap<u32, ObjectRef> = self
+            .compiler
+            .desired()
             .allocations
             .endpoints
             .iter()
@@ -232,13 +242,10 @@ impl Agent {
             node_name: self.cfg.node_name.clone(),
             node_ips: netdev::node_ips()?,
         };
-        self.desired = compile(&self.snapshot, &self.node, &self.allocations);
-        for (pod, ep) in &mut self.desired.endpoints {
-            if let Some(audit) = self.ns_overrides.get(&pod.namespace) {
-                ep.audit_override = Some(*audit);
-            }
-        }
-        self.allocations = self.desired.allocations.clone();
+        self.compiler.set_node(self.node.clone());
+        self.compiler.set_audit_overrides(&self.ns_overrides);
+        self.intended_stale = true;
+        let changed = self.compiler.update(state.snapshot);
 
         // Maps first, programs after: a veth gets its programs only once its endpoint and
         // rules are in place, and pinned programs of an earlier agent are taken over only
@@ -248,11 +255,19 @@ impl Agent {
             .iter()
             .map(|(pod, veth)| (pod.clone(), veth.ifindex))
             .collect();
-        let desired = encode::encode(&self.desired, &ifindexes);
-        let ops = reconcile::diff(&desired, &self.written);
+        let changed = changed.filter(|_| !self.intended_stale);
+        let desired = self.compiler.desired();
+        encode::update(&mut self.intended, desired, &ifindexes, changed.as_ref());
+        self.intended_stale = false;
+        // Where the IP cache can differ from what is written: where the compile changed it.
+        let addresses: Option<BTreeSet<u32>> = changed
+            .filter(|_| !self.diff_all)
+            .map(|c| c.iter().map(|ip| encode::addr(*ip)).collect());
+        let ops = reconcile::diff_at(&self.intended, &self.written, addresses.as_ref());
+        self.diff_all = false;
         let failed = reconcile::apply(&mut self.datapath, &ops);
         let mut errors: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
-        let mut map_errors = desired.over_capacity(self.datapath.sizes());
+        let mut map_errors = self.intended.over_capacity(self.datapath.sizes());
         map_errors.extend(reconcile::summarize(&failed));
         for e in &map_errors {
             tracing::error!(error = %e, "map update failed");
@@ -264,6 +279,7 @@ impl Agent {
         if failed.is_empty() {
             reconcile::apply(&mut self.written, &ops);
         } else {
+            self.diff_all = true;
             self.written = self
                 .datapath
                 .read_synced()
@@ -272,7 +288,8 @@ impl Agent {
                     source,
                 })?;
         }
-        let (added, changed, removed) = history::policy_changes(&old_snapshot, &self.snapshot);
+        let (added, changed, removed) =
+            history::policy_changes(&old_policies, &self.compiler.snapshot().policies);
         if !ops.is_empty() {
             self.write_config()?;
             tracing::info!(
@@ -284,7 +301,8 @@ impl Agent {
         if !ops.is_empty() || !added.is_empty() || !changed.is_empty() || !removed.is_empty() {
             let mut ids = old_endpoints;
             ids.extend(
-                self.desired
+                self.compiler
+                    .desired()
                     .allocations
                     .endpoints
                     .iter()
@@ -316,7 +334,8 @@ impl Agent {
         self.last_sync = Some(Instant::now());
         self.record_sync_metrics(started, !errors.is_empty());
         let endpoints_without_veth = self
-            .desired
+            .compiler
+            .desired()
             .endpoints
             .keys()
             .filter(|pod| !self.veths.contains_key(pod))
@@ -333,10 +352,17 @@ impl Agent {
 
     /// Each local pod's veth (the interface of its /32 route), for those that have one.
     fn find_veths(&self) -> Result<BTreeMap<ObjectRef, netdev::Veth>, AgentError> {
-        let ips: BTreeSet<_> = self.desired.endpoints.values().map(|ep| ep.ip).collect();
+        let ips: BTreeSet<_> = self
+            .compiler
+            .desired()
+            .endpoints
+            .values()
+            .map(|ep| ep.ip)
+            .collect();
         let routes = netdev::host_routes(&ips)?;
         Ok(self
-            .desired
+            .compiler
+            .desired()
             .endpoints
             .iter()
             .filter_map(|(pod, ep)| Some((pod.clone(), routes.get(&ep.ip)?.clone())))
@@ -382,10 +408,16 @@ impl Agent {
         let gauge = |g: &prometheus_client::metrics::gauge::Gauge, n: usize| {
             g.set(i64::try_from(n).unwrap_or(i64::MAX));
         };
-        gauge(&m.policies, self.snapshot.policies.len());
+        gauge(&m.policies, self.compiler.snapshot().policies.len());
         gauge(&m.endpoints, self.veths.len());
-        gauge(&m.identities, self.allocations.identities.len());
-        gauge(&m.namespaces, self.allocations.namespaces.len());
+        gauge(
+            &m.identities,
+            self.compiler.desired().allocations.identities.len(),
+        );
+        gauge(
+            &m.namespaces,
+            self.compiler.desired().allocations.namespaces.len(),
+        );
         for u in self.written.usage(self.datapath.sizes()) {
             let labels = vec![("map".to_owned(), u.map.to_owned())];
             gauge(&m.map_entries.get_or_create(&labels), u.entries);
@@ -413,7 +445,7 @@ impl Agent {
                 .set(i64::from(mode == "audit"));
         };
         set("", mode_name(self.audit_mode));
-        for ns in self.snapshot.namespaces.keys() {
+        for ns in self.compiler.snapshot().namespaces.keys() {
             set(ns, self.namespace_mode(ns));
         }
     }
@@ -447,13 +479,19 @@ impl Agent {
             .iter()
             .map(|(pod, v)| (pod.clone(), v.name.clone()))
             .collect();
-        let names = Names::new(&self.desired, &self.snapshot, &interfaces, self.audit_mode);
+        let names = Names::new(
+            self.compiler.desired(),
+            self.compiler.snapshot(),
+            &interfaces,
+            self.audit_mode,
+        );
         self.names.send_replace(std::sync::Arc::new(names));
     }
 
     /// Re-reads what the maps hold, so the next sync rewrites anything changed behind the
     /// agent's back.
     fn refresh_written(&mut self) {
+        self.diff_all = true;
         match self.datapath.read_synced() {
             Ok(actual) => {
                 if actual != self.written {
@@ -537,7 +575,8 @@ impl Agent {
     /// annotation > global mode.
     fn namespace_mode(&self, ns: &str) -> &'static str {
         let annotation = self
-            .snapshot
+            .compiler
+            .snapshot()
             .namespaces
             .get(ns)
             .and_then(|n| n.metadata.annotations.as_ref())
@@ -613,7 +652,8 @@ impl Agent {
             revision: self.revision,
             seconds_since_sync: self.last_sync.map(|t| t.elapsed().as_secs()),
             endpoints: self
-                .desired
+                .compiler
+                .desired()
                 .endpoints
                 .iter()
                 .map(|(pod, ep)| EndpointStatus {
@@ -670,7 +710,7 @@ impl Agent {
                         .iter()
                         .map(|(p, v)| (p.clone(), v.ifindex))
                         .collect();
-                    let intended = encode::encode(&self.desired, &ifindexes);
+                    let intended = encode::encode(self.compiler.desired(), &ifindexes);
                     let names = self.names.borrow().clone();
                     let filter = |name: &str| {
                         let (ns, p) = name.split_once('/').unwrap_or(("", name));
@@ -692,14 +732,22 @@ impl Agent {
             Request::Explain { from, to, port } => {
                 let mode_of = |pod: &ObjectRef| {
                     let audit = self
-                        .desired
+                        .compiler
+                        .desired()
                         .endpoints
                         .get(pod)
                         .and_then(|ep| ep.audit_override)
                         .unwrap_or(self.audit_mode);
                     mode_name(audit)
                 };
-                match explain::explain(&self.snapshot, &self.node, &from, &to, &port, mode_of) {
+                match explain::explain(
+                    self.compiler.snapshot(),
+                    &self.node,
+                    &from,
+                    &to,
+                    &port,
+                    mode_of,
+                ) {
                     Ok(e) => Reply::ok(e),
                     Err(e) => Reply::err(e, ()),
                 }
@@ -708,7 +756,7 @@ impl Agent {
                 Reply::err("the agent has not read its source yet", ())
             }
             Request::Snapshot => Reply::ok(crate::diff::LiveState::new(
-                &self.snapshot,
+                self.compiler.snapshot(),
                 &self.node,
                 self.source.describe(),
             )),

@@ -261,6 +261,7 @@ fn selected_pods<'a>(
         .pods
         .iter()
         .filter(|(p, pod)| view::policy_selects(np, &r.namespace, &p.namespace, pod))
+        .map(|(r, pod)| (r, &**pod))
         .collect()
 }
 
@@ -291,13 +292,17 @@ fn peer_pods<'a>(
                         None => r.namespace == policy_ns,
                         Some(sel) => matches(
                             sel,
-                            &namespace_labels(&r.namespace, snapshot.namespaces.get(&r.namespace)),
+                            &namespace_labels(
+                                &r.namespace,
+                                snapshot.namespaces.get(&r.namespace).map(|n| &**n),
+                            ),
                         ),
                     };
                     ns_ok && matches_opt(*sel, pod_labels(pod))
                 }
             })
         })
+        .map(|(r, pod)| (r, &**pod))
         .collect()
 }
 

@@ -233,7 +233,10 @@ pub fn states_of(
             const EVERY_NODE: &str = "(every node)";
             let mut all = snapshot.clone();
             for pod in all.pods.values_mut() {
-                pod.spec.get_or_insert_with(PodSpec::default).node_name = Some(EVERY_NODE.into());
+                std::sync::Arc::make_mut(pod)
+                    .spec
+                    .get_or_insert_with(PodSpec::default)
+                    .node_name = Some(EVERY_NODE.into());
             }
             let node = NodeContext {
                 node_name: EVERY_NODE.into(),

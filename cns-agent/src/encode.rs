@@ -1,7 +1,10 @@
 //! The one place that turns the compiler's domain types into `cns-common` map keys and
 //! values: network byte order, big-endian LPM keys, prefix lengths, port ranges as prefixes.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, PROTO_ANY,
@@ -107,20 +110,52 @@ pub fn dir(d: Direction) -> u8 {
 /// place the moment the endpoint appears.
 pub fn encode(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>) -> MapContents {
     let mut out = MapContents::default();
+    for (ip, remote) in &desired.ipcache {
+        out.ipcache.insert(addr(*ip), remote_value(remote));
+    }
+    encode_local(desired, ifindexes, &mut out);
+    out
+}
+
+/// Brings `out` (what [`encode`] gave for an earlier `Desired`) up to date with `desired`:
+/// the IP cache at the addresses `changed` names (all of it when `None`), the local part
+/// (endpoints, partitions, rules: one node's) in full.
+pub fn update(
+    out: &mut MapContents,
+    desired: &Desired,
+    ifindexes: &BTreeMap<ObjectRef, u32>,
+    changed: Option<&BTreeSet<Ipv4Addr>>,
+) {
+    let Some(changed) = changed else {
+        *out = encode(desired, ifindexes);
+        return;
+    };
+    for ip in changed {
+        match desired.ipcache.get(ip) {
+            Some(remote) => _ = out.ipcache.insert(addr(*ip), remote_value(remote)),
+            None => _ = out.ipcache.remove(&addr(*ip)),
+        }
+    }
+    out.endpoints.clear();
+    out.cidrs.clear();
+    out.policy.clear();
+    encode_local(desired, ifindexes, out);
+}
+
+fn remote_value(remote: &model::RemoteInfo) -> Remote {
+    Remote {
+        identity: remote.identity,
+        ns_id: remote.ns_id,
+        _pad: 0,
+    }
+}
+
+/// The endpoints, partitions and rules of `desired` into `out` (empty in those maps).
+fn encode_local(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>, out: &mut MapContents) {
     for (pod, ep) in &desired.endpoints {
         if let Some(&ifindex) = ifindexes.get(pod) {
             out.endpoints.insert(ifindex, endpoint(ep));
         }
-    }
-    for (ip, remote) in &desired.ipcache {
-        out.ipcache.insert(
-            addr(*ip),
-            Remote {
-                identity: remote.identity,
-                ns_id: remote.ns_id,
-                _pad: 0,
-            },
-        );
     }
     for (key, identity) in &desired.cidrs {
         let data = CidrKey {
@@ -165,7 +200,6 @@ pub fn encode(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>) -> MapCon
     for ep in out.endpoints.values_mut() {
         ep.flags |= kinds.get(&ep.ep_id.to_be_bytes()).copied().unwrap_or(0);
     }
-    out
 }
 
 /// Whether a policy entry of this prefix length is also in `CNS_POLICY_EXACT` (one port, all

@@ -7,10 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use cns_common::maps::{CidrKey, PolicyKey};
 use serde::Serialize;
 
-use crate::{
-    policy::model::{ObjectRef, Snapshot},
-    reconcile::MapOp,
-};
+use crate::{policy::model::ObjectRef, reconcile::MapOp};
 
 /// How many changes are kept.
 pub const CAPACITY: usize = 256;
@@ -65,10 +62,14 @@ impl History {
 }
 
 /// Policies added, changed (spec or labels) and removed between two snapshots.
-pub fn policy_changes(old: &Snapshot, new: &Snapshot) -> (Vec<String>, Vec<String>, Vec<String>) {
+/// A snapshot's policies.
+type Policies =
+    BTreeMap<ObjectRef, std::sync::Arc<k8s_openapi::api::networking::v1::NetworkPolicy>>;
+
+pub fn policy_changes(old: &Policies, new: &Policies) -> (Vec<String>, Vec<String>, Vec<String>) {
     let (mut added, mut changed, mut removed) = (Vec::new(), Vec::new(), Vec::new());
-    for (r, np) in &new.policies {
-        match old.policies.get(r) {
+    for (r, np) in new {
+        match old.get(r) {
             None => added.push(r.to_string()),
             Some(o) if o.spec != np.spec || o.metadata.labels != np.metadata.labels => {
                 changed.push(r.to_string());
@@ -76,8 +77,8 @@ pub fn policy_changes(old: &Snapshot, new: &Snapshot) -> (Vec<String>, Vec<Strin
             Some(_) => {}
         }
     }
-    for r in old.policies.keys() {
-        if !new.policies.contains_key(r) {
+    for r in old.keys() {
+        if !new.contains_key(r) {
             removed.push(r.to_string());
         }
     }

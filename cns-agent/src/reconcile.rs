@@ -4,7 +4,7 @@
 //! them, and stale endpoints leave before their rules. [`apply`] feeds them to a
 //! [`MapWriter`]: the aya maps in production, [`MapContents`] itself in tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cns_common::maps::{CidrKey, Endpoint, PolicyKey, PolicyValue, Remote};
 
@@ -56,12 +56,36 @@ fn diff_map<K: Ord + Clone, V: PartialEq + Clone>(
 
 /// The operations that turn `actual` into `desired`, in a safe order.
 pub fn diff(desired: &MapContents, actual: &MapContents) -> Vec<MapOp> {
-    let (remote_up, remote_del) = diff_map(
-        &desired.ipcache,
-        &actual.ipcache,
-        MapOp::UpsertRemote,
-        MapOp::DeleteRemote,
-    );
+    diff_at(desired, actual, None)
+}
+
+/// [`diff`], comparing the IP caches only at `addresses` (network order) when given: the
+/// caller knows the two agree everywhere else.
+pub fn diff_at(
+    desired: &MapContents,
+    actual: &MapContents,
+    addresses: Option<&BTreeSet<u32>>,
+) -> Vec<MapOp> {
+    let (remote_up, remote_del) = match addresses {
+        None => diff_map(
+            &desired.ipcache,
+            &actual.ipcache,
+            MapOp::UpsertRemote,
+            MapOp::DeleteRemote,
+        ),
+        Some(addresses) => {
+            let (mut up, mut del) = (Vec::new(), Vec::new());
+            for a in addresses {
+                match (desired.ipcache.get(a), actual.ipcache.get(a)) {
+                    (Some(d), Some(x)) if d == x => {}
+                    (Some(d), _) => up.push(MapOp::UpsertRemote(*a, *d)),
+                    (None, Some(_)) => del.push(MapOp::DeleteRemote(*a)),
+                    (None, None) => {}
+                }
+            }
+            (up, del)
+        }
+    };
     let (cidr_up, cidr_del) = diff_map(
         &desired.cidrs,
         &actual.cidrs,

@@ -11,6 +11,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use k8s_openapi::api::{
@@ -53,9 +54,9 @@ impl fmt::Display for ObjectKey {
 
 #[derive(Clone, Debug)]
 pub enum Object {
-    Namespace(Box<Namespace>),
-    Pod(Box<Pod>),
-    NetworkPolicy(Box<NetworkPolicy>),
+    Namespace(Arc<Namespace>),
+    Pod(Arc<Pod>),
+    NetworkPolicy(Arc<NetworkPolicy>),
 }
 
 /// A problem with the input, and where it is.
@@ -218,11 +219,13 @@ pub fn load(
     last: &mut LastGood,
 ) -> (Snapshot, Vec<SourceError>) {
     let mut errors = Vec::new();
-    let mut objects: BTreeMap<ObjectKey, (PathBuf, Object)> = BTreeMap::new();
+    // Each object with the index (in `files`) of the file that gave it.
+    let mut objects: BTreeMap<ObjectKey, (usize, Object)> = BTreeMap::new();
     let mut by_file: BTreeMap<PathBuf, Vec<ObjectKey>> = BTreeMap::new();
     let mut parsed: BTreeMap<PathBuf, Parsed> = BTreeMap::new();
     let mut previous = std::mem::take(&mut last.objects);
-    for (file, text) in files {
+    for (index, (file, text)) in files.iter().enumerate() {
+        let mut given: Vec<ObjectKey> = Vec::new();
         // A file whose text is what it was gives what it gave: its objects (still in
         // `previous`) and its errors. Files that had duplicates are parsed again, since what
         // they give depends on the other files.
@@ -230,17 +233,18 @@ pub fn load(
         if let (Some(hash), Some(before)) = (hash, last.parsed.get(file))
             && before.hash == hash
         {
-            let keys = last.by_file.get(file).cloned().unwrap_or_default();
+            let keys = last.by_file.get(file).map_or(&[][..], Vec::as_slice);
             if keys
                 .iter()
                 .all(|k| !objects.contains_key(k) && previous.contains_key(k))
             {
                 for key in keys {
-                    if let Some(obj) = previous.remove(&key) {
-                        by_file.entry(file.clone()).or_default().push(key.clone());
-                        objects.insert(key, (file.clone(), obj));
+                    if let Some(obj) = previous.remove(key) {
+                        objects.insert(key.clone(), (index, obj));
                     }
                 }
+                given.extend_from_slice(keys);
+                by_file.insert(file.clone(), given);
                 errors.extend(before.errors.iter().cloned());
                 parsed.insert(file.clone(), before.clone());
                 continue;
@@ -267,9 +271,12 @@ pub fn load(
                 });
                 for key in kept {
                     if let Some(obj) = previous.get(&key) {
-                        objects.insert(key.clone(), (file.clone(), obj.clone()));
-                        by_file.entry(file.clone()).or_default().push(key);
+                        objects.insert(key.clone(), (index, obj.clone()));
+                        given.push(key);
                     }
+                }
+                if !given.is_empty() {
+                    by_file.insert(file.clone(), given);
                 }
                 continue;
             }
@@ -288,14 +295,14 @@ pub fn load(
                             field: None,
                             message: format!(
                                 "duplicate of the object in {}; ignored",
-                                first.display()
+                                files[*first].0.display()
                             ),
                             kept_last_good: false,
                         });
                         continue;
                     }
-                    by_file.entry(file.clone()).or_default().push(key.clone());
-                    objects.insert(key, (file.clone(), obj));
+                    given.push(key.clone());
+                    objects.insert(key, (index, obj));
                 }
                 Err(bad) => {
                     let bad = *bad;
@@ -308,11 +315,14 @@ pub fn load(
                         kept_last_good: kept.is_some(),
                     });
                     if let (Some(key), Some(obj)) = (bad.key, kept) {
-                        by_file.entry(file.clone()).or_default().push(key.clone());
-                        objects.insert(key, (file.clone(), obj.clone()));
+                        given.push(key.clone());
+                        objects.insert(key, (index, obj.clone()));
                     }
                 }
             }
+        }
+        if !given.is_empty() {
+            by_file.insert(file.clone(), given);
         }
         if let (Some(hash), false) = (hash, duplicates) {
             let file_errors = errors[errors_before..].to_vec();
@@ -326,25 +336,27 @@ pub fn load(
         }
     }
     drop(previous);
-    let mut snapshot = Snapshot::default();
     last.parsed = parsed;
-    for (key, (_, obj)) in objects {
-        last.objects.insert(key.clone(), obj.clone());
+    last.by_file = by_file;
+    // In key order, so every map is built in one pass.
+    let (mut namespaces, mut pods, mut policies) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, (_, obj)) in &objects {
         match obj {
-            Object::Namespace(ns) => _ = snapshot.namespaces.insert(key.name, *ns),
+            Object::Namespace(ns) => namespaces.push((key.name.clone(), ns.clone())),
             Object::Pod(pod) => {
-                _ = snapshot
-                    .pods
-                    .insert(ObjectRef::new(key.namespace, key.name), *pod)
+                pods.push((ObjectRef::new(&*key.namespace, &*key.name), pod.clone()))
             }
             Object::NetworkPolicy(np) => {
-                _ = snapshot
-                    .policies
-                    .insert(ObjectRef::new(key.namespace, key.name), *np)
+                policies.push((ObjectRef::new(&*key.namespace, &*key.name), np.clone()));
             }
         }
     }
-    last.by_file = by_file;
+    last.objects = objects.into_iter().map(|(k, (_, o))| (k, o)).collect();
+    let snapshot = Snapshot {
+        namespaces: namespaces.into_iter().collect(),
+        pods: pods.into_iter().collect(),
+        policies: policies.into_iter().collect(),
+    };
     (snapshot, errors)
 }
 
@@ -420,19 +432,19 @@ fn parse_object(
                 .get_or_insert_with(Default::default)
                 .insert(NAMESPACE_NAME_LABEL.into(), name.clone());
             let errs = validate_namespace(&ns);
-            (Object::Namespace(Box::new(ns)), errs)
+            (Object::Namespace(Arc::new(ns)), errs)
         }
         Kind::Pod => {
             let mut pod: Pod = serde_path_to_error::deserialize(doc).map_err(typed)?;
             pod.metadata.namespace = Some(namespace.clone());
             let errs = validate_pod(&pod);
-            (Object::Pod(Box::new(pod)), errs)
+            (Object::Pod(Arc::new(pod)), errs)
         }
         Kind::NetworkPolicy => {
             let mut np: NetworkPolicy = serde_path_to_error::deserialize(doc).map_err(typed)?;
             np.metadata.namespace = Some(namespace.clone());
             let errs = validate_policy(&np);
-            (Object::NetworkPolicy(Box::new(np)), errs)
+            (Object::NetworkPolicy(Arc::new(np)), errs)
         }
     };
     if let Some(first) = field_errors.first() {

@@ -251,7 +251,7 @@ fn snapshot(c: &Cluster) -> Snapshot {
         }
         let ns: Namespace =
             serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
-        s.namespaces.insert((*name).to_owned(), ns);
+        s.namespaces.insert((*name).to_owned(), ns.into());
     }
     for (i, p) in c.pods.iter().enumerate() {
         let mut labels = json!({"app": p.app});
@@ -271,7 +271,7 @@ fn snapshot(c: &Cluster) -> Snapshot {
             "status": {"phase": "Running", "podIP": pod_ip(i).to_string()},
         }))
         .unwrap();
-        s.pods.insert(ObjectRef::new(ns, name), pod);
+        s.pods.insert(ObjectRef::new(ns, name), pod.into());
     }
     for (i, (ns, spec)) in c.policies.iter().enumerate() {
         let np: NetworkPolicy = serde_json::from_value(json!({
@@ -285,7 +285,7 @@ fn snapshot(c: &Cluster) -> Snapshot {
             "generated an invalid policy: {errors:?}\n{spec:#}"
         );
         s.policies
-            .insert(ObjectRef::new(NAMESPACES[*ns], format!("p{i}")), np);
+            .insert(ObjectRef::new(NAMESPACES[*ns], format!("p{i}")), np.into());
     }
     s
 }

@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
+    sync::Arc,
 };
 
 use k8s_openapi::api::{
@@ -60,7 +61,7 @@ impl LiveState {
                 .insert(r.name.clone(), slim_pod(pod));
         }
         for (r, np) in &snapshot.policies {
-            let mut np = np.clone();
+            let mut np = NetworkPolicy::clone(np);
             np.metadata.managed_fields = None;
             out.policies
                 .entry(r.namespace.clone())
@@ -72,7 +73,11 @@ impl LiveState {
 
     pub fn into_parts(self) -> (Snapshot, NodeContext) {
         let snapshot = Snapshot {
-            namespaces: self.namespaces,
+            namespaces: self
+                .namespaces
+                .into_iter()
+                .map(|(n, ns)| (n, Arc::new(ns)))
+                .collect(),
             pods: flatten(self.pods),
             policies: flatten(self.policies),
         };
@@ -85,11 +90,11 @@ impl LiveState {
 }
 
 /// Namespace -> name -> object, keyed by [`ObjectRef`].
-fn flatten<T>(m: BTreeMap<String, BTreeMap<String, T>>) -> BTreeMap<ObjectRef, T> {
+fn flatten<T>(m: BTreeMap<String, BTreeMap<String, T>>) -> BTreeMap<ObjectRef, Arc<T>> {
     m.into_iter()
         .flat_map(|(ns, objs)| {
             objs.into_iter()
-                .map(move |(name, o)| (ObjectRef::new(ns.clone(), name), o))
+                .map(move |(name, o)| (ObjectRef::new(ns.clone(), name), Arc::new(o)))
         })
         .collect()
 }

@@ -49,9 +49,9 @@ pub struct ClusterObjects {
 /// [`to_state`] to the next.
 #[derive(Clone, Debug, Default)]
 pub struct LastGood {
-    namespaces: BTreeMap<String, Namespace>,
-    pods: BTreeMap<ObjectRef, Pod>,
-    policies: BTreeMap<ObjectRef, NetworkPolicy>,
+    namespaces: BTreeMap<String, Arc<Namespace>>,
+    pods: BTreeMap<ObjectRef, Arc<Pod>>,
+    policies: BTreeMap<ObjectRef, Arc<NetworkPolicy>>,
     audit_mode: Option<bool>,
 }
 
@@ -75,7 +75,7 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
         let object = format!("Namespace {name}");
         accept(
             name,
-            ns,
+            Arc::new(ns),
             validate_namespace,
             &object,
             &last.namespaces,
@@ -86,12 +86,11 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
 
     let mut pods = BTreeMap::new();
     for pod in &objects.pods {
-        let pod = Pod::clone(pod);
         let key = object_ref(&pod.metadata);
         let object = format!("Pod {key}");
         accept(
             key,
-            pod,
+            pod.clone(),
             validate_pod,
             &object,
             &last.pods,
@@ -102,12 +101,11 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
 
     let mut policies = BTreeMap::new();
     for np in &objects.policies {
-        let np = NetworkPolicy::clone(np);
         let key = object_ref(&np.metadata);
         let object = format!("NetworkPolicy {key}");
         accept(
             key,
-            np,
+            np.clone(),
             validate_policy,
             &object,
             &last.policies,
@@ -165,16 +163,23 @@ pub fn audit_mode_of(cm: &ConfigMap) -> Result<Option<bool>, String> {
     }
 }
 
-/// Validates `obj` and puts it (or its last good version) into `out`.
-fn accept<Key: Ord + Clone, K: Clone>(
+/// Validates `obj` and puts it (or its last good version) into `out`. The object the last
+/// sync accepted (the same `Arc`: the watch cache has not replaced it) is not validated again.
+fn accept<Key: Ord + Clone, K: PartialEq>(
     key: Key,
-    obj: K,
+    obj: Arc<K>,
     validate: fn(&K) -> Vec<FieldError>,
     object: &str,
-    last: &BTreeMap<Key, K>,
-    out: &mut BTreeMap<Key, K>,
+    last: &BTreeMap<Key, Arc<K>>,
+    out: &mut BTreeMap<Key, Arc<K>>,
     errors: &mut Vec<SourceError>,
 ) {
+    if let Some(before) = last.get(&key)
+        && (Arc::ptr_eq(before, &obj) || **before == *obj)
+    {
+        out.insert(key, before.clone());
+        return;
+    }
     let field_errors = validate(&obj);
     let Some(first) = field_errors.first() else {
         out.insert(key, obj);

@@ -40,21 +40,45 @@ pub fn allocate<K: Ord + Clone>(
     out
 }
 
-/// [`allocate`] for `u16` numbers.
-pub fn allocate_u16<K: Ord + Clone>(
-    needed: &BTreeSet<K>,
-    prev: &BTreeMap<K, u16>,
-    base: u16,
-    max: u16,
-) -> BTreeMap<K, u16> {
-    let prev: BTreeMap<K, u32> = prev
-        .iter()
-        .map(|(k, v)| (k.clone(), u32::from(*v)))
-        .collect();
-    allocate(needed, &prev, u32::from(base), u32::from(max))
-        .into_iter()
-        .filter_map(|(k, v)| u16::try_from(v).ok().map(|v| (k, v)))
-        .collect()
+/// The free numbers of one numbering, for changing it one key at a time with the result
+/// [`allocate`] would give: a key that goes gives its number back, and keys that come take
+/// the smallest free numbers in key order (releases first, then arrivals in order).
+#[derive(Clone, Debug, Default)]
+pub struct Free {
+    /// Numbers below `next` no key holds.
+    holes: BTreeSet<u32>,
+    /// One past the highest number handed out (or `base`).
+    next: u32,
+    max: u32,
+}
+
+impl Free {
+    /// The free numbers of `ids` (as [`allocate`] returned them) within `base..=max`.
+    pub fn of<'a>(ids: impl IntoIterator<Item = &'a u32>, base: u32, max: u32) -> Self {
+        let used: BTreeSet<u32> = ids.into_iter().copied().collect();
+        let next = used.last().map_or(base, |n| n.saturating_add(1)).max(base);
+        Self {
+            holes: (base..next).filter(|n| !used.contains(n)).collect(),
+            next,
+            max,
+        }
+    }
+
+    pub fn release(&mut self, id: u32) {
+        self.holes.insert(id);
+    }
+
+    /// The smallest free number, or `None` when the range is exhausted.
+    pub fn take(&mut self) -> Option<u32> {
+        if let Some(n) = self.holes.pop_first() {
+            return Some(n);
+        }
+        if self.next > self.max {
+            return None;
+        }
+        self.next += 1;
+        Some(self.next - 1)
+    }
 }
 
 #[cfg(test)]
@@ -63,6 +87,21 @@ mod tests {
 
     fn set(keys: &[&'static str]) -> BTreeSet<&'static str> {
         keys.iter().copied().collect()
+    }
+
+    #[test]
+    fn free_numbers_give_what_allocate_gives() {
+        let prev = BTreeMap::from([("b", 12), ("gone", 10), ("c", 11), ("e", 15)]);
+        let mut free = Free::of(prev.values(), 10, 100);
+        let mut ids = prev.clone();
+        free.release(ids.remove("gone").unwrap());
+        for key in ["a", "d", "f"] {
+            ids.insert(key, free.take().unwrap());
+        }
+        let needed = set(&["a", "b", "c", "d", "e", "f"]);
+        assert_eq!(ids, allocate(&needed, &prev, 10, 100));
+        let mut tight = Free::of([&1, &2], 1, 3);
+        assert_eq!((tight.take(), tight.take()), (Some(3), None));
     }
 
     #[test]
@@ -93,7 +132,5 @@ mod tests {
     fn exhausted_range_leaves_keys_out() {
         let got = allocate(&set(&["a", "b", "c"]), &BTreeMap::new(), 1, 2);
         assert_eq!(got, BTreeMap::from([("a", 1), ("b", 2)]));
-        let got = allocate_u16(&set(&["a", "b"]), &BTreeMap::new(), u16::MAX, u16::MAX);
-        assert_eq!(got, BTreeMap::from([("a", u16::MAX)]));
     }
 }

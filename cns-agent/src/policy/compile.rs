@@ -7,64 +7,84 @@
 //! against the endpoint itself for ingress; for egress against each destination pod: by
 //! identity when every pod of the identity resolves the name alike, otherwise by address
 //! (a /32 in the partition), so the result is exact either way.
+//!
+//! The cluster-wide part (numbers, IP cache, selector answers) is kept by the
+//! [`Compiler`] (`incremental`) from one sync to the next; this file is the local part it
+//! rebuilds: the endpoints of this node and the rules they admit.
 
 use std::{
-    cell::RefCell,
-    collections::{BTreeMap, BTreeSet, HashMap},
+    cell::{Cell, RefCell},
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    rc::Rc,
+    sync::Arc,
 };
 
-use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
+use cns_common::IDENTITY_CIDR_BASE;
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::LabelSelector};
 
 use super::{
-    alloc::{allocate, allocate_u16},
     cidr::{AddrGrant, BlockGrant, partition},
+    incremental::{Compiler, Index},
     model::{
-        Allocations, CidrKey, Desired, Direction, IdentityKey, Labels, LocalEndpoint, NodeContext,
-        ObjectRef, PortMatch, PortRange, Protocol, RemoteInfo, RuleKey, Snapshot,
+        Allocations, CidrKey, Desired, Direction, LocalEndpoint, NodeContext, ObjectRef, PortMatch,
+        PortRange, Protocol, RuleKey, Snapshot,
     },
-    selector::{matches, matches_opt, namespace_labels, pod_labels},
+    select::Selections,
     view::{
-        Peer, PodIndex, PortSpec, isolating_policies, named_port_numbers, pod_ipv4, pod_is_active,
-        policy_rules, rule_peers, rule_ports,
+        Peer, PortSpec, isolating_policies, named_port_numbers, pod_ipv4, policy_rules, rule_peers,
+        rule_ports,
     },
 };
 
 /// The namespace annotation that overrides the agent's audit mode for its pods.
 pub const AUDIT_ANNOTATION: &str = "cns.io/policy-audit-mode";
 
-/// Compiles `snapshot` for `node`, keeping the numbers of `prev` where they still apply.
+/// Compiles `snapshot` for `node`, keeping the numbers of `prev` where they still apply:
+/// a [`Compiler`] run once (the agent keeps one from sync to sync instead).
 pub fn compile(snapshot: &Snapshot, node: &NodeContext, prev: &Allocations) -> Desired {
-    let index = PodIndex::new(snapshot, node);
-    let allocations = allocations(snapshot, node, &index, prev);
-    let cluster = Cluster::new(snapshot, &index, &allocations);
+    let mut compiler = Compiler::new(node.clone(), prev.clone());
+    compiler.update(snapshot.clone());
+    compiler.into_desired()
+}
 
-    let mut desired = Desired::default();
-    for (ip, r, pod) in index.iter() {
-        if let Some(identity) = cluster.identity_of(r, pod) {
-            let ns_id = allocations
-                .namespaces
-                .get(&r.namespace)
-                .copied()
-                .unwrap_or_default();
-            desired.ipcache.insert(ip, RemoteInfo { identity, ns_id });
-        }
-    }
-    for ip in &node.node_ips {
-        let host = RemoteInfo {
-            identity: IDENTITY_HOST,
-            ns_id: NS_HOST,
-        };
-        desired.ipcache.insert(*ip, host);
-    }
+/// The local part of a [`Desired`]: this node's endpoints and what they admit.
+pub(super) struct Local {
+    pub endpoints: BTreeMap<ObjectRef, LocalEndpoint>,
+    pub cidrs: BTreeMap<CidrKey, u32>,
+    pub rules: BTreeMap<RuleKey, u32>,
+    /// Some rule read destination pods' named ports (so any pod change may change it).
+    pub uses_members: bool,
+}
 
-    for (r, &ep_id) in &allocations.endpoints {
+/// Builds the local part for the endpoints numbered in `alloc`, from the cluster-wide
+/// `index` and the selector answers kept in `selections`; `overrides` are the runtime
+/// per-namespace audit modes.
+pub(super) fn local(
+    snapshot: &Snapshot,
+    alloc: &Allocations,
+    index: &Index,
+    selections: &mut Selections,
+    overrides: &BTreeMap<String, bool>,
+) -> Local {
+    selections.begin_pass();
+    let cluster = Cluster {
+        snapshot,
+        index,
+        alloc,
+        selections: RefCell::new(selections),
+        uses_members: Cell::new(false),
+    };
+    let mut out = Local {
+        endpoints: BTreeMap::new(),
+        cidrs: BTreeMap::new(),
+        rules: BTreeMap::new(),
+        uses_members: false,
+    };
+    for (r, &ep_id) in &alloc.endpoints {
         let Some(pod) = snapshot.pods.get(r) else {
             continue;
         };
-        let (Some(ip), Some(identity)) = (pod_ipv4(pod), cluster.identity_of(r, pod)) else {
+        let (Some(ip), Some(identity)) = (pod_ipv4(pod), cluster.identity_of(r)) else {
             continue;
         };
         let isolated = |dir| isolating_policies(snapshot, r, pod, dir).next().is_some();
@@ -72,14 +92,17 @@ pub fn compile(snapshot: &Snapshot, node: &NodeContext, prev: &Allocations) -> D
             ep_id,
             ip,
             identity,
-            ns_id: allocations
+            ns_id: alloc
                 .namespaces
                 .get(&r.namespace)
                 .copied()
                 .unwrap_or_default(),
             ingress_isolated: isolated(Direction::Ingress),
             egress_isolated: isolated(Direction::Egress),
-            audit_override: audit_override(snapshot, &r.namespace),
+            audit_override: overrides
+                .get(&r.namespace)
+                .copied()
+                .or_else(|| audit_override(snapshot, &r.namespace)),
         };
         for dir in [Direction::Ingress, Direction::Egress] {
             let on = match dir {
@@ -87,21 +110,23 @@ pub fn compile(snapshot: &Snapshot, node: &NodeContext, prev: &Allocations) -> D
                 Direction::Egress => ep.egress_isolated,
             };
             if on {
-                let mut out = EndpointOut {
+                let mut eo = EndpointOut {
                     ep_id,
                     dir,
-                    rules: &mut desired.rules,
+                    rules: &mut out.rules,
                     blocks: Vec::new(),
                     addrs: Vec::new(),
                 };
-                cluster.endpoint_rules(r, pod, &mut out);
-                out.finish(&mut desired.cidrs);
+                cluster.endpoint_rules(r, pod, &mut eo);
+                eo.finish(&mut out.cidrs);
             }
         }
-        desired.endpoints.insert(r.clone(), ep);
+        out.endpoints.insert(r.clone(), ep);
     }
-    desired.allocations = allocations;
-    desired
+    out.uses_members = cluster.uses_members.get();
+    drop(cluster);
+    selections.sweep();
+    out
 }
 
 fn audit_override(snapshot: &Snapshot, namespace: &str) -> Option<bool> {
@@ -119,93 +144,19 @@ fn audit_override(snapshot: &Snapshot, namespace: &str) -> Option<bool> {
     }
 }
 
-fn identity_key(r: &ObjectRef, pod: &Pod) -> IdentityKey {
-    IdentityKey {
-        namespace: r.namespace.clone(),
-        labels: pod_labels(pod).clone(),
-    }
-}
-
-fn allocations(
-    snapshot: &Snapshot,
-    node: &NodeContext,
-    index: &PodIndex<'_>,
-    prev: &Allocations,
-) -> Allocations {
-    let namespaces: BTreeSet<String> = snapshot
-        .namespaces
-        .keys()
-        .cloned()
-        .chain(snapshot.pods.keys().map(|r| r.namespace.clone()))
-        .collect();
-    let active = || snapshot.pods.iter().filter(|(_, p)| pod_is_active(p));
-    let identities: BTreeSet<IdentityKey> = active().map(|(r, p)| identity_key(r, p)).collect();
-    let endpoints: BTreeSet<ObjectRef> = active()
-        .filter(|(_, p)| {
-            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.node_name.as_str())
-        })
-        .filter(|(r, p)| index.owns(r, p))
-        .map(|(r, _)| r.clone())
-        .collect();
-    let policies: BTreeSet<ObjectRef> = snapshot.policies.keys().cloned().collect();
-    Allocations {
-        namespaces: allocate_u16(&namespaces, &prev.namespaces, NS_FIRST, u16::MAX),
-        identities: allocate(
-            &identities,
-            &prev.identities,
-            IDENTITY_FIRST_POD,
-            IDENTITY_CIDR_BASE - 1,
-        ),
-        endpoints: allocate(&endpoints, &prev.endpoints, 1, u32::MAX),
-        policies: allocate(&policies, &prev.policies, 1, u32::MAX),
-    }
-}
-
-/// What the compiler looks things up in.
+/// What the local pass looks things up in.
 struct Cluster<'a> {
     snapshot: &'a Snapshot,
-    index: &'a PodIndex<'a>,
+    index: &'a Index,
     alloc: &'a Allocations,
-    /// Labels of every namespace that has identities.
-    ns_labels: BTreeMap<&'a str, Labels>,
-    /// The addressed pods (those in the IP cache) of each identity.
-    members: BTreeMap<u32, Vec<(Ipv4Addr, &'a Pod)>>,
-    /// [`Cluster::select`]'s answers: every local endpoint a policy selects, and every port
-    /// of a rule, asks the same question, and each answer is a scan of all identities.
-    selected: RefCell<HashMap<SelectKey, Rc<[u32]>>>,
+    selections: RefCell<&'a mut Selections>,
+    uses_members: Cell<bool>,
 }
 
-/// A selector peer as [`Cluster::select`] sees it: the policy's namespace and the selectors.
-type SelectKey = (String, Option<String>, Option<String>);
-
-impl<'a> Cluster<'a> {
-    fn new(snapshot: &'a Snapshot, index: &'a PodIndex<'a>, alloc: &'a Allocations) -> Self {
-        let ns_labels = alloc
-            .identities
-            .keys()
-            .map(|k| k.namespace.as_str())
-            .map(|ns| (ns, namespace_labels(ns, snapshot.namespaces.get(ns))))
-            .collect();
-        let mut cluster = Self {
-            snapshot,
-            index,
-            alloc,
-            ns_labels,
-            members: BTreeMap::new(),
-            selected: RefCell::default(),
-        };
-        let mut members: BTreeMap<u32, Vec<(Ipv4Addr, &'a Pod)>> = BTreeMap::new();
-        for (ip, r, pod) in index.iter() {
-            if let Some(id) = cluster.identity_of(r, pod) {
-                members.entry(id).or_default().push((ip, pod));
-            }
-        }
-        cluster.members = members;
-        cluster
-    }
-
-    fn identity_of(&self, r: &ObjectRef, pod: &Pod) -> Option<u32> {
-        self.alloc.identities.get(&identity_key(r, pod)).copied()
+impl Cluster<'_> {
+    fn identity_of(&self, r: &ObjectRef) -> Option<u32> {
+        let (_, key) = self.index.facts.get(r)?.active.as_ref()?;
+        self.alloc.identities.get(key).copied()
     }
 
     /// The identities a selector peer of a policy in `policy_ns` designates.
@@ -214,39 +165,25 @@ impl<'a> Cluster<'a> {
         policy_ns: &str,
         namespace: Option<&LabelSelector>,
         pod: Option<&LabelSelector>,
-    ) -> Rc<[u32]> {
-        let key = (
-            policy_ns.to_owned(),
-            namespace.map(|s| format!("{s:?}")),
-            pod.map(|s| format!("{s:?}")),
-        );
-        if let Some(ids) = self.selected.borrow().get(&key) {
-            return ids.clone();
-        }
-        let ids: Rc<[u32]> = self.scan(policy_ns, namespace, pod).into();
-        self.selected.borrow_mut().insert(key, ids.clone());
-        ids
+    ) -> Arc<[u32]> {
+        self.selections.borrow_mut().select(
+            policy_ns,
+            namespace,
+            pod,
+            &self.alloc.identities,
+            &self.index.ns_labels,
+        )
     }
 
-    fn scan(
-        &self,
-        policy_ns: &str,
-        namespace: Option<&LabelSelector>,
-        pod: Option<&LabelSelector>,
-    ) -> Vec<u32> {
-        self.alloc
-            .identities
-            .iter()
-            .filter(|(key, _)| match namespace {
-                None => key.namespace == policy_ns,
-                Some(sel) => self
-                    .ns_labels
-                    .get(key.namespace.as_str())
-                    .is_some_and(|l| matches(sel, l)),
-            })
-            .filter(|(key, _)| matches_opt(pod, &key.labels))
-            .map(|(_, id)| *id)
-            .collect()
+    /// The addressed pods of identity `id`.
+    fn members(&self, id: u32) -> impl Iterator<Item = (Ipv4Addr, &Pod)> + '_ {
+        self.uses_members.set(true);
+        self.index
+            .members
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|(ip, r)| Some((*ip, &**self.snapshot.pods.get(r)?)))
     }
 
     /// Collects everything endpoint pod `r` admits in `out.dir`.
@@ -337,15 +274,16 @@ impl<'a> Cluster<'a> {
             Peer::Nothing => {}
             Peer::Pods { namespace, pod } => {
                 for &id in self.select(policy_ns, *namespace, *pod).iter() {
-                    for (ip, p) in self.members.get(&id).into_iter().flatten() {
-                        dests.push((id, *ip, named_port_numbers(p, name, proto)));
+                    for (ip, p) in self.members(id) {
+                        dests.push((id, ip, named_port_numbers(p, name, proto)));
                     }
                 }
             }
             Peer::Block(block) => {
-                for (ip, r, p) in self.index.iter() {
-                    if let (true, Some(id)) = (block.contains(ip), self.identity_of(r, p)) {
-                        dests.push((id, ip, named_port_numbers(p, name, proto)));
+                self.uses_members.set(true);
+                for (ip, (r, id)) in &self.index.owners {
+                    if let (true, Some(p)) = (block.contains(*ip), self.snapshot.pods.get(r)) {
+                        dests.push((*id, *ip, named_port_numbers(p, name, proto)));
                     }
                 }
             }
@@ -355,7 +293,7 @@ impl<'a> Cluster<'a> {
             by_identity.entry(id).or_default().push((ip, ports));
         }
         for (id, dests) in by_identity {
-            let all_members = self.members.get(&id).map_or(0, Vec::len) == dests.len();
+            let all_members = self.index.members.get(&id).map_or(0, BTreeMap::len) == dests.len();
             let alike = dests.windows(2).all(|w| w[0].1 == w[1].1);
             if all_members && alike {
                 for n in dests.first().map(|d| d.1.clone()).unwrap_or_default() {

@@ -152,11 +152,12 @@ fn allocations_are_stable_and_compact() {
     assert_eq!(a.policies.values().copied().collect::<Vec<_>>(), [1]);
 
     // Add a pod (new identity, new namespace) that sorts first, and a policy.
-    snap.namespaces.insert("aaa".into(), namespace("aaa", ""));
+    snap.namespaces
+        .insert("aaa".into(), namespace("aaa", "").into());
     let p = pod("aaa", "a", "app=aaa", "10.0.9.9", &[]);
-    snap.pods.insert(ObjectRef::new("aaa", "a"), p);
+    snap.pods.insert(ObjectRef::new("aaa", "a"), p.into());
     let np = policy("metadata: {name: a, namespace: aaa}\nspec: {}");
-    snap.policies.insert(ObjectRef::new("aaa", "a"), np);
+    snap.policies.insert(ObjectRef::new("aaa", "a"), np.into());
     let second = compile(&snap, &node, a);
     let b = &second.allocations;
     for (k, v) in &a.namespaces {
@@ -184,7 +185,7 @@ fn allocations_are_stable_and_compact() {
     );
     snap.pods.insert(
         ObjectRef::new("prod", "db2"),
-        pod("prod", "db2", "app=db", "10.0.0.3", &[]),
+        pod("prod", "db2", "app=db", "10.0.0.3", &[]).into(),
     );
     let fourth = compile(&snap, &node, &third.allocations);
     assert_eq!(

@@ -153,7 +153,7 @@ impl Evaluator<'_> {
                 let ns_ok = match namespace {
                     None => r.namespace == policy_ns,
                     Some(sel) => {
-                        let ns_obj = self.snapshot.namespaces.get(&r.namespace);
+                        let ns_obj = self.snapshot.namespaces.get(&r.namespace).map(|n| &**n);
                         matches(sel, &namespace_labels(&r.namespace, ns_obj))
                     }
                 };

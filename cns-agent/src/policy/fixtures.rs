@@ -84,12 +84,15 @@ pub fn snapshot(
     Snapshot {
         namespaces: namespaces
             .into_iter()
-            .map(|n| (n.metadata.name.clone().unwrap_or_default(), n))
+            .map(|n| (n.metadata.name.clone().unwrap_or_default(), n.into()))
             .collect(),
-        pods: pods.into_iter().map(|p| (key(&p.metadata), p)).collect(),
+        pods: pods
+            .into_iter()
+            .map(|p| (key(&p.metadata), p.into()))
+            .collect(),
         policies: policies
             .into_iter()
-            .map(|p| (key(&p.metadata), p))
+            .map(|p| (key(&p.metadata), p.into()))
             .collect(),
     }
 }

@@ -2,7 +2,8 @@
 //! state, and evaluate flows against the same snapshot (the reference the tests and
 //! `policy explain` use). No I/O, no clock, no tokio, no aya in here.
 //!
-//! Where to start: `model` (the interface), `compile` (snapshot to `Desired`), `evaluate`
+//! Where to start: `model` (the interface), `compile` (snapshot to `Desired`; `incremental`
+//! keeps its state between syncs, `select` its selector answers), `evaluate`
 //! (the reference verdict for one flow). `view` is how both read the k8s objects,
 //! `selector` matches labels, `alloc` keeps numbers stable, `cidr` builds the per-endpoint
 //! address partition, `validate` reports bad fields.
@@ -11,7 +12,9 @@ mod alloc;
 mod cidr;
 pub mod compile;
 pub mod evaluate;
+pub mod incremental;
 pub mod model;
+mod select;
 pub mod selector;
 pub mod validate;
 pub mod view;
@@ -29,4 +32,5 @@ mod tests;
 
 pub use compile::compile;
 pub use evaluate::{DirectionVerdict, Flow, FlowVerdict, evaluate};
+pub use incremental::Compiler;
 pub use validate::{FieldError, validate_namespace, validate_pod, validate_policy};

@@ -7,6 +7,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     net::Ipv4Addr,
+    sync::Arc,
 };
 
 use ipnetwork::Ipv4Network;
@@ -43,12 +44,14 @@ impl fmt::Display for ObjectRef {
 /// A consistent view of the cluster (from Kubernetes or from a manifests directory): the
 /// compiler's only input besides the node. Objects are already validated
 /// (`policy::validate`); namespaces carry the `kubernetes.io/metadata.name` label.
+/// Objects are shared (`Arc`): a source hands the same object to every snapshot until it
+/// changes, so a snapshot is cheap to build and the compiler tells what changed by pointer.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// By name.
-    pub namespaces: BTreeMap<String, Namespace>,
-    pub pods: BTreeMap<ObjectRef, Pod>,
-    pub policies: BTreeMap<ObjectRef, NetworkPolicy>,
+    pub namespaces: BTreeMap<String, Arc<Namespace>>,
+    pub pods: BTreeMap<ObjectRef, Arc<Pod>>,
+    pub policies: BTreeMap<ObjectRef, Arc<NetworkPolicy>>,
 }
 
 /// The node the policies are enforced on.

@@ -14,6 +14,7 @@ use super::{
     compile::compile,
     evaluate::{DirectionVerdict, Flow, evaluate},
     fixtures::{NODE, NODE_IP, node, snapshot},
+    incremental::Compiler,
     model::{Allocations, Snapshot},
     sim::sim,
     validate::{validate_namespace, validate_pod, validate_policy},
@@ -472,6 +473,85 @@ proptest! {
             let simulated = sim(&desired, &flow);
             check_direction("egress", &flow, flow.src, simulated.egress, &reference.egress, &index)?;
             check_direction("ingress", &flow, flow.dst, simulated.ingress, &reference.ingress, &index)?;
+        }
+    }
+}
+
+/// Each object of `a` or `b` (by key): kept from `a` (the same `Arc`; picks 0-9), taken
+/// from `b` (10), or left out (11), as `picks` say in turn: mostly small changes.
+fn mix(a: &Snapshot, b: &Snapshot, picks: &[u8]) -> Snapshot {
+    use std::{collections::BTreeMap, sync::Arc};
+    let mut turn = picks.iter().cycle();
+    let mut pick = || *turn.next().unwrap_or(&0);
+    fn merge<K: Ord + Clone, V>(
+        a: &BTreeMap<K, Arc<V>>,
+        b: &BTreeMap<K, Arc<V>>,
+        pick: &mut impl FnMut() -> u8,
+    ) -> BTreeMap<K, Arc<V>> {
+        let keys: std::collections::BTreeSet<&K> = a.keys().chain(b.keys()).collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let chosen = match pick() {
+                    0..=9 => a.get(k).or(b.get(k)),
+                    10 => b.get(k).or(a.get(k)),
+                    _ => None,
+                };
+                chosen.map(|v| (k.clone(), v.clone()))
+            })
+            .collect()
+    }
+    Snapshot {
+        namespaces: merge(&a.namespaces, &b.namespaces, &mut pick),
+        pods: merge(&a.pods, &b.pods, &mut pick),
+        policies: merge(&a.policies, &b.policies, &mut pick),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The compiler kept from update to update gives what a fresh compile of the same
+    /// snapshot (with the previous numbers) gives, and names every IP cache address that
+    /// changed.
+    #[test]
+    fn incremental_updates_give_what_a_fresh_compile_gives(
+        states in vec((vec(ns_labels(), 2..4), vec(deployment(), 1..6), vec(policy(), 0..7)), 2..8),
+        picks in vec(0u8..12, 1..40),
+        move_node_at in option::of(1usize..5),
+    ) {
+        let snaps: Vec<Snapshot> = states
+            .into_iter()
+            .map(|(n, d, p)| build(n, d.concat(), p))
+            .collect();
+        let mut node = node();
+        let mut compiler = Compiler::new(node.clone(), Allocations::default());
+        let mut prev = Allocations::default();
+        let mut intended = crate::encode::MapContents::default();
+        let ifindexes = std::collections::BTreeMap::new();
+        let mut current = snaps[0].clone();
+        for (step, next) in snaps.iter().enumerate() {
+            if step > 0 {
+                current = mix(&current, next, &picks[step % picks.len()..]);
+            }
+            if move_node_at == Some(step) {
+                node.node_ips.insert(Ipv4Addr::new(10, 0, 0, 2));
+                compiler.set_node(node.clone());
+            }
+            let before = compiler.desired().ipcache.clone();
+            let changed = compiler.update(current.clone());
+            let fresh = compile(&current, &node, &prev);
+            prop_assert_eq!(compiler.desired(), &fresh, "step {}", step);
+            crate::encode::update(&mut intended, compiler.desired(), &ifindexes, changed.as_ref());
+            prop_assert_eq!(&intended, &crate::encode::encode(&fresh, &ifindexes));
+            if let Some(changed) = changed {
+                let after = &compiler.desired().ipcache;
+                for ip in before.keys().chain(after.keys()) {
+                    if before.get(ip) != after.get(ip) {
+                        prop_assert!(changed.contains(ip), "step {}: {} changed, not named", step, ip);
+                    }
+                }
+            }
+            prev = fresh.allocations;
         }
     }
 }

@@ -92,7 +92,7 @@ impl<'a> PodIndex<'a> {
             }
             let Some(ip) = pod_ipv4(pod) else { continue };
             if !node.node_ips.contains(&ip) {
-                by_ip.entry(ip).or_insert((r, pod));
+                by_ip.entry(ip).or_insert((r, &**pod));
             }
         }
         Self { by_ip }
@@ -154,16 +154,21 @@ pub fn policy_selects(np: &NetworkPolicy, policy_ns: &str, pod_ns: &str, pod: &P
     policy_ns == pod_ns && selector::matches_opt(sel, selector::pod_labels(pod))
 }
 
-/// The policies isolating pod `r` in `dir`.
+/// The policies isolating pod `r` in `dir` (those of its namespace: a range of the map).
 pub fn isolating_policies<'a>(
     snapshot: &'a Snapshot,
     r: &'a ObjectRef,
     pod: &'a Pod,
     dir: Direction,
 ) -> impl Iterator<Item = (&'a ObjectRef, &'a NetworkPolicy)> + 'a {
-    snapshot.policies.iter().filter(move |(pr, np)| {
-        policy_applies(np, dir) && policy_selects(np, &pr.namespace, &r.namespace, pod)
-    })
+    snapshot
+        .policies
+        .range(ObjectRef::new(r.namespace.as_str(), "")..)
+        .take_while(move |(pr, _)| pr.namespace == r.namespace)
+        .filter(move |(pr, np)| {
+            policy_applies(np, dir) && policy_selects(np, &pr.namespace, &r.namespace, pod)
+        })
+        .map(|(pr, np)| (pr, &**np))
 }
 
 /// One rule of a policy in one direction: its peers (`from`/`to`) and its ports.

@@ -14,7 +14,7 @@ use cns_agent::{
     encode::{self, MapContents},
     loader::Datapath,
     policy::{
-        compile::compile,
+        Compiler,
         model::{Allocations, NodeContext, ObjectRef},
     },
     reconcile,
@@ -420,9 +420,10 @@ pub fn run(
 
 /// The agent's state across syncs, as `agent::Agent` keeps it.
 struct Pipeline {
-    node: NodeContext,
+    compiler: Compiler,
+    /// The encoded compile, updated where it changed (as the agent keeps it).
+    intended: MapContents,
     last_good: LastGood,
-    allocations: Allocations,
     written: MapContents,
     ifindexes: BTreeMap<ObjectRef, u32>,
     dp: Option<(Datapath, PathBuf)>,
@@ -443,10 +444,7 @@ fn ms(t: Instant) -> f64 {
 }
 
 impl Pipeline {
-    fn sync(
-        &mut self,
-        files: &[(PathBuf, Result<String, String>)],
-    ) -> anyhow::Result<(Timings, cns_agent::policy::model::Desired)> {
+    fn sync(&mut self, files: &[(PathBuf, Result<String, String>)]) -> anyhow::Result<Timings> {
         let mut t = Timings::default();
         let t0 = Instant::now();
         let (snapshot, errors) = source::load(files, &mut self.last_good);
@@ -458,8 +456,8 @@ impl Pipeline {
         }
         t.parse = ms(t0);
         let t0 = Instant::now();
-        let desired = compile(&snapshot, &self.node, &self.allocations);
-        self.allocations = desired.allocations.clone();
+        let changed = self.compiler.update(snapshot);
+        let desired = self.compiler.desired();
         t.compile = ms(t0);
         let t0 = Instant::now();
         // The veths of local pods: stable made-up ifindexes.
@@ -467,8 +465,15 @@ impl Pipeline {
             let next = 1000 + self.ifindexes.len() as u32;
             self.ifindexes.entry(pod.clone()).or_insert(next);
         }
-        let contents = encode::encode(&desired, &self.ifindexes);
-        let ops = reconcile::diff(&contents, &self.written);
+        encode::update(
+            &mut self.intended,
+            desired,
+            &self.ifindexes,
+            changed.as_ref(),
+        );
+        let addresses: Option<std::collections::BTreeSet<u32>> =
+            changed.map(|c| c.iter().map(|ip| encode::addr(*ip)).collect());
+        let ops = reconcile::diff_at(&self.intended, &self.written, addresses.as_ref());
         t.encode_diff = ms(t0);
         t.ops = ops.len();
         let t0 = Instant::now();
@@ -477,7 +482,7 @@ impl Pipeline {
         }
         reconcile::apply(&mut self.written, &ops);
         t.apply = ms(t0);
-        Ok((t, desired))
+        Ok(t)
     }
 }
 
@@ -531,9 +536,9 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
             None
         };
         Ok(Pipeline {
-            node: node.clone(),
+            compiler: Compiler::new(node.clone(), Allocations::default()),
+            intended: MapContents::default(),
             last_good: LastGood::default(),
-            allocations: Allocations::default(),
             written: MapContents::default(),
             ifindexes: BTreeMap::new(),
             dp,
@@ -546,11 +551,10 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     let (mut parse, mut comp, mut enc) = (vec![], vec![], vec![]);
     let mut apply_ms = None;
     let mut pipeline = None;
-    let mut desired = None;
     for trial in 0..trials {
         let last = trial + 1 == trials;
         let mut p = fresh(last)?;
-        let (t, d) = p.sync(&files)?;
+        let t = p.sync(&files)?;
         parse.push(t.parse);
         comp.push(t.compile);
         enc.push(t.encode_diff);
@@ -559,11 +563,10 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
                 apply_ms = Some(t.apply);
             }
             pipeline = Some(p);
-            desired = Some(d);
         }
     }
     let mut p = pipeline.expect("at least one trial");
-    let d = desired.expect("at least one trial");
+    let d = p.compiler.desired();
     let identities = d.allocations.identities.len();
     let result = ControlResult {
         pods: spec.pods,
@@ -583,7 +586,6 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
         peak_rss_mib: 0.0,
         rss_after_mib: 0.0,
     };
-    drop(d);
 
     // Single changes: each toggles between two states of one file (an extra small file, or
     // the first chunk of policies), so that no second copy of the cluster is held.
@@ -638,7 +640,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
         let mut ts = Vec::new();
         for it in 0..iterations {
             set(&mut files, &states[(it + 1) % 2]);
-            let (t, _) = p.sync(&files)?;
+            let t = p.sync(&files)?;
             ts.push(t);
         }
         set(&mut files, &states[0]);
