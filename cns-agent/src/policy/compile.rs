@@ -124,7 +124,6 @@ pub(super) fn local(
         out.endpoints.insert(r.clone(), ep);
     }
     out.uses_members = cluster.uses_members.get();
-    drop(cluster);
     selections.sweep();
     out
 }
