@@ -134,6 +134,27 @@ struct Line {
     points: Vec<(f64, f64)>,
 }
 
+/// Each line with markers on `c` (log or linear axes alike).
+fn draw_lines<'a, CT>(c: &mut ChartContext<'a, SVGBackend<'a>, CT>, lines: &[Line]) -> Res
+where
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    for l in lines {
+        let style = l.color.stroke_width(2);
+        if l.dashed {
+            c.draw_series(DashedLineSeries::new(l.points.clone(), 6, 4, style))?;
+        } else {
+            c.draw_series(LineSeries::new(l.points.clone(), style))?;
+        }
+        c.draw_series(
+            l.points
+                .iter()
+                .map(|&p| Circle::new(p, 3, l.color.filled())),
+        )?;
+    }
+    Ok(())
+}
+
 /// One panel of lines with markers, log x; log y when `log_y`.
 fn line_panel(
     area: &Area,
@@ -161,19 +182,7 @@ fn line_panel(
             .x_label_formatter(&|v| si(*v))
             .y_label_formatter(&|v| si(*v))
             .draw()?;
-        for l in lines {
-            let style = l.color.stroke_width(2);
-            if l.dashed {
-                c.draw_series(DashedLineSeries::new(l.points.clone(), 6, 4, style))?;
-            } else {
-                c.draw_series(LineSeries::new(l.points.clone(), style))?;
-            }
-            c.draw_series(
-                l.points
-                    .iter()
-                    .map(|&p| Circle::new(p, 3, l.color.filled())),
-            )?;
-        }
+        draw_lines(&mut c, lines)?;
     } else {
         let mut c = b.build_cartesian_2d(x.log_scale(), 0.0..(y1 * 1.1).max(1.0))?;
         c.configure_mesh()
@@ -183,19 +192,7 @@ fn line_panel(
             .x_label_formatter(&|v| si(*v))
             .y_label_formatter(&|v| num(*v))
             .draw()?;
-        for l in lines {
-            let style = l.color.stroke_width(2);
-            if l.dashed {
-                c.draw_series(DashedLineSeries::new(l.points.clone(), 6, 4, style))?;
-            } else {
-                c.draw_series(LineSeries::new(l.points.clone(), style))?;
-            }
-            c.draw_series(
-                l.points
-                    .iter()
-                    .map(|&p| Circle::new(p, 3, l.color.filled())),
-            )?;
-        }
+        draw_lines(&mut c, lines)?;
     }
     Ok(())
 }
