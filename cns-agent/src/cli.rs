@@ -243,8 +243,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "default", env = "CNS_XDP_INTERFACES")]
     pub xdp_interfaces: crate::uplink::XdpInterfaces,
     /// Entries of the maps that grow with the cluster, as KEY=ENTRIES,...: endpoints (local
-    /// pods), ipcache (pod addresses), cidrs, policy, conntrack, fragments, counters. Keys not
-    /// given keep their defaults. Changing them builds fresh maps at the next start (as a
+    /// pods), ipcache (pod addresses), cidrs, policy, conntrack, fragments, counters,
+    /// deny-cache (XDP's remembered drops). Keys not given keep their defaults. Changing them builds fresh maps at the next start (as a
     /// layout upgrade does): conntrack starts empty and counters from zero.
     #[arg(
         long,

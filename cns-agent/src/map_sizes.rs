@@ -30,10 +30,13 @@ pub enum SizedMap {
     /// Counter keys, i.e. (namespace pair, direction, verdict, protocol, reason) tuples
     /// (`CNS_COUNTER_SLOTS`, `CNS_COUNTERS`, `CNS_COUNTER_OWNERS`).
     Counters,
+    /// Denied (source, destination, protocol, port) tuples the XDP program remembers
+    /// (`CNS_DENY_CACHE`).
+    DenyCache,
 }
 
 impl SizedMap {
-    pub const ALL: [SizedMap; 7] = [
+    pub const ALL: [SizedMap; 8] = [
         Self::Endpoints,
         Self::IpCache,
         Self::Cidrs,
@@ -41,6 +44,7 @@ impl SizedMap {
         Self::Conntrack,
         Self::Fragments,
         Self::Counters,
+        Self::DenyCache,
     ];
 
     /// The key in `--map-sizes`.
@@ -53,6 +57,7 @@ impl SizedMap {
             Self::Conntrack => "conntrack",
             Self::Fragments => "fragments",
             Self::Counters => "counters",
+            Self::DenyCache => "deny-cache",
         }
     }
 
@@ -66,6 +71,7 @@ impl SizedMap {
             Self::Conntrack => &[m::CONNTRACK],
             Self::Fragments => &[m::FRAGMENTS],
             Self::Counters => &[m::COUNTER_SLOTS, m::COUNTERS, m::COUNTER_OWNERS],
+            Self::DenyCache => &[m::DENY_CACHE],
         }
     }
 
@@ -79,6 +85,7 @@ impl SizedMap {
             Self::Conntrack => m::CONNTRACK_CAPACITY,
             Self::Fragments => m::FRAGMENTS_CAPACITY,
             Self::Counters => m::COUNTERS_CAPACITY,
+            Self::DenyCache => m::DENY_CACHE_CAPACITY,
         }
     }
 
@@ -106,6 +113,10 @@ impl SizedMap {
             Self::Counters => (
                 64..=262_144,
                 "a per-CPU array of 16 bytes per entry and CPU",
+            ),
+            Self::DenyCache => (
+                1024..=4_194_304,
+                "a preallocated LRU hash map, spread over per-CPU free lists",
             ),
         }
     }
@@ -369,8 +380,9 @@ mod tests {
         let explicit: MapSizes = format!("policy={}", m::POLICY_CAPACITY).parse().unwrap();
         assert_eq!(explicit.dir_suffix(), None);
         // The name must not change between agent versions of one layout: an upgraded agent
-        // with the same sizes would rebuild its maps (emptying conntrack) for nothing.
-        assert_eq!(a.dir_suffix().as_deref(), Some("726be9f6"));
+        // with the same sizes would rebuild its maps (emptying conntrack) for nothing. (Layout
+        // v5 added the deny-cache key, which changed every hash along with the version.)
+        assert_eq!(a.dir_suffix().as_deref(), Some("5096fd01"));
     }
 
     #[test]

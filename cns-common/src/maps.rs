@@ -48,6 +48,9 @@ pub const CONFIG_NO_CONNTRACK_CREATE: u32 = 1;
 /// Emit a `policy-verdict` event for each new connection a policy rule allows (the agent sets
 /// it when `--monitor-event-types` includes `policy-verdict`).
 pub const CONFIG_POLICY_VERDICT_EVENTS: u32 = 2;
+/// Benchmarks only: the XDP program neither uses nor fills [`DENY_CACHE`], so every denied
+/// packet of a repeated test run takes the full decision (what a new denied flow costs).
+pub const CONFIG_NO_DENY_CACHE: u32 = 4;
 
 /// `HashMap<u32 ifindex, Endpoint>`: the local pods, by the ifindex of their host-side veth.
 pub const ENDPOINTS: &str = "CNS_ENDPOINTS";
@@ -198,6 +201,50 @@ pub const NO_COUNTER: u32 = u32::MAX;
 /// The entry is the reply direction of a flow: replies skip policy.
 pub const CT_REPLY: u8 = 1;
 
+/// `LruHashMap<DenyKey, DenyEntry>`: the XDP program's deny cache. A drop by policy
+/// (blocking mode, `REASON_POLICY_DENIED`) of a TCP or UDP packet that is not a fragment is
+/// remembered by what the decision depends on: source and destination address, protocol and
+/// destination port, not the source port (policy never looks at it; floods vary it). A later
+/// packet with the same key and no live conntrack entry is dropped on the entry alone while
+/// the entry is current: made under the policy revision in force ([`Config::revision`],
+/// which the agent bumps after every map change, read before any other map; so the endpoint
+/// is unchanged too), for the address's endpoint veth in [`LOCAL_IPS`], and the endpoint
+/// does not audit now (its audit flags then, the global mode now). It is counted in the slot
+/// the entry carries and reported through the same rate-limited event as a full decision.
+/// Never read by TC.
+pub const DENY_CACHE: &str = "CNS_DENY_CACHE";
+pub const DENY_CACHE_CAPACITY: u32 = 32768;
+map_type! {
+    pub struct DenyKey {
+        /// Network-order addresses and destination port.
+        pub saddr: u32,
+        pub daddr: u32,
+        pub dport: u16,
+        pub proto: u8,
+        pub _pad: u8,
+    } = 12
+}
+map_type! {
+    pub struct DenyEntry {
+        /// `Config::revision` read before the decision was made.
+        pub revision: u32,
+        /// The endpoint the decision was for, and its veth (the `CNS_LOCAL_IPS` value).
+        pub ep_id: u32,
+        pub ifindex: u32,
+        /// The drop's slot in [`COUNTERS`] (never [`NO_COUNTER`]: such drops are not cached).
+        pub counter: u32,
+        /// For the drop event.
+        pub src_identity: u32,
+        pub dst_identity: u32,
+        pub src_ns: u16,
+        pub dst_ns: u16,
+        /// The endpoint's audit flags (`EP_AUDIT_OVERRIDE`, `EP_AUDIT_ON`) then: with the
+        /// global mode, whether it audits now.
+        pub ep_flags: u16,
+        pub _pad: u16,
+    } = 32
+}
+
 /// `LruHashMap<FragKey, FragValue>`: the verdict of a fragmented datagram's first fragment
 /// (the only one with ports), which its later fragments inherit.
 pub const FRAGMENTS: &str = "CNS_FRAGMENTS";
@@ -312,7 +359,7 @@ pub const STAT_XDP_AUDIT: u32 = 5;
 pub const STAT_XDP_ALLOWED: u32 = 6;
 
 /// Every map's name, key size, value size and default capacity, for the layout fingerprint.
-pub const LAYOUTS: [(&str, usize, usize, u32); 15] = [
+pub const LAYOUTS: [(&str, usize, usize, u32); 16] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (
         ENDPOINTS,
@@ -345,6 +392,12 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 15] = [
         core::mem::size_of::<CtKey>(),
         core::mem::size_of::<CtEntry>(),
         CONNTRACK_CAPACITY,
+    ),
+    (
+        DENY_CACHE,
+        core::mem::size_of::<DenyKey>(),
+        core::mem::size_of::<DenyEntry>(),
+        DENY_CACHE_CAPACITY,
     ),
     (
         FRAGMENTS,
@@ -400,7 +453,7 @@ mod tests {
                 });
         assert_eq!(
             (crate::LAYOUT_VERSION, fingerprint),
-            (4, FINGERPRINT_V4),
+            (5, FINGERPRINT_V5),
             "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
         );
     }
@@ -409,5 +462,6 @@ mod tests {
     /// v4: counters in a per-CPU array by slot (`CNS_COUNTER_SLOTS`, `CNS_COUNTER_OWNERS`),
     /// the slot in each conntrack entry, protocol and reason in the counter key;
     /// `CNS_POLICY_EXACT` beside the policy trie.
-    const FINGERPRINT_V4: u64 = 1_731_343_276_705_982_432;
+    /// v5: `CNS_DENY_CACHE` (the XDP program's deny cache).
+    const FINGERPRINT_V5: u64 = 4_853_286_953_310_104_608;
 }

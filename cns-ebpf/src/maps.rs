@@ -8,9 +8,9 @@ use aya_ebpf::{
 };
 use cns_common::maps::{
     CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, Config, Counter, CounterKey,
-    CtEntry, CtKey, ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, FRAGMENTS_CAPACITY, FragKey,
-    FragValue, IPCACHE_CAPACITY, LOCAL_IPS_CAPACITY, POLICY_CAPACITY, PolicyKey, PolicyValue,
-    RateLimit, Remote, STATS_LEN,
+    CtEntry, CtKey, DENY_CACHE_CAPACITY, DenyEntry, DenyKey, ENDPOINTS_CAPACITY, EVENTS_BYTES,
+    Endpoint, FRAGMENTS_CAPACITY, FragKey, FragValue, IPCACHE_CAPACITY, LOCAL_IPS_CAPACITY,
+    POLICY_CAPACITY, PolicyKey, PolicyValue, RateLimit, Remote, STATS_LEN,
 };
 
 #[map]
@@ -31,6 +31,10 @@ pub static CNS_POLICY_EXACT: HashMap<PolicyKey, PolicyValue> =
     HashMap::pinned(POLICY_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 pub static CNS_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_CAPACITY, 0);
+/// The XDP program's deny cache (see `cns_common::maps::DENY_CACHE`).
+#[map]
+pub static CNS_DENY_CACHE: LruHashMap<DenyKey, DenyEntry> =
+    LruHashMap::pinned(DENY_CACHE_CAPACITY, 0);
 #[map]
 pub static CNS_FRAGMENTS: LruHashMap<FragKey, FragValue> =
     LruHashMap::pinned(FRAGMENTS_CAPACITY, 0);

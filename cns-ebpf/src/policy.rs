@@ -157,7 +157,7 @@ fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
     );
     if verdict != VERDICT_FORWARDED {
         let ev = Event {
-            ts_ns: stats::now_ns(),
+            ts_ns: 0, // stamped by stats::event
             dir,
             verdict,
             reason,
@@ -193,7 +193,7 @@ fn no_endpoint(ctx: &TcContext, cfg: &Config, dir: u8, proto: u8) -> i32 {
     );
     stats::count(&key, ctx.frame_len());
     let ev = Event {
-        ts_ns: stats::now_ns(),
+        ts_ns: 0, // stamped by stats::event
         dir,
         verdict,
         reason: REASON_NO_ENDPOINT,
@@ -373,6 +373,7 @@ pub fn decide(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet) -> Decision {
 /// leaves passing packets to be counted by TC, so each packet is counted once per
 /// endpoint), the first fragment's verdict, the conntrack entries of a passing flow, and
 /// the event of a drop or audit. `ifindex` is the endpoint's veth, whichever program ran.
+/// Returns the counter slot the packet was counted in (0 when not counted).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn record(
@@ -384,7 +385,7 @@ pub fn record(
     key: &cns_common::maps::CtKey,
     d: &Decision,
     count: Option<u32>,
-) {
+) -> u32 {
     let verdict = d.verdict;
     let reason = if verdict == VERDICT_FORWARDED {
         0
@@ -427,7 +428,7 @@ pub fn record(
         || (allowed_by_rule && cfg.flags & CONFIG_POLICY_VERDICT_EVENTS != 0)
     {
         let ev = Event {
-            ts_ns: stats::now_ns(),
+            ts_ns: 0, // stamped by stats::event
             saddr: p.saddr,
             daddr: p.daddr,
             sport: p.sport,
@@ -446,4 +447,5 @@ pub fn record(
         };
         stats::event(cfg, &ev);
     }
+    slot
 }

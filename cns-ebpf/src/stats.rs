@@ -1,6 +1,10 @@
 //! Counters (per namespace pair), datapath statistics and rate-limited events.
 
-use aya_ebpf::{Global, bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use aya_ebpf::{
+    Global,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+};
 use cns_common::{
     VERDICT_FORWARDED,
     maps::{
@@ -116,7 +120,12 @@ pub fn count(key: &CounterKey, bytes: u32) -> u32 {
     s
 }
 
-/// Emits `ev` if this CPU's token bucket allows; counts what was suppressed or lost.
+/// Emits `ev` if this CPU's token bucket allows, stamped with the time (`ts_ns` is set
+/// here, only for events that go out); counts what was suppressed or lost. The bucket runs
+/// on the coarse clock (`bpf_ktime_get_coarse_ns`, the last tick): a flood's suppressed
+/// events then cost no precise clock read and, within a tick, no refill arithmetic. Rate
+/// and burst are as configured; tokens come in once a tick (a few ms) instead of
+/// continuously.
 #[inline(always)]
 pub fn event(cfg: &Config, ev: &Event) {
     if cfg.event_rate == 0 {
@@ -127,19 +136,26 @@ pub fn event(cfg: &Config, ev: &Event) {
     };
     // SAFETY: per-CPU value, only this CPU writes it.
     let rl = unsafe { &mut *rl };
-    let now = ev.ts_ns;
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let elapsed = now.saturating_sub(rl.last_ns);
     let burst = cfg.event_burst as u64;
-    // tokens are kept in millionths so slow rates still refill.
-    let refill = elapsed / 1000 * cfg.event_rate as u64;
-    rl.tokens = core::cmp::min(burst * 1_000_000, rl.tokens + refill);
-    rl.last_ns = now;
-    if rl.tokens < 1_000_000 {
+    let mut tokens = rl.tokens;
+    if elapsed != 0 {
+        // tokens are kept in millionths so slow rates still refill.
+        tokens += elapsed / 1000 * cfg.event_rate as u64;
+        rl.last_ns = now;
+    }
+    tokens = core::cmp::min(burst * 1_000_000, tokens);
+    if tokens < 1_000_000 {
+        rl.tokens = tokens;
         incr(STAT_EVENTS_SUPPRESSED);
         return;
     }
-    rl.tokens -= 1_000_000;
-    if CNS_EVENTS.output::<Event>(ev, 0).is_err() {
+    rl.tokens = tokens - 1_000_000;
+    let mut ev = *ev;
+    ev.ts_ns = now_ns();
+    if CNS_EVENTS.output::<Event>(&ev, 0).is_err() {
         incr(STAT_EVENTS_LOST);
     }
 }

@@ -2,7 +2,8 @@
 //! namespaces, pods, labels and policies (selectors, ipBlocks with except, port ranges,
 //! named ports, both directions), compiled and written to the maps by the agent's own
 //! pipeline; random flows to and from one pod run through `BPF_PROG_TEST_RUN`; the kernel's
-//! verdict must equal `policy::evaluate`'s for every flow.
+//! verdict must equal `policy::evaluate`'s for every flow, and so must `cns_xdp`'s for
+//! every ingress flow, run twice (the second run of a denied flow hits the deny cache).
 //!
 //! `CNS_DIFF_CASES` sets the number of random clusters (default 1000, each with 24 flows);
 //! run a long mode locally with e.g. `CNS_DIFF_CASES=20000`. A mismatch is shrunk by
@@ -16,7 +17,7 @@ use std::{
 
 use cns_agent::{
     encode::{self, MapContents},
-    loader::{Datapath, PROG_FROM_POD, PROG_TO_POD},
+    loader::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     policy::{
         Flow, compile, evaluate,
         model::{Allocations, NodeContext, ObjectRef, Snapshot},
@@ -391,6 +392,29 @@ fn check(c: &Cluster, flows: &[TestFlow]) -> Result<(), TestCaseError> {
             if verdict == -1 { "pass" } else { "drop" },
             v
         );
+        // XDP on the uplink decides ingress the same way, twice: the second run of a
+        // denied flow drops on the deny cache entry the first left (entries of earlier
+        // clusters carry older revisions and must be ignored).
+        if f.ingress {
+            for run in ["first", "cached"] {
+                let xdp =
+                    k.dp.test_run(PROG_XDP, &packet(src, dst, f.proto, f.port))
+                        .expect("xdp test run");
+                prop_assert_eq!(
+                    xdp == XDP_PASS,
+                    expected,
+                    "XDP ({} run) ingress {} -> {} proto {} port {}: kernel {}, evaluator {:?}",
+                    run,
+                    src,
+                    dst,
+                    f.proto,
+                    f.port,
+                    if xdp == XDP_PASS { "pass" } else { "drop" },
+                    v
+                );
+                prop_assert!(xdp == XDP_PASS || xdp == XDP_DROP, "XDP returned {xdp}");
+            }
+        }
     }
     Ok(())
 }

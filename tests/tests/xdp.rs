@@ -19,7 +19,8 @@ use cns_agent::{
     reconcile, uplink,
 };
 use cns_common::maps::{
-    self as m, CtEntry, CtKey, STAT_XDP_ALLOWED, STAT_XDP_AUDIT, STAT_XDP_DROPPED,
+    self as m, CtEntry, CtKey, DenyEntry, DenyKey, STAT_XDP_ALLOWED, STAT_XDP_AUDIT,
+    STAT_XDP_DROPPED,
 };
 use cns_tests::{
     cluster::Cluster,
@@ -331,6 +332,184 @@ fn xdp_follows_policy_revisions() {
         .unwrap(),
         XDP_DROP
     );
+}
+
+fn deny_cache_entry(pin_dir: &Path, src: [u8; 4], dst: [u8; 4], dport: u16) -> Option<DenyEntry> {
+    let data = aya::maps::MapData::from_pin(cns_agent::paths::pinned_map(pin_dir, m::DENY_CACHE))
+        .expect("open the pinned deny cache");
+    let map: aya::maps::HashMap<_, DenyKey, DenyEntry> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("deny cache");
+    let key = DenyKey {
+        saddr: u32::from_ne_bytes(src),
+        daddr: u32::from_ne_bytes(dst),
+        dport: dport.to_be(),
+        proto: TCP,
+        _pad: 0,
+    };
+    map.get(&key, 0).ok()
+}
+
+/// Writes the maps for `manifests` (the fixture's endpoints), the agent's way: the
+/// difference from what `old` compiled to.
+fn rewrite(dp: &mut Datapath, old: &str, new: &str) {
+    let contents = |manifests: &str| {
+        let (snapshot, errors) = cns_agent::source::load(
+            &[("m.yaml".into(), Ok(manifests.to_owned()))],
+            &mut cns_agent::source::LastGood::default(),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let node = cns_agent::policy::model::NodeContext {
+            node_name: kernel::NODE.into(),
+            node_ips: Default::default(),
+        };
+        let desired = cns_agent::policy::compile::compile(
+            &snapshot,
+            &node,
+            &cns_agent::policy::model::Allocations::default(),
+        );
+        let ifindexes = BTreeMap::from([
+            (cns_agent::policy::model::ObjectRef::new("a", "server"), 1),
+            (cns_agent::policy::model::ObjectRef::new("c", "open"), 2),
+        ]);
+        cns_agent::encode::encode(&desired, &ifindexes)
+    };
+    let ops = reconcile::diff(&contents(new), &contents(old));
+    assert!(!ops.is_empty(), "the manifests differ in the maps");
+    let failed = reconcile::apply(dp, &ops);
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// A second policy: TCP 80 from 10.0.3.0/24 (`STRANGER`) as well.
+const ALLOW_STRANGER: &str = "
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: strangers, namespace: a}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{ipBlock: {cidr: 10.0.3.0/24}}]
+    ports: [{protocol: TCP, port: 80}]
+";
+
+/// A denied flood (one source, many source ports) is dropped on the deny cache after its
+/// first packet, each packet counted and reported as before; the cache lasts exactly as
+/// long as the policy revision it was made under: the very next packet after the agent's
+/// revision bump that follows an allowing policy passes.
+#[test]
+fn xdp_deny_cache_does_not_outlive_a_policy_change() {
+    if !kernel_or_skip("xdp deny cache, policy change") {
+        return;
+    }
+    let mut f = fixture(false);
+    let flood = |dp: &Datapath, sport: u16| {
+        dp.test_run(
+            PROG_XDP,
+            &ipv4(STRANGER, SERVER, TCP, 0, &tcp(sport, 80, SYN)),
+        )
+        .expect("xdp test run")
+    };
+    assert!(deny_cache_entry(&f.pin_dir, STRANGER, SERVER, 80).is_none());
+    for sport in 1000..1100 {
+        assert_eq!(flood(&f.dp, sport), XDP_DROP, "sport {sport}");
+    }
+    let entry = deny_cache_entry(&f.pin_dir, STRANGER, SERVER, 80).expect("cached");
+    assert_eq!(entry.revision, 1);
+    assert_ne!(entry.counter, 0);
+    assert_eq!(stat(&f.dp, STAT_XDP_DROPPED), 100);
+    assert_eq!(
+        counted(&f.dp, cns_common::VERDICT_DROPPED),
+        100,
+        "each counted"
+    );
+    // Other ports and sources are decided on their own (and dropped: nothing allows them).
+    assert_eq!(
+        xdp_run(&f.dp, &ipv4(STRANGER, SERVER, TCP, 0, &tcp(1000, 81, SYN))),
+        XDP_DROP
+    );
+    assert_eq!(
+        xdp_run(&f.dp, &ipv4(CLIENT, SERVER, TCP, 0, &tcp(1000, 80, SYN))),
+        XDP_PASS,
+        "the cache is per source: b/client is allowed"
+    );
+
+    // The allowing policy's maps, written without the revision bump the agent always does
+    // after them: the entry still decides (this is what the revision guards).
+    let both = format!("{MANIFESTS}{ALLOW_STRANGER}");
+    rewrite(&mut f.dp, MANIFESTS, &both);
+    assert_eq!(
+        flood(&f.dp, 2000),
+        XDP_DROP,
+        "same revision: the cached drop"
+    );
+    // The revision bump: the very next packet is decided again, and passes; so does TC.
+    kernel::set_mode(&mut f.dp, false, 2);
+    assert_eq!(
+        flood(&f.dp, 2001),
+        XDP_PASS,
+        "allowed after the policy change"
+    );
+    assert_eq!(
+        f.dp.test_run(
+            PROG_TO_POD,
+            &ipv4(STRANGER, SERVER, TCP, 0, &tcp(2001, 80, SYN))
+        )
+        .unwrap(),
+        TC_PASS
+    );
+    assert_eq!(flood(&f.dp, 2002), XDP_PASS);
+    assert_eq!(stat(&f.dp, STAT_XDP_DROPPED), 102);
+
+    // And back: the policy removed, a new revision: dropped again (cached anew).
+    rewrite(&mut f.dp, &both, MANIFESTS);
+    kernel::set_mode(&mut f.dp, false, 3);
+    assert_eq!(flood(&f.dp, 3000), XDP_DROP);
+    assert_eq!(flood(&f.dp, 3001), XDP_DROP);
+    let entry = deny_cache_entry(&f.pin_dir, STRANGER, SERVER, 80).expect("cached");
+    assert_eq!(entry.revision, 3);
+}
+
+/// A cached drop does not outlive a switch to audit mode: with a new revision (what the
+/// agent writes), and even with the mode alone changed (the entry's audit state is checked
+/// on every hit).
+#[test]
+fn xdp_deny_cache_does_not_outlive_audit_mode() {
+    if !kernel_or_skip("xdp deny cache, audit mode") {
+        return;
+    }
+    let mut f = fixture(false);
+    let flood = |dp: &Datapath, sport: u16| {
+        dp.test_run(
+            PROG_XDP,
+            &ipv4(STRANGER, SERVER, TCP, 0, &tcp(sport, 80, SYN)),
+        )
+        .expect("xdp test run")
+    };
+    assert_eq!(flood(&f.dp, 1000), XDP_DROP);
+    assert_eq!(flood(&f.dp, 1001), XDP_DROP);
+    assert!(deny_cache_entry(&f.pin_dir, STRANGER, SERVER, 80).is_some());
+    // Audit mode with the agent's revision bump.
+    kernel::set_mode(&mut f.dp, true, 2);
+    assert_eq!(flood(&f.dp, 1002), XDP_PASS, "audit: passes");
+    assert_eq!(stat(&f.dp, STAT_XDP_AUDIT), 1);
+    // Blocking again: dropped, cached anew.
+    kernel::set_mode(&mut f.dp, false, 3);
+    assert_eq!(flood(&f.dp, 1003), XDP_DROP);
+    assert_eq!(flood(&f.dp, 1004), XDP_DROP);
+    assert_eq!(
+        deny_cache_entry(&f.pin_dir, STRANGER, SERVER, 80).map(|e| e.revision),
+        Some(3)
+    );
+    // Audit mode alone, same revision: still not dropped.
+    kernel::set_mode(&mut f.dp, true, 3);
+    assert_eq!(flood(&f.dp, 1005), XDP_PASS, "audit, same revision: passes");
+    assert_eq!(stat(&f.dp, STAT_XDP_AUDIT), 2);
+    assert_eq!(stat(&f.dp, STAT_XDP_DROPPED), 4);
+}
+
+fn xdp_run(dp: &Datapath, pkt: &[u8]) -> i32 {
+    dp.test_run(PROG_XDP, pkt).expect("xdp test run")
 }
 
 /// ns per packet for a denied packet at XDP and at TC (`BPF_PROG_TEST_RUN`, `repeat` runs,

@@ -6,12 +6,15 @@
 //! endpoint 1 at ifindex 1 (the loopback: the skb device of a test run). Then, trial after
 //! trial, interleaved: the empty program (the floor), and `cns_to_pod` / `cns_from_pod` for
 //! an established flow (conntrack hit), a new allowed flow, a new denied flow and an
-//! audit-mode would-be drop. New-flow cases run with `CONFIG_NO_CONNTRACK_CREATE` so
-//! repeats stay new.
+//! audit-mode would-be drop. New-flow cases run with `CONFIG_NO_CONNTRACK_CREATE` (and
+//! `CONFIG_NO_DENY_CACHE`) so repeats stay new.
 //!
 //! XDP (`cns_xdp`, the uplink's early filter) runs on the same packets as `cns_to_pod`,
-//! interleaved with it: established, new allowed, new denied, audit would-be drop, plus a
-//! packet for an address that is not a local pod (it passes after one lookup). Its floor
+//! interleaved with it: established, new allowed, new denied, audit would-be drop, a denied
+//! flood (new denied's packets with the deny cache on: after the first packet of a key, a
+//! deny cache hit; compared with `cns_to_pod`'s new denied, what TC pays for each packet of
+//! the flood), plus a packet for an address that is not a local pod (it passes after one
+//! lookup). Its floor
 //! is an empty XDP program the bench loads itself ([`super::rawbpf`]: cns-ebpf has no empty
 //! XDP program); each XDP row also gives its ratio to `cns_to_pod` on the same packet.
 //!
@@ -39,7 +42,7 @@ use cns_agent::{
 };
 use cns_common::{
     IDENTITY_FIRST_POD, NS_FIRST,
-    maps::{CONFIG_NO_CONNTRACK_CREATE, Config},
+    maps::{CONFIG_NO_CONNTRACK_CREATE, CONFIG_NO_DENY_CACHE, Config},
 };
 use serde_json::{Value, json};
 
@@ -77,6 +80,9 @@ pub enum Case {
     NewAllowed,
     NewDenied,
     AuditDrop,
+    /// XDP only: new denied's packets with the deny cache on (a flood: every packet after
+    /// the first of its key hits the cache).
+    DeniedFlood,
     /// XDP only: a packet for an address that is not a local pod.
     PassThrough,
 }
@@ -97,21 +103,23 @@ impl Case {
             Case::NewAllowed => "new allowed",
             Case::NewDenied => "new denied",
             Case::AuditDrop => "audit would-be drop",
+            Case::DeniedFlood => "denied flood (deny cache)",
             Case::PassThrough => "not for a local pod",
         }
     }
 
     /// The cases of `cns_xdp`.
-    pub const XDP: [Case; 5] = [
+    pub const XDP: [Case; 6] = [
         Case::Established,
         Case::NewAllowed,
         Case::NewDenied,
+        Case::DeniedFlood,
         Case::AuditDrop,
         Case::PassThrough,
     ];
 
     fn expected(self, program: &str) -> Option<i32> {
-        let denied = self == Case::NewDenied;
+        let denied = matches!(self, Case::NewDenied | Case::DeniedFlood);
         match program {
             PROG_EMPTY | XDP_EMPTY => None,
             PROG_XDP => Some(if denied { XDP_DROP } else { XDP_PASS }),
@@ -126,10 +134,10 @@ impl Case {
             // The agent's defaults (--event-rate 100 --event-burst 200).
             event_rate: 100,
             event_burst: 200,
-            flags: if matches!(self, Case::Established | Case::Empty | Case::PassThrough) {
-                0
-            } else {
-                CONFIG_NO_CONNTRACK_CREATE
+            flags: match self {
+                Case::Established | Case::Empty | Case::PassThrough => 0,
+                Case::DeniedFlood => CONFIG_NO_CONNTRACK_CREATE,
+                _ => CONFIG_NO_CONNTRACK_CREATE | CONFIG_NO_DENY_CACHE,
             },
             _pad: 0,
         }
@@ -466,11 +474,19 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
     let empty = out[0].clone_as(XDP_EMPTY);
     out.push(empty);
     for case in Case::XDP {
+        let twin = if case == Case::DeniedFlood {
+            Case::NewDenied
+        } else {
+            case
+        };
         let v = match out
             .iter()
-            .find(|v| v.program == PROG_TO_POD && v.case == case)
+            .find(|v| v.program == PROG_TO_POD && v.case == twin)
         {
-            Some(tc) => tc.clone_as(PROG_XDP),
+            Some(tc) => Variant {
+                case,
+                ..tc.clone_as(PROG_XDP)
+            },
             None => {
                 // Not for a local pod: between two remote pods.
                 let pkt = |r: usize, sport: u16| {
@@ -648,6 +664,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
             }
             .expect("the floors are variants");
             let tc_twin = match v.program {
+                PROG_XDP if v.case == Case::DeniedFlood => index(PROG_TO_POD, Case::NewDenied),
                 PROG_XDP => index(PROG_TO_POD, v.case),
                 XDP_EMPTY => index(PROG_EMPTY, Case::Empty),
                 _ => None,
@@ -671,8 +688,9 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         };
         let est = find(PROG_TO_POD, Case::Established);
         let xdp_denied = find(PROG_XDP, Case::NewDenied);
+        let xdp_flood = find(PROG_XDP, Case::DeniedFlood);
         progress(&format!(
-            "kernel: {} x {} done in {:.1}s (to_pod established {:.0} ns, {:.2}x empty; xdp denied {:.0} ns, {:.2}x empty XDP, {:.2}x to_pod)",
+            "kernel: {} x {} done in {:.1}s (to_pod established {:.0} ns, {:.2}x empty; xdp denied {:.0} ns, {:.2}x empty XDP, {:.2}x to_pod; xdp denied flood {:.0} ns, {:.2}x to_pod new denied)",
             size.policy,
             size.ipcache,
             t0.elapsed().as_secs_f64(),
@@ -681,6 +699,8 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
             xdp_denied.map_or(0.0, |m| m.ns.median),
             xdp_denied.map_or(0.0, |m| m.ratio.median),
             xdp_denied.and_then(|m| m.vs_tc).map_or(0.0, |s| s.median),
+            xdp_flood.map_or(0.0, |m| m.ns.median),
+            xdp_flood.and_then(|m| m.vs_tc).map_or(0.0, |s| s.median),
         ));
         drop(loaded);
     }

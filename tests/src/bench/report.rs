@@ -552,9 +552,9 @@ fn xdp_tables(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
         let _ = writeln!(s, "#### {} keys\n", keys.name());
         let _ = writeln!(
             s,
-            "| policy entries | ipcache entries | empty XDP | established | new allowed | new denied | audit would-be drop | not for a local pod |"
+            "| policy entries | ipcache entries | empty XDP | established | new allowed | new denied | denied flood (deny cache; after the slash: vs cns_to_pod new denied) | audit would-be drop | not for a local pod |"
         );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for size in &p.sizes {
             let f = |program: &str, case: Case| {
                 find(ms, size.policy, size.ipcache, program, case, keys)
