@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::{
     flood::{FloodVariant, Generator},
     kernel::{Case, XDP_EMPTY},
+    traffic::Placement,
 };
 use cns_agent::loader::{PROG_EMPTY, PROG_TO_POD, PROG_XDP};
 
@@ -391,32 +392,43 @@ fn variant_color(name: &str) -> RGBColor {
     }
 }
 
-/// Request/response latency p50 and p99 per traffic variant.
+/// Request/response latency p50 and p99 per traffic variant: a bar per placement (same and
+/// cross vCPU, when measured), or one per variant for reports from before the placements
+/// (`rr_p50_us`).
 fn latency_chart(report: &Value) -> Option<Chart> {
     let results = report["traffic"]["results"].as_array()?;
-    let rows = |key: &str| -> Vec<(String, RGBColor, Stat)> {
-        results
-            .iter()
-            .filter_map(|r| {
-                let name = r["variant"].as_str()?;
-                Some((name.to_owned(), variant_color(name), stat(&r[key])?))
-            })
-            .collect()
+    let rows = |q: &str| -> Vec<(String, RGBColor, Stat)> {
+        let mut rows = Vec::new();
+        for r in results {
+            let Some(name) = r["variant"].as_str() else {
+                continue;
+            };
+            if let Some(old) = stat(&r[format!("rr_{q}_us")]) {
+                rows.push((name.to_owned(), variant_color(name), old));
+            }
+            for p in Placement::ALL {
+                if let Some(x) = stat(&r[format!("rr_{}_{q}_us", p.key())]) {
+                    rows.push((format!("{name}, {}", p.name()), variant_color(name), x));
+                }
+            }
+        }
+        rows
     };
-    let (p50, p99) = (rows("rr_p50_us"), rows("rr_p99_us"));
+    let (p50, p99) = (rows("p50"), rows("p99"));
     if p50.is_empty() || p99.is_empty() {
         return None;
     }
-    let svg = svg((1100, 80 + 50 * p50.len() as u32), |root| {
-        let (left, right) = root.split_horizontally(620);
-        bar_panel(&left, "request/response p50", "µs", &p50, 270)?;
+    let svg = svg((1200, 80 + 38 * p50.len() as u32), |root| {
+        let (left, right) = root.split_horizontally(680);
+        bar_panel(&left, "request/response p50", "µs", &p50, 330)?;
         bar_panel(&right, "request/response p99", "µs", &p99, 0)
     })?;
     Some(Chart {
         section: Section::Traffic,
         file: "bench-latency.svg",
-        caption: "TCP request/response latency between two pods (µs): bars are the median over \
-                  trials, whiskers min-max"
+        caption: "TCP request/response latency between two pods (µs), client and server threads \
+                  pinned to the same vCPU and to two vCPUs: bars are the median over trials, \
+                  whiskers min-max"
             .into(),
         svg,
     })

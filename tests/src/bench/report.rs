@@ -9,6 +9,7 @@ use super::{
     control::{ControlResult, Incremental},
     flood::{FloodReport, FloodVariant, Generator},
     kernel::{Case, Keys, Measure, XDP_EMPTY},
+    traffic::{Placement, TrafficReport, VariantResult},
 };
 use cns_agent::loader::{PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP};
 
@@ -221,10 +222,13 @@ impl Report {
         if let Some(t) = &self.traffic {
             for r in t.results.iter().skip(1) {
                 h.push(format!(
-                    "{} vs no enforcement: request/response p50 {:.3}x, p99 {:.3}x; new connections/s {:.3}x; 1-stream throughput {:.3}x; denied UDP flood sent {:.3}x",
+                    "{} vs no enforcement: request/response {}; new connections/s {:.3}x; 1-stream throughput {:.3}x; denied UDP flood sent {:.3}x",
                     r.variant,
-                    r.ratio["rr_p50"].as_f64().unwrap_or(0.0),
-                    r.ratio["rr_p99"].as_f64().unwrap_or(0.0),
+                    Placement::ALL
+                        .iter()
+                        .map(|&p| rr_ratios(r, p))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     r.ratio["new_connections_per_s"].as_f64().unwrap_or(0.0),
                     r.ratio["throughput_1_stream"].as_f64().unwrap_or(0.0),
                     r.ratio["denied_flood_pps"].as_f64().unwrap_or(0.0),
@@ -373,59 +377,7 @@ impl Report {
             let _ = writeln!(s, "Skipped: {why}\n");
         }
         if let Some(t) = self.traffic.as_ref().filter(|t| !t.results.is_empty()) {
-            let _ = writeln!(
-                s,
-                "Two pods of one virtual node (client 10.0.2.10 -> server 10.0.1.10, both isolated by \
-                 policies allowing the flow, so each packet meets two enforcement points), in-process sockets \
-                 in the pods' network namespaces. Variants interleaved over {} trials; median (min-max), and \
-                 in bold the median per-trial ratio to no enforcement. cns: the real agent in blocking mode \
-                 (unrelated rules: policies selecting the server for other pods on another node, one port \
-                 each). iptables: `{}`, kube-router style in the node netns (conntrack ESTABLISHED accept \
-                 first, per-pod chains, ipset matches, unrelated rules before the matching one, default \
-                 drop). CPU per Gbit: user+system CPU of the benchmark process (sender and receiver \
-                 threads; softirq time charged elsewhere is not included). Denied flood: datagrams per \
-                 second one socket sender pushes at a port no rule allows (no enforcement: delivered, \
-                 nothing listens).\n",
-                t.trials, t.iptables
-            );
-            charts::embed(&mut s, &charts, Section::Traffic);
-            let _ = writeln!(
-                s,
-                "| variant | RR p50 µs | RR p99 µs | new conn/s | 1 stream Gbit/s | 4 streams Gbit/s | CPU s per Gbit (1 stream) | denied UDP flood kpps |"
-            );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
-            for r in &t.results {
-                let c = |x: &super::Summary, key: &str, digits: usize| {
-                    let ratio = r.ratio[key].as_f64().unwrap_or(1.0);
-                    format!(
-                        "{:.d$} ({:.d$}-{:.d$}) **{:.3}x**",
-                        x.median,
-                        x.min,
-                        x.max,
-                        ratio,
-                        d = digits
-                    )
-                };
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                    r.variant,
-                    c(&r.rr_p50_us, "rr_p50", 1),
-                    c(&r.rr_p99_us, "rr_p99", 1),
-                    c(&r.conn_per_s, "new_connections_per_s", 0),
-                    c(&r.gbit_1, "throughput_1_stream", 2),
-                    c(&r.gbit_4, "throughput_4_streams", 2),
-                    c(&r.cpu_s_per_gbit_1, "cpu_per_gbit_1_stream", 3),
-                    c(&r.flood_kpps, "denied_flood_pps", 0),
-                );
-            }
-            for n in &t.notes {
-                let _ = writeln!(s, "\n{n}");
-            }
-            let _ = writeln!(
-                s,
-                "\nNot measured: same-vCPU vs cross-vCPU placement (threads are not pinned).\n"
-            );
+            traffic_table(&mut s, t, &charts);
         }
         if let Some(f) = self.traffic.as_ref().and_then(|t| t.flood.as_ref()) {
             flood_table(&mut s, f, &charts);
@@ -709,4 +661,211 @@ fn flood_table(s: &mut String, f: &FloodReport, charts: &[Chart]) {
         let _ = writeln!(s, "\n{n}");
     }
     let _ = writeln!(s);
+}
+
+/// "same vCPU p50 1.020x, p99 1.100x" (or "cross vCPU not measurable").
+fn rr_ratios(r: &VariantResult, p: Placement) -> String {
+    let key = |q: &str| r.ratio[format!("rr_{}_{q}", p.key())].as_f64();
+    match (key("p50"), key("p99")) {
+        (Some(p50), Some(p99)) => format!("{} p50 {p50:.3}x, p99 {p99:.3}x", p.name()),
+        _ => format!("{} not measurable", p.name()),
+    }
+}
+
+/// Where the request/response threads ran, for the text above the table.
+fn placement_text(t: &TrafficReport) -> String {
+    Placement::ALL
+        .iter()
+        .zip(t.rr_cpus)
+        .map(|(p, c)| match c {
+            Some((client, server)) => {
+                format!(
+                    "{}: client on CPU {client}, server on CPU {server}",
+                    p.name()
+                )
+            }
+            None => format!("{}: not measurable (one CPU)", p.name()),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Section 2's table: pod to pod, per variant.
+fn traffic_table(s: &mut String, t: &TrafficReport, charts: &[Chart]) {
+    let _ = writeln!(
+        s,
+        "Two pods of one virtual node (client 10.0.2.10 -> server 10.0.1.10, both isolated by \
+         policies allowing the flow, so each packet meets two enforcement points), in-process sockets \
+         in the pods' network namespaces. Variants interleaved over {} trials; median (min-max), and \
+         in bold the median per-trial ratio to no enforcement. cns: the real agent in blocking mode \
+         (unrelated rules: policies selecting the server for other pods on another node, one port \
+         each). iptables: `{}`, kube-router style in the node netns (conntrack ESTABLISHED accept \
+         first, per-pod chains, ipset matches, unrelated rules before the matching one, default \
+         drop). RR: 64-byte request/response round trips on one connection, measured twice per \
+         variant and trial with the client thread and the server's thread pinned (sched_setaffinity) \
+         to the same vCPU and to two different vCPUs ({}), the order alternating from trial to \
+         trial; the kernel's work for each packet runs mostly on the sending thread's CPU, so \
+         cross-vCPU adds a wake-up of the other CPU each way. Other threads are not pinned. CPU \
+         per Gbit: user+system CPU of the benchmark process (sender and receiver threads; softirq \
+         time charged elsewhere is not included). Denied flood: datagrams per second one socket \
+         sender pushes at a port no rule allows (no enforcement: delivered, nothing listens).\n",
+        t.trials,
+        t.iptables,
+        placement_text(t)
+    );
+    charts::embed(s, charts, Section::Traffic);
+    let _ = writeln!(
+        s,
+        "| variant | RR p50 µs same vCPU | RR p99 µs same vCPU | RR p50 µs cross vCPU | RR p99 µs cross vCPU | new conn/s | 1 stream Gbit/s | 4 streams Gbit/s | CPU s per Gbit (1 stream) | denied UDP flood kpps |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &t.results {
+        let c = |x: &super::Summary, key: &str, digits: usize| {
+            let ratio = r.ratio[key].as_f64().unwrap_or(1.0);
+            format!(
+                "{:.d$} ({:.d$}-{:.d$}) **{:.3}x**",
+                x.median,
+                x.min,
+                x.max,
+                ratio,
+                d = digits
+            )
+        };
+        let mut row = format!("| {} |", r.variant);
+        for p in Placement::ALL {
+            match r.rr(p) {
+                Some(l) => {
+                    let _ = write!(
+                        row,
+                        " {} | {} |",
+                        c(&l.p50_us, &format!("rr_{}_p50", p.key()), 1),
+                        c(&l.p99_us, &format!("rr_{}_p99", p.key()), 1)
+                    );
+                }
+                None => row.push_str(" not measurable (one CPU) | not measurable (one CPU) |"),
+            }
+        }
+        let _ = writeln!(
+            s,
+            "{row} {} | {} | {} | {} | {} |",
+            c(&r.conn_per_s, "new_connections_per_s", 0),
+            c(&r.gbit_1, "throughput_1_stream", 2),
+            c(&r.gbit_4, "throughput_4_streams", 2),
+            c(&r.cpu_s_per_gbit_1, "cpu_per_gbit_1_stream", 3),
+            c(&r.flood_kpps, "denied_flood_pps", 0),
+        );
+    }
+    for n in &t.notes {
+        let _ = writeln!(s, "\n{n}");
+    }
+    let _ = writeln!(s);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::bench::{Summary, traffic::Latency};
+
+    fn sum(x: f64) -> Summary {
+        Summary::of(&[x * 0.9, x, x * 1.2])
+    }
+
+    fn result(variant: &str, same: f64, cross: Option<f64>) -> VariantResult {
+        let lat = |x: f64| Latency {
+            p50_us: sum(x),
+            p99_us: sum(x * 4.0),
+        };
+        let r = |x: Option<f64>, base: f64| x.map(|x| (x / base * 1000.0).round() / 1000.0);
+        VariantResult {
+            variant: variant.into(),
+            rr_same_cpu: lat(same),
+            rr_cross_cpu: cross.map(lat),
+            conn_per_s: sum(20_000.0),
+            gbit_1: sum(10.0),
+            gbit_4: sum(20.0),
+            cpu_s_per_gbit_1: sum(0.1),
+            flood_kpps: sum(500.0),
+            ratio: json!({
+                "rr_same_cpu_p50": r(Some(same), 20.0), "rr_same_cpu_p99": r(Some(same), 20.0),
+                "rr_cross_cpu_p50": r(cross, 30.0), "rr_cross_cpu_p99": r(cross, 30.0),
+                "new_connections_per_s": 1.0, "throughput_1_stream": 1.0,
+                "throughput_4_streams": 1.0, "cpu_per_gbit_1_stream": 1.0, "denied_flood_pps": 1.0,
+            }),
+        }
+    }
+
+    fn report(cross: bool) -> Report {
+        let traffic = TrafficReport {
+            iptables: "iptables v1.8.11 (nf_tables)".into(),
+            trials: 3,
+            rr_cpus: [Some((0, 0)), cross.then_some((0, 1))],
+            results: vec![
+                result("no enforcement", 20.0, cross.then_some(30.0)),
+                result("cns, 10 unrelated rules", 22.0, cross.then_some(36.0)),
+            ],
+            notes: Vec::new(),
+            flood: None,
+        };
+        Report {
+            machine: json!({}),
+            quick: true,
+            command: "cargo xtask bench --quick".into(),
+            kernel: None,
+            kernel_skipped: None,
+            control: None,
+            traffic: Some(traffic),
+            traffic_skipped: None,
+            notes: Vec::new(),
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn latency_is_reported_per_placement() {
+        let rep = report(true);
+        let md = rep.markdown();
+        assert!(md.contains("same vCPU: client on CPU 0, server on CPU 0; cross vCPU: client on CPU 0, server on CPU 1"));
+        assert!(md.contains("| RR p50 µs same vCPU | RR p99 µs same vCPU | RR p50 µs cross vCPU | RR p99 µs cross vCPU |"));
+        assert!(md.contains(
+            "| cns, 10 unrelated rules | 22.0 (19.8-26.4) **1.100x** | 88.0 (79.2-105.6) **1.100x** | 36.0 (32.4-43.2) **1.200x** | 144.0 (129.6-172.8) **1.200x** |"
+        ), "{md}");
+        let h = rep.headlines();
+        assert_eq!(h.len(), 1);
+        assert!(h[0].starts_with(
+            "cns, 10 unrelated rules vs no enforcement: request/response same vCPU p50 1.100x, p99 1.100x, cross vCPU p50 1.200x, p99 1.200x;"
+        ), "{}", h[0]);
+        let j = rep.json();
+        let r = &j["traffic"]["results"][1];
+        assert_eq!(r["rr_same_cpu_p50_us"]["median"], 22.0);
+        assert_eq!(r["rr_cross_cpu_p99_us"]["median"], 144.0);
+        assert_eq!(r["ratio_to_no_enforcement"]["rr_cross_cpu_p50"], 1.2);
+        assert_eq!(j["traffic"]["rr_cpus"]["cross_cpu"]["server"], 1);
+        // The chart draws both placements.
+        let charts = rep.charts();
+        assert_eq!(charts.len(), 1);
+        assert!(
+            charts[0]
+                .svg
+                .contains("cns, 10 unrelated rules, cross vCPU")
+        );
+        assert!(charts[0].svg.contains("no enforcement, same vCPU"));
+    }
+
+    #[test]
+    fn one_cpu_reports_cross_cpu_as_not_measurable() {
+        let rep = report(false);
+        let md = rep.markdown();
+        assert!(md.contains("cross vCPU: not measurable (one CPU)"));
+        assert!(md.contains(
+            "| cns, 10 unrelated rules | 22.0 (19.8-26.4) **1.100x** | 88.0 (79.2-105.6) **1.100x** | not measurable (one CPU) | not measurable (one CPU) |"
+        ), "{md}");
+        assert!(rep.headlines()[0].contains("p99 1.100x, cross vCPU not measurable;"));
+        let j = rep.json();
+        assert!(j["traffic"]["results"][0]["rr_cross_cpu_p50_us"].is_null());
+        assert!(j["traffic"]["rr_cpus"]["cross_cpu"].is_null());
+        let charts = rep.charts();
+        assert!(!charts[0].svg.contains("cross vCPU"));
+    }
 }

@@ -2,7 +2,9 @@
 //! node (client 10.0.2.10 -> server 10.0.1.10), with in-process sockets in the pods'
 //! network namespaces:
 //!
-//! - TCP request/response latency (64 bytes each way, one connection, p50/p99),
+//! - TCP request/response latency (64 bytes each way, one connection, p50/p99), twice: with
+//!   the client and the server thread pinned to the same CPU, and to two different CPUs
+//!   ([`Placement`]; the second is not measurable on a machine with one CPU),
 //! - new TCP connections per second (connect, 1-byte exchange, close),
 //! - TCP bulk throughput, one and four streams, with the benchmark process's CPU per Gbit,
 //! - a denied UDP flood: datagrams per second one sender pushes while the drops happen.
@@ -19,11 +21,15 @@ use std::{
     process::Command,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use nix::{
+    sched::{CpuSet, sched_getaffinity, sched_setaffinity},
+    unistd::Pid,
+};
 use serde_json::{Value, json};
 
 use super::{Options, Summary, percentile, round3};
@@ -56,12 +62,73 @@ impl Variant {
     }
 }
 
+/// Where the request/response client and server threads run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Both pinned to one CPU.
+    SameCpu,
+    /// Pinned to two different CPUs.
+    CrossCpu,
+}
+
+impl Placement {
+    pub const ALL: [Placement; 2] = [Placement::SameCpu, Placement::CrossCpu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::SameCpu => "same vCPU",
+            Placement::CrossCpu => "cross vCPU",
+        }
+    }
+
+    /// The infix of its `bench.json` keys (`rr_same_cpu_p50_us`, ratio `rr_same_cpu_p50`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Placement::SameCpu => "same_cpu",
+            Placement::CrossCpu => "cross_cpu",
+        }
+    }
+}
+
+/// The (client, server) CPUs of each placement, from the CPUs this process may run on: the
+/// first one for both, then the first and the second; `None` for cross-CPU with one CPU.
+pub fn placement_cpus(allowed: &[usize]) -> Option<[Option<(usize, usize)>; 2]> {
+    let first = *allowed.first()?;
+    Some([Some((first, first)), allowed.get(1).map(|&b| (first, b))])
+}
+
+/// The CPUs the calling thread may run on.
+fn allowed_cpus() -> Vec<usize> {
+    sched_getaffinity(Pid::from_raw(0))
+        .map(|set| {
+            (0..CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_current_thread(cpu: usize) -> nix::Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+}
+
+/// Request/response p50 and p99 of one placement: one value per trial.
+#[derive(Clone, Debug)]
+pub struct Latency {
+    pub p50_us: Summary,
+    pub p99_us: Summary,
+}
+
 /// Per variant, per metric: one value per trial.
 #[derive(Clone, Debug)]
 pub struct VariantResult {
     pub variant: String,
-    pub rr_p50_us: Summary,
-    pub rr_p99_us: Summary,
+    pub rr_same_cpu: Latency,
+    /// `None`: not measurable (one CPU).
+    pub rr_cross_cpu: Option<Latency>,
     pub conn_per_s: Summary,
     pub gbit_1: Summary,
     pub gbit_4: Summary,
@@ -72,11 +139,21 @@ pub struct VariantResult {
 }
 
 impl VariantResult {
+    pub fn rr(&self, p: Placement) -> Option<&Latency> {
+        match p {
+            Placement::SameCpu => Some(&self.rr_same_cpu),
+            Placement::CrossCpu => self.rr_cross_cpu.as_ref(),
+        }
+    }
+
     pub fn json(&self) -> Value {
+        let rr = |p: Placement, f: fn(&Latency) -> &Summary| self.rr(p).map(|l| f(l).json());
         json!({
             "variant": self.variant,
-            "rr_p50_us": self.rr_p50_us.json(),
-            "rr_p99_us": self.rr_p99_us.json(),
+            "rr_same_cpu_p50_us": rr(Placement::SameCpu, |l| &l.p50_us),
+            "rr_same_cpu_p99_us": rr(Placement::SameCpu, |l| &l.p99_us),
+            "rr_cross_cpu_p50_us": rr(Placement::CrossCpu, |l| &l.p50_us),
+            "rr_cross_cpu_p99_us": rr(Placement::CrossCpu, |l| &l.p99_us),
             "new_connections_per_s": self.conn_per_s.json(),
             "throughput_gbit_1_stream": self.gbit_1.json(),
             "throughput_gbit_4_streams": self.gbit_4.json(),
@@ -90,6 +167,9 @@ impl VariantResult {
 pub struct TrafficReport {
     pub iptables: String,
     pub trials: usize,
+    /// (client, server) CPUs of the request/response measurement per [`Placement`]
+    /// (`None`: not measurable).
+    pub rr_cpus: [Option<(usize, usize)>; 2],
     /// Between two pods (empty when not run).
     pub results: Vec<VariantResult>,
     pub notes: Vec<String>,
@@ -102,6 +182,9 @@ impl TrafficReport {
         json!({
             "iptables_backend": self.iptables,
             "trials": self.trials,
+            "rr_cpus": Placement::ALL.iter().zip(self.rr_cpus).map(|(p, c)| {
+                (p.key().to_owned(), c.map_or(Value::Null, |(client, server)| json!({"client": client, "server": server})))
+            }).collect::<serde_json::Map<String, Value>>(),
             "results": self.results.iter().map(VariantResult::json).collect::<Vec<_>>(),
             "notes": self.notes,
             "uplink_flood": self.flood.as_ref().map(super::flood::FloodReport::json),
@@ -257,13 +340,23 @@ fn process_cpu_s() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn start_servers(server_ns: &str, stop: Arc<AtomicBool>) {
+/// `pin`: the CPU the echo server's thread for the next connections runs on
+/// (`usize::MAX`: not pinned); the client sets it before connecting.
+fn start_servers(server_ns: &str, stop: Arc<AtomicBool>, pin: Arc<AtomicUsize>) {
     let echo = in_netns(server_ns, || {
         TcpListener::bind((Ipv4Addr::UNSPECIFIED, ECHO_PORT)).expect("bind echo")
     });
     std::thread::spawn(move || {
         for mut conn in echo.incoming().flatten() {
+            let cpu = pin.load(Ordering::SeqCst);
             std::thread::spawn(move || {
+                if cpu != usize::MAX
+                    && let Err(e) = pin_current_thread(cpu)
+                {
+                    // The client sees the connection closed and reports the error.
+                    eprintln!("echo server: pin to CPU {cpu}: {e}");
+                    return;
+                }
                 let _ = conn.set_nodelay(true);
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = conn.read(&mut buf) {
@@ -294,8 +387,8 @@ fn start_servers(server_ns: &str, stop: Arc<AtomicBool>) {
 }
 
 struct Trial {
-    rr_p50_us: f64,
-    rr_p99_us: f64,
+    /// (p50, p99) in µs per [`Placement`]; `None`: not measurable.
+    rr: [Option<(f64, f64)>; 2],
     conn_per_s: f64,
     gbit_1: f64,
     gbit_4: f64,
@@ -303,12 +396,18 @@ struct Trial {
     flood_kpps: f64,
 }
 
-fn measure(client_ns: &str, p: &Params) -> anyhow::Result<Trial> {
+/// Request/response round trips (µs) over one connection, the client pinned to `client`
+/// and the server's thread for it to `server`.
+fn request_response(
+    client_ns: &str,
+    (client, server): (usize, usize),
+    pin: &Arc<AtomicUsize>,
+    rr_count: usize,
+) -> anyhow::Result<Vec<f64>> {
     let echo = SocketAddr::from((SERVER, ECHO_PORT));
-    let sink = SocketAddr::from((SERVER, SINK_PORT));
-    let rr_count = p.rr_count;
-    // Request/response.
+    pin.store(server, Ordering::SeqCst);
     let rtts = in_netns(client_ns, move || -> std::io::Result<Vec<f64>> {
+        pin_current_thread(client).map_err(std::io::Error::from)?;
         let mut s = TcpStream::connect_timeout(&echo, Duration::from_secs(2))?;
         s.set_nodelay(true)?;
         let req = [7u8; 64];
@@ -323,7 +422,36 @@ fn measure(client_ns: &str, p: &Params) -> anyhow::Result<Trial> {
             }
         }
         Ok(out)
-    })?;
+    });
+    // Connections made from now on (the connection-rate test) get unpinned server threads;
+    // this one's was accepted (and pinned) before its first response.
+    pin.store(usize::MAX, Ordering::SeqCst);
+    Ok(rtts?)
+}
+
+/// One trial of every metric; `flip`: measure cross-CPU latency before same-CPU (alternated
+/// from trial to trial so that neither always runs first).
+fn measure(
+    client_ns: &str,
+    p: &Params,
+    cpus: [Option<(usize, usize)>; 2],
+    pin: &Arc<AtomicUsize>,
+    flip: bool,
+) -> anyhow::Result<Trial> {
+    let echo = SocketAddr::from((SERVER, ECHO_PORT));
+    let sink = SocketAddr::from((SERVER, SINK_PORT));
+    // Request/response, per placement.
+    let mut rr = [None; 2];
+    let mut order = [0, 1];
+    if flip {
+        order.reverse();
+    }
+    for i in order {
+        if let Some(c) = cpus[i] {
+            let rtts = request_response(client_ns, c, pin, p.rr_count)?;
+            rr[i] = Some((percentile(&rtts, 50.0), percentile(&rtts, 99.0)));
+        }
+    }
     // New connections.
     let conn_secs = p.conn_secs;
     let conns = in_netns(client_ns, move || -> std::io::Result<f64> {
@@ -392,8 +520,7 @@ fn measure(client_ns: &str, p: &Params) -> anyhow::Result<Trial> {
         Ok(n as f64 / t.elapsed().as_secs_f64() / 1000.0)
     })?;
     Ok(Trial {
-        rr_p50_us: percentile(&rtts, 50.0),
-        rr_p99_us: percentile(&rtts, 99.0),
+        rr,
         conn_per_s: conns,
         gbit_1,
         gbit_4,
@@ -484,6 +611,7 @@ pub fn run(
         return Ok(TrafficReport {
             iptables,
             trials: 0,
+            rr_cpus: [None; 2],
             results: Vec::new(),
             notes,
             flood,
@@ -495,17 +623,27 @@ pub fn run(
         &client.netns,
         &["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"],
     )?;
+    let allowed = allowed_cpus();
+    let cpus = placement_cpus(&allowed)
+        .ok_or_else(|| anyhow::anyhow!("sched_getaffinity: no CPU this process may run on"))?;
+    if cpus[1].is_none() {
+        notes.push(format!(
+            "Cross-vCPU request/response latency: not measurable, this process may run on one CPU only ({allowed:?})."
+        ));
+    }
     let stop = Arc::new(AtomicBool::new(false));
-    start_servers(&server.netns, stop.clone());
+    let pin = Arc::new(AtomicUsize::new(usize::MAX));
+    start_servers(&server.netns, stop.clone(), pin.clone());
 
     // Warm-up (not reported): first connections, page cache, CPU frequency.
-    measure(&client.netns, &p)?;
+    measure(&client.netns, &p, cpus, &pin, false)?;
     let mut trials: Vec<Vec<Trial>> = variants.iter().map(|_| Vec::new()).collect();
     for t in 0..p.trials {
         for (vi, v) in variants.iter().enumerate() {
             let started = Instant::now();
+            let flip = t % 2 == 1;
             let trial = match *v {
-                Variant::None => measure(&client.netns, &p)?,
+                Variant::None => measure(&client.netns, &p, cpus, &pin, flip)?,
                 Variant::Cns(n) => {
                     let files = manifests(n);
                     let refs: Vec<(&str, &str)> = files
@@ -513,23 +651,25 @@ pub fn run(
                         .map(|(a, b)| (a.as_str(), b.as_str()))
                         .collect();
                     let agent = AgentProcess::start(&node, false, &refs);
-                    let r = measure(&client.netns, &p);
+                    let r = measure(&client.netns, &p, cpus, &pin, flip);
                     drop(agent);
                     r?
                 }
                 Variant::Iptables(n) => {
                     iptables_up(&node.node, n)?;
-                    let r = measure(&client.netns, &p);
+                    let r = measure(&client.netns, &p, cpus, &pin, flip);
                     iptables_down(&node.node)?;
                     r?
                 }
             };
+            let p50 = |i: usize| trial.rr[i].map_or("-".into(), |(p50, _)| format!("{p50:.1}"));
             progress(&format!(
-                "traffic trial {}/{}: {}: rr p50 {:.1} us, {:.0} conn/s, {:.2} Gbit/s, flood {:.0} kpps ({:.1}s)",
+                "traffic trial {}/{}: {}: rr p50 same/cross vCPU {}/{} us, {:.0} conn/s, {:.2} Gbit/s, flood {:.0} kpps ({:.1}s)",
                 t + 1,
                 p.trials,
                 v.name(),
-                trial.rr_p50_us,
+                p50(0),
+                p50(1),
                 trial.conn_per_s,
                 trial.gbit_1,
                 trial.flood_kpps,
@@ -549,32 +689,79 @@ pub fn run(
             let r: Vec<f64> = ts.iter().zip(base).map(|(a, b)| f(a) / f(b)).collect();
             round3(Summary::of(&r).median)
         };
+        // Per placement: (p50, p99) per trial, and the median per-trial ratios to no
+        // enforcement; `None` when not measured.
+        let rr = |i: usize| -> Option<(Latency, f64, f64)> {
+            let mine: Vec<(f64, f64)> = ts.iter().map(|t| t.rr[i]).collect::<Option<_>>()?;
+            let base: Vec<(f64, f64)> = base.iter().map(|t| t.rr[i]).collect::<Option<_>>()?;
+            let per_trial = |f: fn(&(f64, f64)) -> f64| {
+                let r: Vec<f64> = mine.iter().zip(&base).map(|(a, b)| f(a) / f(b)).collect();
+                round3(Summary::of(&r).median)
+            };
+            let col =
+                |f: fn(&(f64, f64)) -> f64| Summary::of(&mine.iter().map(f).collect::<Vec<_>>());
+            Some((
+                Latency {
+                    p50_us: col(|x| x.0),
+                    p99_us: col(|x| x.1),
+                },
+                per_trial(|x| x.0),
+                per_trial(|x| x.1),
+            ))
+        };
+        let (same, cross) = (rr(0), rr(1));
+        let mut ratios = json!({
+            "new_connections_per_s": ratio(|t| t.conn_per_s),
+            "throughput_1_stream": ratio(|t| t.gbit_1),
+            "throughput_4_streams": ratio(|t| t.gbit_4),
+            "cpu_per_gbit_1_stream": ratio(|t| t.cpu_s_per_gbit_1),
+            "denied_flood_pps": ratio(|t| t.flood_kpps),
+        });
+        for (p, r) in Placement::ALL.iter().zip([&same, &cross]) {
+            ratios[format!("rr_{}_p50", p.key())] = json!(r.as_ref().map(|r| r.1));
+            ratios[format!("rr_{}_p99", p.key())] = json!(r.as_ref().map(|r| r.2));
+        }
         results.push(VariantResult {
             variant: v.name(),
-            rr_p50_us: Summary::of(&col(|t| t.rr_p50_us)),
-            rr_p99_us: Summary::of(&col(|t| t.rr_p99_us)),
+            rr_same_cpu: same
+                .map(|s| s.0)
+                .ok_or_else(|| anyhow::anyhow!("same-CPU latency not measured"))?,
+            rr_cross_cpu: cross.map(|c| c.0),
             conn_per_s: Summary::of(&col(|t| t.conn_per_s)),
             gbit_1: Summary::of(&col(|t| t.gbit_1)),
             gbit_4: Summary::of(&col(|t| t.gbit_4)),
             cpu_s_per_gbit_1: Summary::of(&col(|t| t.cpu_s_per_gbit_1)),
             flood_kpps: Summary::of(&col(|t| t.flood_kpps)),
-            ratio: json!({
-                "rr_p50": ratio(|t| t.rr_p50_us),
-                "rr_p99": ratio(|t| t.rr_p99_us),
-                "new_connections_per_s": ratio(|t| t.conn_per_s),
-                "throughput_1_stream": ratio(|t| t.gbit_1),
-                "throughput_4_streams": ratio(|t| t.gbit_4),
-                "cpu_per_gbit_1_stream": ratio(|t| t.cpu_s_per_gbit_1),
-                "denied_flood_pps": ratio(|t| t.flood_kpps),
-            }),
+            ratio: ratios,
         });
     }
     drop(node);
     Ok(TrafficReport {
         iptables,
         trials: p.trials,
+        rr_cpus: cpus,
         results,
         notes,
         flood,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placements_pin_to_one_cpu_then_two() {
+        assert_eq!(placement_cpus(&[]), None);
+        assert_eq!(placement_cpus(&[3]), Some([Some((3, 3)), None]));
+        assert_eq!(
+            placement_cpus(&[0, 1, 2]),
+            Some([Some((0, 0)), Some((0, 1))])
+        );
+    }
+
+    #[test]
+    fn this_thread_may_run_somewhere() {
+        assert!(!allowed_cpus().is_empty());
+    }
 }

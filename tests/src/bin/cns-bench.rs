@@ -87,7 +87,7 @@ fn run() -> anyhow::Result<()> {
         traffic: None,
         traffic_skipped: None,
         notes: vec![
-            "Traffic: same-vCPU vs cross-vCPU latency (no CPU pinning), sockperf.".into(),
+            "Traffic: sockperf (latency here comes from the bench's own sockets).".into(),
             "The denied flood on a real NIC (native XDP in a driver) and over several CPUs: the virtual node's veths have one queue and the generator shares the 2 vCPUs with the node.".into(),
             "Time from `cns-agent sync` to enforced with the real agent process, and the file watcher's debounce (section 4 measures the sync pipeline in-process).".into(),
             "`cargo xtask kind bench`.".into(),
