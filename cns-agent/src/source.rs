@@ -8,7 +8,7 @@
 //! [`read_dir`] is the only I/O.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -27,7 +27,7 @@ use crate::policy::{
 
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
     Namespace,
     Pod,
@@ -35,7 +35,7 @@ pub enum Kind {
 }
 
 /// Kind, namespace (empty for namespaces) and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     pub kind: Kind,
     pub namespace: String,
@@ -92,8 +92,8 @@ impl fmt::Display for SourceError {
 /// is not parsed again.
 #[derive(Clone, Debug, Default)]
 pub struct LastGood {
-    objects: BTreeMap<ObjectKey, Object>,
-    by_file: BTreeMap<PathBuf, Vec<ObjectKey>>,
+    /// What each file gave: the last good version of each of its objects.
+    by_file: BTreeMap<PathBuf, Vec<(Arc<ObjectKey>, Object)>>,
     parsed: BTreeMap<PathBuf, Parsed>,
 }
 
@@ -122,7 +122,7 @@ impl LastGood {
         };
         self.by_file
             .iter()
-            .find(|(_, keys)| keys.contains(&key))
+            .find(|(_, objects)| objects.iter().any(|(k, _)| **k == key))
             .map(|(f, _)| f.as_path())
     }
 }
@@ -219,32 +219,36 @@ pub fn load(
     last: &mut LastGood,
 ) -> (Snapshot, Vec<SourceError>) {
     let mut errors = Vec::new();
-    // Each object with the index (in `files`) of the file that gave it.
-    let mut objects: BTreeMap<ObjectKey, (usize, Object)> = BTreeMap::new();
-    let mut by_file: BTreeMap<PathBuf, Vec<ObjectKey>> = BTreeMap::new();
+    let old = std::mem::take(&mut last.by_file);
+    // The last good version of every object, by key: built only when an error asks.
+    let mut previous: Option<HashMap<Arc<ObjectKey>, Object>> = None;
+    let mut previous = |key: &ObjectKey| -> Option<Object> {
+        previous
+            .get_or_insert_with(|| old.values().flatten().cloned().collect())
+            .get(key)
+            .cloned()
+    };
+    // Every key given so far, with the index (in `files`) of the file that gave it.
+    let mut seen: HashMap<Arc<ObjectKey>, usize> = HashMap::new();
+    let mut by_file: BTreeMap<PathBuf, Vec<(Arc<ObjectKey>, Object)>> = BTreeMap::new();
     let mut parsed: BTreeMap<PathBuf, Parsed> = BTreeMap::new();
-    let mut previous = std::mem::take(&mut last.objects);
     for (index, (file, text)) in files.iter().enumerate() {
-        let mut given: Vec<ObjectKey> = Vec::new();
-        // A file whose text is what it was gives what it gave: its objects (still in
-        // `previous`) and its errors. Files that had duplicates are parsed again, since what
-        // they give depends on the other files.
+        let mut given: Vec<(Arc<ObjectKey>, Object)> = Vec::new();
+        // A file whose text is what it was gives what it gave: its objects and its errors.
+        // Files that had duplicates are parsed again, since what they give depends on the
+        // other files; so is a file whose objects another file gave first this time.
         let hash = text.as_ref().ok().map(|t| content_hash(t));
         if let (Some(hash), Some(before)) = (hash, last.parsed.get(file))
             && before.hash == hash
         {
-            let keys = last.by_file.get(file).map_or(&[][..], Vec::as_slice);
-            if keys
-                .iter()
-                .all(|k| !objects.contains_key(k) && previous.contains_key(k))
-            {
-                for key in keys {
-                    if let Some(obj) = previous.remove(key) {
-                        objects.insert(key.clone(), (index, obj));
-                    }
+            let objects = old.get(file).map_or(&[][..], Vec::as_slice);
+            if objects.iter().all(|(k, _)| !seen.contains_key(k)) {
+                for (k, _) in objects {
+                    seen.insert(k.clone(), index);
                 }
-                given.extend_from_slice(keys);
-                by_file.insert(file.clone(), given);
+                if !objects.is_empty() {
+                    by_file.insert(file.clone(), objects.to_vec());
+                }
                 errors.extend(before.errors.iter().cloned());
                 parsed.insert(file.clone(), before.clone());
                 continue;
@@ -261,7 +265,7 @@ pub fn load(
             Ok(docs) => docs,
             Err(message) => {
                 // Keep what this file gave last time.
-                let kept = last.by_file.get(file).cloned().unwrap_or_default();
+                let kept = old.get(file).map_or(&[][..], Vec::as_slice);
                 errors.push(SourceError {
                     file: file.clone(),
                     object: "file".into(),
@@ -269,10 +273,10 @@ pub fn load(
                     message,
                     kept_last_good: !kept.is_empty(),
                 });
-                for key in kept {
-                    if let Some(obj) = previous.get(&key) {
-                        objects.insert(key.clone(), (index, obj.clone()));
-                        given.push(key);
+                for (key, obj) in kept {
+                    if !seen.contains_key(key) {
+                        seen.insert(key.clone(), index);
+                        given.push((key.clone(), obj.clone()));
                     }
                 }
                 if !given.is_empty() {
@@ -287,7 +291,7 @@ pub fn load(
             }
             match parse_object(doc, i + 1) {
                 Ok((key, obj)) => {
-                    if let Some((first, _)) = objects.get(&key) {
+                    if let Some(first) = seen.get(&key) {
                         duplicates = true;
                         errors.push(SourceError {
                             file: file.clone(),
@@ -301,12 +305,13 @@ pub fn load(
                         });
                         continue;
                     }
-                    given.push(key.clone());
-                    objects.insert(key, (index, obj));
+                    let key = Arc::new(key);
+                    seen.insert(key.clone(), index);
+                    given.push((key, obj));
                 }
                 Err(bad) => {
                     let bad = *bad;
-                    let kept = bad.key.as_ref().and_then(|k| previous.get(k));
+                    let kept = bad.key.as_ref().and_then(&mut previous);
                     errors.push(SourceError {
                         file: file.clone(),
                         object: bad.object,
@@ -314,9 +319,12 @@ pub fn load(
                         message: bad.message,
                         kept_last_good: kept.is_some(),
                     });
-                    if let (Some(key), Some(obj)) = (bad.key, kept) {
-                        given.push(key.clone());
-                        objects.insert(key, (index, obj.clone()));
+                    if let (Some(key), Some(obj)) = (bad.key, kept)
+                        && !seen.contains_key(&key)
+                    {
+                        let key = Arc::new(key);
+                        seen.insert(key.clone(), index);
+                        given.push((key, obj));
                     }
                 }
             }
@@ -335,23 +343,21 @@ pub fn load(
             );
         }
     }
-    drop(previous);
+    drop(seen);
     last.parsed = parsed;
-    last.by_file = by_file;
     // In key order, so every map is built in one pass.
+    let mut all: Vec<&(Arc<ObjectKey>, Object)> = by_file.values().flatten().collect();
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let (mut namespaces, mut pods, mut policies) = (Vec::new(), Vec::new(), Vec::new());
-    for (key, (_, obj)) in &objects {
+    for (key, obj) in all {
+        let r = || ObjectRef::new(&*key.namespace, &*key.name);
         match obj {
             Object::Namespace(ns) => namespaces.push((key.name.clone(), ns.clone())),
-            Object::Pod(pod) => {
-                pods.push((ObjectRef::new(&*key.namespace, &*key.name), pod.clone()))
-            }
-            Object::NetworkPolicy(np) => {
-                policies.push((ObjectRef::new(&*key.namespace, &*key.name), np.clone()));
-            }
+            Object::Pod(pod) => pods.push((r(), pod.clone())),
+            Object::NetworkPolicy(np) => policies.push((r(), np.clone())),
         }
     }
-    last.objects = objects.into_iter().map(|(k, (_, o))| (k, o)).collect();
+    last.by_file = by_file;
     let snapshot = Snapshot {
         namespaces: namespaces.into_iter().collect(),
         pods: pods.into_iter().collect(),
