@@ -261,10 +261,22 @@ impl Compiler {
 
     /// Compiles `snapshot`; returns the IP cache addresses that may have changed.
     pub fn update(&mut self, snapshot: Snapshot) -> ChangedAddresses {
-        if self.fresh {
+        if std::mem::replace(&mut self.fresh, true) {
             self.rebuild(snapshot);
             return None;
         }
+        // `fresh` stays set until the update is complete: should it not complete (a panic the
+        // agent survives), the next update starts from scratch instead of from half-updated
+        // indexes.
+        let changed = self.apply(snapshot);
+        if changed.is_some() {
+            self.fresh = false;
+        }
+        changed
+    }
+
+    /// [`Self::update`] on a compiler that compiled before.
+    fn apply(&mut self, snapshot: Snapshot) -> ChangedAddresses {
         let old = std::mem::replace(&mut self.snapshot, snapshot);
         let mut d = Dirty::default();
         self.pods_changed(&old, &mut d);
