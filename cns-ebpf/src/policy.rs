@@ -111,8 +111,14 @@ fn endpoint(ctx: &TcContext) -> Option<&'static Endpoint> {
 
 #[inline(always)]
 pub fn audits(ep: &Endpoint, cfg: &Config) -> bool {
-    if ep.flags & EP_AUDIT_OVERRIDE != 0 {
-        ep.flags & EP_AUDIT_ON != 0
+    flags_audit(ep.flags, cfg)
+}
+
+/// [`audits`] on an endpoint's flags (as a deny cache entry keeps them).
+#[inline(always)]
+pub fn flags_audit(flags: u16, cfg: &Config) -> bool {
+    if flags & EP_AUDIT_OVERRIDE != 0 {
+        flags & EP_AUDIT_ON != 0
     } else {
         cfg.audit_mode != 0
     }

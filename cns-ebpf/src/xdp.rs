@@ -87,7 +87,7 @@ pub fn handle(ctx: &XdpContext) -> u32 {
         && let Some(d) = unsafe { CNS_DENY_CACHE.get(k) }
         && d.revision == revision
         && d.ifindex == ifindex
-        && !audits(d.ep_flags, cfg.audit_mode)
+        && !policy::flags_audit(d.ep_flags, cfg)
     {
         stats::add(d.counter, ctx.frame_len());
         let ev = Event {
@@ -148,15 +148,5 @@ pub fn handle(ctx: &XdpContext) -> u32 {
             STAT_XDP_ALLOWED
         });
         xdp_action::XDP_PASS
-    }
-}
-
-/// `policy::audits` on an endpoint's audit flags and the global mode.
-#[inline(always)]
-fn audits(ep_flags: u16, audit_mode: u32) -> bool {
-    if ep_flags & EP_AUDIT_OVERRIDE != 0 {
-        ep_flags & EP_AUDIT_ON != 0
-    } else {
-        audit_mode != 0
     }
 }

@@ -393,6 +393,15 @@ spec:
     ports: [{protocol: TCP, port: 80}]
 ";
 
+/// One packet of a flood from `STRANGER` to the server's port 80, from `sport`.
+fn flood(dp: &Datapath, sport: u16) -> i32 {
+    dp.test_run(
+        PROG_XDP,
+        &ipv4(STRANGER, SERVER, TCP, 0, &tcp(sport, 80, SYN)),
+    )
+    .expect("xdp test run")
+}
+
 /// A denied flood (one source, many source ports) is dropped on the deny cache after its
 /// first packet, each packet counted and reported as before; the cache lasts exactly as
 /// long as the policy revision it was made under: the very next packet after the agent's
@@ -403,13 +412,6 @@ fn xdp_deny_cache_does_not_outlive_a_policy_change() {
         return;
     }
     let mut f = fixture(false);
-    let flood = |dp: &Datapath, sport: u16| {
-        dp.test_run(
-            PROG_XDP,
-            &ipv4(STRANGER, SERVER, TCP, 0, &tcp(sport, 80, SYN)),
-        )
-        .expect("xdp test run")
-    };
     assert!(deny_cache_entry(&f.pin_dir, STRANGER, SERVER, 80).is_none());
     for sport in 1000..1100 {
         assert_eq!(flood(&f.dp, sport), XDP_DROP, "sport {sport}");
@@ -479,13 +481,6 @@ fn xdp_deny_cache_does_not_outlive_audit_mode() {
         return;
     }
     let mut f = fixture(false);
-    let flood = |dp: &Datapath, sport: u16| {
-        dp.test_run(
-            PROG_XDP,
-            &ipv4(STRANGER, SERVER, TCP, 0, &tcp(sport, 80, SYN)),
-        )
-        .expect("xdp test run")
-    };
     assert_eq!(flood(&f.dp, 1000), XDP_DROP);
     assert_eq!(flood(&f.dp, 1001), XDP_DROP);
     assert!(deny_cache_entry(&f.pin_dir, STRANGER, SERVER, 80).is_some());
