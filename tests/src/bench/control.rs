@@ -22,7 +22,7 @@ use cns_agent::{
 };
 use serde_json::{Value, json};
 
-use super::{Options, Summary, percentile, proc_status_mib, round3};
+use super::{Options, Summary, heap, percentile, proc_status_mib, round3};
 use crate::unique;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +215,9 @@ pub struct ControlResult {
     pub apply_failures: usize,
     pub peak_rss_mib: f64,
     pub rss_after_mib: f64,
+    /// Heap bytes the pipeline holds after the cold sync (the source's, the compiler's and
+    /// the encoded maps' state; not the YAML text, not the allocator's free memory).
+    pub heap_mib: f64,
 }
 
 impl ControlResult {
@@ -236,6 +239,7 @@ impl ControlResult {
             "apply_failures": self.apply_failures,
             "peak_rss_mib": round3(self.peak_rss_mib),
             "rss_after_mib": round3(self.rss_after_mib),
+            "heap_mib": round3(self.heap_mib),
         })
     }
 
@@ -265,6 +269,8 @@ impl ControlResult {
             apply_failures: v["apply_failures"].as_u64()? as usize,
             peak_rss_mib: v["peak_rss_mib"].as_f64()?,
             rss_after_mib: v["rss_after_mib"].as_f64()?,
+            // Reports before it was measured lack it.
+            heap_mib: v["heap_mib"].as_f64().unwrap_or(0.0),
         })
     }
 }
@@ -511,6 +517,8 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     };
     let (trials, iterations) = (arg(3)?, arg(4)?);
     let files = spec.files(false);
+    // What the pipeline holds is the heap beyond the generated YAML.
+    let heap_before = heap::live_mib();
     let yaml_mib = files
         .iter()
         .map(|(_, t)| t.as_ref().map_or(0, String::len))
@@ -585,6 +593,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
         apply_failures: p.apply_failures,
         peak_rss_mib: 0.0,
         rss_after_mib: 0.0,
+        heap_mib: heap::live_mib() - heap_before,
     };
 
     // Single changes: each toggles between two states of one file (an extra small file, or

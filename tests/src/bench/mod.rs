@@ -20,6 +20,7 @@
 pub mod charts;
 pub mod control;
 pub mod flood;
+pub mod heap;
 pub mod kernel;
 pub mod rawbpf;
 pub mod report;

@@ -9,6 +9,9 @@ use cns_tests::bench::{Options, charts, control, kernel, report, traffic};
 const USAGE: &str = "usage: cns-bench [--quick] [--out DIR] [--only kernel,traffic,flood,control]
        cns-bench charts BENCH_JSON DIR   (draws the charts of an earlier run's bench.json into DIR)";
 
+#[global_allocator]
+static HEAP: cns_tests::bench::heap::Counting = cns_tests::bench::heap::Counting;
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("cns-bench: {e:#}");
