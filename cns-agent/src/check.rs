@@ -9,12 +9,12 @@ use std::{
 };
 
 use ipnetwork::Ipv4Network;
-use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicy};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
 use crate::{
     policy::{
-        model::{Direction, ObjectRef, Protocol, Snapshot},
+        model::{Direction, ObjectRef, PodInfo, Protocol, Snapshot},
         selector::{matches, matches_opt, namespace_labels, pod_labels},
         view::{self, Block, Peer, PortSpec},
     },
@@ -256,7 +256,7 @@ fn selected_pods<'a>(
     snapshot: &'a Snapshot,
     r: &ObjectRef,
     np: &NetworkPolicy,
-) -> Vec<(&'a ObjectRef, &'a Pod)> {
+) -> Vec<(&'a ObjectRef, &'a PodInfo)> {
     snapshot
         .pods
         .iter()
@@ -270,7 +270,7 @@ fn peer_pods<'a>(
     snapshot: &'a Snapshot,
     policy_ns: &str,
     peers: &[k8s_openapi::api::networking::v1::NetworkPolicyPeer],
-) -> Vec<(&'a ObjectRef, &'a Pod)> {
+) -> Vec<(&'a ObjectRef, &'a PodInfo)> {
     let peers: Vec<Peer<'_>> = if peers.is_empty() {
         vec![Peer::Block(Block::any())]
     } else {

@@ -19,10 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use cns_common::IDENTITY_CIDR_BASE;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::{
-    api::{
-        core::v1::PodSpec,
-        networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec},
-    },
+    api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec},
     apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 use serde::Serialize;
@@ -233,10 +230,7 @@ pub fn states_of(
             const EVERY_NODE: &str = "(every node)";
             let mut all = snapshot.clone();
             for pod in all.pods.values_mut() {
-                std::sync::Arc::make_mut(pod)
-                    .spec
-                    .get_or_insert_with(PodSpec::default)
-                    .node_name = Some(EVERY_NODE.into());
+                std::sync::Arc::make_mut(pod).node_name = Some(EVERY_NODE.into());
             }
             let node = NodeContext {
                 node_name: EVERY_NODE.into(),

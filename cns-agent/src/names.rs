@@ -160,7 +160,7 @@ mod tests {
             256,
             IdentityKey {
                 namespace: "alpha".into(),
-                labels: [("app".to_owned(), "web".to_owned())].into(),
+                labels: Arc::new([("app".to_owned(), "web".to_owned())].into()),
             },
         );
         assert_eq!(n.identity(256), "alpha:app=web");

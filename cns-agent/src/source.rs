@@ -1,6 +1,6 @@
 //! The manifests directory as a source of [`Snapshot`]s: every `*.yaml`/`*.yml` file,
 //! multi-document, kinds Namespace, Pod and NetworkPolicy, read into k8s-openapi types (the
-//! same ones the Kubernetes source yields).
+//! same ones the Kubernetes source yields); a pod is kept as its `PodInfo` once validated.
 //!
 //! Bad input never empties the datapath: an object that fails to parse or validate keeps its
 //! last good version (if it had one), a file that fails to parse keeps the objects it last
@@ -21,7 +21,7 @@ use k8s_openapi::api::{
 use serde::Serialize;
 
 use crate::policy::{
-    model::{ObjectRef, Snapshot},
+    model::{ObjectRef, PodInfo, Snapshot},
     validate::{FieldError, validate_namespace, validate_pod, validate_policy},
 };
 
@@ -55,7 +55,8 @@ impl fmt::Display for ObjectKey {
 #[derive(Clone, Debug)]
 pub enum Object {
     Namespace(Arc<Namespace>),
-    Pod(Arc<Pod>),
+    /// Validated as a `Pod`, kept as what the agent reads of it.
+    Pod(Arc<PodInfo>),
     NetworkPolicy(Arc<NetworkPolicy>),
 }
 
@@ -444,7 +445,7 @@ fn parse_object(
             let mut pod: Pod = serde_path_to_error::deserialize(doc).map_err(typed)?;
             pod.metadata.namespace = Some(namespace.clone());
             let errs = validate_pod(&pod);
-            (Object::Pod(Arc::new(pod)), errs)
+            (Object::Pod(Arc::new(PodInfo::from(&pod))), errs)
         }
         Kind::NetworkPolicy => {
             let mut np: NetworkPolicy = serde_path_to_error::deserialize(doc).map_err(typed)?;

@@ -12,7 +12,7 @@
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
-    sync::{Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use cns_agent::{
@@ -20,7 +20,7 @@ use cns_agent::{
     loader::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     policy::{
         Flow, compile, evaluate,
-        model::{Allocations, NodeContext, ObjectRef, Snapshot},
+        model::{Allocations, NodeContext, ObjectRef, PodInfo, Snapshot},
         validate_policy,
     },
     reconcile,
@@ -272,7 +272,8 @@ fn snapshot(c: &Cluster) -> Snapshot {
             "status": {"phase": "Running", "podIP": pod_ip(i).to_string()},
         }))
         .unwrap();
-        s.pods.insert(ObjectRef::new(ns, name), pod.into());
+        s.pods
+            .insert(ObjectRef::new(ns, name), Arc::new(PodInfo::from(&pod)));
     }
     for (i, (ns, spec)) in c.policies.iter().enumerate() {
         let np: NetworkPolicy = serde_json::from_value(json!({

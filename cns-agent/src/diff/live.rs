@@ -8,14 +8,14 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    core::v1::{Container, ContainerPort, Namespace, Pod, PodSpec, PodStatus},
+    core::v1::{Namespace, Pod},
     networking::v1::NetworkPolicy,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
     compile::AUDIT_ANNOTATION,
-    model::{NodeContext, ObjectRef, Snapshot},
+    model::{NodeContext, ObjectRef, PodInfo, Snapshot},
 };
 
 /// The agent's live snapshot and node, as the control socket sends them to `policy diff`:
@@ -58,7 +58,7 @@ impl LiveState {
             out.pods
                 .entry(r.namespace.clone())
                 .or_default()
-                .insert(r.name.clone(), slim_pod(pod));
+                .insert(r.name.clone(), pod.to_pod(r));
         }
         for (r, np) in &snapshot.policies {
             let mut np = NetworkPolicy::clone(np);
@@ -78,8 +78,8 @@ impl LiveState {
                 .into_iter()
                 .map(|(n, ns)| (n, Arc::new(ns)))
                 .collect(),
-            pods: flatten(self.pods),
-            policies: flatten(self.policies),
+            pods: flatten(self.pods, |pod| PodInfo::from(&pod)),
+            policies: flatten(self.policies, |np| np),
         };
         let node = NodeContext {
             node_name: self.node_name,
@@ -89,51 +89,15 @@ impl LiveState {
     }
 }
 
-/// Namespace -> name -> object, keyed by [`ObjectRef`].
-fn flatten<T>(m: BTreeMap<String, BTreeMap<String, T>>) -> BTreeMap<ObjectRef, Arc<T>> {
+/// Namespace -> name -> object, keyed by [`ObjectRef`], as the snapshot holds it (`hold`).
+fn flatten<T, V>(
+    m: BTreeMap<String, BTreeMap<String, T>>,
+    hold: impl Fn(T) -> V + Copy,
+) -> BTreeMap<ObjectRef, Arc<V>> {
     m.into_iter()
         .flat_map(|(ns, objs)| {
             objs.into_iter()
-                .map(move |(name, o)| (ObjectRef::new(ns.clone(), name), Arc::new(o)))
+                .map(move |(name, o)| (ObjectRef::new(ns.clone(), name), Arc::new(hold(o))))
         })
         .collect()
-}
-
-/// A pod with only what the compiler reads.
-fn slim_pod(pod: &Pod) -> Pod {
-    let mut out = Pod::default();
-    out.metadata.name = pod.metadata.name.clone();
-    out.metadata.namespace = pod.metadata.namespace.clone();
-    out.metadata.labels = pod.metadata.labels.clone();
-    out.spec = pod.spec.as_ref().map(|s| PodSpec {
-        node_name: s.node_name.clone(),
-        host_network: s.host_network,
-        containers: s
-            .containers
-            .iter()
-            .map(|c| Container {
-                name: c.name.clone(),
-                ports: c.ports.as_ref().map(|ports| {
-                    ports
-                        .iter()
-                        .map(|p| ContainerPort {
-                            name: p.name.clone(),
-                            container_port: p.container_port,
-                            protocol: p.protocol.clone(),
-                            ..ContainerPort::default()
-                        })
-                        .collect()
-                }),
-                ..Container::default()
-            })
-            .collect(),
-        ..PodSpec::default()
-    });
-    out.status = pod.status.as_ref().map(|s| PodStatus {
-        phase: s.phase.clone(),
-        pod_ip: s.pod_ip.clone(),
-        pod_ips: s.pod_ips.clone(),
-        ..PodStatus::default()
-    });
-    out
 }

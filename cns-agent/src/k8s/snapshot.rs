@@ -22,7 +22,7 @@ use k8s_openapi::{
 
 use crate::{
     policy::{
-        model::{ObjectRef, Snapshot},
+        model::{ObjectRef, PodInfo, Snapshot},
         validate::{FieldError, validate_namespace, validate_pod, validate_policy},
     },
     source::{NAMESPACE_NAME_LABEL, SourceError, SourceState},
@@ -49,10 +49,28 @@ pub struct ClusterObjects {
 /// [`to_state`] to the next.
 #[derive(Clone, Debug, Default)]
 pub struct LastGood {
-    namespaces: BTreeMap<String, Arc<Namespace>>,
-    pods: BTreeMap<ObjectRef, Arc<Pod>>,
-    policies: BTreeMap<ObjectRef, Arc<NetworkPolicy>>,
+    namespaces: BTreeMap<String, Accepted<Namespace>>,
+    pods: BTreeMap<ObjectRef, Accepted<Pod, PodInfo>>,
+    policies: BTreeMap<ObjectRef, Accepted<NetworkPolicy>>,
     audit_mode: Option<bool>,
+}
+
+/// A valid object as the cache gave it, and what the snapshot holds of it (a pod's
+/// [`PodInfo`], or the object itself): kept together so that an object the cache has not
+/// replaced gives every snapshot the same `Arc` without being validated or converted again.
+#[derive(Debug)]
+struct Accepted<K, V = K> {
+    cached: Arc<K>,
+    value: Arc<V>,
+}
+
+impl<K, V> Clone for Accepted<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            cached: self.cached.clone(),
+            value: self.value.clone(),
+        }
+    }
 }
 
 /// Maps the caches to the snapshot, validating every object; updates `last`.
@@ -77,6 +95,7 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
             name,
             Arc::new(ns),
             validate_namespace,
+            Arc::clone,
             &object,
             &last.namespaces,
             &mut namespaces,
@@ -92,6 +111,7 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
             key,
             pod.clone(),
             validate_pod,
+            |pod| Arc::new(PodInfo::from(&**pod)),
             &object,
             &last.pods,
             &mut pods,
@@ -107,6 +127,7 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
             key,
             np.clone(),
             validate_policy,
+            Arc::clone,
             &object,
             &last.policies,
             &mut policies,
@@ -133,9 +154,9 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
         }
     };
 
-    snapshot.namespaces = namespaces.clone();
-    snapshot.pods = pods.clone();
-    snapshot.policies = policies.clone();
+    snapshot.namespaces = values(&namespaces);
+    snapshot.pods = values(&pods);
+    snapshot.policies = values(&policies);
     *last = LastGood {
         namespaces,
         pods,
@@ -163,26 +184,33 @@ pub fn audit_mode_of(cm: &ConfigMap) -> Result<Option<bool>, String> {
     }
 }
 
-/// Validates `obj` and puts it (or its last good version) into `out`. The object the last
-/// sync accepted (the same `Arc`: the watch cache has not replaced it) is not validated again.
-fn accept<Key: Ord + Clone, K: PartialEq>(
+/// Validates `obj` and puts it (or its last good version) into `out`, with what the snapshot
+/// holds of it (`convert`). The object the last sync accepted (the same `Arc`: the watch
+/// cache has not replaced it) is not validated or converted again.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per kind; a struct would only name the same eight things"
+)]
+fn accept<Key: Ord + Clone, K: PartialEq, V>(
     key: Key,
     obj: Arc<K>,
     validate: fn(&K) -> Vec<FieldError>,
+    convert: fn(&Arc<K>) -> Arc<V>,
     object: &str,
-    last: &BTreeMap<Key, Arc<K>>,
-    out: &mut BTreeMap<Key, Arc<K>>,
+    last: &BTreeMap<Key, Accepted<K, V>>,
+    out: &mut BTreeMap<Key, Accepted<K, V>>,
     errors: &mut Vec<SourceError>,
 ) {
     if let Some(before) = last.get(&key)
-        && (Arc::ptr_eq(before, &obj) || **before == *obj)
+        && (Arc::ptr_eq(&before.cached, &obj) || *before.cached == *obj)
     {
         out.insert(key, before.clone());
         return;
     }
     let field_errors = validate(&obj);
     let Some(first) = field_errors.first() else {
-        out.insert(key, obj);
+        let value = convert(&obj);
+        out.insert(key, Accepted { cached: obj, value });
         return;
     };
     let message = field_errors
@@ -202,6 +230,16 @@ fn accept<Key: Ord + Clone, K: PartialEq>(
     if let Some(kept) = kept {
         out.insert(key, kept.clone());
     }
+}
+
+/// What the snapshot holds of the accepted objects.
+fn values<Key: Ord + Clone, K, V>(
+    accepted: &BTreeMap<Key, Accepted<K, V>>,
+) -> BTreeMap<Key, Arc<V>> {
+    accepted
+        .iter()
+        .map(|(k, a)| (k.clone(), a.value.clone()))
+        .collect()
 }
 
 fn object_ref(meta: &ObjectMeta) -> ObjectRef {
@@ -431,6 +469,23 @@ mod tests {
         let state = to_state(&recreated, &mut last);
         assert!(!state.errors[0].kept_last_good);
         assert!(state.snapshot.policies.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_pod_gives_every_snapshot_the_same_arc() {
+        let mut last = LastGood::default();
+        let objects = cluster();
+        let web = ObjectRef::new("demo", "web");
+        let first = to_state(&objects, &mut last).snapshot.pods[&web].clone();
+        assert_eq!(first.node_name.as_deref(), Some("node-1"));
+        assert_eq!(first.labels["app"], "web");
+        let second = to_state(&objects, &mut last).snapshot.pods[&web].clone();
+        assert!(Arc::ptr_eq(&first, &second));
+        // A new version of the pod: converted again.
+        let mut changed = cluster();
+        changed.pods[0] = pod("demo", "web", "node-1", "10.0.1.11");
+        let third = to_state(&changed, &mut last).snapshot.pods[&web].clone();
+        assert_eq!(third.pod_ip.as_deref(), Some("10.0.1.11"));
     }
 
     #[test]

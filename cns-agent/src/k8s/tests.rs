@@ -375,7 +375,7 @@ impl Harness {
 
 fn app_of(state: &SourceState, ns: &str, name: &str) -> Option<String> {
     let pod = state.snapshot.pods.get(&ObjectRef::new(ns, name))?;
-    pod.metadata.labels.as_ref()?.get("app").cloned()
+    pod.labels.get("app").cloned()
 }
 
 fn names<K, V>(map: &BTreeMap<K, V>) -> Vec<String>
@@ -413,9 +413,10 @@ async fn not_ready_until_every_list_is_in_then_the_full_snapshot() {
     assert_eq!(names(&state.snapshot.pods), ["demo/web", "other/client"]);
     assert_eq!(names(&state.snapshot.policies), ["demo/allow"]);
     assert_eq!(state.audit_mode, Some(false));
-    // Cached slim: no managed fields.
+    // What the agent reads of the pod.
     let web = &state.snapshot.pods[&ObjectRef::new("demo", "web")];
-    assert!(web.metadata.managed_fields.is_none());
+    assert_eq!(web.labels["app"], "web");
+    assert_eq!(web.pod_ip.as_deref(), Some("10.0.1.10"));
     assert!(h.notified.load(Ordering::SeqCst) >= 4);
 
     // Lists from the API server's cache (resourceVersion=0); the ConfigMap by name;

@@ -20,14 +20,14 @@ use std::{
 };
 
 use cns_common::IDENTITY_CIDR_BASE;
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::{
     cidr::{AddrGrant, BlockGrant, partition},
     incremental::{Compiler, Index},
     model::{
-        Allocations, CidrKey, Desired, Direction, LocalEndpoint, NodeContext, ObjectRef, PortMatch,
-        PortRange, Protocol, RuleKey, Snapshot,
+        Allocations, CidrKey, Desired, Direction, LocalEndpoint, NodeContext, ObjectRef, PodInfo,
+        PortMatch, PortRange, Protocol, RuleKey, Snapshot,
     },
     select::Selections,
     view::{
@@ -175,7 +175,7 @@ impl Cluster<'_> {
     }
 
     /// The addressed pods of identity `id`.
-    fn members(&self, id: u32) -> impl Iterator<Item = (Ipv4Addr, &Pod)> + '_ {
+    fn members(&self, id: u32) -> impl Iterator<Item = (Ipv4Addr, &PodInfo)> + '_ {
         self.uses_members.set(true);
         self.index
             .members
@@ -186,7 +186,7 @@ impl Cluster<'_> {
     }
 
     /// Collects everything endpoint pod `r` admits in `out.dir`.
-    fn endpoint_rules(&self, r: &ObjectRef, pod: &Pod, out: &mut EndpointOut<'_>) {
+    fn endpoint_rules(&self, r: &ObjectRef, pod: &PodInfo, out: &mut EndpointOut<'_>) {
         for (pr, np) in isolating_policies(self.snapshot, r, pod, out.dir) {
             let Some(&policy) = self.alloc.policies.get(pr) else {
                 continue;
@@ -206,7 +206,7 @@ impl Cluster<'_> {
     fn grant(
         &self,
         policy_ns: &str,
-        endpoint: &Pod,
+        endpoint: &PodInfo,
         policy: u32,
         peer: &Peer<'_>,
         spec: &PortSpec,

@@ -1,7 +1,7 @@
 //! Tests of what the compiler produces: which pods count, endpoint flags, the exact map
 //! contents of a simple case, stable numbering and determinism.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, sync::Arc};
 
 use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
 use k8s_openapi::api::core::v1::Pod;
@@ -9,7 +9,10 @@ use k8s_openapi::api::core::v1::Pod;
 use super::{
     compile::compile,
     fixtures::{NODE_IP, namespace, node, pod, policy, snapshot},
-    model::{Allocations, CidrKey, Direction, ObjectRef, PortMatch, PortRange, Protocol, RuleKey},
+    model::{
+        Allocations, CidrKey, Direction, ObjectRef, PodInfo, PortMatch, PortRange, Protocol,
+        RuleKey,
+    },
     tests::cluster,
 };
 
@@ -155,7 +158,8 @@ fn allocations_are_stable_and_compact() {
     snap.namespaces
         .insert("aaa".into(), namespace("aaa", "").into());
     let p = pod("aaa", "a", "app=aaa", "10.0.9.9", &[]);
-    snap.pods.insert(ObjectRef::new("aaa", "a"), p.into());
+    snap.pods
+        .insert(ObjectRef::new("aaa", "a"), Arc::new(PodInfo::from(&p)));
     let np = policy("metadata: {name: a, namespace: aaa}\nspec: {}");
     snap.policies.insert(ObjectRef::new("aaa", "a"), np.into());
     let second = compile(&snap, &node, a);
@@ -185,7 +189,13 @@ fn allocations_are_stable_and_compact() {
     );
     snap.pods.insert(
         ObjectRef::new("prod", "db2"),
-        pod("prod", "db2", "app=db", "10.0.0.3", &[]).into(),
+        Arc::new(PodInfo::from(&pod(
+            "prod",
+            "db2",
+            "app=db",
+            "10.0.0.3",
+            &[],
+        ))),
     );
     let fourth = compile(&snap, &node, &third.allocations);
     assert_eq!(

@@ -5,11 +5,11 @@
 
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicyPort};
+use k8s_openapi::api::networking::v1::NetworkPolicyPort;
 use serde::Serialize;
 
 use super::{
-    model::{Direction, NodeContext, ObjectRef, Snapshot},
+    model::{Direction, NodeContext, ObjectRef, PodInfo, Snapshot},
     selector::{matches, matches_opt, namespace_labels, pod_labels},
     view::{
         Peer, PodIndex, PortSpec, RuleView, classify_peer, classify_port, isolating_policies,
@@ -125,7 +125,7 @@ impl Evaluator<'_> {
         policy_ns: &str,
         rule: &RuleView<'_>,
         dir: Direction,
-        local: &Pod,
+        local: &PodInfo,
         remote: Ipv4Addr,
     ) -> bool {
         let peer_ok = rule.peers.is_empty()
@@ -162,7 +162,7 @@ impl Evaluator<'_> {
         }
     }
 
-    fn port_matches(&self, port: &NetworkPolicyPort, receiver: Option<&Pod>) -> bool {
+    fn port_matches(&self, port: &NetworkPolicyPort, receiver: Option<&PodInfo>) -> bool {
         let Flow { proto, dport, .. } = *self.flow;
         match classify_port(port) {
             PortSpec::Named(p, name) => {

@@ -2,7 +2,7 @@
 //! tcp/80"`, and the check that the compiled datapath (simulated) and the reference
 //! evaluator agree with an expected outcome.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, sync::Arc};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod},
@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{
     compile::compile,
     evaluate::{Flow, evaluate},
-    model::{Allocations, NodeContext, ObjectRef, Snapshot},
+    model::{Allocations, NodeContext, ObjectRef, PodInfo, Snapshot},
     sim::sim,
 };
 
@@ -88,7 +88,7 @@ pub fn snapshot(
             .collect(),
         pods: pods
             .into_iter()
-            .map(|p| (key(&p.metadata), p.into()))
+            .map(|p| (key(&p.metadata), Arc::new(PodInfo::from(&p))))
             .collect(),
         policies: policies
             .into_iter()

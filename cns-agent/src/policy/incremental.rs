@@ -19,19 +19,18 @@ use std::{
     sync::Arc,
 };
 
-use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
-use k8s_openapi::api::core::v1::Pod;
-
 use super::{
     alloc::{Free, allocate},
     compile,
     model::{
-        Allocations, Desired, IdentityKey, Labels, NodeContext, ObjectRef, RemoteInfo, Snapshot,
+        Allocations, Desired, IdentityKey, Labels, NodeContext, ObjectRef, PodInfo, RemoteInfo,
+        Snapshot,
     },
     select::Selections,
-    selector::{namespace_labels, pod_labels},
+    selector::namespace_labels,
     view::{pod_ipv4, pod_is_active},
 };
+use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
 
 /// What one pod contributes to the cluster-wide indexes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,19 +42,19 @@ pub(super) struct Facts {
 }
 
 impl Facts {
-    fn of(r: &ObjectRef, pod: &Pod, node: &NodeContext) -> Self {
+    fn of(r: &ObjectRef, pod: &PodInfo, node: &NodeContext) -> Self {
         let active = pod_is_active(pod)
             .then(|| pod_ipv4(pod))
             .flatten()
             .map(|ip| {
                 let key = IdentityKey {
                     namespace: r.namespace.clone(),
-                    labels: pod_labels(pod).clone(),
+                    // The pod's own labels, shared: not a copy per index.
+                    labels: pod.labels.clone(),
                 };
                 (ip, key)
             });
-        let on_node =
-            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.node_name.as_str());
+        let on_node = pod.node_name.as_deref() == Some(node.node_name.as_str());
         Self {
             local: active.is_some() && on_node,
             active,
@@ -379,10 +378,8 @@ impl Compiler {
                 self.index.pod(r, &facts, true, d);
                 self.index.facts.insert(r.clone(), facts);
             }
-            let on_node = |p: Option<&Arc<Pod>>| {
-                p.and_then(|p| p.spec.as_ref())
-                    .and_then(|s| s.node_name.as_deref())
-                    == Some(self.node.node_name.as_str())
+            let on_node = |p: Option<&Arc<PodInfo>>| {
+                p.and_then(|p| p.node_name.as_deref()) == Some(self.node.node_name.as_str())
             };
             // A local pod's labels and ports are read by the local pass, active or not.
             if on_node(before) || on_node(after) {
@@ -503,7 +500,7 @@ impl Compiler {
                 .range(
                     IdentityKey {
                         namespace: ns.clone(),
-                        labels: Labels::new(),
+                        labels: Arc::default(),
                     }..,
                 )
                 .take_while(|(k, _)| &k.namespace == ns);
@@ -599,8 +596,8 @@ mod tests {
         let first = step(&mut compiler, &snap, &Allocations::default());
         assert_eq!(first.endpoints.len(), 1);
         // Same labels (same identity), another node, a name that sorts first.
-        let mut remote = pod("prod", "a", "app=db", "10.0.0.5", &[]);
-        remote.spec.as_mut().unwrap().node_name = Some("node-2".into());
+        let mut remote = PodInfo::from(&pod("prod", "a", "app=db", "10.0.0.5", &[]));
+        remote.node_name = Some("node-2".into());
         snap.pods
             .insert(ObjectRef::new("prod", "a"), Arc::new(remote));
         let second = step(&mut compiler, &snap, &first.allocations);

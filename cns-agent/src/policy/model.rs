@@ -1,4 +1,5 @@
-//! The policy model: what the compiler takes (a [`Snapshot`] of k8s-openapi objects and the
+//! The policy model: what the compiler takes (a [`Snapshot`] of k8s-openapi objects, pods as
+//! [`PodInfo`], and the
 //! [`NodeContext`]) and what it gives ([`Desired`]), in domain terms and host byte order.
 //! `crate::encode` turns a `Desired` into the `cns-common` map keys; nothing here knows
 //! about BPF.
@@ -12,7 +13,7 @@ use std::{
 
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::{
-    core::v1::{Namespace, Pod},
+    core::v1::{Container, ContainerPort, Namespace, Pod, PodIP, PodSpec, PodStatus},
     networking::v1::NetworkPolicy,
 };
 use serde::Serialize;
@@ -41,6 +42,107 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+/// What the agent reads of a pod (its namespace and name are the key it is filed under).
+/// A k8s-openapi `Pod` is over 2 KB before its containers (over 2 KB each), even emptied;
+/// every pod of the cluster is kept, so sources convert each (validated) `Pod` into this.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Shared with the compiler's identity keys (`IdentityKey::labels`).
+    pub labels: Arc<Labels>,
+    /// `spec.nodeName`.
+    pub node_name: Option<String>,
+    /// `spec.hostNetwork`.
+    pub host_network: bool,
+    /// The ports of every container (`spec.containers[*].ports`), in order.
+    pub ports: Vec<PodPort>,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// `status.podIP`.
+    pub pod_ip: Option<String>,
+    /// `status.podIPs[*].ip`.
+    pub pod_ips: Vec<String>,
+}
+
+/// A container port (`spec.containers[*].ports[*]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodPort {
+    pub name: Option<String>,
+    pub container_port: i32,
+    pub protocol: Option<String>,
+}
+
+impl From<&Pod> for PodInfo {
+    fn from(pod: &Pod) -> Self {
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        Self {
+            labels: Arc::new(pod.metadata.labels.clone().unwrap_or_default()),
+            node_name: spec.and_then(|s| s.node_name.clone()),
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            ports: spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
+                .map(|p| PodPort {
+                    name: p.name.clone(),
+                    container_port: p.container_port,
+                    protocol: p.protocol.clone(),
+                })
+                .collect(),
+            phase: status.and_then(|s| s.phase.clone()),
+            pod_ip: status.and_then(|s| s.pod_ip.clone()),
+            pod_ips: status
+                .iter()
+                .flat_map(|s| s.pod_ips.iter().flatten())
+                .map(|p| p.ip.clone())
+                .collect(),
+        }
+    }
+}
+
+impl PodInfo {
+    /// A `Pod` named `r` that converts back into `self` (its ports in one container), for
+    /// where a `Pod` is the wire format (`policy diff`'s live state).
+    pub fn to_pod(&self, r: &ObjectRef) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.namespace = Some(r.namespace.clone());
+        pod.metadata.name = Some(r.name.clone());
+        pod.metadata.labels = Some(Labels::clone(&self.labels));
+        pod.spec = Some(PodSpec {
+            node_name: self.node_name.clone(),
+            host_network: self.host_network.then_some(true),
+            containers: vec![Container {
+                name: "c".to_owned(),
+                ports: Some(
+                    self.ports
+                        .iter()
+                        .map(|p| ContainerPort {
+                            name: p.name.clone(),
+                            container_port: p.container_port,
+                            protocol: p.protocol.clone(),
+                            ..ContainerPort::default()
+                        })
+                        .collect(),
+                ),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        });
+        pod.status = Some(PodStatus {
+            phase: self.phase.clone(),
+            pod_ip: self.pod_ip.clone(),
+            pod_ips: Some(
+                self.pod_ips
+                    .iter()
+                    .map(|ip| PodIP { ip: ip.clone() })
+                    .collect(),
+            ),
+            ..PodStatus::default()
+        });
+        pod
+    }
+}
+
 /// A consistent view of the cluster (from Kubernetes or from a manifests directory): the
 /// compiler's only input besides the node. Objects are already validated
 /// (`policy::validate`); namespaces carry the `kubernetes.io/metadata.name` label.
@@ -50,7 +152,7 @@ impl fmt::Display for ObjectRef {
 pub struct Snapshot {
     /// By name.
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
-    pub pods: BTreeMap<ObjectRef, Arc<Pod>>,
+    pub pods: BTreeMap<ObjectRef, Arc<PodInfo>>,
     pub policies: BTreeMap<ObjectRef, Arc<NetworkPolicy>>,
 }
 
@@ -105,10 +207,21 @@ pub struct PortMatch {
 }
 
 /// Labels that make an identity: pods with equal namespace and labels share one.
+/// `labels` is the pods' own copy (`PodInfo::labels`), shared; keys compare, order, hash
+/// and serialize by value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct IdentityKey {
     pub namespace: String,
-    pub labels: Labels,
+    #[serde(serialize_with = "serialize_shared")]
+    pub labels: Arc<Labels>,
+}
+
+/// Serializes what the `Arc` points to (serde's `rc` feature is not enabled).
+fn serialize_shared<T: Serialize, S: serde::Serializer>(
+    value: &Arc<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    T::serialize(value, serializer)
 }
 
 /// Numeric ids that must stay stable from one compile to the next (conntrack entries,

@@ -4,19 +4,15 @@
 //! requirement holds; the empty selector matches everything. A requirement with an unknown
 //! operator matches nothing (validation reports it, see `policy::validate`).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::{
-    api::core::v1::{Namespace, Pod},
+    api::core::v1::Namespace,
     apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
 };
 
-use super::model::Labels;
+use super::model::{Labels, PodInfo};
 
 /// The label every namespace carries automatically (its name).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
-
-static NO_LABELS: Labels = BTreeMap::new();
 
 /// The selector operators of `metav1.LabelSelectorRequirement`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,8 +68,8 @@ pub fn matches_opt(sel: Option<&LabelSelector>, labels: &Labels) -> bool {
 }
 
 /// A pod's labels (empty when it has none).
-pub fn pod_labels(pod: &Pod) -> &Labels {
-    pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
+pub fn pod_labels(pod: &PodInfo) -> &Labels {
+    &pod.labels
 }
 
 /// The labels of namespace `name`: those of its object (if known), plus the automatic

@@ -9,15 +9,12 @@ use std::{
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use k8s_openapi::{
-    api::{
-        core::v1::Pod,
-        networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
-    },
+    api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 
 use super::{
-    model::{Direction, NodeContext, ObjectRef, PortRange, Protocol, Snapshot},
+    model::{Direction, NodeContext, ObjectRef, PodInfo, PortRange, Protocol, Snapshot},
     selector,
 };
 
@@ -48,39 +45,31 @@ pub fn masked(net: Ipv4Network) -> Ipv4Network {
 }
 
 /// A pod's IPv4 address: `status.podIP` if IPv4, else the first IPv4 of `status.podIPs`.
-pub fn pod_ipv4(pod: &Pod) -> Option<Ipv4Addr> {
-    let status = pod.status.as_ref()?;
+pub fn pod_ipv4(pod: &PodInfo) -> Option<Ipv4Addr> {
     let v4 = |s: &str| match s.parse::<IpAddr>() {
         Ok(IpAddr::V4(a)) => Some(a),
         _ => None,
     };
-    status
-        .pod_ip
+    pod.pod_ip
         .as_deref()
         .and_then(v4)
-        .or_else(|| status.pod_ips.iter().flatten().find_map(|p| v4(&p.ip)))
+        .or_else(|| pod.pod_ips.iter().find_map(|ip| v4(ip)))
 }
 
 /// A pod that policies apply to: an IPv4 address, own network namespace, not finished.
-pub fn pod_is_active(pod: &Pod) -> bool {
-    let host_network = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false);
+pub fn pod_is_active(pod: &PodInfo) -> bool {
     let finished = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
+        .phase
+        .as_deref()
         .is_some_and(|p| p == "Succeeded" || p == "Failed");
-    !host_network && !finished && pod_ipv4(pod).is_some()
+    !pod.host_network && !finished && pod_ipv4(pod).is_some()
 }
 
 /// The pod at each address: active pods only; a node address is never a pod's (the node
 /// wins), and of two pods claiming one address the first by namespace/name wins.
 #[derive(Clone, Debug, Default)]
 pub struct PodIndex<'a> {
-    by_ip: BTreeMap<Ipv4Addr, (&'a ObjectRef, &'a Pod)>,
+    by_ip: BTreeMap<Ipv4Addr, (&'a ObjectRef, &'a PodInfo)>,
 }
 
 impl<'a> PodIndex<'a> {
@@ -98,17 +87,17 @@ impl<'a> PodIndex<'a> {
         Self { by_ip }
     }
 
-    pub fn get(&self, ip: Ipv4Addr) -> Option<(&'a ObjectRef, &'a Pod)> {
+    pub fn get(&self, ip: Ipv4Addr) -> Option<(&'a ObjectRef, &'a PodInfo)> {
         self.by_ip.get(&ip).copied()
     }
 
     /// Every (address, pod), by address.
-    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, &'a ObjectRef, &'a Pod)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, &'a ObjectRef, &'a PodInfo)> + '_ {
         self.by_ip.iter().map(|(ip, (r, p))| (*ip, *r, *p))
     }
 
     /// Whether `r` is the pod owning its address.
-    pub fn owns(&self, r: &ObjectRef, pod: &Pod) -> bool {
+    pub fn owns(&self, r: &ObjectRef, pod: &PodInfo) -> bool {
         pod_ipv4(pod)
             .and_then(|ip| self.get(ip))
             .is_some_and(|(owner, _)| owner == r)
@@ -116,11 +105,9 @@ impl<'a> PodIndex<'a> {
 }
 
 /// The port numbers a pod's containers declare under `name` for `proto`.
-pub fn named_port_numbers(pod: &Pod, name: &str, proto: Protocol) -> BTreeSet<u16> {
-    pod.spec
+pub fn named_port_numbers(pod: &PodInfo, name: &str, proto: Protocol) -> BTreeSet<u16> {
+    pod.ports
         .iter()
-        .flat_map(|s| &s.containers)
-        .flat_map(|c| c.ports.iter().flatten())
         .filter(|p| p.name.as_deref() == Some(name))
         .filter(|p| parse_protocol(p.protocol.as_deref()) == Some(proto))
         .filter_map(|p| u16::try_from(p.container_port).ok().filter(|n| *n != 0))
@@ -149,7 +136,7 @@ pub fn policy_applies(np: &NetworkPolicy, dir: Direction) -> bool {
 }
 
 /// Whether the policy (in namespace `policy_ns`) selects pod `pod` (in namespace `pod_ns`).
-pub fn policy_selects(np: &NetworkPolicy, policy_ns: &str, pod_ns: &str, pod: &Pod) -> bool {
+pub fn policy_selects(np: &NetworkPolicy, policy_ns: &str, pod_ns: &str, pod: &PodInfo) -> bool {
     let sel = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref());
     policy_ns == pod_ns && selector::matches_opt(sel, selector::pod_labels(pod))
 }
@@ -158,7 +145,7 @@ pub fn policy_selects(np: &NetworkPolicy, policy_ns: &str, pod_ns: &str, pod: &P
 pub fn isolating_policies<'a>(
     snapshot: &'a Snapshot,
     r: &'a ObjectRef,
-    pod: &'a Pod,
+    pod: &'a PodInfo,
     dir: Direction,
 ) -> impl Iterator<Item = (&'a ObjectRef, &'a NetworkPolicy)> + 'a {
     snapshot
