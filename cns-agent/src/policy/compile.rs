@@ -178,11 +178,8 @@ impl Cluster<'_> {
     fn members(&self, id: u32) -> impl Iterator<Item = (Ipv4Addr, &PodInfo)> + '_ {
         self.uses_members.set(true);
         self.index
-            .members
-            .get(&id)
-            .into_iter()
-            .flatten()
-            .filter_map(|(ip, r)| Some((*ip, &**self.snapshot.pods.get(r)?)))
+            .members(id)
+            .filter_map(|(ip, r)| Some((ip, &**self.snapshot.pods.get(r)?)))
     }
 
     /// Collects everything endpoint pod `r` admits in `out.dir`.
@@ -292,7 +289,7 @@ impl Cluster<'_> {
             by_identity.entry(id).or_default().push((ip, ports));
         }
         for (id, dests) in by_identity {
-            let all_members = self.index.members.get(&id).map_or(0, BTreeMap::len) == dests.len();
+            let all_members = self.index.members(id).count() == dests.len();
             let alike = dests.windows(2).all(|w| w[0].1 == w[1].1);
             if all_members && alike {
                 for n in dests.first().map(|d| d.1.clone()).unwrap_or_default() {

@@ -66,12 +66,14 @@ impl Facts {
 #[derive(Debug, Default)]
 pub(super) struct Index {
     pub facts: HashMap<ObjectRef, Facts>,
-    /// Active pods by address (of several, the first by namespace/name owns it).
-    claims: BTreeMap<Ipv4Addr, BTreeSet<ObjectRef>>,
+    /// Active pods by address, by namespace/name (of several, the first owns it). Nearly
+    /// always one: a `Vec` of one costs its 48 bytes, a `BTreeSet`'s first node ~540.
+    claims: BTreeMap<Ipv4Addr, Vec<ObjectRef>>,
     /// The owner of each pod address (not a node address) and its identity.
     pub owners: BTreeMap<Ipv4Addr, (ObjectRef, u32)>,
-    /// The addresses each identity owns.
-    pub members: BTreeMap<u32, BTreeMap<Ipv4Addr, ObjectRef>>,
+    /// The addresses each identity owns, as (identity, address): see [`Self::members`].
+    /// One set rather than a map per identity (most identities own one address).
+    members: BTreeSet<(u32, Ipv4Addr)>,
     /// Active pods per identity key; namespace objects and pods per namespace.
     identity_refs: HashMap<IdentityKey, usize>,
     ns_refs: HashMap<String, usize>,
@@ -140,13 +142,16 @@ impl Index {
                 &mut d.ids_removed,
             );
             let claims = self.claims.entry(*ip).or_default();
-            if up {
-                claims.insert(r.clone());
-            } else {
-                claims.remove(r);
-                if claims.is_empty() {
-                    self.claims.remove(ip);
+            match (claims.binary_search(r), up) {
+                (Err(at), true) => {
+                    claims.reserve_exact(1);
+                    claims.insert(at, r.clone());
                 }
+                (Ok(at), false) => _ = claims.remove(at),
+                _ => {}
+            }
+            if claims.is_empty() {
+                self.claims.remove(ip);
             }
             d.ips.insert(*ip);
         }
@@ -168,6 +173,13 @@ impl Index {
             &mut d.ns_added,
             &mut d.ns_removed,
         );
+    }
+
+    /// The addresses identity `id` owns and their owners, by address.
+    pub fn members(&self, id: u32) -> impl Iterator<Item = (Ipv4Addr, &ObjectRef)> + '_ {
+        self.members
+            .range((id, Ipv4Addr::UNSPECIFIED)..=(id, Ipv4Addr::BROADCAST))
+            .filter_map(|(_, ip)| Some((*ip, &self.owners.get(ip)?.0)))
     }
 
     /// Whether pod `r` owns its address.
@@ -459,22 +471,13 @@ impl Compiler {
             });
             let before = self.index.owners.remove(ip);
             if let Some((r, id)) = &before {
-                if let Some(m) = self.index.members.get_mut(id) {
-                    m.remove(ip);
-                    if m.is_empty() {
-                        self.index.members.remove(id);
-                    }
-                }
+                self.index.members.remove(&(*id, *ip));
                 local_changed |= self.index.local.contains(r);
             }
             match entry {
                 Some((r, info)) => {
                     local_changed |= self.index.local.contains(&r);
-                    self.index
-                        .members
-                        .entry(info.identity)
-                        .or_default()
-                        .insert(*ip, r.clone());
+                    self.index.members.insert((info.identity, *ip));
                     self.index.owners.insert(*ip, (r, info.identity));
                     self.desired.ipcache.insert(*ip, info);
                 }
