@@ -68,6 +68,8 @@ pub struct Agent {
     intended: MapContents,
     /// `intended` may lag the compiler (a sync stopped between the two): encode it all.
     intended_stale: bool,
+    /// The last read of the source may not have reached the compiler: read it whole.
+    read_full: bool,
     /// `written` may differ from `intended` anywhere (start, failed writes, drift), not only
     /// where the last compile changed: compare the whole IP cache.
     diff_all: bool,
@@ -160,6 +162,7 @@ impl Agent {
             written,
             intended: MapContents::default(),
             intended_stale: true,
+            read_full: true,
             diff_all: true,
             veths: BTreeMap::new(),
             errors: Vec::new(),
@@ -204,7 +207,9 @@ impl Agent {
     /// Re-reads the source, compiles, attaches to new veths, and writes the difference.
     pub fn sync(&mut self) -> Result<SyncReport, AgentError> {
         let started = Instant::now();
-        let state = self.source.read()?;
+        // Changes since the previous read reach the compiler only if that read's did.
+        let state = self.source.read(self.read_full)?;
+        self.read_full = true;
         for e in &state.errors {
             tracing::warn!(error = %e, "invalid input");
         }
@@ -245,7 +250,8 @@ impl Agent {
         self.compiler.set_node(self.node.clone());
         self.compiler.set_audit_overrides(&self.ns_overrides);
         self.intended_stale = true;
-        let changed = self.compiler.update(state.snapshot);
+        let changed = self.compiler.update_with(state.update);
+        self.read_full = false;
 
         // Maps first, programs after: a veth gets its programs only once its endpoint and
         // rules are in place, and pinned programs of an earlier agent are taken over only
@@ -482,6 +488,7 @@ impl Agent {
         let names = Names::new(
             self.compiler.desired(),
             self.compiler.snapshot(),
+            self.compiler.lookups(),
             &interfaces,
             self.audit_mode,
         );

@@ -9,7 +9,7 @@ use cns_common::{IDENTITY_HOST, IDENTITY_UNKNOWN, IDENTITY_WORLD, NS_HOST, NS_UN
 use serde::Serialize;
 
 use crate::policy::{
-    model::{Desired, Direction, IdentityKey, ObjectRef, Snapshot},
+    model::{Desired, Direction, IdentityKey, Lookups, ObjectRef, Snapshot},
     view,
 };
 
@@ -35,12 +35,12 @@ pub struct Names {
     /// The global policy audit mode.
     pub audit_mode: bool,
     pub namespaces: BTreeMap<u16, String>,
-    pub identities: BTreeMap<u32, IdentityKey>,
+    pub identities: imbl::OrdMap<u32, IdentityKey>,
     pub policies: BTreeMap<u32, ObjectRef>,
     /// By endpoint id.
     pub endpoints: BTreeMap<u32, EndpointName>,
-    /// Every pod IP known, to its pod.
-    pub pods_by_ip: BTreeMap<Ipv4Addr, ObjectRef>,
+    /// Every pod address, to the pod owning it (the one the IP cache names).
+    pub pods_by_ip: imbl::OrdMap<Ipv4Addr, ObjectRef>,
 }
 
 impl Names {
@@ -53,20 +53,16 @@ impl Names {
 pub type SharedNames = Arc<Names>;
 
 impl Names {
-    /// The names behind `desired` (compiled from `snapshot`); `interfaces` maps local pods
-    /// to their veth names.
+    /// The names behind `desired` (compiled from `snapshot`, with `lookups`); `interfaces`
+    /// maps local pods to their veth names. Costs the namespaces, policies and local
+    /// endpoints, not the cluster's pods and identities (shared with `lookups`).
     pub fn new(
         desired: &Desired,
         snapshot: &Snapshot,
+        lookups: &Lookups,
         interfaces: &BTreeMap<ObjectRef, String>,
         audit_mode: bool,
     ) -> Self {
-        let pods_by_ip = snapshot
-            .pods
-            .iter()
-            .filter(|(_, pod)| view::pod_is_active(pod))
-            .filter_map(|(r, pod)| Some((view::pod_ipv4(pod)?, r.clone())))
-            .collect();
         let isolating = |pod: &ObjectRef, dir| {
             snapshot.pods.get(pod).map_or_else(Vec::new, |p| {
                 view::isolating_policies(snapshot, pod, p, dir)
@@ -82,11 +78,7 @@ impl Names {
                 .iter()
                 .map(|(n, id)| (*id, n.clone()))
                 .collect(),
-            identities: a
-                .identities
-                .iter()
-                .map(|(k, id)| (*id, k.clone()))
-                .collect(),
+            identities: lookups.identities.clone(),
             policies: a.policies.iter().map(|(p, id)| (*id, p.clone())).collect(),
             endpoints: desired
                 .endpoints
@@ -102,7 +94,7 @@ impl Names {
                     (ep.ep_id, name)
                 })
                 .collect(),
-            pods_by_ip,
+            pods_by_ip: lookups.pods_by_ip.clone(),
         }
     }
 

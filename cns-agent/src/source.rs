@@ -20,8 +20,12 @@ use k8s_openapi::api::{
 };
 use serde::Serialize;
 
+mod manifests;
+
+pub use manifests::ManifestSource;
+
 use crate::policy::{
-    model::{ObjectRef, PodInfo, Snapshot},
+    model::{ObjectRef, PodInfo, Snapshot, SnapshotUpdate},
     validate::{FieldError, validate_namespace, validate_pod, validate_policy},
 };
 
@@ -74,6 +78,30 @@ pub struct SourceError {
     pub kept_last_good: bool,
 }
 
+impl SourceError {
+    /// The file as a whole cannot be read or parsed.
+    fn of_file(file: &Path, message: String, kept_last_good: bool) -> Self {
+        Self {
+            file: file.to_owned(),
+            object: "file".into(),
+            field: None,
+            message,
+            kept_last_good,
+        }
+    }
+
+    /// An object of the file is invalid.
+    fn of_object(file: &Path, bad: &BadObject, kept_last_good: bool) -> Self {
+        Self {
+            file: file.to_owned(),
+            object: bad.object.clone(),
+            field: bad.field.clone(),
+            message: bad.message.clone(),
+            kept_last_good,
+        }
+    }
+}
+
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.file.display(), self.object)?;
@@ -96,6 +124,9 @@ pub struct LastGood {
     /// What each file gave: the last good version of each of its objects.
     by_file: BTreeMap<PathBuf, Vec<(Arc<ObjectKey>, Object)>>,
     parsed: BTreeMap<PathBuf, Parsed>,
+    /// Some file gave an object another file gave too (what each file gives then depends
+    /// on the others).
+    duplicates: bool,
 }
 
 /// The outcome of parsing one file's text.
@@ -114,6 +145,27 @@ fn content_hash(text: &str) -> u64 {
 }
 
 impl LastGood {
+    /// Every object the files give now.
+    pub fn snapshot(&self) -> Snapshot {
+        // In key order, so every map is built in one pass.
+        let mut all: Vec<&(Arc<ObjectKey>, Object)> = self.by_file.values().flatten().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let (mut namespaces, mut pods, mut policies) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, obj) in all {
+            let r = || ObjectRef::new(&*key.namespace, &*key.name);
+            match obj {
+                Object::Namespace(ns) => namespaces.push((key.name.clone(), ns.clone())),
+                Object::Pod(pod) => pods.push((r(), pod.clone())),
+                Object::NetworkPolicy(np) => policies.push((r(), np.clone())),
+            }
+        }
+        Snapshot {
+            namespaces: namespaces.into_iter().collect(),
+            pods: pods.into_iter().collect(),
+            policies: policies.into_iter().collect(),
+        }
+    }
+
     /// The file an object was loaded from.
     pub fn file_of(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Path> {
         let key = ObjectKey {
@@ -129,14 +181,25 @@ impl LastGood {
 }
 
 /// What a source of cluster state gives the agent at each sync.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SourceState {
-    pub snapshot: Snapshot,
+    pub update: SnapshotUpdate,
     /// Problems with single objects or files; everything else is in the snapshot.
     pub errors: Vec<SourceError>,
     /// `policyAuditMode` as the source configures it (the Kubernetes ConfigMap); `None`
     /// leaves the `--policy-audit-mode` flag in charge.
     pub audit_mode: Option<bool>,
+}
+
+impl SourceState {
+    /// The snapshot of a full update (tests).
+    #[cfg(test)]
+    pub fn full(&self) -> &Snapshot {
+        match &self.update {
+            SnapshotUpdate::Full(s) => s,
+            SnapshotUpdate::Changes(_) => panic!("not a full update"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,43 +218,12 @@ pub enum SourceFailure {
 /// Where the agent's snapshots come from: a manifests directory or the Kubernetes API.
 /// `read` is called on the agent thread at every sync and must not block for long.
 pub trait SnapshotSource: Send {
-    fn read(&mut self) -> Result<SourceState, SourceFailure>;
+    /// The cluster as it is now: what changed since the previous read, or (always when
+    /// `full`, which the agent asks for when the previous read may not have reached the
+    /// compiler) the whole of it.
+    fn read(&mut self, full: bool) -> Result<SourceState, SourceFailure>;
     /// For `status` ("manifests:/etc/cns", "kubernetes").
     fn describe(&self) -> String;
-}
-
-/// The manifests directory as a source.
-pub struct ManifestSource {
-    dir: PathBuf,
-    last_good: LastGood,
-}
-
-impl ManifestSource {
-    pub fn new(dir: PathBuf) -> Self {
-        Self {
-            dir,
-            last_good: LastGood::default(),
-        }
-    }
-}
-
-impl SnapshotSource for ManifestSource {
-    fn read(&mut self) -> Result<SourceState, SourceFailure> {
-        let files = read_dir(&self.dir).map_err(|source| SourceFailure::ReadDir {
-            path: self.dir.clone(),
-            source,
-        })?;
-        let (snapshot, errors) = load(&files, &mut self.last_good);
-        Ok(SourceState {
-            snapshot,
-            errors,
-            audit_mode: None,
-        })
-    }
-
-    fn describe(&self) -> String {
-        format!("manifests:{}", self.dir.display())
-    }
 }
 
 /// Reads the manifest files of `dir` (sorted by name); unreadable files are reported as
@@ -233,6 +265,7 @@ pub fn load(
     let mut seen: HashMap<Arc<ObjectKey>, usize> = HashMap::new();
     let mut by_file: BTreeMap<PathBuf, Vec<(Arc<ObjectKey>, Object)>> = BTreeMap::new();
     let mut parsed: BTreeMap<PathBuf, Parsed> = BTreeMap::new();
+    let mut any_duplicates = false;
     for (index, (file, text)) in files.iter().enumerate() {
         let mut given: Vec<(Arc<ObjectKey>, Object)> = Vec::new();
         // A file whose text is what it was gives what it gave: its objects and its errors.
@@ -257,23 +290,12 @@ pub fn load(
         }
         let errors_before = errors.len();
         let mut duplicates = false;
-        let docs = match text {
-            Ok(text) => serde_saphyr::from_multiple::<serde_json::Value>(text)
-                .map_err(|e| format!("invalid YAML: {e}")),
-            Err(e) => Err(e.clone()),
-        };
-        let docs = match docs {
+        let docs = match parse_text(text) {
             Ok(docs) => docs,
             Err(message) => {
                 // Keep what this file gave last time.
                 let kept = old.get(file).map_or(&[][..], Vec::as_slice);
-                errors.push(SourceError {
-                    file: file.clone(),
-                    object: "file".into(),
-                    field: None,
-                    message,
-                    kept_last_good: !kept.is_empty(),
-                });
+                errors.push(SourceError::of_file(file, message, !kept.is_empty()));
                 for (key, obj) in kept {
                     if !seen.contains_key(key) {
                         seen.insert(key.clone(), index);
@@ -286,11 +308,8 @@ pub fn load(
                 continue;
             }
         };
-        for (i, doc) in docs.into_iter().enumerate() {
-            if doc.is_null() {
-                continue;
-            }
-            match parse_object(doc, i + 1) {
+        for doc in docs {
+            match doc {
                 Ok((key, obj)) => {
                     if let Some(first) = seen.get(&key) {
                         duplicates = true;
@@ -313,13 +332,7 @@ pub fn load(
                 Err(bad) => {
                     let bad = *bad;
                     let kept = bad.key.as_ref().and_then(&mut previous);
-                    errors.push(SourceError {
-                        file: file.clone(),
-                        object: bad.object,
-                        field: bad.field,
-                        message: bad.message,
-                        kept_last_good: kept.is_some(),
-                    });
+                    errors.push(SourceError::of_object(file, &bad, kept.is_some()));
                     if let (Some(key), Some(obj)) = (bad.key, kept)
                         && !seen.contains_key(&key)
                     {
@@ -333,6 +346,7 @@ pub fn load(
         if !given.is_empty() {
             by_file.insert(file.clone(), given);
         }
+        any_duplicates |= duplicates;
         if let (Some(hash), false) = (hash, duplicates) {
             let file_errors = errors[errors_before..].to_vec();
             parsed.insert(
@@ -346,28 +360,31 @@ pub fn load(
     }
     drop(seen);
     last.parsed = parsed;
-    // In key order, so every map is built in one pass.
-    let mut all: Vec<&(Arc<ObjectKey>, Object)> = by_file.values().flatten().collect();
-    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let (mut namespaces, mut pods, mut policies) = (Vec::new(), Vec::new(), Vec::new());
-    for (key, obj) in all {
-        let r = || ObjectRef::new(&*key.namespace, &*key.name);
-        match obj {
-            Object::Namespace(ns) => namespaces.push((key.name.clone(), ns.clone())),
-            Object::Pod(pod) => pods.push((r(), pod.clone())),
-            Object::NetworkPolicy(np) => policies.push((r(), np.clone())),
-        }
-    }
+    last.duplicates = any_duplicates;
     last.by_file = by_file;
-    let snapshot = Snapshot {
-        namespaces: namespaces.into_iter().collect(),
-        pods: pods.into_iter().collect(),
-        policies: policies.into_iter().collect(),
-    };
-    (snapshot, errors)
+    (last.snapshot(), errors)
 }
 
-struct BadObject {
+/// One document's object, or what is wrong with it.
+pub(crate) type Document = Result<(ObjectKey, Object), Box<BadObject>>;
+
+/// A file's objects in document order (empty documents left out), or why the file as a
+/// whole cannot be read. Pure: what other files give is the caller's business.
+pub(crate) fn parse_text(text: &Result<String, String>) -> Result<Vec<Document>, String> {
+    let docs = match text {
+        Ok(text) => serde_saphyr::from_multiple::<serde_json::Value>(text)
+            .map_err(|e| format!("invalid YAML: {e}"))?,
+        Err(e) => return Err(e.clone()),
+    };
+    Ok(docs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, doc)| !doc.is_null())
+        .map(|(i, doc)| parse_object(doc, i + 1))
+        .collect())
+}
+
+pub(crate) struct BadObject {
     key: Option<ObjectKey>,
     object: String,
     field: Option<String>,

@@ -259,7 +259,7 @@ impl Drop for KubeSource {
 }
 
 impl SnapshotSource for KubeSource {
-    fn read(&mut self) -> Result<SourceState, SourceFailure> {
+    fn read(&mut self, _full: bool) -> Result<SourceState, SourceFailure> {
         let pending: Vec<&str> = self
             .health
             .iter()

@@ -22,7 +22,7 @@ use k8s_openapi::{
 
 use crate::{
     policy::{
-        model::{ObjectRef, PodInfo, Snapshot},
+        model::{ObjectRef, PodInfo, Snapshot, SnapshotUpdate},
         validate::{FieldError, validate_namespace, validate_pod, validate_policy},
     },
     source::{NAMESPACE_NAME_LABEL, SourceError, SourceState},
@@ -164,7 +164,7 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
         audit_mode,
     };
     SourceState {
-        snapshot,
+        update: SnapshotUpdate::Full(snapshot),
         errors,
         audit_mode,
     }
@@ -361,7 +361,7 @@ mod tests {
     fn maps_every_object_and_labels_namespaces() {
         let state = to_state(&cluster(), &mut LastGood::default());
         assert!(state.errors.is_empty(), "{:?}", state.errors);
-        let snap = &state.snapshot;
+        let snap = &state.full();
         assert_eq!(
             snap.namespaces.keys().collect::<Vec<_>>(),
             ["demo", "other"]
@@ -383,7 +383,7 @@ mod tests {
             node_name: "node-1".into(),
             node_ips: Default::default(),
         };
-        let desired = compile(&state.snapshot, &node, &Allocations::default());
+        let desired = compile(state.full(), &node, &Allocations::default());
         assert_eq!(desired.endpoints.len(), 1);
         assert!(
             desired
@@ -412,7 +412,7 @@ mod tests {
                 .starts_with("kubernetes: NetworkPolicy demo/allow: spec.ingress[0]"),
             "{e}"
         );
-        let kept = &state.snapshot.policies[&ObjectRef::new("demo", "allow")];
+        let kept = &state.full().policies[&ObjectRef::new("demo", "allow")];
         let cidr = &kept.spec.as_ref().unwrap().ingress.as_ref().unwrap()[0]
             .from
             .as_ref()
@@ -425,7 +425,7 @@ mod tests {
         // Still invalid at the next read: still kept.
         let state = to_state(&bad, &mut last);
         assert!(state.errors[0].kept_last_good);
-        assert_eq!(state.snapshot.policies.len(), 1);
+        assert_eq!(state.full().policies.len(), 1);
         // Fixed: the new version.
         let mut fixed = cluster();
         fixed.policies = vec![policy("demo", "allow", "10.1.0.0/16")];
@@ -448,13 +448,13 @@ mod tests {
         assert_eq!(state.errors[0].field.as_deref(), Some("status.podIP"));
         assert!(
             !state
-                .snapshot
+                .full()
                 .policies
                 .contains_key(&ObjectRef::new("demo", "bad"))
         );
         assert!(
             !state
-                .snapshot
+                .full()
                 .pods
                 .contains_key(&ObjectRef::new("demo", "weird"))
         );
@@ -463,12 +463,12 @@ mod tests {
         let mut deleted = cluster();
         deleted.policies.clear();
         let state = to_state(&deleted, &mut last);
-        assert!(state.snapshot.policies.is_empty());
+        assert!(state.full().policies.is_empty());
         let mut recreated = cluster();
         recreated.policies = vec![policy("demo", "allow", "bogus")];
         let state = to_state(&recreated, &mut last);
         assert!(!state.errors[0].kept_last_good);
-        assert!(state.snapshot.policies.is_empty());
+        assert!(state.full().policies.is_empty());
     }
 
     #[test]
@@ -476,15 +476,15 @@ mod tests {
         let mut last = LastGood::default();
         let objects = cluster();
         let web = ObjectRef::new("demo", "web");
-        let first = to_state(&objects, &mut last).snapshot.pods[&web].clone();
+        let first = to_state(&objects, &mut last).full().pods[&web].clone();
         assert_eq!(first.node_name.as_deref(), Some("node-1"));
         assert_eq!(first.labels["app"], "web");
-        let second = to_state(&objects, &mut last).snapshot.pods[&web].clone();
+        let second = to_state(&objects, &mut last).full().pods[&web].clone();
         assert!(Arc::ptr_eq(&first, &second));
         // A new version of the pod: converted again.
         let mut changed = cluster();
         changed.pods[0] = pod("demo", "web", "node-1", "10.0.1.11");
-        let third = to_state(&changed, &mut last).snapshot.pods[&web].clone();
+        let third = to_state(&changed, &mut last).full().pods[&web].clone();
         assert_eq!(third.pod_ip.as_deref(), Some("10.0.1.11"));
     }
 
@@ -574,12 +574,12 @@ mod tests {
             node_ips: Default::default(),
         };
         let a = compile(
-            &to_state(&full, &mut LastGood::default()).snapshot,
+            to_state(&full, &mut LastGood::default()).full(),
             &node,
             &Allocations::default(),
         );
         let b = compile(
-            &to_state(&slimmed, &mut LastGood::default()).snapshot,
+            to_state(&slimmed, &mut LastGood::default()).full(),
             &node,
             &Allocations::default(),
         );

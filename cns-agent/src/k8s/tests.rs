@@ -340,7 +340,7 @@ impl Harness {
         check: impl Fn(&Result<SourceState, SourceFailure>) -> bool,
     ) -> Result<SourceState, SourceFailure> {
         for _ in 0..500 {
-            let state = self.source.read();
+            let state = self.source.read(false);
             if check(&state) {
                 return state;
             }
@@ -348,7 +348,7 @@ impl Harness {
         }
         panic!(
             "timed out waiting for {what}: last read {:?}",
-            self.source.read()
+            self.source.read(false)
         );
     }
 
@@ -374,7 +374,7 @@ impl Harness {
 }
 
 fn app_of(state: &SourceState, ns: &str, name: &str) -> Option<String> {
-    let pod = state.snapshot.pods.get(&ObjectRef::new(ns, name))?;
+    let pod = state.full().pods.get(&ObjectRef::new(ns, name))?;
     pod.labels.get("app").cloned()
 }
 
@@ -390,7 +390,7 @@ async fn not_ready_until_every_list_is_in_then_the_full_snapshot() {
     let mut h = Harness::new(seeded());
     // Nothing answered yet: nothing may be enforced from the caches.
     tokio::time::sleep(Duration::from_millis(30)).await;
-    match h.source.read() {
+    match h.source.read(false) {
         Err(SourceFailure::NotReady { what }) => {
             assert!(
                 what.contains("pods") && what.contains("networkpolicies"),
@@ -404,17 +404,17 @@ async fn not_ready_until_every_list_is_in_then_the_full_snapshot() {
     let state = h.until_state("the first snapshot", |_| true).await;
     assert!(h.source.is_synced());
     assert!(state.errors.is_empty(), "{:?}", state.errors);
-    assert_eq!(names(&state.snapshot.namespaces), ["demo", "other"]);
-    let demo = &state.snapshot.namespaces["demo"];
+    assert_eq!(names(&state.full().namespaces), ["demo", "other"]);
+    let demo = &state.full().namespaces["demo"];
     assert_eq!(
         demo.metadata.labels.as_ref().unwrap()[NAMESPACE_NAME_LABEL],
         "demo"
     );
-    assert_eq!(names(&state.snapshot.pods), ["demo/web", "other/client"]);
-    assert_eq!(names(&state.snapshot.policies), ["demo/allow"]);
+    assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
+    assert_eq!(names(&state.full().policies), ["demo/allow"]);
     assert_eq!(state.audit_mode, Some(false));
     // What the agent reads of the pod.
-    let web = &state.snapshot.pods[&ObjectRef::new("demo", "web")];
+    let web = &state.full().pods[&ObjectRef::new("demo", "web")];
     assert_eq!(web.labels["app"], "web");
     assert_eq!(web.pod_ip.as_deref(), Some("10.0.1.10"));
     assert!(h.notified.load(Ordering::SeqCst) >= 4);
@@ -461,9 +461,9 @@ async fn watch_events_update_the_snapshot() {
     let state = h
         .until_state("the changes", |s| {
             app_of(s, "demo", "web").as_deref() == Some("web-v2")
-                && s.snapshot.pods.len() == 3
-                && s.snapshot.namespaces.len() == 1
-                && s.snapshot.policies.len() == 2
+                && s.full().pods.len() == 3
+                && s.full().namespaces.len() == 1
+                && s.full().policies.len() == 2
                 && s.audit_mode == Some(true)
         })
         .await;
@@ -477,11 +477,11 @@ async fn watch_events_update_the_snapshot() {
     let e = &state.errors[0];
     assert_eq!(e.object, "NetworkPolicy demo/allow");
     assert!(e.kept_last_good, "{e}");
-    assert_eq!(state.snapshot.policies.len(), 2);
+    assert_eq!(state.full().policies.len(), 2);
     // Deleting it removes it for good.
     h.api.delete(POLICIES, "demo/allow", true);
     let state = h
-        .until_state("the deletion", |s| s.snapshot.policies.len() == 1)
+        .until_state("the deletion", |s| s.full().policies.len() == 1)
         .await;
     assert!(state.errors.is_empty());
 }
@@ -500,10 +500,10 @@ async fn a_dropped_connection_resumes_from_the_last_bookmark_without_relisting()
     assert_eq!(h.api.watch_versions(PODS)[1], rv);
     assert_eq!(h.api.lists(PODS).len(), 1, "resumed: no re-list");
     // Still synced, nothing lost, and the new watch delivers.
-    let state = h.source.read().expect("synced");
-    assert_eq!(state.snapshot.pods.len(), 2);
+    let state = h.source.read(false).expect("synced");
+    assert_eq!(state.full().pods.len(), 2);
     h.api.apply(PODS, pod("demo", "late", "late", "10.0.1.12"));
-    h.until_state("the pod on the new watch", |s| s.snapshot.pods.len() == 3)
+    h.until_state("the pod on the new watch", |s| s.full().pods.len() == 3)
         .await;
 }
 
@@ -524,12 +524,12 @@ async fn gone_relists_and_keeps_the_last_state_until_the_list_is_complete() {
     h.until_api("the re-list", |api| api.lists(PODS).len() == 2)
         .await;
     // While the list is pending the last state stays in force: no flush, no NotReady.
-    let state = h.source.read().expect("still synced");
-    assert_eq!(names(&state.snapshot.pods), ["demo/web", "other/client"]);
+    let state = h.source.read(false).expect("still synced");
+    assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
     assert_eq!(app_of(&state, "demo", "web").as_deref(), Some("web"));
     h.api.release_lists(PODS);
     let state = h
-        .until_state("the re-listed pods", |s| s.snapshot.pods.len() == 1)
+        .until_state("the re-listed pods", |s| s.full().pods.len() == 1)
         .await;
     assert_eq!(app_of(&state, "demo", "web").as_deref(), Some("web-v2"));
     let pods = h
@@ -574,9 +574,9 @@ async fn api_server_restart_and_failed_requests_are_retried() {
         ALL.iter().all(|p| api.open_watches(p) == 1)
     })
     .await;
-    let state = h.source.read().expect("still synced");
-    assert_eq!(state.snapshot.pods.len(), 2);
-    assert_eq!(state.snapshot.policies.len(), 1);
+    let state = h.source.read(false).expect("still synced");
+    assert_eq!(state.full().pods.len(), 2);
+    assert_eq!(state.full().policies.len(), 1);
     assert_eq!(state.audit_mode, Some(false));
     // Resumed from the last versions, without re-listing.
     for path in ALL {

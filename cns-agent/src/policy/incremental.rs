@@ -19,12 +19,14 @@ use std::{
     sync::Arc,
 };
 
+use k8s_openapi::api::core::v1::Namespace;
+
 use super::{
     alloc::{Free, allocate},
     compile,
     model::{
-        Allocations, Desired, IdentityKey, Labels, NodeContext, ObjectRef, PodInfo, RemoteInfo,
-        Snapshot,
+        Allocations, Desired, IdentityKey, Labels, Lookups, NodeContext, ObjectRef, PodInfo,
+        RemoteInfo, Snapshot, SnapshotChanges, SnapshotUpdate,
     },
     select::Selections,
     selector::namespace_labels,
@@ -209,6 +211,7 @@ pub struct Compiler {
     selections: Selections,
     /// The last local pass read destination pods' named ports.
     uses_members: bool,
+    lookups: Lookups,
     /// Runtime per-namespace audit modes (they win over the namespace annotation).
     overrides: BTreeMap<String, bool>,
     /// The local part must be rebuilt at the next update (the overrides changed).
@@ -234,6 +237,7 @@ impl Compiler {
             ns_free: Free::default(),
             selections: Selections::default(),
             uses_members: false,
+            lookups: Lookups::default(),
             overrides: BTreeMap::new(),
             local_dirty: false,
         }
@@ -262,6 +266,11 @@ impl Compiler {
         &self.snapshot
     }
 
+    /// The lookups of the last update, for the names the agent publishes.
+    pub fn lookups(&self) -> &Lookups {
+        &self.lookups
+    }
+
     /// Sets this node's addresses and name; a change means a fresh compile at the next update.
     pub fn set_node(&mut self, node: NodeContext) {
         if node.node_name != self.node.node_name || node.node_ips != self.node.node_ips {
@@ -279,23 +288,48 @@ impl Compiler {
         // `fresh` stays set until the update is complete: should it not complete (a panic the
         // agent survives), the next update starts from scratch instead of from half-updated
         // indexes.
-        let changed = self.apply(snapshot);
+        let old = std::mem::replace(&mut self.snapshot, snapshot);
+        let delta = Delta::between(&old, &self.snapshot);
+        drop(old);
+        let changed = self.apply(delta);
         if changed.is_some() {
             self.fresh = false;
         }
         changed
     }
 
-    /// [`Self::update`] on a compiler that compiled before.
-    fn apply(&mut self, snapshot: Snapshot) -> ChangedAddresses {
-        let old = std::mem::replace(&mut self.snapshot, snapshot);
+    /// Compiles the snapshot of the last update with `changes` made; returns the IP cache
+    /// addresses that may have changed. Costs what the changes touch.
+    pub fn apply_changes(&mut self, changes: SnapshotChanges) -> ChangedAddresses {
+        if self.fresh {
+            let mut snapshot = std::mem::take(&mut self.snapshot);
+            changes.apply_to(&mut snapshot);
+            return self.update(snapshot);
+        }
+        self.fresh = true;
+        let delta = Delta::patch(&mut self.snapshot, changes);
+        let changed = self.apply(delta);
+        if changed.is_some() {
+            self.fresh = false;
+        }
+        changed
+    }
+
+    /// Either kind of update.
+    pub fn update_with(&mut self, update: SnapshotUpdate) -> ChangedAddresses {
+        match update {
+            SnapshotUpdate::Full(snapshot) => self.update(snapshot),
+            SnapshotUpdate::Changes(changes) => self.apply_changes(changes),
+        }
+    }
+
+    /// Applies what changed (already in `self.snapshot`) on a compiler that compiled before.
+    fn apply(&mut self, delta: Delta) -> ChangedAddresses {
         let mut d = Dirty::default();
-        self.pods_changed(&old, &mut d);
-        self.namespaces_changed(&old, &mut d);
-        let policies_changed = changed(&old.policies, &self.snapshot.policies)
-            .next()
-            .is_some();
-        drop(old);
+        self.pods_changed(&delta.pods, &mut d);
+        self.namespaces_changed(&delta.namespaces, &mut d);
+        let policies_changed = delta.policies;
+        drop(delta);
         if !self.renumber(&d) {
             // A numbering ran out: number everything again from scratch (as `allocate`
             // would, retrying the keys left without a number).
@@ -327,6 +361,7 @@ impl Compiler {
         self.snapshot = snapshot;
         self.index = Index::default();
         self.selections = Selections::default();
+        self.lookups = Lookups::default();
         let mut d = Dirty::default();
         for (r, pod) in &self.snapshot.pods {
             let facts = Facts::of(r, pod, &self.node);
@@ -351,6 +386,7 @@ impl Compiler {
         let ids = allocate(&identities, &prev.identities, IDENTITY_FIRST_POD, id_max);
         self.ns_free = Free::of(ns_ids.values(), u32::from(NS_FIRST), ns_max);
         self.ids_free = Free::of(ids.values(), IDENTITY_FIRST_POD, id_max);
+        self.lookups.identities = ids.iter().map(|(k, id)| (*id, k.clone())).collect();
         self.desired = Desired {
             allocations: Allocations {
                 namespaces: ns_ids
@@ -379,8 +415,9 @@ impl Compiler {
         self.local_pass();
     }
 
-    fn pods_changed(&mut self, old: &Snapshot, d: &mut Dirty) {
-        for (r, before, after) in changed(&old.pods, &self.snapshot.pods) {
+    fn pods_changed(&mut self, pods: &[Change<ObjectRef, PodInfo>], d: &mut Dirty) {
+        for (r, before, after) in pods {
+            let (before, after) = (before.as_ref(), after.as_ref());
             d.pods = true;
             if let Some(facts) = before.and_then(|_| self.index.facts.remove(r)) {
                 self.index.pod(r, &facts, false, d);
@@ -400,8 +437,8 @@ impl Compiler {
         }
     }
 
-    fn namespaces_changed(&mut self, old: &Snapshot, d: &mut Dirty) {
-        for (name, before, after) in changed(&old.namespaces, &self.snapshot.namespaces) {
+    fn namespaces_changed(&mut self, namespaces: &[Change<String, Namespace>], d: &mut Dirty) {
+        for (name, before, after) in namespaces {
             // Labels select peers; the audit annotation is the endpoints' mode.
             d.local = true;
             match (before, after) {
@@ -427,6 +464,7 @@ impl Compiler {
             if let Some(id) = a.identities.remove(key) {
                 self.ids_free.release(id);
                 self.selections.forget(id);
+                self.lookups.identities.remove(&id);
             }
         }
         for ns in &d.ns_added {
@@ -445,7 +483,10 @@ impl Compiler {
         }
         for key in &d.ids_added {
             match self.ids_free.take() {
-                Some(id) => _ = a.identities.insert(key.clone(), id),
+                Some(id) => {
+                    a.identities.insert(key.clone(), id);
+                    self.lookups.identities.insert(id, key.clone());
+                }
                 None => return false,
             }
         }
@@ -470,6 +511,7 @@ impl Compiler {
                 Some((r.clone(), RemoteInfo { identity, ns_id }))
             });
             let before = self.index.owners.remove(ip);
+            self.lookups.pods_by_ip.remove(ip);
             if let Some((r, id)) = &before {
                 self.index.members.remove(&(*id, *ip));
                 local_changed |= self.index.local.contains(r);
@@ -478,6 +520,7 @@ impl Compiler {
                 Some((r, info)) => {
                     local_changed |= self.index.local.contains(&r);
                     self.index.members.insert((info.identity, *ip));
+                    self.lookups.pods_by_ip.insert(*ip, r.clone());
                     self.index.owners.insert(*ip, (r, info.identity));
                     self.desired.ipcache.insert(*ip, info);
                 }
@@ -536,6 +579,69 @@ impl Compiler {
         self.desired.endpoints = local.endpoints;
         self.desired.rules = local.rules;
         self.desired.cidrs = local.cidrs;
+    }
+}
+
+/// A key, its object before and after.
+type Change<K, V> = (K, Option<Arc<V>>, Option<Arc<V>>);
+
+/// What changed between two snapshots.
+#[derive(Debug, Default)]
+struct Delta {
+    pods: Vec<Change<ObjectRef, PodInfo>>,
+    namespaces: Vec<Change<String, Namespace>>,
+    policies: bool,
+}
+
+impl Delta {
+    /// By walking both snapshots (unchanged objects cost a pointer comparison each).
+    fn between(old: &Snapshot, new: &Snapshot) -> Self {
+        fn owned<K: Clone, V>((k, a, b): (&K, Option<&Arc<V>>, Option<&Arc<V>>)) -> Change<K, V> {
+            (k.clone(), a.cloned(), b.cloned())
+        }
+        Self {
+            pods: changed(&old.pods, &new.pods).map(owned).collect(),
+            namespaces: changed(&old.namespaces, &new.namespaces)
+                .map(owned)
+                .collect(),
+            policies: changed(&old.policies, &new.policies).next().is_some(),
+        }
+    }
+
+    /// By making `changes` in `snapshot` (an object changed back and forth counts as the
+    /// changes it went through).
+    fn patch(snapshot: &mut Snapshot, changes: SnapshotChanges) -> Self {
+        fn put<K: Ord + Clone, V: PartialEq>(
+            map: &mut BTreeMap<K, Arc<V>>,
+            changes: Vec<(K, Option<Arc<V>>)>,
+            out: &mut Vec<Change<K, V>>,
+        ) {
+            for (k, after) in changes {
+                let before = match &after {
+                    Some(v) => map.insert(k.clone(), v.clone()),
+                    None => map.remove(&k),
+                };
+                let same = match (&before, &after) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    out.push((k, before, after));
+                }
+            }
+        }
+        let mut delta = Self::default();
+        put(&mut snapshot.pods, changes.pods, &mut delta.pods);
+        put(
+            &mut snapshot.namespaces,
+            changes.namespaces,
+            &mut delta.namespaces,
+        );
+        let mut policies = Vec::new();
+        put(&mut snapshot.policies, changes.policies, &mut policies);
+        delta.policies = !policies.is_empty();
+        delta
     }
 }
 

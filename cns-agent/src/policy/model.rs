@@ -156,6 +156,55 @@ pub struct Snapshot {
     pub policies: BTreeMap<ObjectRef, Arc<NetworkPolicy>>,
 }
 
+/// Objects that changed since a source's previous update, each with its new version
+/// (`None`: gone), in the order they changed.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotChanges {
+    pub namespaces: Vec<(String, Option<Arc<Namespace>>)>,
+    pub pods: Vec<(ObjectRef, Option<Arc<PodInfo>>)>,
+    pub policies: Vec<(ObjectRef, Option<Arc<NetworkPolicy>>)>,
+}
+
+impl SnapshotChanges {
+    pub fn is_empty(&self) -> bool {
+        self.namespaces.is_empty() && self.pods.is_empty() && self.policies.is_empty()
+    }
+
+    /// `snapshot` with these changes made.
+    pub fn apply_to(self, snapshot: &mut Snapshot) {
+        fn put<K: Ord, V>(map: &mut BTreeMap<K, Arc<V>>, changes: Vec<(K, Option<Arc<V>>)>) {
+            for (k, v) in changes {
+                match v {
+                    Some(v) => map.insert(k, v),
+                    None => map.remove(&k),
+                };
+            }
+        }
+        put(&mut snapshot.namespaces, self.namespaces);
+        put(&mut snapshot.pods, self.pods);
+        put(&mut snapshot.policies, self.policies);
+    }
+}
+
+/// What a source hands the compiler: the whole cluster, or what changed since its previous
+/// update (only valid for a compiler that received every update before it).
+#[derive(Clone, Debug)]
+pub enum SnapshotUpdate {
+    Full(Snapshot),
+    Changes(SnapshotChanges),
+}
+
+/// Lookups the compiler keeps for the names the agent publishes after every sync (events
+/// and metrics label what they read with them). Persistent maps: a copy costs nothing and an
+/// update what it changes, so publishing them does not cost the size of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lookups {
+    /// Every numbered pod identity, by number.
+    pub identities: imbl::OrdMap<u32, IdentityKey>,
+    /// The pod owning each pod address (the one the IP cache names).
+    pub pods_by_ip: imbl::OrdMap<Ipv4Addr, ObjectRef>,
+}
+
 /// The node the policies are enforced on.
 #[derive(Clone, Debug, Default)]
 pub struct NodeContext {

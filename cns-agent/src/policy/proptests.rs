@@ -520,6 +520,9 @@ proptest! {
             .collect();
         let mut node = node();
         let mut compiler = Compiler::new(node.clone(), Allocations::default());
+        // The same updates handed over as changes (what the manifest source gives).
+        let mut by_changes = Compiler::new(node.clone(), Allocations::default());
+        let mut last = Snapshot::default();
         let mut prev = Allocations::default();
         let mut intended = crate::encode::MapContents::default();
         let ifindexes = std::collections::BTreeMap::new();
@@ -531,11 +534,23 @@ proptest! {
             if move_node_at == Some(step) {
                 node.node_ips.insert(Ipv4Addr::new(10, 0, 0, 2));
                 compiler.set_node(node.clone());
+                by_changes.set_node(node.clone());
             }
             let before = compiler.desired().ipcache.clone();
             let changed = compiler.update(current.clone());
             let fresh = compile(&current, &node, &prev);
             prop_assert_eq!(compiler.desired(), &fresh, "step {}", step);
+            // The lookups for the published names: what a fresh compiler keeps.
+            let mut once = Compiler::new(node.clone(), prev.clone());
+            once.update(current.clone());
+            prop_assert_eq!(compiler.lookups(), once.lookups(), "step {}", step);
+            let by_number: imbl::OrdMap<_, _> = fresh.allocations.identities.iter().map(|(k, id)| (*id, k.clone())).collect();
+            prop_assert_eq!(&compiler.lookups().identities, &by_number, "step {}", step);
+            let changed_too = by_changes.apply_changes(changes_between(&last, &current));
+            prop_assert_eq!(by_changes.desired(), &fresh, "step {} (as changes)", step);
+            prop_assert_eq!(by_changes.lookups(), once.lookups(), "step {} (as changes)", step);
+            prop_assert_eq!(&changed_too, &changed, "step {} (as changes)", step);
+            last = current.clone();
             crate::encode::update(&mut intended, compiler.desired(), &ifindexes, changed.as_ref());
             prop_assert_eq!(&intended, &crate::encode::encode(&fresh, &ifindexes));
             if let Some(changed) = changed {
@@ -548,5 +563,31 @@ proptest! {
             }
             prev = fresh.allocations;
         }
+    }
+}
+
+/// The changes that turn `old` into `new`, each key once, plus one object handed over again
+/// unchanged (which must change nothing).
+fn changes_between(old: &Snapshot, new: &Snapshot) -> crate::policy::model::SnapshotChanges {
+    use std::{collections::BTreeMap, sync::Arc};
+    fn diff<K: Ord + Clone, V: PartialEq>(
+        old: &BTreeMap<K, Arc<V>>,
+        new: &BTreeMap<K, Arc<V>>,
+    ) -> Vec<(K, Option<Arc<V>>)> {
+        let gone = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .map(|k| (k.clone(), None));
+        let differ = new
+            .iter()
+            .filter(|(k, v)| old.get(*k).is_none_or(|o| **o != ***v))
+            .map(|(k, v)| (k.clone(), Some(v.clone())));
+        let again = new.iter().next().map(|(k, v)| (k.clone(), Some(v.clone())));
+        gone.chain(differ).chain(again).collect()
+    }
+    crate::policy::model::SnapshotChanges {
+        namespaces: diff(&old.namespaces, &new.namespaces),
+        pods: diff(&old.pods, &new.pods),
+        policies: diff(&old.policies, &new.policies),
     }
 }

@@ -1,24 +1,26 @@
 //! The control plane (issue 7, section 4): the agent's sync pipeline on synthetic clusters.
 //!
 //! Every size runs in a child process (`cns-bench control-child ...`) so that its peak
-//! memory (VmHWM) is its own. The child generates the manifests as YAML files in memory
-//! (what `cns-agent run --manifests` reads), then times `source::load` (parse + validate),
-//! `compile`, `encode` + `reconcile::diff`, and writing the first diff to real BPF maps in
-//! a pin directory of its own; then single changes (a pod added, a label changed, a policy
-//! edited, 1000 policies edited) through the whole pipeline, as the agent runs it on a
-//! source event.
+//! memory (VmHWM) is its own. The child writes the manifests as YAML files into a directory
+//! of its own (what `cns-agent run --manifests` reads), then times the agent's manifest
+//! source (`ManifestSource::read`: stat, read, parse, validate), the compiler, `encode` +
+//! `reconcile::diff`, and writing the first diff to real BPF maps in a pin directory of its
+//! own; then single changes (a pod added, a label changed, a policy edited, 1000 policies
+//! edited) through the whole pipeline, as the agent runs it on a source event, and the
+//! names the agent publishes after a sync (`Names::new`).
 
 use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf, process::Command, time::Instant};
 
 use cns_agent::{
     encode::{self, MapContents},
     loader::Datapath,
+    names::Names,
     policy::{
         Compiler,
         model::{Allocations, NodeContext, ObjectRef},
     },
     reconcile,
-    source::{self, LastGood},
+    source::{ManifestSource, SnapshotSource},
 };
 use serde_json::{Value, json};
 
@@ -289,6 +291,8 @@ pub struct Incremental {
     pub compile_p50_ms: f64,
     pub encode_diff_p50_ms: f64,
     pub apply_p50_ms: f64,
+    /// Publishing the names after the sync (not in the totals).
+    pub names_p50_ms: f64,
     pub total_p50_ms: f64,
     pub total_p99_ms: f64,
     pub total_max_ms: f64,
@@ -307,6 +311,7 @@ impl Incremental {
             "compile_p50_ms": round3(self.compile_p50_ms),
             "encode_diff_p50_ms": round3(self.encode_diff_p50_ms),
             "apply_p50_ms": round3(self.apply_p50_ms),
+            "names_p50_ms": round3(self.names_p50_ms),
             "total_p50_ms": round3(self.total_p50_ms),
             "total_p99_ms": round3(self.total_p99_ms),
             "total_max_ms": round3(self.total_max_ms),
@@ -326,6 +331,8 @@ impl Incremental {
             compile_p50_ms: f("compile_p50_ms")?,
             encode_diff_p50_ms: f("encode_diff_p50_ms")?,
             apply_p50_ms: f("apply_p50_ms")?,
+            // Reports before it was measured lack it.
+            names_p50_ms: f("names_p50_ms").unwrap_or(0.0),
             total_p50_ms: f("total_p50_ms")?,
             total_p99_ms: f("total_p99_ms")?,
             total_max_ms: f("total_max_ms")?,
@@ -426,10 +433,10 @@ pub fn run(
 
 /// The agent's state across syncs, as `agent::Agent` keeps it.
 struct Pipeline {
+    source: ManifestSource,
     compiler: Compiler,
     /// The encoded compile, updated where it changed (as the agent keeps it).
     intended: MapContents,
-    last_good: LastGood,
     written: MapContents,
     ifindexes: BTreeMap<ObjectRef, u32>,
     dp: Option<(Datapath, PathBuf)>,
@@ -442,6 +449,8 @@ struct Timings {
     compile: f64,
     encode_diff: f64,
     apply: f64,
+    /// The names published after the sync (not in the total: the maps are updated first).
+    names: f64,
     ops: usize,
 }
 
@@ -450,19 +459,19 @@ fn ms(t: Instant) -> f64 {
 }
 
 impl Pipeline {
-    fn sync(&mut self, files: &[(PathBuf, Result<String, String>)]) -> anyhow::Result<Timings> {
+    fn sync(&mut self) -> anyhow::Result<Timings> {
         let mut t = Timings::default();
         let t0 = Instant::now();
-        let (snapshot, errors) = source::load(files, &mut self.last_good);
-        if let Some(e) = errors.first() {
+        let state = self.source.read(false)?;
+        if let Some(e) = state.errors.first() {
             anyhow::bail!(
                 "generated manifests are invalid ({} errors), first: {e}",
-                errors.len()
+                state.errors.len()
             );
         }
         t.parse = ms(t0);
         let t0 = Instant::now();
-        let changed = self.compiler.update(snapshot);
+        let changed = self.compiler.update_with(state.update);
         let desired = self.compiler.desired();
         t.compile = ms(t0);
         let t0 = Instant::now();
@@ -488,7 +497,33 @@ impl Pipeline {
         }
         reconcile::apply(&mut self.written, &ops);
         t.apply = ms(t0);
+        let t0 = Instant::now();
+        let names = Names::new(
+            desired,
+            self.compiler.snapshot(),
+            self.compiler.lookups(),
+            &BTreeMap::new(),
+            false,
+        );
+        t.names = ms(t0);
+        drop(names);
         Ok(t)
+    }
+}
+
+/// The manifests directory of a child, removed when done.
+struct ManifestDir(PathBuf);
+
+impl ManifestDir {
+    fn write(&self, path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+        let path = self.0.join(path);
+        std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    }
+}
+
+impl Drop for ManifestDir {
+    fn drop(&mut self) {
+        _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -516,14 +551,17 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("mix: label or cidr"))?,
     };
     let (trials, iterations) = (arg(3)?, arg(4)?);
-    let files = spec.files(false);
-    // What the pipeline holds is the heap beyond the generated YAML.
+    let dir = ManifestDir(std::env::temp_dir().join(unique("cns-bench-manifests-")));
+    std::fs::create_dir_all(&dir.0)?;
+    let mut yaml_bytes = 0;
+    for (path, text) in spec.files(false) {
+        let text = text.map_err(|e| anyhow::anyhow!(e))?;
+        yaml_bytes += text.len();
+        dir.write(&path, &text)?;
+    }
+    let yaml_mib = yaml_bytes as f64 / 1048576.0;
+    // What the pipeline holds is the heap beyond what the child held before.
     let heap_before = heap::live_mib();
-    let yaml_mib = files
-        .iter()
-        .map(|(_, t)| t.as_ref().map_or(0, String::len))
-        .sum::<usize>() as f64
-        / 1048576.0;
     let node = NodeContext {
         node_name: NODE.into(),
         node_ips: Default::default(),
@@ -544,9 +582,9 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
             None
         };
         Ok(Pipeline {
+            source: ManifestSource::new(dir.0.clone()),
             compiler: Compiler::new(node.clone(), Allocations::default()),
             intended: MapContents::default(),
-            last_good: LastGood::default(),
             written: MapContents::default(),
             ifindexes: BTreeMap::new(),
             dp,
@@ -562,7 +600,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     for trial in 0..trials {
         let last = trial + 1 == trials;
         let mut p = fresh(last)?;
-        let t = p.sync(&files)?;
+        let t = p.sync()?;
         parse.push(t.parse);
         comp.push(t.compile);
         enc.push(t.encode_diff);
@@ -598,7 +636,6 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
 
     // Single changes: each toggles between two states of one file (an extra small file, or
     // the first chunk of policies), so that no second copy of the cluster is held.
-    let mut files = files;
     let new_pod = spec.pod_yaml("bench-new", 0, 1, 0, spec.pods + 10, NODE);
     let label = |app: usize| spec.pod_yaml("bench-label", 0, app, 1, spec.pods + 11, NODE);
     let pol = |alt: bool| spec.policy("bench-policy", 0, alt);
@@ -634,25 +671,19 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
             ],
         ));
     }
-    let set = |files: &mut Vec<(PathBuf, Result<String, String>)>,
-               (path, text): &(PathBuf, String)| {
-        match files.iter_mut().find(|(p, _)| p == path) {
-            Some(f) => f.1 = Ok(text.clone()),
-            None => files.push((path.clone(), Ok(text.clone()))),
-        }
-    };
     let mut incs = Vec::new();
     for (name, states) in &changes {
         // Settle in state 0 first (not timed).
-        set(&mut files, &states[0]);
-        p.sync(&files)?;
+        dir.write(&states[0].0, &states[0].1)?;
+        p.sync()?;
         let mut ts = Vec::new();
         for it in 0..iterations {
-            set(&mut files, &states[(it + 1) % 2]);
-            let t = p.sync(&files)?;
+            let (path, text) = &states[(it + 1) % 2];
+            dir.write(path, text)?;
+            let t = p.sync()?;
             ts.push(t);
         }
-        set(&mut files, &states[0]);
+        dir.write(&states[0].0, &states[0].1)?;
         let col = |f: fn(&Timings) -> f64| ts.iter().map(f).collect::<Vec<f64>>();
         let total = col(|t| t.parse + t.compile + t.encode_diff + t.apply);
         incs.push(Incremental {
@@ -666,6 +697,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
             compile_p50_ms: percentile(&col(|t| t.compile), 50.0),
             encode_diff_p50_ms: percentile(&col(|t| t.encode_diff), 50.0),
             apply_p50_ms: percentile(&col(|t| t.apply), 50.0),
+            names_p50_ms: percentile(&col(|t| t.names), 50.0),
             total_p50_ms: percentile(&total, 50.0),
             total_p99_ms: percentile(&total, 99.0),
             total_max_ms: percentile(&total, 100.0),

@@ -390,8 +390,9 @@ impl Report {
                 "A synthetic cluster (generated YAML, as the agent reads it from its manifests directory) per \
                  row, each in a child process so that peak memory (VmHWM) is its own. The node under test has \
                  about 100 of the pods (1k pods: 10 nodes; otherwise pods/100 nodes). Times: median (min-max) \
-                 over the trials. parse = `source::load` of every file (YAML, validation); compile = \
-                 `policy::compile`; encode+diff = `encode` + `reconcile::diff` against empty maps; apply = \
+                 over the trials. parse = the agent's manifest source reading the directory cold \
+                 (`ManifestSource::read`: every file read, YAML, validation); compile = the compiler's first \
+                 update; encode+diff = `encode` + `reconcile::diff` against empty maps; apply = \
                  writing that first diff to real BPF maps. Peak RSS includes the YAML text; heap held is what \
                  the pipeline holds on the heap after the cold sync (counted by `cns-bench`'s allocator: \
                  source, compiler and encoded maps, not the YAML text nor the allocator's free memory).\n"
@@ -431,23 +432,26 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "### Single changes\n\nOne object changed in its own file, then the agent's whole sync \
-                     pipeline (re-read every file, compile, encode, diff against what was written, apply to \
-                     the BPF maps), as `cns-agent` does on a source event (its file watcher's debounce delay \
-                     not included). Alternates between two states so that every iteration is a real change.\n"
+                     pipeline (the manifest source: stat every file, read and parse the changed one, hand the \
+                     compiler what changed; compile; encode; diff against what was written; apply to the BPF \
+                     maps), as `cns-agent` does on a source event (its file watcher's debounce delay not \
+                     included). Alternates between two states so that every iteration is a real change. \
+                     names: the names the agent publishes after the sync for events and metrics \
+                     (`Names::new`), not in the totals.\n"
                 );
                 charts::embed(&mut s, &charts, Section::Control);
                 let _ = writeln!(
                     s,
-                    "| change | pods | policies | mix | iterations | map ops | parse p50 ms | compile p50 ms | encode+diff p50 ms | apply p50 ms | total p50 ms | total p99 ms |"
+                    "| change | pods | policies | mix | iterations | map ops | parse p50 ms | compile p50 ms | encode+diff p50 ms | apply p50 ms | total p50 ms | total p99 ms | names p50 ms |"
                 );
                 let _ = writeln!(
                     s,
-                    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+                    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                 );
                 for i in inc {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
+                        "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
                         i.change,
                         i.pods,
                         i.policies,
@@ -459,7 +463,8 @@ impl Report {
                         i.encode_diff_p50_ms,
                         i.apply_p50_ms,
                         i.total_p50_ms,
-                        i.total_p99_ms
+                        i.total_p99_ms,
+                        i.names_p50_ms
                     );
                 }
                 let _ = writeln!(s);
