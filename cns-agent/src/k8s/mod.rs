@@ -4,8 +4,11 @@
 //! [`KubeSource::start`] spawns one kube-runtime reflector per kind on the current tokio
 //! runtime: Namespaces, Pods and NetworkPolicies of every namespace, and the agent's own
 //! ConfigMap (for `policyAuditMode`). Each keeps a cache (a reflector store) that the
-//! agent thread reads with [`SnapshotSource::read`]; [`snapshot::to_state`] (pure) turns the
-//! caches into the snapshot.
+//! agent thread reads with [`SnapshotSource::read`]. Each watch event also records which
+//! object it changed: a read validates just those ([`snapshot::to_changes`], pure) and hands
+//! the compiler the changes, so a pod edit costs that pod, not the cluster. The first read,
+//! a read after a re-list (a re-list has no delete events for what went) and a read the
+//! agent asks to be full turn the whole caches into the snapshot ([`snapshot::to_state`]).
 //!
 //! - Nothing is enforced from a half-synced cache: `read` answers
 //!   [`SourceFailure::NotReady`] until every watcher has finished its first list.
@@ -49,6 +52,17 @@ use tokio::task::JoinHandle;
 use crate::source::{SnapshotSource, SourceFailure, SourceState};
 
 pub use snapshot::{AUDIT_MODE_KEY, ClusterObjects, LastGood, to_state};
+
+use crate::{policy::model::ObjectRef, source::Kind};
+
+/// What the watchers changed in the caches since the last read.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// The objects changed (by events since the first list).
+    changed: snapshot::Changed,
+    /// A cache was (re-)listed: the whole of it may have changed.
+    relisted: bool,
+}
 
 /// The change callback: called after every change to a cache (coalesce it).
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
@@ -146,6 +160,7 @@ pub struct KubeSource {
     policies: Store<NetworkPolicy>,
     config: Store<ConfigMap>,
     health: Vec<Arc<Health>>,
+    dirty: Arc<Mutex<Dirty>>,
     last: LastGood,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -161,6 +176,7 @@ impl KubeSource {
     ) -> Result<Self, KubeError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(KubeError::NoRuntime)?;
         let notify: Notify = Arc::new(notify);
+        let dirty = Arc::new(Mutex::new(Dirty::default()));
         let mut tasks = Vec::new();
         let mut health = Vec::new();
         // Lists at resourceVersion=0, unpaginated: served from the API server's watch cache
@@ -182,6 +198,7 @@ impl KubeSource {
             all(),
             cfg.retry,
             |ns| snapshot::slim_metadata(&mut ns.metadata),
+            Some((Kind::Namespace, dirty.clone())),
             health_of("namespaces"),
             notify.clone(),
         );
@@ -192,6 +209,7 @@ impl KubeSource {
             all(),
             cfg.retry,
             snapshot::slim_pod,
+            Some((Kind::Pod, dirty.clone())),
             health_of("pods"),
             notify.clone(),
         );
@@ -202,6 +220,7 @@ impl KubeSource {
             all(),
             cfg.retry,
             |np| snapshot::slim_metadata(&mut np.metadata),
+            Some((Kind::NetworkPolicy, dirty.clone())),
             health_of("networkpolicies"),
             notify.clone(),
         );
@@ -213,6 +232,8 @@ impl KubeSource {
             watcher::Config::default().fields(&format!("metadata.name={}", cfg.configmap_name)),
             cfg.retry,
             |cm| snapshot::slim_metadata(&mut cm.metadata),
+            // Read at every sync: one object.
+            None,
             health_of("configmap"),
             notify,
         );
@@ -223,6 +244,7 @@ impl KubeSource {
             policies,
             config,
             health,
+            dirty,
             last: LastGood::default(),
             tasks,
         })
@@ -250,6 +272,29 @@ impl KubeSource {
     }
 }
 
+/// The reflector stores, looked up by key.
+struct Caches<'a> {
+    namespaces: &'a Store<Namespace>,
+    pods: &'a Store<Pod>,
+    policies: &'a Store<NetworkPolicy>,
+}
+
+impl snapshot::Caches for Caches<'_> {
+    fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.get(&reflector::ObjectRef::new(name))
+    }
+
+    fn pod(&self, key: &ObjectRef) -> Option<Arc<Pod>> {
+        let r = reflector::ObjectRef::new(&key.name).within(&key.namespace);
+        self.pods.get(&r)
+    }
+
+    fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>> {
+        let r = reflector::ObjectRef::new(&key.name).within(&key.namespace);
+        self.policies.get(&r)
+    }
+}
+
 impl Drop for KubeSource {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -259,7 +304,7 @@ impl Drop for KubeSource {
 }
 
 impl SnapshotSource for KubeSource {
-    fn read(&mut self, _full: bool) -> Result<SourceState, SourceFailure> {
+    fn read(&mut self, full: bool) -> Result<SourceState, SourceFailure> {
         let pending: Vec<&str> = self
             .health
             .iter()
@@ -271,7 +316,22 @@ impl SnapshotSource for KubeSource {
                 what: format!("waiting for the first list of {}", pending.join(", ")),
             });
         }
-        Ok(to_state(&self.objects(), &mut self.last))
+        // Taken before the caches are read: what changes meanwhile is read again next time.
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        if full || dirty.relisted {
+            return Ok(to_state(&self.objects(), &mut self.last));
+        }
+        let config = self.config.state().into_iter().next();
+        Ok(snapshot::to_changes(
+            &Caches {
+                namespaces: &self.namespaces,
+                pods: &self.pods,
+                policies: &self.policies,
+            },
+            dirty.changed,
+            config.as_deref(),
+            &mut self.last,
+        ))
     }
 
     fn describe(&self) -> String {
@@ -303,13 +363,19 @@ impl Backoff for RetryBackoff {
     }
 }
 
-/// Spawns a reflector for `api`: its store, and the task feeding it.
+/// Spawns a reflector for `api`: its store, and the task feeding it. The task records the
+/// objects each event changed in `dirty` (for the kind given), then calls `notify`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per kind; a struct would only name the same eight things"
+)]
 fn watch<K>(
     runtime: &tokio::runtime::Handle,
     api: Api<K>,
     config: watcher::Config,
     retry: Retry,
     slim: fn(&mut K),
+    dirty: Option<(Kind, Arc<Mutex<Dirty>>)>,
     health: Arc<Health>,
     notify: Notify,
 ) -> (Store<K>, JoinHandle<()>)
@@ -326,9 +392,26 @@ where
     let task = runtime.spawn(async move {
         let mut stream = pin!(stream);
         // The reflector has applied each event to the store before yielding it.
+        let record = |change: &dyn Fn(&mut Dirty)| {
+            if let Some((_, dirty)) = &dirty {
+                // A poisoned lock: a reader panicked; the agent then reads everything.
+                let mut d = dirty.lock().unwrap_or_else(|e| e.into_inner());
+                change(&mut d);
+            }
+        };
         while let Some(event) = stream.next().await {
             match event {
-                Ok(Event::Apply(_) | Event::Delete(_)) => notify(),
+                Ok(Event::Apply(obj) | Event::Delete(obj)) => {
+                    if let Some((kind, _)) = &dirty {
+                        let meta = obj.meta();
+                        let key = ObjectRef::new(
+                            meta.namespace.clone().unwrap_or_default(),
+                            meta.name.clone().unwrap_or_default(),
+                        );
+                        record(&|d| _ = d.changed.insert((kind.clone(), key.clone())));
+                    }
+                    notify();
+                }
                 Ok(Event::Init) => {
                     let n = health.lists.fetch_add(1, Ordering::Relaxed);
                     if n > 0 {
@@ -340,6 +423,9 @@ where
                 }
                 Ok(Event::InitApply(_)) => {}
                 Ok(Event::InitDone) => {
+                    // The store swapped the new list in: objects may have gone without a
+                    // delete event.
+                    record(&|d| d.relisted = true);
                     if !health.synced.swap(true, Ordering::AcqRel) {
                         tracing::info!(resource = health.resource, "watch synced");
                     }

@@ -1,7 +1,9 @@
 //! From the watchers' caches to a [`SourceState`]: the pure part of the Kubernetes source.
 //!
 //! [`to_state`] gets every cached Namespace, Pod and NetworkPolicy (all namespaces) and the
-//! agent's ConfigMap, and gives the snapshot the compiler takes. Like the manifests source,
+//! agent's ConfigMap, and gives the snapshot the compiler takes; [`to_changes`] takes only
+//! the objects the watch events named and gives what changed in that snapshot (the same
+//! rules, one object at a time: a property test checks the two against each other). Like the manifests source,
 //! it never lets bad input empty the datapath: an object that fails validation keeps its last
 //! good version (if it had one) and is reported with its object and field; an object that
 //! was never valid is left out. An object deleted from the API is forgotten with its last
@@ -22,10 +24,10 @@ use k8s_openapi::{
 
 use crate::{
     policy::{
-        model::{ObjectRef, PodInfo, Snapshot, SnapshotUpdate},
+        model::{ObjectRef, PodInfo, Snapshot, SnapshotChanges, SnapshotUpdate},
         validate::{FieldError, validate_namespace, validate_pod, validate_policy},
     },
-    source::{NAMESPACE_NAME_LABEL, SourceError, SourceState},
+    source::{Kind, NAMESPACE_NAME_LABEL, SourceError, SourceState},
 };
 
 /// What [`SourceError::file`] says for objects from the API server.
@@ -45,14 +47,28 @@ pub struct ClusterObjects {
     pub config: Option<Arc<ConfigMap>>,
 }
 
-/// The last valid version of every object (and of the ConfigMap's mode), kept from one
-/// [`to_state`] to the next.
+/// The last valid version of every object (and of the ConfigMap's mode), and the problems
+/// of the objects that are not valid, kept from one read to the next.
 #[derive(Clone, Debug, Default)]
 pub struct LastGood {
     namespaces: BTreeMap<String, Accepted<Namespace>>,
     pods: BTreeMap<ObjectRef, Accepted<Pod, PodInfo>>,
     policies: BTreeMap<ObjectRef, Accepted<NetworkPolicy>>,
     audit_mode: Option<bool>,
+    /// By kind, then namespace/name: the order they are reported in.
+    errors: BTreeMap<(Kind, ObjectRef), SourceError>,
+    /// The ConfigMap's (reported last).
+    config_error: Option<SourceError>,
+}
+
+impl LastGood {
+    fn errors(&self) -> Vec<SourceError> {
+        self.errors
+            .values()
+            .chain(&self.config_error)
+            .cloned()
+            .collect()
+    }
 }
 
 /// A valid object as the cache gave it, and what the snapshot holds of it (a pod's
@@ -73,74 +89,233 @@ impl<K, V> Clone for Accepted<K, V> {
     }
 }
 
-/// Maps the caches to the snapshot, validating every object; updates `last`.
+/// What the caches hold, by key: the Kubernetes source's reflector stores (tests use
+/// [`ClusterObjects`]).
+pub trait Caches {
+    fn namespace(&self, name: &str) -> Option<Arc<Namespace>>;
+    fn pod(&self, key: &ObjectRef) -> Option<Arc<Pod>>;
+    fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>>;
+}
+
+impl Caches for ClusterObjects {
+    fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        let named = |ns: &&Arc<Namespace>| ns.metadata.name.as_deref() == Some(name);
+        self.namespaces.iter().find(named).cloned()
+    }
+
+    fn pod(&self, key: &ObjectRef) -> Option<Arc<Pod>> {
+        self.pods
+            .iter()
+            .find(|p| object_ref(&p.metadata) == *key)
+            .cloned()
+    }
+
+    fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>> {
+        self.policies
+            .iter()
+            .find(|p| object_ref(&p.metadata) == *key)
+            .cloned()
+    }
+}
+
+/// The objects the caches changed since a read (namespaces with an empty namespace).
+pub type Changed = std::collections::BTreeSet<(Kind, ObjectRef)>;
+
+/// Maps the caches to the snapshot, validating every object the caches replaced; updates
+/// `last`.
 pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
-    let mut errors = Vec::new();
-    let mut snapshot = Snapshot::default();
-
-    let mut namespaces = BTreeMap::new();
+    let mut present = Changed::new();
     for ns in &objects.namespaces {
-        let mut ns = Namespace::clone(ns);
         let name = ns.metadata.name.clone().unwrap_or_default();
-        // The API server adds this label itself (since 1.21); be defensive, as the
-        // selectors rely on it.
-        if !name.is_empty() {
-            ns.metadata
-                .labels
-                .get_or_insert_with(Default::default)
-                .insert(NAMESPACE_NAME_LABEL.into(), name.clone());
-        }
-        let object = format!("Namespace {name}");
-        accept(
-            name,
-            Arc::new(ns),
-            validate_namespace,
-            Arc::clone,
-            &object,
-            &last.namespaces,
-            &mut namespaces,
-            &mut errors,
-        );
+        present.insert((Kind::Namespace, ObjectRef::new("", name)));
     }
-
-    let mut pods = BTreeMap::new();
     for pod in &objects.pods {
-        let key = object_ref(&pod.metadata);
-        let object = format!("Pod {key}");
-        accept(
-            key,
-            pod.clone(),
-            validate_pod,
-            |pod| Arc::new(PodInfo::from(&**pod)),
-            &object,
-            &last.pods,
-            &mut pods,
-            &mut errors,
-        );
+        present.insert((Kind::Pod, object_ref(&pod.metadata)));
     }
-
-    let mut policies = BTreeMap::new();
     for np in &objects.policies {
-        let key = object_ref(&np.metadata);
-        let object = format!("NetworkPolicy {key}");
-        accept(
-            key,
-            np.clone(),
-            validate_policy,
-            Arc::clone,
-            &object,
-            &last.policies,
-            &mut policies,
-            &mut errors,
-        );
+        present.insert((Kind::NetworkPolicy, object_ref(&np.metadata)));
+    }
+    // What the caches no longer hold is gone.
+    let gone: Vec<(Kind, ObjectRef)> = last
+        .namespaces
+        .keys()
+        .map(|n| (Kind::Namespace, ObjectRef::new("", n.clone())))
+        .chain(last.pods.keys().map(|r| (Kind::Pod, r.clone())))
+        .chain(
+            last.policies
+                .keys()
+                .map(|r| (Kind::NetworkPolicy, r.clone())),
+        )
+        .chain(last.errors.keys().cloned())
+        .filter(|k| !present.contains(k))
+        .collect();
+    present.extend(gone);
+    let caches = Indexed::new(objects);
+    apply(&caches, present, objects.config.as_deref(), last);
+    let snapshot = Snapshot {
+        namespaces: values(&last.namespaces),
+        pods: values(&last.pods),
+        policies: values(&last.policies),
+    };
+    SourceState {
+        update: SnapshotUpdate::Full(snapshot),
+        errors: last.errors(),
+        audit_mode: last.audit_mode,
+    }
+}
+
+/// What the `changed` objects of the caches change in the snapshot of the last read;
+/// updates `last`. Costs the changed objects, not the cluster.
+pub fn to_changes(
+    caches: &impl Caches,
+    changed: Changed,
+    config: Option<&ConfigMap>,
+    last: &mut LastGood,
+) -> SourceState {
+    let changes = apply(caches, changed, config, last);
+    SourceState {
+        update: SnapshotUpdate::Changes(changes),
+        errors: last.errors(),
+        audit_mode: last.audit_mode,
+    }
+}
+
+/// [`ClusterObjects`] by key, for [`to_state`].
+struct Indexed<'a> {
+    namespaces: BTreeMap<&'a str, &'a Arc<Namespace>>,
+    pods: BTreeMap<ObjectRef, &'a Arc<Pod>>,
+    policies: BTreeMap<ObjectRef, &'a Arc<NetworkPolicy>>,
+}
+
+impl<'a> Indexed<'a> {
+    fn new(objects: &'a ClusterObjects) -> Self {
+        Self {
+            namespaces: objects
+                .namespaces
+                .iter()
+                .map(|ns| (ns.metadata.name.as_deref().unwrap_or_default(), ns))
+                .collect(),
+            pods: objects
+                .pods
+                .iter()
+                .map(|p| (object_ref(&p.metadata), p))
+                .collect(),
+            policies: objects
+                .policies
+                .iter()
+                .map(|p| (object_ref(&p.metadata), p))
+                .collect(),
+        }
+    }
+}
+
+impl Caches for Indexed<'_> {
+    fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.get(name).map(|ns| Arc::clone(ns))
     }
 
-    let audit_mode = match objects.config.as_deref().map(audit_mode_of) {
+    fn pod(&self, key: &ObjectRef) -> Option<Arc<Pod>> {
+        self.pods.get(key).map(|p| Arc::clone(p))
+    }
+
+    fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>> {
+        self.policies.get(key).map(|p| Arc::clone(p))
+    }
+}
+
+/// Validates the `changed` objects as the caches hold them now (or forgets them, gone),
+/// and the ConfigMap's mode; returns what changed in the snapshot.
+fn apply(
+    caches: &impl Caches,
+    changed: Changed,
+    config: Option<&ConfigMap>,
+    last: &mut LastGood,
+) -> SnapshotChanges {
+    let mut changes = SnapshotChanges::default();
+    for (kind, key) in changed {
+        let object = match kind {
+            Kind::Namespace => format!("Namespace {}", key.name),
+            _ => format!("{kind:?} {key}"),
+        };
+        let error_key = (kind.clone(), key.clone());
+        let errors = &mut last.errors;
+        match kind {
+            Kind::Namespace => {
+                let ns = caches.namespace(&key.name).map(with_name_label);
+                if let Some(change) = accept(
+                    key.name.clone(),
+                    ns,
+                    validate_namespace,
+                    Arc::clone,
+                    &object,
+                    &mut last.namespaces,
+                    (errors, error_key),
+                ) {
+                    changes.namespaces.push((key.name, change));
+                }
+            }
+            Kind::Pod => {
+                if let Some(change) = accept(
+                    key.clone(),
+                    caches.pod(&key),
+                    validate_pod,
+                    |pod| Arc::new(PodInfo::from(&**pod)),
+                    &object,
+                    &mut last.pods,
+                    (errors, error_key),
+                ) {
+                    changes.pods.push((key, change));
+                }
+            }
+            Kind::NetworkPolicy => {
+                if let Some(change) = accept(
+                    key.clone(),
+                    caches.policy(&key),
+                    validate_policy,
+                    Arc::clone,
+                    &object,
+                    &mut last.policies,
+                    (errors, error_key),
+                ) {
+                    changes.policies.push((key, change));
+                }
+            }
+        }
+    }
+    last.audit_mode = audit_mode(config, last);
+    changes
+}
+
+/// The namespace with the `kubernetes.io/metadata.name` label: the API server adds it itself
+/// (since 1.21); be defensive, as the selectors rely on it.
+fn with_name_label(ns: Arc<Namespace>) -> Arc<Namespace> {
+    let name = ns.metadata.name.clone().unwrap_or_default();
+    let labelled = ns
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(NAMESPACE_NAME_LABEL))
+        == Some(&name);
+    if name.is_empty() || labelled {
+        return ns;
+    }
+    let mut ns = Namespace::clone(&ns);
+    ns.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(NAMESPACE_NAME_LABEL.into(), name);
+    Arc::new(ns)
+}
+
+/// The mode the ConfigMap sets; an invalid value keeps the last good one, reported.
+fn audit_mode(config: Option<&ConfigMap>, last: &mut LastGood) -> Option<bool> {
+    last.config_error = None;
+    match config.map(audit_mode_of) {
         None | Some(Ok(None)) => None,
         Some(Ok(Some(mode))) => Some(mode),
         Some(Err(message)) => {
-            let cm = objects.config.as_deref().map(|c| &c.metadata);
-            errors.push(SourceError {
+            let cm = config.map(|c| &c.metadata);
+            let error = SourceError {
                 file: PathBuf::from(SOURCE_FILE),
                 object: format!(
                     "ConfigMap {}",
@@ -149,24 +324,10 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
                 field: Some(format!("data.{AUDIT_MODE_KEY}")),
                 message,
                 kept_last_good: last.audit_mode.is_some(),
-            });
+            };
+            last.config_error = Some(error);
             last.audit_mode
         }
-    };
-
-    snapshot.namespaces = values(&namespaces);
-    snapshot.pods = values(&pods);
-    snapshot.policies = values(&policies);
-    *last = LastGood {
-        namespaces,
-        pods,
-        policies,
-        audit_mode,
-    };
-    SourceState {
-        update: SnapshotUpdate::Full(snapshot),
-        errors,
-        audit_mode,
     }
 }
 
@@ -184,34 +345,47 @@ pub fn audit_mode_of(cm: &ConfigMap) -> Result<Option<bool>, String> {
     }
 }
 
-/// Validates `obj` and puts it (or its last good version) into `out`, with what the snapshot
-/// holds of it (`convert`). The object the last sync accepted (the same `Arc`: the watch
-/// cache has not replaced it) is not validated or converted again.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call per kind; a struct would only name the same eight things"
-)]
+/// Where an object's problem is recorded: the errors by kind and name, and its key there.
+type ErrorSlot<'a> = (
+    &'a mut BTreeMap<(Kind, ObjectRef), SourceError>,
+    (Kind, ObjectRef),
+);
+
+/// Takes the cache's version of one object (`None`: gone) into `last`: validated, or its
+/// last good version kept and the problem recorded in `errors`. The object the last read
+/// accepted (the same `Arc`: the cache has not replaced it) is not validated or converted
+/// again. Returns what the snapshot now holds for it, if that changed.
 fn accept<Key: Ord + Clone, K: PartialEq, V>(
     key: Key,
-    obj: Arc<K>,
+    obj: Option<Arc<K>>,
     validate: fn(&K) -> Vec<FieldError>,
     convert: fn(&Arc<K>) -> Arc<V>,
     object: &str,
-    last: &BTreeMap<Key, Accepted<K, V>>,
-    out: &mut BTreeMap<Key, Accepted<K, V>>,
-    errors: &mut Vec<SourceError>,
-) {
+    last: &mut BTreeMap<Key, Accepted<K, V>>,
+    (errors, error_key): ErrorSlot<'_>,
+) -> Option<Option<Arc<V>>> {
+    let Some(obj) = obj else {
+        errors.remove(&error_key);
+        return last.remove(&key).map(|_| None);
+    };
     if let Some(before) = last.get(&key)
         && (Arc::ptr_eq(&before.cached, &obj) || *before.cached == *obj)
     {
-        out.insert(key, before.clone());
-        return;
+        errors.remove(&error_key);
+        return None;
     }
     let field_errors = validate(&obj);
     let Some(first) = field_errors.first() else {
+        errors.remove(&error_key);
         let value = convert(&obj);
-        out.insert(key, Accepted { cached: obj, value });
-        return;
+        last.insert(
+            key,
+            Accepted {
+                cached: obj,
+                value: value.clone(),
+            },
+        );
+        return Some(Some(value));
     };
     let message = field_errors
         .iter()
@@ -219,17 +393,15 @@ fn accept<Key: Ord + Clone, K: PartialEq, V>(
         .fold(first.message.clone(), |acc, e| {
             format!("{acc}; {}: {}", e.field, e.message)
         });
-    let kept = last.get(&key);
-    errors.push(SourceError {
+    let error = SourceError {
         file: PathBuf::from(SOURCE_FILE),
         object: object.to_owned(),
         field: Some(first.field.clone()),
         message,
-        kept_last_good: kept.is_some(),
-    });
-    if let Some(kept) = kept {
-        out.insert(key, kept.clone());
-    }
+        kept_last_good: last.contains_key(&key),
+    };
+    errors.insert(error_key, error);
+    None
 }
 
 /// What the snapshot holds of the accepted objects.
@@ -584,5 +756,134 @@ mod tests {
             &Allocations::default(),
         );
         assert_eq!(a, b);
+    }
+
+    mod changes {
+        //! Reading only the changed objects gives what reading every object gives.
+        use proptest::{collection::vec, prelude::*};
+
+        use super::*;
+
+        /// One edit: object `i` of a small pool set to version `v` (2: an invalid pod or policy)
+        /// or removed.
+        fn edit() -> impl Strategy<Value = (u8, Option<u8>)> {
+            (0u8..9, prop::option::weighted(0.8, 0u8..3))
+        }
+
+        fn object(i: u8) -> (Kind, ObjectRef) {
+            let ns = ["a", "b"][usize::from(i % 2)];
+            match i % 3 {
+                0 => (Kind::Namespace, ObjectRef::new("", ns)),
+                1 => (Kind::Pod, ObjectRef::new(ns, format!("p{}", i / 3))),
+                _ => (
+                    Kind::NetworkPolicy,
+                    ObjectRef::new(ns, format!("np{}", i / 3)),
+                ),
+            }
+        }
+
+        fn set(objects: &mut ClusterObjects, i: u8, v: Option<u8>) -> (Kind, ObjectRef) {
+            let (kind, key) = object(i);
+            let ip = if v == Some(2) {
+                "bogus".to_owned()
+            } else {
+                format!("10.0.0.{i}")
+            };
+            let cidr = if v == Some(2) {
+                "10.0.0.0/33".to_owned()
+            } else {
+                format!("10.{}.0.0/16", v.unwrap_or(0))
+            };
+            match kind {
+                Kind::Namespace => {
+                    objects
+                        .namespaces
+                        .retain(|n| n.metadata.name.as_deref() != Some(&key.name));
+                    if let Some(v) = v {
+                        objects.namespaces.push(from(
+                            json!({"metadata": {"name": key.name, "labels": {"v": v.to_string()}}}),
+                        ));
+                    }
+                }
+                Kind::Pod => {
+                    objects.pods.retain(|p| object_ref(&p.metadata) != key);
+                    if v.is_some() {
+                        objects
+                            .pods
+                            .push(pod(&key.namespace, &key.name, "node-1", &ip));
+                    }
+                }
+                Kind::NetworkPolicy => {
+                    objects.policies.retain(|p| object_ref(&p.metadata) != key);
+                    if v.is_some() {
+                        objects
+                            .policies
+                            .push(policy(&key.namespace, &key.name, &cidr));
+                    }
+                }
+            }
+            (kind, key)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn reading_changes_gives_what_reading_everything_gives(
+                steps in vec(vec(edit(), 1..4), 1..10),
+            ) {
+                // A model of what must hold: per object of the pool, its last valid version
+                // (forgotten when deleted) and whether its current version is invalid.
+                let mut model: BTreeMap<(Kind, ObjectRef), (Option<u8>, bool)> = BTreeMap::new();
+                let mut objects = ClusterObjects { config: Some(config(Some("false"))), ..ClusterObjects::default() };
+                let mut by_changes = LastGood::default();
+                let mut reference = LastGood::default();
+                let SnapshotUpdate::Full(mut tracked) = to_state(&objects, &mut by_changes).update else {
+                    unreachable!()
+                };
+                to_state(&objects, &mut reference);
+                for (step, edits) in steps.into_iter().enumerate() {
+                    let mut changed = Changed::new();
+                    // The read sees each object's last edit.
+                    let mut last_edit = BTreeMap::new();
+                    for (i, v) in edits {
+                        last_edit.insert(set(&mut objects, i, v), v);
+                    }
+                    for (key, v) in last_edit {
+                        let m = model.entry(key.clone()).or_default();
+                        // Namespaces have nothing to be invalid in.
+                        *m = match v {
+                            None => (None, false),
+                            Some(2) if key.0 != Kind::Namespace => (m.0, true),
+                            Some(v) => (Some(v), false),
+                        };
+                        changed.insert(key);
+                    }
+                    let state = to_changes(&objects, changed, objects.config.as_deref(), &mut by_changes);
+                    let SnapshotUpdate::Changes(c) = state.update else { unreachable!() };
+                    c.apply_to(&mut tracked);
+                    let expected = to_state(&objects, &mut reference);
+                    let full = expected.full();
+                    prop_assert_eq!(&tracked.namespaces, &full.namespaces, "step {}", step);
+                    prop_assert_eq!(&tracked.pods, &full.pods, "step {}", step);
+                    prop_assert_eq!(&tracked.policies, &full.policies, "step {}", step);
+                    prop_assert_eq!(&state.errors, &expected.errors, "step {}", step);
+                    let kept = |kind: Kind| -> Vec<ObjectRef> {
+                        model.iter().filter(|((k, _), m)| *k == kind && m.0.is_some()).map(|((_, r), _)| r.clone()).collect()
+                    };
+                    let ns: Vec<ObjectRef> = tracked.namespaces.keys().map(|n| ObjectRef::new("", n.clone())).collect();
+                    prop_assert_eq!(ns, kept(Kind::Namespace), "step {}", step);
+                    prop_assert_eq!(tracked.pods.keys().cloned().collect::<Vec<_>>(), kept(Kind::Pod), "step {}", step);
+                    prop_assert_eq!(tracked.policies.keys().cloned().collect::<Vec<_>>(), kept(Kind::NetworkPolicy), "step {}", step);
+                    let bad: Vec<(String, bool)> = model
+                        .iter()
+                        .filter(|(_, m)| m.1)
+                        .map(|((k, r), m)| (if *k == Kind::Namespace { format!("Namespace {}", r.name) } else { format!("{k:?} {r}") }, m.0.is_some()))
+                        .collect();
+                    let reported: Vec<(String, bool)> = state.errors.iter().map(|e| (e.object.clone(), e.kept_last_good)).collect();
+                    prop_assert_eq!(reported, bad, "step {}", step);
+                }
+            }
+        }
     }
 }

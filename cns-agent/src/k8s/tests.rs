@@ -23,7 +23,10 @@ use serde_json::{Value, json};
 use tower_test::mock;
 
 use super::*;
-use crate::{policy::model::ObjectRef, source::NAMESPACE_NAME_LABEL};
+use crate::{
+    policy::model::{ObjectRef, SnapshotUpdate},
+    source::NAMESPACE_NAME_LABEL,
+};
 
 const NAMESPACES: &str = "/api/v1/namespaces";
 const PODS: &str = "/api/v1/pods";
@@ -297,6 +300,10 @@ struct Harness {
     source: KubeSource,
     notified: Arc<AtomicUsize>,
     server: Option<mock::Handle<Request<Body>, Response<MockBody>>>,
+    /// The cluster as the reads so far say it is (a full read, then changes made to it).
+    tracked: Option<crate::policy::model::Snapshot>,
+    /// How the reads came: full or changes.
+    reads: Vec<&'static str>,
 }
 
 impl Harness {
@@ -317,7 +324,31 @@ impl Harness {
             source,
             notified,
             server: Some(handle),
+            tracked: None,
+            reads: Vec::new(),
         }
+    }
+
+    /// Reads as the agent does (changes since the previous read, once one went through);
+    /// gives the state with the whole cluster, as the reads so far make it.
+    fn read(&mut self) -> Result<SourceState, SourceFailure> {
+        let mut state = self.source.read(self.tracked.is_none())?;
+        let tracked =
+            match std::mem::replace(&mut state.update, SnapshotUpdate::Full(Default::default())) {
+                SnapshotUpdate::Full(s) => {
+                    self.reads.push("full");
+                    s
+                }
+                SnapshotUpdate::Changes(c) => {
+                    self.reads.push("changes");
+                    let mut s = self.tracked.take().expect("changes after a full read");
+                    c.apply_to(&mut s);
+                    s
+                }
+            };
+        state.update = SnapshotUpdate::Full(tracked.clone());
+        self.tracked = Some(tracked);
+        Ok(state)
     }
 
     fn serve(&mut self) {
@@ -340,16 +371,13 @@ impl Harness {
         check: impl Fn(&Result<SourceState, SourceFailure>) -> bool,
     ) -> Result<SourceState, SourceFailure> {
         for _ in 0..500 {
-            let state = self.source.read(false);
+            let state = self.read();
             if check(&state) {
                 return state;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!(
-            "timed out waiting for {what}: last read {:?}",
-            self.source.read(false)
-        );
+        panic!("timed out waiting for {what}: last read {:?}", self.read());
     }
 
     async fn until_state(
@@ -390,7 +418,7 @@ async fn not_ready_until_every_list_is_in_then_the_full_snapshot() {
     let mut h = Harness::new(seeded());
     // Nothing answered yet: nothing may be enforced from the caches.
     tokio::time::sleep(Duration::from_millis(30)).await;
-    match h.source.read(false) {
+    match h.read() {
         Err(SourceFailure::NotReady { what }) => {
             assert!(
                 what.contains("pods") && what.contains("networkpolicies"),
@@ -469,6 +497,9 @@ async fn watch_events_update_the_snapshot() {
         .await;
     assert!(state.errors.is_empty());
     assert!(h.notified.load(Ordering::SeqCst) >= before + 5);
+    // After the first read, events come as changes: the source read what they changed.
+    assert_eq!(h.reads.first(), Some(&"full"));
+    assert_eq!(h.reads.last(), Some(&"changes"), "{:?}", h.reads);
 
     // An update that is invalid keeps the last good version, with the error.
     h.api
@@ -500,7 +531,7 @@ async fn a_dropped_connection_resumes_from_the_last_bookmark_without_relisting()
     assert_eq!(h.api.watch_versions(PODS)[1], rv);
     assert_eq!(h.api.lists(PODS).len(), 1, "resumed: no re-list");
     // Still synced, nothing lost, and the new watch delivers.
-    let state = h.source.read(false).expect("synced");
+    let state = h.read().expect("synced");
     assert_eq!(state.full().pods.len(), 2);
     h.api.apply(PODS, pod("demo", "late", "late", "10.0.1.12"));
     h.until_state("the pod on the new watch", |s| s.full().pods.len() == 3)
@@ -524,7 +555,7 @@ async fn gone_relists_and_keeps_the_last_state_until_the_list_is_complete() {
     h.until_api("the re-list", |api| api.lists(PODS).len() == 2)
         .await;
     // While the list is pending the last state stays in force: no flush, no NotReady.
-    let state = h.source.read(false).expect("still synced");
+    let state = h.read().expect("still synced");
     assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
     assert_eq!(app_of(&state, "demo", "web").as_deref(), Some("web"));
     h.api.release_lists(PODS);
@@ -532,6 +563,8 @@ async fn gone_relists_and_keeps_the_last_state_until_the_list_is_complete() {
         .until_state("the re-listed pods", |s| s.full().pods.len() == 1)
         .await;
     assert_eq!(app_of(&state, "demo", "web").as_deref(), Some("web-v2"));
+    // A re-list has no delete events for what went: the source read everything.
+    assert_eq!(h.reads.last(), Some(&"full"), "{:?}", h.reads);
     let pods = h
         .source
         .watch_status()
@@ -574,7 +607,7 @@ async fn api_server_restart_and_failed_requests_are_retried() {
         ALL.iter().all(|p| api.open_watches(p) == 1)
     })
     .await;
-    let state = h.source.read(false).expect("still synced");
+    let state = h.read().expect("still synced");
     assert_eq!(state.full().pods.len(), 2);
     assert_eq!(state.full().policies.len(), 1);
     assert_eq!(state.audit_mode, Some(false));

@@ -9,10 +9,19 @@
 //! edited) through the whole pipeline, as the agent runs it on a source event, and the
 //! names the agent publishes after a sync (`Names::new`).
 
-use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf, process::Command, time::Instant};
+use std::{
+    collections::BTreeMap, fmt::Write as _, path::PathBuf, process::Command, sync::Arc,
+    time::Instant,
+};
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod},
+    networking::v1::NetworkPolicy,
+};
 
 use cns_agent::{
     encode::{self, MapContents},
+    k8s::snapshot::{Caches, ClusterObjects, LastGood as KubeLastGood, to_changes, to_state},
     loader::Datapath,
     names::Names,
     policy::{
@@ -20,7 +29,7 @@ use cns_agent::{
         model::{Allocations, NodeContext, ObjectRef},
     },
     reconcile,
-    source::{ManifestSource, SnapshotSource},
+    source::{Kind, ManifestSource, SnapshotSource},
 };
 use serde_json::{Value, json};
 
@@ -507,6 +516,7 @@ impl Pipeline {
         );
         t.names = ms(t0);
         drop(names);
+
         Ok(t)
     }
 }
@@ -708,6 +718,9 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     result.apply_failures = p.apply_failures;
     result.peak_rss_mib = proc_status_mib("VmHWM").unwrap_or(0.0);
     result.rss_after_mib = proc_status_mib("VmRSS").unwrap_or(0.0);
+    // After the memory figures: the watch caches' copy of the cluster is not the manifest
+    // pipeline's.
+    incs.push(kube_label_changes(&p, &spec, &node, iterations));
     drop(p);
     let mut line = String::new();
     let _ = write!(
@@ -720,4 +733,109 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     );
     println!("{line}");
     Ok(())
+}
+
+/// One label changed on a local pod, as the Kubernetes source syncs it: its watch caches
+/// (every pod as the caches hold it, looked up by key as in the reflector stores), the
+/// object the watch event named validated and converted (`k8s::snapshot::to_changes`), and
+/// the compiler's update.
+fn kube_label_changes(
+    p: &Pipeline,
+    spec: &Spec,
+    node: &NodeContext,
+    iterations: usize,
+) -> Incremental {
+    let snap = p.compiler.snapshot();
+    let objects = ClusterObjects {
+        namespaces: snap.namespaces.values().cloned().collect(),
+        pods: snap
+            .pods
+            .iter()
+            .map(|(r, pod)| Arc::new(pod.to_pod(r)))
+            .collect(),
+        policies: snap.policies.values().cloned().collect(),
+        config: None,
+    };
+    let mut last = KubeLastGood::default();
+    let mut compiler = Compiler::new(node.clone(), Allocations::default());
+    compiler.update_with(to_state(&objects, &mut last).update);
+    let mut caches = Stores {
+        pods: objects
+            .pods
+            .iter()
+            .map(|p| {
+                let m = &p.metadata;
+                let r = ObjectRef::new(
+                    m.namespace.clone().unwrap_or_default(),
+                    m.name.clone().unwrap_or_default(),
+                );
+                (r, p.clone())
+            })
+            .collect(),
+        objects,
+    };
+    let (local, pod) = caches
+        .pods
+        .iter()
+        .find(|(_, p)| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE))
+        .map(|(r, p)| (r.clone(), p.clone()))
+        .expect("a local pod");
+    let mut relabelled = Pod::clone(&pod);
+    relabelled
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("bench".into(), "relabelled".into());
+    let versions = [pod, Arc::new(relabelled)];
+    let (mut source, mut compile) = (Vec::new(), Vec::new());
+    for it in 0..iterations {
+        // The watch event: the cache replaced the pod, and named it.
+        caches
+            .pods
+            .insert(local.clone(), versions[(it + 1) % 2].clone());
+        let changed = [(Kind::Pod, local.clone())].into_iter().collect();
+        let t0 = Instant::now();
+        let state = to_changes(&caches, changed, None, &mut last);
+        source.push(ms(t0));
+        let t0 = Instant::now();
+        compiler.update_with(state.update);
+        compile.push(ms(t0));
+    }
+    let total: Vec<f64> = source.iter().zip(&compile).map(|(a, b)| a + b).collect();
+    Incremental {
+        change: "one label changed (local pod), Kubernetes source: source + compile only".into(),
+        pods: spec.pods,
+        policies: spec.policies,
+        mix: spec.mix.name().into(),
+        iterations,
+        ops: 0,
+        parse_p50_ms: percentile(&source, 50.0),
+        compile_p50_ms: percentile(&compile, 50.0),
+        encode_diff_p50_ms: 0.0,
+        apply_p50_ms: 0.0,
+        names_p50_ms: 0.0,
+        total_p50_ms: percentile(&total, 50.0),
+        total_p99_ms: percentile(&total, 99.0),
+        total_max_ms: percentile(&total, 100.0),
+    }
+}
+
+/// Watch caches by key, as the reflector stores are.
+struct Stores {
+    objects: ClusterObjects,
+    pods: std::collections::HashMap<ObjectRef, Arc<Pod>>,
+}
+
+impl Caches for Stores {
+    fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.objects.namespace(name)
+    }
+
+    fn pod(&self, key: &ObjectRef) -> Option<Arc<Pod>> {
+        self.pods.get(key).cloned()
+    }
+
+    fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>> {
+        self.objects.policy(key)
+    }
 }
