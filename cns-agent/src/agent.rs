@@ -70,6 +70,8 @@ pub struct Agent {
     intended_stale: bool,
     /// The last read of the source may not have reached the compiler: read it whole.
     read_full: bool,
+    /// When the source was last read whole.
+    last_full_read: Option<Instant>,
     /// `written` may differ from `intended` anywhere (start, failed writes, drift), not only
     /// where the last compile changed: compare the whole IP cache.
     diff_all: bool,
@@ -163,6 +165,7 @@ impl Agent {
             intended: MapContents::default(),
             intended_stale: true,
             read_full: true,
+            last_full_read: None,
             diff_all: true,
             veths: BTreeMap::new(),
             errors: Vec::new(),
@@ -207,8 +210,14 @@ impl Agent {
     /// Re-reads the source, compiles, attaches to new veths, and writes the difference.
     pub fn sync(&mut self) -> Result<SyncReport, AgentError> {
         let started = Instant::now();
-        // Changes since the previous read reach the compiler only if that read's did.
-        let state = self.source.read(self.read_full)?;
+        // Changes since the previous read reach the compiler only if that read's did; and
+        // now and then the source is read whole, so that nothing a source failed to notice
+        // (a file's stat that did not change) outlives a minute.
+        let whole = read_whole(self.read_full, self.last_full_read, started);
+        let state = self.source.read(whole)?;
+        if whole {
+            self.last_full_read = Some(started);
+        }
         self.read_full = true;
         for e in &state.errors {
             tracing::warn!(error = %e, "invalid input");
@@ -839,6 +848,15 @@ const STAT_NAMES: [(u32, &str); 7] = [
 
 /// Runs `f`, turning a panic (a bug) into an error message instead of killing the agent
 /// thread: the datapath keeps enforcing its last state and the next round starts afresh.
+/// How often the source is read whole even when nothing asks for it.
+const FULL_READ_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether a sync at `now` reads the source whole: when the last read may not have reached
+/// the compiler, and every [`FULL_READ_EVERY`].
+fn read_whole(read_full: bool, last_full: Option<Instant>, now: Instant) -> bool {
+    read_full || last_full.is_none_or(|t| now.saturating_duration_since(t) >= FULL_READ_EVERY)
+}
+
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
         let msg = panic
@@ -929,4 +947,22 @@ pub struct Status {
     pub xdp: Vec<XdpStatus>,
     pub datapath_stats: BTreeMap<&'static str, u64>,
     pub errors: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_is_read_whole_after_a_lost_read_and_every_minute() {
+        let t0 = Instant::now();
+        let later = |secs| t0 + Duration::from_secs(secs);
+        // The first sync, and any sync whose previous read may not have reached the compiler.
+        assert!(read_whole(false, None, t0));
+        assert!(read_whole(true, Some(t0), later(1)));
+        // Otherwise only changes, until a minute has passed.
+        assert!(!read_whole(false, Some(t0), later(1)));
+        assert!(!read_whole(false, Some(t0), later(59)));
+        assert!(read_whole(false, Some(t0), later(60)));
+    }
 }
