@@ -846,8 +846,6 @@ const STAT_NAMES: [(u32, &str); 7] = [
     (m::STAT_XDP_ALLOWED, "xdp_allowed"),
 ];
 
-/// Runs `f`, turning a panic (a bug) into an error message instead of killing the agent
-/// thread: the datapath keeps enforcing its last state and the next round starts afresh.
 /// How often the source is read whole even when nothing asks for it.
 const FULL_READ_EVERY: Duration = Duration::from_secs(60);
 
@@ -857,6 +855,8 @@ fn read_whole(read_full: bool, last_full: Option<Instant>, now: Instant) -> bool
     read_full || last_full.is_none_or(|t| now.saturating_duration_since(t) >= FULL_READ_EVERY)
 }
 
+/// Runs `f`, turning a panic (a bug) into an error message instead of killing the agent
+/// thread: the datapath keeps enforcing its last state and the next round starts afresh.
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
         let msg = panic

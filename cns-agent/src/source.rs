@@ -231,19 +231,29 @@ pub trait SnapshotSource: Send {
 pub fn read_dir(dir: &Path) -> std::io::Result<Vec<(PathBuf, Result<String, String>)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let ext = p.extension().and_then(|e| e.to_str());
-            matches!(ext, Some("yaml" | "yml")) && p.is_file()
-        })
+        .filter(|p| is_manifest(p) && p.is_file())
         .collect();
     paths.sort();
     Ok(paths
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p).map_err(|e| format!("failed to read: {e}"));
+            let text = read_file(&p);
             (p, text)
         })
         .collect())
+}
+
+/// Whether `path` names a manifest file (`*.yaml`, `*.yml`).
+fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// A manifest file's text, or why it cannot be read (reported by [`load`]).
+fn read_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("failed to read: {e}"))
 }
 
 /// Turns the files into a snapshot, using and updating `last` for the objects that fail.

@@ -617,10 +617,7 @@ impl Delta {
             out: &mut Vec<Change<K, V>>,
         ) {
             for (k, after) in changes {
-                let before = match &after {
-                    Some(v) => map.insert(k.clone(), v.clone()),
-                    None => map.remove(&k),
-                };
+                let before = super::model::set(map, k.clone(), after.clone());
                 let same = match (&before, &after) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
                     (None, None) => true,

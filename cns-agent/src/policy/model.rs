@@ -174,15 +174,24 @@ impl SnapshotChanges {
     pub fn apply_to(self, snapshot: &mut Snapshot) {
         fn put<K: Ord, V>(map: &mut BTreeMap<K, Arc<V>>, changes: Vec<(K, Option<Arc<V>>)>) {
             for (k, v) in changes {
-                match v {
-                    Some(v) => map.insert(k, v),
-                    None => map.remove(&k),
-                };
+                set(map, k, v);
             }
         }
         put(&mut snapshot.namespaces, self.namespaces);
         put(&mut snapshot.pods, self.pods);
         put(&mut snapshot.policies, self.policies);
+    }
+}
+
+/// Sets `key` to `value` (`None`: removes it); returns what it was.
+pub(crate) fn set<K: Ord, V>(
+    map: &mut BTreeMap<K, Arc<V>>,
+    key: K,
+    value: Option<Arc<V>>,
+) -> Option<Arc<V>> {
+    match value {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
     }
 }
 

@@ -23,7 +23,7 @@ use std::{
 
 use super::{
     LastGood, Object, ObjectKey, Parsed, SnapshotSource, SourceError, SourceFailure, SourceState,
-    content_hash, load, parse_text,
+    content_hash, is_manifest, load, parse_text, read_file,
 };
 use crate::policy::model::{ObjectRef, SnapshotChanges, SnapshotUpdate};
 
@@ -101,7 +101,7 @@ impl ManifestSource {
         let mut files: Vec<(PathBuf, Option<Stamp>)> = std::fs::read_dir(&self.dir)
             .map_err(failed)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .filter(|p| is_manifest(p))
             .filter_map(|p| match std::fs::metadata(&p) {
                 Ok(meta) if meta.is_file() => Some((p, Some(Stamp::of(&meta)))),
                 Ok(_) => None,
@@ -113,14 +113,37 @@ impl ManifestSource {
         Ok(files)
     }
 
+    /// The files whose stat is not the trusted one of the last read, with their text, and
+    /// the files gone since (`None`).
+    fn changed_files(
+        &self,
+        listed: &[(PathBuf, Option<Stamp>)],
+    ) -> Vec<(PathBuf, Option<Result<String, String>>)> {
+        let mut changed: Vec<(PathBuf, Option<Result<String, String>>)> = listed
+            .iter()
+            .filter(|(p, stamp)| stamp.is_none() || self.stamps.get(p) != Some(stamp))
+            .map(|(p, _)| (p.clone(), Some(read_file(p))))
+            .collect();
+        let listed: HashSet<&PathBuf> = listed.iter().map(|(p, _)| p).collect();
+        changed.extend(
+            self.stamps
+                .keys()
+                .filter(|p| !listed.contains(p))
+                .map(|p| (p.clone(), None)),
+        );
+        changed
+    }
+
     fn all_errors(&self) -> Vec<SourceError> {
         self.errors.values().flatten().cloned().collect()
     }
 
     /// Every file read and loaded; the whole snapshot.
     fn read_all(&mut self, listed: &[(PathBuf, Option<Stamp>)]) -> SnapshotUpdate {
-        let files: Vec<(PathBuf, Result<String, String>)> =
-            listed.iter().map(|(p, _)| (p.clone(), read(p))).collect();
+        let files: Vec<(PathBuf, Result<String, String>)> = listed
+            .iter()
+            .map(|(p, _)| (p.clone(), read_file(p)))
+            .collect();
         self.files_read = files.len();
         let (snapshot, errors) = load(&files, &mut self.last_good);
         self.errors = BTreeMap::new();
@@ -137,22 +160,11 @@ impl SnapshotSource for ManifestSource {
         let now = SystemTime::now();
         // Stat before reading: a file written after its stat is read again next time.
         let listed = self.list()?;
-        let mut changed: Vec<(PathBuf, Option<Result<String, String>>)> = listed
-            .iter()
-            .filter(|(p, stamp)| stamp.is_none() || self.stamps.get(p) != Some(stamp))
-            .map(|(p, _)| (p.clone(), Some(read(p))))
-            .collect();
-        self.files_read = changed.len();
-        let listed_paths: HashSet<&PathBuf> = listed.iter().map(|(p, _)| p).collect();
-        changed.extend(
-            self.stamps
-                .keys()
-                .filter(|p| !listed_paths.contains(p))
-                .map(|p| (p.clone(), None)),
-        );
         let update = if full || self.stamps.is_empty() || self.last_good.duplicates {
             None
         } else {
+            let changed = self.changed_files(&listed);
+            self.files_read = changed.iter().filter(|(_, text)| text.is_some()).count();
             let owners = self.owners.get_or_insert_with(|| owners(&self.last_good));
             apply_files(&mut self.last_good, owners, &mut self.errors, changed)
                 .map(SnapshotUpdate::Changes)
@@ -175,10 +187,6 @@ impl SnapshotSource for ManifestSource {
     fn describe(&self) -> String {
         format!("manifests:{}", self.dir.display())
     }
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("failed to read: {e}"))
 }
 
 fn owners(last: &LastGood) -> HashMap<Arc<ObjectKey>, Arc<Path>> {
