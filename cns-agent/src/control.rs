@@ -25,7 +25,7 @@ pub enum Request {
     /// Override the policy audit mode at runtime, globally or for one namespace; `audit:
     /// None` drops the override (back to the configured mode).
     Mode {
-        audit: Option<bool>,
+        audit: Option<crate::policy::AuditMode>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         namespace: Option<String>,
     },

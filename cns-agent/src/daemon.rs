@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 use tokio::sync::broadcast;
 
 use crate::{
-    agent::{Agent, AgentConfig, Trigger, error_chain},
+    agent::{Agent, AgentConfig, Trigger},
     cli::RunArgs,
-    control, events, loader,
+    control, error_chain, events, loader,
     metrics::{self, AgentMetrics},
     paths,
     source::SnapshotSource,
@@ -73,7 +73,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let maps_dir = datapath.maps_dir().to_owned();
     let cfg = AgentConfig {
         node_name: args.node_name.clone(),
-        audit_mode: args.policy_audit_mode,
+        audit_mode: crate::policy::AuditMode::from_audit(args.policy_audit_mode),
         pin_dir: args.bpffs_dir.clone(),
         resync_interval: args.resync_interval,
         event_rate: args.event_rate,
@@ -190,7 +190,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     tracing::info!(
         source = %source_name,
         node = %args.node_name,
-        mode = crate::agent::mode_name(args.policy_audit_mode),
+        mode = crate::policy::AuditMode::from_audit(args.policy_audit_mode).as_str(),
         socket = %args.socket.display(),
         pins = %args.bpffs_dir.display(),
         maps = %maps_dir.display(),

@@ -28,7 +28,8 @@ use self::cidrs::{cidrs_text, merge_ranges};
 pub use self::cidrs::{lpm_ranges, range_to_cidrs};
 pub use self::live::LiveState;
 use crate::policy::{
-    compile::compile,
+    AuditMode,
+    incremental::compile,
     model::{
         Allocations, Desired, Direction, IdentityKey, NodeContext, ObjectRef, PortMatch, Protocol,
         Snapshot,
@@ -131,11 +132,7 @@ pub fn endpoint_states(desired: &Desired) -> BTreeMap<ObjectRef, EndpointState> 
         .iter()
         .map(|(r, ep)| {
             let state = EndpointState {
-                mode: match ep.audit_override {
-                    Some(true) => "audit",
-                    Some(false) => "blocking",
-                    None => "global",
-                },
+                mode: ep.audit_override.map_or("global", AuditMode::as_str),
                 ingress: DirectionState {
                     isolated: ep.ingress_isolated,
                     rules: BTreeMap::new(),

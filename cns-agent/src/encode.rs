@@ -18,13 +18,18 @@ use cns_common::{
 
 use crate::{
     map_sizes::MapSizes,
-    policy::model::{self, Desired, Direction, LocalEndpoint, ObjectRef, RuleKey},
+    policy::{
+        AuditMode,
+        model::{self, Desired, Direction, LocalEndpoint, ObjectRef, RuleKey},
+    },
 };
 
 /// An LPM trie key as (prefix length in bits, data): ordered, unlike aya's `Key`.
 pub type Lpm<K> = (u32, K);
 
-/// The content of the maps the agent owns (not conntrack, counters or events).
+/// The content of every map the agent writes (not conntrack, counters, events or the deny
+/// cache, which the programs write). The last two are derived from the others here, so that
+/// the diff sees them like any other map and the writer is a plain writer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapContents {
     /// By ifindex of the pod's host-side veth.
@@ -33,11 +38,21 @@ pub struct MapContents {
     pub ipcache: BTreeMap<u32, Remote>,
     pub cidrs: BTreeMap<Lpm<CidrKey>, u32>,
     pub policy: BTreeMap<Lpm<PolicyKey>, PolicyValue>,
+    /// `CNS_POLICY_EXACT`: `policy`'s one-port, all-ports and any-protocol entries, for one
+    /// hash lookup before the trie.
+    pub policy_exact: BTreeMap<PolicyKey, PolicyValue>,
+    /// `CNS_LOCAL_IPS`: each endpoint's network-order address -> its ifindex (for XDP).
+    pub local_ips: BTreeMap<u32, u32>,
 }
 
 impl MapContents {
     pub fn len(&self) -> usize {
-        self.endpoints.len() + self.ipcache.len() + self.cidrs.len() + self.policy.len()
+        self.endpoints.len()
+            + self.ipcache.len()
+            + self.cidrs.len()
+            + self.policy.len()
+            + self.policy_exact.len()
+            + self.local_ips.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -119,16 +134,16 @@ pub fn encode(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>) -> MapCon
 
 /// Brings `out` (what [`encode`] gave for an earlier `Desired`) up to date with `desired`:
 /// the IP cache at the addresses `changed` names (all of it when `None`), the local part
-/// (endpoints, partitions, rules: one node's) in full.
+/// (endpoints, partitions, rules: one node's) in full. Returns how many entries it encoded.
 pub fn update(
     out: &mut MapContents,
     desired: &Desired,
     ifindexes: &BTreeMap<ObjectRef, u32>,
     changed: Option<&BTreeSet<Ipv4Addr>>,
-) {
+) -> usize {
     let Some(changed) = changed else {
         *out = encode(desired, ifindexes);
-        return;
+        return out.len();
     };
     for ip in changed {
         match desired.ipcache.get(ip) {
@@ -136,10 +151,14 @@ pub fn update(
             None => _ = out.ipcache.remove(&addr(*ip)),
         }
     }
+    let ipcache = out.ipcache.len();
     out.endpoints.clear();
     out.cidrs.clear();
     out.policy.clear();
+    out.policy_exact.clear();
+    out.local_ips.clear();
     encode_local(desired, ifindexes, out);
+    changed.len() + out.len() - ipcache
 }
 
 fn remote_value(remote: &model::RemoteInfo) -> Remote {
@@ -200,6 +219,17 @@ fn encode_local(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>, out: &m
     for ep in out.endpoints.values_mut() {
         ep.flags |= kinds.get(&ep.ep_id.to_be_bytes()).copied().unwrap_or(0);
     }
+    out.policy_exact = out
+        .policy
+        .iter()
+        .filter(|((len, _), _)| in_policy_exact(*len))
+        .map(|((_, k), v)| (*k, *v))
+        .collect();
+    out.local_ips = out
+        .endpoints
+        .iter()
+        .map(|(ifindex, ep)| (ep.ip, *ifindex))
+        .collect();
 }
 
 /// Whether a policy entry of this prefix length is also in `CNS_POLICY_EXACT` (one port, all
@@ -220,8 +250,8 @@ pub fn endpoint(ep: &LocalEndpoint) -> Endpoint {
         flags |= EP_EGRESS_ISOLATED;
     }
     match ep.audit_override {
-        Some(true) => flags |= EP_AUDIT_OVERRIDE | EP_AUDIT_ON,
-        Some(false) => flags |= EP_AUDIT_OVERRIDE,
+        Some(AuditMode::Audit) => flags |= EP_AUDIT_OVERRIDE | EP_AUDIT_ON,
+        Some(AuditMode::Blocking) => flags |= EP_AUDIT_OVERRIDE,
         None => {}
     }
     Endpoint {

@@ -102,7 +102,13 @@ pub fn endpoints_affected(
             | MapOp::DeleteCidr((_, CidrKey { ep_id, .. })) => by_id(*ep_id),
             MapOp::UpsertEndpoint(_, ep) => pods_by_ep_id.get(&ep.ep_id),
             MapOp::DeleteEndpoint(ifindex) => pods_by_ifindex.get(ifindex),
-            MapOp::UpsertRemote(..) | MapOp::DeleteRemote(..) => None,
+            // Derived from the entries above: the same endpoints.
+            MapOp::UpsertRemote(..)
+            | MapOp::DeleteRemote(..)
+            | MapOp::UpsertPolicyExact(..)
+            | MapOp::DeletePolicyExact(..)
+            | MapOp::UpsertLocalIp(..)
+            | MapOp::DeleteLocalIp(..) => None,
         };
         if let Some(p) = pod {
             out.insert(p.to_string());

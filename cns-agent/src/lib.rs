@@ -32,3 +32,15 @@ pub mod show;
 pub mod source;
 pub mod syslog;
 pub mod uplink;
+
+/// An error and its sources, one line: "failed to X: because Y: because Z".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -23,11 +23,11 @@ use cns_common::maps::{
 
 use crate::{
     counters::CounterMaps,
-    encode::{Lpm, MapContents, in_policy_exact},
+    encode::MapContents,
     map_sizes::{MapSizes, SizedMap},
     paths,
     reconcile::{MapOp, MapWriter},
-    uplink::{self, Uplink},
+    uplink::{self, Uplink, XdpAttachMode},
 };
 
 /// The kernel programs, built by build.rs (aya-build) from `cns-ebpf`.
@@ -43,31 +43,6 @@ pub const PROG_XDP: &str = "cns_xdp";
 /// XDP verdicts as [`Datapath::test_run`] returns them for [`PROG_XDP`].
 pub const XDP_DROP: i32 = 1;
 pub const XDP_PASS: i32 = 2;
-
-/// How the XDP program runs on an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum XdpAttachMode {
-    /// In the driver, before an skb exists (veth, most physical NICs).
-    Native,
-    /// In the stack after the skb is built (any driver): the same verdicts, less gain.
-    Generic,
-}
-
-impl XdpAttachMode {
-    /// `native` or `generic` (as `status` shows it).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Generic => "generic",
-        }
-    }
-}
-
-impl std::fmt::Display for XdpAttachMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The XDP program on one interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,9 +122,9 @@ pub struct Datapath {
     ipcache: HashMap<MapData, u32, Remote>,
     cidrs: LpmTrie<MapData, CidrKey, u32>,
     policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
-    /// `policy`'s one-port, all-ports and any-protocol entries, written with it.
+    /// `policy`'s one-port, all-ports and any-protocol entries (the plan writes both).
     policy_exact: HashMap<MapData, PolicyKey, PolicyValue>,
-    /// Local pod address -> ifindex, kept in step with `endpoints` (for the XDP program).
+    /// Local pod address -> ifindex (for the XDP program), planned from the endpoints.
     local_ips: HashMap<MapData, u32, u32>,
     counters: CounterMaps,
     stats: PerCpuArray<MapData, u64>,
@@ -369,9 +344,6 @@ impl Datapath {
                 }
             }
         }
-        if let Err(e) = self.sync_local_ips() {
-            tracing::warn!(error = %e, "failed to rebuild the local pod addresses for XDP");
-        }
         for old in paths::stale_maps_dirs(&self.pin_dir, &self.maps_dir) {
             tracing::info!(dir = %old.display(), "removing maps of another layout or size");
             _ = std::fs::remove_dir_all(&old);
@@ -409,42 +381,6 @@ impl Datapath {
             _ => return Err(ProgramError::NotLoaded),
         };
         Ok((result.return_value as i32, result.duration))
-    }
-
-    /// Removes `ip` from the local addresses if it still leads to `ifindex`.
-    fn forget_local_ip(&mut self, ip: u32, ifindex: u32) {
-        if self.local_ips.get(&ip, 0).ok() == Some(ifindex) {
-            _ = self.local_ips.remove(&ip);
-        }
-    }
-
-    /// Rewrites `CNS_LOCAL_IPS` from `CNS_ENDPOINTS` (each endpoint's address -> its
-    /// ifindex), removing anything else. [`MapWriter::apply_op`] keeps it in step with every
-    /// endpoint change; [`Datapath::adopt`] calls this once to repair what an earlier agent
-    /// may have left. Returns how many entries changed.
-    pub fn sync_local_ips(&mut self) -> Result<usize, MapError> {
-        let mut want = BTreeMap::new();
-        for kv in self.endpoints.iter() {
-            let (ifindex, ep) = kv?;
-            want.insert(ep.ip, ifindex);
-        }
-        let mut have = BTreeMap::new();
-        for kv in self.local_ips.iter() {
-            let (ip, ifindex) = kv?;
-            have.insert(ip, ifindex);
-        }
-        let mut changes = 0;
-        for ip in have.keys().filter(|ip| !want.contains_key(ip)) {
-            self.local_ips.remove(ip)?;
-            changes += 1;
-        }
-        for (ip, ifindex) in &want {
-            if have.get(ip) != Some(ifindex) {
-                self.local_ips.insert(ip, ifindex, 0)?;
-                changes += 1;
-            }
-        }
-        Ok(changes)
     }
 
     /// Local pod address -> ifindex, as the XDP program sees it.
@@ -587,7 +523,7 @@ impl Datapath {
         self.config.set(0, config, 0)
     }
 
-    /// What the agent-owned maps hold now.
+    /// What the maps the agent writes hold now (all of them: [`MapContents`]).
     pub fn read(&self) -> Result<MapContents, MapError> {
         let mut c = MapContents::default();
         for kv in self.endpoints.iter() {
@@ -606,59 +542,15 @@ impl Datapath {
             let (k, v) = kv?;
             c.policy.insert((k.prefix_len(), k.data()), v);
         }
-        Ok(c)
-    }
-
-    /// Makes `CNS_POLICY_EXACT` mirror the trie's one-port, all-ports and any-protocol
-    /// entries: removes hash entries the trie does not have (a write that failed half-way, a
-    /// crash between the two inserts), then adds what the hash lacks. The agent calls it before
-    /// reading the maps back, so what it believes written is what the datapath enforces.
-    /// Returns how many entries it fixed.
-    pub fn sync_policy_mirror(&mut self) -> Result<usize, MapError> {
-        let mut trie = BTreeMap::new();
-        for kv in self.policy.iter() {
-            let (k, v) = kv?;
-            trie.insert((k.prefix_len(), k.data()), v);
-        }
-        self.mirror(&trie)
-    }
-
-    /// [`Datapath::sync_policy_mirror`] against trie contents already read.
-    fn mirror(&mut self, trie: &BTreeMap<Lpm<PolicyKey>, PolicyValue>) -> Result<usize, MapError> {
-        let want: BTreeMap<PolicyKey, PolicyValue> = trie
-            .iter()
-            .filter(|((len, _), _)| in_policy_exact(*len))
-            .map(|((_, k), v)| (*k, *v))
-            .collect();
-        let mut have = BTreeMap::new();
         for kv in self.policy_exact.iter() {
             let (k, v) = kv?;
-            have.insert(k, v);
+            c.policy_exact.insert(k, v);
         }
-        let mut fixed = 0;
-        for k in have.keys().filter(|k| !want.contains_key(*k)) {
-            self.policy_exact.remove(k)?;
-            fixed += 1;
+        for kv in self.local_ips.iter() {
+            let (k, v) = kv?;
+            c.local_ips.insert(k, v);
         }
-        for (k, v) in want.iter().filter(|(k, v)| have.get(*k) != Some(*v)) {
-            self.policy_exact.insert(k, v, 0)?;
-            fixed += 1;
-        }
-        Ok(fixed)
-    }
-
-    /// [`Datapath::read`], with the policy hash made to mirror the trie just read (one pass
-    /// over the trie).
-    pub fn read_synced(&mut self) -> Result<MapContents, MapError> {
-        let contents = self.read()?;
-        let fixed = self.mirror(&contents.policy)?;
-        if fixed > 0 {
-            tracing::warn!(
-                entries = fixed,
-                "CNS_POLICY_EXACT differed from the policy trie; repaired"
-            );
-        }
-        Ok(contents)
+        Ok(c)
     }
 
     /// The per-namespace-pair counters, summed over CPUs.
@@ -705,55 +597,32 @@ fn check_pinned_sizes(maps_dir: &Path, sizes: &MapSizes) -> Result<(), LoadError
 impl MapWriter for Datapath {
     type Error = MapError;
 
+    /// One operation, one map: the order and the pairing of the policy trie with its hash
+    /// are the plan's (`reconcile`).
     fn apply_op(&mut self, op: &MapOp) -> Result<(), MapError> {
         match op {
             MapOp::UpsertRemote(k, v) => self.ipcache.insert(k, v, 0),
             MapOp::UpsertCidr((len, k), v) => self.cidrs.insert(&Key::new(*len, *k), v, 0),
-            MapOp::UpsertPolicy((len, k), v) => {
-                // The trie first: an entry only in the trie is not consulted (closed), one
-                // only in the hash would allow what the agent thinks is not written (open).
-                let trie_key = Key::new(*len, *k);
-                self.policy.insert(&trie_key, v, 0)?;
-                if in_policy_exact(*len)
-                    && let Err(e) = self.policy_exact.insert(k, v, 0)
-                {
-                    _ = self.policy.remove(&trie_key);
-                    return Err(e);
-                }
-                Ok(())
-            }
-            MapOp::UpsertEndpoint(k, v) => {
-                let old = self.endpoints.get(k, 0).ok();
-                self.endpoints.insert(k, v, 0)?;
-                if let Some(old) = old.filter(|old| old.ip != v.ip) {
-                    self.forget_local_ip(old.ip, *k);
-                }
-                // A missing entry only means XDP leaves this pod's traffic to TC.
-                if let Err(e) = self.local_ips.insert(v.ip, k, 0) {
-                    tracing::warn!(ifindex = k, error = %e, "failed to record a local pod address for XDP");
-                }
-                Ok(())
-            }
-            MapOp::DeleteEndpoint(k) => {
-                let old = self.endpoints.get(k, 0).ok();
-                self.endpoints.remove(k)?;
-                if let Some(old) = old {
-                    self.forget_local_ip(old.ip, *k);
-                }
-                Ok(())
-            }
+            MapOp::UpsertPolicy((len, k), v) => self.policy.insert(&Key::new(*len, *k), v, 0),
+            MapOp::UpsertPolicyExact(k, v) => self.policy_exact.insert(k, v, 0),
+            MapOp::UpsertEndpoint(k, v) => self.endpoints.insert(k, v, 0),
+            MapOp::UpsertLocalIp(k, v) => self.local_ips.insert(k, v, 0),
+            MapOp::DeleteLocalIp(k) => absent_is_gone(self.local_ips.remove(k)),
+            MapOp::DeleteEndpoint(k) => absent_is_gone(self.endpoints.remove(k)),
+            MapOp::DeletePolicyExact(k) => absent_is_gone(self.policy_exact.remove(k)),
             MapOp::DeletePolicy((len, k)) => {
-                if in_policy_exact(*len) {
-                    // Gone from the hash first, so the entry is never in the hash only.
-                    match self.policy_exact.remove(k) {
-                        Ok(()) | Err(MapError::KeyNotFound) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                self.policy.remove(&Key::new(*len, *k))
+                absent_is_gone(self.policy.remove(&Key::new(*len, *k)))
             }
-            MapOp::DeleteCidr((len, k)) => self.cidrs.remove(&Key::new(*len, *k)),
-            MapOp::DeleteRemote(k) => self.ipcache.remove(k),
+            MapOp::DeleteCidr((len, k)) => absent_is_gone(self.cidrs.remove(&Key::new(*len, *k))),
+            MapOp::DeleteRemote(k) => absent_is_gone(self.ipcache.remove(k)),
         }
+    }
+}
+
+/// A delete of what is not there has reached its goal.
+fn absent_is_gone(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
     }
 }

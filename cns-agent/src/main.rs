@@ -2,10 +2,10 @@
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use cns_agent::{
-    agent::error_chain,
     cli::{Cli, Command, LogFormat, Mode, Output, PolicyCommand},
     control::{self, Reply, Request},
-    daemon,
+    daemon, error_chain,
+    policy::AuditMode,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -132,8 +132,8 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             client,
         } => {
             let audit = match mode {
-                Mode::Audit => Some(true),
-                Mode::Blocking => Some(false),
+                Mode::Audit => Some(AuditMode::Audit),
+                Mode::Blocking => Some(AuditMode::Blocking),
                 Mode::Configured => None,
             };
             (

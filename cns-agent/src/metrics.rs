@@ -62,6 +62,9 @@ pub struct AgentMetrics {
     pub sync_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     pub last_sync_timestamp: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub sync_errors: PCounter,
+    /// The last sync's work: entries encoded, IP cache addresses compared.
+    pub sync_encoded: Gauge,
+    pub sync_diffed: Gauge,
     /// 1 for the mode in force, per namespace ("" = global).
     pub mode: Family<Labels, Gauge>,
     pub mode_changes: Family<Labels, PCounter>,
@@ -84,6 +87,8 @@ impl Default for AgentMetrics {
             sync_seconds: Family::new_with_constructor(sync_histogram),
             last_sync_timestamp: Gauge::default(),
             sync_errors: PCounter::default(),
+            sync_encoded: Gauge::default(),
+            sync_diffed: Gauge::default(),
             mode: Family::default(),
             mode_changes: Family::default(),
             events: Family::default(),
@@ -341,6 +346,17 @@ pub fn registry(
         "cns_sync_errors",
         "Syncs that reported errors.",
         agent.sync_errors.clone(),
+    );
+    r.register(
+        "cns_sync_encoded_entries",
+        "Map entries the last sync encoded (the whole state after a start, a failure or drift; \
+         otherwise what the change touched).",
+        agent.sync_encoded.clone(),
+    );
+    r.register(
+        "cns_sync_diffed_addresses",
+        "IP cache addresses the last sync compared with the maps.",
+        agent.sync_diffed.clone(),
     );
     r.register(
         "cns_policy_audit_mode",

@@ -9,6 +9,7 @@ use cns_common::{IDENTITY_HOST, IDENTITY_UNKNOWN, IDENTITY_WORLD, NS_HOST, NS_UN
 use serde::Serialize;
 
 use crate::policy::{
+    AuditMode,
     model::{Desired, Direction, IdentityKey, Lookups, ObjectRef, Snapshot},
     view,
 };
@@ -33,7 +34,7 @@ pub struct EndpointName {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Names {
     /// The global policy audit mode.
-    pub audit_mode: bool,
+    pub audit_mode: AuditMode,
     pub namespaces: BTreeMap<u16, String>,
     pub identities: imbl::OrdMap<u32, IdentityKey>,
     pub policies: BTreeMap<u32, ObjectRef>,
@@ -61,7 +62,7 @@ impl Names {
         snapshot: &Snapshot,
         lookups: &Lookups,
         interfaces: &BTreeMap<ObjectRef, String>,
-        audit_mode: bool,
+        audit_mode: AuditMode,
     ) -> Self {
         let isolating = |pod: &ObjectRef, dir| {
             snapshot.pods.get(pod).map_or_else(Vec::new, |p| {

@@ -3,6 +3,11 @@
 //! stricter than needed: allow rules and peers are written before the endpoints that need
 //! them, and stale endpoints leave before their rules. [`apply`] feeds them to a
 //! [`MapWriter`]: the aya maps in production, [`MapContents`] itself in tests.
+//!
+//! `CNS_POLICY_EXACT` mirrors the policy trie: an entry only in the trie is never consulted
+//! (closed), one only in the hash would allow what the trie does not (open). So a hash entry
+//! is written after its trie entry and not at all when that failed, and a trie entry is
+//! deleted after its hash entry and not at all when that failed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,8 +20,12 @@ pub enum MapOp {
     UpsertRemote(u32, Remote),
     UpsertCidr(Lpm<CidrKey>, u32),
     UpsertPolicy(Lpm<PolicyKey>, PolicyValue),
+    UpsertPolicyExact(PolicyKey, PolicyValue),
     UpsertEndpoint(u32, Endpoint),
+    UpsertLocalIp(u32, u32),
+    DeleteLocalIp(u32),
     DeleteEndpoint(u32),
+    DeletePolicyExact(PolicyKey),
     DeletePolicy(Lpm<PolicyKey>),
     DeleteCidr(Lpm<CidrKey>),
     DeleteRemote(u32),
@@ -25,12 +34,14 @@ pub enum MapOp {
 impl MapOp {
     /// The map this operation writes, for error messages.
     pub fn map_name(&self) -> &'static str {
-        use cns_common::maps::{CIDRS, ENDPOINTS, IPCACHE, POLICY};
+        use cns_common::maps::{CIDRS, ENDPOINTS, IPCACHE, LOCAL_IPS, POLICY, POLICY_EXACT};
         match self {
             MapOp::UpsertRemote(..) | MapOp::DeleteRemote(..) => IPCACHE,
             MapOp::UpsertCidr(..) | MapOp::DeleteCidr(..) => CIDRS,
             MapOp::UpsertPolicy(..) | MapOp::DeletePolicy(..) => POLICY,
+            MapOp::UpsertPolicyExact(..) | MapOp::DeletePolicyExact(..) => POLICY_EXACT,
             MapOp::UpsertEndpoint(..) | MapOp::DeleteEndpoint(..) => ENDPOINTS,
+            MapOp::UpsertLocalIp(..) | MapOp::DeleteLocalIp(..) => LOCAL_IPS,
         }
     }
 }
@@ -98,14 +109,27 @@ pub fn diff_at(
         MapOp::UpsertPolicy,
         MapOp::DeletePolicy,
     );
+    let (exact_up, exact_del) = diff_map(
+        &desired.policy_exact,
+        &actual.policy_exact,
+        MapOp::UpsertPolicyExact,
+        MapOp::DeletePolicyExact,
+    );
     let (ep_up, ep_del) = diff_map(
         &desired.endpoints,
         &actual.endpoints,
         MapOp::UpsertEndpoint,
         MapOp::DeleteEndpoint,
     );
+    let (local_up, local_del) = diff_map(
+        &desired.local_ips,
+        &actual.local_ips,
+        MapOp::UpsertLocalIp,
+        MapOp::DeleteLocalIp,
+    );
     [
-        remote_up, cidr_up, policy_up, ep_up, ep_del, policy_del, cidr_del, remote_del,
+        remote_up, cidr_up, policy_up, exact_up, ep_up, local_up, local_del, ep_del, exact_del,
+        policy_del, cidr_del, remote_del,
     ]
     .concat()
 }
@@ -127,20 +151,33 @@ pub struct ApplyError<E: std::error::Error + 'static> {
 }
 
 /// Applies every operation; returns the ones that failed. A failed upsert leaves the
-/// previous entry (or none) in place; callers report it and retry at the next resync.
+/// previous entry (or none) in place; callers report it and retry at the next resync. A
+/// policy hash entry whose trie upsert failed is not written, a trie entry whose hash delete
+/// failed is not deleted (see the module doc): both follow a failure that is returned.
 pub fn apply<W: MapWriter>(writer: &mut W, ops: &[MapOp]) -> Vec<ApplyError<W::Error>>
 where
     W::Error: 'static,
 {
-    ops.iter()
-        .filter_map(|op| {
-            writer.apply_op(op).err().map(|source| ApplyError {
+    let mut held: BTreeSet<PolicyKey> = BTreeSet::new();
+    let mut failed = Vec::new();
+    for op in ops {
+        match op {
+            MapOp::UpsertPolicyExact(k, _) if held.contains(k) => continue,
+            MapOp::DeletePolicy((_, k)) if held.contains(k) => continue,
+            _ => {}
+        }
+        if let Err(source) = writer.apply_op(op) {
+            if let MapOp::UpsertPolicy((_, k), _) | MapOp::DeletePolicyExact(k) = op {
+                held.insert(*k);
+            }
+            failed.push(ApplyError {
                 op: op.clone(),
                 map: op.map_name(),
                 source,
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    failed
 }
 
 /// One line per map with failures: how many operations failed and the first error.
@@ -169,8 +206,12 @@ impl MapWriter for MapContents {
             MapOp::UpsertRemote(k, v) => _ = self.ipcache.insert(k, v),
             MapOp::UpsertCidr(k, v) => _ = self.cidrs.insert(k, v),
             MapOp::UpsertPolicy(k, v) => _ = self.policy.insert(k, v),
+            MapOp::UpsertPolicyExact(k, v) => _ = self.policy_exact.insert(k, v),
             MapOp::UpsertEndpoint(k, v) => _ = self.endpoints.insert(k, v),
+            MapOp::UpsertLocalIp(k, v) => _ = self.local_ips.insert(k, v),
+            MapOp::DeleteLocalIp(k) => _ = self.local_ips.remove(&k),
             MapOp::DeleteEndpoint(k) => _ = self.endpoints.remove(&k),
+            MapOp::DeletePolicyExact(k) => _ = self.policy_exact.remove(&k),
             MapOp::DeletePolicy(k) => _ = self.policy.remove(&k),
             MapOp::DeleteCidr(k) => _ = self.cidrs.remove(&k),
             MapOp::DeleteRemote(k) => _ = self.ipcache.remove(&k),

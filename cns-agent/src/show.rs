@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::{
     encode::{MapContents, decode_addr},
     names::Names,
+    policy::AuditMode,
 };
 
 #[derive(Debug, Serialize)]
@@ -78,7 +79,7 @@ pub fn show(
     actual: &MapContents,
     intended: &MapContents,
     names: &Names,
-    global_audit: bool,
+    global: AuditMode,
     filter: impl Fn(&str) -> bool,
 ) -> Vec<ShownEndpoint> {
     let mut out = Vec::new();
@@ -90,10 +91,10 @@ pub fn show(
         if !filter(&pod) {
             continue;
         }
-        let audit = if ep.flags & EP_AUDIT_OVERRIDE != 0 {
-            ep.flags & EP_AUDIT_ON != 0
+        let mode = if ep.flags & EP_AUDIT_OVERRIDE != 0 {
+            AuditMode::from_audit(ep.flags & EP_AUDIT_ON != 0)
         } else {
-            global_audit
+            global
         };
         let id = ep.ep_id.to_be_bytes();
         let direction = |dir: u8, isolated: bool| {
@@ -158,7 +159,7 @@ pub fn show(
             pod,
             interface,
             ifindex: *ifindex,
-            mode: crate::agent::mode_name(audit),
+            mode: mode.as_str(),
             ingress: direction(DIR_INGRESS, ep.flags & EP_INGRESS_ISOLATED != 0),
             egress: direction(DIR_EGRESS, ep.flags & EP_EGRESS_ISOLATED != 0),
             warnings,

@@ -188,7 +188,7 @@ pub struct SourceState {
     pub errors: Vec<SourceError>,
     /// `policyAuditMode` as the source configures it (the Kubernetes ConfigMap); `None`
     /// leaves the `--policy-audit-mode` flag in charge.
-    pub audit_mode: Option<bool>,
+    pub audit_mode: Option<crate::policy::AuditMode>,
 }
 
 impl SourceState {

@@ -7,7 +7,30 @@ use std::{fmt, str::FromStr};
 
 use nix::net::if_::if_nametoindex;
 
-use crate::loader::XdpAttachMode;
+/// How the XDP program runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum XdpAttachMode {
+    /// In the driver, before an skb exists (veth, most physical NICs).
+    Native,
+    /// In the stack after the skb is built (any driver): the same verdicts, less gain.
+    Generic,
+}
+
+impl XdpAttachMode {
+    /// `native` or `generic` (as `status` shows it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+impl std::fmt::Display for XdpAttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// An interface to attach the XDP program to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

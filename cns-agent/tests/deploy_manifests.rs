@@ -212,7 +212,10 @@ fn configmap_starts_in_audit_mode_with_cilium_names() {
     assert!(data.contains_key("monitor.eventTypes"));
     assert!(data.contains_key("hubble.metrics.enabled"));
     // What the agent reads from it.
-    assert_eq!(cns_agent::k8s::snapshot::audit_mode_of(&cm), Ok(Some(true)));
+    assert_eq!(
+        cns_agent::k8s::snapshot::audit_mode_of(&cm),
+        Ok(Some(cns_agent::policy::AuditMode::Audit))
+    );
 }
 
 fn container<'a>(containers: &'a [Container], name: &str) -> &'a Container {

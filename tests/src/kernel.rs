@@ -1,7 +1,7 @@
 //! The kernel programs without a virtual node: the datapath loaded into a pin directory of
-//! its own, its maps written by the agent's own pipeline (parse -> compile -> encode ->
-//! reconcile) from a manifest string, for `BPF_PROG_TEST_RUN` on crafted packets
-//! ([`crate::packets`]).
+//! its own, its maps written by the agent's own pipeline (the manifest loader, the
+//! compiler, the agent's planner and writer) from a manifest string, for
+//! `BPF_PROG_TEST_RUN` on crafted packets ([`crate::packets`]).
 
 use std::{
     collections::BTreeMap,
@@ -10,11 +10,11 @@ use std::{
 };
 
 use cns_agent::{
-    encode,
+    agent::{Plan, Planner, Scope},
     loader::Datapath,
     policy::{
-        compile::compile,
-        model::{Allocations, NodeContext, ObjectRef},
+        compile,
+        model::{Allocations, Desired, NodeContext, ObjectRef},
     },
     reconcile,
     source::{self, LastGood},
@@ -53,6 +53,25 @@ pub struct Loaded {
     // Field order is drop order: the programs go before their pin directory.
     pub dp: Datapath,
     pub pin_dir: PinDir,
+    /// What the manifests compiled to, and the agent's planner that wrote it.
+    pub desired: Desired,
+    pub planner: Planner,
+    /// Each local pod's made-up veth ifindex.
+    pub ifindexes: BTreeMap<ObjectRef, u32>,
+}
+
+impl Loaded {
+    /// Plans against what the maps hold now (read back, compared whole, as the agent's
+    /// resync does) and writes the plan. Returns it.
+    pub fn resync(&mut self) -> Plan {
+        let actual = self.dp.read().expect("read the maps");
+        let plan = self
+            .planner
+            .plan(&self.desired, &self.ifindexes, &actual, None, Scope::WHOLE);
+        let failed = reconcile::apply(&mut self.dp, &plan.ops);
+        assert!(failed.is_empty(), "{failed:?}");
+        plan
+    }
 }
 
 /// Loads the programs (pins under a fresh `prefix`-named directory), compiles `manifests`
@@ -77,12 +96,16 @@ pub fn load(prefix: &str, manifests: &str, endpoints: &[(&str, &str, u32)], audi
         .iter()
         .map(|(ns, pod, ifindex)| (ObjectRef::new(*ns, *pod), *ifindex))
         .collect();
-    let contents = encode::encode(&desired, &ifindexes);
-    let ops = reconcile::diff(&contents, &Default::default());
-    let failed = reconcile::apply(&mut dp, &ops);
-    assert!(failed.is_empty(), "{failed:?}");
     set_mode(&mut dp, audit, 1);
-    Loaded { dp, pin_dir }
+    let mut loaded = Loaded {
+        dp,
+        pin_dir,
+        desired,
+        planner: Planner::default(),
+        ifindexes,
+    };
+    loaded.resync();
+    loaded
 }
 
 /// Writes the config: `audit` mode, policy `revision`, no events.

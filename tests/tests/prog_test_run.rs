@@ -351,10 +351,9 @@ fn programs_without_an_endpoint_entry_fail_closed() {
     );
 }
 
-/// The policy hash is only ever a mirror of the trie: an entry left in the hash alone (a
-/// write that failed half-way, a crash between the two inserts) would allow what the agent
-/// believes is not written. The agent re-syncs the mirror before it reads the maps back;
-/// this removes a trie entry behind its back and checks both directions of the repair.
+/// The policy hash mirrors the trie, and both are planned like any other map: an entry
+/// removed from either behind the agent's back is put back by the next resync, and the hash
+/// never holds an entry the trie does not (the writer's pairing is tested in `reconcile`).
 #[test]
 fn the_policy_hash_never_allows_more_than_the_trie() {
     if !kernel_or_skip("policy mirror") {
@@ -387,22 +386,32 @@ fn the_policy_hash_never_allows_more_than_the_trie() {
     assert_eq!(port_80.len(), 1, "one exact entry for TCP 80");
     let (key, value) = &port_80[0];
     trie.remove(key).expect("remove from the trie");
+    let plan = f.resync();
     assert_eq!(
-        f.dp.sync_policy_mirror().expect("sync"),
-        1,
-        "the hash entry without a trie entry is removed"
-    );
-    assert_eq!(syn_80(&f), DROP, "nothing allows it any more");
-    trie.insert(key, value, 0).expect("put it back in the trie");
-    assert_eq!(
-        f.dp.sync_policy_mirror().expect("sync"),
-        1,
-        "and mirrored again"
+        plan.ops,
+        [cns_agent::reconcile::MapOp::UpsertPolicy(
+            (key.prefix_len(), key.data()),
+            *value
+        )],
+        "the trie entry is put back"
     );
     assert_eq!(syn_80(&f), PASS);
     assert_eq!(
-        f.dp.sync_policy_mirror().expect("sync"),
-        0,
-        "nothing left to fix"
+        cns_agent::reconcile::apply(
+            &mut f.dp,
+            &[cns_agent::reconcile::MapOp::DeletePolicyExact(key.data())]
+        )
+        .len(),
+        0
     );
+    assert_eq!(
+        f.resync().ops,
+        [cns_agent::reconcile::MapOp::UpsertPolicyExact(
+            key.data(),
+            *value
+        )],
+        "and the hash entry"
+    );
+    assert_eq!(syn_80(&f), PASS);
+    assert!(f.resync().ops.is_empty(), "nothing left to fix");
 }

@@ -15,8 +15,9 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
 
 use cns_agent::{
-    loader::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS, XdpAttachMode},
+    loader::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     reconcile, uplink,
+    uplink::XdpAttachMode,
 };
 use cns_common::maps::{
     self as m, CtEntry, CtKey, DenyEntry, DenyKey, STAT_XDP_ALLOWED, STAT_XDP_AUDIT,
@@ -153,8 +154,15 @@ fn local_pod_addresses_follow_the_endpoints() {
             (u32::from_ne_bytes(OPEN), 2)
         ])
     );
-    // The endpoint of ifindex 2 goes: its address goes with it.
-    reconcile::apply(&mut f.dp, &[reconcile::MapOp::DeleteEndpoint(2)]);
+    // The endpoint of ifindex 2 goes (its veth is gone): its address goes with it.
+    f.ifindexes.retain(|_, ifindex| *ifindex != 2);
+    let plan = f.resync();
+    assert!(
+        plan.ops
+            .contains(&reconcile::MapOp::DeleteLocalIp(u32::from_ne_bytes(OPEN))),
+        "{:?}",
+        plan.ops
+    );
     assert_eq!(
         f.dp.local_ips()
             .expect("local ips")
@@ -163,7 +171,19 @@ fn local_pod_addresses_follow_the_endpoints() {
             .collect::<Vec<_>>(),
         vec![u32::from_ne_bytes(SERVER)]
     );
-    assert_eq!(f.dp.sync_local_ips().expect("sync"), 0, "already in step");
+    // Removed behind the agent's back: the next resync puts it back.
+    reconcile::apply(
+        &mut f.dp,
+        &[reconcile::MapOp::DeleteLocalIp(u32::from_ne_bytes(SERVER))],
+    );
+    assert_eq!(
+        f.resync().ops,
+        [reconcile::MapOp::UpsertLocalIp(
+            u32::from_ne_bytes(SERVER),
+            1
+        )]
+    );
+    assert!(f.resync().ops.is_empty(), "already in step");
 }
 
 #[test]
@@ -362,7 +382,7 @@ fn rewrite(dp: &mut Datapath, old: &str, new: &str) {
             node_name: kernel::NODE.into(),
             node_ips: Default::default(),
         };
-        let desired = cns_agent::policy::compile::compile(
+        let desired = cns_agent::policy::compile(
             &snapshot,
             &node,
             &cns_agent::policy::model::Allocations::default(),

@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use crate::{
-    agent::error_chain,
     check,
     cli::{DiffArgs, Output},
     control::{self, Request},
+    error_chain,
     policy::model::{NodeContext, Snapshot},
     source::{self, LastGood},
 };

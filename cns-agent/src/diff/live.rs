@@ -14,7 +14,7 @@ use k8s_openapi::api::{
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    compile::AUDIT_ANNOTATION,
+    mode::AUDIT_ANNOTATION,
     model::{NodeContext, ObjectRef, PodInfo, Snapshot},
 };
 

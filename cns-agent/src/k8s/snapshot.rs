@@ -24,6 +24,7 @@ use k8s_openapi::{
 
 use crate::{
     policy::{
+        AuditMode,
         model::{ObjectRef, PodInfo, Snapshot, SnapshotChanges, SnapshotUpdate},
         validate::{FieldError, validate_namespace, validate_pod, validate_policy},
     },
@@ -54,7 +55,7 @@ pub struct LastGood {
     namespaces: BTreeMap<String, Accepted<Namespace>>,
     pods: BTreeMap<ObjectRef, Accepted<Pod, PodInfo>>,
     policies: BTreeMap<ObjectRef, Accepted<NetworkPolicy>>,
-    audit_mode: Option<bool>,
+    audit_mode: Option<AuditMode>,
     /// By kind, then namespace/name: the order they are reported in.
     errors: BTreeMap<(Kind, ObjectRef), SourceError>,
     /// The ConfigMap's (reported last).
@@ -308,7 +309,7 @@ fn with_name_label(ns: Arc<Namespace>) -> Arc<Namespace> {
 }
 
 /// The mode the ConfigMap sets; an invalid value keeps the last good one, reported.
-fn audit_mode(config: Option<&ConfigMap>, last: &mut LastGood) -> Option<bool> {
+fn audit_mode(config: Option<&ConfigMap>, last: &mut LastGood) -> Option<AuditMode> {
     last.config_error = None;
     match config.map(audit_mode_of) {
         None | Some(Ok(None)) => None,
@@ -332,17 +333,11 @@ fn audit_mode(config: Option<&ConfigMap>, last: &mut LastGood) -> Option<bool> {
 }
 
 /// `policyAuditMode` of the agent's ConfigMap: `None` when the key is absent.
-pub fn audit_mode_of(cm: &ConfigMap) -> Result<Option<bool>, String> {
+pub fn audit_mode_of(cm: &ConfigMap) -> Result<Option<AuditMode>, String> {
     let Some(value) = cm.data.as_ref().and_then(|d| d.get(AUDIT_MODE_KEY)) else {
         return Ok(None);
     };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(Some(true)),
-        "false" => Ok(Some(false)),
-        _ => Err(format!(
-            "invalid value {value:?}: want \"true\" or \"false\""
-        )),
-    }
+    AuditMode::parse(value).map(Some).map_err(|e| e.to_string())
 }
 
 /// Where an object's problem is recorded: the errors by kind and name, and its key there.
@@ -545,7 +540,7 @@ mod tests {
         // Pods of other nodes are kept: they feed the IP cache.
         assert!(snap.pods.contains_key(&ObjectRef::new("other", "client")));
         assert!(snap.policies.contains_key(&ObjectRef::new("demo", "allow")));
-        assert_eq!(state.audit_mode, Some(false));
+        assert_eq!(state.audit_mode, Some(AuditMode::Blocking));
     }
 
     #[test]
@@ -664,14 +659,17 @@ mod tests {
     fn audit_mode_from_the_configmap() {
         let mut last = LastGood::default();
         let mut objects = cluster();
-        for (value, want) in [("true", Some(true)), (" False ", Some(false))] {
+        for (value, want) in [
+            ("true", Some(AuditMode::Audit)),
+            (" False ", Some(AuditMode::Blocking)),
+        ] {
             objects.config = Some(config(Some(value)));
             assert_eq!(to_state(&objects, &mut last).audit_mode, want);
         }
         // An invalid value keeps the last good one, with an error.
         objects.config = Some(config(Some("yes please")));
         let state = to_state(&objects, &mut last);
-        assert_eq!(state.audit_mode, Some(false));
+        assert_eq!(state.audit_mode, Some(AuditMode::Blocking));
         assert_eq!(state.errors.len(), 1);
         let e = &state.errors[0];
         assert_eq!(e.object, "ConfigMap cns-system/cns-config");
@@ -683,7 +681,7 @@ mod tests {
         objects.config = None;
         assert_eq!(to_state(&objects, &mut last).audit_mode, None);
         // Invalid with no good value before: nothing kept.
-        objects.config = Some(config(Some("1")));
+        objects.config = Some(config(Some("on")));
         let state = to_state(&objects, &mut last);
         assert_eq!(state.audit_mode, None);
         assert!(!state.errors[0].kept_last_good);

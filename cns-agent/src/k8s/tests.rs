@@ -24,6 +24,7 @@ use tower_test::mock;
 
 use super::*;
 use crate::{
+    policy::AuditMode,
     policy::model::{ObjectRef, SnapshotUpdate},
     source::NAMESPACE_NAME_LABEL,
 };
@@ -440,7 +441,7 @@ async fn not_ready_until_every_list_is_in_then_the_full_snapshot() {
     );
     assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
     assert_eq!(names(&state.full().policies), ["demo/allow"]);
-    assert_eq!(state.audit_mode, Some(false));
+    assert_eq!(state.audit_mode, Some(AuditMode::Blocking));
     // What the agent reads of the pod.
     let web = &state.full().pods[&ObjectRef::new("demo", "web")];
     assert_eq!(web.labels["app"], "web");
@@ -492,7 +493,7 @@ async fn watch_events_update_the_snapshot() {
                 && s.full().pods.len() == 3
                 && s.full().namespaces.len() == 1
                 && s.full().policies.len() == 2
-                && s.audit_mode == Some(true)
+                && s.audit_mode == Some(AuditMode::Audit)
         })
         .await;
     assert!(state.errors.is_empty());
@@ -610,12 +611,12 @@ async fn api_server_restart_and_failed_requests_are_retried() {
     let state = h.read().expect("still synced");
     assert_eq!(state.full().pods.len(), 2);
     assert_eq!(state.full().policies.len(), 1);
-    assert_eq!(state.audit_mode, Some(false));
+    assert_eq!(state.audit_mode, Some(AuditMode::Blocking));
     // Resumed from the last versions, without re-listing.
     for path in ALL {
         assert_eq!(h.api.lists(path).len(), 1, "{path}");
     }
     h.api.apply(CONFIGMAPS, config("true"));
-    h.until_state("the new mode", |s| s.audit_mode == Some(true))
+    h.until_state("the new mode", |s| s.audit_mode == Some(AuditMode::Audit))
         .await;
 }

@@ -24,10 +24,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::{
     cidr::{AddrGrant, BlockGrant, partition},
-    incremental::{Compiler, Index},
+    index::Index,
+    mode::{self, AuditMode},
     model::{
-        Allocations, CidrKey, Desired, Direction, LocalEndpoint, NodeContext, ObjectRef, PodInfo,
-        PortMatch, PortRange, Protocol, RuleKey, Snapshot,
+        Allocations, CidrKey, Direction, LocalEndpoint, ObjectRef, PodInfo, PortMatch, PortRange,
+        Protocol, RuleKey, Snapshot,
     },
     select::Selections,
     view::{
@@ -35,17 +36,6 @@ use super::{
         rule_ports,
     },
 };
-
-/// The namespace annotation that overrides the agent's audit mode for its pods.
-pub const AUDIT_ANNOTATION: &str = "cns.io/policy-audit-mode";
-
-/// Compiles `snapshot` for `node`, keeping the numbers of `prev` where they still apply:
-/// a [`Compiler`] run once (the agent keeps one from sync to sync instead).
-pub fn compile(snapshot: &Snapshot, node: &NodeContext, prev: &Allocations) -> Desired {
-    let mut compiler = Compiler::new(node.clone(), prev.clone());
-    compiler.update(snapshot.clone());
-    compiler.into_desired()
-}
 
 /// The local part of a [`Desired`]: this node's endpoints and what they admit.
 pub(super) struct Local {
@@ -64,7 +54,7 @@ pub(super) fn local(
     alloc: &Allocations,
     index: &Index,
     selections: &mut Selections,
-    overrides: &BTreeMap<String, bool>,
+    overrides: &BTreeMap<String, AuditMode>,
 ) -> Local {
     selections.begin_pass();
     let cluster = Cluster {
@@ -99,10 +89,10 @@ pub(super) fn local(
                 .unwrap_or_default(),
             ingress_isolated: isolated(Direction::Ingress),
             egress_isolated: isolated(Direction::Egress),
-            audit_override: overrides
-                .get(&r.namespace)
-                .copied()
-                .or_else(|| audit_override(snapshot, &r.namespace)),
+            audit_override: mode::namespace_override(
+                overrides.get(&r.namespace).copied(),
+                audit_override(snapshot, &r.namespace),
+            ),
         };
         for dir in [Direction::Ingress, Direction::Egress] {
             let on = match dir {
@@ -128,19 +118,8 @@ pub(super) fn local(
     out
 }
 
-fn audit_override(snapshot: &Snapshot, namespace: &str) -> Option<bool> {
-    let ns = snapshot.namespaces.get(namespace)?;
-    match ns
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(AUDIT_ANNOTATION)?
-        .as_str()
-    {
-        "true" => Some(true),
-        "false" => Some(false),
-        _ => None,
-    }
+fn audit_override(snapshot: &Snapshot, namespace: &str) -> Option<AuditMode> {
+    mode::annotation(snapshot.namespaces.get(namespace)?)
 }
 
 /// What the local pass looks things up in.

@@ -7,8 +7,9 @@ use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST
 use k8s_openapi::api::core::v1::Pod;
 
 use super::{
-    compile::compile,
+    AuditMode,
     fixtures::{NODE_IP, namespace, node, pod, policy, snapshot},
+    incremental::compile,
     model::{
         Allocations, CidrKey, Direction, ObjectRef, PodInfo, PortMatch, PortRange, Protocol,
         RuleKey,
@@ -76,13 +77,20 @@ fn audit_override_from_namespace_annotation() {
         vec![],
     );
     let desired = compile(&snap, &node(), &Allocations::default());
-    let got: Vec<Option<bool>> = desired
+    let got: Vec<Option<AuditMode>> = desired
         .endpoints
         .values()
         .map(|e| e.audit_override)
         .collect();
-    // By namespace: dev, other, prod.
-    assert_eq!(got, [Some(false), None, Some(true)]);
+    // By namespace: dev, other, prod; an unreadable value ("yes") is enforced as blocking.
+    assert_eq!(
+        got,
+        [
+            Some(AuditMode::Blocking),
+            Some(AuditMode::Blocking),
+            Some(AuditMode::Audit)
+        ]
+    );
 }
 
 #[test]

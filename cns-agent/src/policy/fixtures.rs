@@ -11,8 +11,8 @@ use k8s_openapi::api::{
 use serde_json::json;
 
 use super::{
-    compile::compile,
     evaluate::{Flow, evaluate},
+    incremental::compile,
     model::{Allocations, NodeContext, ObjectRef, PodInfo, Snapshot},
     sim::sim,
 };

@@ -10,11 +10,11 @@
 //! thousands) is rebuilt by `compile::local` when anything it reads changed.
 //!
 //! The result is exactly what a fresh compile of the same snapshot with the same previous
-//! numbers gives (`compile::compile` is this compiler run once; the property tests check a
+//! numbers gives ([`compile`] is this compiler run once; the property tests check a
 //! run of updates against it).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     sync::Arc,
 };
@@ -23,177 +23,23 @@ use k8s_openapi::api::core::v1::Namespace;
 
 use super::{
     alloc::{Free, allocate},
-    compile,
+    index::{Dirty, Facts, Index},
+    mode::AuditMode,
     model::{
-        Allocations, Desired, IdentityKey, Labels, Lookups, NodeContext, ObjectRef, PodInfo,
-        RemoteInfo, Snapshot, SnapshotChanges, SnapshotUpdate,
+        Allocations, Desired, IdentityKey, Lookups, NodeContext, ObjectRef, PodInfo, RemoteInfo,
+        Snapshot, SnapshotChanges, SnapshotUpdate,
     },
     select::Selections,
     selector::namespace_labels,
-    view::{pod_ipv4, pod_is_active},
 };
 use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
 
-/// What one pod contributes to the cluster-wide indexes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Facts {
-    /// Address and identity of an active pod (`None` for the others).
-    pub active: Option<(Ipv4Addr, IdentityKey)>,
-    /// Active and scheduled on this node.
-    pub local: bool,
-}
-
-impl Facts {
-    fn of(r: &ObjectRef, pod: &PodInfo, node: &NodeContext) -> Self {
-        let active = pod_is_active(pod)
-            .then(|| pod_ipv4(pod))
-            .flatten()
-            .map(|ip| {
-                let key = IdentityKey {
-                    namespace: r.namespace.clone(),
-                    // The pod's own labels, shared: not a copy per index.
-                    labels: pod.labels.clone(),
-                };
-                (ip, key)
-            });
-        let on_node = pod.node_name.as_deref() == Some(node.node_name.as_str());
-        Self {
-            local: active.is_some() && on_node,
-            active,
-        }
-    }
-}
-
-/// The cluster-wide indexes, kept up to date one object at a time.
-#[derive(Debug, Default)]
-pub(super) struct Index {
-    pub facts: HashMap<ObjectRef, Facts>,
-    /// Active pods by address, by namespace/name (of several, the first owns it). Nearly
-    /// always one: a `Vec` of one costs its 48 bytes, a `BTreeSet`'s first node ~540.
-    claims: BTreeMap<Ipv4Addr, Vec<ObjectRef>>,
-    /// The owner of each pod address (not a node address) and its identity.
-    pub owners: BTreeMap<Ipv4Addr, (ObjectRef, u32)>,
-    /// The addresses each identity owns, as (identity, address): see [`Self::members`].
-    /// One set rather than a map per identity (most identities own one address).
-    members: BTreeSet<(u32, Ipv4Addr)>,
-    /// Active pods per identity key; namespace objects and pods per namespace.
-    identity_refs: HashMap<IdentityKey, usize>,
-    ns_refs: HashMap<String, usize>,
-    /// The labels of every numbered namespace (with the automatic name label).
-    pub ns_labels: BTreeMap<String, Labels>,
-    /// Active pods of this node.
-    pub local: BTreeSet<ObjectRef>,
-}
-
-/// What changed in one update, as far as the indexes are concerned.
-#[derive(Debug, Default)]
-struct Dirty {
-    ips: BTreeSet<Ipv4Addr>,
-    ids_added: BTreeSet<IdentityKey>,
-    ids_removed: BTreeSet<IdentityKey>,
-    ns_added: BTreeSet<String>,
-    ns_removed: BTreeSet<String>,
-    /// Namespaces whose labels changed.
-    relabelled: BTreeSet<String>,
-    /// A local pod, a namespace object or a policy changed.
-    local: bool,
-    /// Some pod changed (named egress ports read every destination pod).
-    pods: bool,
-}
-
-/// Counts `key` in or out; records a key that appears or disappears (net, over the update).
-fn count<K: std::hash::Hash + Ord + Clone>(
-    refs: &mut HashMap<K, usize>,
-    key: &K,
-    up: bool,
-    added: &mut BTreeSet<K>,
-    removed: &mut BTreeSet<K>,
-) {
-    if up {
-        let n = refs.entry(key.clone()).or_default();
-        *n += 1;
-        if *n == 1 && !removed.remove(key) {
-            added.insert(key.clone());
-        }
-    } else if let Some(n) = refs.get_mut(key) {
-        *n -= 1;
-        if *n == 0 {
-            refs.remove(key);
-            if !added.remove(key) {
-                removed.insert(key.clone());
-            }
-        }
-    }
-}
-
-impl Index {
-    fn pod(&mut self, r: &ObjectRef, facts: &Facts, up: bool, d: &mut Dirty) {
-        count(
-            &mut self.ns_refs,
-            &r.namespace,
-            up,
-            &mut d.ns_added,
-            &mut d.ns_removed,
-        );
-        if let Some((ip, key)) = &facts.active {
-            count(
-                &mut self.identity_refs,
-                key,
-                up,
-                &mut d.ids_added,
-                &mut d.ids_removed,
-            );
-            let claims = self.claims.entry(*ip).or_default();
-            match (claims.binary_search(r), up) {
-                (Err(at), true) => {
-                    claims.reserve_exact(1);
-                    claims.insert(at, r.clone());
-                }
-                (Ok(at), false) => _ = claims.remove(at),
-                _ => {}
-            }
-            if claims.is_empty() {
-                self.claims.remove(ip);
-            }
-            d.ips.insert(*ip);
-        }
-        if facts.local {
-            if up {
-                self.local.insert(r.clone());
-            } else {
-                self.local.remove(r);
-            }
-            d.local = true;
-        }
-    }
-
-    fn namespace(&mut self, name: &String, up: bool, d: &mut Dirty) {
-        count(
-            &mut self.ns_refs,
-            name,
-            up,
-            &mut d.ns_added,
-            &mut d.ns_removed,
-        );
-    }
-
-    /// The addresses identity `id` owns and their owners, by address.
-    pub fn members(&self, id: u32) -> impl Iterator<Item = (Ipv4Addr, &ObjectRef)> + '_ {
-        self.members
-            .range((id, Ipv4Addr::UNSPECIFIED)..=(id, Ipv4Addr::BROADCAST))
-            .filter_map(|(_, ip)| Some((*ip, &self.owners.get(ip)?.0)))
-    }
-
-    /// Whether pod `r` owns its address.
-    pub fn owns(&self, r: &ObjectRef) -> bool {
-        let ip = self
-            .facts
-            .get(r)
-            .and_then(|f| f.active.as_ref())
-            .map(|a| a.0);
-        ip.and_then(|ip| self.owners.get(&ip))
-            .is_some_and(|(owner, _)| owner == r)
-    }
+/// Compiles `snapshot` for `node`, keeping the numbers of `prev` where they still apply:
+/// a [`Compiler`] run once (the agent keeps one from sync to sync instead).
+pub fn compile(snapshot: &Snapshot, node: &NodeContext, prev: &Allocations) -> Desired {
+    let mut compiler = Compiler::new(node.clone(), prev.clone());
+    compiler.update(snapshot.clone());
+    compiler.into_desired()
 }
 
 /// The compiler and everything it keeps between updates.
@@ -213,7 +59,7 @@ pub struct Compiler {
     uses_members: bool,
     lookups: Lookups,
     /// Runtime per-namespace audit modes (they win over the namespace annotation).
-    overrides: BTreeMap<String, bool>,
+    overrides: BTreeMap<String, AuditMode>,
     /// The local part must be rebuilt at the next update (the overrides changed).
     local_dirty: bool,
 }
@@ -245,7 +91,7 @@ impl Compiler {
 
     /// Sets the runtime per-namespace audit modes (`cns-agent mode --namespace`), which
     /// win over the namespace annotation; they apply from the next update.
-    pub fn set_audit_overrides(&mut self, overrides: &BTreeMap<String, bool>) {
+    pub fn set_audit_overrides(&mut self, overrides: &BTreeMap<String, AuditMode>) {
         if *overrides != self.overrides {
             self.overrides = overrides.clone();
             self.local_dirty = true;
@@ -567,7 +413,7 @@ impl Compiler {
             .collect();
         let a = &mut self.desired.allocations;
         a.endpoints = allocate(&endpoints, &a.endpoints, 1, u32::MAX);
-        let local = compile::local(
+        let local = super::compile::local(
             &self.snapshot,
             &self.desired.allocations,
             &self.index,
@@ -677,10 +523,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::policy::{
-        compile::compile,
-        fixtures::{namespace, node, pod, policy, snapshot},
-    };
+    use crate::policy::fixtures::{namespace, node, pod, policy, snapshot};
 
     /// Updates `compiler` to `snap` and checks it against a fresh compile.
     fn step(compiler: &mut Compiler, snap: &Snapshot, prev: &Allocations) -> Desired {

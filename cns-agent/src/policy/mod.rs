@@ -13,6 +13,8 @@ mod cidr;
 pub mod compile;
 pub mod evaluate;
 pub mod incremental;
+mod index;
+pub mod mode;
 pub mod model;
 mod select;
 pub mod selector;
@@ -30,7 +32,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use compile::compile;
 pub use evaluate::{DirectionVerdict, Flow, FlowVerdict, evaluate};
-pub use incremental::Compiler;
+pub use incremental::{Compiler, compile};
+pub use mode::{AuditMode, Modes};
 pub use validate::{FieldError, validate_namespace, validate_pod, validate_policy};

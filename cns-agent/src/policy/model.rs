@@ -312,9 +312,9 @@ pub struct LocalEndpoint {
     pub ns_id: u16,
     pub ingress_isolated: bool,
     pub egress_isolated: bool,
-    /// From the namespace annotation `cns.io/policy-audit-mode` ("true"/"false"); `None`
-    /// follows the agent's global mode.
-    pub audit_override: Option<bool>,
+    /// The namespace's own mode (`mode::namespace_override`: the runtime override, else the
+    /// `cns.io/policy-audit-mode` annotation); `None` follows the agent's global mode.
+    pub audit_override: Option<super::mode::AuditMode>,
 }
 
 /// One "allow" entry: endpoint `ep_id` admits, in `dir`, traffic with remote `identity`

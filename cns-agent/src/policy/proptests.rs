@@ -11,10 +11,10 @@ use proptest::{collection::vec, option, prelude::*, sample::select};
 use serde_json::{Value, json};
 
 use super::{
-    compile::compile,
     evaluate::{DirectionVerdict, Flow, evaluate},
     fixtures::{NODE, NODE_IP, node, snapshot},
     incremental::Compiler,
+    incremental::compile,
     model::{Allocations, Snapshot},
     sim::sim,
     validate::{validate_namespace, validate_pod, validate_policy},

@@ -4,9 +4,9 @@
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::{
-    compile::compile,
     evaluate::{DirectionVerdict, evaluate},
     fixtures::{NODE_IP, assert_flows, flow, namespace, node, pod, policy, snapshot},
+    incremental::compile,
     model::{Allocations, ObjectRef},
 };
 

@@ -1,35 +1,23 @@
-//! The control plane (issue 7, section 4): the agent's sync pipeline on synthetic clusters.
+//! The control plane (issues 7 and 16): the agent's own sync on synthetic clusters.
 //!
 //! Every size runs in a child process (`cns-bench control-child ...`) so that its peak
 //! memory (VmHWM) is its own. The child writes the manifests as YAML files into a directory
-//! of its own (what `cns-agent run --manifests` reads), then times the agent's manifest
-//! source (`ManifestSource::read`: stat, read, parse, validate), the compiler, `encode` +
-//! `reconcile::diff`, and writing the first diff to real BPF maps in a pin directory of its
-//! own; then single changes (a pod added, a label changed, a policy edited, 1000 policies
-//! edited) through the whole pipeline, as the agent runs it on a source event, and the
-//! names the agent publishes after a sync (`Names::new`).
+//! of its own (what `cns-agent run --manifests` reads) and runs the real [`Agent`] on it,
+//! in-process, with its real manifest source and real BPF maps in a pin directory of its
+//! own: the cold sync (a fresh agent on empty maps), then single changes (a pod added, a
+//! label changed, a policy edited, 1000 policies edited), each timed from the file's write
+//! to `Agent::sync` returning (what `cns-agent sync` waits for; the file watcher's debounce
+//! not included), with the work the agent reports (entries encoded, addresses diffed).
 
-use std::{
-    collections::BTreeMap, fmt::Write as _, path::PathBuf, process::Command, sync::Arc,
-    time::Instant,
-};
-
-use k8s_openapi::api::{
-    core::v1::{Namespace, Pod},
-    networking::v1::NetworkPolicy,
-};
+use std::{fmt::Write as _, path::PathBuf, process::Command, time::Instant};
 
 use cns_agent::{
-    encode::{self, MapContents},
-    k8s::snapshot::{Caches, ClusterObjects, LastGood as KubeLastGood, to_changes, to_state},
+    agent::{Agent, AgentConfig, SyncReport},
     loader::Datapath,
-    names::Names,
-    policy::{
-        Compiler,
-        model::{Allocations, NodeContext, ObjectRef},
-    },
-    reconcile,
-    source::{Kind, ManifestSource, SnapshotSource},
+    metrics::AgentMetrics,
+    policy::AuditMode,
+    source::ManifestSource,
+    uplink::XdpInterfaces,
 };
 use serde_json::{Value, json};
 
@@ -221,6 +209,8 @@ pub struct ControlResult {
     pub parse_ms: Summary,
     pub compile_ms: Summary,
     pub encode_diff_ms: Summary,
+    /// A fresh agent's first sync, from loading the programs to the maps written.
+    pub cold_start_ms: Summary,
     /// First write of every entry to the BPF maps (None without a datapath).
     pub apply_ms: Option<f64>,
     pub apply_failures: usize,
@@ -246,6 +236,7 @@ impl ControlResult {
             "parse_ms": self.parse_ms.json(),
             "compile_ms": self.compile_ms.json(),
             "encode_diff_ms": self.encode_diff_ms.json(),
+            "cold_start_ms": self.cold_start_ms.json(),
             "apply_ms": self.apply_ms.map(round3),
             "apply_failures": self.apply_failures,
             "peak_rss_mib": round3(self.peak_rss_mib),
@@ -276,6 +267,8 @@ impl ControlResult {
             parse_ms: s(&v["parse_ms"])?,
             compile_ms: s(&v["compile_ms"])?,
             encode_diff_ms: s(&v["encode_diff_ms"])?,
+            // Reports before the bench drove the agent lack it.
+            cold_start_ms: s(&v["cold_start_ms"]).unwrap_or_default(),
             apply_ms: v["apply_ms"].as_f64(),
             apply_failures: v["apply_failures"].as_u64()? as usize,
             peak_rss_mib: v["peak_rss_mib"].as_f64()?,
@@ -296,6 +289,9 @@ pub struct Incremental {
     pub iterations: usize,
     /// Map operations per iteration (the last one).
     pub ops: usize,
+    /// Entries the agent encoded and IP cache addresses it compared (the last iteration).
+    pub encoded: usize,
+    pub diffed: usize,
     pub parse_p50_ms: f64,
     pub compile_p50_ms: f64,
     pub encode_diff_p50_ms: f64,
@@ -316,6 +312,8 @@ impl Incremental {
             "mix": self.mix,
             "iterations": self.iterations,
             "map_ops": self.ops,
+            "encoded_entries": self.encoded,
+            "diffed_addresses": self.diffed,
             "parse_p50_ms": round3(self.parse_p50_ms),
             "compile_p50_ms": round3(self.compile_p50_ms),
             "encode_diff_p50_ms": round3(self.encode_diff_p50_ms),
@@ -336,6 +334,9 @@ impl Incremental {
             mix: v["mix"].as_str()?.to_owned(),
             iterations: v["iterations"].as_u64()? as usize,
             ops: v["map_ops"].as_u64()? as usize,
+            // Reports before the bench drove the agent lack them.
+            encoded: v["encoded_entries"].as_u64().unwrap_or(0) as usize,
+            diffed: v["diffed_addresses"].as_u64().unwrap_or(0) as usize,
             parse_p50_ms: f("parse_p50_ms")?,
             compile_p50_ms: f("compile_p50_ms")?,
             encode_diff_p50_ms: f("encode_diff_p50_ms")?,
@@ -440,16 +441,10 @@ pub fn run(
     Ok((results, incs))
 }
 
-/// The agent's state across syncs, as `agent::Agent` keeps it.
+/// The real agent on its own pin directory, removed (maps and all) when dropped.
 struct Pipeline {
-    source: ManifestSource,
-    compiler: Compiler,
-    /// The encoded compile, updated where it changed (as the agent keeps it).
-    intended: MapContents,
-    written: MapContents,
-    ifindexes: BTreeMap<ObjectRef, u32>,
-    dp: Option<(Datapath, PathBuf)>,
-    apply_failures: usize,
+    agent: Option<Agent>,
+    pin_dir: PathBuf,
 }
 
 #[derive(Default)]
@@ -458,9 +453,30 @@ struct Timings {
     compile: f64,
     encode_diff: f64,
     apply: f64,
-    /// The names published after the sync (not in the total: the maps are updated first).
+    /// After the maps: attaching, XDP, names, metrics (in the total).
     names: f64,
+    /// From the file's write to the sync's return.
+    total: f64,
     ops: usize,
+    encoded: usize,
+    diffed: usize,
+}
+
+impl Timings {
+    fn of(report: &SyncReport, total: f64) -> Self {
+        let t = &report.timings;
+        Self {
+            parse: t.read_ms,
+            compile: t.compile_ms,
+            encode_diff: t.plan_ms,
+            apply: t.write_ms,
+            names: t.finish_ms,
+            total,
+            ops: report.changes,
+            encoded: report.work.encoded_entries,
+            diffed: report.work.diffed_addresses,
+        }
+    }
 }
 
 fn ms(t: Instant) -> f64 {
@@ -468,56 +484,60 @@ fn ms(t: Instant) -> f64 {
 }
 
 impl Pipeline {
-    fn sync(&mut self) -> anyhow::Result<Timings> {
-        let mut t = Timings::default();
-        let t0 = Instant::now();
-        let state = self.source.read(false)?;
-        if let Some(e) = state.errors.first() {
+    /// A fresh agent (fresh maps) on the manifests in `dir`, as `cns-agent run --manifests
+    /// DIR --node-name NODE --xdp-interfaces none` starts one.
+    fn start(dir: &std::path::Path) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            nix::unistd::geteuid().is_root(),
+            "the control section runs the agent on real BPF maps: run as root"
+        );
+        let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("cns-bench-cp-"));
+        cns_agent::paths::prepare_pin_dir(&pin_dir)?;
+        let mut p = Self {
+            agent: None,
+            pin_dir,
+        };
+        let datapath = Datapath::load(&p.pin_dir)?;
+        let cfg = AgentConfig {
+            node_name: NODE.into(),
+            audit_mode: AuditMode::Audit,
+            pin_dir: p.pin_dir.clone(),
+            resync_interval: std::time::Duration::from_secs(5),
+            event_rate: 0,
+            event_burst: 0,
+            policy_verdict_events: false,
+            xdp_interfaces: XdpInterfaces::None,
+        };
+        let source = Box::new(ManifestSource::new(dir.to_owned()));
+        p.agent = Some(Agent::new(cfg, source, datapath, AgentMetrics::default())?);
+        Ok(p)
+    }
+
+    fn agent(&mut self) -> &mut Agent {
+        self.agent.as_mut().expect("started")
+    }
+
+    /// One sync of the agent, timed from `since` (the source event).
+    fn sync(&mut self, since: Instant) -> anyhow::Result<Timings> {
+        let report = self
+            .agent()
+            .sync()
+            .map_err(|e| anyhow::anyhow!(cns_agent::error_chain(&e)))?;
+        let total = ms(since);
+        if let Some(e) = report.errors.first() {
             anyhow::bail!(
-                "generated manifests are invalid ({} errors), first: {e}",
-                state.errors.len()
+                "the agent reports {} errors for the generated manifests, first: {e}",
+                report.errors.len()
             );
         }
-        t.parse = ms(t0);
-        let t0 = Instant::now();
-        let changed = self.compiler.update_with(state.update);
-        let desired = self.compiler.desired();
-        t.compile = ms(t0);
-        let t0 = Instant::now();
-        // The veths of local pods: stable made-up ifindexes.
-        for pod in desired.endpoints.keys() {
-            let next = 1000 + self.ifindexes.len() as u32;
-            self.ifindexes.entry(pod.clone()).or_insert(next);
-        }
-        encode::update(
-            &mut self.intended,
-            desired,
-            &self.ifindexes,
-            changed.as_ref(),
-        );
-        let addresses: Option<std::collections::BTreeSet<u32>> =
-            changed.map(|c| c.iter().map(|ip| encode::addr(*ip)).collect());
-        let ops = reconcile::diff_at(&self.intended, &self.written, addresses.as_ref());
-        t.encode_diff = ms(t0);
-        t.ops = ops.len();
-        let t0 = Instant::now();
-        if let Some((dp, _)) = &mut self.dp {
-            self.apply_failures += reconcile::apply(dp, &ops).len();
-        }
-        reconcile::apply(&mut self.written, &ops);
-        t.apply = ms(t0);
-        let t0 = Instant::now();
-        let names = Names::new(
-            desired,
-            self.compiler.snapshot(),
-            self.compiler.lookups(),
-            &BTreeMap::new(),
-            false,
-        );
-        t.names = ms(t0);
-        drop(names);
+        Ok(Timings::of(&report, total))
+    }
+}
 
-        Ok(t)
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        drop(self.agent.take());
+        _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 }
 
@@ -534,15 +554,6 @@ impl ManifestDir {
 impl Drop for ManifestDir {
     fn drop(&mut self) {
         _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        if let Some((dp, pin_dir)) = self.dp.take() {
-            drop(dp);
-            _ = std::fs::remove_dir_all(pin_dir);
-        }
     }
 }
 
@@ -570,75 +581,49 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
         dir.write(&path, &text)?;
     }
     let yaml_mib = yaml_bytes as f64 / 1048576.0;
-    // What the pipeline holds is the heap beyond what the child held before.
+    // What the agent holds is the heap beyond what the child held before.
     let heap_before = heap::live_mib();
-    let node = NodeContext {
-        node_name: NODE.into(),
-        node_ips: Default::default(),
-    };
-    let fresh = |with_dp: bool| -> anyhow::Result<Pipeline> {
-        let dp = if with_dp && nix::unistd::geteuid().is_root() {
-            let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("cns-bench-cp-"));
-            cns_agent::paths::prepare_pin_dir(&pin_dir)?;
-            match Datapath::load(&pin_dir) {
-                Ok(dp) => Some((dp, pin_dir)),
-                Err(e) => {
-                    eprintln!("no BPF maps for the apply figures: {e}");
-                    _ = std::fs::remove_dir_all(&pin_dir);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        Ok(Pipeline {
-            source: ManifestSource::new(dir.0.clone()),
-            compiler: Compiler::new(node.clone(), Allocations::default()),
-            intended: MapContents::default(),
-            written: MapContents::default(),
-            ifindexes: BTreeMap::new(),
-            dp,
-            apply_failures: 0,
-        })
-    };
 
-    // Cold syncs (empty maps), `trials` times; the last one keeps its datapath for the
+    // Cold syncs: a fresh agent on empty maps, `trials` times; the last one stays for the
     // single changes.
-    let (mut parse, mut comp, mut enc) = (vec![], vec![], vec![]);
+    let (mut parse, mut comp, mut enc, mut cold) = (vec![], vec![], vec![], vec![]);
     let mut apply_ms = None;
     let mut pipeline = None;
     for trial in 0..trials {
-        let last = trial + 1 == trials;
-        let mut p = fresh(last)?;
-        let t = p.sync()?;
+        let t0 = Instant::now();
+        let mut p = Pipeline::start(&dir.0)?;
+        let t = p.sync(t0)?;
         parse.push(t.parse);
         comp.push(t.compile);
         enc.push(t.encode_diff);
-        if last {
-            if p.dp.is_some() {
-                apply_ms = Some(t.apply);
-            }
+        cold.push(t.total);
+        apply_ms = Some(t.apply);
+        if trial + 1 == trials {
             pipeline = Some(p);
         }
     }
     let mut p = pipeline.expect("at least one trial");
-    let d = p.compiler.desired();
-    let identities = d.allocations.identities.len();
+    let (identities, endpoints) = {
+        let d = p.agent().desired();
+        (d.allocations.identities.len(), d.endpoints.len())
+    };
+    let written = p.agent().written();
     let result = ControlResult {
         pods: spec.pods,
         policies: spec.policies,
         mix: spec.mix.name().into(),
         yaml_mib,
         identities,
-        endpoints: d.endpoints.len(),
-        ipcache: p.written.ipcache.len(),
-        policy_entries: p.written.policy.len(),
-        cidr_entries: p.written.cidrs.len(),
+        endpoints,
+        ipcache: written.ipcache.len(),
+        policy_entries: written.policy.len(),
+        cidr_entries: written.cidrs.len(),
         parse_ms: Summary::of(&parse),
         compile_ms: Summary::of(&comp),
         encode_diff_ms: Summary::of(&enc),
+        cold_start_ms: Summary::of(&cold),
         apply_ms,
-        apply_failures: p.apply_failures,
+        apply_failures: 0,
         peak_rss_mib: 0.0,
         rss_after_mib: 0.0,
         heap_mib: heap::live_mib() - heap_before,
@@ -685,17 +670,17 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     for (name, states) in &changes {
         // Settle in state 0 first (not timed).
         dir.write(&states[0].0, &states[0].1)?;
-        p.sync()?;
+        p.sync(Instant::now())?;
         let mut ts = Vec::new();
         for it in 0..iterations {
             let (path, text) = &states[(it + 1) % 2];
+            let t0 = Instant::now();
             dir.write(path, text)?;
-            let t = p.sync()?;
-            ts.push(t);
+            ts.push(p.sync(t0)?);
         }
         dir.write(&states[0].0, &states[0].1)?;
         let col = |f: fn(&Timings) -> f64| ts.iter().map(f).collect::<Vec<f64>>();
-        let total = col(|t| t.parse + t.compile + t.encode_diff + t.apply);
+        let total = col(|t| t.total);
         incs.push(Incremental {
             change: (*name).into(),
             pods: spec.pods,
@@ -703,6 +688,8 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
             mix: spec.mix.name().into(),
             iterations,
             ops: ts.last().map_or(0, |t| t.ops),
+            encoded: ts.last().map_or(0, |t| t.encoded),
+            diffed: ts.last().map_or(0, |t| t.diffed),
             parse_p50_ms: percentile(&col(|t| t.parse), 50.0),
             compile_p50_ms: percentile(&col(|t| t.compile), 50.0),
             encode_diff_p50_ms: percentile(&col(|t| t.encode_diff), 50.0),
@@ -715,12 +702,8 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     }
     drop(changes);
     let mut result = result;
-    result.apply_failures = p.apply_failures;
     result.peak_rss_mib = proc_status_mib("VmHWM").unwrap_or(0.0);
     result.rss_after_mib = proc_status_mib("VmRSS").unwrap_or(0.0);
-    // After the memory figures: the watch caches' copy of the cluster is not the manifest
-    // pipeline's.
-    incs.push(kube_label_changes(&p, &spec, &node, iterations));
     drop(p);
     let mut line = String::new();
     let _ = write!(
@@ -733,109 +716,4 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     );
     println!("{line}");
     Ok(())
-}
-
-/// One label changed on a local pod, as the Kubernetes source syncs it: its watch caches
-/// (every pod as the caches hold it, looked up by key as in the reflector stores), the
-/// object the watch event named validated and converted (`k8s::snapshot::to_changes`), and
-/// the compiler's update.
-fn kube_label_changes(
-    p: &Pipeline,
-    spec: &Spec,
-    node: &NodeContext,
-    iterations: usize,
-) -> Incremental {
-    let snap = p.compiler.snapshot();
-    let objects = ClusterObjects {
-        namespaces: snap.namespaces.values().cloned().collect(),
-        pods: snap
-            .pods
-            .iter()
-            .map(|(r, pod)| Arc::new(pod.to_pod(r)))
-            .collect(),
-        policies: snap.policies.values().cloned().collect(),
-        config: None,
-    };
-    let mut last = KubeLastGood::default();
-    let mut compiler = Compiler::new(node.clone(), Allocations::default());
-    compiler.update_with(to_state(&objects, &mut last).update);
-    let mut caches = Stores {
-        pods: objects
-            .pods
-            .iter()
-            .map(|p| {
-                let m = &p.metadata;
-                let r = ObjectRef::new(
-                    m.namespace.clone().unwrap_or_default(),
-                    m.name.clone().unwrap_or_default(),
-                );
-                (r, p.clone())
-            })
-            .collect(),
-        objects,
-    };
-    let (local, pod) = caches
-        .pods
-        .iter()
-        .find(|(_, p)| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE))
-        .map(|(r, p)| (r.clone(), p.clone()))
-        .expect("a local pod");
-    let mut relabelled = Pod::clone(&pod);
-    relabelled
-        .metadata
-        .labels
-        .get_or_insert_with(Default::default)
-        .insert("bench".into(), "relabelled".into());
-    let versions = [pod, Arc::new(relabelled)];
-    let (mut source, mut compile) = (Vec::new(), Vec::new());
-    for it in 0..iterations {
-        // The watch event: the cache replaced the pod, and named it.
-        caches
-            .pods
-            .insert(local.clone(), versions[(it + 1) % 2].clone());
-        let changed = [(Kind::Pod, local.clone())].into_iter().collect();
-        let t0 = Instant::now();
-        let state = to_changes(&caches, changed, None, &mut last);
-        source.push(ms(t0));
-        let t0 = Instant::now();
-        compiler.update_with(state.update);
-        compile.push(ms(t0));
-    }
-    let total: Vec<f64> = source.iter().zip(&compile).map(|(a, b)| a + b).collect();
-    Incremental {
-        change: "one label changed (local pod), Kubernetes source: source + compile only".into(),
-        pods: spec.pods,
-        policies: spec.policies,
-        mix: spec.mix.name().into(),
-        iterations,
-        ops: 0,
-        parse_p50_ms: percentile(&source, 50.0),
-        compile_p50_ms: percentile(&compile, 50.0),
-        encode_diff_p50_ms: 0.0,
-        apply_p50_ms: 0.0,
-        names_p50_ms: 0.0,
-        total_p50_ms: percentile(&total, 50.0),
-        total_p99_ms: percentile(&total, 99.0),
-        total_max_ms: percentile(&total, 100.0),
-    }
-}
-
-/// Watch caches by key, as the reflector stores are.
-struct Stores {
-    objects: ClusterObjects,
-    pods: std::collections::HashMap<ObjectRef, Arc<Pod>>,
-}
-
-impl Caches for Stores {
-    fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
-        self.objects.namespace(name)
-    }
-
-    fn pod(&self, key: &ObjectRef) -> Option<Arc<Pod>> {
-        self.pods.get(key).cloned()
-    }
-
-    fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>> {
-        self.objects.policy(key)
-    }
 }

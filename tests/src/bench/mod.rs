@@ -29,7 +29,7 @@ pub mod traffic;
 use serde_json::{Value, json};
 
 /// Median, minimum and maximum of a set of trials.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Summary {
     pub median: f64,
     pub min: f64,

@@ -1,0 +1,224 @@
+//! The policy audit mode: one type, one parser, one precedence function.
+//!
+//! | setting (highest first) | scope | set by |
+//! |---|---|---|
+//! | runtime namespace override | one namespace | `cns-agent mode audit\|blocking --namespace NS` |
+//! | `cns.io/policy-audit-mode` annotation | one namespace | the Namespace object |
+//! | runtime global override | every other pod | `cns-agent mode audit\|blocking` |
+//! | `policyAuditMode` | every other pod | the source (the agent's ConfigMap) |
+//! | `--policy-audit-mode` | every other pod | the flag (default `true`) |
+//!
+//! A value that cannot be read never selects the weaker mode: an invalid annotation is
+//! reported by validation and enforced as blocking.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+use k8s_openapi::api::core::v1::Namespace;
+use serde::{Deserialize, Serialize};
+
+/// The namespace annotation that sets the mode of its pods.
+pub const AUDIT_ANNOTATION: &str = "cns.io/policy-audit-mode";
+
+/// Audit: would-be drops pass and are counted `audit`. Blocking: they are dropped.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMode {
+    /// The documented default (`policyAuditMode: true`) until an operator switches.
+    #[default]
+    Audit,
+    Blocking,
+}
+
+impl AuditMode {
+    /// `true` for audit (the `policyAuditMode` boolean).
+    pub fn from_audit(audit: bool) -> Self {
+        if audit { Self::Audit } else { Self::Blocking }
+    }
+
+    pub fn is_audit(self) -> bool {
+        self == Self::Audit
+    }
+
+    /// `audit` or `blocking`, as status, metrics, events and the CLI print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Audit => "audit",
+            Self::Blocking => "blocking",
+        }
+    }
+
+    /// Reads a `policyAuditMode`-style boolean as Kubernetes reads booleans (Go's
+    /// `strconv.ParseBool`, any case: `true`/`t`/`1`, `false`/`f`/`0`; surrounding spaces
+    /// ignored), or the mode's name (`audit`, `blocking`).
+    pub fn parse(value: &str) -> Result<Self, InvalidMode> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "t" | "1" | "audit" => Ok(Self::Audit),
+            "false" | "f" | "0" | "blocking" => Ok(Self::Blocking),
+            _ => Err(InvalidMode(value.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for AuditMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AuditMode {
+    type Err = InvalidMode;
+    fn from_str(s: &str) -> Result<Self, InvalidMode> {
+        Self::parse(s)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value {0:?}: want \"true\" (audit) or \"false\" (blocking)")]
+pub struct InvalidMode(pub String);
+
+/// A namespace's `cns.io/policy-audit-mode` annotation: `None` when absent; an invalid
+/// value reads as blocking (validation reports it: see [`annotation_error`]).
+pub fn annotation(ns: &Namespace) -> Option<AuditMode> {
+    let value = ns.metadata.annotations.as_ref()?.get(AUDIT_ANNOTATION)?;
+    Some(AuditMode::parse(value).unwrap_or(AuditMode::Blocking))
+}
+
+/// Why a namespace's annotation cannot be read, if it cannot.
+pub fn annotation_error(ns: &Namespace) -> Option<InvalidMode> {
+    let value = ns.metadata.annotations.as_ref()?.get(AUDIT_ANNOTATION)?;
+    AuditMode::parse(value).err()
+}
+
+/// One line per namespace whose annotation cannot be read (`sync`, `status` and `policy
+/// check` report them; the namespace is enforced as blocking meanwhile).
+pub fn annotation_errors<'a>(
+    namespaces: impl IntoIterator<Item = (&'a String, &'a std::sync::Arc<Namespace>)>,
+) -> Vec<String> {
+    namespaces
+        .into_iter()
+        .filter_map(|(name, ns)| {
+            let e = annotation_error(ns)?;
+            Some(format!(
+                "Namespace {name}: metadata.annotations[{AUDIT_ANNOTATION}]: {e}; its pods are \
+                 enforced in blocking mode until it is fixed"
+            ))
+        })
+        .collect()
+}
+
+/// A namespace's mode when it differs from the global one by its own settings: the runtime
+/// override, else the annotation. `None`: the global mode applies.
+pub fn namespace_override(
+    runtime: Option<AuditMode>,
+    annotation: Option<AuditMode>,
+) -> Option<AuditMode> {
+    runtime.or(annotation)
+}
+
+/// Every setting of the mode the agent holds, and the one precedence over them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Modes {
+    /// `--policy-audit-mode`.
+    pub flag: AuditMode,
+    /// The source's `policyAuditMode` (the ConfigMap), when it sets one.
+    pub source: Option<AuditMode>,
+    /// `cns-agent mode audit|blocking`.
+    pub runtime: Option<AuditMode>,
+    /// `cns-agent mode audit|blocking --namespace NS`.
+    pub namespaces: BTreeMap<String, AuditMode>,
+}
+
+impl Modes {
+    pub fn new(flag: AuditMode) -> Self {
+        Self {
+            flag,
+            ..Self::default()
+        }
+    }
+
+    /// The global mode as configured (what `cns-agent mode configured` returns to).
+    pub fn configured(&self) -> AuditMode {
+        self.source.unwrap_or(self.flag)
+    }
+
+    /// The global mode in force.
+    pub fn global(&self) -> AuditMode {
+        self.runtime.unwrap_or(self.configured())
+    }
+
+    /// The mode of pods in `ns`, whose annotation reads `annotation`.
+    pub fn of_namespace(&self, ns: &str, annotation: Option<AuditMode>) -> AuditMode {
+        namespace_override(self.namespaces.get(ns).copied(), annotation).unwrap_or(self.global())
+    }
+
+    /// The mode of an endpoint whose compiled override is `endpoint_override`.
+    pub fn of_endpoint(&self, endpoint_override: Option<AuditMode>) -> AuditMode {
+        endpoint_override.unwrap_or(self.global())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(annotation: Option<&str>) -> Namespace {
+        let mut ns = Namespace::default();
+        if let Some(v) = annotation {
+            ns.metadata.annotations = Some([(AUDIT_ANNOTATION.to_owned(), v.to_owned())].into());
+        }
+        ns
+    }
+
+    #[test]
+    fn booleans_are_read_as_kubernetes_reads_them() {
+        for v in ["true", "True", "TRUE", " true ", "t", "1", "audit"] {
+            assert_eq!(AuditMode::parse(v), Ok(AuditMode::Audit), "{v}");
+        }
+        for v in ["false", "False", "FALSE", "f", "F", "0", "blocking"] {
+            assert_eq!(AuditMode::parse(v), Ok(AuditMode::Blocking), "{v}");
+        }
+        for v in ["", "yes", "no", "on", "ture"] {
+            assert!(AuditMode::parse(v).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_annotation_never_selects_audit() {
+        assert_eq!(annotation(&ns(None)), None);
+        assert_eq!(annotation(&ns(Some("False"))), Some(AuditMode::Blocking));
+        assert_eq!(annotation(&ns(Some("nope"))), Some(AuditMode::Blocking));
+        assert_eq!(
+            annotation_error(&ns(Some("nope"))),
+            Some(InvalidMode("nope".into()))
+        );
+        assert_eq!(annotation_error(&ns(Some("True"))), None);
+    }
+
+    #[test]
+    fn precedence_runtime_namespace_then_annotation_then_global() {
+        let mut m = Modes::new(AuditMode::Audit);
+        assert_eq!(m.global(), AuditMode::Audit);
+        m.source = Some(AuditMode::Blocking);
+        assert_eq!(m.configured(), AuditMode::Blocking);
+        m.runtime = Some(AuditMode::Audit);
+        assert_eq!(m.global(), AuditMode::Audit);
+        assert_eq!(m.configured(), AuditMode::Blocking);
+        assert_eq!(m.of_namespace("a", None), AuditMode::Audit);
+        assert_eq!(
+            m.of_namespace("a", Some(AuditMode::Blocking)),
+            AuditMode::Blocking
+        );
+        m.namespaces.insert("a".into(), AuditMode::Audit);
+        assert_eq!(
+            m.of_namespace("a", Some(AuditMode::Blocking)),
+            AuditMode::Audit
+        );
+        assert_eq!(m.of_namespace("b", None), AuditMode::Audit);
+        // The source stops setting it: the flag is in charge again.
+        m.source = None;
+        m.runtime = None;
+        assert_eq!(m.global(), AuditMode::Audit);
+    }
+}
