@@ -285,6 +285,42 @@ mod tests {
         assert_eq!(w.0.endpoints.len(), 1);
     }
 
+    /// A writer whose policy trie (or hash) refuses every write.
+    struct Refuses(MapContents, &'static str);
+
+    impl MapWriter for Refuses {
+        type Error = Full;
+        fn apply_op(&mut self, op: &MapOp) -> Result<(), Full> {
+            if op.map_name() == self.1 {
+                return Err(Full);
+            }
+            _ = self.0.apply_op(op);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_policy_hash_never_holds_what_the_trie_does_not() {
+        use cns_common::maps::{POLICY, POLICY_EXACT};
+        let key = PolicyKey {
+            port: 80u16.to_be_bytes(),
+            ..PolicyKey::default()
+        };
+        let mut desired = MapContents::default();
+        desired.policy.insert((96, key), PolicyValue::default());
+        desired.policy_exact.insert(key, PolicyValue::default());
+        // The trie upsert fails: the hash entry is not written either.
+        let mut w = Refuses(MapContents::default(), POLICY);
+        let failed = apply(&mut w, &diff(&desired, &w.0));
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(w.0.policy_exact.is_empty(), "open: {:?}", w.0.policy_exact);
+        // The hash delete fails: the trie entry stays.
+        let mut w = Refuses(desired.clone(), POLICY_EXACT);
+        let failed = apply(&mut w, &diff(&MapContents::default(), &w.0));
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(w.0.policy.len(), 1, "the hash entry would be alone");
+    }
+
     #[test]
     fn no_change_no_ops() {
         let a = contents(&[(1, 256)], &[(7, 1)]);

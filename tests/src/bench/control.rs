@@ -370,10 +370,9 @@ pub fn plan(opts: &Options) -> (Vec<Spec>, usize, usize) {
     } else {
         (
             vec![
-                s(1_000, 100, Mix::Label),
-                s(10_000, 1_000, Mix::Label),
+                s(1_000, 1_000, Mix::Label),
+                s(5_000, 1_000, Mix::Label),
                 s(50_000, 1_000, Mix::Label),
-                s(10_000, 1_000, Mix::Cidr),
                 s(50_000, 1_000, Mix::Cidr),
             ],
             3,

@@ -238,8 +238,8 @@ impl Report {
         if let Some((cs, inc)) = &self.control {
             if let Some(c) = cs.iter().max_by_key(|c| (c.pods, c.policies)) {
                 h.push(format!(
-                    "control plane, {} pods x {} policies ({}): parse {:.0} ms, compile {:.0} ms, encode+diff {:.0} ms, peak RSS {:.0} MiB, heap held {:.0} MiB",
-                    c.pods, c.policies, c.mix, c.parse_ms.median, c.compile_ms.median, c.encode_diff_ms.median, c.peak_rss_mib, c.heap_mib
+                    "control plane (the agent's own sync), {} pods x {} policies ({}): cold start {:.0} ms (read {:.0} ms, compile {:.0} ms, plan {:.0} ms), peak RSS {:.0} MiB, heap held {:.0} MiB",
+                    c.pods, c.policies, c.mix, c.cold_start_ms.median, c.parse_ms.median, c.compile_ms.median, c.encode_diff_ms.median, c.peak_rss_mib, c.heap_mib
                 ));
             }
             for i in inc
@@ -399,17 +399,17 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "| pods | policies | mix | identities | local endpoints | ipcache | policy entries | cidr entries | parse ms | compile ms | encode+diff ms | apply ms | peak RSS MiB | RSS after MiB | heap held MiB |"
+                "| pods | policies | mix | identities | local endpoints | ipcache | policy entries | cidr entries | cold start ms | read ms | compile ms | plan ms | write ms | peak RSS MiB | RSS after MiB | heap held MiB |"
             );
             let _ = writeln!(
                 s,
-                "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for c in cs {
                 let f = |x: &super::Summary| format!("{:.1} ({:.1}-{:.1})", x.median, x.min, x.max);
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
                     c.pods,
                     c.policies,
                     c.mix,
@@ -418,6 +418,7 @@ impl Report {
                     c.ipcache,
                     c.policy_entries,
                     c.cidr_entries,
+                    f(&c.cold_start_ms),
                     f(&c.parse_ms),
                     f(&c.compile_ms),
                     f(&c.encode_diff_ms),
@@ -431,40 +432,42 @@ impl Report {
             if !inc.is_empty() {
                 let _ = writeln!(
                     s,
-                    "### Single changes\n\nOne object changed in its own file, then the agent's whole sync \
-                     pipeline (the manifest source: stat every file, read and parse the changed one, hand the \
-                     compiler what changed; compile; encode; diff against what was written; apply to the BPF \
-                     maps), as `cns-agent` does on a source event (its file watcher's debounce delay not \
-                     included). Alternates between two states so that every iteration is a real change. \
-                     names: the names the agent publishes after the sync for events and metrics \
-                     (`Names::new`), not in the totals.\n"
+                    "### Single changes\n\nOne object changed in its own file, then the real agent's sync \
+                     (`Agent::sync`, in-process, on real BPF maps): the manifest source (stat every file, read \
+                     and parse the changed one), the compiler, the planner (encode and diff), the writer, then \
+                     attaching, names and metrics (`after`). Total: from the file's write to the sync's \
+                     return (the file watcher's debounce delay not included). Alternates between two states \
+                     so that every iteration is a real change. encoded / diffed: the work the agent reports \
+                     (`status`'s `last_sync_work`).\n"
                 );
                 charts::embed(&mut s, &charts, Section::Control);
                 let _ = writeln!(
                     s,
-                    "| change | pods | policies | mix | iterations | map ops | parse p50 ms | compile p50 ms | encode+diff p50 ms | apply p50 ms | total p50 ms | total p99 ms | names p50 ms |"
+                    "| change | pods | policies | mix | iterations | map ops | encoded | diffed | read p50 ms | compile p50 ms | plan p50 ms | write p50 ms | after p50 ms | total p50 ms | total p99 ms |"
                 );
                 let _ = writeln!(
                     s,
-                    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                 );
                 for i in inc {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
                         i.change,
                         i.pods,
                         i.policies,
                         i.mix,
                         i.iterations,
                         i.ops,
+                        i.encoded,
+                        i.diffed,
                         i.parse_p50_ms,
                         i.compile_p50_ms,
                         i.encode_diff_p50_ms,
                         i.apply_p50_ms,
+                        i.names_p50_ms,
                         i.total_p50_ms,
-                        i.total_p99_ms,
-                        i.names_p50_ms
+                        i.total_p99_ms
                     );
                 }
                 let _ = writeln!(s);
