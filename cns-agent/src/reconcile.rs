@@ -311,12 +311,14 @@ mod tests {
         desired.policy_exact.insert(key, PolicyValue::default());
         // The trie upsert fails: the hash entry is not written either.
         let mut w = Refuses(MapContents::default(), POLICY);
-        let failed = apply(&mut w, &diff(&desired, &w.0));
+        let ops = diff(&desired, &w.0);
+        let failed = apply(&mut w, &ops);
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert!(w.0.policy_exact.is_empty(), "open: {:?}", w.0.policy_exact);
         // The hash delete fails: the trie entry stays.
         let mut w = Refuses(desired.clone(), POLICY_EXACT);
-        let failed = apply(&mut w, &diff(&MapContents::default(), &w.0));
+        let ops = diff(&MapContents::default(), &w.0);
+        let failed = apply(&mut w, &ops);
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert_eq!(w.0.policy.len(), 1, "the hash entry would be alone");
     }
