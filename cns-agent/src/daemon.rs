@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use crate::{
     agent::{Agent, AgentConfig, Trigger},
     cli::RunArgs,
-    control, error_chain, events, loader,
+    control, datapath, error_chain, events,
     metrics::{self, AgentMetrics},
     paths,
     source::SnapshotSource,
@@ -23,7 +23,7 @@ pub enum DaemonError {
     #[error("failed to prepare the pin directory")]
     Paths(#[from] paths::PathError),
     #[error("failed to load the kernel programs")]
-    Load(#[from] loader::LoadError),
+    Load(#[from] datapath::LoadError),
     #[error("failed to start the agent")]
     Agent(#[from] crate::agent::AgentError),
     #[error("failed to open the control socket")]
@@ -69,7 +69,7 @@ fn watch_dir(
 
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     paths::prepare_pin_dir(&args.bpffs_dir)?;
-    let datapath = loader::Datapath::load_sized(&args.bpffs_dir, &args.map_sizes)?;
+    let datapath = datapath::Datapath::load_sized(&args.bpffs_dir, &args.map_sizes)?;
     let maps_dir = datapath.maps_dir().to_owned();
     let cfg = AgentConfig {
         node_name: args.node_name.clone(),

@@ -11,7 +11,7 @@ use std::{
 
 use cns_agent::{
     agent::{Plan, Planner, Scope},
-    loader::Datapath,
+    datapath::Datapath,
     policy::{
         compile,
         model::{Allocations, Desired, NodeContext, ObjectRef},

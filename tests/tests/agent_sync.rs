@@ -8,7 +8,7 @@ use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use cns_agent::{
     agent::{Agent, AgentConfig, SyncReport},
-    loader::Datapath,
+    datapath::Datapath,
     metrics::AgentMetrics,
     policy::AuditMode,
     source::ManifestSource,

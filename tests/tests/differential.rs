@@ -16,8 +16,8 @@ use std::{
 };
 
 use cns_agent::{
+    datapath::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     encode::{self, MapContents},
-    loader::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     policy::{
         Flow, compile, evaluate,
         model::{Allocations, NodeContext, ObjectRef, PodInfo, Snapshot},

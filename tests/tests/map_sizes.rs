@@ -7,7 +7,7 @@ use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use aya::maps::MapData;
 use cns_agent::{
-    loader::{Datapath, LoadError},
+    datapath::{Datapath, LoadError},
     map_sizes::{MapSizes, SizedMap},
     paths,
 };

@@ -4,7 +4,7 @@
 //! is, for the test run, the loopback (ifindex 1).
 
 use cns_agent::{
-    loader::{PROG_FROM_POD, PROG_TO_POD},
+    datapath::{PROG_FROM_POD, PROG_TO_POD},
     reconcile,
 };
 use cns_tests::{

@@ -15,7 +15,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
 
 use cns_agent::{
-    loader::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
+    datapath::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     reconcile, uplink,
     uplink::XdpAttachMode,
 };

@@ -28,9 +28,9 @@ pub use self::{
 };
 use crate::{
     control::{Reply, Request},
+    datapath::Datapath,
     encode::MapContents,
     error_chain, explain, history,
-    loader::Datapath,
     metrics::AgentMetrics,
     names::SharedNames,
     netdev,

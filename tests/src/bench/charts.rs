@@ -21,7 +21,7 @@ use super::{
     kernel::{Case, XDP_EMPTY},
     traffic::Placement,
 };
-use cns_agent::loader::{PROG_EMPTY, PROG_TO_POD, PROG_XDP};
+use cns_agent::datapath::{PROG_EMPTY, PROG_TO_POD, PROG_XDP};
 
 /// Where in the report a chart goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::{fmt::Write as _, path::PathBuf, process::Command, time::Instant};
 
 use cns_agent::{
     agent::{Agent, AgentConfig, SyncReport},
-    loader::Datapath,
+    datapath::Datapath,
     metrics::AgentMetrics,
     policy::AuditMode,
     source::ManifestSource,

@@ -32,8 +32,8 @@ use std::{
 };
 
 use cns_agent::{
+    datapath::{Datapath, PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     encode,
-    loader::{Datapath, PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     policy::model::{
         Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol, RemoteInfo,
         RuleKey,

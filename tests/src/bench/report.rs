@@ -11,7 +11,7 @@ use super::{
     kernel::{Case, Keys, Measure, XDP_EMPTY},
     traffic::{Placement, TrafficReport, VariantResult},
 };
-use cns_agent::loader::{PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP};
+use cns_agent::datapath::{PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP};
 
 fn first_line(cmd: &[&str]) -> Option<String> {
     let out = Command::new(cmd[0]).args(&cmd[1..]).output().ok()?;

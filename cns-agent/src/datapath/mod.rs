@@ -1,0 +1,301 @@
+//! The kernel side as the agent sees it: loading the programs and pinning their maps
+//! (here), attaching them to pod veths (TC) and uplinks (XDP) and taking over the links of
+//! an earlier agent ([`attach`]), and writing the maps one operation at a time ([`writer`]).
+//! Everything that touches aya lives in this module.
+
+mod attach;
+mod writer;
+
+pub use attach::{AttachError, XdpAttachment};
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
+    programs::{Program, ProgramError, SchedClassifier, Xdp},
+};
+use cns_common::maps::{
+    self as m, CidrKey, Config, Counter, CounterKey, Endpoint, PolicyKey, PolicyValue, Remote,
+};
+
+use crate::{
+    counters::CounterMaps,
+    map_sizes::{MapSizes, SizedMap},
+    paths,
+};
+
+/// The kernel programs, built by build.rs (aya-build) from `cns-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cns"));
+
+pub const PROG_TO_POD: &str = "cns_to_pod";
+pub const PROG_FROM_POD: &str = "cns_from_pod";
+/// An empty TC program (returns "pass"), loaded for benchmarks only.
+pub const PROG_EMPTY: &str = "cns_empty";
+/// The XDP program for the node's uplinks.
+pub const PROG_XDP: &str = "cns_xdp";
+
+/// XDP verdicts as [`Datapath::test_run`] returns them for [`PROG_XDP`].
+pub const XDP_DROP: i32 = 1;
+pub const XDP_PASS: i32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the agent was built with AYA_BUILD_SKIP: it carries no kernel programs")]
+    NoObject,
+    #[error("failed to load the eBPF object (maps pinned under {pin_dir})")]
+    Load {
+        pin_dir: String,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("failed to load program {name} into the kernel")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name} has an unexpected layout")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("failed to create the maps directory {path}")]
+    MapsDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to read the size of pinned map {path}")]
+    MapInfo {
+        path: String,
+        #[source]
+        source: MapError,
+    },
+    /// aya reuses a pinned map whatever its size: this catches what it would not.
+    #[error(
+        "pinned map {path} holds {pinned} entries, not the {configured} of --map-sizes; \
+         remove {dir} (the attached programs keep their maps) and restart the agent"
+    )]
+    PinnedSize {
+        path: String,
+        dir: String,
+        pinned: u32,
+        configured: u32,
+    },
+}
+
+/// The loaded programs and their maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    config: Array<MapData, Config>,
+    endpoints: HashMap<MapData, u32, Endpoint>,
+    ipcache: HashMap<MapData, u32, Remote>,
+    cidrs: LpmTrie<MapData, CidrKey, u32>,
+    policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    /// `policy`'s one-port, all-ports and any-protocol entries (the plan writes both).
+    policy_exact: HashMap<MapData, PolicyKey, PolicyValue>,
+    /// Local pod address -> ifindex (for the XDP program), planned from the endpoints.
+    local_ips: HashMap<MapData, u32, u32>,
+    counters: CounterMaps,
+    stats: PerCpuArray<MapData, u64>,
+    pin_dir: PathBuf,
+    /// Where the maps are pinned: `paths::sized_maps_dir(pin_dir, &sizes)`.
+    maps_dir: PathBuf,
+    sizes: MapSizes,
+    /// Attached interfaces (ifindex -> name). The links themselves are owned by their pins.
+    links: BTreeMap<u32, String>,
+    /// Interfaces with the XDP program (ifindex -> attachment), pinned like `links`.
+    xdp_links: BTreeMap<u32, XdpAttachment>,
+}
+
+macro_rules! take {
+    ($ebpf:expr, $name:expr) => {{
+        let map = $ebpf.take_map($name).ok_or(LoadError::MissingMap($name))?;
+        map.try_into().map_err(|source| LoadError::Map {
+            name: $name,
+            source,
+        })?
+    }};
+}
+
+impl Datapath {
+    /// [`Datapath::load_sized`] with the default map sizes.
+    pub fn load(pin_dir: &Path) -> Result<Self, LoadError> {
+        Self::load_sized(pin_dir, &MapSizes::default())
+    }
+
+    /// Loads the programs with maps of `sizes`; maps are created, or reused when already
+    /// pinned in the directory of these sizes under `pin_dir` (see `paths`). Nothing is
+    /// attached yet: call [`Datapath::adopt`] once the maps hold the desired state, then
+    /// [`Datapath::attach`].
+    pub fn load_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Self, LoadError> {
+        if OBJECT.is_empty() {
+            return Err(LoadError::NoObject);
+        }
+        let maps_dir = paths::sized_maps_dir(pin_dir, sizes);
+        std::fs::create_dir_all(&maps_dir).map_err(|source| LoadError::MapsDir {
+            path: maps_dir.display().to_string(),
+            source,
+        })?;
+        let counters_capacity = sizes.get(SizedMap::Counters);
+        let mut loader = EbpfLoader::new();
+        loader
+            .default_map_pin_directory(&maps_dir)
+            // The programs' counter slot hash needs the counters' size.
+            .override_global(m::COUNTERS_CAPACITY_GLOBAL, &counters_capacity, true);
+        for (name, entries) in sizes.max_entries() {
+            loader.map_max_entries(name, entries);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|source| LoadError::Load {
+            pin_dir: maps_dir.display().to_string(),
+            source: Box::new(source),
+        })?;
+        check_pinned_sizes(&maps_dir, sizes)?;
+        for name in [PROG_TO_POD, PROG_FROM_POD, PROG_EMPTY] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| LoadError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| LoadError::Program { name, source })?;
+        }
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROG_XDP)
+            .ok_or(LoadError::MissingProgram(PROG_XDP))?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                name: PROG_XDP,
+                source,
+            })?;
+        xdp.load().map_err(|source| LoadError::Program {
+            name: PROG_XDP,
+            source,
+        })?;
+        Ok(Self {
+            config: take!(ebpf, m::CONFIG),
+            endpoints: take!(ebpf, m::ENDPOINTS),
+            ipcache: take!(ebpf, m::IPCACHE),
+            cidrs: take!(ebpf, m::CIDRS),
+            policy: take!(ebpf, m::POLICY),
+            policy_exact: take!(ebpf, m::POLICY_EXACT),
+            local_ips: take!(ebpf, m::LOCAL_IPS),
+            counters: CounterMaps::new(
+                ebpf.take_map(m::COUNTER_SLOTS)
+                    .ok_or(LoadError::MissingMap(m::COUNTER_SLOTS))?,
+                ebpf.take_map(m::COUNTERS)
+                    .ok_or(LoadError::MissingMap(m::COUNTERS))?,
+            )
+            .map_err(|source| LoadError::Map {
+                name: m::COUNTERS,
+                source,
+            })?,
+            stats: take!(ebpf, m::STATS),
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+            maps_dir,
+            sizes: *sizes,
+            links: BTreeMap::new(),
+            xdp_links: BTreeMap::new(),
+        })
+    }
+
+    /// Runs `program` once on `packet` with `BPF_PROG_TEST_RUN` (the skb's device is the
+    /// loopback, ifindex 1) and returns its verdict: TC -1 pass, 2 drop; XDP ([`PROG_XDP`])
+    /// [`XDP_PASS`], [`XDP_DROP`].
+    pub fn test_run(&self, program: &'static str, packet: &[u8]) -> Result<i32, ProgramError> {
+        self.test_run_repeat(program, packet, 1)
+            .map(|(verdict, _)| verdict)
+    }
+
+    /// Runs `program` `repeat` times on `packet` in the kernel; returns the last verdict and
+    /// the kernel's average time per run (what `cargo xtask bench` measures).
+    pub fn test_run_repeat(
+        &self,
+        program: &'static str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(i32, std::time::Duration), ProgramError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let mut out = vec![0u8; packet.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let result = match self.ebpf.program(program) {
+            Some(Program::SchedClassifier(p)) => p.test_run(opts)?,
+            Some(Program::Xdp(p)) => p.test_run(opts)?,
+            _ => return Err(ProgramError::NotLoaded),
+        };
+        Ok((result.return_value as i32, result.duration))
+    }
+
+    /// Where the maps are pinned (`maps-v{N}` or `maps-v{N}-{hash}` under the pin directory).
+    pub fn maps_dir(&self) -> &Path {
+        &self.maps_dir
+    }
+
+    /// The sizes the maps were created with.
+    pub fn sizes(&self) -> &MapSizes {
+        &self.sizes
+    }
+
+    pub fn config(&self) -> Result<Config, MapError> {
+        self.config.get(&0, 0)
+    }
+
+    pub fn set_config(&mut self, config: &Config) -> Result<(), MapError> {
+        self.config.set(0, config, 0)
+    }
+
+    /// The per-namespace-pair counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(CounterKey, Counter)>, MapError> {
+        self.counters.read()
+    }
+
+    /// Datapath statistics (`STAT_*`), summed over CPUs.
+    pub fn stats(&self) -> Result<Vec<u64>, MapError> {
+        (0..m::STATS_LEN)
+            .map(|i| Ok(self.stats.get(&i, 0)?.iter().sum()))
+            .collect()
+    }
+}
+
+/// Checks that every sized map pinned in `maps_dir` has the size asked for. aya 0.14 opens a
+/// map already pinned at its path without comparing it with the definition
+/// (`MapData::create_pinned_by_name`), and `map_max_entries` only applies to maps it
+/// creates, so without this an agent would run on maps of another size while reporting the
+/// configured one. Each set of sizes has its own directory, so this only fails when that
+/// directory was tampered with (or on a hash collision).
+fn check_pinned_sizes(maps_dir: &Path, sizes: &MapSizes) -> Result<(), LoadError> {
+    for (name, configured) in sizes.max_entries() {
+        let path = maps_dir.join(name);
+        let pinned = MapData::from_pin(&path)
+            .and_then(|map| map.info())
+            .map_err(|source| LoadError::MapInfo {
+                path: path.display().to_string(),
+                source,
+            })?
+            .max_entries();
+        if pinned != configured {
+            return Err(LoadError::PinnedSize {
+                path: path.display().to_string(),
+                dir: maps_dir.display().to_string(),
+                pinned,
+                configured,
+            });
+        }
+    }
+    Ok(())
+}
