@@ -1,5 +1,5 @@
 //! The compiler's cluster-wide indexes (who claims each address, identities and namespaces
-//! in use), kept up to date one object at a time by [`super::incremental::Compiler`].
+//! in use), kept up to date one object at a time by the incremental compiler.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
