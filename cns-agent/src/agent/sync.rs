@@ -39,18 +39,23 @@ pub struct SyncReport {
 pub struct SyncTimings {
     /// The source's read (stat, read, parse, validate what changed).
     pub read_ms: f64,
-    /// The compiler's update.
+    /// The node's addresses and the compiler's update.
     pub compile_ms: f64,
     /// Finding the veths, encoding and diffing (the plan).
     pub plan_ms: f64,
-    /// Writing the plan to the maps (and the config's revision).
+    /// Writing the plan to the maps and recording what was written.
     pub write_ms: f64,
-    /// After the maps: attaching, XDP, publishing names and metrics.
+    /// After the maps: history, attaching, XDP, publishing names, metrics. The phases add
+    /// up to the whole sync.
     pub finish_ms: f64,
 }
 
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
+/// Milliseconds since `clock`, which moves on to now: consecutive laps cover the sync.
+fn lap(clock: &mut Instant) -> f64 {
+    let now = Instant::now();
+    let ms = now.saturating_duration_since(*clock).as_secs_f64() * 1000.0;
+    *clock = now;
+    ms
 }
 
 impl Agent {
@@ -82,7 +87,8 @@ impl Agent {
         let scope = self.state.begin(started);
         let mut timings = SyncTimings::default();
         let state = self.source.read(scope.read_whole)?;
-        timings.read_ms = ms_since(started);
+        let mut clock = started;
+        timings.read_ms = lap(&mut clock);
         for e in &state.errors {
             tracing::warn!(error = %e, "invalid input");
         }
@@ -108,16 +114,14 @@ impl Agent {
         };
         self.compiler.set_node(self.node.clone());
         self.compiler.set_audit_overrides(&self.modes.namespaces);
-        let t = Instant::now();
         let changed = self.compiler.update_with(state.update);
         self.state.compiled();
-        timings.compile_ms = ms_since(t);
+        timings.compile_ms = lap(&mut clock);
         self.mode_errors = mode::annotation_errors(&self.compiler.snapshot().namespaces);
 
         // Maps first, programs after: a veth gets its programs only once its endpoint and
         // rules are in place, and pinned programs of an earlier agent are taken over only
         // once the maps hold the current state.
-        let t = Instant::now();
         let veths = self.find_veths()?;
         let ifindexes = veths
             .iter()
@@ -131,8 +135,7 @@ impl Agent {
             scope,
         );
         self.state.encoded();
-        timings.plan_ms = ms_since(t);
-        let t = Instant::now();
+        timings.plan_ms = lap(&mut clock);
         let ops = plan.ops;
         let failed = reconcile::apply(&mut self.datapath, &ops);
         let mut map_errors = self.planner.intended().over_capacity(self.datapath.sizes());
@@ -158,8 +161,7 @@ impl Agent {
         if !ops.is_empty() {
             self.write_config()?;
         }
-        timings.write_ms = ms_since(t);
-        let t = Instant::now();
+        timings.write_ms = lap(&mut clock);
         if !ops.is_empty() {
             tracing::info!(
                 changes = ops.len(),
@@ -213,7 +215,7 @@ impl Agent {
             .filter(|pod| !self.veths.contains_key(pod))
             .map(ToString::to_string)
             .collect();
-        timings.finish_ms = ms_since(t);
+        timings.finish_ms = lap(&mut clock);
         Ok(SyncReport {
             revision: self.revision,
             changes: ops.len(),
