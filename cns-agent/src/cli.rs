@@ -227,6 +227,11 @@ pub struct RunArgs {
     /// stay: enforcement continues while the agent is down and the next agent takes over.
     #[arg(long)]
     pub cleanup_on_exit: bool,
+    /// Run even when the pins cannot outlive the agent (its bpffs is in a private mount
+    /// namespace, as under `ip netns exec`): enforcement then stops when it exits. Refused
+    /// without this flag.
+    #[arg(long)]
+    pub allow_ephemeral_pins: bool,
     /// Where to serve Prometheus metrics (`/metrics`); `none` disables.
     #[arg(long, default_value = "0.0.0.0:9965", env = "CNS_METRICS_ADDR")]
     pub metrics_addr: MetricsAddr,

@@ -22,6 +22,8 @@ use crate::{
 pub enum DaemonError {
     #[error("failed to prepare the pin directory")]
     Paths(#[from] paths::PathError),
+    #[error("refusing to start")]
+    Claim(#[from] crate::instance::ClaimError),
     #[error("failed to load the kernel programs")]
     Load(#[from] loader::LoadError),
     #[error("failed to start the agent")]
@@ -69,6 +71,7 @@ fn watch_dir(
 
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     paths::prepare_pin_dir(&args.bpffs_dir)?;
+    let _claim = crate::instance::claim(&args.bpffs_dir, &args.socket, args.allow_ephemeral_pins)?;
     let datapath = loader::Datapath::load_sized(&args.bpffs_dir, &args.map_sizes)?;
     let maps_dir = datapath.maps_dir().to_owned();
     let cfg = AgentConfig {

@@ -19,6 +19,7 @@ pub mod encode;
 pub mod events;
 pub mod explain;
 pub mod history;
+pub mod instance;
 pub mod k8s;
 pub mod loader;
 pub mod map_sizes;
