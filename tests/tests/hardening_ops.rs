@@ -261,3 +261,86 @@ fn pins_in_a_private_mount_namespace_are_refused_unless_allowed() {
     bg.stop();
     _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cns-agent ARGS` (no root needed): exit code, stdout, stderr.
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(agent_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run cns-agent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The smaller findings of issue 18 (8), through the real binary: none needs root.
+#[test]
+fn careless_input_is_read_or_refused_loudly() {
+    let dir = std::env::temp_dir().join(unique("cns-test-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+
+    // More than serde-saphyr's default 1,024 documents in one file.
+    let many: String = (0..2000)
+        .map(|i| format!("---\nkind: Namespace\napiVersion: v1\nmetadata: {{name: ns{i}}}\n"))
+        .collect();
+    std::fs::write(dir.join("many.yaml"), many).unwrap();
+    let (code, _, err) = cli(&["policy", "check", &path("many.yaml")], &[]);
+    assert_eq!(code, 0, "2000 documents:\n{err}");
+
+    // What `kubectl get networkpolicies -o yaml` prints.
+    let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.k8s.io/v1\n  kind: NetworkPolicy\n  metadata: {name: p, namespace: a}\n  spec: {podSelector: {matchLabels: {app: web}}, ingress: [{}]}\n";
+    std::fs::write(dir.join("list.yaml"), list).unwrap();
+    let (code, out, err) = cli(&["policy", "check", "-o", "json", &path("list.yaml")], &[]);
+    assert_eq!(code, 0, "kind: List:\n{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["policies"], 1, "{report:#}");
+
+    // A dangling link in a directory is an error, as the agent reports it.
+    let links = dir.join("links");
+    std::fs::create_dir_all(&links).unwrap();
+    std::fs::copy(dir.join("list.yaml"), links.join("ok.yaml")).unwrap();
+    std::os::unix::fs::symlink(links.join("gone.yaml"), links.join("dangling.yaml")).unwrap();
+    let (code, out, err) = cli(&["policy", "check", &links.display().to_string()], &[]);
+    assert_ne!(code, 0, "a dangling link must fail the check:\n{out}{err}");
+    assert!(out.contains("dangling.yaml"), "{out}{err}");
+
+    // `--xdp-interfaces ,,` is a mistake, not "none".
+    let (code, _, err) = cli(&["run", "--node-name", "n", "--xdp-interfaces", ",,"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--xdp-interfaces") && err.contains("empty interface name"),
+        "{err}"
+    );
+
+    // An error prints its message; the backtrace only with -v.
+    let missing = path("no-agent.sock");
+    let bt = [("RUST_BACKTRACE", "1")];
+    let (code, _, err) = cli(&["status", "--socket", &missing], &bt);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("Error: failed to reach the agent at") && !err.contains("backtrace"),
+        "{err}"
+    );
+    let (_, _, err) = cli(&["-v", "status", "--socket", &missing], &bt);
+    assert!(err.contains("Stack backtrace"), "-v shows it:\n{err}");
+
+    // A reader that went away (`status | head -1`) ends the client quietly.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = Command::new(agent_bin())
+        .args(["policy", "check", &path("list.yaml")])
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .expect("run cns-agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("panicked"),
+        "{:?}\n{err}",
+        out.status
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
