@@ -9,6 +9,7 @@
 //! capacities operators choose are in [`map_sizes`].
 
 pub mod agent;
+pub mod capabilities;
 pub mod check;
 pub mod cli;
 pub mod control;

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
 async fn async_main(command: Command) -> anyhow::Result<()> {
     let (socket, request, output) = match command {
         Command::Run(args) => {
+            cns_agent::capabilities::require().map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
             return daemon::run(*args)
                 .await
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)));
