@@ -79,13 +79,11 @@ pub enum ClaimError {
         #[source]
         source: Errno,
     },
-    #[error(
-        "{path} is in use by another cns-agent{holder}: stop it first, or give this agent its own {flag}"
-    )]
+    #[error("{path} is in use by another cns-agent{holder}: {hint}")]
     Busy {
         path: PathBuf,
         holder: Holder,
-        flag: &'static str,
+        hint: &'static str,
     },
     #[error(
         "the control socket path {path} exists and is not a socket (it is a {kind}): refusing to replace it; pass a free path to --socket"
@@ -109,6 +107,22 @@ pub enum ClaimError {
     EphemeralPins { pin_dir: PathBuf, why: String },
 }
 
+const PIN_DIR_HINT: &str = "stop it first, or give this agent its own --bpffs-dir";
+const SOCKET_HINT: &str = "stop it first, or give this agent its own --socket";
+
+/// For `cns-agent uninstall`: the lock on `pin_dir` when no agent holds it (None when there
+/// is no such directory), to hold while removing it.
+pub fn lock_idle_pins(pin_dir: &Path) -> Result<Option<Flock<File>>, ClaimError> {
+    if !pin_dir.is_dir() {
+        return Ok(None);
+    }
+    lock(
+        paths::pin_lock(pin_dir),
+        "stop it first (a running agent attaches again at its next resync)",
+    )
+    .map(Some)
+}
+
 /// What `cns-agent run` holds for its whole life: the two locks, and how durable its pins are
 /// (for `status` and the metrics).
 #[derive(Debug)]
@@ -122,7 +136,7 @@ pub struct Claim {
 /// the socket path is free or a socket, and that the pins outlive the process (or warns,
 /// with `allow_ephemeral`).
 pub fn claim(pin_dir: &Path, socket: &Path, allow_ephemeral: bool) -> Result<Claim, ClaimError> {
-    let pins = lock(paths::pin_lock(pin_dir), "--bpffs-dir")?;
+    let pins = lock(paths::pin_lock(pin_dir), PIN_DIR_HINT)?;
     let durability = pin_durability(pin_dir);
     if let PinDurability::Ephemeral { why } = &durability {
         if !allow_ephemeral {
@@ -173,7 +187,7 @@ fn claim_socket(socket: &Path) -> Result<Flock<File>, ClaimError> {
             path: lock_path.clone(),
             source,
         })?;
-    let locked = lock_file(file, &lock_path, "--socket")?;
+    let locked = lock_file(file, &lock_path, SOCKET_HINT)?;
     // Checked under the lock: no other agent can bind it between this check and ours.
     match std::fs::symlink_metadata(socket) {
         Ok(m) if !m.file_type().is_socket() => Err(ClaimError::NotASocket {
@@ -202,15 +216,15 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
 }
 
 /// Takes an exclusive lock on `path` (a file or a directory), without waiting.
-pub fn lock(path: &Path, flag: &'static str) -> Result<Flock<File>, ClaimError> {
+pub fn lock(path: &Path, hint: &'static str) -> Result<Flock<File>, ClaimError> {
     let file = File::open(path).map_err(|source| ClaimError::Open {
         path: path.into(),
         source,
     })?;
-    lock_file(file, path, flag)
+    lock_file(file, path, hint)
 }
 
-fn lock_file(file: File, path: &Path, flag: &'static str) -> Result<Flock<File>, ClaimError> {
+fn lock_file(file: File, path: &Path, hint: &'static str) -> Result<Flock<File>, ClaimError> {
     let ino = file.metadata().map(|m| (m.dev(), m.ino())).ok();
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
         Errno::EWOULDBLOCK => ClaimError::Busy {
@@ -224,7 +238,7 @@ fn lock_file(file: File, path: &Path, flag: &'static str) -> Result<Flock<File>,
                     ino,
                 )
             })),
-            flag,
+            hint,
         },
         source => ClaimError::Lock {
             path: path.into(),

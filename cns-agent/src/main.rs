@@ -70,6 +70,8 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)));
         }
         Command::Uninstall { bpffs_dir } => {
+            let _idle = cns_agent::instance::lock_idle_pins(&bpffs_dir)
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
             let removed = cns_agent::paths::remove_pins(&bpffs_dir)
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
             if removed {

@@ -140,6 +140,19 @@ fn a_second_agent_on_the_same_pins_or_socket_is_refused() {
     c.agent.apply("p.yaml", ONLY_BETA);
     assert!(gamma_blocked(&c), "and back to only beta");
 
+    // `uninstall` under a running agent is refused (the agent would attach again anyway).
+    let (code, _, err) = cli(&["uninstall", "--bpffs-dir", &pins], &[]);
+    assert!(
+        code != 0
+            && err.contains(&format!("{pins} is in use by another cns-agent (pid "))
+            && err.contains("stop it first"),
+        "{err}"
+    );
+    assert!(
+        maps_dir.is_dir() && gamma_blocked(&c),
+        "nothing was removed"
+    );
+
     // Same socket, its own pins: it would have deleted the first agent's socket.
     let other_pins = fresh_pin_dir();
     let stderr = refused(
