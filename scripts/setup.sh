@@ -18,6 +18,16 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# setpriv (util-linux; its own package on some newer releases) runs the agent with only the
+# DaemonSet's capabilities in tests/tests/capabilities.rs.
+if ! command -v setpriv >/dev/null 2>&1; then
+  log "installing setpriv"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq util-linux >/dev/null
+  command -v setpriv >/dev/null 2>&1 || apt-get install -y -qq setpriv >/dev/null
+fi
+
 # Nightly with rust-src for the eBPF crate.
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing nightly toolchain"

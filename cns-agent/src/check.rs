@@ -444,6 +444,46 @@ mod tests {
         check(&[(PathBuf::from("p.yaml"), Ok(yaml.to_owned()))])
     }
 
+    /// What `kubectl get networkpolicies -o yaml` prints is checked, not refused.
+    #[test]
+    fn a_kubectl_list_is_checked_item_by_item() {
+        let r = run("
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: p, namespace: a}
+  spec: {podSelector: {matchLabels: {app: web}}, egress: [{ports: [{port: 53, protocol: UDP}]}]}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: q, namespace: a}
+  spec: {podSelector: {}, ingress: [{ports: [{port: 80, endPort: 79}]}]}
+");
+        assert_eq!(r.policies, 1, "{r:?}");
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert!(r.errors[0].object.contains("a/q"), "{:?}", r.errors);
+    }
+
+    /// A dangling link and a symlink loop in a directory are errors, as the agent reports
+    /// them, not files silently skipped.
+    #[test]
+    fn dangling_links_and_loops_in_a_directory_are_errors() {
+        let dir = std::env::temp_dir().join(format!("cns-check-links-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(dir.join("missing.yaml"), dir.join("dangling.yaml")).unwrap();
+        std::os::unix::fs::symlink(dir.join("loop.yaml"), dir.join("loop.yaml")).unwrap();
+        std::fs::create_dir(dir.join("dir.yaml")).unwrap();
+        let r = check(&read(std::slice::from_ref(&dir)));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let files: Vec<String> = r
+            .errors
+            .iter()
+            .map(|e| e.file.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(files, ["dangling.yaml", "loop.yaml"], "{:?}", r.errors);
+    }
+
     #[test]
     fn common_mistakes_are_warned_about() {
         let r = run("

@@ -16,6 +16,9 @@ pub struct Cli {
     /// Log format of the daemon (stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CNS_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// On an error, also print where it came from (with `RUST_BACKTRACE=1`, its backtrace).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -227,6 +230,11 @@ pub struct RunArgs {
     /// stay: enforcement continues while the agent is down and the next agent takes over.
     #[arg(long)]
     pub cleanup_on_exit: bool,
+    /// Run even when the pins cannot outlive the agent (its bpffs is in a private mount
+    /// namespace, as under `ip netns exec`): enforcement then stops when it exits. Refused
+    /// without this flag.
+    #[arg(long)]
+    pub allow_ephemeral_pins: bool,
     /// Where to serve Prometheus metrics (`/metrics`); `none` disables.
     #[arg(long, default_value = "0.0.0.0:9965", env = "CNS_METRICS_ADDR")]
     pub metrics_addr: MetricsAddr,
@@ -240,7 +248,7 @@ pub struct RunArgs {
     pub syslog: Option<crate::syslog::SyslogTarget>,
     /// Where the XDP program runs: `default` (the interfaces holding the node's IPv4 default
     /// routes), `none`, or a comma-separated list of interfaces.
-    #[arg(long, default_value = "default", env = "CNS_XDP_INTERFACES")]
+    #[arg(long, default_value = "default", env = "CNS_XDP_INTERFACES", value_parser = xdp_interfaces)]
     pub xdp_interfaces: crate::uplink::XdpInterfaces,
     /// Entries of the maps that grow with the cluster, as KEY=ENTRIES,...: endpoints (local
     /// pods), ipcache (pod addresses), cidrs, policy, conntrack, fragments, counters,
@@ -291,6 +299,16 @@ fn event_type(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--xdp-interfaces`: an empty name in a list (`,,`, `eth0,`) is a mistake, not "none".
+fn xdp_interfaces(s: &str) -> Result<crate::uplink::XdpInterfaces, String> {
+    if s.contains(',') && s.split(',').any(|n| n.trim().is_empty()) {
+        return Err(format!(
+            "{s:?} has an empty interface name: give default, none, or a comma-separated list of interface names"
+        ));
+    }
+    s.parse()
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -299,4 +317,31 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err(format!("{secs} is outside 0.1..=3600 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_xdp_interface_names_are_refused() {
+        for bad in [",,", "eth0,", ",eth0", "eth0,,eth1", " , "] {
+            let err = xdp_interfaces(bad).expect_err(bad);
+            assert!(err.contains("empty interface name"), "{err}");
+        }
+        let ok = |s: &str| xdp_interfaces(s).unwrap().to_string();
+        assert_eq!(ok("eth0,eth1"), "eth0,eth1");
+        assert_eq!(ok("none"), "none");
+        assert_eq!(ok("default"), "default");
+        let err = Cli::try_parse_from([
+            "cns-agent",
+            "run",
+            "--node-name",
+            "n",
+            "--xdp-interfaces",
+            ",,",
+        ])
+        .expect_err("refused");
+        assert!(err.to_string().contains("--xdp-interfaces"), "{err}");
+    }
 }

@@ -22,6 +22,8 @@ use crate::{
 pub enum DaemonError {
     #[error("failed to prepare the pin directory")]
     Paths(#[from] paths::PathError),
+    #[error("refusing to start")]
+    Claim(#[from] crate::instance::ClaimError),
     #[error("failed to load the kernel programs")]
     Load(#[from] datapath::LoadError),
     #[error("failed to start the agent")]
@@ -69,6 +71,8 @@ fn watch_dir(
 
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     paths::prepare_pin_dir(&args.bpffs_dir)?;
+    // Held (locks and all) until the agent exits.
+    let claim = crate::instance::claim(&args.bpffs_dir, &args.socket, args.allow_ephemeral_pins)?;
     let datapath = datapath::Datapath::load_sized(&args.bpffs_dir, &args.map_sizes)?;
     let maps_dir = datapath.maps_dir().to_owned();
     let cfg = AgentConfig {
@@ -83,6 +87,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
             .iter()
             .any(|t| t == "policy-verdict"),
         xdp_interfaces: args.xdp_interfaces.clone(),
+        pins: claim.durability.clone(),
     };
     let (triggers, rx) = mpsc::channel::<Trigger>(256);
     // The source, and what tells the agent it changed (kept alive until shutdown).

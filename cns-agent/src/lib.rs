@@ -9,6 +9,7 @@
 //! capacities operators choose are in [`map_sizes`].
 
 pub mod agent;
+pub mod capabilities;
 pub mod check;
 pub mod cli;
 pub mod control;
@@ -20,6 +21,7 @@ pub mod encode;
 pub mod events;
 pub mod explain;
 pub mod history;
+pub mod instance;
 pub mod k8s;
 pub mod map_sizes;
 pub mod metrics;

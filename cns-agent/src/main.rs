@@ -7,10 +7,31 @@ use cns_agent::{
     daemon, error_chain,
     policy::AuditMode,
 };
+use std::process::ExitCode;
+
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
+/// `println!` that ends the client quietly when stdout's reader is gone (`status | head -1`)
+/// instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => { out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+fn out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("Error: failed to write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let verbose = cli.verbose;
     let filter = EnvFilter::try_from_env("CNS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -20,31 +41,46 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("failed to start the tokio runtime")?;
-    rt.block_on(async_main(cli.command))
+        .context("failed to start the tokio runtime")
+        .and_then(|rt| rt.block_on(async_main(cli.command)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The backtrace anyhow captured (with RUST_BACKTRACE=1) only on request.
+            if verbose {
+                eprintln!("Error: {e:?}");
+            } else {
+                eprintln!("Error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn async_main(command: Command) -> anyhow::Result<()> {
     let (socket, request, output) = match command {
         Command::Run(args) => {
+            cns_agent::capabilities::require().map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
             return daemon::run(*args)
                 .await
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)));
         }
         Command::Uninstall { bpffs_dir } => {
+            let _idle = cns_agent::instance::lock_idle_pins(&bpffs_dir)
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
             let removed = cns_agent::paths::remove_pins(&bpffs_dir)
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
             if removed {
-                println!(
+                outln!(
                     "removed {}: programs detached, maps deleted",
                     bpffs_dir.display()
                 );
             } else {
-                println!("nothing to remove at {}", bpffs_dir.display());
+                outln!("nothing to remove at {}", bpffs_dir.display());
             }
             return Ok(());
         }
@@ -58,9 +94,9 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             };
             let report = cns_agent::check::check_with(&cns_agent::check::read(&paths), &opts);
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", cns_agent::check::render(&report));
+                out(format_args!("{}", cns_agent::check::render(&report)));
             }
             if !report.errors.is_empty() {
                 bail!("{} invalid objects or files", report.errors.len());
@@ -80,9 +116,9 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             let req = Request::Monitor { types, namespace };
             control::stream(&client.socket, &req, |line| {
                 if output == Output::Json {
-                    println!("{line}");
+                    outln!("{line}");
                 } else {
-                    println!("{}", monitor_line(line));
+                    outln!("{}", monitor_line(line));
                 }
             })
             .await
@@ -120,7 +156,7 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
                 if !synced {
                     bail!("not ready: the agent has not completed a sync yet");
                 }
-                println!("ready");
+                outln!("ready");
                 return Ok(());
             }
             (socket, Request::Status, output)
@@ -199,7 +235,7 @@ fn monitor_line(line: &str) -> String {
 
 fn print_reply(request: &Request, reply: &Reply, output: Output) {
     if output == Output::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&reply.data).unwrap_or_default()
         );
@@ -207,17 +243,19 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
     }
     let d = &reply.data;
     match request {
-        Request::Sync if reply.ok => println!(
+        Request::Sync if reply.ok => outln!(
             "synced: revision {}, {} map changes, {} endpoints",
-            d["revision"], d["changes"], d["endpoints"]
+            d["revision"],
+            d["changes"],
+            d["endpoints"]
         ),
         Request::Sync => {}
         Request::Mode { .. } => match d["namespace"].as_str() {
-            Some(ns) => println!(
+            Some(ns) => outln!(
                 "mode of namespace {ns}: {}",
                 d["mode"].as_str().unwrap_or("?")
             ),
-            None => println!("mode: {}", d["mode"].as_str().unwrap_or("?")),
+            None => outln!("mode: {}", d["mode"].as_str().unwrap_or("?")),
         },
         Request::Explain { .. } if reply.ok => {
             let end = |e: &serde_json::Value| match e["pod"].as_object() {
@@ -229,7 +267,7 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                 ),
                 None => e["ip"].as_str().unwrap_or("").to_owned(),
             };
-            println!(
+            outln!(
                 "{} -> {} proto {} port {}: {}",
                 end(&d["from"]),
                 end(&d["to"]),
@@ -238,7 +276,7 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                 d["outcome"].as_str().unwrap_or("?").to_uppercase()
             );
             for line in d["why"].as_array().into_iter().flatten() {
-                println!("  - {}", line.as_str().unwrap_or(""));
+                outln!("  - {}", line.as_str().unwrap_or(""));
             }
         }
         Request::Explain { .. } | Request::Monitor { .. } | Request::Snapshot => {}
@@ -272,12 +310,12 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     parts.push(format!("mode {m}"));
                 }
                 parts.push(format!("({} map changes)", c["map_changes"]));
-                println!("{}", parts.join(" "));
+                outln!("{}", parts.join(" "));
             }
         }
         Request::Show { .. } => {
             for ep in d.as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "{} ({}, mode {})",
                     ep["pod"].as_str().unwrap_or(""),
                     ep["interface"].as_str().unwrap_or("no veth"),
@@ -286,12 +324,12 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                 for dir in ["ingress", "egress"] {
                     let rules = ep[dir]["rules"].as_array().cloned().unwrap_or_default();
                     if ep[dir]["isolated"] != true {
-                        println!("  {dir}: not isolated (all allowed)");
+                        outln!("  {dir}: not isolated (all allowed)");
                         continue;
                     }
-                    println!("  {dir}: isolated, {} allow entries", rules.len());
+                    outln!("  {dir}: isolated, {} allow entries", rules.len());
                     for r in rules {
-                        println!(
+                        outln!(
                             "    {:<4} {:<44} ports {:<16} by {}",
                             if dir == "ingress" { "from" } else { "to" },
                             r["peer"].as_str().unwrap_or(""),
@@ -301,17 +339,24 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     }
                 }
                 for w in ep["warnings"].as_array().into_iter().flatten() {
-                    println!("  warning: {}", w.as_str().unwrap_or(""));
+                    outln!("  warning: {}", w.as_str().unwrap_or(""));
                 }
             }
         }
         Request::Counters => {
-            println!(
+            outln!(
                 "{:<24} {:<24} {:<8} {:<10} {:<7} {:<24} {:>10} {:>12}",
-                "SOURCE", "DESTINATION", "DIR", "VERDICT", "PROTO", "REASON", "PACKETS", "BYTES"
+                "SOURCE",
+                "DESTINATION",
+                "DIR",
+                "VERDICT",
+                "PROTO",
+                "REASON",
+                "PACKETS",
+                "BYTES"
             );
             for r in d.as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "{:<24} {:<24} {:<8} {:<10} {:<7} {:<24} {:>10} {:>12}",
                     r["source"].as_str().unwrap_or(""),
                     r["destination"].as_str().unwrap_or(""),
@@ -325,7 +370,7 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
             }
         }
         Request::Status => {
-            println!(
+            outln!(
                 "mode:     {} (configured: {})",
                 d["mode"].as_str().unwrap_or("?"),
                 d["configured_mode"].as_str().unwrap_or("?")
@@ -334,17 +379,17 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                 .as_object()
                 .filter(|o| !o.is_empty())
             {
-                println!(
+                outln!(
                     "namespace overrides: {}",
                     serde_json::Value::Object(o.clone())
                 );
             }
-            println!("source:   {}", d["source"].as_str().unwrap_or("?"));
-            println!("node:     {}", d["node_name"].as_str().unwrap_or("?"));
-            println!("revision: {}", d["revision"]);
-            println!("endpoints:");
+            outln!("source:   {}", d["source"].as_str().unwrap_or("?"));
+            outln!("node:     {}", d["node_name"].as_str().unwrap_or("?"));
+            outln!("revision: {}", d["revision"]);
+            outln!("endpoints:");
             for e in d["endpoints"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "  {:<28} {:<15} {:<12} identity {:<6} ingress-isolated {:<5} egress-isolated {:<5} mode {}",
                     e["pod"].as_str().unwrap_or(""),
                     e["ip"].as_str().unwrap_or(""),
@@ -355,7 +400,28 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     e["mode"].as_str().unwrap_or("")
                 );
             }
-            println!(
+            match d["pins"].as_str() {
+                Some("ephemeral") => outln!(
+                    "pins:     EPHEMERAL: enforcement stops when this agent exits ({})",
+                    d["why"].as_str().unwrap_or("")
+                ),
+                Some(p) => outln!("pins:     {p}"),
+                None => {}
+            }
+            if let Some(w) = d["last_sync_work"].as_object() {
+                outln!(
+                    "last sync: {} entries encoded, {} IP cache addresses compared, {} map ops{}",
+                    w["encoded_entries"],
+                    w["diffed_addresses"],
+                    w["map_ops"],
+                    if w["read_whole"] == true {
+                        " (source read whole)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            outln!(
                 "maps:     {} ({})",
                 d["maps_dir"].as_str().unwrap_or("?"),
                 d["map_sizes"]
@@ -367,7 +433,7 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     .join(",")
             );
             for m in d["maps"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "  {:<16} {:>8} / {:<8} entries",
                     m["map"].as_str().unwrap_or(""),
                     m["entries"].as_u64().unwrap_or(0),
@@ -375,16 +441,16 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                 );
             }
             for x in d["xdp"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "xdp:      {} (ifindex {}) mode {}",
                     x["interface"].as_str().unwrap_or(""),
                     x["ifindex"],
                     x["mode"].as_str().unwrap_or("")
                 );
             }
-            println!("datapath:    {}", d["datapath_stats"]);
+            outln!("datapath:    {}", d["datapath_stats"]);
             for e in d["errors"].as_array().into_iter().flatten() {
-                println!("error: {}", e.as_str().unwrap_or(""));
+                outln!("error: {}", e.as_str().unwrap_or(""));
             }
         }
     }

@@ -65,6 +65,8 @@ pub struct AgentMetrics {
     /// The last sync's work: entries encoded, IP cache addresses compared.
     pub sync_encoded: Gauge,
     pub sync_diffed: Gauge,
+    /// 1 when the pins die with the agent (a private bpffs).
+    pub pins_ephemeral: Gauge,
     /// 1 for the mode in force, per namespace ("" = global).
     pub mode: Family<Labels, Gauge>,
     pub mode_changes: Family<Labels, PCounter>,
@@ -89,6 +91,7 @@ impl Default for AgentMetrics {
             sync_errors: PCounter::default(),
             sync_encoded: Gauge::default(),
             sync_diffed: Gauge::default(),
+            pins_ephemeral: Gauge::default(),
             mode: Family::default(),
             mode_changes: Family::default(),
             events: Family::default(),
@@ -357,6 +360,12 @@ pub fn registry(
         "cns_sync_diffed_addresses",
         "IP cache addresses the last sync compared with the maps.",
         agent.sync_diffed.clone(),
+    );
+    r.register(
+        "cns_pins_ephemeral",
+        "1 when the agent's pins live in a bpffs of its own (started with \
+         --allow-ephemeral-pins): the programs detach and enforcement stops when it exits.",
+        agent.pins_ephemeral.clone(),
     );
     r.register(
         "cns_policy_audit_mode",

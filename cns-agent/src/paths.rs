@@ -11,6 +11,11 @@
 //! - `links/{ifindex}-{program}`: the tcx links attaching the programs to each pod veth.
 //!   Pinned links keep the programs attached while the agent is down or restarting; removing
 //!   the pin detaches (`cns-agent uninstall` removes the whole directory).
+//!
+//! The running agent holds an exclusive `flock` on the pin directory itself ([`pin_lock`]; a
+//! bpffs holds no regular files, so there is no lock file to go stale) and on
+//! [`socket_lock`] beside its control socket: a second agent on either is refused
+//! (`instance`). The kernel drops both locks when the process dies.
 
 use std::path::{Path, PathBuf};
 
@@ -99,6 +104,18 @@ pub fn maps_dir(pin_dir: &Path) -> PathBuf {
 /// A datapath with other sizes pins its maps under `Datapath::maps_dir`.
 pub fn pinned_map(pin_dir: &Path, name: &str) -> PathBuf {
     maps_dir(pin_dir).join(name)
+}
+
+/// What a running agent locks so that no second agent shares its pins: the pin directory.
+pub fn pin_lock(pin_dir: &Path) -> &Path {
+    pin_dir
+}
+
+/// The lock file beside the control socket (`agent.sock` -> `agent.sock.lock`).
+pub fn socket_lock(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    name.into()
 }
 
 /// The directory of the pinned tcx links.

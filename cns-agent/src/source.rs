@@ -231,7 +231,8 @@ pub trait SnapshotSource: Send {
 pub fn read_dir(dir: &Path) -> std::io::Result<Vec<(PathBuf, Result<String, String>)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_manifest(p) && p.is_file())
+        // As the agent's listing: a dangling link or a loop is kept, so reading it reports it.
+        .filter(|p| is_manifest(p) && !matches!(std::fs::metadata(p), Ok(m) if !m.is_file()))
         .collect();
     paths.sort();
     Ok(paths
@@ -378,20 +379,91 @@ pub fn load(
 /// One document's object, or what is wrong with it.
 pub(crate) type Document = Result<(ObjectKey, Object), Box<BadObject>>;
 
-/// A file's objects in document order (empty documents left out), or why the file as a
-/// whole cannot be read. Pure: what other files give is the caller's business.
+/// The limits of one manifest file: serde-saphyr's budget, with its defaults (1,024
+/// documents, 250,000 nodes, 1,000,000 events, 64 MiB of text) raised so that any file a
+/// cluster can produce fits. What stays at its default guards against hostile YAML that is
+/// small on disk and huge in memory (aliases, anchors, nesting depth).
+pub const MAX_DOCUMENTS: usize = 100_000;
+/// See [`MAX_DOCUMENTS`]: nodes (mappings, sequences, scalars) in one file.
+pub const MAX_NODES: usize = 50_000_000;
+/// See [`MAX_DOCUMENTS`]: bytes of text (scalars) in one file.
+pub const MAX_TEXT_BYTES: usize = 1 << 30;
+
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: MAX_DOCUMENTS,
+            max_nodes: MAX_NODES,
+            max_events: 2 * MAX_NODES + 2 * MAX_DOCUMENTS,
+            max_total_scalar_bytes: MAX_TEXT_BYTES,
+        },
+    }
+}
+
+/// A file's objects in document order (empty documents left out; the items of a `kind:
+/// List`, as `kubectl get -o yaml` prints several objects, in their place), or why the file
+/// as a whole cannot be read. Pure: what other files give is the caller's business.
 pub(crate) fn parse_text(text: &Result<String, String>) -> Result<Vec<Document>, String> {
     let docs = match text {
-        Ok(text) => serde_saphyr::from_multiple::<serde_json::Value>(text)
-            .map_err(|e| format!("invalid YAML: {e}"))?,
+        Ok(text) => {
+            serde_saphyr::from_multiple_with_options::<serde_json::Value>(text, yaml_options())
+                .map_err(|e| match e.without_snippet() {
+                    serde_saphyr::Error::Budget { breach, .. } => format!(
+                        "too large: {breach:?} (a file may hold at most {MAX_DOCUMENTS} \
+                         documents, {MAX_NODES} YAML nodes and {} MiB of text; split it)",
+                        MAX_TEXT_BYTES >> 20
+                    ),
+                    _ => format!("invalid YAML: {e}"),
+                })?
+        }
         Err(e) => return Err(e.clone()),
     };
-    Ok(docs
-        .into_iter()
-        .enumerate()
-        .filter(|(_, doc)| !doc.is_null())
-        .map(|(i, doc)| parse_object(doc, i + 1))
-        .collect())
+    let mut objects = Vec::with_capacity(docs.len());
+    for (i, doc) in docs.into_iter().enumerate().filter(|(_, d)| !d.is_null()) {
+        let doc_name = format!("document {}", i + 1);
+        match list_items(doc) {
+            Doc::One(doc) => objects.push(parse_object(doc, doc_name)),
+            Doc::List(item_kind, items) => {
+                for (j, mut item) in items.into_iter().enumerate() {
+                    // A typed list (`PodList`) may leave its items' kind out.
+                    if let (Some(kind), Some(obj)) = (item_kind, item.as_object_mut()) {
+                        obj.entry("kind").or_insert_with(|| kind.into());
+                    }
+                    objects.push(parse_object(item, format!("{doc_name} items[{j}]")));
+                }
+            }
+            Doc::BadList(message) => objects.push(Err(Box::new(BadObject {
+                key: None,
+                object: doc_name,
+                field: Some("items".into()),
+                message,
+            }))),
+        }
+    }
+    Ok(objects)
+}
+
+/// A document: one object, or a list of them.
+enum Doc {
+    One(serde_json::Value),
+    /// The kind its items have when they leave it out (a typed list), and the items.
+    List(Option<&'static str>, Vec<serde_json::Value>),
+    BadList(String),
+}
+
+fn list_items(mut doc: serde_json::Value) -> Doc {
+    let item_kind = match doc.get("kind").and_then(|k| k.as_str()) {
+        Some("List") => None,
+        Some("NamespaceList") => Some("Namespace"),
+        Some("PodList") => Some("Pod"),
+        Some("NetworkPolicyList") => Some("NetworkPolicy"),
+        _ => return Doc::One(doc),
+    };
+    match doc.get_mut("items").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(items)) => Doc::List(item_kind, items),
+        None | Some(serde_json::Value::Null) => Doc::List(item_kind, Vec::new()),
+        Some(_) => Doc::BadList("a list's items must be a sequence".into()),
+    }
 }
 
 pub(crate) struct BadObject {
@@ -403,7 +475,7 @@ pub(crate) struct BadObject {
 
 fn parse_object(
     doc: serde_json::Value,
-    index: usize,
+    doc_name: String,
 ) -> Result<(ObjectKey, Object), Box<BadObject>> {
     let str_at = |ptr: &str| doc.pointer(ptr).and_then(|v| v.as_str()).map(str::to_owned);
     let kind_str = str_at("/kind");
@@ -416,7 +488,6 @@ fn parse_object(
             message,
         })
     };
-    let doc_name = format!("document {index}");
     let kind = match kind_str.as_deref() {
         Some("Namespace") => Kind::Namespace,
         Some("Pod") => Kind::Pod,
@@ -541,6 +612,66 @@ spec:
             "demo"
         );
         assert!(snap.policies.contains_key(&ObjectRef::new("demo", "deny")));
+    }
+
+    /// More documents than serde-saphyr's default budget (1,024) are read; past ours the
+    /// error names the limit.
+    #[test]
+    fn files_of_many_documents_are_read_and_the_limit_is_named() {
+        let many: String = (0..3000)
+            .map(|i| format!("---\nkind: Namespace\napiVersion: v1\nmetadata: {{name: ns{i}}}\n"))
+            .collect();
+        let (snap, errors) = load(&[file("many.yaml", &many)], &mut LastGood::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(snap.namespaces.len(), 3000);
+
+        let too_many = "---\n".repeat(MAX_DOCUMENTS + 1);
+        let (_, errors) = load(&[file("storm.yaml", &too_many)], &mut LastGood::default());
+        let message = &errors[0].message;
+        assert!(
+            message.contains("too large")
+                && message.contains(&format!("at most {MAX_DOCUMENTS} documents")),
+            "{message}"
+        );
+    }
+
+    /// `kubectl get -o yaml` prints several objects as one `kind: List`; typed lists may
+    /// leave their items' kind out.
+    #[test]
+    fn lists_are_read_item_by_item() {
+        let list = "
+apiVersion: v1
+kind: List
+metadata: {resourceVersion: ''}
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: demo}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: deny, namespace: demo}
+  spec: {podSelector: {}}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: bad, namespace: demo}
+  spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]}
+---
+apiVersion: v1
+kind: NamespaceList
+items:
+- metadata: {name: other}
+";
+        let (snap, errors) = load(&[file("list.yaml", list)], &mut LastGood::default());
+        assert!(snap.namespaces.contains_key("demo") && snap.namespaces.contains_key("other"));
+        assert!(snap.policies.contains_key(&ObjectRef::new("demo", "deny")));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].object.contains("demo/bad"), "{errors:?}");
+
+        let (_, errors) = load(
+            &[file("l.yaml", "kind: List\nitems: {a: b}\n")],
+            &mut LastGood::default(),
+        );
+        assert_eq!(errors[0].field.as_deref(), Some("items"), "{errors:?}");
     }
 
     /// Unchanged files are taken from the cache: the result is what parsing them again gives,

@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod manifests;
 pub mod netns;
 pub mod packets;
+pub mod process;
 pub mod traffic;
 
 pub use agent::AgentProcess;

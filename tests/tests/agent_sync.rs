@@ -111,6 +111,7 @@ fn a_single_change_encodes_and_diffs_what_it_touches() {
         policy_verdict_events: false,
         // Never the machine's own interfaces.
         xdp_interfaces: XdpInterfaces::None,
+        pins: cns_agent::instance::PinDurability::Durable,
     };
     let metrics = AgentMetrics::default();
     let mut agent = Agent::new(

@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub policy_verdict_events: bool,
     /// Where the XDP program runs.
     pub xdp_interfaces: crate::uplink::XdpInterfaces,
+    /// Whether the pins outlive the agent (`status`, `cns_pins_ephemeral`).
+    pub pins: crate::instance::PinDurability,
 }
 
 /// What woke the agent up.
@@ -145,6 +147,9 @@ impl Agent {
                 .get_or_create(&vec![("map".to_owned(), map.to_owned())])
                 .set(i64::from(capacity));
         }
+        metrics
+            .pins_ephemeral
+            .set(i64::from(!cfg.pins.is_durable()));
         let mut agent = Self {
             modes: Modes::new(cfg.audit_mode),
             cfg,

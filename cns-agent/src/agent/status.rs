@@ -101,6 +101,7 @@ impl Agent {
                 .map(|&(i, name)| (name, stats.get(i as usize).copied().unwrap_or(0)))
                 .collect(),
             last_sync_work: self.last_work,
+            pins: self.cfg.pins.clone(),
             errors: self.errors(),
         }
     }
@@ -210,5 +211,8 @@ pub struct Status {
     pub datapath_stats: BTreeMap<&'static str, u64>,
     /// What the last sync encoded and compared (`None` before the first sync).
     pub last_sync_work: Option<Work>,
+    /// `pins`: `durable`, or `ephemeral` with `why` (enforcement stops when the agent exits).
+    #[serde(flatten)]
+    pub pins: crate::instance::PinDurability,
     pub errors: Vec<String>,
 }

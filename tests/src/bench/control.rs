@@ -506,6 +506,7 @@ impl Pipeline {
             event_burst: 0,
             policy_verdict_events: false,
             xdp_interfaces: XdpInterfaces::None,
+            pins: cns_agent::instance::PinDurability::Durable,
         };
         let source = Box::new(ManifestSource::new(dir.to_owned()));
         p.agent = Some(Agent::new(cfg, source, datapath, AgentMetrics::default())?);
