@@ -66,7 +66,26 @@ pub fn check(files: &[(PathBuf, Result<String, String>)]) -> CheckReport {
 
 pub fn check_with(files: &[(PathBuf, Result<String, String>)], opts: &Options) -> CheckReport {
     let mut last = LastGood::default();
-    let (snapshot, errors) = source::load(files, &mut last);
+    let (snapshot, mut errors) = source::load(files, &mut last);
+    // An unreadable audit-mode annotation does not reject the namespace (the agent enforces
+    // it as blocking), but it is an error to fix.
+    for (name, ns) in &snapshot.namespaces {
+        if let Some(e) = crate::policy::mode::annotation_error(ns) {
+            errors.push(source::SourceError {
+                file: last
+                    .file_of(Kind::Namespace, "", name)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+                object: format!("Namespace {name}"),
+                field: Some(format!(
+                    "metadata.annotations[{}]",
+                    crate::policy::mode::AUDIT_ANNOTATION
+                )),
+                message: format!("{e}; its pods are enforced in blocking mode until it is fixed"),
+                kept_last_good: false,
+            });
+        }
+    }
     let mut warnings = Vec::new();
     for (r, np) in &snapshot.policies {
         let file = last
@@ -442,6 +461,31 @@ mod tests {
 
     fn run(yaml: &str) -> CheckReport {
         check(&[(PathBuf::from("p.yaml"), Ok(yaml.to_owned()))])
+    }
+
+    /// An audit-mode annotation that cannot be read is an error naming the namespace, the
+    /// annotation and the value (issue 18, finding 2); a boolean as Kubernetes writes it is not.
+    #[test]
+    fn an_unreadable_audit_mode_annotation_is_an_error() {
+        let r = run("
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, annotations: {cns.io/policy-audit-mode: nope}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ok, annotations: {cns.io/policy-audit-mode: \"False\"}}
+");
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        let e = &r.errors[0];
+        assert_eq!(e.object, "Namespace shop");
+        assert_eq!(e.file, PathBuf::from("p.yaml"));
+        assert_eq!(
+            e.field.as_deref(),
+            Some("metadata.annotations[cns.io/policy-audit-mode]")
+        );
+        assert!(e.message.contains("\"nope\""), "{e}");
+        assert!(e.message.contains("blocking"), "{e}");
     }
 
     /// What `kubectl get networkpolicies -o yaml` prints is checked, not refused.
