@@ -167,30 +167,34 @@ impl Spec {
         )
     }
 
-    /// The manifest files: namespaces, pods and policies in chunks of 1000 documents.
-    /// `alt_policies`: the first 1000 policies in their edited form.
-    fn files(&self, alt_policies: bool) -> Vec<(PathBuf, Result<String, String>)> {
-        let mut files = Vec::new();
-        let chunk = |name: String, docs: Vec<String>| (PathBuf::from(name), Ok(docs.join("---\n")));
-        files.push(chunk(
+    /// The manifest files, one at a time (so that the bench never holds the cluster's YAML
+    /// beside the agent): namespaces, pods and policies in chunks of 1000 documents.
+    fn for_each_file(
+        &self,
+        mut f: impl FnMut(PathBuf, String) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let chunk = |docs: Vec<String>| docs.join("---\n");
+        f(
             "00-namespaces.yaml".into(),
-            (0..self.namespaces())
-                .map(|k| self.namespace_yaml(k))
-                .collect(),
-        ));
+            chunk(
+                (0..self.namespaces())
+                    .map(|k| self.namespace_yaml(k))
+                    .collect(),
+            ),
+        )?;
         for c in 0..self.pods.div_ceil(1000) {
             let docs = (c * 1000..((c + 1) * 1000).min(self.pods))
                 .map(|i| self.pod(i))
                 .collect();
-            files.push(chunk(format!("10-pods-{c:03}.yaml"), docs));
+            f(format!("10-pods-{c:03}.yaml").into(), chunk(docs))?;
         }
         for c in 0..self.policies.div_ceil(1000) {
             let docs = (c * 1000..((c + 1) * 1000).min(self.policies))
-                .map(|j| self.policy(&format!("pol{j}"), j, alt_policies && j < 1000))
+                .map(|j| self.policy(&format!("pol{j}"), j, false))
                 .collect();
-            files.push(chunk(format!("20-policies-{c:03}.yaml"), docs));
+            f(format!("20-policies-{c:03}.yaml").into(), chunk(docs))?;
         }
-        files
+        Ok(())
     }
 }
 
@@ -575,11 +579,10 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     let dir = ManifestDir(std::env::temp_dir().join(unique("cns-bench-manifests-")));
     std::fs::create_dir_all(&dir.0)?;
     let mut yaml_bytes = 0;
-    for (path, text) in spec.files(false) {
-        let text = text.map_err(|e| anyhow::anyhow!(e))?;
+    spec.for_each_file(|path, text| {
         yaml_bytes += text.len();
-        dir.write(&path, &text)?;
-    }
+        dir.write(&path, &text)
+    })?;
     let yaml_mib = yaml_bytes as f64 / 1048576.0;
     // What the agent holds is the heap beyond what the child held before.
     let heap_before = heap::live_mib();
