@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::{
+    EventKind, RecursiveMode,
+    event::{AccessKind, AccessMode, MetadataKind, ModifyKind},
+};
 use notify_debouncer_full::new_debouncer;
 use tokio::sync::mpsc;
 
@@ -48,7 +51,9 @@ type Debouncer = notify_debouncer_full::Debouncer<
 >;
 
 /// Directory changes -> resync (a full rescan copes with editors' rename-on-save and
-/// ConfigMap symlink swaps).
+/// ConfigMap symlink swaps). Only changes count: the agent's own reads of the directory
+/// (open, read, close-without-write) must not trigger the next sync, or it would wake
+/// itself forever.
 fn watch_dir(
     dir: &std::path::Path,
     triggers: mpsc::Sender<Trigger>,
@@ -57,14 +62,44 @@ fn watch_dir(
         path: dir.to_owned(),
         source,
     };
-    let mut debouncer = new_debouncer(Duration::from_millis(150), None, move |_| {
-        _ = triggers.try_send(Trigger::Resync);
-    })
+    let mut debouncer = new_debouncer(
+        WATCH_DEBOUNCE,
+        None,
+        move |res: notify_debouncer_full::DebounceEventResult| {
+            // A watcher error (e.g. an overflowed queue) may hide a change: rescan.
+            let changed = res.map_or(true, |events| {
+                events.iter().any(|e| is_change(&e.event.kind))
+            });
+            if changed {
+                _ = triggers.try_send(Trigger::Resync);
+            }
+        },
+    )
     .map_err(err)?;
     debouncer
         .watch(dir, RecursiveMode::NonRecursive)
         .map_err(err)?;
     Ok(debouncer)
+}
+
+/// Events closer together than this make one resync.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Whether a watcher event can mean the manifests changed: writes, creations, removals,
+/// renames and metadata changes (permissions) do; opening, reading and closing without
+/// writing (what a sync does) and access-time updates do not. Unknown kinds count as
+/// changes (a rescan is cheap next to a missed change).
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_)
+        | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Any
+        | EventKind::Other => true,
+    }
 }
 
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
@@ -215,4 +250,39 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     // The agent thread ends when every trigger sender is gone; don't wait on stuck tasks.
     drop(agent_thread);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn the_agents_own_reads_are_not_changes() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Any),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
+        ] {
+            assert!(!is_change(&kind), "{kind:?} must not trigger a resync");
+        }
+    }
+
+    #[test]
+    fn writes_creations_removals_and_renames_are_changes() {
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Permissions)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Other,
+        ] {
+            assert!(is_change(&kind), "{kind:?} must trigger a resync");
+        }
+    }
 }

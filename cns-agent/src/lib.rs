@@ -21,6 +21,7 @@ pub mod explain;
 pub mod history;
 pub mod k8s;
 pub mod loader;
+pub mod logonce;
 pub mod map_sizes;
 pub mod metrics;
 pub mod names;
