@@ -13,7 +13,7 @@ use tokio::{
     sync::{broadcast, mpsc, oneshot},
 };
 
-use crate::events::Published;
+use crate::events::{Published, sinks::EventSinks};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
@@ -142,14 +142,26 @@ pub async fn serve(
     requests: mpsc::Sender<Envelope>,
     events: broadcast::Sender<Published>,
 ) {
+    serve_with(listener, requests, events, None).await;
+}
+
+/// [`serve`], and with `sinks`: `status` replies get each event sink's health added
+/// (`event_sinks`) and `monitor` clients' delivered and lost events are counted.
+pub async fn serve_with(
+    listener: UnixListener,
+    requests: mpsc::Sender<Envelope>,
+    events: broadcast::Sender<Published>,
+    sinks: Option<EventSinks>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let requests = requests.clone();
         let events = events.subscribe();
+        let sinks = sinks.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, requests, events).await {
+            if let Err(e) = handle(stream, requests, events, sinks.as_ref()).await {
                 tracing::debug!(error = %e, "control connection failed");
             }
         });
@@ -160,6 +172,7 @@ async fn handle(
     stream: UnixStream,
     requests: mpsc::Sender<Envelope>,
     events: broadcast::Receiver<Published>,
+    sinks: Option<&EventSinks>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -167,16 +180,27 @@ async fn handle(
     let reply = match serde_json::from_str::<Request>(&line) {
         Err(e) => Reply::err(format!("invalid request: {e}"), ()),
         Ok(Request::Monitor { types, namespace }) => {
-            return monitor(write, events, &types, namespace.as_deref()).await;
+            return monitor(write, events, &types, namespace.as_deref(), sinks).await;
         }
         Ok(req) => {
+            let is_status = req == Request::Status;
             let (tx, rx) = oneshot::channel();
-            if requests.send((req, tx)).await.is_err() {
+            let mut reply = if requests.send((req, tx)).await.is_err() {
                 Reply::err("the agent is shutting down", ())
             } else {
                 rx.await
                     .unwrap_or_else(|_| Reply::err("the agent dropped the request", ()))
+            };
+            if is_status
+                && let Some(sinks) = sinks
+                && let Some(data) = reply.data.as_object_mut()
+            {
+                data.insert(
+                    "event_sinks".into(),
+                    serde_json::to_value(sinks.health()).unwrap_or_default(),
+                );
             }
+            reply
         }
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
@@ -191,9 +215,11 @@ async fn monitor(
     mut events: broadcast::Receiver<Published>,
     types: &[String],
     namespace: Option<&str>,
+    sinks: Option<&EventSinks>,
 ) -> std::io::Result<()> {
+    let monitor = sinks.map(|s| &s.monitor);
     loop {
-        let line = match events.recv().await {
+        let (line, delivered) = match events.recv().await {
             Ok(ev) => {
                 if !types.is_empty() && !types.iter().any(|t| t == ev.kind) {
                     continue;
@@ -204,15 +230,21 @@ async fn monitor(
                         continue;
                     }
                 }
-                ev.json.to_string()
+                (ev.json.to_string(), 1)
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                serde_json::json!({ "lost": n }).to_string()
+                if let Some(m) = monitor {
+                    m.dropped(n);
+                }
+                (serde_json::json!({ "lost": n }).to_string(), 0)
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         };
         write.write_all(line.as_bytes()).await?;
         write.write_all(b"\n").await?;
+        if let Some(m) = monitor {
+            m.delivered(delivered);
+        }
     }
 }
 

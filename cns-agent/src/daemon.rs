@@ -15,7 +15,12 @@ use tokio::sync::broadcast;
 use crate::{
     agent::{Agent, AgentConfig, Trigger, error_chain},
     cli::RunArgs,
-    control, events, loader,
+    control,
+    events::{
+        self,
+        sinks::{EventSinks, StdoutSink},
+    },
+    loader,
     metrics::{self, AgentMetrics},
     paths,
     source::SnapshotSource,
@@ -147,7 +152,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let names = agent.names();
     let listener = control::bind(&args.socket)?;
 
-    // Events: ring buffer -> JSON lines on stdout, `monitor` clients, metrics.
+    // Events: ring buffer -> JSON lines on stdout, syslog, `monitor` clients, metrics; each
+    // sink behind a bounded queue (events::sinks), so none can stall the agent.
     let (events_tx, _) = broadcast::channel::<events::Published>(4096);
     let stdout_types: std::collections::BTreeSet<String> =
         args.monitor_event_types.iter().cloned().collect();
@@ -156,26 +162,22 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         tracing::info!(target = %target, "forwarding events to syslog");
         crate::syslog::spawn(target, 10_000)
     });
-    let forward_types = stdout_types.clone();
-    let (events_maps_dir, node, names_rx, tx, counts) = (
+    let sinks = EventSinks::new(StdoutSink::spawn(stdout_types), syslog);
+    let (events_maps_dir, node, names_rx, tx, counts, event_sinks) = (
         maps_dir.clone(),
         args.node_name.clone(),
         names.clone(),
         events_tx.clone(),
         agent_metrics.events.clone(),
+        sinks.clone(),
     );
     tokio::spawn(async move {
         let count = move |ev: &events::Published| {
             counts
                 .get_or_create(&vec![("type".to_owned(), ev.kind.to_owned())])
                 .inc();
-            if let Some(s) = &syslog
-                && forward_types.contains(ev.kind)
-            {
-                s.send(ev.kind, &ev.json);
-            }
         };
-        if let Err(e) = events::run(&events_maps_dir, node, names_rx, stdout_types, tx, count).await
+        if let Err(e) = events::run(&events_maps_dir, node, names_rx, event_sinks, tx, count).await
         {
             tracing::error!(error = %error_chain(&e), "event reader stopped");
         }
@@ -183,7 +185,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
 
     // Metrics.
     if let Some(addr) = args.metrics_addr.0 {
-        let registry = metrics::registry(&maps_dir, names.clone(), &agent_metrics)?;
+        let registry = metrics::registry(&maps_dir, names.clone(), &agent_metrics, sinks.clone())?;
         tokio::spawn(async move {
             if let Err(e) = metrics::serve(addr, registry).await {
                 tracing::error!(error = %error_chain(&e), "metrics endpoint stopped");
@@ -198,7 +200,12 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
 
     // Control socket -> agent.
     let (req_tx, mut req_rx) = mpsc::channel::<control::Envelope>(64);
-    tokio::spawn(control::serve(listener, req_tx, events_tx));
+    tokio::spawn(control::serve_with(
+        listener,
+        req_tx,
+        events_tx,
+        Some(sinks),
+    ));
     let t = triggers.clone();
     tokio::spawn(async move {
         while let Some((req, reply)) = req_rx.recv().await {

@@ -18,7 +18,7 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter as PCounter},
         family::Family,
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
@@ -27,7 +27,10 @@ use tokio::sync::watch;
 
 use crate::{
     counters::CounterMaps,
-    events::{protocol_name, reason_name},
+    events::{
+        protocol_name, reason_name,
+        sinks::{EventSinks, SinkHealth, SinkState},
+    },
     names::SharedNames,
 };
 
@@ -267,12 +270,88 @@ impl Collector for DatapathCollector {
     }
 }
 
+/// A metric of every sink: name, help, and its value from a sink's health.
+type SinkMetric<T> = (&'static str, &'static str, fn(&SinkHealth) -> T);
+
+/// Each event sink's delivered and dropped events and state, read at scrape time.
+#[derive(Debug)]
+struct SinksCollector(EventSinks);
+
+impl Collector for SinksCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let health = self.0.health();
+        let sink = |h: &SinkHealth| -> Labels { vec![("sink".into(), h.sink.into())] };
+        let counters: [SinkMetric<u64>; 2] = [
+            (
+                "cns_events_delivered",
+                "Events handed to each sink (stdout, monitor, syslog).",
+                |h| h.delivered,
+            ),
+            (
+                "cns_events_dropped",
+                "Events a sink lost: its queue was full, it failed (stdout closed), or a monitor client lagged.",
+                |h| h.dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut e = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for h in &health {
+                ConstCounter::new(value(h)).encode(e.encode_family(&sink(h))?)?;
+            }
+        }
+        let gauges: [SinkMetric<i64>; 2] = [
+            (
+                "cns_event_sink_up",
+                "1 when a sink delivers (0: stalled, disconnected or failed; see status).",
+                |h| i64::from(h.state == SinkState::Ok),
+            ),
+            (
+                "cns_event_sink_queued",
+                "Events waiting in a sink's queue.",
+                |h| i64::try_from(h.queued).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut e =
+                encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            for h in &health {
+                ConstGauge::new(value(h)).encode(e.encode_family(&sink(h))?)?;
+            }
+        }
+        if let Some(syslog) = &self.0.syslog {
+            let stats = syslog.stats();
+            for (name, help, v) in [
+                (
+                    "cns_syslog_reconnects",
+                    "Connections to the syslog receiver made again after one was lost.",
+                    stats.reconnects,
+                ),
+                (
+                    "cns_syslog_connect_errors",
+                    "Failed attempts to resolve or connect to the syslog receiver.",
+                    stats.connect_errors,
+                ),
+            ] {
+                let c = ConstCounter::new(v);
+                c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The registry with every metric, ready to serve; the datapath's maps are read from their
 /// pins in `maps_dir` (`Datapath::maps_dir`).
 pub fn registry(
     maps_dir: &Path,
     names: watch::Receiver<SharedNames>,
     agent: &AgentMetrics,
+    sinks: EventSinks,
 ) -> Result<Registry, MetricsError> {
     let open = |name: &str| {
         let path = maps_dir.join(name);
@@ -297,6 +376,7 @@ pub fn registry(
         stats: Mutex::new(stats),
         names: Mutex::new(names),
     }));
+    r.register_collector(Box::new(SinksCollector(sinks)));
     r.register(
         "cns_policies",
         "NetworkPolicies in the agent's source.",
