@@ -1,16 +1,25 @@
 //! The control socket: a root-only Unix socket speaking one JSON request and one JSON reply
 //! per connection, each on one line. `cns-agent sync|status|counters|mode` are its clients.
+//!
+//! Clients cannot exhaust the agent: a request line is at most [`MAX_REQUEST_BYTES`], it must
+//! arrive within [`REQUEST_TIMEOUT`], at most [`MAX_CONNECTIONS`] are served at once, and
+//! accept errors (EMFILE) back off instead of spinning ([`limits`]).
+
+pub mod limits;
 
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{broadcast, mpsc, oneshot},
+    sync::{Semaphore, broadcast, mpsc, oneshot},
+    time::timeout,
 };
 
 use crate::events::{Published, sinks::EventSinks};
@@ -115,6 +124,14 @@ pub enum ControlError {
     },
 }
 
+/// The longest request line accepted (requests are a few hundred bytes).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// A client must send its request within this time, and take each reply (or `monitor`
+/// line) within it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (`monitor` streams included); more wait in the backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// A request with the channel its reply goes back on.
 pub type Envelope = (Request, oneshot::Sender<Reply>);
 
@@ -153,9 +170,21 @@ pub async fn serve_with(
     events: broadcast::Sender<Published>,
     sinks: Option<EventSinks>,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = limits::AcceptBackoff::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                tokio::time::sleep(backoff.failed("control socket", &e)).await;
+                continue;
+            }
         };
         let requests = requests.clone();
         let events = events.subscribe();
@@ -164,8 +193,33 @@ pub async fn serve_with(
             if let Err(e) = handle(stream, requests, events, sinks.as_ref()).await {
                 tracing::debug!(error = %e, "control connection failed");
             }
+            drop(slot);
         });
     }
+}
+
+/// Reads one request line of at most [`MAX_REQUEST_BYTES`] within [`REQUEST_TIMEOUT`].
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Vec<u8>, String> {
+    let mut line = Vec::new();
+    let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
+    match timeout(REQUEST_TIMEOUT, limited.read_until(b'\n', &mut line)).await {
+        Err(_) => Err(format!("no request within {} s", REQUEST_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(format!("reading the request failed: {e}")),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
+            Err(format!("request larger than {MAX_REQUEST_BYTES} bytes"))
+        }
+        Ok(Ok(_)) => Ok(line),
+    }
+}
+
+/// Writes `bytes` within [`REQUEST_TIMEOUT`].
+async fn write_timed(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    timeout(REQUEST_TIMEOUT, write.write_all(bytes))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 async fn handle(
@@ -175,14 +229,14 @@ async fn handle(
     sinks: Option<&EventSinks>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let reply = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Reply::err(format!("invalid request: {e}"), ()),
-        Ok(Request::Monitor { types, namespace }) => {
+    let line = read_request(read).await;
+    let reply = match line.as_deref().map(serde_json::from_slice::<Request>) {
+        Err(e) => Reply::err(format!("refused: {e}"), ()),
+        Ok(Err(e)) => Reply::err(format!("invalid request: {e}"), ()),
+        Ok(Ok(Request::Monitor { types, namespace })) => {
             return monitor(write, events, &types, namespace.as_deref(), sinks).await;
         }
-        Ok(req) => {
+        Ok(Ok(req)) => {
             let is_status = req == Request::Status;
             let (tx, rx) = oneshot::channel();
             let mut reply = if requests.send((req, tx)).await.is_err() {
@@ -205,7 +259,7 @@ async fn handle(
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
-    write.write_all(&out).await?;
+    write_timed(&mut write, &out).await?;
     write.shutdown().await
 }
 
@@ -240,8 +294,7 @@ async fn monitor(
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         };
-        write.write_all(line.as_bytes()).await?;
-        write.write_all(b"\n").await?;
+        write_timed(&mut write, format!("{line}\n").as_bytes()).await?;
         if let Some(m) = monitor {
             m.delivered(delivered);
         }

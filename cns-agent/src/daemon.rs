@@ -124,6 +124,9 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
             .any(|t| t == "policy-verdict"),
         xdp_interfaces: args.xdp_interfaces.clone(),
     };
+    // Clients (metrics scrapers, the control socket) must not run the agent out of file
+    // descriptors before its own work does; both servers also cap their connections.
+    control::limits::raise_nofile_limit();
     let (triggers, rx) = mpsc::channel::<Trigger>(256);
     // The source, and what tells the agent it changed (kept alive until shutdown).
     let (source, _watcher): (Box<dyn SnapshotSource>, Option<Debouncer>) = match &args.manifests {

@@ -5,7 +5,7 @@
 //! stalls the datapath); datapath statistics; and the agent's own health, which the agent
 //! thread updates through [`AgentMetrics`].
 
-use std::{collections::BTreeMap, net::SocketAddr, path::Path, sync::Mutex};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, sync::Mutex, time::Duration};
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use cns_common::{
@@ -26,6 +26,7 @@ use prometheus_client::{
 use tokio::sync::watch;
 
 use crate::{
+    control::limits::AcceptBackoff,
     counters::CounterMaps,
     events::{
         protocol_name, reason_name,
@@ -452,7 +453,19 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
-/// Serves `GET /metrics` (and nothing that changes state) until the task is dropped.
+/// Connections served at once; more wait in the kernel's backlog (costing the agent no
+/// file descriptor) until one ends.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this time.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this long, whatever it is doing (a scrape takes
+/// milliseconds; Prometheus' default scrape timeout is 10 s).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Serves `GET /metrics` (and nothing that changes state) until the task is dropped. Idle,
+/// slow and numerous clients cannot exhaust the agent: at most [`MAX_CONNECTIONS`] at once,
+/// headers within [`HEADER_READ_TIMEOUT`], one request per connection, each connection
+/// closed after [`CONNECTION_TIMEOUT`], and a back-off when accepting fails (EMFILE).
 pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), MetricsError> {
     use axum::{Router, http::header, routing::get};
     let registry = std::sync::Arc::new(registry);
@@ -474,7 +487,33 @@ pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), MetricsEr
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Bind { addr, source })?;
-    axum::serve(listener, app)
-        .await
-        .map_err(|source| MetricsError::Bind { addr, source })
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                tokio::time::sleep(backoff.failed("metrics", &e)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                tracing::debug!(error = %e, "metrics connection failed");
+            }
+            drop(slot);
+        });
+    }
 }

@@ -28,7 +28,7 @@ pub struct Options<'a> {
     /// The agent's stdout (default: a file `events.jsonl` in its directory).
     pub stdout: Option<Stdio>,
     /// Soft and hard RLIMIT_NOFILE of the agent (through `prlimit`).
-    pub nofile: Option<u64>,
+    pub nofile: Option<(u64, u64)>,
     /// Wait until the first sync answered.
     pub wait_ready: bool,
 }
@@ -57,9 +57,11 @@ impl CustomAgent {
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("cns-test-"));
         let log = dir.join("agent.log");
         let mut cmd = match opts.nofile {
-            Some(n) => {
+            Some((soft, hard)) => {
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg("--").arg("nsenter");
+                c.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg("nsenter");
                 c
             }
             None => Command::new("nsenter"),
@@ -198,6 +200,18 @@ impl CustomAgent {
     /// The sum of the samples `name{labels}` (labels in any order, all must match).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         metric_in(&self.scrape(), name, labels)
+    }
+
+    /// The agent's soft RLIMIT_NOFILE, from /proc/PID/limits.
+    pub fn nofile_soft(&self) -> u64 {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id()))
+            .expect("agent limits");
+        limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("Max open files")
     }
 
     /// The agent's resident memory (VmRSS), in KiB.

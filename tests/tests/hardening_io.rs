@@ -2,11 +2,12 @@
 //! nobody reads cannot stall it, idle or hostile clients cannot exhaust it.
 
 use std::{
-    io::{BufRead, BufReader},
-    net::Ipv4Addr,
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, TcpStream},
+    os::unix::net::UnixStream,
     process::{Command, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use cns_tests::{
@@ -195,4 +196,148 @@ fn event_output_nobody_reads_cannot_stall_or_silence_the_agent() {
     agent
         .cli_within(&["sync"], bound)
         .unwrap_or_else(|e| panic!("sync after stdout closed: {e}\n{}", agent.log()));
+}
+
+/// Whether `pod`'s ingress is isolated, as `status` shows it.
+fn ingress_isolated(agent: &CustomAgent, pod: &str) -> bool {
+    agent.status()["endpoints"]
+        .as_array()
+        .and_then(|eps| eps.iter().find(|e| e["pod"] == pod))
+        .is_some_and(|e| e["ingress_isolated"] == true)
+}
+
+/// Finding 7: 1100 idle connections to /metrics exhausted the agent's file descriptors, and
+/// syncs failed with "Too many open files" (policy changes not applied).
+#[test]
+fn idle_metrics_connections_do_not_stop_policy_changes() {
+    if !kernel_or_skip("idle_metrics_connections") {
+        return;
+    }
+    let node = VirtualNode::new();
+    let cluster = cluster_yaml("client");
+    let agent = CustomAgent::start(
+        &node.node,
+        Options {
+            manifests: &[("cluster.yaml", &cluster)],
+            args: &["--policy-audit-mode=false", "--resync-interval", "30"],
+            nofile: Some((200, 300)),
+            ..Options::default()
+        },
+    );
+    assert_eq!(
+        agent.nofile_soft(),
+        300,
+        "the soft open files limit was not raised to the hard one"
+    );
+    // Twice as many idle connections as the agent may open files.
+    let idle = in_netns(&node.node, || {
+        (0..600)
+            .map(|_| TcpStream::connect(("127.0.0.1", 9965)).expect("connect to metrics"))
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    agent.write("deny.yaml", DENY_INGRESS);
+    if let Err(e) = agent.cli_within(&["sync"], Duration::from_secs(10)) {
+        panic!(
+            "sync with 600 idle metrics connections: {e}\n{}",
+            agent.log()
+        );
+    }
+    assert!(
+        ingress_isolated(&agent, "alpha/server"),
+        "the policy change was not applied:\n{}",
+        agent.log()
+    );
+    assert!(
+        !agent.log().contains("Too many open files"),
+        "the agent ran out of file descriptors:\n{}",
+        agent.log()
+    );
+    drop(idle);
+    assert!(
+        eventually(Duration::from_secs(20), || agent
+            .metric("cns_policies", &[])
+            .is_some_and(|n| n == 1.0)),
+        "metrics did not come back after the idle connections went"
+    );
+}
+
+/// Finding 7: a slowloris client kept a metrics connection forever; one 1 GiB line on the
+/// control socket took the agent's RSS from 19 MB to 1.07 GB.
+#[test]
+fn slow_and_huge_clients_are_cut_off() {
+    if !kernel_or_skip("slow_and_huge_clients") {
+        return;
+    }
+    let node = VirtualNode::new();
+    let agent = CustomAgent::start(
+        &node.node,
+        Options {
+            args: &["--resync-interval", "30"],
+            ..Options::default()
+        },
+    );
+    // Slowloris: headers that never end, one line a second.
+    let closed_after = in_netns(&node.node, || {
+        let mut s = TcpStream::connect(("127.0.0.1", 9965)).expect("connect to metrics");
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let start = Instant::now();
+        _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n");
+        while start.elapsed() < Duration::from_secs(40) {
+            if s.write_all(b"X-Slow: 1\r\n").is_err() {
+                return Some(start.elapsed());
+            }
+            let mut buf = [0u8; 512];
+            match s.read(&mut buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                // Closed, reset, or answered (408) and closed.
+                _ => return Some(start.elapsed()),
+            }
+        }
+        None
+    });
+    let closed_after = closed_after.expect("a slowloris metrics connection stayed open for 40 s");
+    assert!(
+        closed_after < Duration::from_secs(20),
+        "closed after {closed_after:?}"
+    );
+
+    // One endless request line on the control socket: refused, memory flat.
+    let rss_before = agent.rss_kib();
+    let mut s = UnixStream::connect(&agent.socket).expect("connect to the control socket");
+    let chunk = vec![b'a'; 1 << 20];
+    let sent_mib = (0..256).take_while(|_| s.write_all(&chunk).is_ok()).count();
+    assert!(
+        sent_mib < 256,
+        "the agent read a 256 MiB request line without refusing it"
+    );
+    let mut reply = String::new();
+    _ = s.read_to_string(&mut reply);
+    let grown = agent.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 32 * 1024,
+        "RSS grew by {grown} KiB on a huge request line"
+    );
+    assert!(
+        reply.is_empty() || reply.contains("larger than"),
+        "unexpected reply: {reply}"
+    );
+
+    // A client that connects and says nothing is let go.
+    let mut idle = UnixStream::connect(&agent.socket).expect("connect to the control socket");
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut reply = String::new();
+    _ = idle.read_to_string(&mut reply);
+    assert!(
+        started.elapsed() < Duration::from_secs(15) && reply.contains("no request within"),
+        "an idle control client was kept {:?}: {reply:?}",
+        started.elapsed()
+    );
+    assert!(agent.cli(&["status"]).is_ok(), "status after the attacks");
 }
