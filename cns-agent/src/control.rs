@@ -104,6 +104,8 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing to replace {path} with the control socket: it exists and is not a socket")]
+    NotASocket { path: PathBuf },
     #[error("failed to reach the agent at {path} (is `cns-agent run` running?)")]
     Connect {
         path: PathBuf,
@@ -135,18 +137,28 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// A request with the channel its reply goes back on.
 pub type Envelope = (Request, oneshot::Sender<Reply>);
 
-/// Binds `path` (root-only: mode 0600 in a 0700 directory), replacing a stale socket.
+/// Binds `path` (root-only: mode 0600; directories it creates are 0700), replacing a stale
+/// socket. A path that exists and is not a socket is never deleted: that is an error.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
     let err = |source| ControlError::Bind {
         path: path.into(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
     }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
-        _ => {}
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => {
+            return Err(ControlError::NotASocket { path: path.into() });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
@@ -353,4 +365,46 @@ pub async fn call(path: &Path, req: &Request) -> Result<Reply, ControlError> {
         path: path.into(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cns-control-{name}-{}", std::process::id()));
+        _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn the_socket_directories_it_creates_are_root_only() {
+        let base = temp_dir("mode");
+        let path = base.join("run/cns/agent.sock");
+        let _listener = bind(&path).unwrap();
+        for dir in [base.join("run"), base.join("run/cns")] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A stale socket is replaced.
+        drop(_listener);
+        bind(&path).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_path_that_is_not_a_socket_is_never_deleted() {
+        let base = temp_dir("file");
+        std::fs::create_dir_all(&base).unwrap();
+        let path = base.join("precious.txt");
+        std::fs::write(&path, "keep me").unwrap();
+        let err = bind(&path).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

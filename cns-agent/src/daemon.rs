@@ -48,6 +48,20 @@ pub enum DaemonError {
     Metrics(#[from] metrics::MetricsError),
     #[error("failed to install signal handlers")]
     Signal(#[source] std::io::Error),
+    #[error(
+        "--event-burst 0 with --event-rate {rate} would suppress every event: give a burst of at least 1, or --event-rate 0 to turn events off"
+    )]
+    EventBurst { rate: u32 },
+}
+
+/// Rejects flag combinations that would silently do something else than asked.
+fn check_args(args: &RunArgs) -> Result<(), DaemonError> {
+    if args.event_burst == 0 && args.event_rate > 0 {
+        return Err(DaemonError::EventBurst {
+            rate: args.event_rate,
+        });
+    }
+    Ok(())
 }
 
 type Debouncer = notify_debouncer_full::Debouncer<
@@ -108,6 +122,7 @@ fn is_change(kind: &EventKind) -> bool {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
+    check_args(&args)?;
     paths::prepare_pin_dir(&args.bpffs_dir)?;
     let datapath = loader::Datapath::load_sized(&args.bpffs_dir, &args.map_sizes)?;
     let maps_dir = datapath.maps_dir().to_owned();
@@ -127,6 +142,12 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     // Clients (metrics scrapers, the control socket) must not run the agent out of file
     // descriptors before its own work does; both servers also cap their connections.
     control::limits::raise_nofile_limit();
+    // SIGHUP (a closed terminal, or an operator asking for a reload) resyncs instead of
+    // killing the agent; SIGTERM and SIGINT stop it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     let (triggers, rx) = mpsc::channel::<Trigger>(256);
     // The source, and what tells the agent it changed (kept alive until shutdown).
     let (source, _watcher): (Box<dyn SnapshotSource>, Option<Debouncer>) = match &args.manifests {
@@ -242,12 +263,15 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         map_sizes = %args.map_sizes,
         "agent running"
     );
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading the source");
+                _ = triggers.try_send(Trigger::Resync);
+            }
+        }
     }
     drop(triggers);
     _ = std::fs::remove_file(&args.socket);
@@ -267,6 +291,26 @@ mod tests {
     use notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
 
     use super::*;
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        use clap::Parser as _;
+        let argv = ["cns-agent", "run", "--node-name", "n"].iter().chain(flags);
+        match crate::cli::Cli::try_parse_from(argv)
+            .expect("parse")
+            .command
+        {
+            crate::cli::Command::Run(args) => *args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_zero_event_burst_is_refused_unless_events_are_off() {
+        let err = check_args(&run_args(&["--event-burst", "0"])).unwrap_err();
+        assert!(err.to_string().contains("--event-burst 0"), "{err}");
+        check_args(&run_args(&["--event-burst", "0", "--event-rate", "0"])).unwrap();
+        check_args(&run_args(&[])).unwrap();
+    }
 
     #[test]
     fn the_agents_own_reads_are_not_changes() {

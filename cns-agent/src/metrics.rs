@@ -377,6 +377,12 @@ pub fn registry(
         stats: Mutex::new(stats),
         names: Mutex::new(names),
     }));
+    register_agent(&mut r, agent, sinks);
+    Ok(r)
+}
+
+/// The metrics that do not read the datapath: the agent's own, the event sinks', build info.
+fn register_agent(r: &mut Registry, agent: &AgentMetrics, sinks: EventSinks) {
     r.register_collector(Box::new(SinksCollector(sinks)));
     r.register(
         "cns_policies",
@@ -438,12 +444,18 @@ pub fn registry(
         "Drop/audit events received from the kernel, by type.",
         agent.events.clone(),
     );
+    let build_info = Family::<Labels, Gauge>::default();
+    build_info
+        .get_or_create(&vec![(
+            "version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        )])
+        .set(1);
     r.register(
         "cns_build_info",
-        "Version of the running agent.",
-        Family::<Labels, Gauge>::default(),
+        "Version of the running agent (always 1).",
+        build_info,
     );
-    Ok(r)
 }
 
 /// Renders the registry in the OpenMetrics text format.
@@ -515,5 +527,47 @@ pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), MetricsEr
             }
             drop(slot);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::events::sinks::StdoutSink;
+
+    #[tokio::test]
+    async fn build_info_and_every_sinks_drops_are_exported() {
+        let target: crate::syslog::SyslogTarget = "udp://127.0.0.1:9".parse().unwrap();
+        let syslog = crate::syslog::spawn(target, 1);
+        let sinks = EventSinks::new(
+            StdoutSink::spawn_with(std::io::sink(), BTreeSet::new(), 1),
+            Some(syslog.clone()),
+        );
+        // Two events for a queue of one: at least one dropped.
+        for _ in 0..2 {
+            syslog.send("drop", &serde_json::json!({}));
+        }
+        let mut r = Registry::default();
+        register_agent(&mut r, &AgentMetrics::default(), sinks);
+        let text = render(&r);
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("cns_build_info{{version=\"{version}\"}} 1")),
+            "{text}"
+        );
+        for sink in ["stdout", "monitor", "syslog"] {
+            assert!(
+                text.contains(&format!("cns_events_dropped_total{{sink=\"{sink}\"}}")),
+                "no drops of {sink}:\n{text}"
+            );
+        }
+        let syslog_drops = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cns_events_dropped_total{sink=\"syslog\"} "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(syslog_drops.is_some_and(|n| n >= 1), "{text}");
+        assert!(text.contains("cns_syslog_reconnects_total"), "{text}");
     }
 }

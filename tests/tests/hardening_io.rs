@@ -341,3 +341,52 @@ fn slow_and_huge_clients_are_cut_off() {
     );
     assert!(agent.cli(&["status"]).is_ok(), "status after the attacks");
 }
+
+/// Finding 8: SIGHUP killed the agent; `--event-burst 0` silently suppressed every event.
+#[test]
+fn sighup_resyncs_and_a_zero_event_burst_is_refused() {
+    if !kernel_or_skip("sighup_and_event_burst") {
+        return;
+    }
+    let node = VirtualNode::new();
+    let mut agent = CustomAgent::start(
+        &node.node,
+        Options {
+            args: &["--resync-interval", "30"],
+            ..Options::default()
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before = syncs(&agent);
+    nix::sys::signal::kill(agent.pid(), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    assert!(
+        eventually(Duration::from_secs(5), || syncs(&agent) > before),
+        "SIGHUP did not resync:\n{}",
+        agent.log()
+    );
+    assert!(!agent.exited(), "SIGHUP killed the agent:\n{}", agent.log());
+    agent.cli(&["status"]).expect("status after SIGHUP");
+
+    let mut refused = CustomAgent::start(
+        &node.node,
+        Options {
+            args: &["--event-burst", "0", "--metrics-addr", "none"],
+            wait_ready: false,
+            ..Options::default()
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !refused.exited() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        refused.exited(),
+        "an agent with --event-burst 0 kept running:\n{}",
+        refused.log()
+    );
+    assert!(
+        refused.log().contains("--event-burst 0"),
+        "the error does not name the flag:\n{}",
+        refused.log()
+    );
+}
