@@ -1,19 +1,28 @@
 //! The control socket: a root-only Unix socket speaking one JSON request and one JSON reply
 //! per connection, each on one line. `cns-agent sync|status|counters|mode` are its clients.
+//!
+//! Clients cannot exhaust the agent: a request line is at most [`MAX_REQUEST_BYTES`], it must
+//! arrive within [`REQUEST_TIMEOUT`], at most [`MAX_CONNECTIONS`] are served at once, and
+//! accept errors (EMFILE) back off instead of spinning ([`limits`]).
+
+pub mod limits;
 
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{broadcast, mpsc, oneshot},
+    sync::{Semaphore, broadcast, mpsc, oneshot},
+    time::timeout,
 };
 
-use crate::events::Published;
+use crate::events::{Published, sinks::EventSinks};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
@@ -95,6 +104,8 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing to replace {path} with the control socket: it exists and is not a socket")]
+    NotASocket { path: PathBuf },
     #[error("failed to reach the agent at {path} (is `cns-agent run` running?)")]
     Connect {
         path: PathBuf,
@@ -115,21 +126,39 @@ pub enum ControlError {
     },
 }
 
+/// The longest request line accepted (requests are a few hundred bytes).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// A client must send its request within this time, and take each reply (or `monitor`
+/// line) within it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (`monitor` streams included); more wait in the backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// A request with the channel its reply goes back on.
 pub type Envelope = (Request, oneshot::Sender<Reply>);
 
-/// Binds `path` (root-only: mode 0600 in a 0700 directory), replacing a stale socket.
+/// Binds `path` (root-only: mode 0600; directories it creates are 0700), replacing a stale
+/// socket. A path that exists and is not a socket is never deleted: that is an error.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
     let err = |source| ControlError::Bind {
         path: path.into(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
     }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
-        _ => {}
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => {
+            return Err(ControlError::NotASocket { path: path.into() });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
@@ -142,34 +171,83 @@ pub async fn serve(
     requests: mpsc::Sender<Envelope>,
     events: broadcast::Sender<Published>,
 ) {
+    serve_with(listener, requests, events, None).await;
+}
+
+/// [`serve`], and with `sinks`: `monitor` clients' delivered and lost events are counted.
+pub async fn serve_with(
+    listener: UnixListener,
+    requests: mpsc::Sender<Envelope>,
+    events: broadcast::Sender<Published>,
+    sinks: Option<EventSinks>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = limits::AcceptBackoff::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                tokio::time::sleep(backoff.failed("control socket", &e)).await;
+                continue;
+            }
         };
         let requests = requests.clone();
         let events = events.subscribe();
+        let sinks = sinks.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, requests, events).await {
+            if let Err(e) = handle(stream, requests, events, sinks.as_ref()).await {
                 tracing::debug!(error = %e, "control connection failed");
             }
+            drop(slot);
         });
     }
+}
+
+/// Reads one request line of at most [`MAX_REQUEST_BYTES`] within [`REQUEST_TIMEOUT`].
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Vec<u8>, String> {
+    let mut line = Vec::new();
+    let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
+    match timeout(REQUEST_TIMEOUT, limited.read_until(b'\n', &mut line)).await {
+        Err(_) => Err(format!("no request within {} s", REQUEST_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(format!("reading the request failed: {e}")),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
+            Err(format!("request larger than {MAX_REQUEST_BYTES} bytes"))
+        }
+        Ok(Ok(_)) => Ok(line),
+    }
+}
+
+/// Writes `bytes` within [`REQUEST_TIMEOUT`].
+async fn write_timed(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    timeout(REQUEST_TIMEOUT, write.write_all(bytes))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 async fn handle(
     stream: UnixStream,
     requests: mpsc::Sender<Envelope>,
     events: broadcast::Receiver<Published>,
+    sinks: Option<&EventSinks>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let reply = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Reply::err(format!("invalid request: {e}"), ()),
-        Ok(Request::Monitor { types, namespace }) => {
-            return monitor(write, events, &types, namespace.as_deref()).await;
+    let line = read_request(read).await;
+    let reply = match line.as_deref().map(serde_json::from_slice::<Request>) {
+        Err(e) => Reply::err(format!("refused: {e}"), ()),
+        Ok(Err(e)) => Reply::err(format!("invalid request: {e}"), ()),
+        Ok(Ok(Request::Monitor { types, namespace })) => {
+            return monitor(write, events, &types, namespace.as_deref(), sinks).await;
         }
-        Ok(req) => {
+        Ok(Ok(req)) => {
             let (tx, rx) = oneshot::channel();
             if requests.send((req, tx)).await.is_err() {
                 Reply::err("the agent is shutting down", ())
@@ -181,7 +259,7 @@ async fn handle(
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
-    write.write_all(&out).await?;
+    write_timed(&mut write, &out).await?;
     write.shutdown().await
 }
 
@@ -191,9 +269,11 @@ async fn monitor(
     mut events: broadcast::Receiver<Published>,
     types: &[String],
     namespace: Option<&str>,
+    sinks: Option<&EventSinks>,
 ) -> std::io::Result<()> {
+    let monitor = sinks.map(|s| &s.monitor);
     loop {
-        let line = match events.recv().await {
+        let (line, delivered) = match events.recv().await {
             Ok(ev) => {
                 if !types.is_empty() && !types.iter().any(|t| t == ev.kind) {
                     continue;
@@ -204,15 +284,20 @@ async fn monitor(
                         continue;
                     }
                 }
-                ev.json.to_string()
+                (ev.json.to_string(), 1)
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                serde_json::json!({ "lost": n }).to_string()
+                if let Some(m) = monitor {
+                    m.dropped(n);
+                }
+                (serde_json::json!({ "lost": n }).to_string(), 0)
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         };
-        write.write_all(line.as_bytes()).await?;
-        write.write_all(b"\n").await?;
+        write_timed(&mut write, format!("{line}\n").as_bytes()).await?;
+        if let Some(m) = monitor {
+            m.delivered(delivered);
+        }
     }
 }
 
@@ -268,4 +353,46 @@ pub async fn call(path: &Path, req: &Request) -> Result<Reply, ControlError> {
         path: path.into(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cns-control-{name}-{}", std::process::id()));
+        _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn the_socket_directories_it_creates_are_root_only() {
+        let base = temp_dir("mode");
+        let path = base.join("run/cns/agent.sock");
+        let _listener = bind(&path).unwrap();
+        for dir in [base.join("run"), base.join("run/cns")] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A stale socket is replaced.
+        drop(_listener);
+        bind(&path).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_path_that_is_not_a_socket_is_never_deleted() {
+        let base = temp_dir("file");
+        std::fs::create_dir_all(&base).unwrap();
+        let path = base.join("precious.txt");
+        std::fs::write(&path, "keep me").unwrap();
+        let err = bind(&path).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::{
+    EventKind, RecursiveMode,
+    event::{AccessKind, AccessMode, MetadataKind, ModifyKind},
+};
 use notify_debouncer_full::new_debouncer;
 use tokio::sync::mpsc;
 
@@ -12,7 +15,11 @@ use tokio::sync::broadcast;
 use crate::{
     agent::{Agent, AgentConfig, Trigger},
     cli::RunArgs,
-    control, datapath, error_chain, events,
+    control, datapath, error_chain,
+    events::{
+        self,
+        sinks::{EventSinks, StdoutSink},
+    },
     metrics::{self, AgentMetrics},
     paths,
     source::SnapshotSource,
@@ -42,6 +49,20 @@ pub enum DaemonError {
     Metrics(#[from] metrics::MetricsError),
     #[error("failed to install signal handlers")]
     Signal(#[source] std::io::Error),
+    #[error(
+        "--event-burst 0 with --event-rate {rate} would suppress every event: give a burst of at least 1, or --event-rate 0 to turn events off"
+    )]
+    EventBurst { rate: u32 },
+}
+
+/// Rejects flag combinations that would silently do something else than asked.
+fn check_args(args: &RunArgs) -> Result<(), DaemonError> {
+    if args.event_burst == 0 && args.event_rate > 0 {
+        return Err(DaemonError::EventBurst {
+            rate: args.event_rate,
+        });
+    }
+    Ok(())
 }
 
 type Debouncer = notify_debouncer_full::Debouncer<
@@ -50,7 +71,9 @@ type Debouncer = notify_debouncer_full::Debouncer<
 >;
 
 /// Directory changes -> resync (a full rescan copes with editors' rename-on-save and
-/// ConfigMap symlink swaps).
+/// ConfigMap symlink swaps). Only changes count: the agent's own reads of the directory
+/// (open, read, close-without-write) must not trigger the next sync, or it would wake
+/// itself forever.
 fn watch_dir(
     dir: &std::path::Path,
     triggers: mpsc::Sender<Trigger>,
@@ -59,9 +82,19 @@ fn watch_dir(
         path: dir.to_owned(),
         source,
     };
-    let mut debouncer = new_debouncer(Duration::from_millis(150), None, move |_| {
-        _ = triggers.try_send(Trigger::Resync);
-    })
+    let mut debouncer = new_debouncer(
+        WATCH_DEBOUNCE,
+        None,
+        move |res: notify_debouncer_full::DebounceEventResult| {
+            // A watcher error (e.g. an overflowed queue) may hide a change: rescan.
+            let changed = res.map_or(true, |events| {
+                events.iter().any(|e| is_change(&e.event.kind))
+            });
+            if changed {
+                _ = triggers.try_send(Trigger::Resync);
+            }
+        },
+    )
     .map_err(err)?;
     debouncer
         .watch(dir, RecursiveMode::NonRecursive)
@@ -69,7 +102,28 @@ fn watch_dir(
     Ok(debouncer)
 }
 
+/// Events closer together than this make one resync.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Whether a watcher event can mean the manifests changed: writes, creations, removals,
+/// renames and metadata changes (permissions) do; opening, reading and closing without
+/// writing (what a sync does) and access-time updates do not. Unknown kinds count as
+/// changes (a rescan is cheap next to a missed change).
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_)
+        | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Any
+        | EventKind::Other => true,
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
+    check_args(&args)?;
     paths::prepare_pin_dir(&args.bpffs_dir)?;
     // Held (locks and all) until the agent exits.
     let claim = crate::instance::claim(&args.bpffs_dir, &args.socket, args.allow_ephemeral_pins)?;
@@ -89,6 +143,15 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         xdp_interfaces: args.xdp_interfaces.clone(),
         pins: claim.durability.clone(),
     };
+    // Clients (metrics scrapers, the control socket) must not run the agent out of file
+    // descriptors before its own work does; both servers also cap their connections.
+    control::limits::raise_nofile_limit();
+    // SIGHUP (a closed terminal, or an operator asking for a reload) resyncs instead of
+    // killing the agent; SIGTERM and SIGINT stop it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     let (triggers, rx) = mpsc::channel::<Trigger>(256);
     // The source, and what tells the agent it changed (kept alive until shutdown).
     let (source, _watcher): (Box<dyn SnapshotSource>, Option<Debouncer>) = match &args.manifests {
@@ -113,11 +176,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     };
     let source_name = source.describe();
     let agent_metrics = AgentMetrics::default();
-    let agent = Agent::new(cfg, source, datapath, agent_metrics.clone())?;
-    let names = agent.names();
-    let listener = control::bind(&args.socket)?;
-
-    // Events: ring buffer -> JSON lines on stdout, `monitor` clients, metrics.
+    // Events: ring buffer -> JSON lines on stdout, syslog, `monitor` clients, metrics; each
+    // sink behind a bounded queue (events::sinks), so none can stall the agent.
     let (events_tx, _) = broadcast::channel::<events::Published>(4096);
     let stdout_types: std::collections::BTreeSet<String> =
         args.monitor_event_types.iter().cloned().collect();
@@ -126,26 +186,26 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         tracing::info!(target = %target, "forwarding events to syslog");
         crate::syslog::spawn(target, 10_000)
     });
-    let forward_types = stdout_types.clone();
-    let (events_maps_dir, node, names_rx, tx, counts) = (
+    let sinks = EventSinks::new(StdoutSink::spawn(stdout_types), syslog);
+    let agent =
+        Agent::new(cfg, source, datapath, agent_metrics.clone())?.with_event_sinks(sinks.clone());
+    let names = agent.names();
+    let listener = control::bind(&args.socket)?;
+    let (events_maps_dir, node, names_rx, tx, counts, event_sinks) = (
         maps_dir.clone(),
         args.node_name.clone(),
         names.clone(),
         events_tx.clone(),
         agent_metrics.events.clone(),
+        sinks.clone(),
     );
     tokio::spawn(async move {
         let count = move |ev: &events::Published| {
             counts
                 .get_or_create(&vec![("type".to_owned(), ev.kind.to_owned())])
                 .inc();
-            if let Some(s) = &syslog
-                && forward_types.contains(ev.kind)
-            {
-                s.send(ev.kind, &ev.json);
-            }
         };
-        if let Err(e) = events::run(&events_maps_dir, node, names_rx, stdout_types, tx, count).await
+        if let Err(e) = events::run(&events_maps_dir, node, names_rx, event_sinks, tx, count).await
         {
             tracing::error!(error = %error_chain(&e), "event reader stopped");
         }
@@ -153,7 +213,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
 
     // Metrics.
     if let Some(addr) = args.metrics_addr.0 {
-        let registry = metrics::registry(&maps_dir, names.clone(), &agent_metrics)?;
+        let registry = metrics::registry(&maps_dir, names.clone(), &agent_metrics, sinks.clone())?;
         tokio::spawn(async move {
             if let Err(e) = metrics::serve(addr, registry).await {
                 tracing::error!(error = %error_chain(&e), "metrics endpoint stopped");
@@ -168,7 +228,12 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
 
     // Control socket -> agent.
     let (req_tx, mut req_rx) = mpsc::channel::<control::Envelope>(64);
-    tokio::spawn(control::serve(listener, req_tx, events_tx));
+    tokio::spawn(control::serve_with(
+        listener,
+        req_tx,
+        events_tx,
+        Some(sinks),
+    ));
     let t = triggers.clone();
     tokio::spawn(async move {
         while let Some((req, reply)) = req_rx.recv().await {
@@ -202,12 +267,15 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         map_sizes = %args.map_sizes,
         "agent running"
     );
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading the source");
+                _ = triggers.try_send(Trigger::Resync);
+            }
+        }
     }
     drop(triggers);
     _ = std::fs::remove_file(&args.socket);
@@ -220,4 +288,59 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     // The agent thread ends when every trigger sender is gone; don't wait on stuck tasks.
     drop(agent_thread);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
+
+    use super::*;
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        use clap::Parser as _;
+        let argv = ["cns-agent", "run", "--node-name", "n"].iter().chain(flags);
+        match crate::cli::Cli::try_parse_from(argv)
+            .expect("parse")
+            .command
+        {
+            crate::cli::Command::Run(args) => *args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_zero_event_burst_is_refused_unless_events_are_off() {
+        let err = check_args(&run_args(&["--event-burst", "0"])).unwrap_err();
+        assert!(err.to_string().contains("--event-burst 0"), "{err}");
+        check_args(&run_args(&["--event-burst", "0", "--event-rate", "0"])).unwrap();
+        check_args(&run_args(&[])).unwrap();
+    }
+
+    #[test]
+    fn the_agents_own_reads_are_not_changes() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Any),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
+        ] {
+            assert!(!is_change(&kind), "{kind:?} must not trigger a resync");
+        }
+    }
+
+    #[test]
+    fn writes_creations_removals_and_renames_are_changes() {
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Permissions)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Other,
+        ] {
+            assert!(is_change(&kind), "{kind:?} must trigger a resync");
+        }
+    }
 }

@@ -2,10 +2,12 @@
 //! pin so the agent thread keeps the other maps), enriched with names (namespace, pod,
 //! labels, the policies involved), and published as JSON objects shaped like Hubble's flow
 //! JSON: printed on stdout (one line each, filtered by `--monitor-event-types`), streamed to
-//! `cns-agent monitor` clients, and handed to the syslog forwarder.
+//! `cns-agent monitor` clients, and handed to the syslog forwarder ([`sinks`]: none of them
+//! can block the agent).
+
+pub mod sinks;
 
 use std::{
-    collections::BTreeSet,
     net::Ipv4Addr,
     path::Path,
     sync::Arc,
@@ -209,12 +211,13 @@ pub(crate) fn humantime_rfc3339(since_epoch: Duration) -> String {
 }
 
 /// Reads events from the ring buffer pinned in `maps_dir` (`Datapath::maps_dir`) until the
-/// task is dropped. `stdout_types`: which types to print.
+/// task is dropped, handing each to `sinks` (stdout, syslog), `publish` (`monitor` clients)
+/// and `on_event` (metrics); none of them blocks.
 pub async fn run(
     maps_dir: &Path,
     node_name: String,
     names: watch::Receiver<SharedNames>,
-    stdout_types: BTreeSet<String>,
+    sinks: sinks::EventSinks,
     publish: broadcast::Sender<Published>,
     on_event: impl Fn(&Published) + Send,
 ) -> Result<(), EventsError> {
@@ -244,9 +247,7 @@ pub async fn run(
                 kind,
                 json: Arc::new(json),
             };
-            if stdout_types.contains(kind) {
-                println!("{}", published.json);
-            }
+            sinks.deliver(&published);
             on_event(&published);
             _ = publish.send(published);
         }

@@ -23,6 +23,7 @@ pub mod explain;
 pub mod history;
 pub mod instance;
 pub mod k8s;
+pub mod logonce;
 pub mod map_sizes;
 pub mod metrics;
 pub mod names;

@@ -5,7 +5,7 @@
 //! stalls the datapath); datapath statistics; and the agent's own health, which the agent
 //! thread updates through [`AgentMetrics`].
 
-use std::{collections::BTreeMap, net::SocketAddr, path::Path, sync::Mutex};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, sync::Mutex, time::Duration};
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use cns_common::{
@@ -18,7 +18,7 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter as PCounter},
         family::Family,
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
@@ -26,8 +26,12 @@ use prometheus_client::{
 use tokio::sync::watch;
 
 use crate::{
+    control::limits::AcceptBackoff,
     counters::CounterMaps,
-    events::{protocol_name, reason_name},
+    events::{
+        protocol_name, reason_name,
+        sinks::{EventSinks, SinkHealth, SinkState},
+    },
     names::SharedNames,
 };
 
@@ -275,12 +279,88 @@ impl Collector for DatapathCollector {
     }
 }
 
+/// A metric of every sink: name, help, and its value from a sink's health.
+type SinkMetric<T> = (&'static str, &'static str, fn(&SinkHealth) -> T);
+
+/// Each event sink's delivered and dropped events and state, read at scrape time.
+#[derive(Debug)]
+struct SinksCollector(EventSinks);
+
+impl Collector for SinksCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let health = self.0.health();
+        let sink = |h: &SinkHealth| -> Labels { vec![("sink".into(), h.sink.into())] };
+        let counters: [SinkMetric<u64>; 2] = [
+            (
+                "cns_events_delivered",
+                "Events handed to each sink (stdout, monitor, syslog).",
+                |h| h.delivered,
+            ),
+            (
+                "cns_events_dropped",
+                "Events a sink lost: its queue was full, it failed (stdout closed), or a monitor client lagged.",
+                |h| h.dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut e = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for h in &health {
+                ConstCounter::new(value(h)).encode(e.encode_family(&sink(h))?)?;
+            }
+        }
+        let gauges: [SinkMetric<i64>; 2] = [
+            (
+                "cns_event_sink_up",
+                "1 when a sink delivers (0: stalled, disconnected or failed; see status).",
+                |h| i64::from(h.state == SinkState::Ok),
+            ),
+            (
+                "cns_event_sink_queued",
+                "Events waiting in a sink's queue.",
+                |h| i64::try_from(h.queued).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut e =
+                encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            for h in &health {
+                ConstGauge::new(value(h)).encode(e.encode_family(&sink(h))?)?;
+            }
+        }
+        if let Some(syslog) = &self.0.syslog {
+            let stats = syslog.stats();
+            for (name, help, v) in [
+                (
+                    "cns_syslog_reconnects",
+                    "Connections to the syslog receiver made again after one was lost.",
+                    stats.reconnects,
+                ),
+                (
+                    "cns_syslog_connect_errors",
+                    "Failed attempts to resolve or connect to the syslog receiver.",
+                    stats.connect_errors,
+                ),
+            ] {
+                let c = ConstCounter::new(v);
+                c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The registry with every metric, ready to serve; the datapath's maps are read from their
 /// pins in `maps_dir` (`Datapath::maps_dir`).
 pub fn registry(
     maps_dir: &Path,
     names: watch::Receiver<SharedNames>,
     agent: &AgentMetrics,
+    sinks: EventSinks,
 ) -> Result<Registry, MetricsError> {
     let open = |name: &str| {
         let path = maps_dir.join(name);
@@ -305,6 +385,13 @@ pub fn registry(
         stats: Mutex::new(stats),
         names: Mutex::new(names),
     }));
+    register_agent(&mut r, agent, sinks);
+    Ok(r)
+}
+
+/// The metrics that do not read the datapath: the agent's own, the event sinks', build info.
+fn register_agent(r: &mut Registry, agent: &AgentMetrics, sinks: EventSinks) {
+    r.register_collector(Box::new(SinksCollector(sinks)));
     r.register(
         "cns_policies",
         "NetworkPolicies in the agent's source.",
@@ -382,12 +469,18 @@ pub fn registry(
         "Drop/audit events received from the kernel, by type.",
         agent.events.clone(),
     );
+    let build_info = Family::<Labels, Gauge>::default();
+    build_info
+        .get_or_create(&vec![(
+            "version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        )])
+        .set(1);
     r.register(
         "cns_build_info",
-        "Version of the running agent.",
-        Family::<Labels, Gauge>::default(),
+        "Version of the running agent (always 1).",
+        build_info,
     );
-    Ok(r)
 }
 
 /// Renders the registry in the OpenMetrics text format.
@@ -397,7 +490,19 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
-/// Serves `GET /metrics` (and nothing that changes state) until the task is dropped.
+/// Connections served at once; more wait in the kernel's backlog (costing the agent no
+/// file descriptor) until one ends.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this time.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this long, whatever it is doing (a scrape takes
+/// milliseconds; Prometheus' default scrape timeout is 10 s).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Serves `GET /metrics` (and nothing that changes state) until the task is dropped. Idle,
+/// slow and numerous clients cannot exhaust the agent: at most [`MAX_CONNECTIONS`] at once,
+/// headers within [`HEADER_READ_TIMEOUT`], one request per connection, each connection
+/// closed after [`CONNECTION_TIMEOUT`], and a back-off when accepting fails (EMFILE).
 pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), MetricsError> {
     use axum::{Router, http::header, routing::get};
     let registry = std::sync::Arc::new(registry);
@@ -419,7 +524,75 @@ pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), MetricsEr
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Bind { addr, source })?;
-    axum::serve(listener, app)
-        .await
-        .map_err(|source| MetricsError::Bind { addr, source })
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                tokio::time::sleep(backoff.failed("metrics", &e)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                tracing::debug!(error = %e, "metrics connection failed");
+            }
+            drop(slot);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::events::sinks::StdoutSink;
+
+    #[tokio::test]
+    async fn build_info_and_every_sinks_drops_are_exported() {
+        let target: crate::syslog::SyslogTarget = "udp://127.0.0.1:9".parse().unwrap();
+        let syslog = crate::syslog::spawn(target, 1);
+        let sinks = EventSinks::new(
+            StdoutSink::spawn_with(std::io::sink(), BTreeSet::new(), 1),
+            Some(syslog.clone()),
+        );
+        // Two events for a queue of one: at least one dropped.
+        for _ in 0..2 {
+            syslog.send("drop", &serde_json::json!({}));
+        }
+        let mut r = Registry::default();
+        register_agent(&mut r, &AgentMetrics::default(), sinks);
+        let text = render(&r);
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("cns_build_info{{version=\"{version}\"}} 1")),
+            "{text}"
+        );
+        for sink in ["stdout", "monitor", "syslog"] {
+            assert!(
+                text.contains(&format!("cns_events_dropped_total{{sink=\"{sink}\"}}")),
+                "no drops of {sink}:\n{text}"
+            );
+        }
+        let syslog_drops = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cns_events_dropped_total{sink=\"syslog\"} "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(syslog_drops.is_some_and(|n| n >= 1), "{text}");
+        assert!(text.contains("cns_syslog_reconnects_total"), "{text}");
+    }
 }

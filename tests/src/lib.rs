@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod bench;
 pub mod cluster;
+pub mod custom_agent;
 pub mod kernel;
 pub mod manifests;
 pub mod netns;

@@ -5,7 +5,7 @@
 //!   and non-IPv4 frames, addresses that are not isolated local pods; the conntrack entry
 //!   XDP leaves lets TC take its fast path, and each packet is counted once.
 //! - The virtual node: the real agent runs in the node netns; the test attaches XDP to the
-//!   node's uplink (the agent does not attach it yet) with `cns_agent::loader` against the
+//!   node's uplink (the agent does not attach it yet) with `cns_agent::datapath` against the
 //!   agent's pinned maps, and checks real connections from the "outside" netns: denied ones
 //!   are dropped in XDP (its stats and the counters, not only the outcome), allowed ones
 //!   connect, replies of pod-initiated connections come back, audit mode drops nothing, and

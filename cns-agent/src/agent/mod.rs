@@ -30,7 +30,10 @@ use crate::{
     control::{Reply, Request},
     datapath::Datapath,
     encode::MapContents,
-    error_chain, explain, history,
+    error_chain,
+    events::sinks::EventSinks,
+    explain, history,
+    logonce::LogOnce,
     metrics::AgentMetrics,
     names::SharedNames,
     netdev,
@@ -102,6 +105,12 @@ pub struct Agent {
     node: NodeContext,
     metrics: AgentMetrics,
     history: history::History,
+    /// Where events go (for `status`), when the daemon has them.
+    event_sinks: Option<EventSinks>,
+    /// The source's and the maps' errors as last logged: each is logged once (and when it
+    /// clears), not at every sync.
+    logged_source_errors: LogOnce,
+    logged_map_errors: LogOnce,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,9 +180,18 @@ impl Agent {
             node: NodeContext::default(),
             metrics,
             history: history::History::default(),
+            event_sinks: None,
+            logged_source_errors: LogOnce::default(),
+            logged_map_errors: LogOnce::default(),
         };
         agent.write_config()?;
         Ok(agent)
+    }
+
+    /// Reports the health of `sinks` in `status`.
+    pub fn with_event_sinks(mut self, sinks: EventSinks) -> Self {
+        self.event_sinks = Some(sinks);
+        self
     }
 
     /// Names for the numbers in the maps, updated after every sync.

@@ -9,7 +9,11 @@ use cns_common::{
 use serde::Serialize;
 
 use super::{Agent, AgentError, Work};
-use crate::{encode, policy::AuditMode};
+use crate::{
+    encode,
+    events::sinks::{EventSinks, SinkHealth},
+    policy::AuditMode,
+};
 
 impl Agent {
     pub fn counters(&self) -> Result<Vec<CounterRow>, AgentError> {
@@ -102,6 +106,11 @@ impl Agent {
                 .collect(),
             last_sync_work: self.last_work,
             pins: self.cfg.pins.clone(),
+            event_sinks: self
+                .event_sinks
+                .as_ref()
+                .map(EventSinks::health)
+                .unwrap_or_default(),
             errors: self.errors(),
         }
     }
@@ -214,5 +223,7 @@ pub struct Status {
     /// `pins`: `durable`, or `ephemeral` with `why` (enforcement stops when the agent exits).
     #[serde(flatten)]
     pub pins: crate::instance::PinDurability,
+    /// Each event sink's health (stdout, syslog, monitor clients).
+    pub event_sinks: Vec<SinkHealth>,
     pub errors: Vec<String>,
 }

@@ -89,9 +89,8 @@ impl Agent {
         let state = self.source.read(scope.read_whole)?;
         let mut clock = started;
         timings.read_ms = lap(&mut clock);
-        for e in &state.errors {
-            tracing::warn!(error = %e, "invalid input");
-        }
+        self.logged_source_errors
+            .log(&state.errors, "invalid input");
         self.errors = state.errors;
         let old_policies = self.compiler.snapshot().policies.clone();
         let old_endpoints: BTreeMap<u32, ObjectRef> = self
@@ -140,9 +139,7 @@ impl Agent {
         let failed = reconcile::apply(&mut self.datapath, &ops);
         let mut map_errors = self.planner.intended().over_capacity(self.datapath.sizes());
         map_errors.extend(reconcile::summarize(&failed));
-        for e in &map_errors {
-            tracing::error!(error = %e, "map update failed");
-        }
+        self.logged_map_errors.log(&map_errors, "map update failed");
         self.map_errors = map_errors;
         // Record what was written; after a failure, what the maps really hold (the failed
         // operations are retried at the next sync).
