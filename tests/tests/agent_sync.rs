@@ -79,6 +79,31 @@ fn ipcache_identity(pin_dir: &Path, ip: Ipv4Addr) -> Option<u32> {
         .map(|r| r.identity)
 }
 
+/// The real agent on `manifests`, with fresh maps in `pin_dir`.
+fn start(manifests: &Path, pin_dir: &Path, mode: AuditMode, metrics: &AgentMetrics) -> Agent {
+    cns_agent::paths::prepare_pin_dir(pin_dir).expect("pin dir");
+    let datapath = Datapath::load(pin_dir).expect("load programs");
+    let cfg = AgentConfig {
+        node_name: NODE.into(),
+        audit_mode: mode,
+        pin_dir: pin_dir.to_path_buf(),
+        resync_interval: Duration::from_secs(5),
+        event_rate: 0,
+        event_burst: 0,
+        policy_verdict_events: false,
+        // Never the machine's own interfaces.
+        xdp_interfaces: XdpInterfaces::None,
+        pins: cns_agent::instance::PinDurability::Durable,
+    };
+    Agent::new(
+        cfg,
+        Box::new(ManifestSource::new(manifests.to_owned())),
+        datapath,
+        metrics.clone(),
+    )
+    .expect("agent")
+}
+
 fn sync(agent: &mut Agent) -> SyncReport {
     let report = agent
         .sync()
@@ -99,28 +124,8 @@ fn a_single_change_encodes_and_diffs_what_it_touches() {
         write(&dir.0, &format!("pod-{i}.yaml"), &pod_yaml(i, "web"));
     }
     let pin_dir = PinDir::new("cns-test-agent-sync-");
-    cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
-    let datapath = Datapath::load(&pin_dir).expect("load programs");
-    let cfg = AgentConfig {
-        node_name: NODE.into(),
-        audit_mode: AuditMode::Blocking,
-        pin_dir: pin_dir.to_path_buf(),
-        resync_interval: Duration::from_secs(5),
-        event_rate: 0,
-        event_burst: 0,
-        policy_verdict_events: false,
-        // Never the machine's own interfaces.
-        xdp_interfaces: XdpInterfaces::None,
-        pins: cns_agent::instance::PinDurability::Durable,
-    };
     let metrics = AgentMetrics::default();
-    let mut agent = Agent::new(
-        cfg,
-        Box::new(ManifestSource::new(dir.0.clone())),
-        datapath,
-        metrics.clone(),
-    )
-    .expect("agent");
+    let mut agent = start(&dir.0, &pin_dir, AuditMode::Blocking, &metrics);
 
     // A start: everything, whole.
     let first = sync(&mut agent);
@@ -174,4 +179,47 @@ fn a_single_change_encodes_and_diffs_what_it_touches() {
         metrics.sync_encoded.get(),
         i64::try_from(idle.work.encoded_entries).unwrap()
     );
+}
+
+/// An audit-mode annotation that cannot be read is reported by `sync` and `status`, and its
+/// namespace is enforced in blocking mode even though the agent audits (issue 18, finding
+/// 2: `"False"` used to be ignored, leaving the namespace in audit).
+#[test]
+fn an_unreadable_audit_annotation_is_reported_and_enforced_as_blocking() {
+    if !kernel_or_skip("agent audit annotation") {
+        return;
+    }
+    let dir = Dir(std::env::temp_dir().join(unique("cns-agent-annotation-")));
+    std::fs::create_dir_all(&dir.0).expect("manifests dir");
+    let pods = |annotation: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, annotations: {{cns.io/policy-audit-mode: {annotation}}}}}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: api, namespace: shop}}\n\
+             spec: {{nodeName: node-1, containers: [{{name: c, image: x}}]}}\n\
+             status: {{phase: Running, podIP: 10.21.0.1}}\n"
+        )
+    };
+    write(&dir.0, "m.yaml", &pods("\"False\""));
+    let pin_dir = PinDir::new("cns-test-agent-annotation-");
+    let mut agent = start(&dir.0, &pin_dir, AuditMode::Audit, &AgentMetrics::default());
+    let mode = |agent: &Agent| agent.status().endpoints[0].mode;
+    sync(&mut agent);
+    assert_eq!(mode(&agent), AuditMode::Blocking, "\"False\" is false");
+
+    write(&dir.0, "m.yaml", &pods("nope"));
+    let report = agent.sync().expect("sync");
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    let e = &report.errors[0];
+    assert!(
+        e.contains("Namespace shop")
+            && e.contains("cns.io/policy-audit-mode")
+            && e.contains("\"nope\""),
+        "{e}"
+    );
+    assert_eq!(agent.status().errors, report.errors);
+    assert_eq!(mode(&agent), AuditMode::Blocking, "never the weaker mode");
+
+    write(&dir.0, "m.yaml", &pods("\"true\""));
+    sync(&mut agent);
+    assert_eq!(mode(&agent), AuditMode::Audit);
 }
