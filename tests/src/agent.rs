@@ -201,50 +201,17 @@ impl AgentProcess {
 
     /// `GET /metrics` from the agent's metrics endpoint (inside the node's netns).
     pub fn scrape(&self) -> String {
-        use std::io::{Read, Write};
-        let netns = self.node_netns.clone();
-        crate::traffic::in_netns(&netns, || {
-            let mut s =
-                std::net::TcpStream::connect(("127.0.0.1", 9965)).expect("connect to metrics");
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).expect("read metrics");
-            out
-        })
+        scrape_metrics(&self.node_netns)
     }
 
     /// The value of the sample `name{labels}` (labels in any order, all must match).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let text = self.scrape();
-        let mut total = None;
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
-            if metric != name {
-                continue;
-            }
-            if labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-            {
-                *total.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
-            }
-        }
-        total
+        metric_in(&self.scrape(), name, labels)
     }
 
     /// The agent's resident memory (VmRSS), in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("agent status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        rss_kib(self.child.id())
     }
 
     /// Whether the agent process has exited.
@@ -342,4 +309,48 @@ impl Drop for AgentProcess {
         _ = std::fs::remove_dir_all(&self.pin_dir);
         _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `GET /metrics` on 127.0.0.1:9965 inside `netns` (where the agent runs).
+pub fn scrape_metrics(netns: &str) -> String {
+    use std::io::{Read, Write};
+    crate::traffic::in_netns(netns, || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", 9965)).expect("connect to metrics");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read metrics");
+        out
+    })
+}
+
+/// The sum of the samples `name{labels}` in an OpenMetrics text (labels in any order).
+pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
+        if metric == name
+            && labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+        {
+            *total.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    total
+}
+
+/// A process's resident memory (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }

@@ -17,6 +17,19 @@ use crate::{
 };
 
 pub const TCP_PORTS: [u16; 3] = [8080, 8090, 9090];
+/// alpha/server's address.
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+
+/// alpha/server accepts only beta (a policy the restart and hardening tests share).
+pub const ONLY_BETA: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: only-beta, namespace: alpha}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: beta}}}]
+";
 pub const UDP_PORT: u16 = 5353;
 
 pub struct Cluster {

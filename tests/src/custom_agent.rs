@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{agent::agent_bin, unique};
+use crate::{
+    agent::{agent_bin, metric_in, rss_kib, scrape_metrics},
+    unique,
+};
 
 pub struct CustomAgent {
     pub child: Child,
@@ -184,17 +187,7 @@ impl CustomAgent {
 
     /// `GET /metrics` on 127.0.0.1:9965 in the node's netns.
     pub fn scrape(&self) -> String {
-        use std::io::{Read, Write};
-        crate::traffic::in_netns(&self.node_netns, || {
-            let mut s =
-                std::net::TcpStream::connect(("127.0.0.1", 9965)).expect("connect to metrics");
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).expect("read metrics");
-            out
-        })
+        scrape_metrics(&self.node_netns)
     }
 
     /// The sum of the samples `name{labels}` (labels in any order, all must match).
@@ -216,33 +209,8 @@ impl CustomAgent {
 
     /// The agent's resident memory (VmRSS), in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("agent status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        rss_kib(self.child.id())
     }
-}
-
-/// The sum of the samples `name{labels}` in an OpenMetrics text (labels in any order).
-pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut total = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
-        if metric == name
-            && labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-        {
-            *total.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    total
 }
 
 impl Drop for CustomAgent {

@@ -6,29 +6,17 @@
 //! This file holds one test: it points `CNS_AGENT_BIN` at a `setpriv` wrapper for the whole
 //! test process, so the virtual node's agent runs capped.
 
-use std::{net::Ipv4Addr, path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use cns_tests::{
     agent::{NODE_NAME, agent_bin},
-    cluster::Cluster,
+    cluster::{Cluster, ONLY_BETA, SERVER},
     kernel_or_skip,
     process::Background,
     traffic::tcp_ok,
     unique,
 };
 use nix::sys::signal::Signal;
-
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
-
-const ONLY_BETA: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: only-beta, namespace: alpha}
-spec:
-  podSelector: {}
-  ingress:
-  - from: [{namespaceSelector: {matchLabels: {team: beta}}}]
-";
 
 /// The capabilities the agent container adds (`capabilities: add: [...]`), e.g. `BPF`.
 fn daemonset_caps() -> Vec<String> {

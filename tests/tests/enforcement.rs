@@ -8,13 +8,12 @@ use std::{
 };
 
 use cns_tests::{
-    cluster::{Cluster, UDP_PORT, cluster_yaml},
+    cluster::{Cluster, SERVER, UDP_PORT, cluster_yaml},
     kernel_or_skip,
     netns::OUTSIDE_IP,
     traffic::{in_netns, tcp_ok, udp_ok},
 };
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 const BETA_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 10);
 
 const DENY_INGRESS: &str = "

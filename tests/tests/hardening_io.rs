@@ -13,13 +13,12 @@ use std::{
 use cns_tests::{
     VirtualNode,
     agent::agent_bin,
-    cluster::cluster_yaml,
+    cluster::{SERVER, cluster_yaml},
     custom_agent::{CustomAgent, Options},
     eventually, kernel_or_skip,
     traffic::in_netns,
 };
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 const GAMMA_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 10);
 
 const DENY_INGRESS: &str = "

@@ -3,7 +3,6 @@
 //! a socket, pins in a private mount namespace that would vanish with the agent.
 
 use std::{
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -12,25 +11,12 @@ use std::{
 use cns_tests::{
     VirtualNode,
     agent::{NODE_NAME, agent_bin},
-    cluster::{Cluster, cluster_yaml},
+    cluster::{Cluster, ONLY_BETA, SERVER, cluster_yaml},
     eventually, kernel_or_skip,
     process::Background,
     traffic::tcp_ok,
     unique,
 };
-
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
-
-/// alpha/server accepts only beta.
-const ONLY_BETA: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: only-beta, namespace: alpha}
-spec:
-  podSelector: {}
-  ingress:
-  - from: [{namespaceSelector: {matchLabels: {team: beta}}}]
-";
 
 /// How the agent enters the node's network namespace.
 #[derive(Clone, Copy)]

@@ -3,7 +3,7 @@
 //! reports capacity reports them, and a map too small for the policies is reported full and
 //! stays closed. Resizing a running node under traffic is in `restart.rs`.
 
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use aya::maps::MapData;
 use cns_agent::{
@@ -13,13 +13,11 @@ use cns_agent::{
 };
 use cns_common::maps as m;
 use cns_tests::{
-    cluster::{Cluster, UDP_PORT},
+    cluster::{Cluster, SERVER, UDP_PORT},
     eventually, kernel_or_skip,
     traffic::{tcp_ok, udp_ok},
     unique,
 };
-
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 
 /// The kernel's size of the map pinned at `path`.
 fn max_entries(path: &Path) -> u32 {

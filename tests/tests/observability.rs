@@ -10,12 +10,10 @@ use std::{
 
 use cns_tests::{
     agent::agent_bin,
-    cluster::{Cluster, UDP_PORT},
+    cluster::{Cluster, SERVER, UDP_PORT},
     kernel_or_skip,
     traffic::{in_netns, udp_ok},
 };
-
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 
 const DENY_INGRESS: &str = "
 apiVersion: networking.k8s.io/v1

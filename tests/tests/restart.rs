@@ -5,7 +5,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
+    net::{SocketAddr, TcpStream},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -14,24 +14,11 @@ use std::{
 };
 
 use cns_tests::{
-    cluster::{Cluster, UDP_PORT},
+    cluster::{Cluster, ONLY_BETA, SERVER, UDP_PORT},
     eventually, kernel_or_skip,
     traffic::{in_netns, tcp_ok, udp_probe},
 };
 use nix::sys::signal::Signal;
-
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
-
-/// alpha/server accepts only beta.
-const ONLY_BETA: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: only-beta, namespace: alpha}
-spec:
-  podSelector: {}
-  ingress:
-  - from: [{namespaceSelector: {matchLabels: {team: beta}}}]
-";
 
 /// Probes in the background until stopped: an allowed UDP exchange (beta -> alpha), a
 /// denied one (gamma -> alpha), and an established TCP connection echoing. Counts every

@@ -89,11 +89,7 @@ mod tests {
     use super::*;
     use crate::policy::model::RemoteInfo;
 
-    const CHANGES: Scope = Scope {
-        read_whole: false,
-        encode_whole: false,
-        diff_whole: false,
-    };
+    const CHANGES: Scope = Scope::CHANGES;
 
     fn cluster(pods: u8) -> Desired {
         let mut d = Desired::default();
@@ -111,11 +107,7 @@ mod tests {
 
     #[test]
     fn a_change_costs_what_it_touches_and_reaches_what_a_whole_plan_reaches() {
-        let whole = Scope {
-            read_whole: true,
-            encode_whole: true,
-            diff_whole: true,
-        };
+        let whole = Scope::WHOLE;
         let mut planner = Planner::default();
         let mut written = MapContents::default();
         let d = cluster(200);
@@ -166,11 +158,7 @@ mod tests {
             },
         );
         let ifindexes = BTreeMap::from([(pod, 7)]);
-        let whole = Scope {
-            read_whole: true,
-            encode_whole: true,
-            diff_whole: true,
-        };
+        let whole = Scope::WHOLE;
         let plan = planner.plan(&d, &ifindexes, &written, None, whole);
         assert!(plan.ops.contains(&MapOp::UpsertLocalIp(
             encode::addr(Ipv4Addr::new(10, 0, 0, 0)),

@@ -36,6 +36,12 @@ impl Scope {
         encode_whole: true,
         diff_whole: true,
     };
+    /// Every stage on changes only.
+    pub const CHANGES: Self = Self {
+        read_whole: false,
+        encode_whole: false,
+        diff_whole: false,
+    };
 }
 
 /// The sync state carried from sync to sync.
@@ -113,16 +119,8 @@ impl SyncState {
 mod tests {
     use super::*;
 
-    const CHANGES: Scope = Scope {
-        read_whole: false,
-        encode_whole: false,
-        diff_whole: false,
-    };
-    const WHOLE: Scope = Scope {
-        read_whole: true,
-        encode_whole: true,
-        diff_whole: true,
-    };
+    const CHANGES: Scope = Scope::CHANGES;
+    const WHOLE: Scope = Scope::WHOLE;
 
     /// A sync that completes every stage.
     fn complete(s: &mut SyncState, now: Instant) -> Scope {
