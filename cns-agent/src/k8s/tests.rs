@@ -619,3 +619,41 @@ async fn api_server_restart_and_failed_requests_are_retried() {
     h.until_state("the new mode", |s| s.audit_mode == Some(true))
         .await;
 }
+
+#[tokio::test]
+async fn a_malformed_object_is_reported_and_the_rest_of_its_list_enforced() {
+    // A pod whose port is a string: a typed list of pods would fail as a whole.
+    let malformed = || {
+        let mut bad = pod("demo", "bad", "bad", "10.0.1.99");
+        bad["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("eighty");
+        bad
+    };
+    let api = seeded();
+    api.apply(PODS, malformed());
+    let mut h = Harness::started(api).await;
+    let state = h.until_state("the first snapshot", |_| true).await;
+    assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
+    assert_eq!(state.errors.len(), 1, "{:?}", state.errors);
+    let e = &state.errors[0];
+    assert_eq!(e.object, "Pod demo/bad");
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.containers[0].ports[0].containerPort")
+    );
+    assert!(!e.kept_last_good);
+    assert!(h.source.watch_status().iter().all(|s| s.errors == 0));
+
+    // Fixed by a watch event, then malformed again: its last good version stays.
+    h.api.apply(PODS, pod("demo", "bad", "bad", "10.0.1.99"));
+    h.until_state("the fixed pod", |s| {
+        s.full().pods.len() == 3 && s.errors.is_empty()
+    })
+    .await;
+    h.api.apply(PODS, malformed());
+    let state = h
+        .until_state("the error", |s| !s.errors.is_empty())
+        .await;
+    assert!(state.errors[0].kept_last_good, "{}", state.errors[0]);
+    assert_eq!(state.full().pods.len(), 3);
+    assert_eq!(h.reads.last(), Some(&"changes"), "{:?}", h.reads);
+}
