@@ -9,7 +9,9 @@
 pub mod agent;
 pub mod bench;
 pub mod cluster;
+pub mod fakeapi;
 pub mod kernel;
+pub mod kube;
 pub mod manifests;
 pub mod netns;
 pub mod packets;
