@@ -123,6 +123,8 @@ struct Inner {
     resources: HashMap<Res, Resource>,
     delay: Duration,
     down_until: Option<Instant>,
+    /// When the first list request came in.
+    first_list: Option<Instant>,
 }
 
 /// The server; it stops when dropped.
@@ -344,6 +346,11 @@ impl FakeApi {
         r.watches.len()
     }
 
+    /// When the first list request came in (a client's cold start begins there).
+    pub fn first_list(&self) -> Option<Instant> {
+        self.lock().first_list
+    }
+
     pub fn revision(&self) -> u64 {
         self.lock().revision
     }
@@ -442,6 +449,8 @@ async fn handle(
         return json_response(StatusCode::OK, Body::from_stream(rx));
     }
     r.lists += 1;
+    inner.first_list.get_or_insert_with(Instant::now);
+    let r = inner.resources.entry(res).or_default();
     let items: Vec<&Stored> = r.objects.values().filter(|o| wanted(o)).collect();
     let offset: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
     let limit = q
