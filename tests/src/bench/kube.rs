@@ -4,9 +4,10 @@
 //!
 //! - cold start: from spawning the agent, and from the server's first list request, to
 //!   `cns-agent status --ready` succeeding (every first list in, their sync in the maps);
-//! - single change: a remote pod's labels changed (a MODIFIED event to a new label set, so a
-//!   new identity), timed from the event sent to the pod's entry in the pinned
-//!   `CNS_IPCACHE` changing (polled every 50 µs);
+//! - single change: a pod created on another node (an ADDED event), then deleted (DELETED),
+//!   timed from the event sent to its entry in the pinned `CNS_IPCACHE` appearing or going
+//!   (polled every 50 µs). (A remote pod's relabelling is not visible there: the freed
+//!   identity number is reused for its new label set.)
 //! - peak RSS of the agent process (VmHWM), and its RSS at the end (VmRSS).
 
 use std::{
@@ -65,7 +66,7 @@ impl KubeResult {
 
     pub fn headline(&self) -> String {
         format!(
-            "Kubernetes mode, {} pods x {} policies over HTTP: cold start {:.2} s ({:.2} s from the first list), single change p50 {:.2} ms / p99 {:.2} ms (watch event to CNS_IPCACHE), peak RSS {:.0} MiB",
+            "Kubernetes mode, {} pods x {} policies over HTTP: cold start {:.2} s ({:.2} s from the first list), single change p50 {:.2} ms / p99 {:.2} ms (pod ADDED/DELETED event to CNS_IPCACHE), peak RSS {:.0} MiB",
             self.pods,
             self.policies,
             self.cold_start_s,
@@ -83,8 +84,9 @@ impl KubeResult {
              (`tests/src/fakeapi.rs`, in the node's netns): {} namespaces, {} pods ({} on the node \
              under test, the rest on other nodes), {} label-heavy policies, listed unpaginated. \
              Cold start: spawn (or the server's first list request) to `status --ready`. Single \
-             change: a remote pod's labels changed to a new set (a MODIFIED event), from the \
-             event sent to its `CNS_IPCACHE` entry changing, over {} changes.\n\n\
+             change: a pod created on another node, then deleted (ADDED and DELETED events), \
+             from the event sent to its `CNS_IPCACHE` entry appearing or going, over {} \
+             changes.\n\n\
              | cold start | from first list | change p50 | change p99 | change max | peak RSS (VmHWM) | RSS after |\n\
              |---|---|---|---|---|---|---|\n\
              | {:.2} s | {:.2} s | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} MiB | {:.0} MiB |\n\n\
@@ -214,26 +216,35 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Kub
     let lookup = |ip: Ipv4Addr| ipcache.get(&u32::from_ne_bytes(ip.octets()), 0).ok();
     let mut times = Vec::with_capacity(changes);
     for c in 0..changes {
-        // A remote pod, spread over the cluster.
-        let i = LOCAL_PODS + (c * 7919) % (spec.pods - LOCAL_PODS);
-        let ip = Spec::ip(i);
-        let before = lookup(ip).map(|r| (r.identity, r.ns_id));
-        let changed = spec.pod(i, Some(&format!("changed-{c}")));
+        // A pod created on another node (labels of an existing pod, a new address), then
+        // deleted: its IP cache entry appears, then goes.
+        let n = spec.pods + c / 2;
+        let ip = Spec::ip(n);
+        let mut pod = spec.pod(LOCAL_PODS + (c / 2 * 7919) % (spec.pods - LOCAL_PODS), None);
+        pod["metadata"]["name"] = json!(format!("new{n}"));
+        pod["status"]["podIP"] = json!(ip.to_string());
+        let namespace = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let added = c % 2 == 0;
         let sent = Instant::now();
-        api.apply(Res::Pods, changed);
+        if added {
+            api.apply(Res::Pods, pod);
+        } else {
+            api.delete(Res::Pods, &namespace, &format!("new{n}"), false);
+        }
         let deadline = sent + Duration::from_secs(10);
-        loop {
-            if lookup(ip).map(|r| (r.identity, r.ns_id)) != before {
-                times.push(sent.elapsed().as_secs_f64() * 1000.0);
-                break;
-            }
+        while lookup(ip).is_some() != added {
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "change {c}: CNS_IPCACHE entry of pod p{i} ({ip}) unchanged after 10 s\n{}",
+                "change {c}: CNS_IPCACHE entry of {ip} not {} after 10 s\n{}",
+                if added { "added" } else { "removed" },
                 agent.log()
             );
             std::thread::sleep(Duration::from_micros(50));
         }
+        times.push(sent.elapsed().as_secs_f64() * 1000.0);
     }
     let max = times.iter().copied().fold(0.0, f64::max);
     let result = KubeResult {
