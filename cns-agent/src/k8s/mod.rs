@@ -283,18 +283,14 @@ impl KubeSource {
 
     /// Every object the caches hold.
     fn present(&self) -> snapshot::Changed {
-        let keys =
-            |kind: Kind, keys: Vec<ObjectRef>| keys.into_iter().map(move |k| (kind.clone(), k));
-        keys(
-            Kind::Namespace,
-            self.namespaces.read().keys().cloned().collect(),
-        )
-        .chain(keys(Kind::Pod, self.pods.read().keys().cloned().collect()))
-        .chain(keys(
-            Kind::NetworkPolicy,
-            self.policies.read().keys().cloned().collect(),
-        ))
-        .collect()
+        let mut present = snapshot::Changed::new();
+        let ns = self.namespaces.read();
+        present.extend(ns.keys().map(|k| (Kind::Namespace, k.clone())));
+        let pods = self.pods.read();
+        present.extend(pods.keys().map(|k| (Kind::Pod, k.clone())));
+        let policies = self.policies.read();
+        present.extend(policies.keys().map(|k| (Kind::NetworkPolicy, k.clone())));
+        present
     }
 }
 

@@ -441,6 +441,7 @@ async fn not_ready_until_every_list_is_in_then_the_full_snapshot() {
     assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
     assert_eq!(names(&state.full().policies), ["demo/allow"]);
     assert_eq!(state.audit_mode, Some(false));
+    assert_eq!(h.source.cached(), (2, 2, 1));
     // What the agent reads of the pod.
     let web = &state.full().pods[&ObjectRef::new("demo", "web")];
     assert_eq!(web.labels["app"], "web");
@@ -558,11 +559,13 @@ async fn gone_relists_and_keeps_the_last_state_until_the_list_is_complete() {
     let state = h.read().expect("still synced");
     assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
     assert_eq!(app_of(&state, "demo", "web").as_deref(), Some("web"));
+    assert_eq!(h.source.cached().1, 2, "the cache keeps the last list");
     h.api.release_lists(PODS);
     let state = h
         .until_state("the re-listed pods", |s| s.full().pods.len() == 1)
         .await;
     assert_eq!(app_of(&state, "demo", "web").as_deref(), Some("web-v2"));
+    assert_eq!(h.source.cached().1, 1, "the new list swapped in whole");
     // A re-list has no delete events for what went: the source read everything.
     assert_eq!(h.reads.last(), Some(&"full"), "{:?}", h.reads);
     let pods = h
@@ -650,9 +653,7 @@ async fn a_malformed_object_is_reported_and_the_rest_of_its_list_enforced() {
     })
     .await;
     h.api.apply(PODS, malformed());
-    let state = h
-        .until_state("the error", |s| !s.errors.is_empty())
-        .await;
+    let state = h.until_state("the error", |s| !s.errors.is_empty()).await;
     assert!(state.errors[0].kept_last_good, "{}", state.errors[0]);
     assert_eq!(state.full().pods.len(), 3);
     assert_eq!(h.reads.last(), Some(&"changes"), "{:?}", h.reads);
