@@ -744,6 +744,28 @@ mod tests {
     }
 
     #[test]
+    fn a_configmap_that_did_not_decode_keeps_the_last_mode_reported() {
+        let mut last = LastGood::default();
+        let key = ObjectRef::new("cns-system", "cns-config");
+        let good: Entry<ConfigMap> = Ok(config(Some("true")));
+        to_changes(&cluster(), Changed::new(), Some((&key, &good)), &mut last);
+        let bad: Entry<ConfigMap> = Err(Arc::new(Invalid {
+            field: Some("data.policyAuditMode".into()),
+            message: "invalid type: integer `1`, expected a string".into(),
+        }));
+        let state = to_changes(&cluster(), Changed::new(), Some((&key, &bad)), &mut last);
+        assert_eq!(state.audit_mode, Some(true));
+        assert_eq!(state.errors.len(), 1, "{:?}", state.errors);
+        let e = &state.errors[0];
+        assert_eq!(e.object, "ConfigMap cns-system/cns-config");
+        assert_eq!(e.field.as_deref(), Some("data.policyAuditMode"));
+        assert!(e.kept_last_good);
+        // Gone: the flag is in charge again, and the error with it.
+        let state = to_changes(&cluster(), Changed::new(), None, &mut last);
+        assert_eq!((state.audit_mode, state.errors.len()), (None, 0));
+    }
+
+    #[test]
     fn slim_pod_keeps_what_the_compiler_reads() {
         let mut slim = Pod::clone(&pod("demo", "web", "node-1", "10.0.1.10"));
         slim.metadata.annotations = Some(
