@@ -36,13 +36,17 @@ pub mod source;
 pub mod syslog;
 pub mod uplink;
 
-/// An error and its sources, one line: "failed to X: because Y: because Z".
+/// An error and its sources, one line: "failed to X: because Y: because Z" (a source whose
+/// text the line already holds is not repeated: some errors include their source's text).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s

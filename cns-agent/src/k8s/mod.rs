@@ -1,10 +1,13 @@
 //! The Kubernetes API as a source of [`Snapshot`](crate::policy::model::Snapshot)s
 //! (`cns-agent run` without `--manifests`).
 //!
-//! [`KubeSource::start`] spawns one kube-runtime reflector per kind on the current tokio
+//! [`KubeSource::start`] spawns one kube-runtime watcher per kind on the current tokio
 //! runtime: Namespaces, Pods and NetworkPolicies of every namespace, and the agent's own
-//! ConfigMap (for `policyAuditMode`). Each keeps a cache (a reflector store) that the
-//! agent thread reads with [`SnapshotSource::read`]. Each watch event also records which
+//! ConfigMap (for `policyAuditMode`). Each feeds the agent's own cache ([`store::Store`])
+//! of what the agent keeps of its objects ([`decode`]: a pod as its compact `PodInfo`, so
+//! every pod of the cluster is held once, compact), which the agent thread reads with
+//! [`SnapshotSource::read`]. An object that does not decode is an entry with its error:
+//! reported like an invalid object, while the rest of its list is enforced. Each watch event also records which
 //! object it changed: a read validates just those ([`snapshot::to_changes`], pure) and hands
 //! the compiler the changes, so a pod edit costs that pod, not the cluster. The first read,
 //! a read after a re-list (a re-list has no delete events for what went) and a read the
@@ -14,16 +17,17 @@
 //!   [`SourceFailure::NotReady`] until every watcher has finished its first list.
 //! - Watch errors, dropped connections, API-server restarts and `410 Gone` do not flush
 //!   anything: the watcher resumes from its last resource version (bookmarks keep it
-//!   current), or re-lists after a 410; the store swaps the new list in atomically once it
-//!   is complete, so the caches hold the last state meanwhile.
+//!   current), or re-lists after a 410; the store swaps the new list in whole once it is
+//!   complete, so the caches hold the last state meanwhile.
 //! - Every change calls the `notify` callback; the agent coalesces those into one resync.
 
+pub mod decode;
 pub mod snapshot;
+pub mod store;
 #[cfg(test)]
 mod tests;
 
 use std::{
-    fmt::Debug,
     pin::pin,
     sync::{
         Arc, Mutex,
@@ -34,26 +38,33 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Namespace, Pod},
+    core::v1::{ConfigMap, Namespace},
     networking::v1::NetworkPolicy,
 };
 use kube::{
-    Api, Client, Resource,
+    Api, Client,
     runtime::{
         WatchStreamExt,
-        reflector::{self, Store},
         utils::Backoff,
         watcher::{self, DefaultBackoff, Event},
     },
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::source::{SnapshotSource, SourceFailure, SourceState};
 
 pub use snapshot::{AUDIT_MODE_KEY, ClusterObjects, LastGood, to_state};
 
-use crate::{policy::model::ObjectRef, source::Kind};
+use self::{
+    decode::{Decoded, Entry, Keep},
+    store::{Store, Writer},
+};
+use crate::{
+    error_chain,
+    policy::model::{ObjectRef, PodInfo},
+    source::Kind,
+};
 
 /// What the watchers changed in the caches since the last read.
 #[derive(Debug, Default)]
@@ -153,12 +164,12 @@ impl Health {
     }
 }
 
-/// Cluster state from the API server, through reflectors. See the module documentation.
+/// Cluster state from the API server, through watchers. See the module documentation.
 pub struct KubeSource {
-    namespaces: Store<Namespace>,
-    pods: Store<Pod>,
-    policies: Store<NetworkPolicy>,
-    config: Store<ConfigMap>,
+    namespaces: Arc<Store<Namespace>>,
+    pods: Arc<Store<PodInfo>>,
+    policies: Arc<Store<NetworkPolicy>>,
+    config: Arc<Store<ConfigMap>>,
     health: Vec<Arc<Health>>,
     dirty: Arc<Mutex<Dirty>>,
     last: LastGood,
@@ -194,10 +205,9 @@ impl KubeSource {
         };
         let (namespaces, t) = watch(
             &runtime,
-            Api::<Namespace>::all(client.clone()),
+            Api::<Decoded<Namespace>>::all(client.clone()),
             all(),
             cfg.retry,
-            |ns| snapshot::slim_metadata(&mut ns.metadata),
             Some((Kind::Namespace, dirty.clone())),
             health_of("namespaces"),
             notify.clone(),
@@ -205,10 +215,9 @@ impl KubeSource {
         tasks.push(t);
         let (pods, t) = watch(
             &runtime,
-            Api::<Pod>::all(client.clone()),
+            Api::<Decoded<PodInfo>>::all(client.clone()),
             all(),
             cfg.retry,
-            snapshot::slim_pod,
             Some((Kind::Pod, dirty.clone())),
             health_of("pods"),
             notify.clone(),
@@ -216,10 +225,9 @@ impl KubeSource {
         tasks.push(t);
         let (policies, t) = watch(
             &runtime,
-            Api::<NetworkPolicy>::all(client.clone()),
+            Api::<Decoded<NetworkPolicy>>::all(client.clone()),
             all(),
             cfg.retry,
-            |np| snapshot::slim_metadata(&mut np.metadata),
             Some((Kind::NetworkPolicy, dirty.clone())),
             health_of("networkpolicies"),
             notify.clone(),
@@ -228,10 +236,9 @@ impl KubeSource {
         // One object by name: RBAC can then restrict the agent to it (resourceNames).
         let (config, t) = watch(
             &runtime,
-            Api::<ConfigMap>::namespaced(client, &cfg.configmap_namespace),
+            Api::<Decoded<ConfigMap>>::namespaced(client, &cfg.configmap_namespace),
             watcher::Config::default().fields(&format!("metadata.name={}", cfg.configmap_name)),
             cfg.retry,
-            |cm| snapshot::slim_metadata(&mut cm.metadata),
             // Read at every sync: one object.
             None,
             health_of("configmap"),
@@ -260,38 +267,45 @@ impl KubeSource {
         self.health.iter().map(|h| h.status()).collect()
     }
 
-    /// What the caches hold now.
-    pub fn objects(&self) -> ClusterObjects {
-        ClusterObjects {
-            namespaces: self.namespaces.state(),
-            pods: self.pods.state(),
-            policies: self.policies.state(),
-            // The watch selects it by name: at most one.
-            config: self.config.state().into_iter().next(),
-        }
+    /// How many objects each cache holds: namespaces, pods, policies.
+    pub fn cached(&self) -> (usize, usize, usize) {
+        (
+            self.namespaces.read().len(),
+            self.pods.read().len(),
+            self.policies.read().len(),
+        )
+    }
+
+    /// The agent's ConfigMap (the watch selects it by name: at most one).
+    fn config(&self) -> Option<(ObjectRef, Entry<ConfigMap>)> {
+        let config = self.config.read();
+        config.iter().next().map(|(k, e)| (k.clone(), e.clone()))
+    }
+
+    /// Every object the caches hold.
+    fn present(&self) -> snapshot::Changed {
+        let mut present = snapshot::Changed::new();
+        let ns = self.namespaces.read();
+        present.extend(ns.keys().map(|k| (Kind::Namespace, k.clone())));
+        let pods = self.pods.read();
+        present.extend(pods.keys().map(|k| (Kind::Pod, k.clone())));
+        let policies = self.policies.read();
+        present.extend(policies.keys().map(|k| (Kind::NetworkPolicy, k.clone())));
+        present
     }
 }
 
-/// The reflector stores, looked up by key.
-struct Caches<'a> {
-    namespaces: &'a Store<Namespace>,
-    pods: &'a Store<Pod>,
-    policies: &'a Store<NetworkPolicy>,
-}
-
-impl snapshot::Caches for Caches<'_> {
-    fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
-        self.namespaces.get(&reflector::ObjectRef::new(name))
+impl snapshot::Kept for KubeSource {
+    fn namespace(&self, name: &str) -> Option<Entry<Namespace>> {
+        self.namespaces.get(&ObjectRef::new("", name))
     }
 
-    fn pod(&self, key: &ObjectRef) -> Option<Arc<Pod>> {
-        let r = reflector::ObjectRef::new(&key.name).within(&key.namespace);
-        self.pods.get(&r)
+    fn pod(&self, key: &ObjectRef) -> Option<Entry<PodInfo>> {
+        self.pods.get(key)
     }
 
-    fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>> {
-        let r = reflector::ObjectRef::new(&key.name).within(&key.namespace);
-        self.policies.get(&r)
+    fn policy(&self, key: &ObjectRef) -> Option<Entry<NetworkPolicy>> {
+        self.policies.get(key)
     }
 }
 
@@ -318,20 +332,16 @@ impl SnapshotSource for KubeSource {
         }
         // Taken before the caches are read: what changes meanwhile is read again next time.
         let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
-        if full || dirty.relisted {
-            return Ok(to_state(&self.objects(), &mut self.last));
-        }
-        let config = self.config.state().into_iter().next();
-        Ok(snapshot::to_changes(
-            &Caches {
-                namespaces: &self.namespaces,
-                pods: &self.pods,
-                policies: &self.policies,
-            },
-            dirty.changed,
-            config.as_deref(),
-            &mut self.last,
-        ))
+        let config = self.config();
+        let config = config.as_ref().map(|(k, e)| (k, e));
+        let mut last = std::mem::take(&mut self.last);
+        let state = if full || dirty.relisted {
+            snapshot::to_state_of(self, self.present(), config, &mut last)
+        } else {
+            snapshot::to_changes(self, dirty.changed, config, &mut last)
+        };
+        self.last = last;
+        Ok(state)
     }
 
     fn describe(&self) -> String {
@@ -363,35 +373,27 @@ impl Backoff for RetryBackoff {
     }
 }
 
-/// Spawns a reflector for `api`: its store, and the task feeding it. The task records the
-/// objects each event changed in `dirty` (for the kind given), then calls `notify`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call per kind; a struct would only name the same eight things"
-)]
-fn watch<K>(
+/// Spawns a watcher for `api`: the store it feeds, and the task feeding it. The task
+/// applies each event to the store, records the objects it changed in `dirty` (for the
+/// kind given), then calls `notify`.
+fn watch<T: Keep>(
     runtime: &tokio::runtime::Handle,
-    api: Api<K>,
+    api: Api<Decoded<T>>,
     config: watcher::Config,
     retry: Retry,
-    slim: fn(&mut K),
     dirty: Option<(Kind, Arc<Mutex<Dirty>>)>,
     health: Arc<Health>,
     notify: Notify,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
+) -> (Arc<Store<T>>, JoinHandle<()>) {
+    let store = Arc::new(Store::default());
+    let mut writer = Writer::new(store.clone());
     let backoff = match retry {
         Retry::Default => RetryBackoff::Default(Box::default()),
         Retry::Fixed(d) => RetryBackoff::Fixed(d),
     };
-    let stream = watcher::watcher(api, config).modify(slim).backoff(backoff);
-    let stream = reflector::reflector(writer, stream);
+    let stream = watcher::watcher(api, config).backoff(backoff);
     let task = runtime.spawn(async move {
         let mut stream = pin!(stream);
-        // The reflector has applied each event to the store before yielding it.
         let record = |change: &dyn Fn(&mut Dirty)| {
             if let Some((_, dirty)) = &dirty {
                 // A poisoned lock: a reader panicked; the agent then reads everything.
@@ -400,14 +402,13 @@ where
             }
         };
         while let Some(event) = stream.next().await {
+            if let Ok(event) = &event {
+                writer.apply(event);
+            }
             match event {
                 Ok(Event::Apply(obj) | Event::Delete(obj)) => {
                     if let Some((kind, _)) = &dirty {
-                        let meta = obj.meta();
-                        let key = ObjectRef::new(
-                            meta.namespace.clone().unwrap_or_default(),
-                            meta.name.clone().unwrap_or_default(),
-                        );
+                        let key = obj.key();
                         record(&|d| _ = d.changed.insert((kind.clone(), key.clone())));
                     }
                     notify();
@@ -424,7 +425,7 @@ where
                 Ok(Event::InitApply(_)) => {}
                 Ok(Event::InitDone) => {
                     // The store swapped the new list in: objects may have gone without a
-                    // delete event.
+                    // delete event. (Its invalid entries are reported at the read.)
                     record(&|d| d.relisted = true);
                     if !health.synced.swap(true, Ordering::AcqRel) {
                         tracing::info!(resource = health.resource, "watch synced");
@@ -443,19 +444,4 @@ where
         }
     });
     (store, task)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        // Some errors repeat their source's text in their own.
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
 }

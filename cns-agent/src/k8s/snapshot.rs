@@ -1,7 +1,8 @@
 //! From the watchers' caches to a [`SourceState`]: the pure part of the Kubernetes source.
 //!
-//! [`to_state`] gets every cached Namespace, Pod and NetworkPolicy (all namespaces) and the
-//! agent's ConfigMap, and gives the snapshot the compiler takes; [`to_changes`] takes only
+//! [`to_state`] gets every cached Namespace, Pod (kept as its `PodInfo`, see
+//! [`super::decode`]) and NetworkPolicy (all namespaces) and the agent's ConfigMap, and
+//! gives the snapshot the compiler takes; [`to_changes`] takes only
 //! the objects the watch events named and gives what changed in that snapshot (the same
 //! rules, one object at a time: a property test checks the two against each other). Like the manifests source,
 //! it never lets bad input empty the datapath: an object that fails validation keeps its last
@@ -10,7 +11,7 @@
 //! good version.
 //!
 //! [`slim_pod`] and [`slim_metadata`] drop what the agent never reads before objects enter
-//! the caches (every pod of the cluster is cached on every node).
+//! the caches (every pod of the cluster is cached on every node, as a `PodInfo`).
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
@@ -22,11 +23,12 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
+use super::decode::{Entry, Invalid, Keep};
 use crate::{
     policy::{
         AuditMode,
         model::{ObjectRef, PodInfo, Snapshot, SnapshotChanges, SnapshotUpdate},
-        validate::{FieldError, validate_namespace, validate_pod, validate_policy},
+        validate::{FieldError, validate_namespace, validate_policy},
     },
     source::{Kind, NAMESPACE_NAME_LABEL, SourceError, SourceState},
 };
@@ -38,7 +40,8 @@ pub const AUDIT_MODE_KEY: &str = "policyAuditMode";
 /// Annotation `kubectl apply` leaves on objects: a full copy of the object, never read.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// The content of the watchers' caches at one instant.
+/// Cluster objects as the API gives them (tests and the bench build these; the source's
+/// own caches keep the compact form, [`Kept`]).
 #[derive(Clone, Debug, Default)]
 pub struct ClusterObjects {
     pub namespaces: Vec<Arc<Namespace>>,
@@ -53,7 +56,7 @@ pub struct ClusterObjects {
 #[derive(Clone, Debug, Default)]
 pub struct LastGood {
     namespaces: BTreeMap<String, Accepted<Namespace>>,
-    pods: BTreeMap<ObjectRef, Accepted<Pod, PodInfo>>,
+    pods: BTreeMap<ObjectRef, Accepted<PodInfo>>,
     policies: BTreeMap<ObjectRef, Accepted<NetworkPolicy>>,
     audit_mode: Option<AuditMode>,
     /// By kind, then namespace/name: the order they are reported in.
@@ -72,9 +75,9 @@ impl LastGood {
     }
 }
 
-/// A valid object as the cache gave it, and what the snapshot holds of it (a pod's
-/// [`PodInfo`], or the object itself): kept together so that an object the cache has not
-/// replaced gives every snapshot the same `Arc` without being validated or converted again.
+/// A valid object as the cache gave it, and what the snapshot holds of it (the same
+/// object, labelled for a namespace): kept together so that an object the cache has not
+/// replaced gives every snapshot the same `Arc` without being validated again.
 #[derive(Debug)]
 struct Accepted<K, V = K> {
     cached: Arc<K>,
@@ -90,13 +93,44 @@ impl<K, V> Clone for Accepted<K, V> {
     }
 }
 
-/// What the caches hold, by key: the Kubernetes source's reflector stores (tests use
-/// [`ClusterObjects`]).
+/// What the caches hold, by key, in the form they keep it: a pod as its `PodInfo`
+/// (validated when its event came), an object that did not decode as [`Invalid`]. The
+/// Kubernetes source's stores.
+pub trait Kept {
+    fn namespace(&self, name: &str) -> Option<Entry<Namespace>>;
+    fn pod(&self, key: &ObjectRef) -> Option<Entry<PodInfo>>;
+    fn policy(&self, key: &ObjectRef) -> Option<Entry<NetworkPolicy>>;
+}
+
+/// The same, holding API objects (tests and the bench): pods are kept as the source's
+/// stores would keep them.
 pub trait Caches {
     fn namespace(&self, name: &str) -> Option<Arc<Namespace>>;
     fn pod(&self, key: &ObjectRef) -> Option<Arc<Pod>>;
     fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>>;
 }
+
+impl<C: Caches> Kept for C {
+    fn namespace(&self, name: &str) -> Option<Entry<Namespace>> {
+        Caches::namespace(self, name).map(Ok)
+    }
+
+    fn pod(&self, key: &ObjectRef) -> Option<Entry<PodInfo>> {
+        let pod = Caches::pod(self, key)?;
+        Some(
+            PodInfo::keep(Pod::clone(&pod))
+                .map(Arc::new)
+                .map_err(Arc::new),
+        )
+    }
+
+    fn policy(&self, key: &ObjectRef) -> Option<Entry<NetworkPolicy>> {
+        Caches::policy(self, key).map(Ok)
+    }
+}
+
+/// The agent's ConfigMap as a cache holds it, with its namespace/name.
+pub type Config<'a> = Option<(&'a ObjectRef, &'a Entry<ConfigMap>)>;
 
 impl Caches for ClusterObjects {
     fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
@@ -122,7 +156,7 @@ impl Caches for ClusterObjects {
 /// The objects the caches changed since a read (namespaces with an empty namespace).
 pub type Changed = std::collections::BTreeSet<(Kind, ObjectRef)>;
 
-/// Maps the caches to the snapshot, validating every object the caches replaced; updates
+/// Maps the objects to the snapshot, validating every object the caches replaced; updates
 /// `last`.
 pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
     let mut present = Changed::new();
@@ -136,6 +170,21 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
     for np in &objects.policies {
         present.insert((Kind::NetworkPolicy, object_ref(&np.metadata)));
     }
+    let config = objects.config.clone().map(|cm| {
+        let key = object_ref(&cm.metadata);
+        (key, Ok(cm))
+    });
+    let config = config.as_ref().map(|(k, e)| (k, e));
+    to_state_of(&Indexed::new(objects), present, config, last)
+}
+
+/// [`to_state`] for caches holding the `present` objects (every one of them).
+pub fn to_state_of(
+    caches: &impl Kept,
+    mut present: Changed,
+    config: Config<'_>,
+    last: &mut LastGood,
+) -> SourceState {
     // What the caches no longer hold is gone.
     let gone: Vec<(Kind, ObjectRef)> = last
         .namespaces
@@ -151,8 +200,7 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
         .filter(|k| !present.contains(k))
         .collect();
     present.extend(gone);
-    let caches = Indexed::new(objects);
-    apply(&caches, present, objects.config.as_deref(), last);
+    apply(caches, present, config, last);
     let snapshot = Snapshot {
         namespaces: values(&last.namespaces),
         pods: values(&last.pods),
@@ -168,9 +216,9 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
 /// What the `changed` objects of the caches change in the snapshot of the last read;
 /// updates `last`. Costs the changed objects, not the cluster.
 pub fn to_changes(
-    caches: &impl Caches,
+    caches: &impl Kept,
     changed: Changed,
-    config: Option<&ConfigMap>,
+    config: Config<'_>,
     last: &mut LastGood,
 ) -> SourceState {
     let changes = apply(caches, changed, config, last);
@@ -227,9 +275,9 @@ impl Caches for Indexed<'_> {
 /// Validates the `changed` objects as the caches hold them now (or forgets them, gone),
 /// and the ConfigMap's mode; returns what changed in the snapshot.
 fn apply(
-    caches: &impl Caches,
+    caches: &impl Kept,
     changed: Changed,
-    config: Option<&ConfigMap>,
+    config: Config<'_>,
     last: &mut LastGood,
 ) -> SnapshotChanges {
     let mut changes = SnapshotChanges::default();
@@ -242,7 +290,7 @@ fn apply(
         let errors = &mut last.errors;
         match kind {
             Kind::Namespace => {
-                let ns = caches.namespace(&key.name).map(with_name_label);
+                let ns = caches.namespace(&key.name).map(|e| e.map(with_name_label));
                 if let Some(change) = accept(
                     key.name.clone(),
                     ns,
@@ -259,8 +307,9 @@ fn apply(
                 if let Some(change) = accept(
                     key.clone(),
                     caches.pod(&key),
-                    validate_pod,
-                    |pod| Arc::new(PodInfo::from(&**pod)),
+                    // Validated as a `Pod` when its event came (`decode::Keep`).
+                    |_| Vec::new(),
+                    Arc::clone,
                     &object,
                     &mut last.pods,
                     (errors, error_key),
@@ -308,28 +357,26 @@ fn with_name_label(ns: Arc<Namespace>) -> Arc<Namespace> {
     Arc::new(ns)
 }
 
-/// The mode the ConfigMap sets; an invalid value keeps the last good one, reported.
-fn audit_mode(config: Option<&ConfigMap>, last: &mut LastGood) -> Option<AuditMode> {
+/// The mode the ConfigMap sets; an invalid value (or ConfigMap) keeps the last good one,
+/// reported.
+fn audit_mode(config: Config<'_>, last: &mut LastGood) -> Option<AuditMode> {
     last.config_error = None;
-    match config.map(audit_mode_of) {
-        None | Some(Ok(None)) => None,
-        Some(Ok(Some(mode))) => Some(mode),
-        Some(Err(message)) => {
-            let cm = config.map(|c| &c.metadata);
-            let error = SourceError {
-                file: PathBuf::from(SOURCE_FILE),
-                object: format!(
-                    "ConfigMap {}",
-                    cm.map(object_ref).unwrap_or_else(|| ObjectRef::new("", ""))
-                ),
-                field: Some(format!("data.{AUDIT_MODE_KEY}")),
-                message,
-                kept_last_good: last.audit_mode.is_some(),
-            };
-            last.config_error = Some(error);
-            last.audit_mode
-        }
-    }
+    let (key, entry) = config?;
+    let (field, message) = match entry {
+        Ok(cm) => match audit_mode_of(cm) {
+            Ok(mode) => return mode,
+            Err(message) => (Some(format!("data.{AUDIT_MODE_KEY}")), message),
+        },
+        Err(invalid) => (invalid.field.clone(), invalid.message.clone()),
+    };
+    last.config_error = Some(SourceError {
+        file: PathBuf::from(SOURCE_FILE),
+        object: format!("ConfigMap {key}"),
+        field,
+        message,
+        kept_last_good: last.audit_mode.is_some(),
+    });
+    last.audit_mode
 }
 
 /// `policyAuditMode` of the agent's ConfigMap: `None` when the key is absent.
@@ -352,7 +399,7 @@ type ErrorSlot<'a> = (
 /// again. Returns what the snapshot now holds for it, if that changed.
 fn accept<Key: Ord + Clone, K: PartialEq, V>(
     key: Key,
-    obj: Option<Arc<K>>,
+    obj: Option<Entry<K>>,
     validate: fn(&K) -> Vec<FieldError>,
     convert: fn(&Arc<K>) -> Arc<V>,
     object: &str,
@@ -363,14 +410,27 @@ fn accept<Key: Ord + Clone, K: PartialEq, V>(
         errors.remove(&error_key);
         return last.remove(&key).map(|_| None);
     };
+    let obj = match obj {
+        Ok(obj) => obj,
+        Err(invalid) => {
+            let error = SourceError {
+                file: PathBuf::from(SOURCE_FILE),
+                object: object.to_owned(),
+                field: invalid.field.clone(),
+                message: invalid.message.clone(),
+                kept_last_good: last.contains_key(&key),
+            };
+            errors.insert(error_key, error);
+            return None;
+        }
+    };
     if let Some(before) = last.get(&key)
         && (Arc::ptr_eq(&before.cached, &obj) || *before.cached == *obj)
     {
         errors.remove(&error_key);
         return None;
     }
-    let field_errors = validate(&obj);
-    let Some(first) = field_errors.first() else {
+    let Some(invalid) = Invalid::of_fields(&validate(&obj)) else {
         errors.remove(&error_key);
         let value = convert(&obj);
         last.insert(
@@ -382,17 +442,11 @@ fn accept<Key: Ord + Clone, K: PartialEq, V>(
         );
         return Some(Some(value));
     };
-    let message = field_errors
-        .iter()
-        .skip(1)
-        .fold(first.message.clone(), |acc, e| {
-            format!("{acc}; {}: {}", e.field, e.message)
-        });
     let error = SourceError {
         file: PathBuf::from(SOURCE_FILE),
         object: object.to_owned(),
-        field: Some(first.field.clone()),
-        message,
+        field: invalid.field,
+        message: invalid.message,
         kept_last_good: last.contains_key(&key),
     };
     errors.insert(error_key, error);
@@ -688,6 +742,28 @@ mod tests {
     }
 
     #[test]
+    fn a_configmap_that_did_not_decode_keeps_the_last_mode_reported() {
+        let mut last = LastGood::default();
+        let key = ObjectRef::new("cns-system", "cns-config");
+        let good: Entry<ConfigMap> = Ok(config(Some("true")));
+        to_changes(&cluster(), Changed::new(), Some((&key, &good)), &mut last);
+        let bad: Entry<ConfigMap> = Err(Arc::new(Invalid {
+            field: Some("data.policyAuditMode".into()),
+            message: "invalid type: integer `1`, expected a string".into(),
+        }));
+        let state = to_changes(&cluster(), Changed::new(), Some((&key, &bad)), &mut last);
+        assert_eq!(state.audit_mode, Some(AuditMode::Audit));
+        assert_eq!(state.errors.len(), 1, "{:?}", state.errors);
+        let e = &state.errors[0];
+        assert_eq!(e.object, "ConfigMap cns-system/cns-config");
+        assert_eq!(e.field.as_deref(), Some("data.policyAuditMode"));
+        assert!(e.kept_last_good);
+        // Gone: the flag is in charge again, and the error with it.
+        let state = to_changes(&cluster(), Changed::new(), None, &mut last);
+        assert_eq!((state.audit_mode, state.errors.len()), (None, 0));
+    }
+
+    #[test]
     fn slim_pod_keeps_what_the_compiler_reads() {
         let mut slim = Pod::clone(&pod("demo", "web", "node-1", "10.0.1.10"));
         slim.metadata.annotations = Some(
@@ -857,7 +933,9 @@ mod tests {
                         };
                         changed.insert(key);
                     }
-                    let state = to_changes(&objects, changed, objects.config.as_deref(), &mut by_changes);
+                    let config = objects.config.clone().map(|cm| (ObjectRef::new("cns-system", "cns-config"), Ok(cm)));
+                    let config = config.as_ref().map(|(k, e)| (k, e));
+                    let state = to_changes(&objects, changed, config, &mut by_changes);
                     let SnapshotUpdate::Changes(c) = state.update else { unreachable!() };
                     c.apply_to(&mut tracked);
                     let expected = to_state(&objects, &mut reference);

@@ -442,6 +442,7 @@ async fn not_ready_until_every_list_is_in_then_the_full_snapshot() {
     assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
     assert_eq!(names(&state.full().policies), ["demo/allow"]);
     assert_eq!(state.audit_mode, Some(AuditMode::Blocking));
+    assert_eq!(h.source.cached(), (2, 2, 1));
     // What the agent reads of the pod.
     let web = &state.full().pods[&ObjectRef::new("demo", "web")];
     assert_eq!(web.labels["app"], "web");
@@ -559,11 +560,13 @@ async fn gone_relists_and_keeps_the_last_state_until_the_list_is_complete() {
     let state = h.read().expect("still synced");
     assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
     assert_eq!(app_of(&state, "demo", "web").as_deref(), Some("web"));
+    assert_eq!(h.source.cached().1, 2, "the cache keeps the last list");
     h.api.release_lists(PODS);
     let state = h
         .until_state("the re-listed pods", |s| s.full().pods.len() == 1)
         .await;
     assert_eq!(app_of(&state, "demo", "web").as_deref(), Some("web-v2"));
+    assert_eq!(h.source.cached().1, 1, "the new list swapped in whole");
     // A re-list has no delete events for what went: the source read everything.
     assert_eq!(h.reads.last(), Some(&"full"), "{:?}", h.reads);
     let pods = h
@@ -619,4 +622,40 @@ async fn api_server_restart_and_failed_requests_are_retried() {
     h.api.apply(CONFIGMAPS, config("true"));
     h.until_state("the new mode", |s| s.audit_mode == Some(AuditMode::Audit))
         .await;
+}
+
+#[tokio::test]
+async fn a_malformed_object_is_reported_and_the_rest_of_its_list_enforced() {
+    // A pod whose port is a string: a typed list of pods would fail as a whole.
+    let malformed = || {
+        let mut bad = pod("demo", "bad", "bad", "10.0.1.99");
+        bad["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("eighty");
+        bad
+    };
+    let api = seeded();
+    api.apply(PODS, malformed());
+    let mut h = Harness::started(api).await;
+    let state = h.until_state("the first snapshot", |_| true).await;
+    assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
+    assert_eq!(state.errors.len(), 1, "{:?}", state.errors);
+    let e = &state.errors[0];
+    assert_eq!(e.object, "Pod demo/bad");
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.containers[0].ports[0].containerPort")
+    );
+    assert!(!e.kept_last_good);
+    assert!(h.source.watch_status().iter().all(|s| s.errors == 0));
+
+    // Fixed by a watch event, then malformed again: its last good version stays.
+    h.api.apply(PODS, pod("demo", "bad", "bad", "10.0.1.99"));
+    h.until_state("the fixed pod", |s| {
+        s.full().pods.len() == 3 && s.errors.is_empty()
+    })
+    .await;
+    h.api.apply(PODS, malformed());
+    let state = h.until_state("the error", |s| !s.errors.is_empty()).await;
+    assert!(state.errors[0].kept_last_good, "{}", state.errors[0]);
+    assert_eq!(state.full().pods.len(), 3);
+    assert_eq!(h.reads.last(), Some(&"changes"), "{:?}", h.reads);
 }

@@ -12,6 +12,8 @@
 //!   pod's veth vs in XDP on the uplink vs iptables, from sockets and from XDP live frames.
 //! - [`control`]: the agent's pipeline (parse, compile, encode, diff, apply) on synthetic
 //!   clusters, peak memory per size (a child process per size), single-change latency.
+//! - [`kube`]: Kubernetes mode through the real agent and the fake API server over HTTP:
+//!   cold start, single-change latency to the maps, peak RSS.
 //!
 //! [`rawbpf`] loads the bench's own tiny XDP programs (empty, flood generator, bare drop);
 //! [`report`] writes `bench.json` and `bench.md`; [`charts`] draws the SVG charts beside them
@@ -22,6 +24,7 @@ pub mod control;
 pub mod flood;
 pub mod heap;
 pub mod kernel;
+pub mod kube;
 pub mod rawbpf;
 pub mod report;
 pub mod traffic;

@@ -68,6 +68,7 @@ pub struct Report {
     pub control: Option<(Vec<ControlResult>, Vec<Incremental>)>,
     pub traffic: Option<super::traffic::TrafficReport>,
     pub traffic_skipped: Option<String>,
+    pub kube: Option<super::kube::KubeResult>,
     pub notes: Vec<String>,
     pub seconds: f64,
 }
@@ -111,6 +112,7 @@ impl Report {
             })),
             "traffic": self.traffic.as_ref().map(super::traffic::TrafficReport::json),
             "traffic_skipped": self.traffic_skipped,
+            "kubernetes_mode": self.kube.as_ref().map(super::kube::KubeResult::json),
             "notes": self.notes,
         })
     }
@@ -252,6 +254,7 @@ impl Report {
                 ));
             }
         }
+        h.extend(self.kube.as_ref().map(super::kube::KubeResult::headline));
         h
     }
 
@@ -474,6 +477,9 @@ impl Report {
             }
         } else {
             let _ = writeln!(s, "Not run.\n");
+        }
+        if let Some(k) = &self.kube {
+            let _ = writeln!(s, "{}", k.markdown());
         }
         let _ = writeln!(s, "## Not measured yet\n");
         for n in &self.notes {
@@ -828,6 +834,7 @@ mod tests {
             control: None,
             traffic: Some(traffic),
             traffic_skipped: None,
+            kube: None,
             notes: Vec::new(),
             seconds: 1.0,
         }

@@ -4,9 +4,9 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use cns_tests::bench::{Options, charts, control, kernel, report, traffic};
+use cns_tests::bench::{Options, charts, control, kernel, kube, report, traffic};
 
-const USAGE: &str = "usage: cns-bench [--quick] [--out DIR] [--only kernel,traffic,flood,control]
+const USAGE: &str = "usage: cns-bench [--quick] [--out DIR] [--only kernel,traffic,flood,control,kube]
        cns-bench charts BENCH_JSON DIR   (draws the charts of an earlier run's bench.json into DIR)";
 
 #[global_allocator]
@@ -89,6 +89,7 @@ fn run() -> anyhow::Result<()> {
         control: None,
         traffic: None,
         traffic_skipped: None,
+        kube: None,
         notes: vec![
             "Traffic: sockperf (latency here comes from the bench's own sockets).".into(),
             "The denied flood on a real NIC (native XDP in a driver) and over several CPUs: the virtual node's veths have one queue and the generator shares the 2 vCPUs with the node.".into(),
@@ -117,6 +118,9 @@ fn run() -> anyhow::Result<()> {
     }
     if wants("control") {
         rep.control = Some(control::run(&opts, &mut progress)?);
+    }
+    if wants("kube") && cns_tests::kernel_or_skip("bench kube") {
+        rep.kube = Some(kube::run(&opts, &mut progress)?);
     }
     rep.seconds = started.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&rep.json())?;

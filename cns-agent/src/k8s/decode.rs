@@ -1,0 +1,256 @@
+//! What the watchers keep of each object, decoded one object at a time.
+//!
+//! The watchers do not watch k8s-openapi types directly: they watch [`Decoded<T>`], whose
+//! `Deserialize` turns each object of a list or watch event into what the caches keep
+//! ([`Keep`]) at once — a pod into its compact [`PodInfo`] (validated first), other kinds
+//! into their slimmed objects. So every pod of the cluster is held once, compact, and an
+//! object that does not fit its type (a string where a port number goes) becomes an
+//! [`Invalid`] entry naming the field, instead of failing the whole list (a typed
+//! `ObjectList<Pod>` fails as a whole, and the watcher would retry it forever).
+
+use std::{borrow::Cow, fmt, sync::Arc};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{ConfigMap, Namespace, Pod},
+        networking::v1::NetworkPolicy,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::Resource;
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+
+use super::snapshot::{slim_metadata, slim_pod};
+use crate::policy::{
+    model::{ObjectRef, PodInfo},
+    validate::{FieldError, validate_pod},
+};
+
+/// Why an object cannot be used: the field at fault (when known) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl Invalid {
+    /// The first field's error, with the others appended (as the manifests source says it).
+    pub fn of_fields(errors: &[FieldError]) -> Option<Self> {
+        let first = errors.first()?;
+        let message = errors.iter().skip(1).fold(first.message.clone(), |acc, e| {
+            format!("{acc}; {}: {}", e.field, e.message)
+        });
+        Some(Self {
+            field: Some(first.field.clone()),
+            message,
+        })
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// One cached object: what is kept of it, or why it cannot be used.
+pub type Entry<T> = Result<Arc<T>, Arc<Invalid>>;
+
+/// What a cache keeps of one kind: `Api` is the API's type, `keep` makes the kept form.
+pub trait Keep: Sized + Send + Sync + fmt::Debug + 'static {
+    type Api: Resource<DynamicType = ()> + DeserializeOwned;
+    fn keep(obj: Self::Api) -> Result<Self, Invalid>;
+}
+
+impl Keep for Namespace {
+    type Api = Namespace;
+    fn keep(mut ns: Namespace) -> Result<Self, Invalid> {
+        slim_metadata(&mut ns.metadata);
+        Ok(ns)
+    }
+}
+
+impl Keep for NetworkPolicy {
+    type Api = NetworkPolicy;
+    fn keep(mut np: NetworkPolicy) -> Result<Self, Invalid> {
+        slim_metadata(&mut np.metadata);
+        Ok(np)
+    }
+}
+
+impl Keep for ConfigMap {
+    type Api = ConfigMap;
+    fn keep(mut cm: ConfigMap) -> Result<Self, Invalid> {
+        slim_metadata(&mut cm.metadata);
+        Ok(cm)
+    }
+}
+
+/// A pod is validated as a `Pod` when its event arrives, then only its [`PodInfo`] is kept.
+impl Keep for PodInfo {
+    type Api = Pod;
+    fn keep(mut pod: Pod) -> Result<Self, Invalid> {
+        slim_pod(&mut pod);
+        match Invalid::of_fields(&validate_pod(&pod)) {
+            Some(invalid) => Err(invalid),
+            None => Ok(PodInfo::from(&pod)),
+        }
+    }
+}
+
+/// An object of a list or watch event: its name, namespace and resource version (what the
+/// watcher and the caches need) and what is kept of it.
+#[derive(Debug)]
+pub struct Decoded<T> {
+    metadata: ObjectMeta,
+    pub kept: Entry<T>,
+}
+
+impl<T> Clone for Decoded<T> {
+    fn clone(&self) -> Self {
+        Self {
+            metadata: self.metadata.clone(),
+            kept: self.kept.clone(),
+        }
+    }
+}
+
+impl<T> Decoded<T> {
+    /// Where the caches file it (namespaces under an empty namespace).
+    pub fn key(&self) -> ObjectRef {
+        ObjectRef::new(
+            self.metadata.namespace.clone().unwrap_or_default(),
+            self.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl<T: Keep> Resource for Decoded<T> {
+    type DynamicType = ();
+    type Scope = <T::Api as Resource>::Scope;
+
+    fn kind((): &()) -> Cow<'_, str> {
+        T::Api::kind(&())
+    }
+    fn group((): &()) -> Cow<'_, str> {
+        T::Api::group(&())
+    }
+    fn version((): &()) -> Cow<'_, str> {
+        T::Api::version(&())
+    }
+    fn plural((): &()) -> Cow<'_, str> {
+        T::Api::plural(&())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The metadata the watcher and the caches read, taken leniently (whatever else is wrong).
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Identity {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+}
+
+impl<'de, T: Keep> Deserialize<'de> for Decoded<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Through a `Value`, one object at a time: a type error stays this object's.
+        let value = serde_json::Value::deserialize(d)?;
+        let id = value
+            .get("metadata")
+            .and_then(|m| Identity::deserialize(m).ok())
+            .unwrap_or_default();
+        let kept = serde_path_to_error::deserialize::<_, T::Api>(value)
+            .map_err(|e| Invalid {
+                field: Some(e.path().to_string()),
+                message: e.into_inner().to_string(),
+            })
+            .and_then(T::keep)
+            .map(Arc::new)
+            .map_err(Arc::new);
+        Ok(Self {
+            metadata: ObjectMeta {
+                name: id.name,
+                namespace: id.namespace,
+                resource_version: id.resource_version,
+                ..ObjectMeta::default()
+            },
+            kept,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::ResourceExt;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_pod_is_kept_compact_and_validated() {
+        let pod: Decoded<PodInfo> = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "demo", "resourceVersion": "7",
+                         "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x",
+                     "ports": [{"containerPort": 80, "name": "http"}]}]},
+            "status": {"podIP": "10.0.0.1", "phase": "Running"},
+        }))
+        .expect("decodes");
+        assert_eq!(pod.key(), ObjectRef::new("demo", "web"));
+        assert_eq!(pod.resource_version().as_deref(), Some("7"));
+        let info = pod.kept.expect("valid");
+        assert_eq!(info.labels["app"], "web");
+        assert_eq!(info.ports[0].container_port, 80);
+        assert_eq!(info.pod_ip.as_deref(), Some("10.0.0.1"));
+
+        let bad: Decoded<PodInfo> = serde_json::from_value(json!({
+            "metadata": {"name": "weird", "namespace": "demo"},
+            "status": {"podIP": "not-an-ip"},
+        }))
+        .expect("decodes");
+        let e = bad.kept.expect_err("invalid");
+        assert_eq!(e.field.as_deref(), Some("status.podIP"));
+    }
+
+    #[test]
+    fn a_malformed_object_names_its_field_and_keeps_its_name() {
+        // As in a list: the other items still decode.
+        let list: Vec<Decoded<PodInfo>> = serde_json::from_value(json!([
+            {"metadata": {"name": "bad", "namespace": "demo", "resourceVersion": "3"},
+             "spec": {"containers": [{"name": "c", "ports": [{"containerPort": "eighty"}]}]}},
+            {"metadata": {"name": "good", "namespace": "demo"}},
+        ]))
+        .expect("the list decodes");
+        assert_eq!(list[0].key(), ObjectRef::new("demo", "bad"));
+        assert_eq!(list[0].resource_version().as_deref(), Some("3"));
+        let e = list[0].kept.as_ref().expect_err("malformed");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("spec.containers[0].ports[0].containerPort")
+        );
+        assert!(e.message.contains("invalid type"), "{e}");
+        assert!(list[1].kept.is_ok());
+
+        let ns: Decoded<Namespace> =
+            serde_json::from_value(json!({"metadata": {"name": "x", "labels": {"a": 1}}}))
+                .expect("decodes");
+        assert_eq!(ns.key(), ObjectRef::new("", "x"));
+        assert_eq!(
+            ns.kept.expect_err("malformed").field.as_deref(),
+            Some("metadata.labels.a")
+        );
+    }
+}
