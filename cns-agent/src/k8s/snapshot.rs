@@ -58,7 +58,11 @@ pub struct LastGood {
     namespaces: BTreeMap<String, Accepted<Namespace>>,
     pods: BTreeMap<ObjectRef, Accepted<PodInfo>>,
     policies: BTreeMap<ObjectRef, Accepted<NetworkPolicy>>,
+    /// The ConfigMap's last valid mode.
     audit_mode: Option<AuditMode>,
+    /// The mode the source sets now: the last valid one, or blocking when the ConfigMap's
+    /// value cannot be read and no valid one is known (never the weaker mode by default).
+    mode: Option<AuditMode>,
     /// By kind, then namespace/name: the order they are reported in.
     errors: BTreeMap<(Kind, ObjectRef), SourceError>,
     /// The ConfigMap's (reported last).
@@ -209,7 +213,7 @@ pub fn to_state_of(
     SourceState {
         update: SnapshotUpdate::Full(snapshot),
         errors: last.errors(),
-        audit_mode: last.audit_mode,
+        audit_mode: last.mode,
     }
 }
 
@@ -225,7 +229,7 @@ pub fn to_changes(
     SourceState {
         update: SnapshotUpdate::Changes(changes),
         errors: last.errors(),
-        audit_mode: last.audit_mode,
+        audit_mode: last.mode,
     }
 }
 
@@ -332,7 +336,7 @@ fn apply(
             }
         }
     }
-    last.audit_mode = audit_mode(config, last);
+    last.mode = audit_mode(config, last);
     changes
 }
 
@@ -358,25 +362,36 @@ fn with_name_label(ns: Arc<Namespace>) -> Arc<Namespace> {
 }
 
 /// The mode the ConfigMap sets; an invalid value (or ConfigMap) keeps the last good one,
-/// reported.
+/// reported, or with none (e.g. after a restart) sets blocking.
 fn audit_mode(config: Config<'_>, last: &mut LastGood) -> Option<AuditMode> {
     last.config_error = None;
-    let (key, entry) = config?;
+    let Some((key, entry)) = config else {
+        last.audit_mode = None;
+        return None;
+    };
     let (field, message) = match entry {
         Ok(cm) => match audit_mode_of(cm) {
-            Ok(mode) => return mode,
+            Ok(mode) => {
+                last.audit_mode = mode;
+                return mode;
+            }
             Err(message) => (Some(format!("data.{AUDIT_MODE_KEY}")), message),
         },
         Err(invalid) => (invalid.field.clone(), invalid.message.clone()),
     };
+    let kept = last.audit_mode.is_some();
     last.config_error = Some(SourceError {
         file: PathBuf::from(SOURCE_FILE),
         object: format!("ConfigMap {key}"),
         field,
-        message,
-        kept_last_good: last.audit_mode.is_some(),
+        message: if kept {
+            message
+        } else {
+            format!("{message}; no valid value is known: enforcing blocking")
+        },
+        kept_last_good: kept,
     });
-    last.audit_mode
+    last.audit_mode.or(Some(AuditMode::Blocking))
 }
 
 /// `policyAuditMode` of the agent's ConfigMap: `None` when the key is absent.
@@ -734,10 +749,15 @@ mod tests {
         assert_eq!(to_state(&objects, &mut last).audit_mode, None);
         objects.config = None;
         assert_eq!(to_state(&objects, &mut last).audit_mode, None);
-        // Invalid with no good value before: nothing kept.
+        // Invalid with no good value before (a restart): blocking, never the flag's audit.
         objects.config = Some(config(Some("on")));
         let state = to_state(&objects, &mut last);
-        assert_eq!(state.audit_mode, None);
+        assert_eq!(state.audit_mode, Some(AuditMode::Blocking));
+        assert!(!state.errors[0].kept_last_good);
+        assert!(state.errors[0].message.ends_with("enforcing blocking"));
+        // Twice: still not a last good value.
+        let state = to_state(&objects, &mut last);
+        assert_eq!(state.audit_mode, Some(AuditMode::Blocking));
         assert!(!state.errors[0].kept_last_good);
     }
 
