@@ -156,7 +156,10 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     // The source, and what tells the agent it changed (kept alive until shutdown).
     let (source, _watcher): (Box<dyn SnapshotSource>, Option<Debouncer>) = match &args.manifests {
         Some(dir) => (
-            Box::new(crate::source::ManifestSource::new(dir.clone())),
+            Box::new(
+                crate::source::ManifestSource::new(dir.clone())
+                    .with_held_store(crate::paths::held_objects(&args.socket)),
+            ),
             Some(watch_dir(dir, triggers.clone())?),
         ),
         None => {

@@ -118,6 +118,14 @@ pub fn socket_lock(socket: &Path) -> PathBuf {
     name.into()
 }
 
+/// The last good versions of invalid objects, kept for the next agent (`source::held`),
+/// beside the control socket (`agent.sock` -> `agent.sock.held.json`).
+pub fn held_objects(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".held.json");
+    name.into()
+}
+
 /// The directory of the pinned tcx links.
 pub fn links_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join("links")

@@ -20,8 +20,10 @@ use k8s_openapi::api::{
 };
 use serde::Serialize;
 
+mod held;
 mod manifests;
 
+use held::HeldStore;
 pub use manifests::ManifestSource;
 
 use crate::policy::{
@@ -304,15 +306,15 @@ pub fn load(
         let docs = match parse_text(text) {
             Ok(docs) => docs,
             Err(message) => {
-                // Keep what this file gave last time.
+                // Keep what this file gave last time (what no file before it gives now).
                 let kept = old.get(file).map_or(&[][..], Vec::as_slice);
-                errors.push(SourceError::of_file(file, message, !kept.is_empty()));
                 for (key, obj) in kept {
                     if !seen.contains_key(key) {
                         seen.insert(key.clone(), index);
                         given.push((key.clone(), obj.clone()));
                     }
                 }
+                errors.push(SourceError::of_file(file, message, !given.is_empty()));
                 if !given.is_empty() {
                     by_file.insert(file.clone(), given);
                 }
@@ -342,11 +344,14 @@ pub fn load(
                 }
                 Err(bad) => {
                     let bad = *bad;
-                    let kept = bad.key.as_ref().and_then(&mut previous);
+                    // Its last good version, unless a file before gives the object now.
+                    let kept = bad
+                        .key
+                        .as_ref()
+                        .filter(|k| !seen.contains_key(*k))
+                        .and_then(&mut previous);
                     errors.push(SourceError::of_object(file, &bad, kept.is_some()));
-                    if let (Some(key), Some(obj)) = (bad.key, kept)
-                        && !seen.contains_key(&key)
-                    {
+                    if let (Some(key), Some(obj)) = (bad.key, kept) {
                         let key = Arc::new(key);
                         seen.insert(key.clone(), index);
                         given.push((key, obj));

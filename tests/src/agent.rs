@@ -177,6 +177,39 @@ impl AgentProcess {
         self.wait_ready();
     }
 
+    /// Like [`AgentProcess::restart`] on input the agent reports problems with: waits until
+    /// the agent answers a sync, and returns the sync's error (panics if it succeeds).
+    pub fn restart_reporting(&mut self) -> String {
+        self.child = Self::spawn(
+            &self.node_netns,
+            self.audit,
+            &self.manifests,
+            &self.socket,
+            &self.pin_dir,
+            &self.log,
+            &self.extra_args,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cns-agent exited with {status}:\n{}", self.log());
+            }
+            if self.socket.exists() {
+                match self.sync() {
+                    Ok(out) => panic!("the sync reported no problem: {out}"),
+                    Err(e) if !e.contains("failed to reach the agent") => return e,
+                    Err(_) => {}
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cns-agent did not answer:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Like [`AgentProcess::restart`], with `extra_args` in place of the extra arguments it
     /// was started with (from now on).
     pub fn restart_with(&mut self, extra_args: &[&str]) {

@@ -164,6 +164,60 @@ fn sigkill_and_sigterm_restarts_never_give_a_wrong_verdict() {
     assert_eq!(links, 2 * 4 + 1, "link pins");
 }
 
+/// A restart never weakens enforcement because of an invalid object: the last good
+/// versions the agent keeps in place of invalid input outlive it (beside its socket), and
+/// the next agent enforces them until the input is fixed.
+#[test]
+fn a_restart_keeps_enforcing_the_last_good_version_of_an_invalid_file() {
+    if !kernel_or_skip("restart") {
+        return;
+    }
+    let mut c = Cluster::start(false, &[("p.yaml", ONLY_BETA)]);
+    let held = {
+        let mut name = c.agent.socket.clone().into_os_string();
+        name.push(".held.json");
+        std::path::PathBuf::from(name)
+    };
+    assert!(!tcp_ok(&c.gamma_client.netns, SERVER, 8080));
+    assert!(!held.exists(), "nothing held while the input is valid");
+    // A missing `]`: the file's last good version stays enforced, and is saved.
+    c.agent.write(
+        "p.yaml",
+        &ONLY_BETA.replace("team: beta}}}]", "team: beta}}}"),
+    );
+    let err = c.agent.sync().expect_err("invalid YAML");
+    assert!(err.contains("keeping its last good version"), "{err}");
+    assert!(held.exists(), "the last good version is saved");
+    for signal in [Signal::SIGKILL, Signal::SIGTERM] {
+        c.agent.stop(signal);
+        let err = c.agent.restart_reporting();
+        assert!(
+            err.contains("p.yaml") && err.contains("keeping its last good version"),
+            "after {signal}: {err}"
+        );
+        assert!(
+            !tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+            "after {signal}: alpha is still isolated"
+        );
+        assert!(
+            tcp_ok(&c.beta_client.netns, SERVER, 8080),
+            "after {signal}: beta still allowed"
+        );
+    }
+    // Fixed while no agent runs: read as it is now, and nothing is held any more.
+    c.agent.stop(Signal::SIGKILL);
+    c.agent.write(
+        "p.yaml",
+        &ONLY_BETA.replace("{matchLabels: {team: beta}}", "{}"),
+    );
+    c.agent.restart();
+    assert!(
+        tcp_ok(&c.gamma_client.netns, SERVER, 8080),
+        "the fixed file"
+    );
+    assert!(!held.exists(), "nothing held once the input is valid");
+}
+
 /// The kernel's size of map `name` pinned in `maps_dir`.
 fn max_entries(maps_dir: &std::path::Path, name: &str) -> u32 {
     let path = maps_dir.join(name);

@@ -22,8 +22,8 @@ use std::{
 };
 
 use super::{
-    LastGood, Object, ObjectKey, Parsed, SnapshotSource, SourceError, SourceFailure, SourceState,
-    content_hash, is_manifest, load, parse_text, read_file,
+    HeldStore, LastGood, Object, ObjectKey, Parsed, SnapshotSource, SourceError, SourceFailure,
+    SourceState, content_hash, is_manifest, load, parse_text, read_file,
 };
 use crate::policy::model::{ObjectRef, SnapshotChanges, SnapshotUpdate};
 
@@ -77,6 +77,8 @@ pub struct ManifestSource {
     settle: Duration,
     /// How many files the last read read.
     files_read: usize,
+    /// Where the last good versions of invalid objects outlive the process, if anywhere.
+    held: Option<HeldStore>,
 }
 
 impl ManifestSource {
@@ -89,7 +91,47 @@ impl ManifestSource {
             owners: None,
             settle: SETTLE,
             files_read: 0,
+            held: None,
         }
+    }
+
+    /// Keeps the last good versions of invalid objects in the store at `path`, and takes
+    /// those it holds (from an agent before this one) as the last good versions of their
+    /// files ([`super::held`]).
+    pub fn with_held_store(mut self, path: PathBuf) -> Self {
+        let (store, held) = HeldStore::open(path);
+        self.last_good.by_file = held;
+        self.held = Some(store);
+        self
+    }
+
+    /// Saves what is held now: the last good versions kept for errors (a whole file's for
+    /// a file that did not parse).
+    fn save_held(&mut self) {
+        let Some(store) = &mut self.held else { return };
+        let mut held: Vec<(&Path, super::held::Given)> = Vec::new();
+        for (file, errors) in &self.errors {
+            let kept: Vec<&SourceError> = errors.iter().filter(|e| e.kept_last_good).collect();
+            let Some(given) = self
+                .last_good
+                .by_file
+                .get(file)
+                .filter(|_| !kept.is_empty())
+            else {
+                continue;
+            };
+            // An object's error names it as its key prints (`NetworkPolicy ns/name`).
+            let objects = given
+                .iter()
+                .filter(|(key, _)| {
+                    kept.iter()
+                        .any(|e| e.object == "file" || e.object == key.to_string())
+                })
+                .cloned()
+                .collect();
+            held.push((file.as_path(), objects));
+        }
+        store.save(held.iter().map(|(f, given)| (*f, given.as_slice())));
     }
 
     /// The manifest files of the directory (sorted) with their stat, if they have one.
@@ -135,7 +177,13 @@ impl ManifestSource {
     }
 
     fn all_errors(&self) -> Vec<SourceError> {
-        self.errors.values().flatten().cloned().collect()
+        let held = self.held.iter().flat_map(|h| &h.errors);
+        self.errors
+            .values()
+            .flatten()
+            .chain(held)
+            .cloned()
+            .collect()
     }
 
     /// Every file read and loaded; the whole snapshot.
@@ -177,6 +225,7 @@ impl SnapshotSource for ManifestSource {
             .into_iter()
             .map(|(p, stamp)| (p, stamp.filter(|s| s.settled(now, self.settle))))
             .collect();
+        self.save_held();
         Ok(SourceState {
             update,
             errors: self.all_errors(),
@@ -323,11 +372,11 @@ fn outcome(
                 let kept = bad
                     .key
                     .as_ref()
+                    .filter(|k| !seen.contains(*k))
                     .and_then(|k| old.iter().find(|(o, _)| **o == *k));
                 errors.push(SourceError::of_object(&file, &bad, kept.is_some()));
-                if let Some((key, obj)) = kept
-                    && seen.insert((**key).clone())
-                {
+                if let Some((key, obj)) = kept {
+                    seen.insert((**key).clone());
                     given.push((key.clone(), obj.clone()));
                 }
             }
@@ -462,11 +511,14 @@ mod tests {
         /// Reading only what changed (one or two files edited between reads) gives what a
         /// full load of every file gives: the same
         /// objects and the same errors, step after step (duplicates, invalid objects kept at
-        /// their last good version, unparsable and removed files included).
+        /// their last good version, unparsable and removed files included). And an agent
+        /// restarted after any step, with the held store, gives the same again: a restart
+        /// never drops what an invalid object's last good version enforced.
         #[test]
         fn reading_changes_gives_what_a_full_load_gives(steps in vec(vec(edit(), 1..3), 1..12)) {
             let dir = Dir::new();
-            let mut source = ManifestSource::new(dir.0.clone());
+            let store = dir.0.join("held.json");
+            let mut source = ManifestSource::new(dir.0.clone()).with_held_store(store.clone());
             let mut reference = LastGood::default();
             let mut tracked = Snapshot::default();
             for (step, edits) in steps.into_iter().enumerate() {
@@ -490,6 +542,24 @@ mod tests {
                 let (expected, errors) = load(&files, &mut reference);
                 prop_assert!(same_snapshot(&tracked, &expected), "step {}: {:?} vs {:?}", step, tracked, expected);
                 prop_assert_eq!(&state.errors, &errors, "step {}", step);
+                // A copy: the restarted source writes its store too.
+                let copy = dir.0.join("held-copy.json");
+                _ = std::fs::remove_file(&copy);
+                if store.exists() {
+                    std::fs::copy(&store, &copy).unwrap();
+                }
+                let restarted = ManifestSource::new(dir.0.clone())
+                    .with_held_store(copy)
+                    .read(false)
+                    .unwrap();
+                prop_assert!(same_snapshot(restarted.full(), &expected), "step {} restarted: {:?} vs {:?}", step, restarted.full(), expected);
+                // The same problems; which file is said to keep an object that moved between
+                // files may differ (a file read again vs. one whose text is unchanged).
+                let unflagged = |errors: &[SourceError]| -> Vec<SourceError> {
+                    errors.iter().map(|e| SourceError { kept_last_good: false, ..e.clone() }).collect()
+                };
+                prop_assert_eq!(unflagged(&restarted.errors), unflagged(&errors), "step {} restarted", step);
+                prop_assert_eq!(store.exists(), errors.iter().any(|e| e.kept_last_good));
             }
         }
     }
