@@ -226,6 +226,24 @@ pub trait SnapshotSource: Send {
     fn read(&mut self, full: bool) -> Result<SourceState, SourceFailure>;
     /// For `status` ("manifests:/etc/cns", "kubernetes").
     fn describe(&self) -> String;
+    /// For `status`: the state of each watch of a source that watches an API (none here).
+    fn watches(&self) -> Vec<WatchStatus> {
+        Vec::new()
+    }
+}
+
+/// The state of one watch of the Kubernetes source, for `status` and readiness.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct WatchStatus {
+    /// "namespaces", "pods", "networkpolicies", "configmap".
+    pub resource: &'static str,
+    /// The first list is complete (stays true while re-listing: the cache keeps the last
+    /// state).
+    pub synced: bool,
+    /// Lists since start (1 + re-lists after 410 Gone or errors).
+    pub lists: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
 }
 
 /// Reads the manifest files of `dir` (sorted by name); unreadable files are reported as

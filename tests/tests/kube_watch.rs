@@ -183,6 +183,16 @@ fn gone_on_resume_relists_and_forgets_what_was_deleted_meanwhile() {
     assert_eq!(c.api.lists(Res::NetworkPolicies), 2);
     assert_eq!(c.api.lists(Res::Pods), 1);
     assert!(c.agent.ready());
+    // `status` says so: each watch synced, the policies' listed twice.
+    let status = c.agent.status();
+    let watches = status["watches"].as_array().expect("watches in status");
+    let lists = |res: &str| {
+        let w = watches.iter().find(|w| w["resource"] == res);
+        w.unwrap_or_else(|| panic!("no {res} watch: {watches:?}"))["lists"].as_u64()
+    };
+    assert_eq!(lists("networkpolicies"), Some(2), "{watches:?}");
+    assert_eq!(lists("pods"), Some(1), "{watches:?}");
+    assert!(watches.iter().all(|w| w["synced"] == true), "{watches:?}");
     // The new watch delivers.
     c.api.apply(Res::NetworkPolicies, deny_alpha("deny-again"));
     c.until_allowed(false, "after an event on the new watch");

@@ -69,6 +69,7 @@ impl Agent {
             configured_mode: self.modes.configured(),
             namespace_overrides: self.modes.namespaces.clone(),
             source: self.source.describe(),
+            watches: self.source.watches(),
             node_name: self.cfg.node_name.clone(),
             revision: self.revision,
             seconds_since_sync: self.last_sync.map(|t| t.elapsed().as_secs()),
@@ -206,6 +207,9 @@ pub struct Status {
     /// Runtime per-namespace overrides.
     pub namespace_overrides: BTreeMap<String, AuditMode>,
     pub source: String,
+    /// The Kubernetes source's watches (absent for a manifests directory).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub watches: Vec<crate::source::WatchStatus>,
     pub node_name: String,
     pub revision: u32,
     pub seconds_since_sync: Option<u64>,

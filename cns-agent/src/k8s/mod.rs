@@ -49,9 +49,9 @@ use kube::{
         watcher::{self, DefaultBackoff, Event},
     },
 };
-use serde::Serialize;
 use tokio::task::JoinHandle;
 
+pub use crate::source::WatchStatus;
 use crate::source::{SnapshotSource, SourceFailure, SourceState};
 
 pub use snapshot::{AUDIT_MODE_KEY, ClusterObjects, LastGood, to_state};
@@ -120,20 +120,6 @@ impl KubeSourceConfig {
             retry: Retry::Default,
         }
     }
-}
-
-/// The state of one watcher, for `status` and readiness.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct WatchStatus {
-    /// "namespaces", "pods", "networkpolicies", "configmap".
-    pub resource: &'static str,
-    /// The first list is complete (stays true while re-listing: the cache keeps the last
-    /// state).
-    pub synced: bool,
-    /// Lists since start (1 + re-lists after 410 Gone or errors).
-    pub lists: u64,
-    pub errors: u64,
-    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -346,6 +332,10 @@ impl SnapshotSource for KubeSource {
 
     fn describe(&self) -> String {
         "kubernetes".into()
+    }
+
+    fn watches(&self) -> Vec<WatchStatus> {
+        self.watch_status()
     }
 }
 
