@@ -1093,7 +1093,7 @@ status: {podIP: 10.0.0.1, fieldOfAFutureRelease: x}
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+            #![proptest_config(crate::fuzz_config(512))]
 
             #[test]
             fn structured_garbage_never_panics(docs in prop::collection::vec(document(), 1..4)) {

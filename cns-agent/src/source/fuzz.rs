@@ -227,9 +227,18 @@ fn check_errors(errors: &[SourceError]) {
 proptest! {
     #![proptest_config(crate::fuzz_config(1000))]
 
-    /// Any bytes at all: never a panic, every error names the file.
+    /// Any bytes at all, or bytes of YAML's own alphabet (which get past UTF-8 and further
+    /// into the parser): never a panic, every error names the file.
     #[test]
-    fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+    fn arbitrary_bytes(
+        bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..600),
+            proptest::collection::vec(
+                prop::sample::select(b"{}[]:,-?'\"#&*!|>%@`~ \n\n\n\t\\akmnsx019.".to_vec()),
+                0..600,
+            ),
+        ],
+    ) {
         let (_, errors) = load(&files(bytes), &mut LastGood::default());
         check_errors(&errors);
     }
