@@ -46,8 +46,7 @@ pub fn read(paths: &[PathBuf]) -> Vec<(PathBuf, Result<String, String>)> {
                 Err(e) => files.push((p.clone(), Err(format!("failed to read directory: {e}")))),
             }
         } else {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("failed to read: {e}"));
-            files.push((p.clone(), text));
+            files.push((p.clone(), source::read_file(p)));
         }
     }
     files

@@ -5,6 +5,8 @@
 //! arrive within [`REQUEST_TIMEOUT`], at most [`MAX_CONNECTIONS`] are served at once, and
 //! accept errors (EMFILE) back off instead of spinning ([`limits`]).
 
+#[cfg(test)]
+mod fuzz;
 pub mod limits;
 
 use std::{
@@ -16,7 +18,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
     sync::{Semaphore, broadcast, mpsc, oneshot},
     time::timeout,
@@ -209,17 +211,38 @@ pub async fn serve_with(
     }
 }
 
-/// Reads one request line of at most [`MAX_REQUEST_BYTES`] within [`REQUEST_TIMEOUT`].
-async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Vec<u8>, String> {
+/// Why a request was not taken; the client is told (`Reply::err`) and the connection closed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("refused: no request within {} s", REQUEST_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("refused: reading the request failed")]
+    Read {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("refused: request larger than {MAX_REQUEST_BYTES} bytes")]
+    TooLarge,
+    #[error("invalid request")]
+    Invalid {
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Reads and decodes one request line of at most [`MAX_REQUEST_BYTES`] within
+/// [`REQUEST_TIMEOUT`]: at most `MAX_REQUEST_BYTES + 1` bytes are taken from `read`, whatever
+/// it holds. The control server's parser, public for the fuzz tests and the corpus.
+pub async fn read_request(read: impl AsyncRead + Unpin) -> Result<Request, RequestError> {
     let mut line = Vec::new();
     let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
     match timeout(REQUEST_TIMEOUT, limited.read_until(b'\n', &mut line)).await {
-        Err(_) => Err(format!("no request within {} s", REQUEST_TIMEOUT.as_secs())),
-        Ok(Err(e)) => Err(format!("reading the request failed: {e}")),
-        Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
-            Err(format!("request larger than {MAX_REQUEST_BYTES} bytes"))
+        Err(_) => Err(RequestError::Timeout),
+        Ok(Err(source)) => Err(RequestError::Read { source }),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => Err(RequestError::TooLarge),
+        Ok(Ok(_)) => {
+            serde_json::from_slice(&line).map_err(|source| RequestError::Invalid { source })
         }
-        Ok(Ok(_)) => Ok(line),
     }
 }
 
@@ -240,14 +263,12 @@ async fn handle(
     sinks: Option<&EventSinks>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let line = read_request(read).await;
-    let reply = match line.as_deref().map(serde_json::from_slice::<Request>) {
-        Err(e) => Reply::err(format!("refused: {e}"), ()),
-        Ok(Err(e)) => Reply::err(format!("invalid request: {e}"), ()),
-        Ok(Ok(Request::Monitor { types, namespace })) => {
+    let reply = match read_request(read).await {
+        Err(e) => Reply::err(crate::error_chain(&e), ()),
+        Ok(Request::Monitor { types, namespace }) => {
             return monitor(write, events, &types, namespace.as_deref(), sinks).await;
         }
-        Ok(Ok(req)) => {
+        Ok(req) => {
             let (tx, rx) = oneshot::channel();
             if requests.send((req, tx)).await.is_err() {
                 Reply::err("the agent is shutting down", ())

@@ -36,6 +36,18 @@ pub mod source;
 pub mod syslog;
 pub mod uplink;
 
+/// The configuration of the fuzz tests (proptest): `cases` per property unless
+/// `PROPTEST_CASES` says otherwise (`PROPTEST_CASES=100000` for a long run), failures saved
+/// in `cns-agent/proptest-regressions/` (committed: they run first, every time).
+#[cfg(test)]
+pub(crate) fn fuzz_config(cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    proptest::test_runner::Config::with_cases(cases)
+}
+
 /// An error and its sources, one line: "failed to X: because Y: because Z" (a source whose
 /// text the line already holds is not repeated: some errors include their source's text).
 pub fn error_chain(e: &dyn std::error::Error) -> String {

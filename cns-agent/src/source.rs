@@ -20,6 +20,8 @@ use k8s_openapi::api::{
 };
 use serde::Serialize;
 
+#[cfg(test)]
+mod fuzz;
 mod held;
 mod manifests;
 
@@ -87,7 +89,7 @@ impl SourceError {
             file: file.to_owned(),
             object: "file".into(),
             field: None,
-            message,
+            message: bounded(message, 4 * MAX_PART_BYTES),
             kept_last_good,
         }
     }
@@ -116,6 +118,24 @@ impl fmt::Display for SourceError {
         }
         Ok(())
     }
+}
+
+/// At most this many bytes of one part (object, field, message) of an error: errors quote
+/// the values at fault, and a 4 MB value must not make a 4 MB log line, `status` and reply.
+const MAX_PART_BYTES: usize = 512;
+
+/// `text`, cut to at most `max` bytes (at a character boundary) with its length said.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let total = text.len();
+        let end = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+        text.push_str(&format!("... ({total} bytes in all)"));
+    }
+    text
 }
 
 /// What survives between loads: the last good version of every object, which file each
@@ -273,8 +293,24 @@ fn is_manifest(path: &Path) -> bool {
 }
 
 /// A manifest file's text, or why it cannot be read (reported by [`load`]).
-fn read_file(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("failed to read: {e}"))
+pub fn read_file(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("failed to read: {e}"))?;
+    text_of(bytes)
+}
+
+/// A file's bytes as text, or where they stop being UTF-8 (YAML files are UTF-8 text; a
+/// UTF-16 or Latin-1 file is refused with its first bad byte, not misread).
+pub fn text_of(bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        format!(
+            "not UTF-8 text: invalid byte 0x{:02x} at offset {at} (line {line}); save the file \
+             as UTF-8",
+            bytes[at]
+        )
+    })
 }
 
 /// Turns the files into a snapshot, using and updating `last` for the objects that fail.
@@ -430,13 +466,29 @@ pub(crate) fn parse_text(text: &Result<String, String>) -> Result<Vec<Document>,
     let docs = match text {
         Ok(text) => {
             serde_saphyr::from_multiple_with_options::<serde_json::Value>(text, yaml_options())
-                .map_err(|e| match e.without_snippet() {
-                    serde_saphyr::Error::Budget { breach, .. } => format!(
-                        "too large: {breach:?} (a file may hold at most {MAX_DOCUMENTS} \
-                         documents, {MAX_NODES} YAML nodes and {} MiB of text; split it)",
-                        MAX_TEXT_BYTES >> 20
-                    ),
-                    _ => format!("invalid YAML: {e}"),
+                .map_err(|e| {
+                    use serde_saphyr::budget::BudgetBreach as B;
+                    match e.without_snippet() {
+                        serde_saphyr::Error::Budget {
+                            breach:
+                                breach @ (B::Documents { .. }
+                                | B::Nodes { .. }
+                                | B::Events { .. }
+                                | B::ScalarBytes { .. }),
+                            ..
+                        } => format!(
+                            "too large: {breach:?} (a file may hold at most {MAX_DOCUMENTS} \
+                             documents, {MAX_NODES} YAML nodes and {} MiB of text; split it)",
+                            MAX_TEXT_BYTES >> 20
+                        ),
+                        // Nesting, aliases, anchors: the parser's guards against YAML bombs.
+                        serde_saphyr::Error::Budget { breach, .. } => format!(
+                            "refused by the YAML parser's limits against YAML bombs: \
+                             {breach:?} (at most 64 levels of nesting, 50000 aliases and \
+                             50000 anchors)"
+                        ),
+                        _ => format!("invalid YAML: {e}"),
+                    }
                 })?
         }
         Err(e) => return Err(e.clone()),
@@ -506,8 +558,8 @@ fn parse_object(
     let bad = |key: Option<ObjectKey>, object: String, field: Option<&str>, message: String| {
         Box::new(BadObject {
             key,
-            object,
-            field: field.map(str::to_owned),
+            object: bounded(object, MAX_PART_BYTES),
+            field: field.map(|f| bounded(f.to_owned(), MAX_PART_BYTES)),
             message,
         })
     };
@@ -520,7 +572,10 @@ fn parse_object(
                 None,
                 format!("{doc_name} ({other} {})", name.unwrap_or_default()),
                 Some("kind"),
-                format!("unsupported kind {other:?}: expected Namespace, Pod or NetworkPolicy"),
+                bounded(
+                    format!("unsupported kind {other:?}: expected Namespace, Pod or NetworkPolicy"),
+                    MAX_PART_BYTES,
+                ),
             ));
         }
         None => return Err(bad(None, doc_name, Some("kind"), "missing kind".into())),
@@ -548,13 +603,16 @@ fn parse_object(
         bad(
             Some(key.clone()),
             object.clone(),
-            Some(&path),
-            e.into_inner().to_string(),
+            // The document as a whole (k8s-openapi checks `apiVersion` against the kind).
+            Some(path.as_str()).filter(|p| *p != "."),
+            bounded(e.into_inner().to_string(), MAX_PART_BYTES),
         )
     };
+    // Fields the types do not have: misspelt ones would otherwise be dropped without a word.
+    let mut unknown = Vec::new();
     let (obj, field_errors): (Object, Vec<FieldError>) = match kind {
         Kind::Namespace => {
-            let mut ns: Namespace = serde_path_to_error::deserialize(doc).map_err(typed)?;
+            let mut ns: Namespace = decode(doc, &mut unknown).map_err(typed)?;
             ns.metadata
                 .labels
                 .get_or_insert_with(Default::default)
@@ -563,28 +621,84 @@ fn parse_object(
             (Object::Namespace(Arc::new(ns)), errs)
         }
         Kind::Pod => {
-            let mut pod: Pod = serde_path_to_error::deserialize(doc).map_err(typed)?;
+            let mut pod: Pod = decode(doc, &mut unknown).map_err(typed)?;
             pod.metadata.namespace = Some(namespace.clone());
             let errs = validate_pod(&pod);
             (Object::Pod(Arc::new(PodInfo::from(&pod))), errs)
         }
         Kind::NetworkPolicy => {
-            let mut np: NetworkPolicy = serde_path_to_error::deserialize(doc).map_err(typed)?;
+            let mut np: NetworkPolicy = decode(doc, &mut unknown).map_err(typed)?;
             np.metadata.namespace = Some(namespace.clone());
             let errs = validate_policy(&np);
             (Object::NetworkPolicy(Arc::new(np)), errs)
         }
     };
+    let field_errors: Vec<FieldError> = unknown
+        .into_iter()
+        .filter(|field| refuses_unknown(&kind, field))
+        .map(|field| FieldError {
+            field,
+            message: "unknown field (a misspelling? kubectl refuses it too; ignoring it could \
+                      change what is enforced)"
+                .into(),
+        })
+        .chain(field_errors)
+        .collect();
     if let Some(first) = field_errors.first() {
+        let part = |text: &str| bounded(text.to_owned(), MAX_PART_BYTES);
         let message = field_errors
             .iter()
             .skip(1)
-            .fold(first.message.clone(), |acc, e| {
-                format!("{acc}; {}: {}", e.field, e.message)
+            .fold(part(&first.message), |acc, e| {
+                format!("{acc}; {}: {}", part(&e.field), part(&e.message))
             });
         return Err(bad(Some(key), object, Some(&first.field), message));
     }
     Ok((key, obj))
+}
+
+/// Deserializes `doc` as `T`, naming the field at fault, and collects in `unknown` the fields
+/// `T` does not have (as paths like the validators': `spec.ingress[0].from[0].ipBlock.excpet`).
+fn decode<T: serde::de::DeserializeOwned>(
+    doc: serde_json::Value,
+    unknown: &mut Vec<String>,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    let mut ignored = |path: serde_ignored::Path| unknown.push(field_path(&path));
+    serde_path_to_error::deserialize(serde_ignored::Deserializer::new(doc, &mut ignored))
+}
+
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
+/// Whether an unknown `field` of a `kind` is an error. Everything in a NetworkPolicy counts
+/// (`excpet` for `except` would widen an allow rule, `podSelectr` would select every pod)
+/// but its `status`, which the agent never reads (older clusters printed `status: {}`); of
+/// namespaces and pods, only `metadata` counts (`lables` would leave a pod unselected, so
+/// unisolated), since their other fields change from one Kubernetes version to the next and
+/// the agent reads little of them.
+fn refuses_unknown(kind: &Kind, field: &str) -> bool {
+    let under = |prefix: &str| {
+        field == prefix
+            || field
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with(['.', '[']))
+    };
+    match kind {
+        Kind::NetworkPolicy => !under("status"),
+        Kind::Namespace | Kind::Pod => under("metadata"),
+    }
 }
 
 #[cfg(test)]
@@ -808,6 +922,84 @@ spec:
         );
     }
 
+    /// A field a type does not have is an error naming it (in a policy anywhere but its
+    /// `status`; in a namespace or pod, in its `metadata`), not dropped: `excpet` would widen
+    /// an allow rule, `lables` would leave a pod unselected.
+    #[test]
+    fn unknown_fields_are_errors_where_they_could_change_enforcement() {
+        let text = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: demo}
+spec:
+  podSelector: {}
+  egress:
+  - to:
+    - ipBlock: {cidr: 0.0.0.0/0, excpet: [10.0.0.0/8]}
+  - ports: [{port: 80, protocl: UDP}]
+status: {}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: demo, lables: {app: web}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: demo, labels: {app: db}}
+spec: {containers: [{name: c, someNewField: 1}]}
+status: {podIP: 10.0.0.1, fieldOfAFutureRelease: x}
+";
+        let (snap, errors) = load(&[file("a.yaml", text)], &mut LastGood::default());
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            [
+                "a.yaml: NetworkPolicy demo/p: spec.egress[0].to[0].ipBlock.excpet: unknown field \
+                 (a misspelling? kubectl refuses it too; ignoring it could change what is \
+                 enforced); spec.egress[1].ports[0].protocl: unknown field (a misspelling? \
+                 kubectl refuses it too; ignoring it could change what is enforced)",
+                "a.yaml: Pod demo/web: metadata.lables: unknown field (a misspelling? kubectl \
+                 refuses it too; ignoring it could change what is enforced)",
+            ]
+        );
+        assert!(snap.policies.is_empty());
+        assert_eq!(
+            snap.pods
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["demo/db"]
+        );
+    }
+
+    /// Errors quote the values at fault, cut to a bounded length; a breach of the parser's
+    /// guards against YAML bombs says so, not "split the file".
+    #[test]
+    fn errors_are_bounded_and_name_the_limit_hit() {
+        let huge = format!(
+            "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {{name: p}}\n\
+             spec: {{podSelector: {{}}, ingress: [{{from: [{{ipBlock: {{cidr: 1.2.3.4/{}}}}}]}}]}}\n",
+            "x".repeat(1 << 20)
+        );
+        let deep = format!("a:\n{}x\n", "- ".repeat(100));
+        let (_, errors) = load(
+            &[file("huge.yaml", &huge), file("deep.yaml", &deep)],
+            &mut LastGood::default(),
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let huge = errors[0].to_string();
+        assert!(huge.len() < 2000, "{} bytes", huge.len());
+        assert!(
+            huge.contains("invalid CIDR") && huge.contains("bytes in all"),
+            "{huge}"
+        );
+        let deep = &errors[1].message;
+        assert!(
+            deep.contains("against YAML bombs") && deep.contains("Depth"),
+            "{deep}"
+        );
+    }
+
     #[test]
     fn unknown_kinds_and_duplicates_are_errors() {
         let text = "kind: Deployment\nmetadata:\n  name: web\n";
@@ -924,7 +1116,7 @@ spec:
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+            #![proptest_config(crate::fuzz_config(512))]
 
             #[test]
             fn structured_garbage_never_panics(docs in prop::collection::vec(document(), 1..4)) {
