@@ -165,6 +165,12 @@ impl AgentProcess {
     /// Starts the agent again on the same manifests, socket and pin directory (after
     /// [`AgentProcess::stop`]) and waits until it is ready.
     pub fn restart(&mut self) {
+        self.respawn();
+        self.wait_ready();
+    }
+
+    /// Starts the agent again with what it was started with, without waiting.
+    fn respawn(&mut self) {
         self.child = Self::spawn(
             &self.node_netns,
             self.audit,
@@ -174,21 +180,12 @@ impl AgentProcess {
             &self.log,
             &self.extra_args,
         );
-        self.wait_ready();
     }
 
     /// Like [`AgentProcess::restart`] on input the agent reports problems with: waits until
     /// the agent answers a sync, and returns the sync's error (panics if it succeeds).
     pub fn restart_reporting(&mut self) -> String {
-        self.child = Self::spawn(
-            &self.node_netns,
-            self.audit,
-            &self.manifests,
-            &self.socket,
-            &self.pin_dir,
-            &self.log,
-            &self.extra_args,
-        );
+        self.respawn();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

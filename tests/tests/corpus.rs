@@ -279,26 +279,7 @@ fn run_manifest_case(case: &Path) -> Vec<String> {
 fn manifests() {
     let cases = corpus("manifests");
     assert!(cases.len() >= 30, "the corpus lost cases: {cases:?}");
-    let failed: Vec<String> = cases
-        .iter()
-        .filter_map(|case| {
-            let problems = run_manifest_case(case);
-            (!problems.is_empty()).then(|| {
-                format!(
-                    "{}:\n  {}",
-                    case.file_name().unwrap().to_string_lossy(),
-                    problems.join("\n  ")
-                )
-            })
-        })
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failed.len(),
-        cases.len(),
-        failed.join("\n")
-    );
+    assert_every_case_holds(&cases, run_manifest_case);
 }
 
 /// The control server on a socket of its own, with a stand-in agent that answers every
@@ -399,10 +380,15 @@ fn control_requests() {
     let cases = corpus("control");
     assert!(cases.len() >= 15, "the corpus lost cases: {cases:?}");
     let server = Server::start();
+    assert_every_case_holds(&cases, |case| run_control_case(&server, case));
+}
+
+/// Runs `run` on every case; fails listing each case's problems.
+fn assert_every_case_holds(cases: &[PathBuf], run: impl Fn(&Path) -> Vec<String>) {
     let failed: Vec<String> = cases
         .iter()
         .filter_map(|case| {
-            let problems = run_control_case(&server, case);
+            let problems = run(case);
             (!problems.is_empty()).then(|| {
                 format!(
                     "{}:\n  {}",
