@@ -123,6 +123,11 @@ fn is_change(kind: &EventKind) -> bool {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
+    // SIGHUP (a closed terminal, or an operator asking for a reload) resyncs instead of
+    // killing the agent, from the start: loading the programs takes a while. SIGTERM and
+    // SIGINT stop it (before the agent runs, by their default action).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     check_args(&args)?;
     paths::prepare_pin_dir(&args.bpffs_dir)?;
     // Held (locks and all) until the agent exits.
@@ -146,12 +151,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     // Clients (metrics scrapers, the control socket) must not run the agent out of file
     // descriptors before its own work does; both servers also cap their connections.
     control::limits::raise_nofile_limit();
-    // SIGHUP (a closed terminal, or an operator asking for a reload) resyncs instead of
-    // killing the agent; SIGTERM and SIGINT stop it.
-    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     let (triggers, rx) = mpsc::channel::<Trigger>(256);
     // The source, and what tells the agent it changed (kept alive until shutdown).
     let (source, _watcher): (Box<dyn SnapshotSource>, Option<Debouncer>) = match &args.manifests {

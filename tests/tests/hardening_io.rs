@@ -366,6 +366,20 @@ fn sighup_resyncs_and_a_zero_event_burst_is_refused() {
     assert!(!agent.exited(), "SIGHUP killed the agent:\n{}", agent.log());
     agent.cli(&["status"]).expect("status after SIGHUP");
 
+    // While it starts (loading its programs): no harm either.
+    let mut starting = CustomAgent::start(
+        &node.node,
+        Options {
+            wait_ready: false,
+            ..Options::default()
+        },
+    );
+    std::thread::sleep(Duration::from_millis(30));
+    nix::sys::signal::kill(starting.pid(), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    starting.wait_ready();
+    assert!(!starting.exited(), "SIGHUP at start killed the agent:\n{}", starting.log());
+    drop(starting);
+
     let mut refused = CustomAgent::start(
         &node.node,
         Options {
