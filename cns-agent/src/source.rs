@@ -25,7 +25,7 @@ mod manifests;
 pub use manifests::ManifestSource;
 
 use crate::policy::{
-    model::{ObjectRef, PodInfo, Snapshot, SnapshotUpdate},
+    model::{ObjectRef, PodInfo, Snapshot, SnapshotUpdate, intern},
     validate::{FieldError, validate_namespace, validate_pod, validate_policy},
 };
 
@@ -38,12 +38,23 @@ pub enum Kind {
     NetworkPolicy,
 }
 
-/// Kind, namespace (empty for namespaces) and name.
+/// Kind, namespace (empty for namespaces) and name; the strings are the ones the
+/// snapshot's keys share.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+}
+
+impl ObjectKey {
+    /// Its namespace/name, sharing the strings.
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
 }
 
 impl fmt::Display for ObjectKey {
@@ -152,11 +163,10 @@ impl LastGood {
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (mut namespaces, mut pods, mut policies) = (Vec::new(), Vec::new(), Vec::new());
         for (key, obj) in all {
-            let r = || ObjectRef::new(&*key.namespace, &*key.name);
             match obj {
-                Object::Namespace(ns) => namespaces.push((key.name.clone(), ns.clone())),
-                Object::Pod(pod) => pods.push((r(), pod.clone())),
-                Object::NetworkPolicy(np) => policies.push((r(), np.clone())),
+                Object::Namespace(ns) => namespaces.push((key.name.to_string(), ns.clone())),
+                Object::Pod(pod) => pods.push((key.object_ref(), pod.clone())),
+                Object::NetworkPolicy(np) => policies.push((key.object_ref(), np.clone())),
             }
         }
         Snapshot {
@@ -170,8 +180,8 @@ impl LastGood {
     pub fn file_of(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Path> {
         let key = ObjectKey {
             kind,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            namespace: namespace.into(),
+            name: name.into(),
         };
         self.by_file
             .iter()
@@ -516,8 +526,8 @@ fn parse_object(
     };
     let key = ObjectKey {
         kind: kind.clone(),
-        namespace: namespace.clone(),
-        name: name.clone(),
+        namespace: intern(&namespace),
+        name: name.as_str().into(),
     };
     let object = key.to_string();
     let typed = |e: serde_path_to_error::Error<serde_json::Error>| {
