@@ -272,6 +272,15 @@ pub fn load(
     files: &[(PathBuf, Result<String, String>)],
     last: &mut LastGood,
 ) -> (Snapshot, Vec<SourceError>) {
+    load_each(files.iter().cloned(), last)
+}
+
+/// [`load`], taking the files one at a time (in name order): only one file's text and
+/// parse are held at once, not the cluster's YAML.
+pub fn load_each(
+    files: impl IntoIterator<Item = (PathBuf, Result<String, String>)>,
+    last: &mut LastGood,
+) -> (Snapshot, Vec<SourceError>) {
     let mut errors = Vec::new();
     let old = std::mem::take(&mut last.by_file);
     // The last good version of every object, by key: built only when an error asks.
@@ -287,7 +296,11 @@ pub fn load(
     let mut by_file: BTreeMap<PathBuf, Vec<(Arc<ObjectKey>, Object)>> = BTreeMap::new();
     let mut parsed: BTreeMap<PathBuf, Parsed> = BTreeMap::new();
     let mut any_duplicates = false;
-    for (index, (file, text)) in files.iter().enumerate() {
+    // The files so far, for the duplicates' messages.
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for (index, (file, text)) in files.into_iter().enumerate() {
+        paths.push(file.clone());
+        let file = &file;
         let mut given: Vec<(Arc<ObjectKey>, Object)> = Vec::new();
         // A file whose text is what it was gives what it gave: its objects and its errors.
         // Files that had duplicates are parsed again, since what they give depends on the
@@ -311,7 +324,7 @@ pub fn load(
         }
         let errors_before = errors.len();
         let mut duplicates = false;
-        let docs = match parse_text(text) {
+        let docs = match parse_text(&text) {
             Ok(docs) => docs,
             Err(message) => {
                 // Keep what this file gave last time.
@@ -340,7 +353,7 @@ pub fn load(
                             field: None,
                             message: format!(
                                 "duplicate of the object in {}; ignored",
-                                files[*first].0.display()
+                                paths[*first].display()
                             ),
                             kept_last_good: false,
                         });

@@ -23,7 +23,7 @@ use std::{
 
 use super::{
     LastGood, Object, ObjectKey, Parsed, SnapshotSource, SourceError, SourceFailure, SourceState,
-    content_hash, is_manifest, load, parse_text, read_file,
+    content_hash, is_manifest, load_each, parse_text, read_file,
 };
 use crate::policy::model::{SnapshotChanges, SnapshotUpdate};
 
@@ -140,12 +140,10 @@ impl ManifestSource {
 
     /// Every file read and loaded; the whole snapshot.
     fn read_all(&mut self, listed: &[(PathBuf, Option<Stamp>)]) -> SnapshotUpdate {
-        let files: Vec<(PathBuf, Result<String, String>)> = listed
-            .iter()
-            .map(|(p, _)| (p.clone(), read_file(p)))
-            .collect();
-        self.files_read = files.len();
-        let (snapshot, errors) = load(&files, &mut self.last_good);
+        // Read one at a time, each file's text dropped once loaded.
+        let files = listed.iter().map(|(p, _)| (p.clone(), read_file(p)));
+        self.files_read = listed.len();
+        let (snapshot, errors) = load_each(files, &mut self.last_good);
         self.errors = BTreeMap::new();
         for e in errors {
             self.errors.entry(e.file.clone()).or_default().push(e);
