@@ -307,12 +307,12 @@ fn peer_pods<'a>(
                     pod: sel,
                 } => {
                     let ns_ok = match namespace {
-                        None => r.namespace == policy_ns,
+                        None => *r.namespace == *policy_ns,
                         Some(sel) => matches(
                             sel,
                             &namespace_labels(
                                 &r.namespace,
-                                snapshot.namespaces.get(&r.namespace).map(|n| &**n),
+                                snapshot.namespaces.get(&*r.namespace).map(|n| &**n),
                             ),
                         ),
                     };

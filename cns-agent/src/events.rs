@@ -104,7 +104,7 @@ fn endpoint_json(names: &Names, ip: Ipv4Addr, identity: u32, ns_id: u16) -> Valu
         "labels": labels,
     });
     if let Some(p) = pod {
-        v["pod_name"] = json!(p.name);
+        v["pod_name"] = json!(&*p.name);
     }
     v
 }
@@ -162,7 +162,7 @@ pub fn to_json(
         } else {
             "egress_allowed_by"
         };
-        flow[field] = json!([{"name": p.name, "namespace": p.namespace}]);
+        flow[field] = json!([{"name": &*p.name, "namespace": &*p.namespace}]);
     }
     if let Some(e) = ep {
         flow["endpoint"] = json!(e.pod.to_string());

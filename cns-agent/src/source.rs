@@ -29,7 +29,7 @@ use held::HeldStore;
 pub use manifests::ManifestSource;
 
 use crate::policy::{
-    model::{ObjectRef, PodInfo, Snapshot, SnapshotUpdate},
+    model::{ObjectRef, PodInfo, Snapshot, SnapshotUpdate, intern},
     validate::{FieldError, validate_namespace, validate_pod, validate_policy},
 };
 
@@ -42,12 +42,23 @@ pub enum Kind {
     NetworkPolicy,
 }
 
-/// Kind, namespace (empty for namespaces) and name.
+/// Kind, namespace (empty for namespaces) and name; the strings are the ones the
+/// snapshot's keys share.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+}
+
+impl ObjectKey {
+    /// Its namespace/name, sharing the strings.
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
 }
 
 impl fmt::Display for ObjectKey {
@@ -174,11 +185,10 @@ impl LastGood {
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (mut namespaces, mut pods, mut policies) = (Vec::new(), Vec::new(), Vec::new());
         for (key, obj) in all {
-            let r = || ObjectRef::new(&*key.namespace, &*key.name);
             match obj {
-                Object::Namespace(ns) => namespaces.push((key.name.clone(), ns.clone())),
-                Object::Pod(pod) => pods.push((r(), pod.clone())),
-                Object::NetworkPolicy(np) => policies.push((r(), np.clone())),
+                Object::Namespace(ns) => namespaces.push((key.name.to_string(), ns.clone())),
+                Object::Pod(pod) => pods.push((key.object_ref(), pod.clone())),
+                Object::NetworkPolicy(np) => policies.push((key.object_ref(), np.clone())),
             }
         }
         Snapshot {
@@ -192,8 +202,8 @@ impl LastGood {
     pub fn file_of(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Path> {
         let key = ObjectKey {
             kind,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            namespace: namespace.into(),
+            name: name.into(),
         };
         self.by_file
             .iter()
@@ -318,6 +328,15 @@ pub fn load(
     files: &[(PathBuf, Result<String, String>)],
     last: &mut LastGood,
 ) -> (Snapshot, Vec<SourceError>) {
+    load_each(files.iter().cloned(), last)
+}
+
+/// [`load`], taking the files one at a time (in name order): only one file's text and
+/// parse are held at once, not the cluster's YAML.
+pub fn load_each(
+    files: impl IntoIterator<Item = (PathBuf, Result<String, String>)>,
+    last: &mut LastGood,
+) -> (Snapshot, Vec<SourceError>) {
     let mut errors = Vec::new();
     let old = std::mem::take(&mut last.by_file);
     // The last good version of every object, by key: built only when an error asks.
@@ -333,7 +352,11 @@ pub fn load(
     let mut by_file: BTreeMap<PathBuf, Vec<(Arc<ObjectKey>, Object)>> = BTreeMap::new();
     let mut parsed: BTreeMap<PathBuf, Parsed> = BTreeMap::new();
     let mut any_duplicates = false;
-    for (index, (file, text)) in files.iter().enumerate() {
+    // The files so far, for the duplicates' messages.
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for (index, (file, text)) in files.into_iter().enumerate() {
+        paths.push(file.clone());
+        let file = &file;
         let mut given: Vec<(Arc<ObjectKey>, Object)> = Vec::new();
         // A file whose text is what it was gives what it gave: its objects and its errors.
         // Files that had duplicates are parsed again, since what they give depends on the
@@ -357,7 +380,7 @@ pub fn load(
         }
         let errors_before = errors.len();
         let mut duplicates = false;
-        let docs = match parse_text(text) {
+        let docs = match parse_text(&text) {
             Ok(docs) => docs,
             Err(message) => {
                 // Keep what this file gave last time (what no file before it gives now).
@@ -386,7 +409,7 @@ pub fn load(
                             field: None,
                             message: format!(
                                 "duplicate of the object in {}; ignored",
-                                files[*first].0.display()
+                                paths[*first].display()
                             ),
                             kept_last_good: false,
                         });
@@ -594,8 +617,8 @@ fn parse_object(
     };
     let key = ObjectKey {
         kind: kind.clone(),
-        namespace: namespace.clone(),
-        name: name.clone(),
+        namespace: intern(&namespace),
+        name: name.as_str().into(),
     };
     let object = key.to_string();
     let typed = |e: serde_path_to_error::Error<serde_json::Error>| {

@@ -377,7 +377,11 @@ fn sighup_resyncs_and_a_zero_event_burst_is_refused() {
     std::thread::sleep(Duration::from_millis(30));
     nix::sys::signal::kill(starting.pid(), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
     starting.wait_ready();
-    assert!(!starting.exited(), "SIGHUP at start killed the agent:\n{}", starting.log());
+    assert!(
+        !starting.exited(),
+        "SIGHUP at start killed the agent:\n{}",
+        starting.log()
+    );
     drop(starting);
 
     let mut refused = CustomAgent::start(

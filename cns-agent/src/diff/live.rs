@@ -56,17 +56,17 @@ impl LiveState {
         }
         for (r, pod) in &snapshot.pods {
             out.pods
-                .entry(r.namespace.clone())
+                .entry(r.namespace.to_string())
                 .or_default()
-                .insert(r.name.clone(), pod.to_pod(r));
+                .insert(r.name.to_string(), pod.to_pod(r));
         }
         for (r, np) in &snapshot.policies {
             let mut np = NetworkPolicy::clone(np);
             np.metadata.managed_fields = None;
             out.policies
-                .entry(r.namespace.clone())
+                .entry(r.namespace.to_string())
                 .or_default()
-                .insert(r.name.clone(), np);
+                .insert(r.name.to_string(), np);
         }
         out
     }

@@ -212,9 +212,9 @@ mod tests {
         assert_eq!(pod.key(), ObjectRef::new("demo", "web"));
         assert_eq!(pod.resource_version().as_deref(), Some("7"));
         let info = pod.kept.expect("valid");
-        assert_eq!(info.labels["app"], "web");
+        assert_eq!(&info.labels["app"], "web");
         assert_eq!(info.ports[0].container_port, 80);
-        assert_eq!(info.pod_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(info.pod_ip, "10.0.0.1".parse().ok());
 
         let bad: Decoded<PodInfo> = serde_json::from_value(json!({
             "metadata": {"name": "weird", "namespace": "demo"},

@@ -296,7 +296,7 @@ fn apply(
             Kind::Namespace => {
                 let ns = caches.namespace(&key.name).map(|e| e.map(with_name_label));
                 if let Some(change) = accept(
-                    key.name.clone(),
+                    key.name.to_string(),
                     ns,
                     validate_namespace,
                     Arc::clone,
@@ -304,7 +304,7 @@ fn apply(
                     &mut last.namespaces,
                     (errors, error_key),
                 ) {
-                    changes.namespaces.push((key.name, change));
+                    changes.namespaces.push((key.name.to_string(), change));
                 }
             }
             Kind::Pod => {
@@ -714,14 +714,14 @@ mod tests {
         let web = ObjectRef::new("demo", "web");
         let first = to_state(&objects, &mut last).full().pods[&web].clone();
         assert_eq!(first.node_name.as_deref(), Some("node-1"));
-        assert_eq!(first.labels["app"], "web");
+        assert_eq!(&first.labels["app"], "web");
         let second = to_state(&objects, &mut last).full().pods[&web].clone();
         assert!(Arc::ptr_eq(&first, &second));
         // A new version of the pod: converted again.
         let mut changed = cluster();
         changed.pods[0] = pod("demo", "web", "node-1", "10.0.1.11");
         let third = to_state(&changed, &mut last).full().pods[&web].clone();
-        assert_eq!(third.pod_ip.as_deref(), Some("10.0.1.11"));
+        assert_eq!(third.pod_ip, "10.0.1.11".parse().ok());
     }
 
     #[test]
@@ -895,7 +895,7 @@ mod tests {
                         .retain(|n| n.metadata.name.as_deref() != Some(&key.name));
                     if let Some(v) = v {
                         objects.namespaces.push(from(
-                            json!({"metadata": {"name": key.name, "labels": {"v": v.to_string()}}}),
+                            json!({"metadata": {"name": &*key.name, "labels": {"v": v.to_string()}}}),
                         ));
                     }
                 }

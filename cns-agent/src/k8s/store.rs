@@ -102,7 +102,10 @@ mod tests {
             .iter()
             .map(|(k, e)| {
                 let labels = e.as_ref().expect("valid").metadata.labels.clone();
-                (k.name.clone(), labels.unwrap_or_default()["team"].clone())
+                (
+                    k.name.to_string(),
+                    labels.unwrap_or_default()["team"].clone(),
+                )
             })
             .collect();
         v.sort();

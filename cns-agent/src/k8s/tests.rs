@@ -404,7 +404,7 @@ impl Harness {
 
 fn app_of(state: &SourceState, ns: &str, name: &str) -> Option<String> {
     let pod = state.full().pods.get(&ObjectRef::new(ns, name))?;
-    pod.labels.get("app").cloned()
+    pod.labels.get("app").map(str::to_owned)
 }
 
 fn names<K, V>(map: &BTreeMap<K, V>) -> Vec<String>
@@ -445,8 +445,8 @@ async fn not_ready_until_every_list_is_in_then_the_full_snapshot() {
     assert_eq!(h.source.cached(), (2, 2, 1));
     // What the agent reads of the pod.
     let web = &state.full().pods[&ObjectRef::new("demo", "web")];
-    assert_eq!(web.labels["app"], "web");
-    assert_eq!(web.pod_ip.as_deref(), Some("10.0.1.10"));
+    assert_eq!(&web.labels["app"], "web");
+    assert_eq!(web.pod_ip, "10.0.1.10".parse().ok());
     assert!(h.notified.load(Ordering::SeqCst) >= 4);
 
     // Lists from the API server's cache (resourceVersion=0); the ConfigMap by name;

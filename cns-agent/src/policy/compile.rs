@@ -84,13 +84,13 @@ pub(super) fn local(
             identity,
             ns_id: alloc
                 .namespaces
-                .get(&r.namespace)
+                .get(&*r.namespace)
                 .copied()
                 .unwrap_or_default(),
             ingress_isolated: isolated(Direction::Ingress),
             egress_isolated: isolated(Direction::Egress),
             audit_override: mode::namespace_override(
-                overrides.get(&r.namespace).copied(),
+                overrides.get(&*r.namespace).copied(),
                 audit_override(snapshot, &r.namespace),
             ),
         };

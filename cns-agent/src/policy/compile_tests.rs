@@ -50,7 +50,7 @@ fn which_pods_count() {
     assert_eq!(ips, want);
     assert_eq!(desired.ipcache[&want[2]].identity, IDENTITY_HOST);
     assert_eq!(desired.ipcache[&want[2]].ns_id, NS_HOST);
-    let eps: Vec<&str> = desired.endpoints.keys().map(|r| r.name.as_str()).collect();
+    let eps: Vec<&str> = desired.endpoints.keys().map(|r| &*r.name).collect();
     assert_eq!(eps, ["dual"]);
     assert_eq!(desired.allocations.identities.len(), 2);
 }

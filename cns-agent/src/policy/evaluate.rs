@@ -151,9 +151,9 @@ impl Evaluator<'_> {
                     return false;
                 };
                 let ns_ok = match namespace {
-                    None => r.namespace == policy_ns,
+                    None => *r.namespace == *policy_ns,
                     Some(sel) => {
-                        let ns_obj = self.snapshot.namespaces.get(&r.namespace).map(|n| &**n);
+                        let ns_obj = self.snapshot.namespaces.get(&*r.namespace).map(|n| &**n);
                         matches(sel, &namespace_labels(&r.namespace, ns_obj))
                     }
                 };

@@ -353,7 +353,7 @@ impl Compiler {
             let entry = owner.and_then(|r| {
                 let (_, key) = self.index.facts.get(r)?.active.as_ref()?;
                 let identity = *a.identities.get(key)?;
-                let ns_id = a.namespaces.get(&r.namespace).copied().unwrap_or_default();
+                let ns_id = a.namespaces.get(&*r.namespace).copied().unwrap_or_default();
                 Some((r.clone(), RemoteInfo { identity, ns_id }))
             });
             let before = self.index.owners.remove(ip);
@@ -391,11 +391,11 @@ impl Compiler {
                 .identities
                 .range(
                     IdentityKey {
-                        namespace: ns.clone(),
+                        namespace: ns.as_str().into(),
                         labels: Arc::default(),
                     }..,
                 )
-                .take_while(|(k, _)| &k.namespace == ns);
+                .take_while(|(k, _)| *k.namespace == **ns);
             for (key, &id) in ids {
                 changed |= self.selections.recheck(key, id, &self.index.ns_labels);
             }

@@ -107,7 +107,7 @@ impl Index {
     pub(super) fn pod(&mut self, r: &ObjectRef, facts: &Facts, up: bool, d: &mut Dirty) {
         count(
             &mut self.ns_refs,
-            &r.namespace,
+            &r.namespace.to_string(),
             up,
             &mut d.ns_added,
             &mut d.ns_removed,

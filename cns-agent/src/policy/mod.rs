@@ -14,6 +14,7 @@ pub mod compile;
 pub mod evaluate;
 pub mod incremental;
 mod index;
+pub mod labels;
 pub mod mode;
 pub mod model;
 mod select;

@@ -7,7 +7,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     sync::Arc,
 };
 
@@ -18,19 +18,23 @@ use k8s_openapi::api::{
 };
 use serde::Serialize;
 
-pub type Labels = BTreeMap<String, String>;
+pub use super::labels::{Labels, intern};
 
-/// A namespaced object's name.
+/// A namespaced object's name. Every index of the compiler and the sources keys pods by
+/// it: shared strings make a copy two reference counts (the namespace interned, so one
+/// string serves all its pods), not two allocations.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ObjectRef {
-    pub namespace: String,
-    pub name: String,
+    #[serde(serialize_with = "serialize_shared")]
+    pub namespace: Arc<str>,
+    #[serde(serialize_with = "serialize_shared")]
+    pub name: Arc<str>,
 }
 
 impl ObjectRef {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl AsRef<str>, name: impl Into<Arc<str>>) -> Self {
         Self {
-            namespace: namespace.into(),
+            namespace: intern(namespace.as_ref()),
             name: name.into(),
         }
     }
@@ -44,57 +48,68 @@ impl fmt::Display for ObjectRef {
 
 /// What the agent reads of a pod (its namespace and name are the key it is filed under).
 /// A k8s-openapi `Pod` is over 2 KB before its containers (over 2 KB each), even emptied;
-/// every pod of the cluster is kept, so sources convert each (validated) `Pod` into this.
+/// every pod of the cluster is kept, so sources convert each (validated) `Pod` into this:
+/// addresses parsed, and the strings pods repeat (node, phase, port names) interned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodInfo {
     /// Shared with the compiler's identity keys (`IdentityKey::labels`).
     pub labels: Arc<Labels>,
     /// `spec.nodeName`.
-    pub node_name: Option<String>,
+    pub node_name: Option<Arc<str>>,
     /// `spec.hostNetwork`.
     pub host_network: bool,
     /// The ports of every container (`spec.containers[*].ports`), in order.
-    pub ports: Vec<PodPort>,
+    pub ports: Box<[PodPort]>,
     /// `status.phase`.
-    pub phase: Option<String>,
-    /// `status.podIP`.
-    pub pod_ip: Option<String>,
+    pub phase: Option<Arc<str>>,
+    /// `status.podIP` (validated: a pod whose address does not parse is rejected).
+    pub pod_ip: Option<IpAddr>,
     /// `status.podIPs[*].ip`.
-    pub pod_ips: Vec<String>,
+    pub pod_ips: Box<[IpAddr]>,
 }
 
 /// A container port (`spec.containers[*].ports[*]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodPort {
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     pub container_port: i32,
-    pub protocol: Option<String>,
+    pub protocol: Option<Arc<str>>,
 }
 
 impl From<&Pod> for PodInfo {
+    /// An address that does not parse is left out (validation rejects such a pod).
     fn from(pod: &Pod) -> Self {
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
+        let interned = |s: &Option<String>| s.as_deref().map(intern);
         Self {
-            labels: Arc::new(pod.metadata.labels.clone().unwrap_or_default()),
-            node_name: spec.and_then(|s| s.node_name.clone()),
+            labels: Arc::new(
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .map(Labels::from)
+                    .unwrap_or_default(),
+            ),
+            node_name: spec.and_then(|s| interned(&s.node_name)),
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             ports: spec
                 .iter()
                 .flat_map(|s| &s.containers)
                 .flat_map(|c| c.ports.iter().flatten())
                 .map(|p| PodPort {
-                    name: p.name.clone(),
+                    name: interned(&p.name),
                     container_port: p.container_port,
-                    protocol: p.protocol.clone(),
+                    protocol: interned(&p.protocol),
                 })
                 .collect(),
-            phase: status.and_then(|s| s.phase.clone()),
-            pod_ip: status.and_then(|s| s.pod_ip.clone()),
+            phase: status.and_then(|s| interned(&s.phase)),
+            pod_ip: status
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse().ok()),
             pod_ips: status
                 .iter()
                 .flat_map(|s| s.pod_ips.iter().flatten())
-                .map(|p| p.ip.clone())
+                .filter_map(|p| p.ip.parse().ok())
                 .collect(),
         }
     }
@@ -104,12 +119,13 @@ impl PodInfo {
     /// A `Pod` named `r` that converts back into `self` (its ports in one container), for
     /// where a `Pod` is the wire format (`policy diff`'s live state).
     pub fn to_pod(&self, r: &ObjectRef) -> Pod {
+        let owned = |s: &Option<Arc<str>>| s.as_deref().map(str::to_owned);
         let mut pod = Pod::default();
-        pod.metadata.namespace = Some(r.namespace.clone());
-        pod.metadata.name = Some(r.name.clone());
-        pod.metadata.labels = Some(Labels::clone(&self.labels));
+        pod.metadata.namespace = Some(r.namespace.to_string());
+        pod.metadata.name = Some(r.name.to_string());
+        pod.metadata.labels = Some(self.labels.to_map());
         pod.spec = Some(PodSpec {
-            node_name: self.node_name.clone(),
+            node_name: owned(&self.node_name),
             host_network: self.host_network.then_some(true),
             containers: vec![Container {
                 name: "c".to_owned(),
@@ -117,9 +133,9 @@ impl PodInfo {
                     self.ports
                         .iter()
                         .map(|p| ContainerPort {
-                            name: p.name.clone(),
+                            name: owned(&p.name),
                             container_port: p.container_port,
-                            protocol: p.protocol.clone(),
+                            protocol: owned(&p.protocol),
                             ..ContainerPort::default()
                         })
                         .collect(),
@@ -129,12 +145,12 @@ impl PodInfo {
             ..PodSpec::default()
         });
         pod.status = Some(PodStatus {
-            phase: self.phase.clone(),
-            pod_ip: self.pod_ip.clone(),
+            phase: owned(&self.phase),
+            pod_ip: self.pod_ip.map(|ip| ip.to_string()),
             pod_ips: Some(
                 self.pod_ips
                     .iter()
-                    .map(|ip| PodIP { ip: ip.clone() })
+                    .map(|ip| PodIP { ip: ip.to_string() })
                     .collect(),
             ),
             ..PodStatus::default()
@@ -269,13 +285,14 @@ pub struct PortMatch {
 /// and serialize by value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct IdentityKey {
-    pub namespace: String,
+    #[serde(serialize_with = "serialize_shared")]
+    pub namespace: Arc<str>,
     #[serde(serialize_with = "serialize_shared")]
     pub labels: Arc<Labels>,
 }
 
 /// Serializes what the `Arc` points to (serde's `rc` feature is not enabled).
-fn serialize_shared<T: Serialize, S: serde::Serializer>(
+fn serialize_shared<T: Serialize + ?Sized, S: serde::Serializer>(
     value: &Arc<T>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

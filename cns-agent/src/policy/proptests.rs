@@ -322,7 +322,7 @@ impl FlowPick {
         let declared: Vec<(u8, u16)> = snap
             .pods
             .values()
-            .filter(|p| any_pod || p.pod_ip.as_deref() == Some(&dst.to_string()))
+            .filter(|p| any_pod || p.pod_ip.map(|ip| ip.to_string()) == Some(dst.to_string()))
             .flat_map(|p| &p.ports)
             .map(|p| {
                 let proto = match p.protocol.as_deref() {
@@ -378,10 +378,10 @@ fn build(ns_labels: Vec<Value>, pods: Vec<Value>, policies: Vec<Value>) -> Snaps
 /// Addresses flows go between: every pod's (thrice, to favour them), plus outsiders in and
 /// out of the pods' range.
 fn addresses(snap: &Snapshot) -> Vec<Ipv4Addr> {
-    let pod_ips = snap
-        .pods
-        .values()
-        .filter_map(|p| p.pod_ip.as_ref()?.parse().ok());
+    let pod_ips = snap.pods.values().filter_map(|p| match p.pod_ip? {
+        std::net::IpAddr::V4(ip) => Some(ip),
+        std::net::IpAddr::V6(_) => None,
+    });
     let mut out: Vec<Ipv4Addr> = pod_ips
         .clone()
         .chain(pod_ips.clone())

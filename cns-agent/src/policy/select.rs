@@ -36,9 +36,9 @@ struct Selection {
 impl Selection {
     fn matches(&self, key: &IdentityKey, ns_labels: &BTreeMap<String, Labels>) -> bool {
         let ns_ok = match &self.namespace {
-            None => key.namespace == self.policy_ns,
+            None => *key.namespace == *self.policy_ns,
             Some(sel) => ns_labels
-                .get(&key.namespace)
+                .get(&*key.namespace)
                 .is_some_and(|l| matches(sel, l)),
         };
         ns_ok && matches_opt(self.pod.as_ref(), &key.labels)

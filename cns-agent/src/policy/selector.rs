@@ -41,7 +41,7 @@ pub fn matches(sel: &LabelSelector, labels: &Labels) -> bool {
         .match_labels
         .iter()
         .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+        .all(|(k, v)| labels.get(k) == Some(v.as_str()));
     pairs_hold
         && sel
             .match_expressions
@@ -52,7 +52,7 @@ pub fn matches(sel: &LabelSelector, labels: &Labels) -> bool {
 
 fn requirement_holds(req: &LabelSelectorRequirement, labels: &Labels) -> bool {
     let value = labels.get(&req.key);
-    let in_values = |v: &String| req.values.iter().flatten().any(|x| x == v);
+    let in_values = |v: &str| req.values.iter().flatten().any(|x| x == v);
     match Operator::parse(&req.operator) {
         Some(Operator::In) => value.is_some_and(in_values),
         Some(Operator::NotIn) => !value.is_some_and(in_values),
@@ -75,10 +75,11 @@ pub fn pod_labels(pod: &PodInfo) -> &Labels {
 /// The labels of namespace `name`: those of its object (if known), plus the automatic
 /// `kubernetes.io/metadata.name` (added here too, in case the source did not).
 pub fn namespace_labels(name: &str, ns: Option<&Namespace>) -> Labels {
-    let mut labels = ns
-        .and_then(|ns| ns.metadata.labels.clone())
+    let mut labels: Labels = ns
+        .and_then(|ns| ns.metadata.labels.as_ref())
+        .map(Labels::from)
         .unwrap_or_default();
-    labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.to_string());
+    labels.insert(NAMESPACE_NAME_LABEL, name);
     labels
 }
 

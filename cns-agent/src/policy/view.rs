@@ -46,14 +46,14 @@ pub fn masked(net: Ipv4Network) -> Ipv4Network {
 
 /// A pod's IPv4 address: `status.podIP` if IPv4, else the first IPv4 of `status.podIPs`.
 pub fn pod_ipv4(pod: &PodInfo) -> Option<Ipv4Addr> {
-    let v4 = |s: &str| match s.parse::<IpAddr>() {
-        Ok(IpAddr::V4(a)) => Some(a),
-        _ => None,
+    let v4 = |ip: &IpAddr| match ip {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
     };
     pod.pod_ip
-        .as_deref()
+        .as_ref()
         .and_then(v4)
-        .or_else(|| pod.pod_ips.iter().find_map(|ip| v4(ip)))
+        .or_else(|| pod.pod_ips.iter().find_map(v4))
 }
 
 /// A pod that policies apply to: an IPv4 address, own network namespace, not finished.
@@ -150,7 +150,7 @@ pub fn isolating_policies<'a>(
 ) -> impl Iterator<Item = (&'a ObjectRef, &'a NetworkPolicy)> + 'a {
     snapshot
         .policies
-        .range(ObjectRef::new(r.namespace.as_str(), "")..)
+        .range(ObjectRef::new(&*r.namespace, "")..)
         .take_while(move |(pr, _)| pr.namespace == r.namespace)
         .filter(move |(pr, np)| {
             policy_applies(np, dir) && policy_selects(np, &pr.namespace, &r.namespace, pod)

@@ -19,7 +19,6 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{Object, ObjectKey, SourceError, parse_object};
-use crate::policy::model::ObjectRef;
 
 /// What a file gave: each object with its key.
 pub type Given = Vec<(Arc<ObjectKey>, Object)>;
@@ -180,9 +179,7 @@ impl HeldStore {
 fn to_json(key: &ObjectKey, obj: &Object) -> serde_json::Value {
     let value = match obj {
         Object::Namespace(ns) => serde_json::to_value(&**ns),
-        Object::Pod(pod) => serde_json::to_value(
-            pod.to_pod(&ObjectRef::new(key.namespace.clone(), key.name.clone())),
-        ),
+        Object::Pod(pod) => serde_json::to_value(pod.to_pod(&key.object_ref())),
         Object::NetworkPolicy(np) => serde_json::to_value(&**np),
     };
     value.expect("Kubernetes objects serialize")

@@ -8,10 +8,10 @@
 //! handed to the compiler as [`SnapshotChanges`], so a one-pod edit costs that file, not the
 //! cluster.
 //!
-//! This is exactly what a full [`load`] of every file would give, as long as files do not
+//! This is exactly what a full [`load`](super::load) of every file would give, as long as files do not
 //! interact: when a changed file gives an object another file gives (a duplicate, an object
 //! moving between files) or the last load found duplicates, the read falls back to a full
-//! [`load`] of every file and hands over the whole snapshot.
+//! [`load`](super::load) of every file and hands over the whole snapshot.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -23,9 +23,9 @@ use std::{
 
 use super::{
     HeldStore, LastGood, Object, ObjectKey, Parsed, SnapshotSource, SourceError, SourceFailure,
-    SourceState, content_hash, is_manifest, load, parse_text, read_file,
+    SourceState, content_hash, is_manifest, load_each, parse_text, read_file,
 };
-use crate::policy::model::{ObjectRef, SnapshotChanges, SnapshotUpdate};
+use crate::policy::model::{SnapshotChanges, SnapshotUpdate};
 
 /// How old a file's ctime must be, when its stat is recorded, for the stat to be trusted
 /// at the next read (timestamps are coarser than the clock; some filesystems' much coarser).
@@ -188,12 +188,10 @@ impl ManifestSource {
 
     /// Every file read and loaded; the whole snapshot.
     fn read_all(&mut self, listed: &[(PathBuf, Option<Stamp>)]) -> SnapshotUpdate {
-        let files: Vec<(PathBuf, Result<String, String>)> = listed
-            .iter()
-            .map(|(p, _)| (p.clone(), read_file(p)))
-            .collect();
-        self.files_read = files.len();
-        let (snapshot, errors) = load(&files, &mut self.last_good);
+        // Read one at a time, each file's text dropped once loaded.
+        let files = listed.iter().map(|(p, _)| (p.clone(), read_file(p)));
+        self.files_read = listed.len();
+        let (snapshot, errors) = load_each(files, &mut self.last_good);
         self.errors = BTreeMap::new();
         for e in errors {
             self.errors.entry(e.file.clone()).or_default().push(e);
@@ -259,7 +257,7 @@ struct Outcome {
 }
 
 /// Loads the `changed` files (`None`: removed) into `last` and returns what changed, or
-/// `None` (and nothing touched) when the files interact and a full [`load`] must decide.
+/// `None` (and nothing touched) when the files interact and a full [`load`](super::load) must decide.
 fn apply_files(
     last: &mut LastGood,
     owners: &mut HashMap<Arc<ObjectKey>, Arc<Path>>,
@@ -330,7 +328,7 @@ fn apply_files(
     Some(changes)
 }
 
-/// What `file` gives with `text`, as [`load`] would decide it; `None` when that depends on
+/// What `file` gives with `text`, as [`load`](super::load) would decide it; `None` when that depends on
 /// other files (an object another file gives, the same object twice).
 fn outcome(
     file: PathBuf,
@@ -409,14 +407,14 @@ fn same(a: &Object, b: &Object) -> bool {
 
 /// Records that `key` now has `obj` (`None`: gone).
 fn change(changes: &mut SnapshotChanges, key: &ObjectKey, obj: Option<&Object>) {
-    let r = || ObjectRef::new(&*key.namespace, &*key.name);
+    let r = || key.object_ref();
     match (obj, &key.kind) {
         (Some(Object::Namespace(ns)), _) => changes
             .namespaces
-            .push((key.name.clone(), Some(ns.clone()))),
+            .push((key.name.to_string(), Some(ns.clone()))),
         (Some(Object::Pod(pod)), _) => changes.pods.push((r(), Some(pod.clone()))),
         (Some(Object::NetworkPolicy(np)), _) => changes.policies.push((r(), Some(np.clone()))),
-        (None, super::Kind::Namespace) => changes.namespaces.push((key.name.clone(), None)),
+        (None, super::Kind::Namespace) => changes.namespaces.push((key.name.to_string(), None)),
         (None, super::Kind::Pod) => changes.pods.push((r(), None)),
         (None, super::Kind::NetworkPolicy) => changes.policies.push((r(), None)),
     }
@@ -429,7 +427,10 @@ mod tests {
     use proptest::{collection::vec, prelude::*};
 
     use super::*;
-    use crate::policy::model::Snapshot;
+    use crate::{
+        policy::model::{ObjectRef, Snapshot},
+        source::load,
+    };
 
     /// A directory of its own under the system's temp dir, removed on drop.
     struct Dir(PathBuf);
