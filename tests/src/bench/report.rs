@@ -533,17 +533,33 @@ impl FloorVerdict {
         })
     }
 
+    /// The smallest and largest sizes' ratios, and their range over all sizes when more.
     fn headline(&self) -> String {
+        let at = |(policy, ipcache, r): &(usize, usize, f64)| {
+            format!("{r:.2}x at {policy} rules/{ipcache} ipcache")
+        };
+        let mut parts: Vec<String> = self.ratios.first().map(at).into_iter().collect();
+        if self.ratios.len() > 1 {
+            parts.extend(self.ratios.last().map(at));
+        }
+        if self.ratios.len() > 2 {
+            let (min, max) = self
+                .ratios
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), r| {
+                    (lo.min(r.2), hi.max(r.2))
+                });
+            parts.push(format!(
+                "{min:.2}-{max:.2}x over the {} sizes",
+                self.ratios.len()
+            ));
+        }
         format!(
             "{} {} vs {}: {} (repeated keys; target <= {:.2}x: {})",
             self.program,
             self.case.name(),
             self.floor,
-            self.ratios
-                .iter()
-                .map(|(policy, ipcache, r)| format!("{r:.2}x at {policy} rules/{ipcache} ipcache"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            parts.join(", "),
             self.target,
             self.verdict()
         )
@@ -947,6 +963,31 @@ mod tests {
 
     fn sum(x: f64) -> Summary {
         Summary::of(&[x * 0.9, x, x * 1.2])
+    }
+
+    #[test]
+    fn a_floor_target_is_met_only_at_every_size() {
+        let mut v = FloorVerdict {
+            program: PROG_TO_POD,
+            case: Case::Established,
+            floor: "floor_established",
+            target: 1.15,
+            ratios: vec![(10, 10, 1.10), (1000, 10, 1.2), (100_000, 50_000, 1.12)],
+        };
+        assert!(!v.met());
+        let h = v.headline();
+        assert!(
+            h.contains(
+                "vs floor_established: 1.10x at 10 rules/10 ipcache, 1.12x at 100000 rules/50000 \
+                 ipcache, 1.10-1.20x over the 3 sizes"
+            ),
+            "{h}"
+        );
+        assert!(h.ends_with("target <= 1.15x: not met)"), "{h}");
+        v.ratios.remove(1);
+        assert!(v.met());
+        assert_eq!(v.json()["met"], true);
+        assert!(!v.headline().contains("over the"));
     }
 
     fn result(variant: &str, same: f64, cross: Option<f64>) -> VariantResult {
