@@ -1,5 +1,6 @@
 //! Builds the kernel programs (`cns-ebpf`) with nightly through aya-build and leaves the
-//! object in OUT_DIR, where `loader.rs` embeds it. `AYA_BUILD_SKIP=1` skips it (fast
+//! objects in OUT_DIR (`cns`, and the bench's reference floors `cns-floor`), where
+//! `datapath/mod.rs` embeds them. `AYA_BUILD_SKIP=1` skips it (fast
 //! `cargo check`/`clippy`); the agent then embeds an empty object and says so at load time.
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
@@ -9,7 +10,10 @@ fn main() -> anyhow::Result<()> {
         std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         let out = std::env::var("OUT_DIR").context("OUT_DIR not set")?;
-        std::fs::write(format!("{out}/cns"), b"").context("writing the placeholder object")?;
+        for object in ["cns", "cns-floor"] {
+            std::fs::write(format!("{out}/{object}"), b"")
+                .context("writing the placeholder objects")?;
+        }
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -415,3 +415,77 @@ fn the_policy_hash_never_allows_more_than_the_trie() {
     assert_eq!(syn_80(&f), PASS);
     assert!(f.resync().ops.is_empty(), "nothing left to fix");
 }
+
+/// The bench's reference floors (issue 17) pass the verifier and take the paths they stand
+/// for: a conntrack hit passes and a miss drops (so the bench's verdict check proves its
+/// floor hit); a new flow passes when the policy allows its remote's identity and drops
+/// otherwise, into and out of the pod; XDP drops listed sources only.
+#[test]
+fn reference_floors_load_and_take_their_paths() {
+    use cns_agent::datapath::{FLOOR_ESTABLISHED, FLOOR_NEW, FLOOR_NEW_EGRESS, FLOOR_XDP_DROP};
+    use cns_common::{
+        DIR_EGRESS, DIR_INGRESS,
+        maps::{PolicyKey, PolicyValue, Remote},
+    };
+    use cns_tests::bench::{
+        floor::{Floors, TC_OK, TC_SHOT},
+        kernel::tcp_frame,
+    };
+    use std::net::Ipv4Addr;
+
+    if !kernel_or_skip("reference floors") {
+        return;
+    }
+    let server = Ipv4Addr::from(SERVER);
+    let client = Ipv4Addr::from(CLIENT);
+    let stranger = Ipv4Addr::from(STRANGER);
+    let mut floors = Floors::load().expect("the floors load (verifier)");
+    let identity = 300u32;
+    floors
+        .set_ipcache([(
+            &u32::from_ne_bytes(CLIENT),
+            &Remote {
+                identity,
+                ns_id: 17,
+                _pad: 0,
+            },
+        )])
+        .unwrap();
+    let key = |dir| PolicyKey {
+        ep_id: 1u32.to_be_bytes(),
+        identity: identity.to_be_bytes(),
+        dir,
+        proto: TCP,
+        port: 80u16.to_be_bytes(),
+    };
+    let value = PolicyValue {
+        policy_id: 7,
+        _pad: 0,
+    };
+    floors
+        .set_policy([(&key(DIR_INGRESS), &value), (&key(DIR_EGRESS), &value)])
+        .unwrap();
+    let run = |program, frame: &[u8]| floors.test_run(program, frame, 1).unwrap().0;
+
+    let established = tcp_frame(client, server, 40000, 80, 0x10);
+    assert_eq!(run(FLOOR_ESTABLISHED, &established), TC_SHOT, "miss drops");
+    floors.add_established(&established).unwrap();
+    let run = |program, frame: &[u8]| floors.test_run(program, frame, 1).unwrap().0;
+    assert_eq!(run(FLOOR_ESTABLISHED, &established), TC_OK, "hit passes");
+
+    let syn = |src, dst, dport| tcp_frame(src, dst, 20000, dport, 0x02);
+    assert_eq!(run(FLOOR_NEW, &syn(client, server, 80)), TC_OK);
+    assert_eq!(run(FLOOR_NEW, &syn(client, server, 81)), TC_SHOT);
+    assert_eq!(run(FLOOR_NEW, &syn(stranger, server, 80)), TC_SHOT);
+    assert_eq!(run(FLOOR_NEW_EGRESS, &syn(server, client, 80)), TC_OK);
+    assert_eq!(run(FLOOR_NEW_EGRESS, &syn(server, stranger, 80)), TC_SHOT);
+
+    const XDP_DROP: i32 = 1;
+    const XDP_PASS: i32 = 2;
+    let flood = syn(stranger, server, 9);
+    assert_eq!(run(FLOOR_XDP_DROP, &flood), XDP_PASS);
+    floors.add_denied_source(&flood).unwrap();
+    let run = |program, frame: &[u8]| floors.test_run(program, frame, 1).unwrap().0;
+    assert_eq!(run(FLOOR_XDP_DROP, &flood), XDP_DROP);
+    assert_eq!(run(FLOOR_XDP_DROP, &syn(client, server, 9)), XDP_PASS);
+}

@@ -31,6 +31,17 @@ use crate::{
 /// The kernel programs, built by build.rs (aya-build) from `cns-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cns"));
 
+/// The benchmark's reference floors (`cns-ebpf/src/floor.rs`, issue 17), built with the
+/// kernel programs: programs that do only the irreducible work of each packet path, with maps
+/// of their own (never pinned). The agent never loads them; `cargo xtask bench` does.
+pub static FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cns-floor"));
+pub const FLOOR_ESTABLISHED: &str = "floor_established";
+/// Into the pod (the remote is the source); [`FLOOR_NEW_EGRESS`]: out of it.
+pub const FLOOR_NEW: &str = "floor_new";
+pub const FLOOR_NEW_EGRESS: &str = "floor_new_egress";
+pub const FLOOR_XDP_DROP: &str = "floor_xdp_drop";
+
 pub const PROG_TO_POD: &str = "cns_to_pod";
 pub const PROG_FROM_POD: &str = "cns_from_pod";
 /// An empty TC program (returns "pass"), loaded for benchmarks only.

@@ -18,6 +18,12 @@
 //! is an empty XDP program the bench loads itself ([`super::rawbpf`]: cns-ebpf has no empty
 //! XDP program); each XDP row also gives its ratio to `cns_to_pod` on the same packet.
 //!
+//! Reference floors (issue 17, [`super::floor`]): each path with a floor ([`floor_of`]) is
+//! followed in every trial by its floor on the same packets (`floor_established` after the
+//! established cases, `floor_new` / `floor_new_egress` after the new-flow cases, and
+//! `floor_xdp_drop` after XDP's new denied and denied flood), and each such row also gives
+//! its per-trial ratio to that floor; the floors' own rows give theirs to the empty program.
+//!
 //! Two key patterns: "repeated" (one packet, `repeat` runs in the kernel: every lookup hits
 //! the same, cache-hot key) and "random" (a few thousand different flows spread over the
 //! maps, one run each: lookups walk cold parts of the hash tables and tries; each run then
@@ -32,8 +38,11 @@ use std::{
 };
 
 use cns_agent::{
-    datapath::{Datapath, PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
-    encode,
+    datapath::{
+        Datapath, FLOOR_ESTABLISHED, FLOOR_NEW, FLOOR_NEW_EGRESS, FLOOR_XDP_DROP, PROG_EMPTY,
+        PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS,
+    },
+    encode::{self, MapContents},
     policy::model::{
         Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol, RemoteInfo,
         RuleKey,
@@ -46,7 +55,11 @@ use cns_common::{
 };
 use serde_json::{Value, json};
 
-use super::{Options, Rng, Summary, rawbpf::RawXdp};
+use super::{
+    Options, Rng, Summary,
+    floor::{self, Floors},
+    rawbpf::RawXdp,
+};
 use crate::unique;
 
 const PASS: i32 = -1;
@@ -122,6 +135,14 @@ impl Case {
         let denied = matches!(self, Case::NewDenied | Case::DeniedFlood);
         match program {
             PROG_EMPTY | XDP_EMPTY => None,
+            FLOOR_ESTABLISHED => Some(floor::TC_OK),
+            // The floor has no audit mode: a would-be drop is a drop.
+            FLOOR_NEW | FLOOR_NEW_EGRESS => Some(if self == Case::NewAllowed {
+                floor::TC_OK
+            } else {
+                floor::TC_SHOT
+            }),
+            FLOOR_XDP_DROP => Some(XDP_DROP),
             PROG_XDP => Some(if denied { XDP_DROP } else { XDP_PASS }),
             _ => Some(if denied { DROP } else { PASS }),
         }
@@ -141,6 +162,33 @@ impl Case {
             },
             _pad: 0,
         }
+    }
+}
+
+/// The reference floor (issue 17, `cns-ebpf/src/floor.rs`) of `program`'s `case`: the
+/// program doing only that path's irreducible work, run on the same packets in the same
+/// trials. `None`: no floor (XDP's other cases, the empty programs).
+pub fn floor_of(program: &str, case: Case) -> Option<&'static str> {
+    match (program, case) {
+        (PROG_TO_POD | PROG_FROM_POD, Case::Established) => Some(FLOOR_ESTABLISHED),
+        (PROG_TO_POD, Case::NewAllowed | Case::NewDenied | Case::AuditDrop) => Some(FLOOR_NEW),
+        (PROG_FROM_POD, Case::NewAllowed | Case::NewDenied | Case::AuditDrop) => {
+            Some(FLOOR_NEW_EGRESS)
+        }
+        (PROG_XDP, Case::NewDenied | Case::DeniedFlood) => Some(FLOOR_XDP_DROP),
+        _ => None,
+    }
+}
+
+/// The issue's target for a path against its floor (issue 17): established <= 1.15x
+/// `floor_established`, new allowed/denied <= 1.25x `floor_new`, XDP denied flood <= 1.3x
+/// `floor_xdp_drop`.
+pub fn floor_target(program: &str, case: Case) -> Option<f64> {
+    match (program, case) {
+        (PROG_TO_POD | PROG_FROM_POD, Case::Established) => Some(1.15),
+        (PROG_TO_POD | PROG_FROM_POD, Case::NewAllowed | Case::NewDenied) => Some(1.25),
+        (PROG_XDP, Case::DeniedFlood) => Some(1.3),
+        _ => None,
     }
 }
 
@@ -172,12 +220,16 @@ pub struct Measure {
     /// XDP only, per trial: this / `cns_to_pod` on the same packets (the empty XDP program:
     /// / the empty TC program).
     pub vs_tc: Option<Summary>,
+    /// A floor program's row: the cns program whose packets it ran on.
+    pub of: Option<&'static str>,
+    /// Per trial: this / its reference floor ([`floor_of`]) on the same packets.
+    pub vs_floor: Option<(&'static str, Summary)>,
 }
 
 impl Measure {
     /// The empty program this one's `ratio` is relative to.
     pub fn floor(&self) -> &'static str {
-        if self.program == PROG_XDP || self.program == XDP_EMPTY {
+        if matches!(self.program, PROG_XDP | XDP_EMPTY | FLOOR_XDP_DROP) {
             XDP_EMPTY
         } else {
             PROG_EMPTY
@@ -197,6 +249,10 @@ impl Measure {
             "floor": self.floor(),
             "ratio_to_empty": self.ratio.json(),
             "ratio_to_tc_same_packet": self.vs_tc.map(|s| s.json()),
+            "floor_of": self.of,
+            "reference_floor": self.vs_floor.map(|(f, _)| f),
+            "ratio_to_reference_floor": self.vs_floor.map(|(_, s)| s.json()),
+            "reference_floor_target": floor_target(self.program, self.case),
         })
     }
 }
@@ -338,7 +394,7 @@ pub fn desired(size: Size) -> Desired {
     d
 }
 
-fn load(size: Size) -> anyhow::Result<Loaded> {
+fn load(size: Size) -> anyhow::Result<(Loaded, MapContents)> {
     let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("cns-bench-"));
     cns_agent::paths::prepare_pin_dir(&pin_dir)?;
     let dp = Datapath::load(&pin_dir)?;
@@ -364,7 +420,7 @@ fn load(size: Size) -> anyhow::Result<Loaded> {
             ops.len()
         );
     }
-    Ok(loaded)
+    Ok((loaded, contents))
 }
 
 const TCP_SYN: u8 = 0x02;
@@ -427,6 +483,8 @@ fn ep1_rules(size: Size) -> usize {
 struct Variant {
     program: &'static str,
     case: Case,
+    /// A floor's variant: the cns program whose packets it runs.
+    of: Option<&'static str>,
     /// Repeated: one packet. Random: many.
     repeated: Vec<u8>,
     random: Vec<Vec<u8>>,
@@ -436,6 +494,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
     let mut out = vec![Variant {
         program: PROG_EMPTY,
         case: Case::Empty,
+        of: None,
         repeated: packet(PROG_TO_POD, Case::Empty, 0, RULE_PORT_BASE, 1),
         random: (0..random_flows)
             .map(|i| packet(PROG_TO_POD, Case::Empty, i % size.ipcache, 80, 1))
@@ -465,6 +524,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
             out.push(Variant {
                 program,
                 case,
+                of: None,
                 repeated,
                 random,
             });
@@ -501,6 +561,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
                 Variant {
                     program: PROG_XDP,
                     case,
+                    of: None,
                     repeated: pkt(0, 30000),
                     random: (0..random_flows)
                         .map(|i| {
@@ -515,7 +576,18 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
         };
         out.push(v);
     }
-    out
+    // Each path with a reference floor is followed by its floor on the same packets, so the
+    // two run back to back in every trial.
+    let mut with_floors = Vec::with_capacity(out.len() * 2);
+    for v in out {
+        let floor = floor_of(v.program, v.case).map(|f| Variant {
+            of: Some(v.program),
+            ..v.clone_as(f)
+        });
+        with_floors.push(v);
+        with_floors.extend(floor);
+    }
+    with_floors
 }
 
 impl Variant {
@@ -523,6 +595,7 @@ impl Variant {
         Variant {
             program,
             case: self.case,
+            of: self.of,
             repeated: self.repeated.clone(),
             random: self.random.clone(),
         }
@@ -540,10 +613,11 @@ fn conntrack_entries(pin_dir: &std::path::Path) -> anyhow::Result<usize> {
     Ok(map.keys().filter(Result::is_ok).count())
 }
 
-/// The programs under test: the agent's, and the bench's empty XDP program.
+/// The programs under test: the agent's, the bench's empty XDP program and the floors.
 struct Programs<'a> {
     dp: &'a Datapath,
     xdp_empty: &'a RawXdp,
+    floors: &'a Floors,
 }
 
 impl Programs<'_> {
@@ -560,6 +634,12 @@ impl Programs<'_> {
                 .map(|(verdict, d)| (verdict as i32, d))
                 .map_err(|e| anyhow::anyhow!("test run of {program}: {e}"));
         }
+        if matches!(
+            program,
+            FLOOR_ESTABLISHED | FLOOR_NEW | FLOOR_NEW_EGRESS | FLOOR_XDP_DROP
+        ) {
+            return self.floors.test_run(program, pkt, repeat);
+        }
         self.dp
             .test_run_repeat(program, pkt, repeat)
             .map_err(|e| anyhow::anyhow!("test run of {program}: {e}"))
@@ -573,16 +653,17 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
     let mut out = Vec::new();
     for (si, &size) in params.sizes.iter().enumerate() {
         let t0 = Instant::now();
-        let mut loaded = load(size)?;
+        let (mut loaded, contents) = load(size)?;
         let mut rng = Rng::new(0x5eed + si as u64);
         let variants = variants(size, params.random_flows, &mut rng);
+        let floors = fill_floors(&contents, &variants)?;
         // Established flows: one packet through each TC program (conntrack on) creates the
         // entries; `cns_xdp` then runs on `cns_to_pod`'s packets and finds them.
         loaded.dp.set_config(&Case::Established.config())?;
         let tc_established = || {
-            variants
-                .iter()
-                .filter(|v| v.case == Case::Established && v.program != PROG_XDP)
+            variants.iter().filter(|v| {
+                v.case == Case::Established && matches!(v.program, PROG_TO_POD | PROG_FROM_POD)
+            })
         };
         for v in tc_established() {
             for pkt in std::iter::once(&v.repeated).chain(&v.random) {
@@ -618,6 +699,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                 let progs = Programs {
                     dp: &loaded.dp,
                     xdp_empty: &xdp_empty,
+                    floors: &floors,
                 };
                 let expected = v.case.expected(v.program);
                 let (verdict, d) = progs.run_once(v.program, &v.repeated, params.repeat)?;
@@ -645,7 +727,13 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         let index = |program: &str, case: Case| {
             variants
                 .iter()
-                .position(|v| v.program == program && v.case == case)
+                .position(|v| v.program == program && v.case == case && v.of.is_none())
+        };
+        let floor_index = |program: &str, case: Case| {
+            let floor = floor_of(program, case)?;
+            variants
+                .iter()
+                .position(|v| v.program == floor && v.case == case && v.of == Some(program))
         };
         let per_trial = |vi: usize, base: usize, ki: usize| {
             let r: Vec<f64> = ns[vi][ki]
@@ -657,7 +745,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         };
         for (vi, v) in variants.iter().enumerate() {
             let xdp = v.program == PROG_XDP || v.program == XDP_EMPTY;
-            let floor = if xdp {
+            let floor = if xdp || v.program == FLOOR_XDP_DROP {
                 index(XDP_EMPTY, Case::Empty)
             } else {
                 index(PROG_EMPTY, Case::Empty)
@@ -678,6 +766,10 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                     ns: Summary::of(&ns[vi][ki]),
                     ratio: per_trial(vi, floor, ki),
                     vs_tc: tc_twin.map(|t| per_trial(vi, t, ki)),
+                    of: v.of,
+                    vs_floor: floor_index(v.program, v.case)
+                        .filter(|_| v.of.is_none())
+                        .map(|fi| (variants[fi].program, per_trial(vi, fi, ki))),
                 });
             }
         }
@@ -687,6 +779,20 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                 .find(|m| m.program == program && m.case == case && m.keys == Keys::Repeated)
         };
         let est = find(PROG_TO_POD, Case::Established);
+        let vs_floor = |program: &str, case: Case| {
+            find(program, case)
+                .and_then(|m| m.vs_floor)
+                .map_or(0.0, |(_, s)| s.median)
+        };
+        progress(&format!(
+            "kernel: {} x {} against the floors: to_pod established {:.2}x floor_established, new allowed {:.2}x / new denied {:.2}x floor_new; xdp denied flood {:.2}x floor_xdp_drop",
+            size.policy,
+            size.ipcache,
+            vs_floor(PROG_TO_POD, Case::Established),
+            vs_floor(PROG_TO_POD, Case::NewAllowed),
+            vs_floor(PROG_TO_POD, Case::NewDenied),
+            vs_floor(PROG_XDP, Case::DeniedFlood),
+        ));
         let xdp_denied = find(PROG_XDP, Case::NewDenied);
         let xdp_flood = find(PROG_XDP, Case::DeniedFlood);
         progress(&format!(
@@ -705,4 +811,23 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         drop(loaded);
     }
     Ok(out)
+}
+
+/// Loads the floors and writes their maps for this size's flows: the IP cache and the
+/// policy as the agent wrote `CNS_IPCACHE` and `CNS_POLICY_EXACT`, a conntrack entry for
+/// each established flow `floor_established` runs on, and the source of each denied packet
+/// `floor_xdp_drop` runs on (as the deny cache holds the denied flows it has seen).
+fn fill_floors(contents: &MapContents, variants: &[Variant]) -> anyhow::Result<Floors> {
+    let mut floors = Floors::load()?;
+    floors.set_ipcache(&contents.ipcache)?;
+    floors.set_policy(&contents.policy_exact)?;
+    for v in variants {
+        let mut frames = std::iter::once(&v.repeated).chain(&v.random);
+        match v.program {
+            FLOOR_ESTABLISHED => frames.try_for_each(|f| floors.add_established(f))?,
+            FLOOR_XDP_DROP => frames.try_for_each(|f| floors.add_denied_source(f))?,
+            _ => {}
+        }
+    }
+    Ok(floors)
 }

@@ -15,6 +15,8 @@
 //! - [`kube`]: Kubernetes mode through the real agent and the fake API server over HTTP:
 //!   cold start, single-change latency to the maps, peak RSS.
 //!
+//! [`floor`] loads the reference floors (`cns-ebpf/src/floor.rs`: the irreducible work of
+//! each packet path) that the kernel section runs beside cns's programs.
 //! [`rawbpf`] loads the bench's own tiny XDP programs (empty, flood generator, bare drop);
 //! [`report`] writes `bench.json` and `bench.md`; [`charts`] draws the SVG charts beside them
 //! from the same data.
@@ -22,6 +24,7 @@
 pub mod charts;
 pub mod control;
 pub mod flood;
+pub mod floor;
 pub mod heap;
 pub mod kernel;
 pub mod kube;

@@ -8,7 +8,7 @@ use super::{
     charts::{self, Chart, Section},
     control::{ControlResult, Incremental},
     flood::{FloodReport, FloodVariant, Generator},
-    kernel::{Case, Keys, Measure, XDP_EMPTY},
+    kernel::{Case, Keys, Measure, XDP_EMPTY, floor_of, floor_target},
     traffic::{Placement, TrafficReport, VariantResult},
 };
 use cns_agent::datapath::{PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP};
@@ -103,6 +103,8 @@ impl Report {
                 "repeat": p.repeat,
                 "trials": p.trials,
                 "random_flows": p.random_flows,
+                "reference_floors": FLOOR_DOC,
+                "floor_targets": floor_verdicts(p, ms).iter().map(FloorVerdict::json).collect::<Vec<_>>(),
                 "results": ms.iter().map(Measure::json).collect::<Vec<_>>(),
             })),
             "kernel_skipped": self.kernel_skipped,
@@ -217,6 +219,9 @@ impl Report {
                     h.push(format!("cns_xdp {}: {}", case.name(), parts.join("; ")));
                 }
             }
+        }
+        if let Some((p, ms)) = &self.kernel {
+            h.extend(floor_verdicts(p, ms).iter().map(FloorVerdict::headline));
         }
         if let Some(f) = self.traffic.as_ref().and_then(|t| t.flood.as_ref()) {
             flood_headlines(f, &mut h);
@@ -372,6 +377,7 @@ impl Report {
                 }
                 let _ = writeln!(s);
             }
+            floor_tables(&mut s, p, ms);
             xdp_tables(&mut s, p, ms);
         }
 
@@ -486,6 +492,176 @@ impl Report {
             let _ = writeln!(s, "- {n}");
         }
         s
+    }
+}
+
+/// What the reference floors do (`cns-ebpf/src/floor.rs`), for the JSON and the tables.
+const FLOOR_DOC: &str = "Reference floors (cns-ebpf/src/floor.rs, the object cns-floor, never loaded by the agent): programs built with the same toolchain that do only the irreducible work of a path, with maps of cns's types and sizes. floor_established: parse Ethernet + IPv4 + L4 ports, one conntrack LRU-hash lookup that hits, one per-CPU counter add, TC_ACT_OK. floor_new (floor_new_egress out of the pod): parse, conntrack miss, IP-cache hash lookup of the remote address, one policy hash lookup (cns's PolicyKey; the endpoint id a constant), one per-CPU counter add, verdict. floor_xdp_drop: XDP, parse, one hash lookup of the source address, XDP_DROP. Each runs right after the cns path it is the floor of, on the same packets, in every trial; ratios are per trial, then the median.";
+
+/// One path with a target against its reference floor (issue 17), at every size measured.
+struct FloorVerdict {
+    program: &'static str,
+    case: Case,
+    floor: &'static str,
+    target: f64,
+    /// (policy entries, ipcache entries, median ratio to the floor, repeated keys).
+    ratios: Vec<(usize, usize, f64)>,
+}
+
+impl FloorVerdict {
+    fn met(&self) -> bool {
+        self.ratios.iter().all(|r| r.2 <= self.target)
+    }
+
+    fn verdict(&self) -> &'static str {
+        if self.met() { "met" } else { "not met" }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "program": self.program,
+            "case": self.case.name(),
+            "floor": self.floor,
+            "keys": Keys::Repeated.name(),
+            "target_ratio": self.target,
+            "met": self.met(),
+            "ratios": self.ratios.iter().map(|&(policy, ipcache, r)| json!({
+                "policy_entries": policy,
+                "ipcache_entries": ipcache,
+                "ratio_to_reference_floor": super::round3(r),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The smallest and largest sizes' ratios, and their range over all sizes when more.
+    fn headline(&self) -> String {
+        let at = |(policy, ipcache, r): &(usize, usize, f64)| {
+            format!("{r:.2}x at {policy} rules/{ipcache} ipcache")
+        };
+        let mut parts: Vec<String> = self.ratios.first().map(at).into_iter().collect();
+        if self.ratios.len() > 1 {
+            parts.extend(self.ratios.last().map(at));
+        }
+        if self.ratios.len() > 2 {
+            let (min, max) = self
+                .ratios
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), r| {
+                    (lo.min(r.2), hi.max(r.2))
+                });
+            parts.push(format!(
+                "{min:.2}-{max:.2}x over the {} sizes",
+                self.ratios.len()
+            ));
+        }
+        format!(
+            "{} {} vs {}: {} (repeated keys; target <= {:.2}x: {})",
+            self.program,
+            self.case.name(),
+            self.floor,
+            parts.join(", "),
+            self.target,
+            self.verdict()
+        )
+    }
+}
+
+/// The paths the issue sets a target for against their floors, with repeated keys (the
+/// cache-hot case the targets were set on) at every size.
+fn floor_verdicts(p: &super::kernel::Params, ms: &[Measure]) -> Vec<FloorVerdict> {
+    let paths = [
+        (PROG_TO_POD, Case::Established),
+        (PROG_FROM_POD, Case::Established),
+        (PROG_TO_POD, Case::NewAllowed),
+        (PROG_TO_POD, Case::NewDenied),
+        (PROG_FROM_POD, Case::NewAllowed),
+        (PROG_FROM_POD, Case::NewDenied),
+        (PROG_XDP, Case::DeniedFlood),
+    ];
+    paths
+        .into_iter()
+        .filter_map(|(program, case)| {
+            let ratios: Vec<_> = p
+                .sizes
+                .iter()
+                .filter_map(|size| {
+                    let m = find(ms, size.policy, size.ipcache, program, case, Keys::Repeated)?;
+                    Some((size.policy, size.ipcache, m.vs_floor?.1.median))
+                })
+                .collect();
+            if ratios.is_empty() {
+                return None;
+            }
+            Some(FloorVerdict {
+                program,
+                case,
+                floor: floor_of(program, case)?,
+                target: floor_target(program, case)?,
+                ratios,
+            })
+        })
+        .collect()
+}
+
+/// Every path with a reference floor against it, beside its ratio to the empty program.
+fn floor_tables(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
+    let _ = writeln!(
+        s,
+        "### Against the reference floors (issue 17)\n\n{FLOOR_DOC} Each row: the cns path's median \
+         ns per packet, its floor's on the same packets, in bold the median per-trial ratio of the \
+         path to its floor, then both programs' ratios to the empty program of their kind \
+         (`cns_empty`, or the empty XDP program). Target: the issue's bound on the ratio to the \
+         floor (repeated keys).\n"
+    );
+    for keys in [Keys::Repeated, Keys::Random] {
+        let _ = writeln!(s, "#### {} keys\n", keys.name());
+        let _ = writeln!(
+            s,
+            "| policy entries | ipcache entries | path | ns | floor | floor ns | x floor | x empty | floor x empty | target |"
+        );
+        let _ = writeln!(s, "|---:|---:|---|---:|---|---:|---:|---:|---:|---|");
+        for size in &p.sizes {
+            for m in ms.iter().filter(|m| {
+                m.size.policy == size.policy
+                    && m.size.ipcache == size.ipcache
+                    && m.keys == keys
+                    && m.vs_floor.is_some()
+            }) {
+                let Some((floor, vs)) = m.vs_floor else {
+                    continue;
+                };
+                let f = ms.iter().find(|f| {
+                    f.size.policy == size.policy
+                        && f.size.ipcache == size.ipcache
+                        && f.keys == keys
+                        && f.program == floor
+                        && f.case == m.case
+                        && f.of == Some(m.program)
+                });
+                let target = match (floor_target(m.program, m.case), keys) {
+                    (Some(t), Keys::Repeated) => format!(
+                        "<= {t:.2}x: {}",
+                        if vs.median <= t { "met" } else { "not met" }
+                    ),
+                    (Some(t), Keys::Random) => format!("(<= {t:.2}x)"),
+                    (None, _) => "-".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | `{}` {} | {:.0} | `{floor}` | {} | **{:.2}x** | {:.2}x | {} | {target} |",
+                    size.policy,
+                    size.ipcache,
+                    m.program,
+                    m.case.name(),
+                    m.ns.median,
+                    f.map_or("-".into(), |f| format!("{:.0}", f.ns.median)),
+                    vs.median,
+                    m.ratio.median,
+                    f.map_or("-".into(), |f| format!("{:.2}x", f.ratio.median)),
+                );
+            }
+        }
+        let _ = writeln!(s);
     }
 }
 
@@ -787,6 +963,31 @@ mod tests {
 
     fn sum(x: f64) -> Summary {
         Summary::of(&[x * 0.9, x, x * 1.2])
+    }
+
+    #[test]
+    fn a_floor_target_is_met_only_at_every_size() {
+        let mut v = FloorVerdict {
+            program: PROG_TO_POD,
+            case: Case::Established,
+            floor: "floor_established",
+            target: 1.15,
+            ratios: vec![(10, 10, 1.10), (1000, 10, 1.2), (100_000, 50_000, 1.12)],
+        };
+        assert!(!v.met());
+        let h = v.headline();
+        assert!(
+            h.contains(
+                "vs floor_established: 1.10x at 10 rules/10 ipcache, 1.12x at 100000 rules/50000 \
+                 ipcache, 1.10-1.20x over the 3 sizes"
+            ),
+            "{h}"
+        );
+        assert!(h.ends_with("target <= 1.15x: not met)"), "{h}");
+        v.ratios.remove(1);
+        assert!(v.met());
+        assert_eq!(v.json()["met"], true);
+        assert!(!v.headline().contains("over the"));
     }
 
     fn result(variant: &str, same: f64, cross: Option<f64>) -> VariantResult {
