@@ -16,8 +16,9 @@ use std::{
 };
 
 use cns_agent::{
+    agent::{Planner, Scope},
     datapath::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
-    encode::{self, MapContents},
+    encode::MapContents,
     policy::{
         Flow, compile, evaluate,
         model::{Allocations, NodeContext, ObjectRef, PodInfo, Snapshot},
@@ -335,12 +336,16 @@ fn check(c: &Cluster, flows: &[TestFlow]) -> Result<(), TestCaseError> {
     };
     let desired = compile(&snap, &node, &Allocations::default());
     let under_test = ObjectRef::new(NAMESPACES[c.pods[0].ns], "pod0");
-    let contents = encode::encode(&desired, &BTreeMap::from([(under_test, 1)]));
     let mut k = kernel().lock().unwrap_or_else(|e| e.into_inner());
-    let ops = reconcile::diff(&contents, &k.written);
+    // As the agent plans a sync: the whole desired state against what was written.
+    let mut planner = Planner::default();
+    let ifindexes = BTreeMap::from([(under_test, 1)]);
+    let ops = planner
+        .plan(&desired, &ifindexes, &k.written, None, Scope::WHOLE)
+        .ops;
     let failed = reconcile::apply(&mut k.dp, &ops);
     prop_assert!(failed.is_empty(), "map writes failed: {failed:?}");
-    k.written = contents;
+    k.written = planner.intended().clone();
     k.revision += 1;
     let config = Config {
         audit_mode: 0,

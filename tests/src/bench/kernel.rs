@@ -38,11 +38,12 @@ use std::{
 };
 
 use cns_agent::{
+    agent::{Planner, Scope},
     datapath::{
         Datapath, FLOOR_ESTABLISHED, FLOOR_NEW, FLOOR_NEW_EGRESS, FLOOR_XDP_DROP, PROG_EMPTY,
         PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS,
     },
-    encode::{self, MapContents},
+    encode::MapContents,
     policy::model::{
         Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol, RemoteInfo,
         RuleKey,
@@ -404,14 +405,24 @@ fn load(size: Size) -> anyhow::Result<(Loaded, MapContents)> {
     for k in 0..OTHER_ENDPOINTS {
         ifindexes.insert(ObjectRef::new("bench", format!("pod{k}")), 1000 + k);
     }
-    let contents = encode::encode(&desired, &ifindexes);
+    // As the agent plans a cold sync: everything against empty maps.
+    let mut planner = Planner::default();
+    let ops = planner
+        .plan(
+            &desired,
+            &ifindexes,
+            &MapContents::default(),
+            None,
+            Scope::WHOLE,
+        )
+        .ops;
+    let contents = planner.intended().clone();
     anyhow::ensure!(
         contents.policy.len() == size.policy,
         "synthetic rules gave {} policy entries, wanted {}",
         contents.policy.len(),
         size.policy
     );
-    let ops = reconcile::diff(&contents, &Default::default());
     let failed = reconcile::apply(&mut loaded.dp, &ops);
     if let Some(f) = failed.first() {
         anyhow::bail!(

@@ -399,12 +399,12 @@ impl Report {
                 "A synthetic cluster (generated YAML, as the agent reads it from its manifests directory) per \
                  row, each in a child process so that peak memory (VmHWM) is its own. The node under test has \
                  about 100 of the pods (1k pods: 10 nodes; otherwise pods/100 nodes). Times: median (min-max) \
-                 over the trials. parse = the agent's manifest source reading the directory cold \
-                 (`ManifestSource::read`: every file read, YAML, validation); compile = the compiler's first \
-                 update; encode+diff = `encode` + `reconcile::diff` against empty maps; apply = \
-                 writing that first diff to real BPF maps. Peak RSS includes the YAML text; heap held is what \
-                 the pipeline holds on the heap after the cold sync (counted by `cns-bench`'s allocator: \
-                 source, compiler and encoded maps, not the YAML text nor the allocator's free memory).\n"
+                 over the trials. cold start = the real agent's first sync (`Agent::sync`, in-process, on real \
+                 BPF maps), in phases: read = its manifest source reading the directory cold (every file \
+                 read, YAML, validation); compile = the compiler's first update; plan = the planner \
+                 encoding the desired state and diffing it against the empty maps; write = writing the \
+                 plan to the maps. Peak RSS includes the transient parse; heap held is what the agent \
+                 holds on the heap after the cold sync (counted by `cns-bench`'s allocator).\n"
             );
             let _ = writeln!(
                 s,
