@@ -236,20 +236,7 @@ impl Datapath {
         packet: &[u8],
         repeat: u32,
     ) -> Result<(i32, std::time::Duration), ProgramError> {
-        use aya::programs::{TestRun as _, TestRunOptions};
-        let mut out = vec![0u8; packet.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let result = match self.ebpf.program(program) {
-            Some(Program::SchedClassifier(p)) => p.test_run(opts)?,
-            Some(Program::Xdp(p)) => p.test_run(opts)?,
-            _ => return Err(ProgramError::NotLoaded),
-        };
-        Ok((result.return_value as i32, result.duration))
+        test_run_in(&self.ebpf, program, packet, repeat)
     }
 
     /// Where the maps are pinned (`maps-v{N}` or `maps-v{N}-{hash}` under the pin directory).
@@ -309,4 +296,29 @@ fn check_pinned_sizes(maps_dir: &Path, sizes: &MapSizes) -> Result<(), LoadError
         }
     }
     Ok(())
+}
+
+/// Runs the TC or XDP `program` of `ebpf` `repeat` times on `packet` in the kernel
+/// (`BPF_PROG_TEST_RUN`); returns the last verdict and the kernel's average time per run.
+/// The agent's programs ([`Datapath::test_run_repeat`]) and the bench's floors share it.
+pub fn test_run_in(
+    ebpf: &aya::Ebpf,
+    program: &str,
+    packet: &[u8],
+    repeat: u32,
+) -> Result<(i32, std::time::Duration), ProgramError> {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    let mut out = vec![0u8; packet.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(packet),
+        data_out: Some(&mut out),
+        repeat,
+        ..TestRunOptions::default()
+    };
+    let result = match ebpf.program(program) {
+        Some(Program::SchedClassifier(p)) => p.test_run(opts)?,
+        Some(Program::Xdp(p)) => p.test_run(opts)?,
+        _ => return Err(ProgramError::NotLoaded),
+    };
+    Ok((result.return_value as i32, result.duration))
 }

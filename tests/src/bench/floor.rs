@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData},
-    programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+    programs::{SchedClassifier, Xdp},
 };
 use cns_agent::datapath::{
     FLOOR_ESTABLISHED, FLOOR_NEW, FLOOR_NEW_EGRESS, FLOOR_OBJECT, FLOOR_XDP_DROP,
@@ -84,12 +84,7 @@ impl Floors {
         &mut self,
         entries: impl IntoIterator<Item = (&'a u32, &'a Remote)>,
     ) -> anyhow::Result<()> {
-        let mut map = self.hash::<u32, Remote>(IPCACHE)?;
-        for (addr, remote) in entries {
-            map.insert(addr, remote, 0)
-                .with_context(|| format!("failed to write {IPCACHE}"))?;
-        }
-        Ok(())
+        self.fill(IPCACHE, entries)
     }
 
     /// The policy, as the agent wrote `CNS_POLICY_EXACT`.
@@ -97,10 +92,19 @@ impl Floors {
         &mut self,
         entries: impl IntoIterator<Item = (&'a PolicyKey, &'a PolicyValue)>,
     ) -> anyhow::Result<()> {
-        let mut map = self.hash::<PolicyKey, PolicyValue>(POLICY)?;
+        self.fill(POLICY, entries)
+    }
+
+    /// Writes `entries` into the hash map `name`.
+    fn fill<'a, K: aya::Pod + 'a, V: aya::Pod + 'a>(
+        &mut self,
+        name: &str,
+        entries: impl IntoIterator<Item = (&'a K, &'a V)>,
+    ) -> anyhow::Result<()> {
+        let mut map = self.hash::<K, V>(name)?;
         for (key, value) in entries {
             map.insert(key, value, 0)
-                .with_context(|| format!("failed to write {POLICY}"))?;
+                .with_context(|| format!("failed to write {name}"))?;
         }
         Ok(())
     }
@@ -134,20 +138,8 @@ impl Floors {
         frame: &[u8],
         repeat: u32,
     ) -> anyhow::Result<(i32, Duration)> {
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let result = match self.ebpf.program(program) {
-            Some(Program::SchedClassifier(p)) => p.test_run(opts),
-            Some(Program::Xdp(p)) => p.test_run(opts),
-            _ => anyhow::bail!("{program} is not a loaded floor program"),
-        }
-        .with_context(|| format!("test run of {program}"))?;
-        Ok((result.return_value as i32, result.duration))
+        cns_agent::datapath::test_run_in(&self.ebpf, program, frame, repeat)
+            .with_context(|| format!("test run of floor program {program}"))
     }
 }
 
