@@ -5,7 +5,7 @@
 //! with explicit padding (bytemuck's derives prove there is none hidden) and integer flags.
 //!
 //! Byte order: IPv4 addresses are stored as the packet carries them (network order, read
-//! as a native `u32` with `u32::from_ne_bytes(octets)`); ports in keys are network order
+//! as a native `u32` with `u32::from_ne_bytes(octets)`), IPv6 ones as their 16 bytes; ports in keys are network order
 //! too. LPM trie keys are compared bit by bit from the first byte, so every field of an LPM
 //! key is big-endian. The agent's `encode` module is the one place that builds these keys.
 #![no_std]
@@ -18,7 +18,7 @@ pub mod maps;
 /// beside the old ones, fills them, then swaps its programs in atomically (no gap), and
 /// removes the old directory. Bump it whenever a key, value, default capacity or map type
 /// changes; the fingerprint test in `maps` fails until you do.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Direction of traffic, seen from the local pod (endpoint).
 pub const DIR_INGRESS: u8 = 0;
@@ -37,11 +37,13 @@ pub const REASON_NOT_ISOLATED: u8 = 2;
 pub const REASON_FROM_HOST: u8 = 3;
 pub const REASON_ESTABLISHED: u8 = 4;
 pub const REASON_REPLY: u8 = 5;
-/// IPv6 to or from an isolated endpoint: not supported yet, so never allowed.
-pub const REASON_IPV6_UNSUPPORTED: u8 = 6;
-/// A truncated or malformed IPv4 packet of an isolated endpoint.
+/// An IPv6 packet whose extension header chain is longer than the programs walk (or
+/// truncated inside it): its upper-layer protocol is unknown, so an isolated endpoint never
+/// accepts it.
+pub const REASON_IPV6_HEADER_CHAIN: u8 = 6;
+/// A truncated or malformed IPv4 or IPv6 packet of an isolated endpoint.
 pub const REASON_MALFORMED: u8 = 7;
-/// A non-first IPv4 fragment (no ports to check) of an isolated endpoint.
+/// A non-first fragment (no ports to check) of an isolated endpoint.
 pub const REASON_FRAGMENT: u8 = 8;
 /// A packet claiming a source address that is not its endpoint's (anti-spoofing).
 pub const REASON_SPOOFED: u8 = 9;
@@ -77,3 +79,4 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_SCTP: u8 = 132;
+pub const PROTO_ICMPV6: u8 = 58;

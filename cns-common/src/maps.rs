@@ -1,5 +1,14 @@
 //! Every map of the datapath: name, capacity, key and value.
 //!
+//! **Where the address family matters.** A map keyed by an address comes in two families:
+//! `X` for IPv4 (addresses as a network-order `u32`) and `X6` for IPv6 ([`Ip6`], 16
+//! network-order bytes): the IP cache, local addresses, ipBlock tries, conntrack, fragments
+//! and the deny cache. Everything keyed by endpoint, identity or port (endpoints, policy,
+//! counters) is shared by both families: a pod has one identity and one set of rules, and
+//! policy never sees an address. Separate maps keep IPv4 keys as small as they were (a
+//! 16-byte conntrack key, not 40), so IPv4 costs what it did; the programs are written once,
+//! generic over the family (`cns-ebpf`'s `family` module).
+//!
 //! The `*_CAPACITY` constants are the default sizes of this layout version. The agent can
 //! create the maps that grow with the cluster with other sizes (`cns-agent run --map-sizes`,
 //! `cns_agent::map_sizes`); a map's size is not part of its layout, and the programs never
@@ -7,6 +16,9 @@
 
 #[cfg(feature = "user")]
 use bytemuck::{Pod, Zeroable};
+
+/// An IPv6 address as the packet carries it (network order).
+pub type Ip6 = [u8; 16];
 
 /// Declares a map key/value type: `#[repr(C)]`, `Copy`, bytemuck on the user side, and its
 /// size checked at compile time so both sides agree.
@@ -59,13 +71,15 @@ map_type! {
     pub struct Endpoint {
         /// Endpoint id used in policy and CIDR keys.
         pub ep_id: u32,
-        /// The pod's IPv4 address (network order).
+        /// The pod's IPv4 address (network order); 0 when it has none.
         pub ip: u32,
         pub identity: u32,
         pub ns_id: u16,
         /// `EP_*` flags.
         pub flags: u16,
-    } = 16
+        /// The pod's IPv6 address; all zero when it has none.
+        pub ip6: Ip6,
+    } = 32
 }
 pub const EP_INGRESS_ISOLATED: u16 = 1;
 pub const EP_EGRESS_ISOLATED: u16 = 2;
@@ -88,6 +102,8 @@ pub const EP_ANY_PROTO_RULES: u16 = 64;
 /// adopted); a stale entry is harmless: the program checks the endpoint's address.
 pub const LOCAL_IPS: &str = "CNS_LOCAL_IPS";
 pub const LOCAL_IPS_CAPACITY: u32 = ENDPOINTS_CAPACITY;
+/// `HashMap<Ip6, u32 ifindex>`: [`LOCAL_IPS`] for IPv6.
+pub const LOCAL_IPS6: &str = "CNS_LOCAL_IPS6";
 
 /// `HashMap<u32 ip, Remote>`: every pod IP of the cluster and every address of the node.
 pub const IPCACHE: &str = "CNS_IPCACHE";
@@ -99,6 +115,9 @@ map_type! {
         pub _pad: u16,
     } = 8
 }
+
+/// `HashMap<Ip6, Remote>`: [`IPCACHE`] for IPv6.
+pub const IPCACHE6: &str = "CNS_IPCACHE6";
 
 /// `LpmTrie<CidrKey, u32 identity>`: per endpoint and direction, the ipBlock set an address
 /// falls in, as an identity at or above `IDENTITY_CIDR_BASE`.
@@ -114,8 +133,20 @@ map_type! {
         pub addr: [u8; 4],
     } = 12
 }
-/// Bits of a [`CidrKey`] before the address.
+/// Bits of a [`CidrKey`] (and a [`CidrKey6`]) before the address.
 pub const CIDR_PREFIX_BASE: u32 = 64;
+/// `LpmTrie<CidrKey6, u32 identity>`: [`CIDRS`] for IPv6 (the same identities: an ipBlock
+/// set is one identity whichever family its CIDRs are in).
+pub const CIDRS6: &str = "CNS_CIDRS6";
+map_type! {
+    pub struct CidrKey6 {
+        /// Big-endian endpoint id.
+        pub ep_id: [u8; 4],
+        pub dir: u8,
+        pub _pad: [u8; 3],
+        pub addr: Ip6,
+    } = 24
+}
 
 /// `LpmTrie<PolicyKey, PolicyValue>`: what each endpoint allows, per direction and remote
 /// identity. Prefix lengths: [`POLICY_PREFIX_ANY_PROTO`] (any protocol and port),
@@ -200,6 +231,20 @@ map_type! {
 pub const NO_COUNTER: u32 = u32::MAX;
 /// The entry is the reply direction of a flow: replies skip policy.
 pub const CT_REPLY: u8 = 1;
+/// `LruHashMap<CtKey6, CtEntry>`: [`CONNTRACK`] for IPv6 (sized with it).
+pub const CONNTRACK6: &str = "CNS_CONNTRACK6";
+map_type! {
+    pub struct CtKey6 {
+        pub saddr: Ip6,
+        pub daddr: Ip6,
+        /// Network-order ports (ICMPv6 echo: id in both).
+        pub sport: u16,
+        pub dport: u16,
+        pub proto: u8,
+        pub dir: u8,
+        pub _pad: u16,
+    } = 40
+}
 
 /// `LruHashMap<DenyKey, DenyEntry>`: the XDP program's deny cache. A drop by policy
 /// (blocking mode, `REASON_POLICY_DENIED`) of a TCP or UDP packet that is not a fragment is
@@ -245,6 +290,18 @@ map_type! {
     } = 32
 }
 
+/// `LruHashMap<DenyKey6, DenyEntry>`: [`DENY_CACHE`] for IPv6 (sized with it).
+pub const DENY_CACHE6: &str = "CNS_DENY_CACHE6";
+map_type! {
+    pub struct DenyKey6 {
+        pub saddr: Ip6,
+        pub daddr: Ip6,
+        pub dport: u16,
+        pub proto: u8,
+        pub _pad: u8,
+    } = 36
+}
+
 /// `LruHashMap<FragKey, FragValue>`: the verdict of a fragmented datagram's first fragment
 /// (the only one with ports), which its later fragments inherit.
 pub const FRAGMENTS: &str = "CNS_FRAGMENTS";
@@ -270,6 +327,20 @@ map_type! {
     } = 8
 }
 
+/// `LruHashMap<FragKey6, FragValue>`: [`FRAGMENTS`] for IPv6 (sized with it).
+pub const FRAGMENTS6: &str = "CNS_FRAGMENTS6";
+map_type! {
+    pub struct FragKey6 {
+        pub saddr: Ip6,
+        pub daddr: Ip6,
+        /// The Fragment header's identification (network order).
+        pub id: u32,
+        pub proto: u8,
+        pub dir: u8,
+        pub _pad: u16,
+    } = 40
+}
+
 /// `HashMap<CounterKey, u32>`: the slot in [`COUNTERS`] of each counter key. The datapath
 /// allocates a slot the first time it sees a key, on the slow path (claiming it in
 /// [`COUNTER_OWNERS`]), and keeps it in the flow's conntrack entry, so established packets
@@ -283,7 +354,7 @@ map_type! {
         pub dst_ns: u16,
         pub dir: u8,
         pub verdict: u8,
-        /// IP protocol number (0 when not IPv4).
+        /// IP protocol number (IPv6: the upper-layer header's; 0 when neither family).
         pub proto: u8,
         /// `REASON_*` of a drop or audit; 0 for forwarded packets.
         pub reason: u8,
@@ -314,8 +385,10 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 map_type! {
     pub struct Event {
         pub ts_ns: u64,
-        pub saddr: u32,
-        pub daddr: u32,
+        /// Network-order addresses: IPv4 in the first 4 bytes (the rest zero), or IPv6, as
+        /// `family` says.
+        pub saddr: Ip6,
+        pub daddr: Ip6,
         pub sport: u16,
         pub dport: u16,
         pub proto: u8,
@@ -331,8 +404,13 @@ map_type! {
         /// The policy whose rule allowed the connection (`policy-verdict` events);
         /// `u32::MAX` when none did.
         pub policy_id: u32,
-    } = 48
+        /// [`FAMILY_IPV4`], [`FAMILY_IPV6`], or 0 when the packet was neither (no addresses).
+        pub family: u8,
+        pub _pad: [u8; 7],
+    } = 80
 }
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
 
 /// `PerCpuArray<u32, RateLimit>` with one entry: the per-CPU event token bucket.
 pub const RATE_LIMIT: &str = "CNS_RATE_LIMIT";
@@ -359,7 +437,7 @@ pub const STAT_XDP_AUDIT: u32 = 5;
 pub const STAT_XDP_ALLOWED: u32 = 6;
 
 /// Every map's name, key size, value size and default capacity, for the layout fingerprint.
-pub const LAYOUTS: [(&str, usize, usize, u32); 16] = [
+pub const LAYOUTS: [(&str, usize, usize, u32); 22] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (
         ENDPOINTS,
@@ -369,6 +447,32 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 16] = [
     ),
     (IPCACHE, 4, core::mem::size_of::<Remote>(), IPCACHE_CAPACITY),
     (LOCAL_IPS, 4, 4, LOCAL_IPS_CAPACITY),
+    (LOCAL_IPS6, 16, 4, LOCAL_IPS_CAPACITY),
+    (IPCACHE6, 16, core::mem::size_of::<Remote>(), IPCACHE_CAPACITY),
+    (
+        CIDRS6,
+        4 + core::mem::size_of::<CidrKey6>(),
+        4,
+        CIDRS_CAPACITY,
+    ),
+    (
+        CONNTRACK6,
+        core::mem::size_of::<CtKey6>(),
+        core::mem::size_of::<CtEntry>(),
+        CONNTRACK_CAPACITY,
+    ),
+    (
+        DENY_CACHE6,
+        core::mem::size_of::<DenyKey6>(),
+        core::mem::size_of::<DenyEntry>(),
+        DENY_CACHE_CAPACITY,
+    ),
+    (
+        FRAGMENTS6,
+        core::mem::size_of::<FragKey6>(),
+        core::mem::size_of::<FragValue>(),
+        FRAGMENTS_CAPACITY,
+    ),
     (
         CIDRS,
         4 + core::mem::size_of::<CidrKey>(),
@@ -453,7 +557,7 @@ mod tests {
                 });
         assert_eq!(
             (crate::LAYOUT_VERSION, fingerprint),
-            (5, FINGERPRINT_V5),
+            (6, FINGERPRINT_V6),
             "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
         );
     }
@@ -463,5 +567,7 @@ mod tests {
     /// the slot in each conntrack entry, protocol and reason in the counter key;
     /// `CNS_POLICY_EXACT` beside the policy trie.
     /// v5: `CNS_DENY_CACHE` (the XDP program's deny cache).
-    const FINGERPRINT_V5: u64 = 4_853_286_953_310_104_608;
+    /// v6: IPv6: the `*6` maps, the endpoint's IPv6 address, 16-byte event addresses and
+    /// the event's family.
+    const FINGERPRINT_V6: u64 = 14_150_015_717_104_734_857;
 }
