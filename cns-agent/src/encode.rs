@@ -260,6 +260,7 @@ pub fn endpoint(ep: &LocalEndpoint) -> Endpoint {
         identity: ep.identity,
         ns_id: ep.ns_id,
         flags,
+        ip6: [0; 16],
     }
 }
 

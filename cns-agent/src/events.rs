@@ -8,7 +8,7 @@
 pub mod sinks;
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -16,10 +16,10 @@ use std::{
 
 use aya::maps::{Map, MapData, RingBuf};
 use cns_common::{
-    DIR_INGRESS, REASON_FRAGMENT, REASON_IPV6_UNSUPPORTED, REASON_MALFORMED, REASON_NO_ENDPOINT,
+    DIR_INGRESS, REASON_FRAGMENT, REASON_IPV6_HEADER_CHAIN, REASON_MALFORMED, REASON_NO_ENDPOINT,
     REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED, REASON_UNSUPPORTED_L3,
     VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
-    maps::{EVENTS, Event},
+    maps::{EVENTS, Event, FAMILY_IPV4, FAMILY_IPV6},
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -55,7 +55,7 @@ pub fn reason_name(reason: u8) -> &'static str {
     match reason {
         REASON_POLICY_DENIED => "POLICY_DENIED",
         REASON_POLICY_ALLOWED => "POLICY_ALLOWED",
-        REASON_IPV6_UNSUPPORTED => "IPV6_NOT_ENFORCED",
+        REASON_IPV6_HEADER_CHAIN => "IPV6_HEADER_CHAIN_UNWALKED",
         REASON_MALFORMED => "MALFORMED_PACKET",
         REASON_FRAGMENT => "FRAGMENT_WITHOUT_FIRST",
         REASON_SPOOFED => "SPOOFED_SOURCE",
@@ -71,7 +71,19 @@ pub fn protocol_name(p: u8) -> &'static str {
         cns_common::PROTO_UDP => "UDP",
         cns_common::PROTO_SCTP => "SCTP",
         cns_common::PROTO_ICMP => "ICMPv4",
+        cns_common::PROTO_ICMPV6 => "ICMPv6",
         _ => "OTHER",
+    }
+}
+
+/// An event's source and destination address, `None` when the packet had no IP header.
+pub fn addresses(ev: &Event) -> Option<(IpAddr, IpAddr)> {
+    let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+    let v6 = |a: &[u8; 16]| IpAddr::V6(Ipv6Addr::from(*a));
+    match ev.family {
+        FAMILY_IPV4 => Some((v4(&ev.saddr), v4(&ev.daddr))),
+        FAMILY_IPV6 => Some((v6(&ev.saddr), v6(&ev.daddr))),
+        _ => None,
     }
 }
 
@@ -86,8 +98,11 @@ pub fn monotonic_offset() -> Duration {
         .saturating_sub(mono)
 }
 
-fn endpoint_json(names: &Names, ip: Ipv4Addr, identity: u32, ns_id: u16) -> Value {
-    let pod = names.pods_by_ip.get(&ip);
+fn endpoint_json(names: &Names, ip: IpAddr, identity: u32, ns_id: u16) -> Value {
+    let pod = match ip {
+        IpAddr::V4(ip) => names.pods_by_ip.get(&ip),
+        IpAddr::V6(_) => None,
+    };
     let labels: Vec<String> = names
         .identities
         .get(&identity)
@@ -122,8 +137,15 @@ pub fn to_json(
         _ => "policy-verdict",
     };
     let time = humantime_rfc3339(offset + Duration::from_nanos(ev.ts_ns));
-    let src = Ipv4Addr::from(ev.saddr.to_ne_bytes());
-    let dst = Ipv4Addr::from(ev.daddr.to_ne_bytes());
+    let (src, dst) = addresses(ev).unwrap_or((
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    ));
+    let ip_version = if ev.family == FAMILY_IPV6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
     let ep = names.endpoint(ev.ep_id);
     // An allowed connection names the policy whose rule allowed it; a drop or audit the
     // policies that isolate the endpoint in that direction (any of them could allow it).
@@ -148,7 +170,7 @@ pub fn to_json(
         "event_type": kind,
         "node_name": node_name,
         "traffic_direction": if ev.dir == DIR_INGRESS { "INGRESS" } else { "EGRESS" },
-        "IP": {"source": src.to_string(), "destination": dst.to_string(), "ipVersion": "IPv4"},
+        "IP": {"source": src.to_string(), "destination": dst.to_string(), "ipVersion": ip_version},
         "source": endpoint_json(names, src, ev.src_identity, ev.src_ns),
         "destination": endpoint_json(names, dst, ev.dst_identity, ev.dst_ns),
         "interface": {"index": ev.ifindex},
@@ -181,7 +203,7 @@ pub fn to_json(
     } else if ev.proto != 0 {
         flow["l4"] = json!({ protocol_name(ev.proto): {} });
     }
-    if ev.reason == REASON_IPV6_UNSUPPORTED || ev.reason == REASON_UNSUPPORTED_L3 {
+    if ev.family == 0 {
         flow["IP"] = Value::Null;
     }
     (kind, flow)
@@ -301,8 +323,9 @@ mod tests {
         );
         let ev = Event {
             ts_ns: 5_000_000,
-            saddr: u32::from_ne_bytes([10, 0, 2, 10]),
-            daddr: u32::from_ne_bytes([10, 0, 1, 10]),
+            saddr: [10, 0, 2, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [10, 0, 1, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: FAMILY_IPV4,
             sport: 40000u16.to_be(),
             dport: 8080u16.to_be(),
             proto: cns_common::PROTO_TCP,

@@ -3,7 +3,7 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use cns_common::{
     DIR_INGRESS, IDENTITY_HOST, IDENTITY_WORLD, NS_UNKNOWN, NS_WORLD, REASON_FRAGMENT,
-    REASON_FROM_HOST, REASON_IPV6_UNSUPPORTED, REASON_MALFORMED, REASON_NO_ENDPOINT,
+    REASON_FROM_HOST, REASON_IPV6_HEADER_CHAIN, REASON_MALFORMED, REASON_NO_ENDPOINT,
     REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED,
     REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     maps::{
@@ -55,7 +55,7 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     let p = match parse::parse(ctx) {
         L3::Ipv4(p) => p,
         L3::Arp => return TC_PASS,
-        L3::Ipv6 => return unparsed(ctx, cfg, dir, REASON_IPV6_UNSUPPORTED),
+        L3::Ipv6 => return unparsed(ctx, cfg, dir, REASON_IPV6_HEADER_CHAIN),
         L3::Unsupported => return unparsed(ctx, cfg, dir, REASON_UNSUPPORTED_L3),
         L3::Malformed => return unparsed(ctx, cfg, dir, REASON_MALFORMED),
     };
@@ -435,8 +435,9 @@ pub fn record(
     {
         let ev = Event {
             ts_ns: 0, // stamped by stats::event
-            saddr: p.saddr,
-            daddr: p.daddr,
+            saddr: v4_bytes(p.saddr),
+            daddr: v4_bytes(p.daddr),
+            family: cns_common::maps::FAMILY_IPV4,
             sport: p.sport,
             dport: p.dport,
             proto: p.proto,
@@ -450,8 +451,16 @@ pub fn record(
             src_ns: d.src_ns,
             dst_ns: d.dst_ns,
             policy_id: d.policy_id,
+            _pad: [0; 7],
         };
         stats::event(cfg, &ev);
     }
     slot
+}
+
+/// An IPv4 address in an event's 16-byte address field.
+#[inline(always)]
+pub fn v4_bytes(a: u32) -> [u8; 16] {
+    let b = a.to_ne_bytes();
+    [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }

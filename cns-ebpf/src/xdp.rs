@@ -92,8 +92,9 @@ pub fn handle(ctx: &XdpContext) -> u32 {
         stats::add(d.counter, ctx.frame_len());
         let ev = Event {
             ts_ns: 0, // stamped by stats::event
-            saddr: p.saddr,
-            daddr: p.daddr,
+            saddr: policy::v4_bytes(p.saddr),
+            daddr: policy::v4_bytes(p.daddr),
+            family: cns_common::maps::FAMILY_IPV4,
             sport: p.sport,
             dport: p.dport,
             proto: p.proto,
@@ -107,6 +108,7 @@ pub fn handle(ctx: &XdpContext) -> u32 {
             src_ns: d.src_ns,
             dst_ns: d.dst_ns,
             policy_id: u32::MAX,
+            _pad: [0; 7],
         };
         stats::event(cfg, &ev);
         stats::incr(STAT_XDP_DROPPED);
