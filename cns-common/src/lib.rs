@@ -37,9 +37,9 @@ pub const REASON_NOT_ISOLATED: u8 = 2;
 pub const REASON_FROM_HOST: u8 = 3;
 pub const REASON_ESTABLISHED: u8 = 4;
 pub const REASON_REPLY: u8 = 5;
-/// An IPv6 packet whose extension header chain is longer than the programs walk (or
-/// truncated inside it): its upper-layer protocol is unknown, so an isolated endpoint never
-/// accepts it.
+/// An IPv6 packet whose extension header chain is longer than the programs walk
+/// (`cns-ebpf`'s `parse::MAX_EXT_HEADERS`): its upper-layer protocol is unknown, so an
+/// isolated endpoint never accepts it. (A chain truncated inside is [`REASON_MALFORMED`].)
 pub const REASON_IPV6_HEADER_CHAIN: u8 = 6;
 /// A truncated or malformed IPv4 or IPv6 packet of an isolated endpoint.
 pub const REASON_MALFORMED: u8 = 7;
