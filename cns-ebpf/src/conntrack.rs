@@ -3,11 +3,11 @@
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_coarse_ns};
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, PROTO_TCP,
-    maps::{CT_REPLY, CtEntry, CtKey, STAT_CONNTRACK_INSERT_FAILED},
+    maps::{CT_REPLY, CtEntry, STAT_CONNTRACK_INSERT_FAILED},
 };
 
 use crate::{
-    maps::CNS_CONNTRACK,
+    family::Family,
     parse::{Inner, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats,
 };
@@ -20,32 +20,16 @@ const TCP_CLOSING: u64 = 10 * SEC;
 const OTHER: u64 = 60 * SEC;
 
 #[inline(always)]
-pub fn key(p: &Packet, dir: u8) -> CtKey {
-    CtKey {
-        saddr: p.saddr,
-        daddr: p.daddr,
-        sport: p.sport,
-        dport: p.dport,
-        proto: p.proto,
-        dir,
-        _pad: 0,
-    }
+pub fn key<F: Family>(p: &Packet<F>, dir: u8) -> F::CtKey {
+    F::ct_key(&p.saddr, &p.daddr, p.sport, p.dport, p.proto, dir)
 }
 
 #[inline(always)]
-fn reverse(k: &CtKey) -> CtKey {
-    CtKey {
-        saddr: k.daddr,
-        daddr: k.saddr,
-        sport: k.dport,
-        dport: k.sport,
-        proto: k.proto,
-        dir: if k.dir == DIR_INGRESS {
-            DIR_EGRESS
-        } else {
-            DIR_INGRESS
-        },
-        _pad: 0,
+fn other(dir: u8) -> u8 {
+    if dir == DIR_INGRESS {
+        DIR_EGRESS
+    } else {
+        DIR_INGRESS
     }
 }
 
@@ -65,8 +49,8 @@ fn lifetime(proto: u8, tcp_flags: u8) -> u64 {
 /// Looks the packet's tuple up; returns the live entry, refreshing its expiry. Stale
 /// entries are treated as missing.
 #[inline(always)]
-pub fn lookup(k: &CtKey, p: &Packet) -> Option<*mut CtEntry> {
-    let e = CNS_CONNTRACK.get_ptr_mut(k)?;
+pub fn lookup<F: Family>(k: &F::CtKey, p: &Packet<F>) -> Option<*mut CtEntry> {
+    let e = F::conntrack().get_ptr_mut(k)?;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: a pointer into the map value, valid for this program run.
     let entry = unsafe { &mut *e };
@@ -83,47 +67,49 @@ pub fn lookup(k: &CtKey, p: &Packet) -> Option<*mut CtEntry> {
     Some(e)
 }
 
-/// The live entry of the connection an ICMP error (seen by the program of direction `dir`)
-/// is about: the quoted packet travelled the other way.
+/// The live entry of the connection an ICMP error `p` (seen by the program of direction
+/// `dir`) is about: the quoted packet travelled the other way, and the error goes back to
+/// the quoted packet's source; out of the pod, it also comes from the quoted packet's
+/// destination (the pod itself: a pod cannot pass errors with another source or to
+/// another destination as related).
 #[inline(always)]
-pub fn related(inner: &Inner, dir: u8) -> Option<CtEntry> {
-    let k = CtKey {
-        saddr: inner.saddr,
-        daddr: inner.daddr,
-        sport: inner.sport,
-        dport: inner.dport,
-        proto: inner.proto,
-        dir: if dir == DIR_INGRESS {
-            DIR_EGRESS
-        } else {
-            DIR_INGRESS
-        },
-        _pad: 0,
-    };
+pub fn related<F: Family>(p: &Packet<F>, inner: &Inner<F>, dir: u8) -> Option<CtEntry> {
+    if !F::same(&p.daddr, &inner.saddr) || (dir != DIR_INGRESS && !F::same(&p.saddr, &inner.daddr))
+    {
+        return None;
+    }
+    let k = F::ct_key(
+        &inner.saddr,
+        &inner.daddr,
+        inner.sport,
+        inner.dport,
+        inner.proto,
+        other(dir),
+    );
     // SAFETY: a copy of a map value.
-    let e = unsafe { CNS_CONNTRACK.get(k) }.copied()?;
+    let e = unsafe { F::conntrack().get(&k) }.copied()?;
     (e.expires_ns >= unsafe { bpf_ktime_get_coarse_ns() }).then_some(e)
 }
 
 /// Records an allowed (or audited) flow: the original tuple and its reply.
 #[inline(always)]
-pub fn create(k: &CtKey, p: &Packet, entry: &CtEntry) {
+pub fn create<F: Family>(k: &F::CtKey, dir: u8, p: &Packet<F>, entry: &CtEntry) {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let mut fwd = *entry;
-    fwd.expires_ns = now + lifetime(p.proto, p.tcp_flags);
-    fwd.tcp_flags = p.tcp_flags;
-    fwd.flags = 0;
-    let mut rev = fwd;
-    rev.flags = CT_REPLY;
-    rev.src_identity = fwd.dst_identity;
-    rev.dst_identity = fwd.src_identity;
-    rev.src_ns = fwd.dst_ns;
-    rev.dst_ns = fwd.src_ns;
+    let mut e = *entry;
+    e.expires_ns = now + lifetime(p.proto, p.tcp_flags);
+    e.tcp_flags = p.tcp_flags;
+    e.flags = 0;
+    let map = F::conntrack();
+    let fwd = map.insert(k, &e, BPF_ANY as u64);
+    // The reply: the same entry seen from the other side (one copy on the stack, not two).
+    e.flags = CT_REPLY;
+    core::mem::swap(&mut e.src_identity, &mut e.dst_identity);
+    core::mem::swap(&mut e.src_ns, &mut e.dst_ns);
     // The reply's counter key differs (namespaces swapped): its first packet looks it up.
-    rev.counter = 0;
-    if CNS_CONNTRACK.insert(k, fwd, BPF_ANY as u64).is_err()
-        || CNS_CONNTRACK
-            .insert(reverse(k), rev, BPF_ANY as u64)
+    e.counter = 0;
+    if fwd.is_err()
+        || map
+            .insert(F::ct_reverse(k, other(dir)), &e, BPF_ANY as u64)
             .is_err()
     {
         stats::incr(STAT_CONNTRACK_INSERT_FAILED);

@@ -7,12 +7,18 @@
 //! endpoint, IP cache, policy LPM (at most two lookups: the peer's identity, then the ipBlock
 //! set its address falls in), verdict, conntrack entries, counters, events.
 //!
+//! IPv4 and IPv6 run the same code: the address family matters in one module (`family`),
+//! and everything above is generic over it (see `policy::handle` for how the two paths are
+//! laid out as BPF functions). IPv6 walks its extension headers (`parse::ipv6`); ICMPv6
+//! Neighbor Discovery always passes.
+//!
 //! [`cns_xdp`] (`xdp`) runs on the node's uplink: an early filter that drops denied traffic
 //! from outside the node to isolated local pods with the same maps and decision code.
 #![no_std]
 #![no_main]
 
 mod conntrack;
+mod family;
 mod fragments;
 mod maps;
 mod parse;
@@ -33,13 +39,13 @@ pub const TC_DROP: i32 = 2;
 /// Host-egress on the pod's veth: traffic going into the pod.
 #[classifier]
 pub fn cns_to_pod(ctx: TcContext) -> i32 {
-    policy::handle(&ctx, DIR_INGRESS)
+    policy::handle::<DIR_INGRESS>(&ctx)
 }
 
 /// Host-ingress on the pod's veth: traffic leaving the pod.
 #[classifier]
 pub fn cns_from_pod(ctx: TcContext) -> i32 {
-    policy::handle(&ctx, DIR_EGRESS)
+    policy::handle::<DIR_EGRESS>(&ctx)
 }
 
 /// XDP on the node's uplink: drops denied traffic to isolated local pods early; everything

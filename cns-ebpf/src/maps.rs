@@ -1,5 +1,7 @@
 //! The map definitions; layouts and capacities live in `cns_common::maps`.
 //! Every map is pinned by name so it outlives the agent (the agent chooses the directory).
+//! The maps keyed by an address come in two families (`CNS_X` and `CNS_X6`); the programs
+//! reach them through `family::Family`, never by name.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -7,10 +9,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use cns_common::maps::{
-    CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, Config, Counter, CounterKey,
-    CtEntry, CtKey, DENY_CACHE_CAPACITY, DenyEntry, DenyKey, ENDPOINTS_CAPACITY, EVENTS_BYTES,
-    Endpoint, FRAGMENTS_CAPACITY, FragKey, FragValue, IPCACHE_CAPACITY, LOCAL_IPS_CAPACITY,
-    POLICY_CAPACITY, PolicyKey, PolicyValue, RateLimit, Remote, STATS_LEN,
+    CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, CidrKey6, Config, Counter,
+    CounterKey, CtEntry, CtKey, CtKey6, DENY_CACHE_CAPACITY, DenyEntry, DenyKey, DenyKey6,
+    ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, FRAGMENTS_CAPACITY, FragKey, FragKey6, FragValue,
+    IPCACHE_CAPACITY, Ip6, LOCAL_IPS_CAPACITY, POLICY_CAPACITY, PolicyKey, PolicyValue, RateLimit,
+    Remote, STATS_LEN,
 };
 
 #[map]
@@ -20,9 +23,15 @@ pub static CNS_ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(ENDPOINTS_CAP
 #[map]
 pub static CNS_IPCACHE: HashMap<u32, Remote> = HashMap::pinned(IPCACHE_CAPACITY, 0);
 #[map]
+pub static CNS_IPCACHE6: HashMap<Ip6, Remote> = HashMap::pinned(IPCACHE_CAPACITY, 0);
+#[map]
 pub static CNS_LOCAL_IPS: HashMap<u32, u32> = HashMap::pinned(LOCAL_IPS_CAPACITY, 0);
 #[map]
+pub static CNS_LOCAL_IPS6: HashMap<Ip6, u32> = HashMap::pinned(LOCAL_IPS_CAPACITY, 0);
+#[map]
 pub static CNS_CIDRS: LpmTrie<CidrKey, u32> = LpmTrie::pinned(CIDRS_CAPACITY, 0);
+#[map]
+pub static CNS_CIDRS6: LpmTrie<CidrKey6, u32> = LpmTrie::pinned(CIDRS_CAPACITY, 0);
 #[map]
 pub static CNS_POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(POLICY_CAPACITY, 0);
 /// Not preallocated (`BPF_F_NO_PREALLOC`): it grows with the policy, like the trie.
@@ -31,12 +40,20 @@ pub static CNS_POLICY_EXACT: HashMap<PolicyKey, PolicyValue> =
     HashMap::pinned(POLICY_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 pub static CNS_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_CAPACITY, 0);
+#[map]
+pub static CNS_CONNTRACK6: LruHashMap<CtKey6, CtEntry> = LruHashMap::pinned(CONNTRACK_CAPACITY, 0);
 /// The XDP program's deny cache (see `cns_common::maps::DENY_CACHE`).
 #[map]
 pub static CNS_DENY_CACHE: LruHashMap<DenyKey, DenyEntry> =
     LruHashMap::pinned(DENY_CACHE_CAPACITY, 0);
 #[map]
+pub static CNS_DENY_CACHE6: LruHashMap<DenyKey6, DenyEntry> =
+    LruHashMap::pinned(DENY_CACHE_CAPACITY, 0);
+#[map]
 pub static CNS_FRAGMENTS: LruHashMap<FragKey, FragValue> =
+    LruHashMap::pinned(FRAGMENTS_CAPACITY, 0);
+#[map]
+pub static CNS_FRAGMENTS6: LruHashMap<FragKey6, FragValue> =
     LruHashMap::pinned(FRAGMENTS_CAPACITY, 0);
 #[map]
 pub static CNS_COUNTER_SLOTS: HashMap<CounterKey, u32> = HashMap::pinned(COUNTERS_CAPACITY, 0);

@@ -1,48 +1,73 @@
 //! Header parsing, generic over how bytes are read ([`Bytes`]): TC uses
-//! `bpf_skb_load_bytes` (works on non-linear skbs too), XDP reads the frame directly.
+//! `bpf_skb_load_bytes` (works on non-linear skbs too), XDP reads the frame directly
+//! ([`Frame`]).
 //! Both programs get the same [`Packet`] from the same code.
+//!
+//! Each family has its own header parser ([`ipv4`], [`ipv6`]); what follows the IP
+//! header(s) (ports, ICMP echo identifiers, the packet an ICMP error quotes) is parsed once
+//! for both ([`upper`]).
+
+use core::mem::MaybeUninit;
 
 use aya_ebpf::programs::{TcContext, XdpContext};
-use cns_common::{PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use cns_common::{PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, maps::Ip6};
+
+use crate::family::{Family, Frag6, V4, V6};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_ARP: u16 = 0x0806;
 
+/// What the Ethernet header says follows.
 pub enum L3 {
-    Ipv4(Packet),
+    Ipv4,
     Ipv6,
     /// ARP: not subject to NetworkPolicy.
     Arp,
     /// Anything else (VLAN tags, other protocols): isolated endpoints never accept it.
     Unsupported,
-    /// Truncated or malformed IPv4.
+    /// Shorter than an Ethernet header.
     Malformed,
 }
 
-/// What policy needs of an IPv4 packet. Addresses and ports in network order.
-pub struct Packet {
-    pub saddr: u32,
-    pub daddr: u32,
+/// What policy needs of an IP packet. Addresses and ports in network order.
+pub struct Packet<F: Family> {
+    pub saddr: F::Addr,
+    pub daddr: F::Addr,
     pub sport: u16,
     pub dport: u16,
+    /// The upper-layer protocol (IPv6: the header after the extension headers walked).
     pub proto: u8,
     pub tcp_flags: u8,
-    /// A non-first fragment: no L4 header, ports are 0.
+    /// A non-first fragment: no upper-layer header, ports are 0.
     pub later_fragment: bool,
     /// The first fragment of a fragmented datagram (more fragments follow).
     pub first_fragment: bool,
-    /// The IP identification field (network order), which ties fragments together.
-    pub ip_id: u16,
-    /// For an ICMP error: the tuple of the packet it is about (as that packet was sent).
-    pub inner: Option<Inner>,
+    /// What ties the fragments together (see [`Family::FragId`]).
+    pub frag_id: F::FragId,
+    /// For an ICMP error: the offset of the packet it quotes (its tuple is read only when
+    /// needed, by [`Packet::inner`]); 0 for anything else.
+    pub quote: u16,
+}
+
+impl<F: Family> Packet<F> {
+    /// The tuple of the packet an ICMP error is about (as that packet was sent), if this is
+    /// an ICMP error quoting a packet cns could track.
+    #[inline(always)]
+    pub fn inner<C: Bytes>(&self, ctx: &C) -> Option<Inner<F>> {
+        if self.quote == 0 {
+            return None;
+        }
+        // Masked so that the verifier knows the offset's bounds whatever it kept of them.
+        F::inner(ctx, usize::from(self.quote & 0x7fff))
+    }
 }
 
 /// The offending packet's tuple inside an ICMP error.
-pub struct Inner {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct Inner<F: Family> {
+    pub saddr: F::Addr,
+    pub daddr: F::Addr,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
@@ -52,14 +77,6 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
-
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-/// Destination unreachable, source quench, redirect, time exceeded, parameter problem:
-/// errors that quote the packet they are about.
-const fn is_icmp_error(t: u8) -> bool {
-    matches!(t, 3 | 4 | 5 | 11 | 12)
-}
 
 /// Reading packet bytes: what parsing needs of a program context.
 pub trait Bytes {
@@ -89,43 +106,58 @@ impl Bytes for TcContext {
     }
 }
 
-impl Bytes for XdpContext {
-    /// Direct packet access, bounds-checked against `data_end` as the verifier requires.
+/// A frame in memory, as XDP sees it: direct access within `[start, end)`. XDP reads its
+/// context's two pointers once, into this, so that a parser called as a function of its
+/// own gets them as pointers (given the context, the compiler would pass the 32-bit fields
+/// and widen them in the callee, which the verifier refuses on packet pointers).
+pub struct Frame {
+    start: usize,
+    end: usize,
+}
+
+impl Frame {
+    #[inline(always)]
+    pub fn new(ctx: &XdpContext) -> Self {
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
+    }
+}
+
+impl Bytes for Frame {
+    /// Direct packet access, bounds-checked against `end` as the verifier requires.
     #[inline(always)]
     fn load<T: Copy>(&self, off: usize) -> Option<T> {
-        let start = self.data();
-        let end = self.data_end();
-        if start + off + core::mem::size_of::<T>() > end {
+        if self.start + off + core::mem::size_of::<T>() > self.end {
             return None;
         }
-        // SAFETY: within [data, data_end), checked above; unaligned reads are allowed.
-        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+        // SAFETY: within [start, end), checked above; unaligned reads are allowed.
+        Some(unsafe { core::ptr::read_unaligned((self.start + off) as *const T) })
     }
 
     #[inline(always)]
     fn frame_len(&self) -> u32 {
-        (self.data_end() - self.data()) as u32
+        (self.end - self.start) as u32
     }
 }
 
 #[inline(always)]
-pub fn parse<C: Bytes>(ctx: &C) -> L3 {
+pub fn l3<C: Bytes>(ctx: &C) -> L3 {
     let Some(ethertype) = ctx.load::<u16>(12) else {
         return L3::Malformed;
     };
     match u16::from_be(ethertype) {
-        ETH_P_IP => match parse_ipv4(ctx) {
-            Some(p) => L3::Ipv4(p),
-            None => L3::Malformed,
-        },
+        ETH_P_IP => L3::Ipv4,
         ETH_P_IPV6 => L3::Ipv6,
         ETH_P_ARP => L3::Arp,
         _ => L3::Unsupported,
     }
 }
 
+/// An IPv4 packet; `None` when truncated or malformed.
 #[inline(always)]
-fn parse_ipv4<C: Bytes>(ctx: &C) -> Option<Packet> {
+pub fn ipv4<C: Bytes>(ctx: &C) -> Option<Packet<V4>> {
     // version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol, checksum,
     // source, destination: the fixed 20 bytes.
     let hdr: [u8; 20] = ctx.load(ETH_HLEN)?;
@@ -139,79 +171,227 @@ fn parse_ipv4<C: Bytes>(ctx: &C) -> Option<Packet> {
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
     let later_fragment = frag & 0x1fff != 0;
     let first_fragment = !later_fragment && frag & 0x2000 != 0;
-    let proto = hdr[9];
     let mut p = Packet {
         saddr: u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
         daddr: u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
         sport: 0,
         dport: 0,
-        proto,
+        proto: hdr[9],
         tcp_flags: 0,
         later_fragment,
         first_fragment,
-        ip_id: u16::from_ne_bytes([hdr[4], hdr[5]]),
-        inner: None,
+        frag_id: u16::from_ne_bytes([hdr[4], hdr[5]]),
+        quote: 0,
     };
     if later_fragment {
         return Some(p);
     }
-    let l4 = ETH_HLEN + ihl;
-    match proto {
+    upper(ctx, &mut p, ETH_HLEN + ihl)?;
+    Some(p)
+}
+
+/// Why an IPv6 packet is not a [`Packet`].
+pub enum Skip6 {
+    /// ICMPv6 Neighbor Discovery (router solicitation and advertisement, neighbor
+    /// solicitation and advertisement, redirect): the link's own business, always passes.
+    Neighbor,
+    /// More extension headers than [`MAX_EXT_HEADERS`]: the upper layer is unknown.
+    Chain,
+    /// Truncated (inside the header, an extension header or the upper-layer header) or
+    /// not version 6.
+    Malformed,
+}
+
+/// How many extension headers the programs walk before the upper-layer header: 8. A packet
+/// that follows RFC 8200 (section 4.1: each header at most once, Destination Options at
+/// most twice) carries at most 6 of the kinds walked here (Hop-by-Hop, Destination Options,
+/// Routing, Fragment, AH, Destination Options; ESP ends the walk as an upper layer), so 8
+/// leaves room for what the RFC tolerates, and the bounded walk (unrolled by the compiler,
+/// each step one 8-byte load) keeps the verifier's work far below its limit. A longer
+/// chain is `REASON_IPV6_HEADER_CHAIN`.
+pub const MAX_EXT_HEADERS: usize = 8;
+
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+
+/// ICMPv6 Neighbor Discovery: router solicitation (133) to redirect (137).
+const fn is_neighbor_discovery(t: u8) -> bool {
+    matches!(t, 133..=137)
+}
+
+/// An IPv6 packet: the fixed header, then the extension headers (Hop-by-Hop, Routing,
+/// Destination Options, Fragment, AH; at most [`MAX_EXT_HEADERS`]) up to the upper-layer
+/// header. Any other next header (ESP, No Next Header, anything) is the upper layer: the
+/// packet is judged as that protocol with no ports. A fragment after the first stops at
+/// its Fragment header (the rest is payload).
+///
+/// A function of its own (a BPF-to-BPF call, on the IPv6 path only) that writes the packet
+/// into the caller's `out` (written whole before `Ok`): the packet then stays in the
+/// caller's stack memory, read field by field where needed, instead of being split into
+/// registers that spill around every helper call, or copied out of a `Result` (16-byte
+/// addresses would otherwise take most of the 512 bytes of stack).
+#[inline(never)]
+pub fn ipv6<C: Bytes>(ctx: &C, out: &mut MaybeUninit<Packet<V6>>) -> Result<(), Skip6> {
+    // version/traffic class/flow label, payload length, next header, hop limit.
+    let hdr: [u8; 8] = ctx.load(ETH_HLEN).ok_or(Skip6::Malformed)?;
+    if hdr[0] >> 4 != 6 {
+        return Err(Skip6::Malformed);
+    }
+    let p = out.write(Packet {
+        saddr: ctx.load::<Ip6>(ETH_HLEN + 8).ok_or(Skip6::Malformed)?,
+        daddr: ctx.load::<Ip6>(ETH_HLEN + 24).ok_or(Skip6::Malformed)?,
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        tcp_flags: 0,
+        later_fragment: false,
+        first_fragment: false,
+        frag_id: Frag6 { id: 0, next: 0 },
+        quote: 0,
+    });
+    let mut next = hdr[6];
+    let mut off = ETH_HLEN + 40;
+    for _ in 0..MAX_EXT_HEADERS {
+        if !matches!(
+            next,
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
+        ) {
+            break;
+        }
+        // Every extension header is at least 8 bytes: next header, length, 6 more.
+        let h: [u8; 8] = ctx.load(off).ok_or(Skip6::Malformed)?;
+        if next == NEXTHDR_FRAGMENT {
+            // Offset (13 bits), 2 reserved bits, M; then the identification.
+            let offset_m = u16::from_be_bytes([h[2], h[3]]);
+            p.frag_id = Frag6 {
+                id: u32::from_ne_bytes([h[4], h[5], h[6], h[7]]),
+                next: h[0],
+            };
+            if offset_m & 0xfff8 != 0 {
+                p.later_fragment = true;
+                p.proto = h[0];
+                return Ok(());
+            }
+            p.first_fragment = offset_m & 1 != 0;
+            off += 8;
+        } else if next == NEXTHDR_AUTH {
+            // AH's length is in 4-byte units, minus 2.
+            off += (h[1] as usize + 2) * 4;
+        } else {
+            // Hop-by-Hop, Routing, Destination Options: 8-byte units, minus 1.
+            off += (h[1] as usize + 1) * 8;
+        }
+        next = h[0];
+    }
+    if matches!(
+        next,
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
+    ) {
+        return Err(Skip6::Chain);
+    }
+    p.proto = next;
+    if next == PROTO_ICMPV6 {
+        // Type, code, checksum and 4 more bytes: every ICMPv6 message has them. (Not a 1-byte
+        // load: the compiler turns its bounds check into one the verifier cannot use.)
+        let h: [u8; 8] = ctx.load(off).ok_or(Skip6::Malformed)?;
+        if is_neighbor_discovery(h[0]) {
+            return Err(Skip6::Neighbor);
+        }
+    }
+    upper(ctx, p, off).ok_or(Skip6::Malformed)
+}
+
+/// The upper-layer header at `off`: ports (TCP, UDP, SCTP), the echo identifier or the
+/// quoted packet (this family's ICMP). Other protocols have no ports. `None` when
+/// truncated.
+#[inline(always)]
+fn upper<F: Family, C: Bytes>(ctx: &C, p: &mut Packet<F>, off: usize) -> Option<()> {
+    match p.proto {
         PROTO_TCP => {
-            let h: [u8; 14] = ctx.load(l4)?;
+            let h: [u8; 14] = ctx.load(off)?;
             p.sport = u16::from_ne_bytes([h[0], h[1]]);
             p.dport = u16::from_ne_bytes([h[2], h[3]]);
             p.tcp_flags = h[13];
         }
         PROTO_UDP | PROTO_SCTP => {
-            let h: [u8; 4] = ctx.load(l4)?;
+            let h: [u8; 4] = ctx.load(off)?;
             p.sport = u16::from_ne_bytes([h[0], h[1]]);
             p.dport = u16::from_ne_bytes([h[2], h[3]]);
         }
-        PROTO_ICMP => {
-            let h: [u8; 8] = ctx.load(l4)?;
+        proto if proto == F::PROTO_ICMP => {
+            let h: [u8; 8] = ctx.load(off)?;
             // Echo request and reply share their identifier: use it as both "ports" so a
             // reply's reversed tuple matches the request's.
-            if h[0] == ICMP_ECHO_REQUEST || h[0] == ICMP_ECHO_REPLY {
+            if F::icmp_echo(h[0]) {
                 let id = u16::from_ne_bytes([h[4], h[5]]);
                 p.sport = id;
                 p.dport = id;
-            } else if is_icmp_error(h[0]) {
-                p.inner = parse_inner(ctx, l4 + 8);
+            } else if F::icmp_error(h[0]) {
+                p.quote = (off + 8) as u16;
             }
         }
         _ => {}
     }
-    Some(p)
+    Some(())
+}
+
+/// The ports of a quoted packet's upper-layer header at `off`: TCP, UDP, SCTP ports or the
+/// ICMP identifier; `None` for other protocols.
+#[inline(always)]
+fn quoted_ports<F: Family, C: Bytes>(ctx: &C, proto: u8, off: usize) -> Option<(u16, u16)> {
+    match proto {
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
+            let h: [u8; 4] = ctx.load(off)?;
+            Some((
+                u16::from_ne_bytes([h[0], h[1]]),
+                u16::from_ne_bytes([h[2], h[3]]),
+            ))
+        }
+        p if p == F::PROTO_ICMP => {
+            let h: [u8; 8] = ctx.load(off)?;
+            let id = u16::from_ne_bytes([h[4], h[5]]);
+            Some((id, id))
+        }
+        _ => None,
+    }
 }
 
 /// The quoted IPv4 header and first L4 bytes of an ICMP error.
 #[inline(always)]
-fn parse_inner<C: Bytes>(ctx: &C, off: usize) -> Option<Inner> {
+pub fn inner_v4<C: Bytes>(ctx: &C, off: usize) -> Option<Inner<V4>> {
     let hdr: [u8; 20] = ctx.load(off)?;
     let ihl = ((hdr[0] & 0x0f) as usize) * 4;
     if hdr[0] >> 4 != 4 || ihl < 20 {
         return None;
     }
     let proto = hdr[9];
-    let (sport, dport) = match proto {
-        PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
-            let h: [u8; 4] = ctx.load(off + ihl)?;
-            (
-                u16::from_ne_bytes([h[0], h[1]]),
-                u16::from_ne_bytes([h[2], h[3]]),
-            )
-        }
-        PROTO_ICMP => {
-            let h: [u8; 8] = ctx.load(off + ihl)?;
-            let id = u16::from_ne_bytes([h[4], h[5]]);
-            (id, id)
-        }
-        _ => return None,
-    };
+    let (sport, dport) = quoted_ports::<V4, C>(ctx, proto, off + ihl)?;
     Some(Inner {
         saddr: u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
         daddr: u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
+        sport,
+        dport,
+        proto,
+    })
+}
+
+/// The quoted IPv6 header and first upper-layer bytes of an ICMPv6 error. The quoted
+/// packet's upper-layer header must follow its fixed header: a quote with extension
+/// headers relates to no connection (the error is then judged by policy as ICMPv6).
+#[inline(always)]
+pub fn inner_v6<C: Bytes>(ctx: &C, off: usize) -> Option<Inner<V6>> {
+    let hdr: [u8; 8] = ctx.load(off)?;
+    if hdr[0] >> 4 != 6 {
+        return None;
+    }
+    let proto = hdr[6];
+    let (sport, dport) = quoted_ports::<V6, C>(ctx, proto, off + 40)?;
+    Some(Inner {
+        saddr: ctx.load(off + 8)?,
+        daddr: ctx.load(off + 24)?,
         sport,
         dport,
         proto,

@@ -1,4 +1,9 @@
-//! The verdict for one packet: conntrack fast path, then policy.
+//! The verdict for one packet: conntrack fast path, then policy. Written once for both
+//! address families (`family`): [`handle`] reads the Ethernet type and calls the IPv4 or
+//! the IPv6 path, each the same generic code ([`handle_ip`], [`decide`], [`record`])
+//! monomorphised for its family.
+
+use core::mem::MaybeUninit;
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use cns_common::{
@@ -7,17 +12,19 @@ use cns_common::{
     REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED,
     REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     maps::{
-        CIDR_PREFIX_BASE, CONFIG_NO_CONNTRACK_CREATE, CONFIG_POLICY_VERDICT_EVENTS, CT_REPLY,
-        CidrKey, Config, CtEntry, EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE,
-        EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Event,
-        POLICY_PREFIX_FULL, PolicyKey, Remote,
+        CONFIG_NO_CONNTRACK_CREATE, CONFIG_POLICY_VERDICT_EVENTS, CT_REPLY, Config, CtEntry,
+        EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED,
+        EP_INGRESS_ISOLATED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Event, POLICY_PREFIX_FULL,
+        PolicyKey, Remote,
     },
 };
 
 use crate::{
-    TC_DROP, TC_PASS, conntrack, fragments,
-    maps::{CNS_CIDRS, CNS_CONFIG, CNS_ENDPOINTS, CNS_IPCACHE, CNS_POLICY, CNS_POLICY_EXACT},
-    parse::{self, Bytes as _, L3, Packet},
+    TC_DROP, TC_PASS, conntrack,
+    family::{Family, V6},
+    fragments,
+    maps::{CNS_CONFIG, CNS_ENDPOINTS, CNS_POLICY, CNS_POLICY_EXACT},
+    parse::{self, Bytes as _, L3, Packet, Skip6},
     stats,
 };
 
@@ -49,42 +56,91 @@ pub fn current(e: &CtEntry, cfg: &Config, endpoint_audits: impl FnOnce() -> bool
     }
 }
 
+/// Reads the Ethernet type and calls the path for it: [`handle_ipv4`], [`handle_ipv6`], or
+/// [`not_ip`] for everything else. Each path is a BPF-to-BPF call of its own: the verifier
+/// allows 512 bytes of stack for a chain of calls and a frame counts whole in every chain
+/// through it, so neither family's frame may sit under the other's. (This function is
+/// small enough to be inlined into the program's entry, so an IPv4 packet takes one call,
+/// as it did when the entry called the whole program as one function.) The direction is a
+/// constant: each program gets its own copy of each path, with the direction's tests
+/// resolved at compile time.
 #[inline(always)]
-pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
+pub fn handle<const DIR: u8>(ctx: &TcContext) -> i32 {
+    match parse::l3(ctx) {
+        L3::Ipv4 => handle_ipv4::<DIR>(ctx),
+        L3::Ipv6 => handle_ipv6::<DIR>(ctx),
+        l3 => not_ip::<DIR>(ctx, l3),
+    }
+}
+
+/// IPv4.
+#[inline(never)]
+fn handle_ipv4<const DIR: u8>(ctx: &TcContext) -> i32 {
     let cfg = config();
-    let p = match parse::parse(ctx) {
-        L3::Ipv4(p) => p,
-        L3::Arp => return TC_PASS,
-        L3::Ipv6 => return unparsed(ctx, cfg, dir, REASON_IPV6_HEADER_CHAIN),
-        L3::Unsupported => return unparsed(ctx, cfg, dir, REASON_UNSUPPORTED_L3),
-        L3::Malformed => return unparsed(ctx, cfg, dir, REASON_MALFORMED),
-    };
-    let key = conntrack::key(&p, dir);
+    match parse::ipv4(ctx) {
+        Some(p) => handle_ip(ctx, cfg, DIR, &p),
+        None => unparsed(ctx, cfg, DIR, REASON_MALFORMED),
+    }
+}
+
+/// ARP, and what is neither IP family.
+#[inline(never)]
+fn not_ip<const DIR: u8>(ctx: &TcContext, l3: L3) -> i32 {
+    let cfg = config();
+    match l3 {
+        L3::Arp => TC_PASS,
+        L3::Unsupported => unparsed(ctx, cfg, DIR, REASON_UNSUPPORTED_L3),
+        // Shorter than an Ethernet header (IPv4 and IPv6 never come here).
+        L3::Malformed | L3::Ipv4 | L3::Ipv6 => unparsed(ctx, cfg, DIR, REASON_MALFORMED),
+    }
+}
+
+/// IPv6: the same code as IPv4 ([`handle_ip`]) on the family's maps.
+#[inline(never)]
+fn handle_ipv6<const DIR: u8>(ctx: &TcContext) -> i32 {
+    let cfg = config();
+    let mut p = MaybeUninit::uninit();
+    match parse::ipv6(ctx, &mut p) {
+        // SAFETY: `ipv6` wrote the packet: it returned `Ok`.
+        Ok(()) => handle_ip::<V6>(ctx, cfg, DIR, unsafe { p.assume_init_ref() }),
+        // Neighbor Discovery passes either way, whatever the policy, and is not counted:
+        // without it the pod has no link to speak over.
+        Err(Skip6::Neighbor) => TC_PASS,
+        Err(Skip6::Chain) => unparsed(ctx, cfg, DIR, REASON_IPV6_HEADER_CHAIN),
+        Err(Skip6::Malformed) => unparsed(ctx, cfg, DIR, REASON_MALFORMED),
+    }
+}
+
+/// One parsed IP packet of either family: later fragments inherit their first fragment's
+/// verdict, ICMP errors their connection's, established flows pass on their conntrack
+/// entry; everything else takes the slow path.
+#[inline(always)]
+fn handle_ip<F: Family>(ctx: &TcContext, cfg: &Config, dir: u8, p: &Packet<F>) -> i32 {
+    let key = conntrack::key(p, dir);
     if p.later_fragment {
-        if let Some(f) = fragments::lookup(&p, dir) {
+        if let Some(f) = fragments::lookup(p, dir) {
             let key = stats::key(f.src_ns, f.dst_ns, dir, f.verdict, p.proto, f.reason);
             stats::count(&key, ctx.frame_len());
             return TC_PASS;
         }
-        return slow_path(ctx, cfg, dir, &p, &key);
+        return slow_path(ctx, cfg, dir, p, &key);
     }
-    // An ICMP error about a tracked connection (e.g. "fragmentation needed") belongs to
-    // it: it passes as its connection does.
+    // An ICMP error about a tracked connection (e.g. "fragmentation needed", "packet too
+    // big") belongs to it: it passes as its connection does.
     if let Some(e) = p
-        .inner
-        .as_ref()
-        .and_then(|inner| conntrack::related(inner, dir))
+        .inner(ctx)
+        .and_then(|inner| conntrack::related(p, &inner, dir))
     {
         let key = stats::key(e.dst_ns, e.src_ns, dir, e.verdict, p.proto, e.reason);
         stats::count(&key, ctx.frame_len());
         return TC_PASS;
     }
-    if let Some(e) = conntrack::lookup(&key, &p) {
+    if let Some(e) = conntrack::lookup(&key, p) {
         // SAFETY: a pointer into the map value, valid for this program run.
         let e = unsafe { &mut *e };
         if current(e, cfg, || endpoint_audits(ctx, cfg)) {
             if p.first_fragment {
-                fragments::remember(&p, dir, e.verdict, e.reason, e.src_ns, e.dst_ns);
+                fragments::remember(p, dir, e.verdict, e.reason, e.src_ns, e.dst_ns);
             }
             let mut slot = e.counter;
             if slot == 0 {
@@ -97,7 +153,7 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
             return TC_PASS;
         }
     }
-    slow_path(ctx, cfg, dir, &p, &key)
+    slow_path(ctx, cfg, dir, p, &key)
 }
 
 #[inline(always)]
@@ -139,7 +195,8 @@ pub fn isolated(ep: &Endpoint, dir: u8) -> bool {
     ep.flags & flag != 0
 }
 
-/// IPv6 or malformed IPv4: passes only for endpoints not isolated in this direction.
+/// What is not a parsed IP packet (malformed, not IP, an IPv6 header chain longer than
+/// the programs walk): passes only for endpoints not isolated in this direction.
 #[inline(always)]
 fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
     let Some(ep) = endpoint(ctx) else {
@@ -162,7 +219,7 @@ fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
         ctx.frame_len(),
     );
     if verdict != VERDICT_FORWARDED {
-        let ev = Event {
+        stats::event(cfg, || Event {
             ts_ns: 0, // stamped by stats::event
             dir,
             verdict,
@@ -173,8 +230,7 @@ fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
             dst_ns,
             policy_id: u32::MAX,
             ..Event::default()
-        };
-        stats::event(cfg, &ev);
+        });
     }
     action
 }
@@ -198,7 +254,7 @@ fn no_endpoint(ctx: &TcContext, cfg: &Config, dir: u8, proto: u8) -> i32 {
         REASON_NO_ENDPOINT,
     );
     stats::count(&key, ctx.frame_len());
-    let ev = Event {
+    stats::event(cfg, || Event {
         ts_ns: 0, // stamped by stats::event
         dir,
         verdict,
@@ -206,8 +262,7 @@ fn no_endpoint(ctx: &TcContext, cfg: &Config, dir: u8, proto: u8) -> i32 {
         ifindex: ep_ifindex(ctx),
         policy_id: u32::MAX,
         ..Event::default()
-    };
-    stats::event(cfg, &ev);
+    });
     action
 }
 
@@ -220,7 +275,7 @@ fn ep_ifindex(ctx: &TcContext) -> u32 {
 /// of the protocol, any protocol (hash lookups), then port ranges (the trie) for endpoints
 /// that have some.
 #[inline(always)]
-fn allowed_by(ep: &Endpoint, dir: u8, identity: u32, p: &Packet) -> Option<u32> {
+fn allowed_by<F: Family>(ep: &Endpoint, dir: u8, identity: u32, p: &Packet<F>) -> Option<u32> {
     let mut key = PolicyKey {
         ep_id: ep.ep_id.to_be_bytes(),
         identity: identity.to_be_bytes(),
@@ -255,20 +310,6 @@ fn allowed_by(ep: &Endpoint, dir: u8, identity: u32, p: &Packet) -> Option<u32> 
         .map(|v| v.policy_id)
 }
 
-#[inline(always)]
-fn cidr_identity(ep: &Endpoint, dir: u8, addr: u32) -> Option<u32> {
-    let key = Key::new(
-        CIDR_PREFIX_BASE + 32,
-        CidrKey {
-            ep_id: ep.ep_id.to_be_bytes(),
-            dir,
-            _pad: [0; 3],
-            addr: addr.to_ne_bytes(),
-        },
-    );
-    CNS_CIDRS.get(&key).copied()
-}
-
 const UNKNOWN_REMOTE: Remote = Remote {
     identity: IDENTITY_WORLD,
     ns_id: NS_WORLD,
@@ -276,12 +317,12 @@ const UNKNOWN_REMOTE: Remote = Remote {
 };
 
 #[inline(always)]
-fn slow_path(
+fn slow_path<F: Family>(
     ctx: &TcContext,
     cfg: &Config,
     dir: u8,
-    p: &Packet,
-    key: &cns_common::maps::CtKey,
+    p: &Packet<F>,
+    key: &F::CtKey,
 ) -> i32 {
     let Some(ep) = endpoint(ctx) else {
         return no_endpoint(ctx, cfg, dir, p.proto);
@@ -318,21 +359,19 @@ pub struct Decision {
     pub dst_ns: u16,
 }
 
-/// The slow path's decision (TC and XDP share it): IP cache, anti-spoofing, isolation,
+/// The slow path's decision (TC and XDP share it): IP cache, anti-spoofing (out of the pod,
+/// the source must be the endpoint's own address of the packet's family), isolation,
 /// traffic from the node, then at most two policy lookups (the peer's identity, the ipBlock
 /// set its address falls in); audit mode turns a drop into `audit`.
 #[inline(always)]
-pub fn decide(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet) -> Decision {
-    let (remote_addr, local_addr) = if dir == DIR_INGRESS {
-        (p.saddr, p.daddr)
-    } else {
-        (p.daddr, p.saddr)
-    };
-    // SAFETY: written by the agent only.
-    let remote = unsafe { CNS_IPCACHE.get(remote_addr) }.unwrap_or(&UNKNOWN_REMOTE);
+pub fn decide<F: Family>(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet<F>) -> Decision {
+    // The remote address by value: a choice between references to the packet's fields would
+    // keep the whole packet in memory instead of in registers (IPv4).
+    let remote_addr = if dir == DIR_INGRESS { p.saddr } else { p.daddr };
+    let remote = F::ipcache(&remote_addr).unwrap_or(&UNKNOWN_REMOTE);
 
     let mut policy_id = u32::MAX;
-    let (allowed, reason) = if dir != DIR_INGRESS && local_addr != ep.ip {
+    let (allowed, reason) = if dir != DIR_INGRESS && !F::is_own(ep, &p.saddr) {
         (false, REASON_SPOOFED)
     } else if !isolated(ep, dir) {
         (true, REASON_NOT_ISOLATED)
@@ -342,7 +381,7 @@ pub fn decide(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet) -> Decision {
         policy_id = id;
         (true, REASON_POLICY_ALLOWED)
     } else if let Some(id) =
-        cidr_identity(ep, dir, remote_addr).and_then(|cidr| allowed_by(ep, dir, cidr, p))
+        F::cidr_identity(ep.ep_id, dir, &remote_addr).and_then(|cidr| allowed_by(ep, dir, cidr, p))
     {
         policy_id = id;
         (true, REASON_POLICY_ALLOWED)
@@ -382,13 +421,13 @@ pub fn decide(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet) -> Decision {
 /// Returns the counter slot the packet was counted in (0 when not counted).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub fn record(
+pub fn record<F: Family>(
     cfg: &Config,
     ep: &Endpoint,
     ifindex: u32,
     dir: u8,
-    p: &Packet,
-    key: &cns_common::maps::CtKey,
+    p: &Packet<F>,
+    key: &F::CtKey,
     d: &Decision,
     count: Option<u32>,
 ) -> u32 {
@@ -427,17 +466,17 @@ pub fn record(
             counter: slot,
             ..CtEntry::default()
         };
-        conntrack::create(key, p, &entry);
+        conntrack::create(key, dir, p, &entry);
     }
     let allowed_by_rule = d.reason == REASON_POLICY_ALLOWED && d.policy_id != u32::MAX;
     if verdict != VERDICT_FORWARDED
         || (allowed_by_rule && cfg.flags & CONFIG_POLICY_VERDICT_EVENTS != 0)
     {
-        let ev = Event {
+        stats::event(cfg, || Event {
             ts_ns: 0, // stamped by stats::event
-            saddr: v4_bytes(p.saddr),
-            daddr: v4_bytes(p.daddr),
-            family: cns_common::maps::FAMILY_IPV4,
+            saddr: F::event_addr(&p.saddr),
+            daddr: F::event_addr(&p.daddr),
+            family: F::FAMILY,
             sport: p.sport,
             dport: p.dport,
             proto: p.proto,
@@ -452,15 +491,7 @@ pub fn record(
             dst_ns: d.dst_ns,
             policy_id: d.policy_id,
             _pad: [0; 7],
-        };
-        stats::event(cfg, &ev);
+        });
     }
     slot
-}
-
-/// An IPv4 address in an event's 16-byte address field.
-#[inline(always)]
-pub fn v4_bytes(a: u32) -> [u8; 16] {
-    let b = a.to_ne_bytes();
-    [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }

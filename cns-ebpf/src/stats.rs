@@ -120,14 +120,15 @@ pub fn count(key: &CounterKey, bytes: u32) -> u32 {
     s
 }
 
-/// Emits `ev` if this CPU's token bucket allows, stamped with the time (`ts_ns` is set
-/// here, only for events that go out); counts what was suppressed or lost. The bucket runs
-/// on the coarse clock (`bpf_ktime_get_coarse_ns`, the last tick): a flood's suppressed
-/// events then cost no precise clock read and, within a tick, no refill arithmetic. Rate
-/// and burst are as configured; tokens come in once a tick (a few ms) instead of
-/// continuously.
+/// Emits the event `make` builds if this CPU's token bucket allows, stamped with the time
+/// (`ts_ns` is set here, only for events that go out); counts what was suppressed or lost.
+/// The event is built straight into the ring buffer's reserved record (not on the stack,
+/// and not at all when suppressed). The bucket runs on the coarse clock
+/// (`bpf_ktime_get_coarse_ns`, the last tick): a flood's suppressed events then cost no
+/// precise clock read and, within a tick, no refill arithmetic. Rate and burst are as
+/// configured; tokens come in once a tick (a few ms) instead of continuously.
 #[inline(always)]
-pub fn event(cfg: &Config, ev: &Event) {
+pub fn event(cfg: &Config, make: impl FnOnce() -> Event) {
     if cfg.event_rate == 0 {
         return;
     }
@@ -153,11 +154,13 @@ pub fn event(cfg: &Config, ev: &Event) {
         return;
     }
     rl.tokens = tokens - 1_000_000;
-    let mut ev = *ev;
-    ev.ts_ns = now_ns();
-    if CNS_EVENTS.output::<Event>(&ev, 0).is_err() {
+    let Some(mut record) = CNS_EVENTS.reserve::<Event>(0) else {
         incr(STAT_EVENTS_LOST);
-    }
+        return;
+    };
+    let ev = record.write(make());
+    ev.ts_ns = now_ns();
+    record.submit(0);
 }
 
 #[inline(always)]
