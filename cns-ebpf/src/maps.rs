@@ -7,10 +7,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use cns_common::maps::{
-    CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, Config, Counter, CounterKey,
-    CtEntry, CtKey, DENY_CACHE_CAPACITY, DenyEntry, DenyKey, ENDPOINTS_CAPACITY, EVENTS_BYTES,
-    Endpoint, FRAGMENTS_CAPACITY, FragKey, FragValue, IPCACHE_CAPACITY, LOCAL_IPS_CAPACITY,
-    POLICY_CAPACITY, PolicyKey, PolicyValue, RateLimit, Remote, STATS_LEN,
+    CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, CidrKey6, Config, Counter,
+    CounterKey, CtEntry, CtKey, CtKey6, DENY_CACHE_CAPACITY, DenyEntry, DenyKey, DenyKey6,
+    ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, FRAGMENTS_CAPACITY, FragKey, FragKey6, FragValue,
+    IPCACHE_CAPACITY, Ip6, LOCAL_IPS_CAPACITY, POLICY_CAPACITY, PolicyKey, PolicyValue, RateLimit,
+    Remote, STATS_LEN,
 };
 
 #[map]
@@ -50,3 +51,19 @@ pub static CNS_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 pub static CNS_RATE_LIMIT: PerCpuArray<RateLimit> = PerCpuArray::pinned(1, 0);
 #[map]
 pub static CNS_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STATS_LEN, 0);
+
+// The IPv6 family of the address-keyed maps (see `cns_common::maps`).
+#[map]
+pub static CNS_IPCACHE6: HashMap<Ip6, Remote> = HashMap::pinned(IPCACHE_CAPACITY, 0);
+#[map]
+pub static CNS_LOCAL_IPS6: HashMap<Ip6, u32> = HashMap::pinned(LOCAL_IPS_CAPACITY, 0);
+#[map]
+pub static CNS_CIDRS6: LpmTrie<CidrKey6, u32> = LpmTrie::pinned(CIDRS_CAPACITY, 0);
+#[map]
+pub static CNS_CONNTRACK6: LruHashMap<CtKey6, CtEntry> = LruHashMap::pinned(CONNTRACK_CAPACITY, 0);
+#[map]
+pub static CNS_DENY_CACHE6: LruHashMap<DenyKey6, DenyEntry> =
+    LruHashMap::pinned(DENY_CACHE_CAPACITY, 0);
+#[map]
+pub static CNS_FRAGMENTS6: LruHashMap<FragKey6, FragValue> =
+    LruHashMap::pinned(FRAGMENTS_CAPACITY, 0);

@@ -80,7 +80,12 @@ impl Agent {
                 .iter()
                 .map(|(pod, ep)| EndpointStatus {
                     pod: pod.to_string(),
-                    ip: ep.ip.to_string(),
+                    ip: ep
+                        .addrs
+                        .iter()
+                        .map(|ip| ip.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     interface: self.veths.get(pod).map(|v| v.name.clone()),
                     identity: ep.identity,
                     ingress_isolated: ep.ingress_isolated,

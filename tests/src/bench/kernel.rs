@@ -44,9 +44,12 @@ use cns_agent::{
         PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS,
     },
     encode::MapContents,
-    policy::model::{
-        Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol, RemoteInfo,
-        RuleKey,
+    policy::{
+        addr::PodAddrs,
+        model::{
+            Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol,
+            RemoteInfo, RuleKey,
+        },
     },
     reconcile,
 };
@@ -329,7 +332,7 @@ pub fn desired(size: Size) -> Desired {
     let ns = |i: usize| NS_FIRST + (i % 50) as u16;
     for i in 0..size.ipcache {
         d.ipcache.insert(
-            remote_ip(i),
+            remote_ip(i).into(),
             RemoteInfo {
                 identity: remote_identity(i),
                 ns_id: ns(i),
@@ -338,7 +341,10 @@ pub fn desired(size: Size) -> Desired {
     }
     let ep = |ep_id: u32, ip: Ipv4Addr, identity: u32| LocalEndpoint {
         ep_id,
-        ip,
+        addrs: PodAddrs {
+            v4: Some(ip),
+            v6: None,
+        },
         identity,
         ns_id: NS_FIRST,
         ingress_isolated: true,
@@ -350,7 +356,7 @@ pub fn desired(size: Size) -> Desired {
         ep(1, SERVER, SERVER_IDENTITY),
     );
     d.ipcache.insert(
-        SERVER,
+        SERVER.into(),
         RemoteInfo {
             identity: SERVER_IDENTITY,
             ns_id: NS_FIRST,

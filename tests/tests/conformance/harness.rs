@@ -218,14 +218,14 @@ impl Case<'_> {
         assert!(errors.is_empty(), "manifests rejected: {errors:?}");
         let node = NodeContext {
             node_name: NODE_NAME.into(),
-            node_ips: BTreeSet::from([NODE_UPLINK_IP]),
+            node_ips: BTreeSet::from([NODE_UPLINK_IP.into()]),
         };
         let mut table = [[true; N]; N];
         for (f, row) in table.iter_mut().enumerate() {
             for (t, cell) in row.iter_mut().enumerate() {
                 let flow = Flow {
-                    src: ip(f),
-                    dst: ip(t),
+                    src: ip(f).into(),
+                    dst: ip(t).into(),
                     proto: proto.number(),
                     dport: port,
                 };
