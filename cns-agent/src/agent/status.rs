@@ -175,7 +175,7 @@ pub struct CounterRow {
     pub destination: String,
     pub direction: &'static str,
     pub verdict: &'static str,
-    /// `TCP`, `UDP`, `SCTP`, `ICMPv4`, `OTHER` (not IPv4).
+    /// `TCP`, `UDP`, `SCTP`, `ICMPv4`, `ICMPv6`, `OTHER` (another protocol, or neither IP family).
     pub protocol: &'static str,
     /// Why a packet was dropped or audited; absent for forwarded packets.
     #[serde(skip_serializing_if = "Option::is_none")]
