@@ -846,6 +846,20 @@ fn flood_headlines(f: &FloodReport, h: &mut Vec<String>) {
             tc.dropped_kpps.median,
         ));
     }
+    let g6 = Generator::LiveFrames6;
+    if let (Some(xdp6), Some(xdp)) = (
+        f.find(FloodVariant::Xdp, g6),
+        f.find(FloodVariant::Xdp, Generator::LiveFrames),
+    ) {
+        let ns = |r: &super::flood::FloodResult| r.loop_ns.map_or(0.0, |l| l.median);
+        h.push(format!(
+            "the same flood over IPv6 (live frames): cns_xdp {:.0} ns per frame ({:.2}x IPv4's {:.0} ns; one CPU drops {:.2}x as many as with TC over IPv6)",
+            ns(xdp6),
+            ns(xdp6) / ns(xdp).max(1.0),
+            ns(xdp),
+            xdp6.loop_gain_vs_tc.unwrap_or(0.0),
+        ));
+    }
     let g = Generator::Sockets;
     if let (Some(xdp), Some(tc)) = (f.find(FloodVariant::Xdp, g), f.find(FloodVariant::Tc, g)) {
         h.push(format!(
@@ -878,7 +892,8 @@ fn flood_table(s: &mut String, f: &FloodReport, charts: &[Chart]) {
          uplink as XDP frames, as from a NIC (the uplink has GRO on so that it receives through \
          NAPI also without an XDP program); and {} UDP sockets with `sendmmsg` (64 per call), whose \
          packets are skbs before they reach the uplink (veth then hands XDP an skb to convert, not \
-         a frame).\n\n\
+         a frame); and the live frames again over IPv6 (68-byte frames to the server's IPv6 address; \
+         cns's variants and the floor only: the iptables baseline is IPv4's).\n\n\
          loop ns per frame (live frames only): the kernel's own time per frame in the generator's \
          test-run loop; the uplink's NAPI runs in the generator's softirq on the same CPU, so this \
          is generator + node per packet on one CPU, without the time the thread was scheduled out \
