@@ -4,11 +4,11 @@
 
 use std::{
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
@@ -56,7 +56,7 @@ pub fn read(paths: &[PathBuf]) -> Vec<(PathBuf, Result<String, String>)> {
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// The cluster's pod network (`--pod-cidr`), if known.
-    pub pod_cidrs: Vec<Ipv4Network>,
+    pub pod_cidrs: Vec<IpNetwork>,
 }
 
 pub fn check(files: &[(PathBuf, Result<String, String>)]) -> CheckReport {
@@ -192,13 +192,13 @@ pub fn lint(snapshot: &Snapshot, r: &ObjectRef, np: &NetworkPolicy, opts: &Optio
                     ));
                 }
                 if let Some(b) = &peer.ip_block
-                    && let Ok(ipnetwork::IpNetwork::V4(n)) = view::parse_cidr(&b.cidr)
+                    && let Ok(n) = view::parse_cidr(&b.cidr)
                     && n.ip() != n.network()
                 {
                     out.push(format!(
                         "spec.{name}[{i}].{peers_field}[{j}].ipBlock.cidr {} has host bits set: it means {}",
                         b.cidr,
-                        view::masked(n)
+                        crate::policy::addr::masked(n)
                     ));
                 }
                 if let Peer::Block(block) = view::classify_peer(peer) {
@@ -290,7 +290,7 @@ fn peer_pods<'a>(
     peers: &[k8s_openapi::api::networking::v1::NetworkPolicyPeer],
 ) -> Vec<(&'a ObjectRef, &'a PodInfo)> {
     let peers: Vec<Peer<'_>> = if peers.is_empty() {
-        vec![Peer::Block(Block::any())]
+        Block::any().map(Peer::Block).into()
     } else {
         peers.iter().map(view::classify_peer).collect()
     };
@@ -301,7 +301,7 @@ fn peer_pods<'a>(
             peers.iter().any(|peer| match peer {
                 Peer::Nothing => false,
                 Peer::Block(b) if b.net.prefix() == 0 && b.excepts.is_empty() => true,
-                Peer::Block(b) => view::pod_ipv4(pod).is_some_and(|ip| b.contains(ip)),
+                Peer::Block(b) => view::pod_addrs(pod).iter().any(|ip| b.contains(ip)),
                 Peer::Pods {
                     namespace,
                     pod: sel,
@@ -324,13 +324,14 @@ fn peer_pods<'a>(
         .collect()
 }
 
-/// Whether `a` and `b` share an address (prefixes are nested or disjoint).
-fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
+/// Whether `a` and `b` share an address (prefixes are nested or disjoint; never across
+/// families).
+fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 
 /// `a/x 10.0.0.1, b/y 10.0.0.2, c/z 10.0.0.3 and 2 more`.
-fn some_pods(pods: &[(&ObjectRef, Ipv4Addr)]) -> String {
+fn some_pods(pods: &[(&ObjectRef, IpAddr)]) -> String {
     let shown: Vec<String> = pods
         .iter()
         .take(3)
@@ -343,29 +344,37 @@ fn some_pods(pods: &[(&ObjectRef, Ipv4Addr)]) -> String {
 }
 
 /// Whether the union of `nets` covers every address of `p`.
-fn covered_by(p: Ipv4Network, nets: &[Ipv4Network]) -> bool {
-    let bounds = |n: Ipv4Network| {
-        let start = u64::from(u32::from(n.network()));
-        (start, start + (1u64 << (32 - u32::from(n.prefix()))))
+fn covered_by(p: IpNetwork, nets: &[IpNetwork]) -> bool {
+    // First and last address, as numbers of the family's width.
+    let bounds = |n: IpNetwork| {
+        let (start, bits) = match n.network() {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        };
+        let host_bits = bits - u32::from(n.prefix());
+        let size_less_one = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
+        (start, start + size_less_one)
     };
-    let (start, end) = bounds(p);
-    let mut parts: Vec<(u64, u64)> = nets
+    let (start, last) = bounds(p);
+    let mut parts: Vec<(u128, u128)> = nets
         .iter()
         .filter(|n| overlaps(p, **n))
         .map(|n| {
-            let (s, e) = bounds(*n);
-            (s.max(start), e.min(end))
+            let (s, l) = bounds(*n);
+            (s.max(start), l.min(last))
         })
         .collect();
     parts.sort_unstable();
-    let mut reached = start;
-    for (s, e) in parts {
-        if s > reached {
-            return false;
+    // The first address not yet covered (`None`: past the family's last address).
+    let mut next = Some(start);
+    for (s, l) in parts {
+        match next {
+            Some(n) if s > n => return false,
+            Some(n) => next = l.checked_add(1).map(|after| after.max(n)),
+            None => break,
         }
-        reached = reached.max(e);
     }
-    reached >= end
+    next.is_none_or(|n| n > last)
 }
 
 /// Warnings for an ipBlock that matches the pod network: pods' addresses change when they
@@ -381,11 +390,11 @@ fn pod_network_overlaps(
     opts: &Options,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let pods: Vec<(&ObjectRef, Ipv4Addr)> = snapshot
+    let pods: Vec<(&ObjectRef, IpAddr)> = snapshot
         .pods
         .iter()
         .filter(|(_, p)| view::pod_is_active(p))
-        .filter_map(|(r, p)| Some((r, view::pod_ipv4(p)?)))
+        .flat_map(|(r, p)| view::pod_addrs(p).iter().map(move |ip| (r, ip)))
         .collect();
     let matched: Vec<_> = pods
         .iter()

@@ -117,7 +117,7 @@ pub enum PolicyCommand {
         /// The cluster's pod network (repeatable, or comma-separated), for the warning about
         /// ipBlocks that match pods; the pods' own addresses in the input are always used.
         #[arg(long, value_name = "CIDR", value_delimiter = ',')]
-        pod_cidr: Vec<ipnetwork::Ipv4Network>,
+        pod_cidr: Vec<ipnetwork::IpNetwork>,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },

@@ -17,7 +17,7 @@ pub mod render;
 use std::collections::{BTreeMap, BTreeSet};
 
 use cns_common::IDENTITY_CIDR_BASE;
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec},
     apimachinery::pkg::apis::meta::v1::LabelSelector,
@@ -44,7 +44,7 @@ pub enum PeerKey {
     Pods(IdentityKey),
     /// The addresses of ipBlocks (and named-port destinations resolved by address), as the
     /// smallest list of CIDRs covering exactly them.
-    Cidrs(Vec<Ipv4Network>),
+    Cidrs(Vec<IpNetwork>),
     /// An identity the compiler's allocations do not name (not expected).
     Identity(u32),
 }
@@ -177,10 +177,11 @@ pub fn endpoint_states(desired: &Desired) -> BTreeMap<ObjectRef, EndpointState> 
             .or_default()
             .insert(policy_name(policy));
     }
-    let mut prefixes: BTreeMap<(u32, Direction), Vec<(Ipv4Network, u32)>> = BTreeMap::new();
+    // Per endpoint, direction and family (ranges never mix families).
+    let mut prefixes: BTreeMap<(u32, Direction, bool), Vec<(IpNetwork, u32)>> = BTreeMap::new();
     for (key, &set) in &desired.cidrs {
         prefixes
-            .entry((key.ep_id, key.dir))
+            .entry((key.ep_id, key.dir, key.net.is_ipv6()))
             .or_default()
             .push((key.net, set));
     }
@@ -188,22 +189,29 @@ pub fn endpoint_states(desired: &Desired) -> BTreeMap<ObjectRef, EndpointState> 
         let Some(state) = pods.get(&ep_id).and_then(|r| out.get_mut(*r)) else {
             continue;
         };
-        let ranges = lpm_ranges(prefixes.get(&(ep_id, dir)).map_or(&[][..], Vec::as_slice));
+        let ranges = [false, true].map(|v6| {
+            let prefixes = prefixes.get(&(ep_id, dir, v6));
+            (v6, lpm_ranges(prefixes.map_or(&[][..], Vec::as_slice)))
+        });
         let dir = match dir {
             Direction::Ingress => &mut state.ingress,
             Direction::Egress => &mut state.egress,
         };
         for (ports, (ids, names)) in by_ports {
-            let covered = merge_ranges(
-                ranges
-                    .iter()
-                    .filter(|(_, _, id)| ids.contains(id))
-                    .map(|(s, e, _)| (*s, *e)),
-            );
-            let nets: Vec<Ipv4Network> = covered
-                .into_iter()
-                .flat_map(|(s, e)| range_to_cidrs(s, e))
-                .collect();
+            let mut nets: Vec<IpNetwork> = Vec::new();
+            for (v6, ranges) in &ranges {
+                let covered = merge_ranges(
+                    ranges
+                        .iter()
+                        .filter(|(_, _, id)| ids.contains(id))
+                        .map(|(s, e, _)| (*s, *e)),
+                );
+                nets.extend(
+                    covered
+                        .into_iter()
+                        .flat_map(|(s, e)| range_to_cidrs(*v6, s, e)),
+                );
+            }
             if !nets.is_empty() {
                 dir.rules
                     .entry((PeerKey::Cidrs(nets), ports))

@@ -1,16 +1,17 @@
 //! The one place that turns the compiler's domain types into `cns-common` map keys and
-//! values: network byte order, big-endian LPM keys, prefix lengths, port ranges as prefixes.
+//! values: network byte order, big-endian LPM keys, prefix lengths, port ranges as prefixes,
+//! and each address into the map of its family (`X` for IPv4, `X6` for IPv6).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, PROTO_ANY,
     maps::{
-        CIDR_PREFIX_BASE, CidrKey, EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE,
-        EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint,
+        CIDR_PREFIX_BASE, CidrKey, CidrKey6, EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE,
+        EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Ip6,
         POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO, PolicyKey, PolicyValue,
         Remote,
     },
@@ -43,6 +44,10 @@ pub struct MapContents {
     pub policy_exact: BTreeMap<PolicyKey, PolicyValue>,
     /// `CNS_LOCAL_IPS`: each endpoint's network-order address -> its ifindex (for XDP).
     pub local_ips: BTreeMap<u32, u32>,
+    /// The IPv6 maps: `CNS_IPCACHE6`, `CNS_CIDRS6`, `CNS_LOCAL_IPS6`.
+    pub ipcache6: BTreeMap<Ip6, Remote>,
+    pub cidrs6: BTreeMap<Lpm<CidrKey6>, u32>,
+    pub local_ips6: BTreeMap<Ip6, u32>,
 }
 
 impl MapContents {
@@ -53,6 +58,14 @@ impl MapContents {
             + self.policy.len()
             + self.policy_exact.len()
             + self.local_ips.len()
+            + self.ipcache6.len()
+            + self.cidrs6.len()
+            + self.local_ips6.len()
+    }
+
+    /// IP cache entries, both families.
+    pub fn ipcache_len(&self) -> usize {
+        self.ipcache.len() + self.ipcache6.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,7 +73,7 @@ impl MapContents {
     }
 
     /// (map name, entries, capacity) of each agent-owned map, with the maps' `sizes`.
-    pub fn usage(&self, sizes: &MapSizes) -> [MapUsage; 4] {
+    pub fn usage(&self, sizes: &MapSizes) -> [MapUsage; 6] {
         use crate::map_sizes::SizedMap;
         use cns_common::maps as m;
         [
@@ -68,6 +81,8 @@ impl MapContents {
             (m::IPCACHE, self.ipcache.len(), SizedMap::IpCache),
             (m::CIDRS, self.cidrs.len(), SizedMap::Cidrs),
             (m::POLICY, self.policy.len(), SizedMap::Policy),
+            (m::IPCACHE6, self.ipcache6.len(), SizedMap::IpCache),
+            (m::CIDRS6, self.cidrs6.len(), SizedMap::Cidrs),
         ]
         .map(|(map, entries, size)| MapUsage::new(map, entries, sizes.get(size)))
     }
@@ -113,6 +128,10 @@ pub fn decode_addr(addr: u32) -> Ipv4Addr {
     Ipv4Addr::from(addr.to_ne_bytes())
 }
 
+pub fn addr6(ip: Ipv6Addr) -> Ip6 {
+    ip.octets()
+}
+
 pub fn dir(d: Direction) -> u8 {
     match d {
         Direction::Ingress => DIR_INGRESS,
@@ -126,10 +145,22 @@ pub fn dir(d: Direction) -> u8 {
 pub fn encode(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>) -> MapContents {
     let mut out = MapContents::default();
     for (ip, remote) in &desired.ipcache {
-        out.ipcache.insert(addr(*ip), remote_value(remote));
+        out.set_remote(*ip, Some(remote_value(remote)));
     }
     encode_local(desired, ifindexes, &mut out);
     out
+}
+
+impl MapContents {
+    /// Sets (or with `None` removes) the IP cache entry of `ip` in its family's map.
+    fn set_remote(&mut self, ip: IpAddr, remote: Option<Remote>) {
+        match (ip, remote) {
+            (IpAddr::V4(a), Some(r)) => _ = self.ipcache.insert(addr(a), r),
+            (IpAddr::V4(a), None) => _ = self.ipcache.remove(&addr(a)),
+            (IpAddr::V6(a), Some(r)) => _ = self.ipcache6.insert(addr6(a), r),
+            (IpAddr::V6(a), None) => _ = self.ipcache6.remove(&addr6(a)),
+        }
+    }
 }
 
 /// Brings `out` (what [`encode`] gave for an earlier `Desired`) up to date with `desired`:
@@ -139,24 +170,23 @@ pub fn update(
     out: &mut MapContents,
     desired: &Desired,
     ifindexes: &BTreeMap<ObjectRef, u32>,
-    changed: Option<&BTreeSet<Ipv4Addr>>,
+    changed: Option<&BTreeSet<IpAddr>>,
 ) -> usize {
     let Some(changed) = changed else {
         *out = encode(desired, ifindexes);
         return out.len();
     };
     for ip in changed {
-        match desired.ipcache.get(ip) {
-            Some(remote) => _ = out.ipcache.insert(addr(*ip), remote_value(remote)),
-            None => _ = out.ipcache.remove(&addr(*ip)),
-        }
+        out.set_remote(*ip, desired.ipcache.get(ip).map(remote_value));
     }
-    let ipcache = out.ipcache.len();
+    let ipcache = out.ipcache_len();
     out.endpoints.clear();
     out.cidrs.clear();
+    out.cidrs6.clear();
     out.policy.clear();
     out.policy_exact.clear();
     out.local_ips.clear();
+    out.local_ips6.clear();
     encode_local(desired, ifindexes, out);
     changed.len() + out.len() - ipcache
 }
@@ -177,16 +207,28 @@ fn encode_local(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>, out: &m
         }
     }
     for (key, identity) in &desired.cidrs {
-        let data = CidrKey {
-            ep_id: key.ep_id.to_be_bytes(),
-            dir: dir(key.dir),
-            _pad: [0; 3],
-            addr: key.net.network().octets(),
-        };
-        out.cidrs.insert(
-            (CIDR_PREFIX_BASE + u32::from(key.net.prefix()), data),
-            *identity,
-        );
+        let len = CIDR_PREFIX_BASE + u32::from(key.net.prefix());
+        let (ep_id, dir) = (key.ep_id.to_be_bytes(), dir(key.dir));
+        match key.net.network() {
+            IpAddr::V4(a) => {
+                let data = CidrKey {
+                    ep_id,
+                    dir,
+                    _pad: [0; 3],
+                    addr: a.octets(),
+                };
+                out.cidrs.insert((len, data), *identity);
+            }
+            IpAddr::V6(a) => {
+                let data = CidrKey6 {
+                    ep_id,
+                    dir,
+                    _pad: [0; 3],
+                    addr: a.octets(),
+                };
+                out.cidrs6.insert((len, data), *identity);
+            }
+        }
     }
     for (rule, policy_id) in &desired.rules {
         for key in policy_keys(rule) {
@@ -228,7 +270,14 @@ fn encode_local(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>, out: &m
     out.local_ips = out
         .endpoints
         .iter()
+        .filter(|(_, ep)| ep.ip != 0)
         .map(|(ifindex, ep)| (ep.ip, *ifindex))
+        .collect();
+    out.local_ips6 = out
+        .endpoints
+        .iter()
+        .filter(|(_, ep)| ep.ip6 != [0; 16])
+        .map(|(ifindex, ep)| (ep.ip6, *ifindex))
         .collect();
 }
 
@@ -256,11 +305,11 @@ pub fn endpoint(ep: &LocalEndpoint) -> Endpoint {
     }
     Endpoint {
         ep_id: ep.ep_id,
-        ip: addr(ep.ip),
+        ip: ep.addrs.v4.map_or(0, addr),
         identity: ep.identity,
         ns_id: ep.ns_id,
         flags,
-        ip6: [0; 16],
+        ip6: ep.addrs.v6.map_or([0; 16], addr6),
     }
 }
 

@@ -99,10 +99,7 @@ pub fn monotonic_offset() -> Duration {
 }
 
 fn endpoint_json(names: &Names, ip: IpAddr, identity: u32, ns_id: u16) -> Value {
-    let pod = match ip {
-        IpAddr::V4(ip) => names.pods_by_ip.get(&ip),
-        IpAddr::V6(_) => None,
-    };
+    let pod = names.pods_by_ip.get(&ip);
     let labels: Vec<String> = names
         .identities
         .get(&identity)
@@ -306,16 +303,19 @@ mod tests {
         let server = ObjectRef::new("alpha", "server");
         names
             .pods_by_ip
-            .insert(Ipv4Addr::new(10, 0, 1, 10), server.clone());
+            .insert(IpAddr::from([10, 0, 1, 10]), server.clone());
         names.pods_by_ip.insert(
-            Ipv4Addr::new(10, 0, 2, 10),
+            IpAddr::from([10, 0, 2, 10]),
             ObjectRef::new("beta", "client"),
         );
         names.endpoints.insert(
             3,
             EndpointName {
                 pod: server,
-                ip: Ipv4Addr::new(10, 0, 1, 10),
+                addrs: crate::policy::addr::PodAddrs {
+                    v4: Some(Ipv4Addr::new(10, 0, 1, 10)),
+                    v6: None,
+                },
                 interface: Some("veth1".into()),
                 ingress_policies: vec![ObjectRef::new("alpha", "deny")],
                 egress_policies: vec![],

@@ -1,41 +1,65 @@
 //! `cns-agent policy explain`: the verdict for one flow and why, from the reference evaluator
 //! over the agent's live snapshot, with the effective mode of the endpoints involved.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::policy::{
-    DirectionVerdict, Flow, FlowVerdict, evaluate,
+    DirectionVerdict, Flow, FlowVerdict,
+    addr::{PodAddrs, family_name},
+    evaluate,
     model::{NodeContext, ObjectRef, Snapshot},
     view,
 };
 
-/// One end of the flow as given on the command line: `NAMESPACE/POD` or an IPv4 address.
-pub fn resolve(snapshot: &Snapshot, s: &str) -> Result<(Ipv4Addr, Option<ObjectRef>), String> {
-    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+/// One end of the flow as given on the command line: `NAMESPACE/POD` (its addresses, both
+/// families) or an address (IPv4 or IPv6: that one only).
+pub fn resolve(snapshot: &Snapshot, s: &str) -> Result<(PodAddrs, Option<ObjectRef>), String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
         let pod = snapshot
             .pods
             .iter()
-            .find(|(_, p)| view::pod_is_active(p) && view::pod_ipv4(p) == Some(ip))
+            .find(|(_, p)| view::pod_is_active(p) && view::pod_addrs(p).contains(ip))
             .map(|(r, _)| r.clone());
-        return Ok((ip, pod));
+        let only = match ip {
+            IpAddr::V4(a) => PodAddrs {
+                v4: Some(a),
+                v6: None,
+            },
+            IpAddr::V6(a) => PodAddrs {
+                v4: None,
+                v6: Some(a),
+            },
+        };
+        return Ok((only, pod));
     }
     let Some((ns, name)) = s.split_once('/') else {
-        return Err(format!(
-            "{s:?} is neither NAMESPACE/POD nor an IPv4 address"
-        ));
+        return Err(format!("{s:?} is neither NAMESPACE/POD nor an IP address"));
     };
     let r = ObjectRef::new(ns, name);
     let pod = snapshot
         .pods
         .get(&r)
         .ok_or_else(|| format!("no pod {r} in the agent's source"))?;
-    let ip = view::pod_ipv4(pod).ok_or_else(|| format!("pod {r} has no IPv4 address (yet)"))?;
-    Ok((ip, Some(r)))
+    let addrs = view::pod_addrs(pod);
+    if addrs.is_empty() {
+        return Err(format!("pod {r} has no address (yet)"));
+    }
+    Ok((addrs, Some(r)))
 }
 
-/// `80/TCP`, `53/UDP`, `8080` (TCP), `ICMP`.
+/// The flow's addresses in the first family both ends have (IPv4, then IPv6).
+fn pick_family(from: &PodAddrs, to: &PodAddrs) -> Result<(IpAddr, IpAddr), String> {
+    let v4 = from.v4.zip(to.v4).map(|(a, b)| (a.into(), b.into()));
+    let v6 = || from.v6.zip(to.v6).map(|(a, b)| (a.into(), b.into()));
+    v4.or_else(v6).ok_or_else(|| {
+        "the two ends have no address family in common (one is IPv4 only, the other IPv6 only)"
+            .to_owned()
+    })
+}
+
+/// `80/TCP`, `53/UDP`, `8080` (TCP), `ICMP` (ICMPv6 for an IPv6 flow: see [`explain`]).
 pub fn parse_port(s: &str) -> Result<(u8, u16), String> {
     if s.eq_ignore_ascii_case("icmp") {
         return Ok((cns_common::PROTO_ICMP, 0));
@@ -61,7 +85,7 @@ pub fn parse_port(s: &str) -> Result<(u8, u16), String> {
 
 #[derive(Debug, Serialize)]
 pub struct End {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub pod: Option<ObjectRef>,
     /// The effective mode of this pod's enforcement ("audit"/"blocking"), if it is a pod.
     pub mode: Option<&'static str>,
@@ -71,6 +95,9 @@ pub struct End {
 pub struct Explanation {
     pub from: End,
     pub to: End,
+    /// "IPv4" or "IPv6": the family the answer is for (a pod given by name is asked about
+    /// in IPv4 when both ends have it, else in IPv6).
+    pub family: &'static str,
     pub protocol: u8,
     pub port: u16,
     pub verdict: FlowVerdict,
@@ -89,9 +116,13 @@ pub fn explain(
     port: &str,
     mode_of: impl Fn(&ObjectRef) -> &'static str,
 ) -> Result<Explanation, String> {
-    let (src, src_pod) = resolve(snapshot, from)?;
-    let (dst, dst_pod) = resolve(snapshot, to)?;
-    let (proto, dport) = parse_port(port)?;
+    let (src_addrs, src_pod) = resolve(snapshot, from)?;
+    let (dst_addrs, dst_pod) = resolve(snapshot, to)?;
+    let (src, dst) = pick_family(&src_addrs, &dst_addrs)?;
+    let (mut proto, dport) = parse_port(port)?;
+    if proto == cns_common::PROTO_ICMP && src.is_ipv6() {
+        proto = cns_common::PROTO_ICMPV6;
+    }
     let verdict = evaluate(
         snapshot,
         node,
@@ -102,11 +133,11 @@ pub fn explain(
             dport,
         },
     );
-    let name = |ip: Ipv4Addr, pod: &Option<ObjectRef>| match pod {
+    let name = |ip: IpAddr, pod: &Option<ObjectRef>| match pod {
         Some(p) => format!("{p} ({ip})"),
         None => ip.to_string(),
     };
-    let mut why = Vec::new();
+    let mut why = vec![format!("answered for {}", family_name(src))];
     let mut audited = false;
     for (label, dir, pod, ip) in [
         ("egress of", &verdict.egress, &src_pod, src),
@@ -163,6 +194,7 @@ pub fn explain(
     Ok(Explanation {
         from: end(src, src_pod),
         to: end(dst, dst_pod),
+        family: family_name(src),
         protocol: proto,
         port: dport,
         verdict,

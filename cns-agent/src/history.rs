@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use cns_common::maps::{CidrKey, PolicyKey};
+use cns_common::maps::{CidrKey, CidrKey6, PolicyKey};
 use serde::Serialize;
 
 use crate::{policy::model::ObjectRef, reconcile::MapOp};
@@ -99,7 +99,9 @@ pub fn endpoints_affected(
             MapOp::UpsertPolicy((_, PolicyKey { ep_id, .. }), _)
             | MapOp::DeletePolicy((_, PolicyKey { ep_id, .. }))
             | MapOp::UpsertCidr((_, CidrKey { ep_id, .. }), _)
-            | MapOp::DeleteCidr((_, CidrKey { ep_id, .. })) => by_id(*ep_id),
+            | MapOp::DeleteCidr((_, CidrKey { ep_id, .. }))
+            | MapOp::UpsertCidr6((_, CidrKey6 { ep_id, .. }), _)
+            | MapOp::DeleteCidr6((_, CidrKey6 { ep_id, .. })) => by_id(*ep_id),
             MapOp::UpsertEndpoint(_, ep) => pods_by_ep_id.get(&ep.ep_id),
             MapOp::DeleteEndpoint(ifindex) => pods_by_ifindex.get(ifindex),
             // Derived from the entries above: the same endpoints.
@@ -108,7 +110,11 @@ pub fn endpoints_affected(
             | MapOp::UpsertPolicyExact(..)
             | MapOp::DeletePolicyExact(..)
             | MapOp::UpsertLocalIp(..)
-            | MapOp::DeleteLocalIp(..) => None,
+            | MapOp::DeleteLocalIp(..)
+            | MapOp::UpsertRemote6(..)
+            | MapOp::DeleteRemote6(..)
+            | MapOp::UpsertLocalIp6(..)
+            | MapOp::DeleteLocalIp6(..) => None,
         };
         if let Some(p) = pod {
             out.insert(p.to_string());

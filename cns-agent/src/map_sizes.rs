@@ -64,14 +64,14 @@ impl SizedMap {
     /// The maps this size applies to.
     pub fn maps(self) -> &'static [&'static str] {
         match self {
-            Self::Endpoints => &[m::ENDPOINTS, m::LOCAL_IPS],
-            Self::IpCache => &[m::IPCACHE],
-            Self::Cidrs => &[m::CIDRS],
+            Self::Endpoints => &[m::ENDPOINTS, m::LOCAL_IPS, m::LOCAL_IPS6],
+            Self::IpCache => &[m::IPCACHE, m::IPCACHE6],
+            Self::Cidrs => &[m::CIDRS, m::CIDRS6],
             Self::Policy => &[m::POLICY, m::POLICY_EXACT],
-            Self::Conntrack => &[m::CONNTRACK],
-            Self::Fragments => &[m::FRAGMENTS],
+            Self::Conntrack => &[m::CONNTRACK, m::CONNTRACK6],
+            Self::Fragments => &[m::FRAGMENTS, m::FRAGMENTS6],
             Self::Counters => &[m::COUNTER_SLOTS, m::COUNTERS, m::COUNTER_OWNERS],
-            Self::DenyCache => &[m::DENY_CACHE],
+            Self::DenyCache => &[m::DENY_CACHE, m::DENY_CACHE6],
         }
     }
 

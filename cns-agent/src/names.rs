@@ -3,7 +3,7 @@
 //! see `Agent::names`), so readers of the pinned maps (metrics, events) can label what they
 //! read without asking the agent thread.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use cns_common::{IDENTITY_HOST, IDENTITY_UNKNOWN, IDENTITY_WORLD, NS_HOST, NS_UNKNOWN, NS_WORLD};
 use serde::Serialize;
@@ -22,7 +22,7 @@ pub const RESERVED_UNKNOWN: &str = "reserved:unknown";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EndpointName {
     pub pod: ObjectRef,
-    pub ip: Ipv4Addr,
+    pub addrs: crate::policy::addr::PodAddrs,
     /// The veth the programs are attached to, once found.
     pub interface: Option<String>,
     /// The policies isolating the pod for ingress (what a drop there is "because of").
@@ -41,7 +41,7 @@ pub struct Names {
     /// By endpoint id.
     pub endpoints: BTreeMap<u32, EndpointName>,
     /// Every pod address, to the pod owning it (the one the IP cache names).
-    pub pods_by_ip: imbl::OrdMap<Ipv4Addr, ObjectRef>,
+    pub pods_by_ip: imbl::OrdMap<IpAddr, ObjectRef>,
 }
 
 impl Names {
@@ -87,7 +87,7 @@ impl Names {
                 .map(|(pod, ep)| {
                     let name = EndpointName {
                         pod: pod.clone(),
-                        ip: ep.ip,
+                        addrs: ep.addrs,
                         interface: interfaces.get(pod).cloned(),
                         ingress_policies: isolating(pod, Direction::Ingress),
                         egress_policies: isolating(pod, Direction::Egress),

@@ -9,39 +9,54 @@
 //! is written after its trie entry and not at all when that failed, and a trie entry is
 //! deleted after its hash entry and not at all when that failed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
-use cns_common::maps::{CidrKey, Endpoint, PolicyKey, PolicyValue, Remote};
+use cns_common::maps::{CidrKey, CidrKey6, Endpoint, Ip6, PolicyKey, PolicyValue, Remote};
 
-use crate::encode::{Lpm, MapContents};
+use crate::encode::{self, Lpm, MapContents};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapOp {
     UpsertRemote(u32, Remote),
+    UpsertRemote6(Ip6, Remote),
     UpsertCidr(Lpm<CidrKey>, u32),
+    UpsertCidr6(Lpm<CidrKey6>, u32),
     UpsertPolicy(Lpm<PolicyKey>, PolicyValue),
     UpsertPolicyExact(PolicyKey, PolicyValue),
     UpsertEndpoint(u32, Endpoint),
     UpsertLocalIp(u32, u32),
+    UpsertLocalIp6(Ip6, u32),
     DeleteLocalIp(u32),
+    DeleteLocalIp6(Ip6),
     DeleteEndpoint(u32),
     DeletePolicyExact(PolicyKey),
     DeletePolicy(Lpm<PolicyKey>),
     DeleteCidr(Lpm<CidrKey>),
+    DeleteCidr6(Lpm<CidrKey6>),
     DeleteRemote(u32),
+    DeleteRemote6(Ip6),
 }
 
 impl MapOp {
     /// The map this operation writes, for error messages.
     pub fn map_name(&self) -> &'static str {
-        use cns_common::maps::{CIDRS, ENDPOINTS, IPCACHE, LOCAL_IPS, POLICY, POLICY_EXACT};
+        use cns_common::maps::{
+            CIDRS, CIDRS6, ENDPOINTS, IPCACHE, IPCACHE6, LOCAL_IPS, LOCAL_IPS6, POLICY,
+            POLICY_EXACT,
+        };
         match self {
             MapOp::UpsertRemote(..) | MapOp::DeleteRemote(..) => IPCACHE,
+            MapOp::UpsertRemote6(..) | MapOp::DeleteRemote6(..) => IPCACHE6,
             MapOp::UpsertCidr(..) | MapOp::DeleteCidr(..) => CIDRS,
+            MapOp::UpsertCidr6(..) | MapOp::DeleteCidr6(..) => CIDRS6,
             MapOp::UpsertPolicy(..) | MapOp::DeletePolicy(..) => POLICY,
             MapOp::UpsertPolicyExact(..) | MapOp::DeletePolicyExact(..) => POLICY_EXACT,
             MapOp::UpsertEndpoint(..) | MapOp::DeleteEndpoint(..) => ENDPOINTS,
             MapOp::UpsertLocalIp(..) | MapOp::DeleteLocalIp(..) => LOCAL_IPS,
+            MapOp::UpsertLocalIp6(..) | MapOp::DeleteLocalIp6(..) => LOCAL_IPS6,
         }
     }
 }
@@ -70,39 +85,85 @@ pub fn diff(desired: &MapContents, actual: &MapContents) -> Vec<MapOp> {
     diff_at(desired, actual, None)
 }
 
-/// [`diff`], comparing the IP caches only at `addresses` (network order) when given: the
-/// caller knows the two agree everywhere else.
+/// One IP cache entry of `desired` against `actual`, into `up` or `del`.
+fn diff_entry<K: Ord + Copy>(
+    desired: &BTreeMap<K, Remote>,
+    actual: &BTreeMap<K, Remote>,
+    a: K,
+    (up, del): (&mut Vec<MapOp>, &mut Vec<MapOp>),
+    (upsert, delete): (fn(K, Remote) -> MapOp, fn(K) -> MapOp),
+) {
+    match (desired.get(&a), actual.get(&a)) {
+        (Some(d), Some(x)) if d == x => {}
+        (Some(d), _) => up.push(upsert(a, *d)),
+        (None, Some(_)) => del.push(delete(a)),
+        (None, None) => {}
+    }
+}
+
+/// [`diff`], comparing the IP caches only at `addresses` when given: the caller knows the
+/// two agree everywhere else.
 pub fn diff_at(
     desired: &MapContents,
     actual: &MapContents,
-    addresses: Option<&BTreeSet<u32>>,
+    addresses: Option<&BTreeSet<IpAddr>>,
 ) -> Vec<MapOp> {
     let (remote_up, remote_del) = match addresses {
-        None => diff_map(
-            &desired.ipcache,
-            &actual.ipcache,
-            MapOp::UpsertRemote,
-            MapOp::DeleteRemote,
-        ),
+        None => {
+            let (mut up, mut del) = diff_map(
+                &desired.ipcache,
+                &actual.ipcache,
+                MapOp::UpsertRemote,
+                MapOp::DeleteRemote,
+            );
+            let (up6, del6) = diff_map(
+                &desired.ipcache6,
+                &actual.ipcache6,
+                MapOp::UpsertRemote6,
+                MapOp::DeleteRemote6,
+            );
+            up.extend(up6);
+            del.extend(del6);
+            (up, del)
+        }
         Some(addresses) => {
             let (mut up, mut del) = (Vec::new(), Vec::new());
-            for a in addresses {
-                match (desired.ipcache.get(a), actual.ipcache.get(a)) {
-                    (Some(d), Some(x)) if d == x => {}
-                    (Some(d), _) => up.push(MapOp::UpsertRemote(*a, *d)),
-                    (None, Some(_)) => del.push(MapOp::DeleteRemote(*a)),
-                    (None, None) => {}
+            for ip in addresses {
+                let out = (&mut up, &mut del);
+                match *ip {
+                    IpAddr::V4(a) => diff_entry(
+                        &desired.ipcache,
+                        &actual.ipcache,
+                        encode::addr(a),
+                        out,
+                        (MapOp::UpsertRemote, MapOp::DeleteRemote),
+                    ),
+                    IpAddr::V6(a) => diff_entry(
+                        &desired.ipcache6,
+                        &actual.ipcache6,
+                        encode::addr6(a),
+                        out,
+                        (MapOp::UpsertRemote6, MapOp::DeleteRemote6),
+                    ),
                 }
             }
             (up, del)
         }
     };
-    let (cidr_up, cidr_del) = diff_map(
+    let (mut cidr_up, mut cidr_del) = diff_map(
         &desired.cidrs,
         &actual.cidrs,
         MapOp::UpsertCidr,
         MapOp::DeleteCidr,
     );
+    let (cidr6_up, cidr6_del) = diff_map(
+        &desired.cidrs6,
+        &actual.cidrs6,
+        MapOp::UpsertCidr6,
+        MapOp::DeleteCidr6,
+    );
+    cidr_up.extend(cidr6_up);
+    cidr_del.extend(cidr6_del);
     let (policy_up, policy_del) = diff_map(
         &desired.policy,
         &actual.policy,
@@ -121,12 +182,20 @@ pub fn diff_at(
         MapOp::UpsertEndpoint,
         MapOp::DeleteEndpoint,
     );
-    let (local_up, local_del) = diff_map(
+    let (mut local_up, mut local_del) = diff_map(
         &desired.local_ips,
         &actual.local_ips,
         MapOp::UpsertLocalIp,
         MapOp::DeleteLocalIp,
     );
+    let (local6_up, local6_del) = diff_map(
+        &desired.local_ips6,
+        &actual.local_ips6,
+        MapOp::UpsertLocalIp6,
+        MapOp::DeleteLocalIp6,
+    );
+    local_up.extend(local6_up);
+    local_del.extend(local6_del);
     [
         remote_up, cidr_up, policy_up, exact_up, ep_up, local_up, local_del, ep_del, exact_del,
         policy_del, cidr_del, remote_del,
@@ -215,6 +284,12 @@ impl MapWriter for MapContents {
             MapOp::DeletePolicy(k) => _ = self.policy.remove(&k),
             MapOp::DeleteCidr(k) => _ = self.cidrs.remove(&k),
             MapOp::DeleteRemote(k) => _ = self.ipcache.remove(&k),
+            MapOp::UpsertRemote6(k, v) => _ = self.ipcache6.insert(k, v),
+            MapOp::UpsertCidr6(k, v) => _ = self.cidrs6.insert(k, v),
+            MapOp::UpsertLocalIp6(k, v) => _ = self.local_ips6.insert(k, v),
+            MapOp::DeleteLocalIp6(k) => _ = self.local_ips6.remove(&k),
+            MapOp::DeleteCidr6(k) => _ = self.cidrs6.remove(&k),
+            MapOp::DeleteRemote6(k) => _ = self.ipcache6.remove(&k),
         }
         Ok(())
     }

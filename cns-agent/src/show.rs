@@ -108,6 +108,14 @@ pub fn show(
                         .push(format!("{addr}/{}", len - CIDR_PREFIX_BASE));
                 }
             }
+            for ((len, k), identity) in &actual.cidrs6 {
+                if k.ep_id == id && k.dir == dir {
+                    let addr = std::net::Ipv6Addr::from(k.addr);
+                    sets.entry(*identity)
+                        .or_default()
+                        .push(format!("{addr}/{}", len - CIDR_PREFIX_BASE));
+                }
+            }
             let rules = actual
                 .policy
                 .iter()
@@ -136,6 +144,7 @@ pub fn show(
         let count = |c: &MapContents| {
             c.policy.keys().filter(|(_, k)| k.ep_id == id).count()
                 + c.cidrs.keys().filter(|(_, k)| k.ep_id == id).count()
+                + c.cidrs6.keys().filter(|(_, k)| k.ep_id == id).count()
         };
         let mismatched = actual.endpoints.get(ifindex) != intended.endpoints.get(ifindex)
             || actual
@@ -147,7 +156,12 @@ pub fn show(
                 .cidrs
                 .iter()
                 .filter(|((_, k), _)| k.ep_id == id)
-                .ne(intended.cidrs.iter().filter(|((_, k), _)| k.ep_id == id));
+                .ne(intended.cidrs.iter().filter(|((_, k), _)| k.ep_id == id))
+            || actual
+                .cidrs6
+                .iter()
+                .filter(|((_, k), _)| k.ep_id == id)
+                .ne(intended.cidrs6.iter().filter(|((_, k), _)| k.ep_id == id));
         if mismatched {
             warnings.push(format!(
                 "the maps differ from the agent's intent for this endpoint ({} entries in the maps, {} intended); the next resync rewrites them",

@@ -1,6 +1,6 @@
 //! The node's uplinks: where the XDP program (`cns_xdp`) goes. By default the interfaces
-//! holding the node's default routes (`/proc/net/route`, read like `netdev` reads the pods'
-//! /32 routes); `--xdp-interfaces` names them explicitly or disables XDP (`none`).
+//! holding the node's default routes of either family (`/proc/net/route`,
+//! `/proc/net/ipv6_route`, read like `netdev` reads the pods' host routes); `--xdp-interfaces` names them explicitly or disables XDP (`none`).
 //! Also answers which XDP mode an interface runs (netlink), for `status`.
 
 use std::{fmt, str::FromStr};
@@ -96,9 +96,10 @@ pub enum UplinkError {
     NoSuchInterface(String),
 }
 
-/// The routing table of the calling thread's network namespace (`/proc/net` is the
+/// The routing tables of the calling thread's network namespace (`/proc/net` is the
 /// process's, which differs for a thread that entered another netns).
 const ROUTES: &str = "/proc/thread-self/net/route";
+const ROUTES6: &str = "/proc/thread-self/net/ipv6_route";
 
 /// The interfaces `spec` asks for, resolved to ifindexes in the calling thread's netns.
 /// `Default` finds no interface (and no error) on a node without a default route.
@@ -120,14 +121,32 @@ pub fn resolve(spec: &XdpInterfaces) -> Result<Vec<Uplink>, UplinkError> {
     }
 }
 
-/// The interfaces holding the node's IPv4 default routes (destination and mask 0), in
-/// routing-table order, each once. Interfaces that vanished meanwhile are left out.
+/// The interfaces holding the node's default routes (destination and mask 0), IPv4's
+/// then IPv6's, in routing-table order, each once. Interfaces that vanished meanwhile are
+/// left out. A node without IPv6 has no IPv6 table.
 pub fn default_route_interfaces() -> Result<Vec<Uplink>, UplinkError> {
     let table = std::fs::read_to_string(ROUTES).map_err(|source| UplinkError::Routes {
         path: ROUTES,
         source,
     })?;
-    Ok(parse_default_routes(&table)
+    let mut names = parse_default_routes(&table);
+    match std::fs::read_to_string(ROUTES6) {
+        Ok(t) => {
+            for name in parse_default_routes6(&t) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(UplinkError::Routes {
+                path: ROUTES6,
+                source,
+            });
+        }
+    }
+    Ok(names
         .into_iter()
         .filter_map(|name| {
             let ifindex = if_nametoindex(name.as_str()).ok()?;
@@ -146,6 +165,23 @@ fn parse_default_routes(table: &str) -> Vec<String> {
         };
         let zero = |s: &str| u32::from_str_radix(s, 16) == Ok(0);
         if zero(dest) && zero(mask) && !names.iter().any(|n| n == iface) {
+            names.push((*iface).to_owned());
+        }
+    }
+    names
+}
+
+/// Interface names of the default routes (`::/0`) in a `/proc/net/ipv6_route` table; the
+/// kernel's "unreachable" defaults on `lo` are not uplinks.
+fn parse_default_routes6(table: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for line in table.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dest), Some(len), Some(iface)) = (f.first(), f.get(1), f.get(9)) else {
+            continue;
+        };
+        let zero = u128::from_str_radix(dest, 16) == Ok(0) && *len == "00";
+        if zero && *iface != "lo" && !names.iter().any(|n| n == iface) {
             names.push((*iface).to_owned());
         }
     }
@@ -250,6 +286,14 @@ mod tests {
                      br0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(parse_default_routes(table), vec!["eth0", "eth1"]);
         assert!(parse_default_routes("Iface\tDestination\n").is_empty());
+    }
+
+    #[test]
+    fn finds_ipv6_default_route_interfaces() {
+        let table = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
+                     00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000003 00000000 00000003     eth1\n\
+                     00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
+        assert_eq!(parse_default_routes6(table), vec!["eth1"]);
     }
 
     #[test]

@@ -448,7 +448,12 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 22] = [
     (IPCACHE, 4, core::mem::size_of::<Remote>(), IPCACHE_CAPACITY),
     (LOCAL_IPS, 4, 4, LOCAL_IPS_CAPACITY),
     (LOCAL_IPS6, 16, 4, LOCAL_IPS_CAPACITY),
-    (IPCACHE6, 16, core::mem::size_of::<Remote>(), IPCACHE_CAPACITY),
+    (
+        IPCACHE6,
+        16,
+        core::mem::size_of::<Remote>(),
+        IPCACHE_CAPACITY,
+    ),
     (
         CIDRS6,
         4 + core::mem::size_of::<CidrKey6>(),

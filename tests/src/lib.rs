@@ -20,7 +20,7 @@ pub mod process;
 pub mod traffic;
 
 pub use agent::AgentProcess;
-pub use netns::{PodNet, VirtualNode};
+pub use netns::{Family, PodNet, VirtualNode};
 
 /// True when kernel tests can run here; otherwise prints why and returns false, or panics
 /// when `CNS_REQUIRE_KERNEL_TESTS=1`.

@@ -19,6 +19,19 @@ pub fn pod(
     ip: Ipv4Addr,
     ports: &[(&str, u16, &str)],
 ) -> String {
+    pod_with_ips(ns, name, labels, &[ip.into()], ports)
+}
+
+/// [`pod`] with `status.podIPs` (the first is `podIP`), as on a dual-stack node.
+pub fn pod_with_ips(
+    ns: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    ips: &[std::net::IpAddr],
+    ports: &[(&str, u16, &str)],
+) -> String {
+    let ip = ips.first().map(ToString::to_string).unwrap_or_default();
+    let pod_ips: String = ips.iter().map(|a| format!("  - ip: \"{a}\"\n")).collect();
     let mut ports_yaml = String::new();
     for (pname, port, proto) in ports {
         ports_yaml.push_str(&format!(
@@ -29,7 +42,7 @@ pub fn pod(
         ports_yaml = "      []\n".into();
     }
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: \"{name}\"\n  namespace: \"{ns}\"\n  labels:\n{}spec:\n  nodeName: {NODE_NAME}\n  containers:\n  - name: app\n    image: busybox\n    ports:\n{ports_yaml}status:\n  phase: Running\n  podIP: {ip}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: \"{name}\"\n  namespace: \"{ns}\"\n  labels:\n{}spec:\n  nodeName: {NODE_NAME}\n  containers:\n  - name: app\n    image: busybox\n    ports:\n{ports_yaml}status:\n  phase: Running\n  podIP: \"{ip}\"\n  podIPs:\n{pod_ips}",
         labels_yaml(labels, 4)
     )
 }

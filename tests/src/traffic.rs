@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsFd,
     time::Duration,
 };
@@ -26,10 +26,13 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
     .expect("netns thread panicked")
 }
 
-/// A TCP echo server on `port` in `netns` (all addresses), serving until the test ends.
+/// A TCP echo server on `port` in `netns` (all addresses, both families where the netns
+/// has IPv6), serving until the test ends.
 pub fn tcp_echo_server(netns: &str, port: u16) {
     let listener = in_netns(netns, move || {
-        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+        let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+        TcpListener::bind(v6)
+            .or_else(|_| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
             .unwrap_or_else(|e| panic!("bind tcp {port}: {e}"))
     });
     std::thread::spawn(move || {
@@ -46,10 +49,12 @@ pub fn tcp_echo_server(netns: &str, port: u16) {
     });
 }
 
-/// A UDP echo server on `port` in `netns`.
+/// A UDP echo server on `port` in `netns` (both families where the netns has IPv6).
 pub fn udp_echo_server(netns: &str, port: u16) {
     let sock = in_netns(netns, move || {
-        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+        let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+        UdpSocket::bind(v6)
+            .or_else(|_| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
             .unwrap_or_else(|e| panic!("bind udp {port}: {e}"))
     });
     std::thread::spawn(move || {
@@ -61,12 +66,13 @@ pub fn udp_echo_server(netns: &str, port: u16) {
 }
 
 /// Whether a TCP connection from `netns` to `to:port` opens and echoes `payload` back.
-pub fn tcp_ok(netns: &str, to: Ipv4Addr, port: u16) -> bool {
+pub fn tcp_ok(netns: &str, to: impl Into<IpAddr>, port: u16) -> bool {
     tcp_exchange(netns, to, port, b"hello cns")
 }
 
 /// Connects, sends `payload`, expects it back; false on any failure or timeout.
-pub fn tcp_exchange(netns: &str, to: Ipv4Addr, port: u16, payload: &'static [u8]) -> bool {
+pub fn tcp_exchange(netns: &str, to: impl Into<IpAddr>, port: u16, payload: &'static [u8]) -> bool {
+    let to = to.into();
     in_netns(netns, move || {
         let addr = SocketAddr::from((to, port));
         let Ok(mut s) = TcpStream::connect_timeout(&addr, BLOCKED_AFTER) else {
@@ -82,14 +88,20 @@ pub fn tcp_exchange(netns: &str, to: Ipv4Addr, port: u16, payload: &'static [u8]
 }
 
 /// Whether a UDP datagram from `netns` to `to:port` is echoed back.
-pub fn udp_ok(netns: &str, to: Ipv4Addr, port: u16) -> bool {
+pub fn udp_ok(netns: &str, to: impl Into<IpAddr>, port: u16) -> bool {
     udp_probe(netns, to, port, BLOCKED_AFTER)
 }
 
 /// Like [`udp_ok`] with its own timeout (for quick repeated probes).
-pub fn udp_probe(netns: &str, to: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+pub fn udp_probe(netns: &str, to: impl Into<IpAddr>, port: u16, timeout: Duration) -> bool {
+    let to = to.into();
     in_netns(netns, move || {
-        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind udp client");
+        let any: IpAddr = if to.is_ipv6() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let s = UdpSocket::bind((any, 0)).expect("bind udp client");
         _ = s.set_read_timeout(Some(timeout));
         if s.send_to(b"ping", (to, port)).is_err() {
             return false;

@@ -31,7 +31,8 @@
 //! | probes go to the pod's Service (`s-<ns>-<pod>.<ns>.svc`, kube-proxy DNAT) | probes go to the pod's IP | no Services, DNS or kube-proxy on the virtual node; policy applies after DNAT, to the same pod address |
 //! | "... using SCTP" context: agnhost `porter` SCTP servers, SCTP connect | a real SCTP INIT sent from a raw socket (protocol 132) in the client, counted as connected when a raw socket in the server's netns receives it | this kernel has no SCTP stack (`CONFIG_IP_SCTP` unset), so no SCTP sockets or association; the policy (`protocol: SCTP`) and the packets are real, only the handshake's reply is missing |
 //! | pod restarts and relabels through the API | the manifests are edited (`cluster.yaml`) and the agent synced | no API server; labels are what the agent reads |
-//! | IPv6 and dual-stack clusters (`hostMask = 128` in the CIDR cases) | IPv4 only | the agent enforces IPv4 only (IPv6 of an isolated pod is dropped, see README) |
+//! | one cluster of one family per run (IPv4, IPv6 or dual-stack; `hostMask = 128` in the CIDR cases on IPv6) | every case on three nodes at once: IPv4-only, IPv6-only (pods at fd00:10:0:\<1+ns\>::\<10+pod\>) and dual-stack, where each validation probes over both families | one run covers every family; on dual-stack, upstream probes the Service's primary family only, here both must agree |
+//! | CIDR cases: one ipBlock of the cluster's family | one ipBlock per family of the node (dual-stack: both, as a dual-stack policy would say) | an IPv4 block says nothing about IPv6 traffic |
 //! | Windows model (TCP only, 3 s timeouts) | Linux | n/a |
 //! | `network_policy_api.go`: "should support creating NetworkPolicy API operations", "... API with endport field", "... with Status subresource" | not ported | they test the API server's CRUD, watch and validation, not enforcement; there is no API server |
 //! | `network_legacy.go` (the pre-model suite: client pods against Services, removed upstream) | not ported | superseded upstream by `network_policy.go`; it needs Services |
@@ -99,7 +100,7 @@ mod conformance {
 
 use conformance::{
     harness::run,
-    model::{Peer, Proto, Reachability, index, ip},
+    model::{Peer, Proto, Reachability},
 };
 
 fn x() -> Peer {
@@ -108,11 +109,6 @@ fn x() -> Peer {
 
 fn any() -> Peer {
     Peer::any()
-}
-
-/// The address of pod "ns/pod" as upstream reads it from `status.podIP`.
-fn pod_ip(pod: &str) -> std::net::Ipv4Addr {
-    ip(index(pod))
 }
 
 /// "NetworkPolicy between server and client"
@@ -1077,13 +1073,20 @@ spec:
         });
     }
 
-    /// `allow-client-a-via-cidr-egress-rule`: egress of x/a to one ipBlock.
-    fn egress_x_a_to_cidr(cidr: &str, except: &[String]) -> String {
-        let except = if except.is_empty() {
-            String::new()
-        } else {
-            format!("\n        except: [{}]", except.join(", "))
-        };
+    /// `allow-client-a-via-cidr-egress-rule`: egress of x/a to ipBlocks, one per family of
+    /// the node (as a dual-stack cluster's policy lists both): (cidr, excepts) each.
+    fn egress_x_a_to_cidr(blocks: &[(String, Vec<String>)]) -> String {
+        let peers: String = blocks
+            .iter()
+            .map(|(cidr, except)| {
+                let except = if except.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n        except: [\"{}\"]", except.join("\", \""))
+                };
+                format!("    - ipBlock:\n        cidr: \"{cidr}\"{except}\n")
+            })
+            .collect();
         format!(
             "
 apiVersion: networking.k8s.io/v1
@@ -1094,18 +1097,21 @@ spec:
   policyTypes: [Egress]
   egress:
   - to:
-    - ipBlock:
-        cidr: {cidr}{except}
-"
+{peers}"
         )
+    }
+
+    /// Each of `cidrs` with no except.
+    fn alone(cidrs: Vec<String>) -> Vec<(String, Vec<String>)> {
+        cidrs.into_iter().map(|c| (c, Vec::new())).collect()
     }
 
     /// should allow egress access to server in CIDR block
     #[test]
     fn should_allow_egress_access_to_server_in_cidr_block() {
         run(module_path!(), |k8s| {
-            let pod_server_cidr = format!("{}/32", pod_ip("y/b"));
-            k8s.create_policy(&egress_x_a_to_cidr(&pod_server_cidr, &[]));
+            let pod_server_cidr = k8s.cidrs("y/b", 32, 128);
+            k8s.create_policy(&egress_x_a_to_cidr(&alone(pod_server_cidr)));
             let mut r = Reachability::new(true);
             r.expect_all_egress("x/a", false);
             r.expect("x/a", "y/b", true);
@@ -1117,10 +1123,16 @@ spec:
     #[test]
     fn should_enforce_except_clause_while_egress_access_to_server_in_cidr_block() {
         run(module_path!(), |k8s| {
-            // Upstream writes x/a's address with /4 (host bits set) and excepts x/b.
-            let allow = format!("{}/4", pod_ip("x/a"));
-            let except = [format!("{}/32", pod_ip("x/b"))];
-            k8s.create_policy(&egress_x_a_to_cidr(&allow, &except));
+            // Upstream writes x/a's address with /4 (host bits set) and excepts x/b (in
+            // each family of the node).
+            let allow = k8s.cidrs("x/a", 4, 4);
+            let except = k8s.cidrs("x/b", 32, 128);
+            let blocks: Vec<_> = allow
+                .into_iter()
+                .zip(except)
+                .map(|(a, e)| (a, vec![e]))
+                .collect();
+            k8s.create_policy(&egress_x_a_to_cidr(&blocks));
             let mut r = Reachability::new(true);
             r.expect("x/a", "x/b", false);
             k8s.validate_or_fail(80, Proto::Tcp, &r);
@@ -1131,15 +1143,20 @@ spec:
     #[test]
     fn should_ensure_an_ip_overlapping_both_ip_block_cidr_and_ip_block_except_is_allowed() {
         run(module_path!(), |k8s| {
-            let allow = format!("{}/4", pod_ip("x/a"));
-            let pod_b_ip = format!("{}/32", pod_ip("x/b"));
-            k8s.create_policy(&egress_x_a_to_cidr(&allow, std::slice::from_ref(&pod_b_ip)));
+            let allow = k8s.cidrs("x/a", 4, 4);
+            let pod_b_ip = k8s.cidrs("x/b", 32, 128);
+            let blocks: Vec<_> = allow
+                .into_iter()
+                .zip(pod_b_ip.clone())
+                .map(|(a, e)| (a, vec![e]))
+                .collect();
+            k8s.create_policy(&egress_x_a_to_cidr(&blocks));
             let mut r = Reachability::new(true);
             r.expect("x/a", "x/b", false);
             k8s.validate_or_fail(80, Proto::Tcp, &r);
             // Create NetworkPolicy which allows access to the podServer using podServer's IP
             // in allow CIDR (upstream: UpdatePolicy, same name).
-            k8s.update_policy(&egress_x_a_to_cidr(&pod_b_ip, &[]));
+            k8s.update_policy(&egress_x_a_to_cidr(&alone(pod_b_ip)));
             let mut allow_b = Reachability::new(true);
             allow_b.expect_all_egress("x/a", false);
             allow_b.expect("x/a", "x/b", true);

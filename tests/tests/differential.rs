@@ -332,7 +332,7 @@ fn check(c: &Cluster, flows: &[TestFlow]) -> Result<(), TestCaseError> {
     let snap = snapshot(c);
     let node = NodeContext {
         node_name: "node-1".into(),
-        node_ips: [NODE_IP].into(),
+        node_ips: [NODE_IP.into()].into(),
     };
     let desired = compile(&snap, &node, &Allocations::default());
     let under_test = ObjectRef::new(NAMESPACES[c.pods[0].ns], "pod0");
@@ -368,8 +368,8 @@ fn check(c: &Cluster, flows: &[TestFlow]) -> Result<(), TestCaseError> {
             &snap,
             &node,
             &Flow {
-                src,
-                dst,
+                src: src.into(),
+                dst: dst.into(),
                 proto: f.proto,
                 dport,
             },

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use serde::Serialize;
@@ -58,20 +58,18 @@ impl Planner {
         desired: &Desired,
         interfaces: &BTreeMap<ObjectRef, u32>,
         written: &MapContents,
-        changed: Option<&BTreeSet<Ipv4Addr>>,
+        changed: Option<&BTreeSet<IpAddr>>,
         scope: Scope,
     ) -> Plan {
         let encode_at = changed.filter(|_| !scope.encode_whole);
         let encoded_entries = encode::update(&mut self.intended, desired, interfaces, encode_at);
         // Whole encodes are diffed whole: the maps may lag anywhere they changed.
-        let diff_at: Option<BTreeSet<u32>> = encode_at
-            .filter(|_| !scope.diff_whole)
-            .map(|c| c.iter().map(|ip| encode::addr(*ip)).collect());
-        let diffed_addresses = diff_at.as_ref().map_or_else(
-            || self.intended.ipcache.len().max(written.ipcache.len()),
+        let diff_at = encode_at.filter(|_| !scope.diff_whole);
+        let diffed_addresses = diff_at.map_or_else(
+            || self.intended.ipcache_len().max(written.ipcache_len()),
             BTreeSet::len,
         );
-        let ops = reconcile::diff_at(&self.intended, written, diff_at.as_ref());
+        let ops = reconcile::diff_at(&self.intended, written, diff_at);
         Plan {
             work: Work {
                 read_whole: scope.read_whole,
@@ -87,7 +85,8 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::model::RemoteInfo;
+    use crate::policy::{addr::PodAddrs, model::RemoteInfo};
+    use std::net::Ipv4Addr;
 
     const CHANGES: Scope = Scope::CHANGES;
 
@@ -95,7 +94,7 @@ mod tests {
         let mut d = Desired::default();
         for i in 0..pods {
             d.ipcache.insert(
-                Ipv4Addr::new(10, 0, 0, i),
+                IpAddr::from([10, 0, 0, i]),
                 RemoteInfo {
                     identity: 256 + u32::from(i),
                     ns_id: 16,
@@ -120,12 +119,12 @@ mod tests {
         // One pod relabelled (new identity), one gone.
         let mut d2 = d.clone();
         d2.ipcache
-            .get_mut(&Ipv4Addr::new(10, 0, 0, 7))
+            .get_mut(&IpAddr::from([10, 0, 0, 7]))
             .unwrap()
             .identity = 999;
-        d2.ipcache.remove(&Ipv4Addr::new(10, 0, 0, 9));
-        let changed: BTreeSet<Ipv4Addr> =
-            [Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 9)].into();
+        d2.ipcache.remove(&IpAddr::from([10, 0, 0, 9]));
+        let changed: BTreeSet<IpAddr> =
+            [IpAddr::from([10, 0, 0, 7]), IpAddr::from([10, 0, 0, 9])].into();
         let plan = planner.plan(&d2, &BTreeMap::new(), &written, Some(&changed), CHANGES);
         assert_eq!(plan.work.encoded_entries, 2);
         assert_eq!(plan.work.diffed_addresses, 2);
@@ -149,7 +148,10 @@ mod tests {
             pod.clone(),
             crate::policy::model::LocalEndpoint {
                 ep_id: 1,
-                ip: Ipv4Addr::new(10, 0, 0, 0),
+                addrs: PodAddrs {
+                    v4: Some(Ipv4Addr::new(10, 0, 0, 0)),
+                    v6: None,
+                },
                 identity: 256,
                 ns_id: 16,
                 ingress_isolated: false,

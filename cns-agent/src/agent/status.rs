@@ -80,7 +80,12 @@ impl Agent {
                 .iter()
                 .map(|(pod, ep)| EndpointStatus {
                     pod: pod.to_string(),
-                    ip: ep.ip.to_string(),
+                    ip: ep
+                        .addrs
+                        .iter()
+                        .map(|ip| ip.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     interface: self.veths.get(pod).map(|v| v.name.clone()),
                     identity: ep.identity,
                     ingress_isolated: ep.ingress_isolated,
@@ -170,7 +175,7 @@ pub struct CounterRow {
     pub destination: String,
     pub direction: &'static str,
     pub verdict: &'static str,
-    /// `TCP`, `UDP`, `SCTP`, `ICMPv4`, `OTHER` (not IPv4).
+    /// `TCP`, `UDP`, `SCTP`, `ICMPv4`, `ICMPv6`, `OTHER` (another protocol, or neither IP family).
     pub protocol: &'static str,
     /// Why a packet was dropped or audited; absent for forwarded packets.
     #[serde(skip_serializing_if = "Option::is_none")]

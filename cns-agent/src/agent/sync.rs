@@ -235,14 +235,15 @@ impl Agent {
             .collect()
     }
 
-    /// Each local pod's veth (the interface of its /32 route), for those that have one.
+    /// Each local pod's veth (the interface of a host route to one of its addresses), for
+    /// those that have one.
     fn find_veths(&self) -> Result<BTreeMap<ObjectRef, netdev::Veth>, AgentError> {
         let ips: BTreeSet<_> = self
             .compiler
             .desired()
             .endpoints
             .values()
-            .map(|ep| ep.ip)
+            .flat_map(|ep| ep.addrs.iter())
             .collect();
         let routes = netdev::host_routes(&ips)?;
         Ok(self
@@ -250,7 +251,10 @@ impl Agent {
             .desired()
             .endpoints
             .iter()
-            .filter_map(|(pod, ep)| Some((pod.clone(), routes.get(&ep.ip)?.clone())))
+            .filter_map(|(pod, ep)| {
+                let veth = ep.addrs.iter().find_map(|ip| routes.get(&ip))?;
+                Some((pod.clone(), veth.clone()))
+            })
             .collect())
     }
 

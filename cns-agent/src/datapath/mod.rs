@@ -19,7 +19,8 @@ use aya::{
     programs::{Program, ProgramError, SchedClassifier, Xdp},
 };
 use cns_common::maps::{
-    self as m, CidrKey, Config, Counter, CounterKey, Endpoint, PolicyKey, PolicyValue, Remote,
+    self as m, CidrKey, CidrKey6, Config, Counter, CounterKey, Endpoint, Ip6, PolicyKey,
+    PolicyValue, Remote,
 };
 
 use crate::{
@@ -116,6 +117,9 @@ pub struct Datapath {
     policy_exact: HashMap<MapData, PolicyKey, PolicyValue>,
     /// Local pod address -> ifindex (for the XDP program), planned from the endpoints.
     local_ips: HashMap<MapData, u32, u32>,
+    ipcache6: HashMap<MapData, Ip6, Remote>,
+    cidrs6: LpmTrie<MapData, CidrKey6, u32>,
+    local_ips6: HashMap<MapData, Ip6, u32>,
     counters: CounterMaps,
     stats: PerCpuArray<MapData, u64>,
     pin_dir: PathBuf,
@@ -200,6 +204,9 @@ impl Datapath {
             policy: take!(ebpf, m::POLICY),
             policy_exact: take!(ebpf, m::POLICY_EXACT),
             local_ips: take!(ebpf, m::LOCAL_IPS),
+            ipcache6: take!(ebpf, m::IPCACHE6),
+            cidrs6: take!(ebpf, m::CIDRS6),
+            local_ips6: take!(ebpf, m::LOCAL_IPS6),
             counters: CounterMaps::new(
                 ebpf.take_map(m::COUNTER_SLOTS)
                     .ok_or(LoadError::MissingMap(m::COUNTER_SLOTS))?,

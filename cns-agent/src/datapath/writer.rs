@@ -44,6 +44,18 @@ impl Datapath {
             let (k, v) = kv?;
             c.local_ips.insert(k, v);
         }
+        for kv in self.ipcache6.iter() {
+            let (k, v) = kv?;
+            c.ipcache6.insert(k, v);
+        }
+        for kv in self.cidrs6.iter() {
+            let (k, v) = kv?;
+            c.cidrs6.insert((k.prefix_len(), k.data()), v);
+        }
+        for kv in self.local_ips6.iter() {
+            let (k, v) = kv?;
+            c.local_ips6.insert(k, v);
+        }
         Ok(c)
     }
 }
@@ -69,6 +81,12 @@ impl MapWriter for Datapath {
             }
             MapOp::DeleteCidr((len, k)) => absent_is_gone(self.cidrs.remove(&Key::new(*len, *k))),
             MapOp::DeleteRemote(k) => absent_is_gone(self.ipcache.remove(k)),
+            MapOp::UpsertRemote6(k, v) => self.ipcache6.insert(k, v, 0),
+            MapOp::UpsertCidr6((len, k), v) => self.cidrs6.insert(&Key::new(*len, *k), v, 0),
+            MapOp::UpsertLocalIp6(k, v) => self.local_ips6.insert(k, v, 0),
+            MapOp::DeleteLocalIp6(k) => absent_is_gone(self.local_ips6.remove(k)),
+            MapOp::DeleteCidr6((len, k)) => absent_is_gone(self.cidrs6.remove(&Key::new(*len, *k))),
+            MapOp::DeleteRemote6(k) => absent_is_gone(self.ipcache6.remove(k)),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::Arc,
 };
 
@@ -26,7 +26,7 @@ pub struct LiveState {
     /// The agent's source (`manifests:DIR`, `kubernetes`).
     pub source: String,
     pub node_name: String,
-    pub node_ips: BTreeSet<Ipv4Addr>,
+    pub node_ips: BTreeSet<IpAddr>,
     pub namespaces: BTreeMap<String, Namespace>,
     /// By namespace, then name.
     pub pods: BTreeMap<String, BTreeMap<String, Pod>>,

@@ -1,9 +1,12 @@
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
 use super::{cidrs::cidrs_text, *};
 use crate::source::{LastGood, load};
 
-fn net(s: &str) -> Ipv4Network {
+fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()
 }
 
@@ -86,7 +89,7 @@ fn lpm_ranges_flatten_nested_prefixes() {
         (net("10.1.2.0/24"), 1),
         (net("192.168.0.0/16"), 3),
     ]);
-    let a = |s: &str| u64::from(u32::from(s.parse::<Ipv4Addr>().unwrap()));
+    let a = |s: &str| u128::from(u32::from(s.parse::<Ipv4Addr>().unwrap()));
     assert_eq!(
         r,
         vec![
@@ -103,16 +106,33 @@ fn lpm_ranges_flatten_nested_prefixes() {
 
 #[test]
 fn ranges_become_the_fewest_cidrs() {
-    assert_eq!(range_to_cidrs(0, 1 << 32), vec![net("0.0.0.0/0")]);
-    let a = |s: &str| u64::from(u32::from(s.parse::<Ipv4Addr>().unwrap()));
+    assert_eq!(range_to_cidrs(false, 0, 1 << 32), vec![net("0.0.0.0/0")]);
+    let a = |s: &str| u128::from(u32::from(s.parse::<Ipv4Addr>().unwrap()));
     assert_eq!(
-        range_to_cidrs(a("10.0.0.1"), a("10.0.0.8")),
+        range_to_cidrs(false, a("10.0.0.1"), a("10.0.0.8")),
         vec![net("10.0.0.1/32"), net("10.0.0.2/31"), net("10.0.0.4/30")]
     );
     assert_eq!(
-        range_to_cidrs(a("255.255.255.254"), 1 << 32),
+        range_to_cidrs(false, a("255.255.255.254"), 1 << 32),
         vec![net("255.255.255.254/31")]
     );
+}
+
+#[test]
+fn ipv6_ranges_reach_the_end_of_the_space() {
+    let r = lpm_ranges(&[(net("::/0"), 1), (net("fd00::/8"), 2)]);
+    let fd = u128::from("fd00::".parse::<std::net::Ipv6Addr>().unwrap());
+    let fe = u128::from("fe00::".parse::<std::net::Ipv6Addr>().unwrap());
+    assert_eq!(r, vec![(0, fd, 1), (fd, fe, 2), (fe, u128::MAX, 1)]);
+    assert_eq!(range_to_cidrs(true, 0, u128::MAX), vec![net("::/0")]);
+    assert_eq!(range_to_cidrs(true, fd, fe), vec![net("fd00::/8")]);
+    let all_but_fd: Vec<IpNetwork> = range_to_cidrs(true, 0, fd)
+        .into_iter()
+        .chain(range_to_cidrs(true, fe, u128::MAX))
+        .collect();
+    assert_eq!(cidrs_text(&all_but_fd), "::/0 except fd00::/8");
+    let both = [net("10.0.0.0/8"), net("fd00::/8")];
+    assert_eq!(cidrs_text(&both), "10.0.0.0/8,fd00::/8");
 }
 
 #[test]
@@ -123,17 +143,17 @@ fn cidr_lists_read_as_an_except_when_shorter() {
         text(&["10.0.0.0/24", "10.0.2.0/24"]),
         "10.0.0.0/24,10.0.2.0/24"
     );
-    let all_but_ten = range_to_cidrs(0, 10 << 24)
+    let all_but_ten = range_to_cidrs(false, 0, 10 << 24)
         .into_iter()
-        .chain(range_to_cidrs(11 << 24, 1 << 32))
+        .chain(range_to_cidrs(false, 11 << 24, 1 << 32))
         .collect::<Vec<_>>();
     assert_eq!(cidrs_text(&all_but_ten), "0.0.0.0/0 except 10.0.0.0/8");
     // Two holes in a /16.
-    let a = |s: &str| u64::from(u32::from(s.parse::<Ipv4Addr>().unwrap()));
-    let nets: Vec<Ipv4Network> = range_to_cidrs(a("10.1.0.0"), a("10.1.3.0"))
+    let a = |s: &str| u128::from(u32::from(s.parse::<Ipv4Addr>().unwrap()));
+    let nets: Vec<IpNetwork> = range_to_cidrs(false, a("10.1.0.0"), a("10.1.3.0"))
         .into_iter()
-        .chain(range_to_cidrs(a("10.1.4.0"), a("10.1.200.7")))
-        .chain(range_to_cidrs(a("10.1.200.8"), a("10.2.0.0")))
+        .chain(range_to_cidrs(false, a("10.1.4.0"), a("10.1.200.7")))
+        .chain(range_to_cidrs(false, a("10.1.200.8"), a("10.2.0.0")))
         .collect();
     assert_eq!(
         cidrs_text(&nets),
@@ -324,7 +344,7 @@ fn the_live_state_survives_the_socket_and_compiles_alike() {
     let live = snapshot(&format!("{CLUSTER}---{ALLOW_CLIENT}"));
     let node = NodeContext {
         node_name: "n1".into(),
-        node_ips: [Ipv4Addr::new(192, 168, 0, 1)].into(),
+        node_ips: [IpAddr::from([192, 168, 0, 1])].into(),
     };
     let sent = serde_json::to_string(&LiveState::new(&live, &node, "manifests:/x".into())).unwrap();
     let (got, got_node) = serde_json::from_str::<LiveState>(&sent)

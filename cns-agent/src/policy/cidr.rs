@@ -3,7 +3,8 @@
 //!
 //! Input: ipBlock grants (addresses of a block, minus its excepts, admitted on some ports)
 //! and single-address grants (a pod admitted on the ports its named port resolves to).
-//! Let B be every block, except and /32 prefix used. For an address, what it is admitted on
+//! Let B be every block, except and host prefix used (/32, /128: both families in one
+//! partition, since a prefix never covers one of the other family). For an address, what it is admitted on
 //! depends only on its longest match P in B: a block contains it iff the block's network
 //! contains P and none of its excepts does (prefixes containing one address are nested).
 //! So each P maps to the set of (ports, policy) it is admitted on, and the kernel's LPM over
@@ -12,12 +13,16 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 
-use super::{model::PortMatch, view::Block};
+use super::{
+    addr::{covers, host},
+    model::PortMatch,
+    view::Block,
+};
 
 /// Addresses of `block` admitted on `ports` by policy id `policy`.
 #[derive(Clone, Debug)]
@@ -30,7 +35,7 @@ pub struct BlockGrant {
 /// The single address `ip` admitted on `ports` by policy id `policy`.
 #[derive(Clone, Debug)]
 pub struct AddrGrant {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub ports: PortMatch,
     pub policy: u32,
 }
@@ -42,28 +47,19 @@ pub type Admits = BTreeMap<PortMatch, u32>;
 /// numbered in prefix order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Partition {
-    pub prefixes: BTreeMap<Ipv4Network, usize>,
+    pub prefixes: BTreeMap<IpNetwork, usize>,
     pub sets: Vec<Admits>,
 }
 
-/// Whether `outer` contains every address of `inner`.
-pub fn covers(outer: Ipv4Network, inner: Ipv4Network) -> bool {
-    inner.prefix() >= outer.prefix() && outer.contains(inner.network())
-}
-
-fn host(ip: Ipv4Addr) -> Ipv4Network {
-    Ipv4Network::from(ip)
-}
-
 pub fn partition(blocks: &[BlockGrant], addrs: &[AddrGrant]) -> Partition {
-    let mut prefixes: BTreeSet<Ipv4Network> = BTreeSet::new();
+    let mut prefixes: BTreeSet<IpNetwork> = BTreeSet::new();
     for g in blocks {
         prefixes.insert(g.block.net);
         prefixes.extend(g.block.excepts.iter().copied());
     }
     prefixes.extend(addrs.iter().map(|g| host(g.ip)));
 
-    let admits: BTreeMap<Ipv4Network, Admits> = prefixes
+    let admits: BTreeMap<IpNetwork, Admits> = prefixes
         .iter()
         .map(|&p| {
             let mut set = Admits::new();
@@ -111,7 +107,7 @@ mod tests {
     use super::*;
     use crate::policy::model::{PortRange, Protocol};
 
-    fn net(s: &str) -> Ipv4Network {
+    fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
     }
 
@@ -137,7 +133,7 @@ mod tests {
 
     /// What the longest-prefix lookup of `ip` yields.
     fn lookup(p: &Partition, ip: &str) -> Option<Admits> {
-        let ip: Ipv4Addr = ip.parse().unwrap();
+        let ip: IpAddr = ip.parse().unwrap();
         p.prefixes
             .iter()
             .filter(|(n, _)| n.contains(ip))

@@ -6,7 +6,7 @@
 //! "any" peers) become a per-endpoint address partition (see `cidr`). Named ports resolve
 //! against the endpoint itself for ingress; for egress against each destination pod: by
 //! identity when every pod of the identity resolves the name alike, otherwise by address
-//! (a /32 in the partition), so the result is exact either way.
+//! (a /32 or /128 in the partition), so the result is exact either way.
 //!
 //! The cluster-wide part (numbers, IP cache, selector answers) is kept by the
 //! [`Compiler`] (`incremental`) from one sync to the next; this file is the local part it
@@ -15,7 +15,7 @@
 use std::{
     cell::{Cell, RefCell},
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::Arc,
 };
 
@@ -32,8 +32,8 @@ use super::{
     },
     select::Selections,
     view::{
-        Peer, PortSpec, isolating_policies, named_port_numbers, pod_ipv4, policy_rules, rule_peers,
-        rule_ports,
+        Peer, PortSpec, isolating_policies, named_port_numbers, pod_addrs, policy_rules,
+        rule_peers, rule_ports,
     },
 };
 
@@ -74,13 +74,18 @@ pub(super) fn local(
         let Some(pod) = snapshot.pods.get(r) else {
             continue;
         };
-        let (Some(ip), Some(identity)) = (pod_ipv4(pod), cluster.identity_of(r)) else {
+        // The addresses it owns (of two pods claiming one, the other may own it).
+        let mut addrs = pod_addrs(pod);
+        let owned = |ip: IpAddr| index.owners.get(&ip).is_some_and(|(o, _)| o == r);
+        addrs.v4 = addrs.v4.filter(|a| owned(IpAddr::V4(*a)));
+        addrs.v6 = addrs.v6.filter(|a| owned(IpAddr::V6(*a)));
+        let Some(identity) = cluster.identity_of(r).filter(|_| !addrs.is_empty()) else {
             continue;
         };
         let isolated = |dir| isolating_policies(snapshot, r, pod, dir).next().is_some();
         let ep = LocalEndpoint {
             ep_id,
-            ip,
+            addrs,
             identity,
             ns_id: alloc
                 .namespaces
@@ -154,7 +159,7 @@ impl Cluster<'_> {
     }
 
     /// The addressed pods of identity `id`.
-    fn members(&self, id: u32) -> impl Iterator<Item = (Ipv4Addr, &PodInfo)> + '_ {
+    fn members(&self, id: u32) -> impl Iterator<Item = (IpAddr, &PodInfo)> + '_ {
         self.uses_members.set(true);
         self.index
             .members(id)
@@ -244,7 +249,7 @@ impl Cluster<'_> {
         out: &mut EndpointOut<'_>,
     ) {
         // (identity, address, port numbers) of each destination pod.
-        let mut dests: Vec<(u32, Ipv4Addr, BTreeSet<u16>)> = Vec::new();
+        let mut dests: Vec<(u32, IpAddr, BTreeSet<u16>)> = Vec::new();
         match peer {
             Peer::Nothing => {}
             Peer::Pods { namespace, pod } => {
@@ -263,7 +268,7 @@ impl Cluster<'_> {
                 }
             }
         }
-        let mut by_identity: BTreeMap<u32, Vec<(Ipv4Addr, BTreeSet<u16>)>> = BTreeMap::new();
+        let mut by_identity: BTreeMap<u32, Vec<(IpAddr, BTreeSet<u16>)>> = BTreeMap::new();
         for (id, ip, ports) in dests {
             by_identity.entry(id).or_default().push((ip, ports));
         }

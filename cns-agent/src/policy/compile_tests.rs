@@ -1,14 +1,14 @@
 //! Tests of what the compiler produces: which pods count, endpoint flags, the exact map
 //! contents of a simple case, stable numbering and determinism.
 
-use std::{net::Ipv4Addr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
 use k8s_openapi::api::core::v1::Pod;
 
 use super::{
     AuditMode,
-    fixtures::{NODE_IP, namespace, node, pod, policy, snapshot},
+    fixtures::{NODE_IP, NODE_IP6, namespace, node, pod, policy, snapshot},
     incremental::compile,
     model::{
         Allocations, CidrKey, Direction, ObjectRef, PodInfo, PortMatch, PortRange, Protocol,
@@ -42,8 +42,8 @@ fn which_pods_count() {
         vec![],
     );
     let desired = compile(&snap, &node(), &Allocations::default());
-    let ips: Vec<Ipv4Addr> = desired.ipcache.keys().copied().collect();
-    let want: Vec<Ipv4Addr> = ["10.0.0.8", "10.0.0.9", NODE_IP]
+    let ips: Vec<IpAddr> = desired.ipcache.keys().copied().collect();
+    let want: Vec<IpAddr> = ["10.0.0.8", "10.0.0.9", NODE_IP, "fd00::1", NODE_IP6]
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();

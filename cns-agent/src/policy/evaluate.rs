@@ -3,7 +3,7 @@
 //! receiving pod), without identities or partitions. Tests check the compiler against it;
 //! `policy explain` prints its verdicts.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1::NetworkPolicyPort;
 use serde::Serialize;
@@ -20,8 +20,8 @@ use super::{
 /// One packet's worth of flow, as the datapath sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Flow {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     /// IP protocol number: 1 ICMP, 6 TCP, 17 UDP, 132 SCTP.
     pub proto: u8,
     /// Destination port (0 for protocols without ports).
@@ -126,7 +126,7 @@ impl Evaluator<'_> {
         rule: &RuleView<'_>,
         dir: Direction,
         local: &PodInfo,
-        remote: Ipv4Addr,
+        remote: IpAddr,
     ) -> bool {
         let peer_ok = rule.peers.is_empty()
             || rule
@@ -142,7 +142,7 @@ impl Evaluator<'_> {
             && (rule.ports.is_empty() || rule.ports.iter().any(|p| self.port_matches(p, receiver)))
     }
 
-    fn peer_matches(&self, policy_ns: &str, peer: &Peer<'_>, addr: Ipv4Addr) -> bool {
+    fn peer_matches(&self, policy_ns: &str, peer: &Peer<'_>, addr: IpAddr) -> bool {
         match peer {
             Peer::Nothing => false,
             Peer::Block(b) => b.contains(addr),

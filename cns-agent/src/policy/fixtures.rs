@@ -2,7 +2,7 @@
 //! tcp/80"`, and the check that the compiled datapath (simulated) and the reference
 //! evaluator agree with an expected outcome.
 
-use std::{net::Ipv4Addr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod},
@@ -19,11 +19,12 @@ use super::{
 
 pub const NODE: &str = "node-1";
 pub const NODE_IP: &str = "10.0.0.254";
+pub const NODE_IP6: &str = "fd00::fe";
 
 pub fn node() -> NodeContext {
     NodeContext {
         node_name: NODE.to_string(),
-        node_ips: [NODE_IP.parse().unwrap()].into(),
+        node_ips: [NODE_IP.parse().unwrap(), NODE_IP6.parse().unwrap()].into(),
     }
 }
 
@@ -111,8 +112,8 @@ pub fn flow(s: &str) -> Flow {
         _ => panic!("bad flow {s:?}"),
     };
     Flow {
-        src: src.parse::<Ipv4Addr>().unwrap(),
-        dst: dst.parse::<Ipv4Addr>().unwrap(),
+        src: src.parse::<IpAddr>().unwrap(),
+        dst: dst.parse::<IpAddr>().unwrap(),
         proto,
         dport,
     }

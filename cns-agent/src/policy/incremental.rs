@@ -15,7 +15,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::Arc,
 };
 
@@ -65,7 +65,7 @@ pub struct Compiler {
 }
 
 /// Which IP cache addresses an update may have changed (`None`: any).
-pub type ChangedAddresses = Option<BTreeSet<Ipv4Addr>>;
+pub type ChangedAddresses = Option<BTreeSet<IpAddr>>;
 
 impl Compiler {
     /// A compiler for `node` that keeps the numbers of `prev` where they still apply.
@@ -341,7 +341,7 @@ impl Compiler {
 
     /// Brings the IP cache, owners and members up to date for `ips`. True when a local
     /// pod gained or lost its address.
-    fn readdress(&mut self, ips: &BTreeSet<Ipv4Addr>) -> bool {
+    fn readdress(&mut self, ips: &BTreeSet<IpAddr>) -> bool {
         let mut local_changed = false;
         let a = &self.desired.allocations;
         for ip in ips {

@@ -3,36 +3,34 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use super::{
+    addr::PodAddrs,
     model::{IdentityKey, Labels, NodeContext, ObjectRef, PodInfo},
-    view::{pod_ipv4, pod_is_active},
+    view::{pod_addrs, pod_is_active},
 };
 
 /// What one pod contributes to the cluster-wide indexes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Facts {
-    /// Address and identity of an active pod (`None` for the others).
-    pub active: Option<(Ipv4Addr, IdentityKey)>,
+    /// Addresses and identity of an active pod (`None` for the others).
+    pub active: Option<(PodAddrs, IdentityKey)>,
     /// Active and scheduled on this node.
     pub local: bool,
 }
 
 impl Facts {
     pub(super) fn of(r: &ObjectRef, pod: &PodInfo, node: &NodeContext) -> Self {
-        let active = pod_is_active(pod)
-            .then(|| pod_ipv4(pod))
-            .flatten()
-            .map(|ip| {
-                let key = IdentityKey {
-                    namespace: r.namespace.clone(),
-                    // The pod's own labels, shared: not a copy per index.
-                    labels: pod.labels.clone(),
-                };
-                (ip, key)
-            });
+        let active = pod_is_active(pod).then(|| pod_addrs(pod)).map(|ip| {
+            let key = IdentityKey {
+                namespace: r.namespace.clone(),
+                // The pod's own labels, shared: not a copy per index.
+                labels: pod.labels.clone(),
+            };
+            (ip, key)
+        });
         let on_node = pod.node_name.as_deref() == Some(node.node_name.as_str());
         Self {
             local: active.is_some() && on_node,
@@ -47,12 +45,12 @@ pub(super) struct Index {
     pub facts: HashMap<ObjectRef, Facts>,
     /// Active pods by address, by namespace/name (of several, the first owns it). Nearly
     /// always one: a `Vec` of one costs its 48 bytes, a `BTreeSet`'s first node ~540.
-    pub(super) claims: BTreeMap<Ipv4Addr, Vec<ObjectRef>>,
+    pub(super) claims: BTreeMap<IpAddr, Vec<ObjectRef>>,
     /// The owner of each pod address (not a node address) and its identity.
-    pub owners: BTreeMap<Ipv4Addr, (ObjectRef, u32)>,
+    pub owners: BTreeMap<IpAddr, (ObjectRef, u32)>,
     /// The addresses each identity owns, as (identity, address): see [`Self::members`].
     /// One set rather than a map per identity (most identities own one address).
-    pub(super) members: BTreeSet<(u32, Ipv4Addr)>,
+    pub(super) members: BTreeSet<(u32, IpAddr)>,
     /// Active pods per identity key; namespace objects and pods per namespace.
     pub(super) identity_refs: HashMap<IdentityKey, usize>,
     pub(super) ns_refs: HashMap<String, usize>,
@@ -65,7 +63,7 @@ pub(super) struct Index {
 /// What changed in one update, as far as the indexes are concerned.
 #[derive(Debug, Default)]
 pub(super) struct Dirty {
-    pub(super) ips: BTreeSet<Ipv4Addr>,
+    pub(super) ips: BTreeSet<IpAddr>,
     pub(super) ids_added: BTreeSet<IdentityKey>,
     pub(super) ids_removed: BTreeSet<IdentityKey>,
     pub(super) ns_added: BTreeSet<String>,
@@ -112,7 +110,7 @@ impl Index {
             &mut d.ns_added,
             &mut d.ns_removed,
         );
-        if let Some((ip, key)) = &facts.active {
+        if let Some((addrs, key)) = &facts.active {
             count(
                 &mut self.identity_refs,
                 key,
@@ -120,19 +118,21 @@ impl Index {
                 &mut d.ids_added,
                 &mut d.ids_removed,
             );
-            let claims = self.claims.entry(*ip).or_default();
-            match (claims.binary_search(r), up) {
-                (Err(at), true) => {
-                    claims.reserve_exact(1);
-                    claims.insert(at, r.clone());
+            for ip in addrs.iter() {
+                let claims = self.claims.entry(ip).or_default();
+                match (claims.binary_search(r), up) {
+                    (Err(at), true) => {
+                        claims.reserve_exact(1);
+                        claims.insert(at, r.clone());
+                    }
+                    (Ok(at), false) => _ = claims.remove(at),
+                    _ => {}
                 }
-                (Ok(at), false) => _ = claims.remove(at),
-                _ => {}
+                if claims.is_empty() {
+                    self.claims.remove(&ip);
+                }
+                d.ips.insert(ip);
             }
-            if claims.is_empty() {
-                self.claims.remove(ip);
-            }
-            d.ips.insert(*ip);
         }
         if facts.local {
             if up {
@@ -154,21 +154,27 @@ impl Index {
         );
     }
 
-    /// The addresses identity `id` owns and their owners, by address.
-    pub fn members(&self, id: u32) -> impl Iterator<Item = (Ipv4Addr, &ObjectRef)> + '_ {
+    /// The addresses identity `id` owns and their owners, by address (IPv4 first).
+    pub fn members(&self, id: u32) -> impl Iterator<Item = (IpAddr, &ObjectRef)> + '_ {
+        let (first, last) = (
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+        );
         self.members
-            .range((id, Ipv4Addr::UNSPECIFIED)..=(id, Ipv4Addr::BROADCAST))
+            .range((id, first)..=(id, last))
             .filter_map(|(_, ip)| Some((*ip, &self.owners.get(ip)?.0)))
     }
 
-    /// Whether pod `r` owns its address.
+    /// Whether pod `r` owns one of its addresses.
     pub fn owns(&self, r: &ObjectRef) -> bool {
-        let ip = self
+        let addrs = self
             .facts
             .get(r)
             .and_then(|f| f.active.as_ref())
-            .map(|a| a.0);
-        ip.and_then(|ip| self.owners.get(&ip))
-            .is_some_and(|(owner, _)| owner == r)
+            .map(|a| a.0)
+            .unwrap_or_default();
+        addrs
+            .iter()
+            .any(|ip| self.owners.get(&ip).is_some_and(|(owner, _)| owner == r))
     }
 }

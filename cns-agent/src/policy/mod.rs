@@ -6,8 +6,9 @@
 //! keeps its state between syncs, `select` its selector answers), `evaluate`
 //! (the reference verdict for one flow). `view` is how both read the k8s objects,
 //! `selector` matches labels, `alloc` keeps numbers stable, `cidr` builds the per-endpoint
-//! address partition, `validate` reports bad fields.
+//! address partition, `validate` reports bad fields, `addr` is where the address family matters.
 
+pub mod addr;
 mod alloc;
 mod cidr;
 pub mod compile;

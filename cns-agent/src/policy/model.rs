@@ -7,11 +7,11 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     sync::Arc,
 };
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use k8s_openapi::api::{
     core::v1::{Container, ContainerPort, Namespace, Pod, PodIP, PodSpec, PodStatus},
     networking::v1::NetworkPolicy,
@@ -227,7 +227,7 @@ pub struct Lookups {
     /// Every numbered pod identity, by number.
     pub identities: imbl::OrdMap<u32, IdentityKey>,
     /// The pod owning each pod address (the one the IP cache names).
-    pub pods_by_ip: imbl::OrdMap<Ipv4Addr, ObjectRef>,
+    pub pods_by_ip: imbl::OrdMap<IpAddr, ObjectRef>,
 }
 
 /// The node the policies are enforced on.
@@ -235,8 +235,8 @@ pub struct Lookups {
 pub struct NodeContext {
     /// Pods whose `spec.nodeName` equals this are local endpoints.
     pub node_name: String,
-    /// Every IPv4 address of the node's own interfaces (identity "host").
-    pub node_ips: BTreeSet<Ipv4Addr>,
+    /// Every address of the node's own interfaces, both families (identity "host").
+    pub node_ips: BTreeSet<IpAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -324,7 +324,8 @@ pub struct RemoteInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LocalEndpoint {
     pub ep_id: u32,
-    pub ip: Ipv4Addr,
+    /// Its addresses (at least one).
+    pub addrs: super::addr::PodAddrs,
     pub identity: u32,
     pub ns_id: u16,
     pub ingress_isolated: bool,
@@ -351,7 +352,7 @@ pub struct CidrKey {
     pub ep_id: u32,
     pub dir: Direction,
     #[serde(serialize_with = "serialize_display")]
-    pub net: Ipv4Network,
+    pub net: IpNetwork,
 }
 
 /// Serializes as the `Display` string (ipnetwork's own serde support is not enabled).
@@ -367,7 +368,7 @@ fn serialize_display<T: fmt::Display, S: serde::Serializer>(
 pub struct Desired {
     pub allocations: Allocations,
     /// Every pod IP in the cluster, and every node address (identity host).
-    pub ipcache: BTreeMap<Ipv4Addr, RemoteInfo>,
+    pub ipcache: BTreeMap<IpAddr, RemoteInfo>,
     /// Pods of this node.
     pub endpoints: BTreeMap<ObjectRef, LocalEndpoint>,
     /// Value: an identity at or above `cns_common::IDENTITY_CIDR_BASE`.

@@ -1,7 +1,7 @@
 //! Property test: for random clusters, policies and flows, the simulated datapath of the
 //! compiled state agrees with the reference evaluator in each direction.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod},
@@ -11,8 +11,9 @@ use proptest::{collection::vec, option, prelude::*, sample::select};
 use serde_json::{Value, json};
 
 use super::{
+    addr::PodAddrs,
     evaluate::{DirectionVerdict, Flow, evaluate},
-    fixtures::{NODE, NODE_IP, node, snapshot},
+    fixtures::{NODE, NODE_IP, NODE_IP6, node, snapshot},
     incremental::Compiler,
     incremental::compile,
     model::{Allocations, Snapshot},
@@ -78,9 +79,9 @@ fn replica_ports(labels: &Value) -> Value {
     }
 }
 
-/// One replica: its address (`10.0.0.host`), its own container ports (else those of its
-/// deployment) and its fate (mostly running here; sometimes host-network, failed, on
-/// another node, or without address).
+/// One replica: its address (`10.0.0.host`, `fd00::host` or both, by fate), its own
+/// container ports (else those of its deployment) and its fate (mostly running here;
+/// sometimes host-network, failed, on another node, or without address).
 fn replica() -> impl Strategy<Value = (u8, Option<Vec<Value>>, u8)> {
     (
         0..24u8,
@@ -97,7 +98,13 @@ fn deployment() -> impl Strategy<Value = Vec<Value>> {
             .map(|(host, ports, fate)| {
                 let ports = ports.map_or_else(|| replica_ports(&labels), |p| json!(p));
                 let mut spec = json!({"nodeName": NODE, "containers": [{"name": "c", "ports": ports}]});
-                let mut status = json!({"phase": "Running", "podIP": format!("10.0.0.{host}")});
+                let (v4, v6) = (format!("10.0.0.{host}"), format!("fd00::{host:x}"));
+                let mut status = match (fate / 4) % 3 {
+                    _ if fate < 4 => json!({"phase": "Running", "podIP": v4}),
+                    0 => json!({"phase": "Running", "podIP": v4}),
+                    1 => json!({"phase": "Running", "podIP": v4, "podIPs": [{"ip": v4}, {"ip": v6}]}),
+                    _ => json!({"phase": "Running", "podIP": v6, "podIPs": [{"ip": v6}]}),
+                };
                 match fate {
                     0 => spec["hostNetwork"] = json!(true),
                     1 => status["phase"] = json!("Failed"),
@@ -157,8 +164,40 @@ fn selector() -> impl Strategy<Value = Value> {
 }
 
 /// A CIDR (host bits possibly set) inside `10.0.0.0/24` or everything, with excepts
-/// strictly inside it; sometimes IPv6.
+/// strictly inside it; in IPv6 (the same inside `fd00::/120`, or `::/0`) a third of the time.
 fn ip_block() -> impl Strategy<Value = Value> {
+    (ip_block_v4(), 0..3u8).prop_map(|(block, family)| {
+        if family > 0 {
+            return block;
+        }
+        let v6 = |cidr: &Value| {
+            let (addr, len) = cidr
+                .as_str()
+                .unwrap_or("")
+                .split_once('/')
+                .unwrap_or_default();
+            let len: u8 = len.parse().unwrap_or(32);
+            let last: u8 = addr
+                .rsplit('.')
+                .next()
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            if len == 0 {
+                json!("::/0")
+            } else {
+                json!(format!("fd00::{last:x}/{}", len + 96))
+            }
+        };
+        let mut out = json!({"cidr": v6(&block["cidr"])});
+        if let Some(excepts) = block["except"].as_array() {
+            out["except"] = json!(excepts.iter().map(v6).collect::<Vec<_>>());
+        }
+        out
+    })
+}
+
+/// [`ip_block`] in IPv4 (or the fixed `fd00::/8` block).
+fn ip_block_v4() -> impl Strategy<Value = Value> {
     let except = (any::<u8>(), 1..9u8);
     (
         0..10u8,
@@ -309,20 +348,26 @@ fn flow_pick() -> impl Strategy<Value = FlowPick> {
 }
 
 impl FlowPick {
-    fn flow(&self, snap: &Snapshot, addrs: &[Ipv4Addr]) -> Flow {
+    fn flow(&self, snap: &Snapshot, addrs: &[IpAddr]) -> Flow {
         let src = addrs[self.src % addrs.len()];
-        let dst = addrs[self.dst % addrs.len()];
+        let same: Vec<IpAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| a.is_ipv6() == src.is_ipv6())
+            .collect();
+        let dst = same[self.dst % same.len()];
+        let icmp = if src.is_ipv6() { 58 } else { 1 };
         let mut flow = Flow {
             src,
             dst,
-            proto: self.proto,
+            proto: if self.proto == 1 { icmp } else { self.proto },
             dport: self.dport,
         };
         let any_pod = self.declared.is_some_and(|(any, _)| any);
         let declared: Vec<(u8, u16)> = snap
             .pods
             .values()
-            .filter(|p| any_pod || p.pod_ip.map(|ip| ip.to_string()) == Some(dst.to_string()))
+            .filter(|p| any_pod || PodAddrs::of(p).contains(dst))
             .flat_map(|p| &p.ports)
             .map(|p| {
                 let proto = match p.protocol.as_deref() {
@@ -377,22 +422,24 @@ fn build(ns_labels: Vec<Value>, pods: Vec<Value>, policies: Vec<Value>) -> Snaps
 
 /// Addresses flows go between: every pod's (thrice, to favour them), plus outsiders in and
 /// out of the pods' range.
-fn addresses(snap: &Snapshot) -> Vec<Ipv4Addr> {
-    let pod_ips = snap.pods.values().filter_map(|p| match p.pod_ip? {
-        std::net::IpAddr::V4(ip) => Some(ip),
-        std::net::IpAddr::V6(_) => None,
-    });
-    let mut out: Vec<Ipv4Addr> = pod_ips
-        .clone()
-        .chain(pod_ips.clone())
-        .chain(pod_ips)
+fn addresses(snap: &Snapshot) -> Vec<IpAddr> {
+    let pod_ips: Vec<IpAddr> = snap
+        .pods
+        .values()
+        .flat_map(|p| PodAddrs::of(p).iter())
         .collect();
+    let mut out: Vec<IpAddr> = [&pod_ips[..], &pod_ips, &pod_ips].concat();
     for s in [
         "10.0.0.33",
         "10.0.0.63",
         "10.0.0.200",
         "192.168.1.1",
         NODE_IP,
+        "fd00::21",
+        "fd00::3f",
+        "fd00::c8",
+        "2001:db8::1",
+        NODE_IP6,
     ] {
         out.push(s.parse().expect("address"));
     }
@@ -402,7 +449,7 @@ fn addresses(snap: &Snapshot) -> Vec<Ipv4Addr> {
 fn check_direction(
     what: &str,
     flow: &Flow,
-    addr: Ipv4Addr,
+    addr: IpAddr,
     simulated: Option<bool>,
     reference: &DirectionVerdict,
     index: &PodIndex<'_>,
@@ -532,7 +579,7 @@ proptest! {
                 current = mix(&current, next, &picks[step % picks.len()..]);
             }
             if move_node_at == Some(step) {
-                node.node_ips.insert(Ipv4Addr::new(10, 0, 0, 2));
+                node.node_ips.insert(IpAddr::from([10, 0, 0, 2]));
                 compiler.set_node(node.clone());
                 by_changes.set_node(node.clone());
             }

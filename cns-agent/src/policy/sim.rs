@@ -3,7 +3,7 @@
 //! the rules for that identity, or for the set identity the longest-prefix match of the
 //! remote address yields.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use cns_common::{IDENTITY_HOST, IDENTITY_WORLD};
 
@@ -26,8 +26,8 @@ pub fn sim(desired: &Desired, flow: &Flow) -> SimVerdict {
     }
 }
 
-fn endpoint(desired: &Desired, ip: Ipv4Addr) -> Option<&LocalEndpoint> {
-    desired.endpoints.values().find(|ep| ep.ip == ip)
+fn endpoint(desired: &Desired, ip: IpAddr) -> Option<&LocalEndpoint> {
+    desired.endpoints.values().find(|ep| ep.addrs.contains(ip))
 }
 
 fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {

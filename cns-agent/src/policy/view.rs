@@ -4,16 +4,17 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
 };
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 
 use super::{
+    addr::{ALL_V4, ALL_V6, PodAddrs, masked},
     model::{Direction, NodeContext, ObjectRef, PodInfo, PortRange, Protocol, Snapshot},
     selector,
 };
@@ -39,37 +40,25 @@ pub fn parse_cidr(s: &str) -> Result<IpNetwork, String> {
     s.parse::<IpNetwork>().map_err(|e| e.to_string())
 }
 
-/// `net` with its host bits cleared.
-pub fn masked(net: Ipv4Network) -> Ipv4Network {
-    Ipv4Network::new(net.network(), net.prefix()).unwrap_or(net)
+/// A pod's addresses (see [`PodAddrs`]).
+pub fn pod_addrs(pod: &PodInfo) -> PodAddrs {
+    PodAddrs::of(pod)
 }
 
-/// A pod's IPv4 address: `status.podIP` if IPv4, else the first IPv4 of `status.podIPs`.
-pub fn pod_ipv4(pod: &PodInfo) -> Option<Ipv4Addr> {
-    let v4 = |ip: &IpAddr| match ip {
-        IpAddr::V4(a) => Some(*a),
-        IpAddr::V6(_) => None,
-    };
-    pod.pod_ip
-        .as_ref()
-        .and_then(v4)
-        .or_else(|| pod.pod_ips.iter().find_map(v4))
-}
-
-/// A pod that policies apply to: an IPv4 address, own network namespace, not finished.
+/// A pod that policies apply to: an address, own network namespace, not finished.
 pub fn pod_is_active(pod: &PodInfo) -> bool {
     let finished = pod
         .phase
         .as_deref()
         .is_some_and(|p| p == "Succeeded" || p == "Failed");
-    !pod.host_network && !finished && pod_ipv4(pod).is_some()
+    !pod.host_network && !finished && !pod_addrs(pod).is_empty()
 }
 
 /// The pod at each address: active pods only; a node address is never a pod's (the node
 /// wins), and of two pods claiming one address the first by namespace/name wins.
 #[derive(Clone, Debug, Default)]
 pub struct PodIndex<'a> {
-    by_ip: BTreeMap<Ipv4Addr, (&'a ObjectRef, &'a PodInfo)>,
+    by_ip: BTreeMap<IpAddr, (&'a ObjectRef, &'a PodInfo)>,
 }
 
 impl<'a> PodIndex<'a> {
@@ -79,28 +68,27 @@ impl<'a> PodIndex<'a> {
             if !pod_is_active(pod) {
                 continue;
             }
-            let Some(ip) = pod_ipv4(pod) else { continue };
-            if !node.node_ips.contains(&ip) {
-                by_ip.entry(ip).or_insert((r, &**pod));
+            for ip in pod_addrs(pod).iter() {
+                if !node.node_ips.contains(&ip) {
+                    by_ip.entry(ip).or_insert((r, &**pod));
+                }
             }
         }
         Self { by_ip }
     }
 
-    pub fn get(&self, ip: Ipv4Addr) -> Option<(&'a ObjectRef, &'a PodInfo)> {
+    pub fn get(&self, ip: IpAddr) -> Option<(&'a ObjectRef, &'a PodInfo)> {
         self.by_ip.get(&ip).copied()
     }
 
-    /// Every (address, pod), by address.
-    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, &'a ObjectRef, &'a PodInfo)> + '_ {
+    /// Every (address, pod), by address (a dual-stack pod twice).
+    pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &'a ObjectRef, &'a PodInfo)> + '_ {
         self.by_ip.iter().map(|(ip, (r, p))| (*ip, *r, *p))
     }
 
-    /// Whether `r` is the pod owning its address.
-    pub fn owns(&self, r: &ObjectRef, pod: &PodInfo) -> bool {
-        pod_ipv4(pod)
-            .and_then(|ip| self.get(ip))
-            .is_some_and(|(owner, _)| owner == r)
+    /// Whether `r` is the pod owning its address `ip`.
+    pub fn owns(&self, r: &ObjectRef, ip: IpAddr) -> bool {
+        self.get(ip).is_some_and(|(owner, _)| owner == r)
     }
 }
 
@@ -192,29 +180,23 @@ pub fn policy_rules(np: &NetworkPolicy, dir: Direction) -> Vec<RuleView<'_>> {
     }
 }
 
-/// 0.0.0.0/0.
-pub const ALL_V4: Ipv4Network = match Ipv4Network::new_checked(Ipv4Addr::UNSPECIFIED, 0) {
-    Some(n) => n,
-    None => panic!("0.0.0.0/0 is a valid network"),
-};
-
-/// An IPv4 ipBlock, masked: `net` minus every `except`.
+/// An ipBlock, masked: `net` minus every `except` (validation keeps them in one family).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
-    pub net: Ipv4Network,
-    pub excepts: Vec<Ipv4Network>,
+    pub net: IpNetwork,
+    pub excepts: Vec<IpNetwork>,
 }
 
 impl Block {
-    /// Everything (an absent or empty peer list).
-    pub fn any() -> Self {
-        Self {
-            net: ALL_V4,
+    /// Every address of both families (an absent or empty peer list): two blocks.
+    pub fn any() -> [Self; 2] {
+        [ALL_V4, ALL_V6].map(|net| Self {
+            net,
             excepts: Vec::new(),
-        }
+        })
     }
 
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         self.net.contains(ip) && !self.excepts.iter().any(|e| e.contains(ip))
     }
 }
@@ -229,7 +211,7 @@ pub enum Peer<'a> {
         namespace: Option<&'a LabelSelector>,
         pod: Option<&'a LabelSelector>,
     },
-    /// Nothing IPv4: an IPv6 ipBlock, or an invalid peer.
+    /// Nothing: an invalid peer.
     Nothing,
 }
 
@@ -242,14 +224,13 @@ pub fn classify_peer(peer: &NetworkPolicyPeer) -> Peer<'_> {
             pod: peer.pod_selector.as_ref(),
         },
         (Some(b), false) => {
-            let net = match parse_cidr(&b.cidr) {
-                Ok(IpNetwork::V4(n)) => masked(n),
-                _ => return Peer::Nothing,
+            let Ok(net) = parse_cidr(&b.cidr).map(masked) else {
+                return Peer::Nothing;
             };
             let mut excepts = Vec::new();
             for e in b.except.iter().flatten() {
                 match parse_cidr(e) {
-                    Ok(IpNetwork::V4(n)) => excepts.push(masked(n)),
+                    Ok(n) if n.is_ipv4() == net.is_ipv4() => excepts.push(masked(n)),
                     _ => return Peer::Nothing,
                 }
             }
@@ -261,7 +242,7 @@ pub fn classify_peer(peer: &NetworkPolicyPeer) -> Peer<'_> {
 /// The peers of a rule; an empty list means every address.
 pub fn rule_peers<'a>(rule: &RuleView<'a>) -> Vec<Peer<'a>> {
     if rule.peers.is_empty() {
-        vec![Peer::Block(Block::any())]
+        Block::any().map(Peer::Block).into()
     } else {
         rule.peers.iter().map(classify_peer).collect()
     }

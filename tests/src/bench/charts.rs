@@ -297,7 +297,12 @@ fn kernel_chart(report: &Value) -> Option<Chart> {
             stat(&r["ns_per_packet"])?.median,
         ))
     }
-    let rows: Vec<_> = results.iter().filter_map(row).collect();
+    // IPv4's rows (the IPv6 ones have a table of their own).
+    let rows: Vec<_> = results
+        .iter()
+        .filter(|r| r["family"].as_str() != Some("IPv6"))
+        .filter_map(row)
+        .collect();
     // Each policy size at the largest IP cache measured with it.
     let ipcache_for = |p: f64| {
         rows.iter()

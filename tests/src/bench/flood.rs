@@ -12,7 +12,7 @@
 //! - the XDP floor: a two-instruction program returning `XDP_DROP` on the uplink (what no
 //!   XDP filter can beat).
 //!
-//! Two generators per variant:
+//! Generators per variant:
 //!
 //! - sockets: one UDP socket per CPU in the outside netns, `sendmmsg` batches of 64;
 //! - live frames: an XDP program that writes the frame and returns `XDP_TX`, run with
@@ -20,7 +20,10 @@
 //!   frame really goes out of it into the node's uplink as an XDP frame (as from a NIC,
 //!   without the socket layer in the way). The uplink gets GRO turned on so that the veth
 //!   receives through NAPI also without an XDP program (a veth without NAPI refuses XDP
-//!   frames).
+//!   frames);
+//! - IPv6 live frames (issue 13): the same over IPv6 (the node is dual-stack) for cns's two
+//!   variants and the floor (the iptables baseline is IPv4's; "no enforcement" counts IPv4's
+//!   `NoPorts`).
 //!
 //! Measured per run: packets per second the generator pushed, packets per second the node
 //! dropped (counted where the drop happens: cns's counters, the iptables DROP rule, the pod's
@@ -31,7 +34,7 @@
 //! uplink's NAPI processing when it runs inline (softirq on the generator's CPU).
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
     sync::Arc,
     time::{Duration, Instant},
@@ -43,7 +46,7 @@ use serde_json::{Value, json};
 use super::{Summary, rawbpf::RawXdp, round3, traffic};
 use crate::{
     AgentProcess, PodNet, VirtualNode,
-    netns::{NODE_UPLINK_IP, OUTSIDE_IP},
+    netns::{NODE_UPLINK_IP, OUTSIDE_IP, OUTSIDE_IP6},
     traffic::in_netns,
 };
 
@@ -72,6 +75,7 @@ impl FloodVariant {
 pub enum Generator {
     Sockets,
     LiveFrames,
+    LiveFrames6,
 }
 
 impl Generator {
@@ -79,6 +83,7 @@ impl Generator {
         match self {
             Generator::Sockets => "sockets (sendmmsg)",
             Generator::LiveFrames => "XDP live frames",
+            Generator::LiveFrames6 => "XDP live frames, IPv6",
         }
     }
 }
@@ -325,6 +330,46 @@ pub fn udp_frame(
     p
 }
 
+/// A 68-byte Ethernet + IPv6 + UDP frame (the IPv6 header is 20 bytes longer than IPv4's;
+/// 6 bytes of UDP payload keep the frame a multiple of 4, as the generator writes it) with a
+/// valid UDP checksum (mandatory in IPv6).
+pub fn udp_frame6(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let payload = 6usize;
+    let len = (8 + payload) as u16;
+    let mut p = dst_mac.to_vec();
+    p.extend_from_slice(&src_mac);
+    p.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(&[17, 64]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let mut udp = sport.to_be_bytes().to_vec();
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend(std::iter::repeat_n(0u8, payload));
+    // The pseudo-header: addresses, upper-layer length, next header.
+    let mut pseudo = src.octets().to_vec();
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&u32::from(len).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    pseudo.extend_from_slice(&udp);
+    let c = match checksum(&pseudo) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&udp);
+    p
+}
+
 /// `threads` UDP sockets in `netns` sending to `to` with `sendmmsg` for `secs`; datagrams
 /// sent per second.
 fn socket_flood(netns: &str, to: std::net::SocketAddr, threads: usize, secs: f64) -> f64 {
@@ -379,13 +424,14 @@ fn socket_flood(netns: &str, to: std::net::SocketAddr, threads: usize, secs: f64
 fn live_flood(
     netns: &str,
     generator: Arc<RawXdp>,
+    frame_len: usize,
     ifindex: u32,
     secs: f64,
 ) -> anyhow::Result<(f64, f64)> {
     in_netns(netns, move || -> anyhow::Result<(f64, f64)> {
         const CHUNK: u32 = 1 << 15;
         // The program writes every frame: the initial data only sets the length.
-        let frame = [0u8; FRAME_LEN];
+        let frame = vec![0u8; frame_len];
         let t = Instant::now();
         let (mut frames, mut kernel_ns) = (0u64, 0.0);
         while t.elapsed().as_secs_f64() < secs {
@@ -525,6 +571,16 @@ pub fn run(
         RawXdp::writer("cns_bench_gen", &frame, super::rawbpf::XDP_TX)
             .map_err(|e| anyhow::anyhow!("load the flood generator: {e}"))?,
     );
+    // IPv6, when the node has it.
+    let generator6 = match server.ip6 {
+        Some(ip6) => {
+            let frame6 = udp_frame6(uplink_mac, out_mac, OUTSIDE_IP6, ip6, 40000, dport);
+            let g = RawXdp::writer("cns_bench_gen6", &frame6, super::rawbpf::XDP_TX)
+                .map_err(|e| anyhow::anyhow!("load the IPv6 flood generator: {e}"))?;
+            Some((Arc::new(g), frame6.len()))
+        }
+        None => None,
+    };
     let floor = Arc::new(
         RawXdp::constant("cns_bench_drop", super::rawbpf::XDP_DROP)
             .map_err(|e| anyhow::anyhow!("load the XDP_DROP floor: {e}"))?,
@@ -541,9 +597,13 @@ pub fn run(
     if p.iptables {
         variants.insert(3, FloodVariant::Iptables);
     }
-    let gens = [Generator::Sockets, Generator::LiveFrames];
-    // runs[variant][generator]: one per trial.
-    let mut runs: Vec<[Vec<Run>; 2]> = variants.iter().map(|_| [vec![], vec![]]).collect();
+    let gens = [
+        Generator::Sockets,
+        Generator::LiveFrames,
+        Generator::LiveFrames6,
+    ];
+    // runs[variant][generator]: one per trial (none for IPv6 where it is not measured).
+    let mut runs: Vec<[Vec<Run>; 3]> = variants.iter().map(|_| Default::default()).collect();
     let mut xdp_mode = String::from("?");
     for t in 0..p.trials {
         for (vi, &v) in variants.iter().enumerate() {
@@ -589,9 +649,22 @@ pub fn run(
                 Ok((socket_flood(&node.outside, to, threads, p.secs), None))
             })?;
             let live = measure(&counter, || {
-                let (pps, ns) = live_flood(&node.outside, generator.clone(), out_ifindex, p.secs)?;
+                let g = generator.clone();
+                let (pps, ns) = live_flood(&node.outside, g, FRAME_LEN, out_ifindex, p.secs)?;
                 Ok((pps, Some(ns)))
             })?;
+            let v6_variant = matches!(
+                v,
+                FloodVariant::Tc | FloodVariant::Xdp | FloodVariant::XdpDropFloor
+            );
+            let live6 = match &generator6 {
+                Some((g, len)) if v6_variant => Some(measure(&counter, || {
+                    let (pps, ns) =
+                        live_flood(&node.outside, g.clone(), *len, out_ifindex, p.secs)?;
+                    Ok((pps, Some(ns)))
+                })?),
+                _ => None,
+            };
             drop(setup);
             progress(&format!(
                 "flood trial {}/{}: {}: sockets {:.0} kpps sent, {:.0} kpps dropped, {:.0} ns softirq each; live frames {:.0} kpps sent, {:.0} kpps dropped, {:.0} ns softirq each, {:.0} ns per frame in the generator loop ({:.1}s)",
@@ -609,6 +682,7 @@ pub fn run(
             ));
             runs[vi][0].push(sockets);
             runs[vi][1].push(live);
+            runs[vi][2].extend(live6);
         }
     }
     set_gro(&node.node, &uplink, false)?;
@@ -624,33 +698,38 @@ pub fn run(
         (!r.is_empty()).then(|| round3(Summary::of(&r).median))
     };
     let (tc, ipt) = (index(FloodVariant::Tc), index(FloodVariant::Iptables));
-    let floor_loops: Vec<f64> = index(FloodVariant::XdpDropFloor)
-        .map(|f| runs[f][1].iter().filter_map(|r| r.loop_ns).collect())
-        .unwrap_or_default();
+    let floor_loops = |gi: usize| -> Vec<f64> {
+        index(FloodVariant::XdpDropFloor)
+            .map(|f| runs[f][gi].iter().filter_map(|r| r.loop_ns).collect())
+            .unwrap_or_default()
+    };
     // Live frames, per trial: loop time above the floor's.
-    let above = |vi: usize| -> Vec<f64> {
-        runs[vi][1]
+    let above = |vi: usize, gi: usize| -> Vec<f64> {
+        runs[vi][gi]
             .iter()
-            .zip(&floor_loops)
+            .zip(&floor_loops(gi))
             .filter_map(|(r, f)| Some(r.loop_ns? - f))
             .collect()
     };
     let mut results = Vec::new();
     // Live frames first: the figures to read.
-    for gi in [1, 0] {
+    for gi in [1, 2, 0] {
         let g = gens[gi];
         for (vi, &v) in variants.iter().enumerate() {
             let rs = &runs[vi][gi];
+            if rs.is_empty() {
+                continue;
+            }
             let col = |f: fn(&Run) -> f64| Summary::of(&rs.iter().map(f).collect::<Vec<_>>());
             let loops: Vec<f64> = rs.iter().filter_map(|r| r.loop_ns).collect();
             let is_floor = v == FloodVariant::XdpDropFloor;
-            let above_v = if gi == 1 && !is_floor {
-                above(vi)
+            let above_v = if gi > 0 && !is_floor {
+                above(vi, gi)
             } else {
                 Vec::new()
             };
             let above_gain: Vec<f64> = tc
-                .map(above)
+                .map(|t| above(t, gi))
                 .unwrap_or_default()
                 .iter()
                 .zip(&above_v)

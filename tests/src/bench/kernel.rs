@@ -24,6 +24,11 @@
 //! `floor_xdp_drop` after XDP's new denied and denied flood), and each such row also gives
 //! its per-trial ratio to that floor; the floors' own rows give theirs to the empty program.
 //!
+//! IPv6 (issue 13): the same endpoint, rules and remotes have IPv6 addresses too, and the
+//! TC cases (established, new allowed, new denied) and XDP's new denied and denied flood run
+//! on IPv6 packets as well, interleaved with the IPv4 ones; each IPv6 row gives its per-trial
+//! ratio to the same IPv4 row (target: within 1.3x). The floors are IPv4 programs.
+//!
 //! Two key patterns: "repeated" (one packet, `repeat` runs in the kernel: every lookup hits
 //! the same, cache-hot key) and "random" (a few thousand different flows spread over the
 //! maps, one run each: lookups walk cold parts of the hash tables and tries; each run then
@@ -32,7 +37,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -44,9 +49,12 @@ use cns_agent::{
         PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS,
     },
     encode::MapContents,
-    policy::model::{
-        Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol, RemoteInfo,
-        RuleKey,
+    policy::{
+        addr::PodAddrs,
+        model::{
+            Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol,
+            RemoteInfo, RuleKey,
+        },
     },
     reconcile,
 };
@@ -72,8 +80,13 @@ pub const XDP_EMPTY: &str = "xdp_empty";
 /// The pod under test.
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 const SERVER_IDENTITY: u32 = IDENTITY_FIRST_POD;
-/// Remote pods: 10.128.0.0 + i, identity `IDENTITY_FIRST_POD + 1 + i`.
+/// Its IPv6 address.
+const SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 1, 0, 0, 0, 0x0a);
+/// Remote pods: 10.128.0.0 + i and fd00:128:: + i, identity `IDENTITY_FIRST_POD + 1 + i`.
 const REMOTE_BASE: u32 = u32::from_be_bytes([10, 128, 0, 0]);
+const REMOTE_BASE6: u128 = 0xfd00_0128_0000_0000_0000_0000_0000_0000;
+/// The target of an IPv6 path against the same IPv4 path (issue 13).
+pub const IPV6_TARGET: f64 = 1.3;
 /// Rules allow TCP to `RULE_PORT_BASE + n`; denied flows go to `DENIED_PORT`.
 const RULE_PORT_BASE: u16 = 1024;
 const DENIED_PORT: u16 = 9;
@@ -121,6 +134,9 @@ impl Case {
             Case::PassThrough => "not for a local pod",
         }
     }
+
+    /// The TC cases also measured on IPv6.
+    pub const IPV6: [Case; 3] = [Case::Established, Case::NewAllowed, Case::NewDenied];
 
     /// The cases of `cns_xdp`.
     pub const XDP: [Case; 6] = [
@@ -225,6 +241,10 @@ pub struct Measure {
     pub of: Option<&'static str>,
     /// Per trial: this / its reference floor ([`floor_of`]) on the same packets.
     pub vs_floor: Option<(&'static str, Summary)>,
+    /// IPv6 packets (else IPv4).
+    pub v6: bool,
+    /// An IPv6 row, per trial: this / the same program and case on IPv4.
+    pub vs_v4: Option<Summary>,
 }
 
 impl Measure {
@@ -254,6 +274,8 @@ impl Measure {
             "reference_floor": self.vs_floor.map(|(f, _)| f),
             "ratio_to_reference_floor": self.vs_floor.map(|(_, s)| s.json()),
             "reference_floor_target": floor_target(self.program, self.case),
+            "family": if self.v6 { "IPv6" } else { "IPv4" },
+            "ratio_to_ipv4": self.vs_v4.map(|s| s.json()),
         })
     }
 }
@@ -316,6 +338,10 @@ fn remote_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(REMOTE_BASE + i as u32)
 }
 
+fn remote_ip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::from(REMOTE_BASE6 + i as u128)
+}
+
 fn remote_identity(i: usize) -> u32 {
     IDENTITY_FIRST_POD + 1 + i as u32
 }
@@ -328,34 +354,35 @@ pub fn desired(size: Size) -> Desired {
     let mut d = Desired::default();
     let ns = |i: usize| NS_FIRST + (i % 50) as u16;
     for i in 0..size.ipcache {
-        d.ipcache.insert(
-            remote_ip(i),
-            RemoteInfo {
-                identity: remote_identity(i),
-                ns_id: ns(i),
-            },
-        );
+        let remote = RemoteInfo {
+            identity: remote_identity(i),
+            ns_id: ns(i),
+        };
+        d.ipcache.insert(remote_ip(i).into(), remote);
+        d.ipcache.insert(remote_ip6(i).into(), remote);
     }
     let ep = |ep_id: u32, ip: Ipv4Addr, identity: u32| LocalEndpoint {
         ep_id,
-        ip,
+        addrs: PodAddrs {
+            v4: Some(ip),
+            v6: None,
+        },
         identity,
         ns_id: NS_FIRST,
         ingress_isolated: true,
         egress_isolated: true,
         audit_override: None,
     };
-    d.endpoints.insert(
-        ObjectRef::new("bench", "server"),
-        ep(1, SERVER, SERVER_IDENTITY),
-    );
-    d.ipcache.insert(
-        SERVER,
-        RemoteInfo {
-            identity: SERVER_IDENTITY,
-            ns_id: NS_FIRST,
-        },
-    );
+    let mut server = ep(1, SERVER, SERVER_IDENTITY);
+    server.addrs.v6 = Some(SERVER6);
+    d.endpoints
+        .insert(ObjectRef::new("bench", "server"), server);
+    let server_remote = RemoteInfo {
+        identity: SERVER_IDENTITY,
+        ns_id: NS_FIRST,
+    };
+    d.ipcache.insert(SERVER.into(), server_remote);
+    d.ipcache.insert(SERVER6.into(), server_remote);
     for k in 0..OTHER_ENDPOINTS {
         let ip = Ipv4Addr::new(10, 0, 2, k as u8 + 1);
         d.endpoints.insert(
@@ -455,19 +482,50 @@ pub fn tcp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8
     p
 }
 
+/// A 74-byte Ethernet + IPv6 + TCP frame.
+pub fn tcp_frame6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let payload = 10usize;
+    let mut p = vec![0u8; 12];
+    p.extend_from_slice(&[0x86, 0xdd]);
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&((20 + payload) as u16).to_be_bytes());
+    p.extend_from_slice(&[6, 64]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    p.extend(std::iter::repeat_n(0u8, payload));
+    p
+}
+
+/// A TCP frame between `src` and `dst` (both of one family).
+fn frame(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    match (src, dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => tcp_frame6(s, d, sport, dport, flags),
+        (IpAddr::V4(s), IpAddr::V4(d)) => tcp_frame(s, d, sport, dport, flags),
+        _ => unreachable!("one family per frame"),
+    }
+}
+
 /// The packets of one (program, case): a (remote index, remote port) flow seen by
-/// `program`, from a source port unique to the case so that cases never share a
-/// conntrack entry.
-fn packet(program: &str, case: Case, remote: usize, port: u16, sport: u16) -> Vec<u8> {
+/// `program`, over IPv6 (`v6`) or IPv4, from a source port unique to the case so that
+/// cases never share a conntrack entry.
+fn packet(program: &str, case: Case, remote: usize, port: u16, sport: u16, v6: bool) -> Vec<u8> {
     let flags = if case == Case::Established {
         TCP_ACK
     } else {
         TCP_SYN
     };
-    if program == PROG_FROM_POD {
-        tcp_frame(SERVER, remote_ip(remote), sport, port, flags)
+    let (server, remote): (IpAddr, IpAddr) = if v6 {
+        (SERVER6.into(), remote_ip6(remote).into())
     } else {
-        tcp_frame(remote_ip(remote), SERVER, sport, port, flags)
+        (SERVER.into(), remote_ip(remote).into())
+    };
+    if program == PROG_FROM_POD {
+        frame(server, remote, sport, port, flags)
+    } else {
+        frame(remote, server, sport, port, flags)
     }
 }
 
@@ -494,6 +552,8 @@ fn ep1_rules(size: Size) -> usize {
 struct Variant {
     program: &'static str,
     case: Case,
+    /// IPv6 packets.
+    v6: bool,
     /// A floor's variant: the cns program whose packets it runs.
     of: Option<&'static str>,
     /// Repeated: one packet. Random: many.
@@ -505,46 +565,57 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
     let mut out = vec![Variant {
         program: PROG_EMPTY,
         case: Case::Empty,
+        v6: false,
         of: None,
-        repeated: packet(PROG_TO_POD, Case::Empty, 0, RULE_PORT_BASE, 1),
+        repeated: packet(PROG_TO_POD, Case::Empty, 0, RULE_PORT_BASE, 1, false),
         random: (0..random_flows)
-            .map(|i| packet(PROG_TO_POD, Case::Empty, i % size.ipcache, 80, 1))
+            .map(|i| packet(PROG_TO_POD, Case::Empty, i % size.ipcache, 80, 1, false))
             .collect(),
     }];
-    for program in [PROG_TO_POD, PROG_FROM_POD] {
-        for case in &Case::ALL[1..] {
-            let case = *case;
-            let sport = case_sport(program, case);
-            let flow = |k: usize, rng: &mut Rng| -> (usize, u16) {
-                match case {
-                    Case::NewDenied | Case::AuditDrop => {
-                        (rng.below(size.ipcache as u64) as usize, DENIED_PORT)
+    // IPv4's every case, then IPv6's (its source ports apart, so no conntrack entry is
+    // shared; the families have separate conntrack maps anyway).
+    let tc_cases = [(false, &Case::ALL[1..]), (true, &Case::IPV6[..])];
+    for (v6, cases) in tc_cases {
+        for program in [PROG_TO_POD, PROG_FROM_POD] {
+            for case in cases {
+                let case = *case;
+                let sport = case_sport(program, case);
+                let flow = |k: usize, rng: &mut Rng| -> (usize, u16) {
+                    match case {
+                        Case::NewDenied | Case::AuditDrop => {
+                            (rng.below(size.ipcache as u64) as usize, DENIED_PORT)
+                        }
+                        _ => allowed_flow(size, k),
                     }
-                    _ => allowed_flow(size, k),
-                }
-            };
-            let (r0, p0) = flow(0, rng);
-            let repeated = packet(program, case, r0, p0, sport);
-            let random = (0..random_flows)
-                .map(|i| {
-                    let k = rng.below(ep1_rules(size) as u64) as usize;
-                    let (r, p) = flow(k, rng);
-                    packet(program, case, r, p, sport.wrapping_add(1 + i as u16))
-                })
-                .collect();
-            out.push(Variant {
-                program,
-                case,
-                of: None,
-                repeated,
-                random,
-            });
+                };
+                let (r0, p0) = flow(0, rng);
+                let repeated = packet(program, case, r0, p0, sport, v6);
+                let random = (0..random_flows)
+                    .map(|i| {
+                        let k = rng.below(ep1_rules(size) as u64) as usize;
+                        let (r, p) = flow(k, rng);
+                        packet(program, case, r, p, sport.wrapping_add(1 + i as u16), v6)
+                    })
+                    .collect();
+                out.push(Variant {
+                    program,
+                    case,
+                    v6,
+                    of: None,
+                    repeated,
+                    random,
+                });
+            }
         }
     }
     // XDP: the empty program on the TC floor's packets, `cns_xdp` on `cns_to_pod`'s.
     let empty = out[0].clone_as(XDP_EMPTY);
     out.push(empty);
-    for case in Case::XDP {
+    let xdp_cases = Case::XDP
+        .iter()
+        .map(|c| (false, *c))
+        .chain([(true, Case::NewDenied), (true, Case::DeniedFlood)]);
+    for (v6, case) in xdp_cases {
         let twin = if case == Case::DeniedFlood {
             Case::NewDenied
         } else {
@@ -552,7 +623,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
         };
         let v = match out
             .iter()
-            .find(|v| v.program == PROG_TO_POD && v.case == twin)
+            .find(|v| v.program == PROG_TO_POD && v.case == twin && v.v6 == v6)
         {
             Some(tc) => Variant {
                 case,
@@ -572,6 +643,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
                 Variant {
                     program: PROG_XDP,
                     case,
+                    v6,
                     of: None,
                     repeated: pkt(0, 30000),
                     random: (0..random_flows)
@@ -591,10 +663,12 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
     // two run back to back in every trial.
     let mut with_floors = Vec::with_capacity(out.len() * 2);
     for v in out {
-        let floor = floor_of(v.program, v.case).map(|f| Variant {
-            of: Some(v.program),
-            ..v.clone_as(f)
-        });
+        let floor = floor_of(v.program, v.case)
+            .filter(|_| !v.v6)
+            .map(|f| Variant {
+                of: Some(v.program),
+                ..v.clone_as(f)
+            });
         with_floors.push(v);
         with_floors.extend(floor);
     }
@@ -606,6 +680,7 @@ impl Variant {
         Variant {
             program,
             case: self.case,
+            v6: self.v6,
             of: self.of,
             repeated: self.repeated.clone(),
             random: self.random.clone(),
@@ -613,15 +688,15 @@ impl Variant {
     }
 }
 
+/// Entries of both conntrack maps.
 fn conntrack_entries(pin_dir: &std::path::Path) -> anyhow::Result<usize> {
     use aya::maps::{HashMap, Map, MapData};
-    let data = MapData::from_pin(cns_agent::paths::pinned_map(
-        pin_dir,
-        cns_common::maps::CONNTRACK,
-    ))?;
-    let map: HashMap<MapData, cns_common::maps::CtKey, cns_common::maps::CtEntry> =
-        HashMap::try_from(Map::LruHashMap(data))?;
-    Ok(map.keys().filter(Result::is_ok).count())
+    use cns_common::maps::{CONNTRACK, CONNTRACK6, CtEntry, CtKey, CtKey6};
+    let open =
+        |name| MapData::from_pin(cns_agent::paths::pinned_map(pin_dir, name)).map(Map::LruHashMap);
+    let v4: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(open(CONNTRACK)?)?;
+    let v6: HashMap<MapData, CtKey6, CtEntry> = HashMap::try_from(open(CONNTRACK6)?)?;
+    Ok(v4.keys().filter(Result::is_ok).count() + v6.keys().filter(Result::is_ok).count())
 }
 
 /// The programs under test: the agent's, the bench's empty XDP program and the floors.
@@ -735,11 +810,12 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                 ns[vi][1].push(total as f64 / v.random.len() as f64);
             }
         }
-        let index = |program: &str, case: Case| {
-            variants
-                .iter()
-                .position(|v| v.program == program && v.case == case && v.of.is_none())
+        let index_in = |program: &str, case: Case, v6: bool| {
+            variants.iter().position(|v| {
+                v.program == program && v.case == case && v.of.is_none() && v.v6 == v6
+            })
         };
+        let index = |program: &str, case: Case| index_in(program, case, false);
         let floor_index = |program: &str, case: Case| {
             let floor = floor_of(program, case)?;
             variants
@@ -763,8 +839,10 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
             }
             .expect("the floors are variants");
             let tc_twin = match v.program {
-                PROG_XDP if v.case == Case::DeniedFlood => index(PROG_TO_POD, Case::NewDenied),
-                PROG_XDP => index(PROG_TO_POD, v.case),
+                PROG_XDP if v.case == Case::DeniedFlood => {
+                    index_in(PROG_TO_POD, Case::NewDenied, v.v6)
+                }
+                PROG_XDP => index_in(PROG_TO_POD, v.case, v.v6),
                 XDP_EMPTY => index(PROG_EMPTY, Case::Empty),
                 _ => None,
             };
@@ -779,15 +857,19 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                     vs_tc: tc_twin.map(|t| per_trial(vi, t, ki)),
                     of: v.of,
                     vs_floor: floor_index(v.program, v.case)
-                        .filter(|_| v.of.is_none())
+                        .filter(|_| v.of.is_none() && !v.v6)
                         .map(|fi| (variants[fi].program, per_trial(vi, fi, ki))),
+                    v6: v.v6,
+                    vs_v4: index(v.program, v.case)
+                        .filter(|_| v.v6)
+                        .map(|i4| per_trial(vi, i4, ki)),
                 });
             }
         }
         let find = |program: &str, case: Case| {
-            out.iter()
-                .rev()
-                .find(|m| m.program == program && m.case == case && m.keys == Keys::Repeated)
+            out.iter().rev().find(|m| {
+                m.program == program && m.case == case && m.keys == Keys::Repeated && !m.v6
+            })
         };
         let est = find(PROG_TO_POD, Case::Established);
         let vs_floor = |program: &str, case: Case| {

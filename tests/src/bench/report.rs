@@ -87,6 +87,7 @@ fn find<'a>(
             && m.program == program
             && m.case == case
             && m.keys == keys
+            && !m.v6
     })
 }
 
@@ -222,6 +223,7 @@ impl Report {
         }
         if let Some((p, ms)) = &self.kernel {
             h.extend(floor_verdicts(p, ms).iter().map(FloorVerdict::headline));
+            h.extend(ipv6_headline(p, ms));
         }
         if let Some(f) = self.traffic.as_ref().and_then(|t| t.flood.as_ref()) {
             flood_headlines(f, &mut h);
@@ -379,6 +381,7 @@ impl Report {
             }
             floor_tables(&mut s, p, ms);
             xdp_tables(&mut s, p, ms);
+            ipv6_table(&mut s, p, ms);
         }
 
         let _ = writeln!(s, "## 2 and 3. Traffic through the virtual node\n");
@@ -665,6 +668,80 @@ fn floor_tables(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
     }
 }
 
+/// The IPv6 rows (repeated keys) and their ratio to the same IPv4 row, per trial.
+fn ipv6_rows<'a>(
+    ms: &'a [Measure],
+    size: &super::kernel::Size,
+    keys: Keys,
+) -> impl Iterator<Item = &'a Measure> + 'a {
+    let (policy, ipcache) = (size.policy, size.ipcache);
+    ms.iter().filter(move |m| {
+        m.v6 && m.size.policy == policy && m.size.ipcache == ipcache && m.keys == keys
+    })
+}
+
+/// "IPv6 vs IPv4 (target <= 1.3x): ..." at the largest size, repeated keys.
+fn ipv6_headline(p: &super::kernel::Params, ms: &[Measure]) -> Option<String> {
+    let size = p.sizes.iter().max_by_key(|s| (s.policy, s.ipcache))?;
+    let target = super::kernel::IPV6_TARGET;
+    let parts: Vec<String> = ipv6_rows(ms, size, Keys::Repeated)
+        .filter_map(|m| {
+            let r = m.vs_v4?.median;
+            Some(format!(
+                "{} {} {r:.2}x ({})",
+                m.program,
+                m.case.name(),
+                if r <= target { "met" } else { "not met" }
+            ))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "IPv6 against IPv4 on the same path, {} rules/{} ipcache entries per family (target <= {target:.1}x): {}",
+            size.policy,
+            size.ipcache,
+            parts.join(", ")
+        )
+    })
+}
+
+/// Every IPv6 row beside the same IPv4 path.
+fn ipv6_table(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
+    let _ = writeln!(
+        s,
+        "### IPv6 against IPv4 (issue 13)\n\nThe same endpoint, rules and remotes with IPv6 \
+         addresses (the IP cache holds every remote in both families), IPv6 packets through the \
+         same programs, interleaved with the IPv4 ones in every trial. Bold: the median per-trial \
+         ratio to the same program and case on IPv4 (target <= {:.1}x).\n",
+        super::kernel::IPV6_TARGET
+    );
+    for keys in [Keys::Repeated, Keys::Random] {
+        let _ = writeln!(s, "#### {} keys\n", keys.name());
+        let _ = writeln!(
+            s,
+            "| policy entries | ipcache entries | path | IPv6 ns | IPv4 ns | x IPv4 |"
+        );
+        let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|");
+        for size in &p.sizes {
+            for m in ipv6_rows(ms, size, keys) {
+                let v4 = find(ms, size.policy, size.ipcache, m.program, m.case, keys);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | `{}` {} | {:.0} | {} | **{}** |",
+                    size.policy,
+                    size.ipcache,
+                    m.program,
+                    m.case.name(),
+                    m.ns.median,
+                    v4.map_or("-".into(), |v| format!("{:.0}", v.ns.median)),
+                    m.vs_v4.map_or("-".into(), |r| format!("{:.2}x", r.median)),
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
+}
+
 fn cell(m: Option<&Measure>, tc: &str) -> String {
     m.map_or("-".into(), |m| {
         let mut c = format!(
@@ -769,6 +846,20 @@ fn flood_headlines(f: &FloodReport, h: &mut Vec<String>) {
             tc.dropped_kpps.median,
         ));
     }
+    let g6 = Generator::LiveFrames6;
+    if let (Some(xdp6), Some(xdp)) = (
+        f.find(FloodVariant::Xdp, g6),
+        f.find(FloodVariant::Xdp, Generator::LiveFrames),
+    ) {
+        let ns = |r: &super::flood::FloodResult| r.loop_ns.map_or(0.0, |l| l.median);
+        h.push(format!(
+            "the same flood over IPv6 (live frames): cns_xdp {:.0} ns per frame ({:.2}x IPv4's {:.0} ns; one CPU drops {:.2}x as many as with TC over IPv6)",
+            ns(xdp6),
+            ns(xdp6) / ns(xdp).max(1.0),
+            ns(xdp),
+            xdp6.loop_gain_vs_tc.unwrap_or(0.0),
+        ));
+    }
     let g = Generator::Sockets;
     if let (Some(xdp), Some(tc)) = (f.find(FloodVariant::Xdp, g), f.find(FloodVariant::Tc, g)) {
         h.push(format!(
@@ -801,7 +892,8 @@ fn flood_table(s: &mut String, f: &FloodReport, charts: &[Chart]) {
          uplink as XDP frames, as from a NIC (the uplink has GRO on so that it receives through \
          NAPI also without an XDP program); and {} UDP sockets with `sendmmsg` (64 per call), whose \
          packets are skbs before they reach the uplink (veth then hands XDP an skb to convert, not \
-         a frame).\n\n\
+         a frame); and the live frames again over IPv6 (68-byte frames to the server's IPv6 address; \
+         cns's variants and the floor only: the iptables baseline is IPv4's).\n\n\
          loop ns per frame (live frames only): the kernel's own time per frame in the generator's \
          test-run loop; the uplink's NAPI runs in the generator's softirq on the same CPU, so this \
          is generator + node per packet on one CPU, without the time the thread was scheduled out \

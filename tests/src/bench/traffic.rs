@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use super::{Options, Summary, percentile, round3};
 use crate::{
     AgentProcess, VirtualNode,
-    manifests::{docs, namespace, pod},
+    manifests::{docs, namespace, pod_with_ips},
     traffic::in_netns,
 };
 
@@ -293,6 +293,11 @@ pub(super) fn iptables_down(node: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A pod's addresses on the dual-stack node.
+fn dual(ip: Ipv4Addr) -> [std::net::IpAddr; 2] {
+    [ip.into(), crate::netns::v6_of(ip).into()]
+}
+
 /// The cluster's manifests for the agent: the two pods, a policy pair allowing the flow,
 /// and `unrelated` rules on the server (pods on another node, one port each).
 pub(super) fn manifests(unrelated: usize) -> Vec<(String, String)> {
@@ -300,8 +305,9 @@ pub(super) fn manifests(unrelated: usize) -> Vec<(String, String)> {
         namespace("a", &[]),
         namespace("b", &[]),
         namespace("u", &[]),
-        pod("a", "server", &[("app", "server")], SERVER, &[]),
-        pod("b", "client", &[("app", "client")], CLIENT, &[]),
+        // Dual-stack, as the node: the flood also runs over IPv6.
+        pod_with_ips("a", "server", &[("app", "server")], &dual(SERVER), &[]),
+        pod_with_ips("b", "client", &[("app", "client")], &dual(CLIENT), &[]),
     ];
     objs.push(format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: server, namespace: a}}\nspec:\n  podSelector: {{matchLabels: {{app: server}}}}\n  policyTypes: [Ingress, Egress]\n  ingress:\n  - from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: client}}}}}}]\n    ports: [{{protocol: TCP, port: {ECHO_PORT}}}, {{protocol: TCP, port: {SINK_PORT}}}]\n"
@@ -584,7 +590,7 @@ pub fn run(
         );
     }
 
-    let mut node = VirtualNode::new();
+    let mut node = VirtualNode::with_family(crate::Family::Dual);
     let server = node.add_pod(SERVER);
     let client = node.add_pod(CLIENT);
     let flood = if flood {

@@ -5,7 +5,7 @@
 
 use std::{fmt::Write as _, net::Ipv4Addr};
 
-use cns_tests::agent::NODE_NAME;
+use cns_tests::{Family, agent::NODE_NAME, netns::v6_of};
 
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 pub const POD_NAMES: [&str; 3] = ["a", "b", "c"];
@@ -115,8 +115,9 @@ impl ClusterState {
     }
 
     /// The Namespace and Pod manifests of the model, as `kubectl get -o yaml` prints them
-    /// (strings quoted: unquoted `y` is a boolean in YAML 1.1).
-    pub fn yaml(&self) -> String {
+    /// (strings quoted: unquoted `y` is a boolean in YAML 1.1), with the pods' addresses of
+    /// `family` (dual-stack: `podIP` IPv4, `podIPs` both).
+    pub fn yaml(&self, family: Family) -> String {
         let mut out = String::new();
         for (n, ns) in NAMESPACES.iter().enumerate() {
             write!(
@@ -147,7 +148,21 @@ impl ClusterState {
                     .expect("string");
                 }
             }
-            write!(out, "status:\n  phase: Running\n  podIP: \"{}\"\n", ip(i)).expect("string");
+            let (v4, v6) = (ip(i).to_string(), v6_of(ip(i)).to_string());
+            let ips: Vec<&str> = match family {
+                Family::Ipv4 => vec![&v4],
+                Family::Ipv6 => vec![&v6],
+                Family::Dual => vec![&v4, &v6],
+            };
+            write!(
+                out,
+                "status:\n  phase: Running\n  podIP: \"{}\"\n  podIPs:\n{}",
+                ips[0],
+                ips.iter()
+                    .map(|a| format!("  - ip: \"{a}\"\n"))
+                    .collect::<String>()
+            )
+            .expect("string");
         }
         out
     }
@@ -305,9 +320,11 @@ mod tests {
 
     #[test]
     fn model_yaml_parses() {
-        let yaml = ClusterState::default().yaml();
-        let docs: Vec<serde_json::Value> =
-            serde_saphyr::from_multiple(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        assert_eq!(docs.len(), 12);
+        for family in Family::ALL {
+            let yaml = ClusterState::default().yaml(family);
+            let docs: Vec<serde_json::Value> =
+                serde_saphyr::from_multiple(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            assert_eq!(docs.len(), 12);
+        }
     }
 }

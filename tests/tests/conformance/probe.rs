@@ -11,7 +11,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -34,12 +34,12 @@ fn enter(netns: &str) {
     setns(file.as_fd(), CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
 }
 
-/// Probes every (from, to) pair but loopback (upstream ignores it), in parallel; the
-/// diagonal of the result is `true`.
-pub fn probe_matrix(pods: &[PodNet], proto: Proto, port: u16) -> Table {
+/// Probes every (from, to) pair but loopback (upstream ignores it), in parallel, over IPv6
+/// (`v6`) or IPv4; the diagonal of the result is `true`.
+pub fn probe_matrix(pods: &[PodNet], proto: Proto, port: u16, v6: bool) -> Table {
     assert_eq!(pods.len(), N);
     if proto == Proto::Sctp {
-        return sctp_matrix(pods, port);
+        return sctp_matrix(pods, port, v6);
     }
     let mut observed = [[true; N]; N];
     std::thread::scope(|s| {
@@ -50,7 +50,7 @@ pub fn probe_matrix(pods: &[PodNet], proto: Proto, port: u16) -> Table {
                     continue;
                 }
                 let netns = from.netns.clone();
-                let dst = to.ip;
+                let dst = to.addr(v6);
                 handles.push((
                     f,
                     t,
@@ -72,7 +72,7 @@ pub fn probe_matrix(pods: &[PodNet], proto: Proto, port: u16) -> Table {
     observed
 }
 
-fn tcp_probe(dst: Ipv4Addr, port: u16) -> bool {
+fn tcp_probe(dst: IpAddr, port: u16) -> bool {
     let payload = b"cns conformance";
     let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from((dst, port)), PROBE_TIMEOUT)
     else {
@@ -86,8 +86,16 @@ fn tcp_probe(dst: Ipv4Addr, port: u16) -> bool {
     s.read_exact(&mut got).is_ok() && &got == payload
 }
 
-fn udp_probe(dst: Ipv4Addr, port: u16) -> bool {
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind udp client");
+/// The wildcard address of `dst`'s family.
+fn unspecified(dst: IpAddr) -> IpAddr {
+    match dst {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+fn udp_probe(dst: IpAddr, port: u16) -> bool {
+    let s = UdpSocket::bind((unspecified(dst), 0)).expect("bind udp client");
     _ = s.set_read_timeout(Some(PROBE_TIMEOUT));
     if s.send_to(b"cns-udp", (dst, port)).is_err() {
         return false;
@@ -100,9 +108,10 @@ fn udp_probe(dst: Ipv4Addr, port: u16) -> bool {
 
 const IPPROTO_SCTP: i32 = 132;
 
-fn raw_sctp_socket() -> OwnedFd {
+fn raw_sctp_socket(v6: bool) -> OwnedFd {
+    let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, IPPROTO_SCTP) };
+    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW, IPPROTO_SCTP) };
     assert!(
         fd >= 0,
         "raw SCTP socket: {}",
@@ -166,50 +175,55 @@ fn sctp_init(sport: u16, dport: u16, initiate_tag: u32) -> Vec<u8> {
     p
 }
 
-fn send_raw(fd: &OwnedFd, dst: Ipv4Addr, packet: &[u8]) -> bool {
-    let addr = libc::sockaddr_in {
-        sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("AF_INET"),
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(dst).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sendto with a valid fd, buffer and sockaddr_in of the right size.
+fn send_raw(fd: &OwnedFd, dst: IpAddr, packet: &[u8]) -> bool {
+    let addr = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(dst, 0));
+    // SAFETY: sendto with a valid fd, buffer and a sockaddr of the length it says.
     let n = unsafe {
         libc::sendto(
             fd.as_raw_fd(),
             packet.as_ptr().cast(),
             packet.len(),
             0,
-            (&raw const addr).cast(),
-            u32::try_from(size_of::<libc::sockaddr_in>()).expect("size"),
+            nix::sys::socket::SockaddrLike::as_ptr(&addr).cast(),
+            nix::sys::socket::SockaddrLike::len(&addr),
         )
     };
     usize::try_from(n).is_ok_and(|n| n == packet.len())
 }
 
 /// What a receiver saw: (source address, destination port, initiate tag) of SCTP INITs.
-fn receive_inits(fd: &OwnedFd, until: Instant) -> Vec<(Ipv4Addr, u16, u32)> {
+fn receive_inits(fd: &OwnedFd, until: Instant, v6: bool) -> Vec<(IpAddr, u16, u32)> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 2048];
     while Instant::now() < until {
-        // SAFETY: recv into a buffer we own, with its length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let Ok(n) = usize::try_from(n) else {
+        let Ok((n, from)) = nix::sys::socket::recvfrom::<nix::sys::socket::SockaddrStorage>(
+            fd.as_raw_fd(),
+            &mut buf,
+        ) else {
             continue; // timeout (EAGAIN) or EINTR
         };
-        // A raw IPv4 socket receives the IP header too.
         let pkt = &buf[..n];
-        if pkt.len() < 20 || pkt[9] != 132 {
-            continue;
-        }
-        let ihl = usize::from(pkt[0] & 0x0f) * 4;
-        let Some(sctp) = pkt.get(ihl..) else { continue };
+        // A raw IPv4 socket receives the IP header too; a raw IPv6 one only the payload,
+        // and the source in the address.
+        let (src, sctp) = if v6 {
+            let Some(src) = from.as_ref().and_then(|f| f.as_sockaddr_in6()) else {
+                continue;
+            };
+            (IpAddr::V6(src.ip()), pkt)
+        } else {
+            if pkt.len() < 20 || pkt[9] != 132 {
+                continue;
+            }
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            let Some(sctp) = pkt.get(ihl..) else { continue };
+            (
+                IpAddr::V4(Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15])),
+                sctp,
+            )
+        };
         if sctp.len() < 20 || sctp[12] != 1 {
             continue;
         }
-        let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
         let dport = u16::from_be_bytes([sctp[2], sctp[3]]);
         let tag = u32::from_be_bytes([sctp[16], sctp[17], sctp[18], sctp[19]]);
         seen.push((src, dport, tag));
@@ -220,7 +234,7 @@ fn receive_inits(fd: &OwnedFd, until: Instant) -> Vec<(Ipv4Addr, u16, u32)> {
 /// Per matrix, a fresh range of initiate tags, so that nothing of an earlier matrix counts.
 static NONCE: AtomicU32 = AtomicU32::new(0x5c7e_0000);
 
-fn sctp_matrix(pods: &[PodNet], port: u16) -> Table {
+fn sctp_matrix(pods: &[PodNet], port: u16, v6: bool) -> Table {
     let base = NONCE.fetch_add(0x100, Ordering::Relaxed);
     let tag = |f: usize, t: usize| base + u32::try_from(f * N + t).expect("small");
     // Receivers first, so no INIT comes before its receiver is listening.
@@ -230,7 +244,7 @@ fn sctp_matrix(pods: &[PodNet], port: u16) -> Table {
             let netns = p.netns.clone();
             std::thread::spawn(move || {
                 enter(&netns);
-                let fd = raw_sctp_socket();
+                let fd = raw_sctp_socket(v6);
                 set_recv_timeout(&fd, Duration::from_millis(50));
                 fd
             })
@@ -239,22 +253,22 @@ fn sctp_matrix(pods: &[PodNet], port: u16) -> Table {
         })
         .collect();
     let until = Instant::now() + PROBE_TIMEOUT;
-    let seen: Vec<Vec<(Ipv4Addr, u16, u32)>> = std::thread::scope(|s| {
+    let seen: Vec<Vec<(IpAddr, u16, u32)>> = std::thread::scope(|s| {
         let rx: Vec<_> = receivers
             .iter()
-            .map(|fd| s.spawn(move || receive_inits(fd, until)))
+            .map(|fd| s.spawn(move || receive_inits(fd, until, v6)))
             .collect();
         for (f, from) in pods.iter().enumerate() {
             let netns = from.netns.clone();
-            let targets: Vec<(usize, Ipv4Addr)> = pods
+            let targets: Vec<(usize, IpAddr)> = pods
                 .iter()
                 .enumerate()
                 .filter(|(t, _)| *t != f)
-                .map(|(t, p)| (t, p.ip))
+                .map(|(t, p)| (t, p.addr(v6)))
                 .collect();
             s.spawn(move || {
                 enter(&netns);
-                let fd = raw_sctp_socket();
+                let fd = raw_sctp_socket(v6);
                 for (t, dst) in targets {
                     let sport = 40_000 + u16::try_from(f * N + t).expect("small");
                     assert!(
@@ -273,9 +287,9 @@ fn sctp_matrix(pods: &[PodNet], port: u16) -> Table {
     for f in 0..N {
         for t in 0..N {
             if f != t {
-                observed[f][t] = seen[t]
-                    .iter()
-                    .any(|&(src, dport, tg)| src == pods[f].ip && dport == port && tg == tag(f, t));
+                observed[f][t] = seen[t].iter().any(|&(src, dport, tg)| {
+                    src == pods[f].addr(v6) && dport == port && tg == tag(f, t)
+                });
             }
         }
     }
