@@ -79,6 +79,17 @@ impl Loaded {
 /// as a local pod whose veth is that ifindex for the test run (1 is the loopback, what
 /// `BPF_PROG_TEST_RUN` reports), then sets the mode.
 pub fn load(prefix: &str, manifests: &str, endpoints: &[(&str, &str, u32)], audit: bool) -> Loaded {
+    load_on_node(prefix, manifests, endpoints, audit, &[])
+}
+
+/// [`load`] on a node with the addresses `node_ips` (identity "host").
+pub fn load_on_node(
+    prefix: &str,
+    manifests: &str,
+    endpoints: &[(&str, &str, u32)],
+    audit: bool,
+    node_ips: &[std::net::IpAddr],
+) -> Loaded {
     let pin_dir = PinDir::new(prefix);
     cns_agent::paths::prepare_pin_dir(&pin_dir).expect("pin dir");
     let mut dp = Datapath::load(&pin_dir).expect("load programs");
@@ -89,7 +100,7 @@ pub fn load(prefix: &str, manifests: &str, endpoints: &[(&str, &str, u32)], audi
     assert!(errors.is_empty(), "{errors:?}");
     let node = NodeContext {
         node_name: NODE.into(),
-        node_ips: Default::default(),
+        node_ips: node_ips.iter().copied().collect(),
     };
     let desired = compile(&snapshot, &node, &Allocations::default());
     let ifindexes: BTreeMap<ObjectRef, u32> = endpoints

@@ -4,7 +4,7 @@
 //! is, for the test run, the loopback (ifindex 1).
 
 use cns_agent::{
-    datapath::{PROG_FROM_POD, PROG_TO_POD},
+    datapath::{PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     reconcile,
 };
 use cns_tests::{
@@ -34,7 +34,15 @@ metadata: {name: server, namespace: a, labels: {app: server}}
 spec:
   nodeName: node-1
   containers: [{name: c, image: i, ports: [{name: sig, containerPort: 3868, protocol: SCTP}]}]
-status: {phase: Running, podIP: 10.0.1.10}
+status: {phase: Running, podIP: 10.0.1.10, podIPs: [{ip: 10.0.1.10}, {ip: 'fd00:10:244:1::a'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: legacy, namespace: a, labels: {app: legacy}}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: i}]
+status: {phase: Running, podIP: 10.0.1.20}
 ---
 apiVersion: v1
 kind: Pod
@@ -42,7 +50,15 @@ metadata: {name: client, namespace: b, labels: {app: client}}
 spec:
   nodeName: node-2
   containers: [{name: c, image: i}]
-status: {phase: Running, podIP: 10.0.2.10}
+status: {phase: Running, podIP: 10.0.2.10, podIPs: [{ip: 10.0.2.10}, {ip: 'fd00:10:244:2::a'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: admin, namespace: b, labels: {app: admin}}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: i}]
+status: {phase: Running, podIP: 10.0.2.20, podIPs: [{ip: 10.0.2.20}, {ip: 'fd00:10:244:2::14'}]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -56,9 +72,14 @@ spec:
     - {protocol: SCTP, port: 9000}
     - {protocol: SCTP, port: sig}
     - {protocol: TCP, port: 80}
+  - from:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: b}}
+      podSelector: {matchLabels: {app: admin}}
   egress:
   - to: [{ipBlock: {cidr: 10.0.2.0/24}}]
     ports: [{protocol: SCTP, port: 9000}]
+  - to: [{ipBlock: {cidr: 'fd00:10:244:2::/64'}}]
+    ports: [{protocol: TCP, port: 443}]
 ";
 
 fn fixture(audit: bool) -> Loaded {
@@ -127,6 +148,9 @@ fn sctp_is_enforced_by_port_and_named_port() {
     );
 }
 
+/// An IPv6 packet from and to an address no map knows (`::`): policy judges it like any
+/// other (an unknown peer, no rule for it): dropped in blocking mode, into and out of the
+/// pod (out of it, its source is not the pod's: spoofed), passed and counted in audit mode.
 #[test]
 fn ipv6_of_an_isolated_pod_never_bypasses_policy() {
     if !kernel_or_skip("ipv6") {
@@ -376,11 +400,19 @@ fn the_policy_hash_never_allows_more_than_the_trie() {
         aya::maps::MapData::from_pin(&trie_path).expect("open the pinned trie"),
     ))
     .expect("policy trie");
+    // The server's rule for the client (the fixture has other pods and peers).
+    let server =
+        f.desired.endpoints[&cns_agent::policy::model::ObjectRef::new("a", "server")].ep_id;
+    let client = f.desired.ipcache[&std::net::IpAddr::from(CLIENT)].identity;
     let port_80: Vec<_> = trie
         .iter()
         .map(|kv| kv.expect("trie entry"))
         .filter(|(k, _)| {
-            k.prefix_len() == 96 && k.data().proto == TCP && k.data().port == 80u16.to_be_bytes()
+            k.prefix_len() == 96
+                && k.data().ep_id == server.to_be_bytes()
+                && k.data().identity == client.to_be_bytes()
+                && k.data().proto == TCP
+                && k.data().port == 80u16.to_be_bytes()
         })
         .collect();
     assert_eq!(port_80.len(), 1, "one exact entry for TCP 80");
@@ -488,4 +520,853 @@ fn reference_floors_load_and_take_their_paths() {
     let run = |program, frame: &[u8]| floors.test_run(program, frame, 1).unwrap().0;
     assert_eq!(run(FLOOR_XDP_DROP, &flood), XDP_DROP);
     assert_eq!(run(FLOOR_XDP_DROP, &syn(client, server, 9)), XDP_PASS);
+}
+
+// IPv6: the same fixture (the pods are dual-stack, `legacy` has IPv4 only), the same rules.
+
+use cns_common::{
+    REASON_FRAGMENT, REASON_IPV6_HEADER_CHAIN, REASON_MALFORMED, REASON_POLICY_DENIED,
+    REASON_SPOOFED, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
+    maps::{CounterKey, Event, FAMILY_IPV6},
+};
+use packets::{Ext, ICMPV6, icmp6, icmp6_echo, icmp6_error, ipv6};
+use std::net::Ipv6Addr;
+
+const fn v6(last: [u16; 2]) -> [u8; 16] {
+    Ipv6Addr::new(0xfd00, 0x10, 0x244, last[0], 0, 0, 0, last[1]).octets()
+}
+const SERVER6: [u8; 16] = v6([1, 0xa]);
+const CLIENT6: [u8; 16] = v6([2, 0xa]);
+const ADMIN6: [u8; 16] = v6([2, 0x14]);
+const STRANGER6: [u8; 16] = v6([3, 0xa]);
+/// In the egress ipBlock fd00:10:244:2::/64, not a pod.
+const BLOCK6: [u8; 16] = v6([2, 0xb]);
+/// The node's own address.
+const NODE6: [u8; 16] = v6([1, 1]);
+const LINK_LOCAL: [u8; 16] = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1).octets();
+const ROUTER_LL: [u8; 16] = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xfe).octets();
+const ALL_NODES: [u8; 16] = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
+const ALL_ROUTERS: [u8; 16] = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2).octets();
+
+/// A counted packet: (verdict, protocol, reason).
+type Counted = Vec<(u8, u8, u8)>;
+
+fn counters(f: &Loaded) -> std::collections::BTreeMap<CounterKey, u64> {
+    f.dp.counters()
+        .expect("counters")
+        .into_iter()
+        .map(|(k, c)| (k, c.packets))
+        .collect()
+}
+
+/// Runs `program` on `pkt`: its verdict, and what it added to the counters.
+fn run(f: &Loaded, program: &'static str, pkt: &[u8]) -> (i32, Counted) {
+    let before = counters(f);
+    let verdict = f.dp.test_run(program, pkt).expect("test run");
+    let mut added = Vec::new();
+    for (k, packets) in counters(f) {
+        for _ in before.get(&k).copied().unwrap_or(0)..packets {
+            added.push((k.verdict, k.proto, k.reason));
+        }
+    }
+    (verdict, added)
+}
+
+fn tcp6(src: [u8; 16], dst: [u8; 16], exts: &[Ext], sport: u16, dport: u16) -> Vec<u8> {
+    ipv6(src, dst, exts, TCP, &tcp_syn(sport, dport))
+}
+
+const FWD_TCP: (u8, u8, u8) = (VERDICT_FORWARDED, TCP, 0);
+const DENIED_TCP: (u8, u8, u8) = (VERDICT_DROPPED, TCP, REASON_POLICY_DENIED);
+
+#[test]
+fn ipv6_tcp_is_enforced_by_pod_selector_ip_block_and_from_the_node() {
+    if !kernel_or_skip("ipv6 tcp") {
+        return;
+    }
+    let f = kernel::load_on_node(
+        "cns-trun-",
+        MANIFESTS,
+        &[("a", "server", 1)],
+        false,
+        &[Ipv6Addr::from(NODE6).into()],
+    );
+    // Ingress: TCP 80 from namespace b (pod selector), nothing else.
+    let syn = tcp6(CLIENT6, SERVER6, &[], 7000, 80);
+    assert_eq!(run(&f, PROG_TO_POD, &syn), (PASS, vec![FWD_TCP]), "allowed");
+    assert_eq!(
+        run(&f, PROG_TO_POD, &tcp6(CLIENT6, SERVER6, &[], 7001, 81)),
+        (DROP, vec![DENIED_TCP]),
+        "other port"
+    );
+    assert_eq!(
+        run(&f, PROG_TO_POD, &tcp6(STRANGER6, SERVER6, &[], 7002, 80)),
+        (DROP, vec![DENIED_TCP]),
+        "other peer"
+    );
+    // The pod's answer leaves on the connection's conntrack entry (egress allows only TCP
+    // 443 to the ipBlock).
+    let mut syn_ack = tcp_syn(80, 7000);
+    syn_ack[13] = packets::SYN | packets::ACK;
+    assert_eq!(
+        run(
+            &f,
+            PROG_FROM_POD,
+            &ipv6(SERVER6, CLIENT6, &[], TCP, &syn_ack)
+        )
+        .0,
+        PASS,
+        "reply"
+    );
+    assert_eq!(
+        run(
+            &f,
+            PROG_FROM_POD,
+            &ipv6(SERVER6, STRANGER6, &[], TCP, &syn_ack)
+        )
+        .0,
+        DROP,
+        "a reply of no connection"
+    );
+    // Egress: TCP 443 to fd00:10:244:2::/64 (an ipBlock), nothing else.
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &tcp6(SERVER6, BLOCK6, &[], 7100, 443)),
+        (PASS, vec![FWD_TCP]),
+        "in the ipBlock"
+    );
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &tcp6(SERVER6, CLIENT6, &[], 7101, 443)).0,
+        PASS,
+        "a pod in the ipBlock"
+    );
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &tcp6(SERVER6, STRANGER6, &[], 7102, 443)),
+        (DROP, vec![DENIED_TCP]),
+        "outside the ipBlock"
+    );
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &tcp6(SERVER6, BLOCK6, &[], 7103, 80)).0,
+        DROP,
+        "in the ipBlock, other port"
+    );
+    // The node's own IPv6 address reaches the pod whatever the policy says (counted as
+    // forwarded: forwarded packets are not split by reason).
+    assert_eq!(
+        run(&f, PROG_TO_POD, &tcp6(NODE6, SERVER6, &[], 7200, 81)),
+        (PASS, vec![FWD_TCP]),
+        "from the node"
+    );
+    // Audit mode: a would-be drop passes and counts audit, with its reason.
+    let audit = fixture(true);
+    assert_eq!(
+        run(
+            &audit,
+            PROG_TO_POD,
+            &tcp6(STRANGER6, SERVER6, &[], 7300, 80)
+        ),
+        (PASS, vec![(VERDICT_AUDIT, TCP, REASON_POLICY_DENIED)])
+    );
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked_to_the_upper_layer() {
+    if !kernel_or_skip("ipv6 extension headers") {
+        return;
+    }
+    let f = fixture(false);
+    let routing = Ext::Opts {
+        kind: packets::ROUTING,
+        len: 2,
+    };
+    let atomic_fragment = Ext::Frag {
+        offset: 0,
+        more: false,
+        id: 9,
+    };
+    let kinds = [
+        ("hop-by-hop", Ext::HOP),
+        ("routing", routing),
+        ("destination options", Ext::DEST),
+        (
+            "long destination options",
+            Ext::Opts {
+                kind: packets::DEST_OPTS,
+                len: 255,
+            },
+        ),
+        ("AH", Ext::Ah { len: 4 }),
+        ("atomic fragment", atomic_fragment),
+    ];
+    let mut sport = 8000;
+    for (what, ext) in kinds {
+        sport += 2;
+        assert_eq!(
+            run(&f, PROG_TO_POD, &tcp6(CLIENT6, SERVER6, &[ext], sport, 80)),
+            (PASS, vec![FWD_TCP]),
+            "{what}: allowed port"
+        );
+        assert_eq!(
+            run(
+                &f,
+                PROG_TO_POD,
+                &tcp6(CLIENT6, SERVER6, &[ext], sport + 1, 81)
+            ),
+            (DROP, vec![DENIED_TCP]),
+            "{what}: denied port"
+        );
+    }
+    // A chain as long as the walk (8 headers, every kind) is read to its end...
+    let chain = [
+        Ext::HOP,
+        Ext::DEST,
+        routing,
+        atomic_fragment,
+        Ext::Ah { len: 1 },
+        Ext::DEST,
+        Ext::DEST,
+        Ext::DEST,
+    ];
+    assert_eq!(
+        run(&f, PROG_TO_POD, &tcp6(CLIENT6, SERVER6, &chain, 8100, 80)),
+        (PASS, vec![FWD_TCP]),
+        "8 extension headers, allowed"
+    );
+    assert_eq!(
+        run(&f, PROG_TO_POD, &tcp6(CLIENT6, SERVER6, &chain, 8101, 81)).0,
+        DROP,
+        "8 extension headers, denied"
+    );
+    // ... one more is an unknown upper layer: refused, whatever the ports.
+    let mut too_long = chain.to_vec();
+    too_long.push(Ext::DEST);
+    let header_chain = (VERDICT_DROPPED, 0, REASON_IPV6_HEADER_CHAIN);
+    assert_eq!(
+        run(
+            &f,
+            PROG_TO_POD,
+            &tcp6(CLIENT6, SERVER6, &too_long, 8102, 80)
+        ),
+        (DROP, vec![header_chain]),
+        "9 extension headers"
+    );
+    assert_eq!(
+        run(
+            &f,
+            PROG_FROM_POD,
+            &tcp6(SERVER6, BLOCK6, &too_long, 8103, 443)
+        ),
+        (DROP, vec![header_chain]),
+        "9 extension headers, out of the pod"
+    );
+    let audit = fixture(true);
+    assert_eq!(
+        run(
+            &audit,
+            PROG_TO_POD,
+            &tcp6(CLIENT6, SERVER6, &too_long, 8104, 80)
+        ),
+        (PASS, vec![(VERDICT_AUDIT, 0, REASON_IPV6_HEADER_CHAIN)]),
+        "audit: passes, counted"
+    );
+}
+
+#[test]
+fn ipv6_other_next_headers_are_that_protocol_without_ports() {
+    if !kernel_or_skip("ipv6 other next headers") {
+        return;
+    }
+    let f = fixture(false);
+    // Bytes that would read as "port 80" at the start of the payload: a wrong offset for
+    // ports would show.
+    let looks_like_port_80 = ports(9000, 80, 16);
+    for (what, next) in [
+        ("ESP", packets::ESP),
+        ("no next header", packets::NO_NEXT_HEADER),
+        ("GRE", packets::GRE),
+        ("mobility", packets::MOBILITY),
+    ] {
+        // Only a rule for any protocol (admin's) admits them; the client's rules name
+        // protocols and ports.
+        assert_eq!(
+            run(
+                &f,
+                PROG_TO_POD,
+                &ipv6(ADMIN6, SERVER6, &[], next, &looks_like_port_80)
+            ),
+            (PASS, vec![(VERDICT_FORWARDED, next, 0)]),
+            "{what} from admin"
+        );
+        assert_eq!(
+            run(
+                &f,
+                PROG_TO_POD,
+                &ipv6(CLIENT6, SERVER6, &[], next, &looks_like_port_80)
+            ),
+            (DROP, vec![(VERDICT_DROPPED, next, REASON_POLICY_DENIED)]),
+            "{what} from client"
+        );
+        // Behind extension headers too.
+        assert_eq!(
+            run(
+                &f,
+                PROG_TO_POD,
+                &ipv6(
+                    CLIENT6,
+                    SERVER6,
+                    &[Ext::HOP, Ext::DEST],
+                    next,
+                    &looks_like_port_80
+                )
+            )
+            .0,
+            DROP,
+            "{what} behind extension headers, from client"
+        );
+    }
+    // ESP with nothing after its header's first bytes is not truncated: it has no ports.
+    assert_eq!(
+        run(
+            &f,
+            PROG_TO_POD,
+            &ipv6(ADMIN6, SERVER6, &[], packets::ESP, &[])
+        )
+        .0,
+        PASS,
+        "empty ESP from admin"
+    );
+}
+
+#[test]
+fn truncated_ipv6_is_malformed() {
+    if !kernel_or_skip("truncated ipv6") {
+        return;
+    }
+    let f = fixture(false);
+    let malformed = (VERDICT_DROPPED, 0, REASON_MALFORMED);
+    let full = tcp6(CLIENT6, SERVER6, &[Ext::HOP], 9000, 80);
+    // BPF_PROG_TEST_RUN may refuse a frame shorter than an IPv6 header (as it does for
+    // IPv4); if the kernel accepts it, the program must drop it.
+    let cut = f.dp.test_run(PROG_TO_POD, &full[..14 + 30]);
+    match cut {
+        Ok(verdict) => assert_eq!(verdict, DROP, "truncated IPv6 header"),
+        Err(e) => assert!(
+            format!("{e:?}").contains("InvalidInput"),
+            "unexpected error {e:?}"
+        ),
+    }
+    assert_eq!(
+        run(&f, PROG_TO_POD, &full[..14 + 40 + 4]),
+        (DROP, vec![malformed]),
+        "truncated extension header"
+    );
+    assert_eq!(
+        run(&f, PROG_TO_POD, &full[..14 + 40 + 8 + 10]),
+        (DROP, vec![malformed]),
+        "truncated TCP header"
+    );
+    // A Hop-by-Hop header saying it is longer than the packet.
+    let long = tcp6(
+        CLIENT6,
+        SERVER6,
+        &[Ext::Opts {
+            kind: packets::HOP_BY_HOP,
+            len: 200,
+        }],
+        9001,
+        80,
+    );
+    assert_eq!(
+        run(&f, PROG_TO_POD, &long[..14 + 40 + 100]),
+        (DROP, vec![malformed]),
+        "extension header past the end"
+    );
+    assert_eq!(
+        run(
+            &f,
+            PROG_TO_POD,
+            &ipv6(CLIENT6, SERVER6, &[], ICMPV6, &[128, 0, 0, 0])
+        ),
+        (DROP, vec![malformed]),
+        "ICMPv6 shorter than its header"
+    );
+    let mut bad_version = full.clone();
+    bad_version[14] = 0x40;
+    assert_eq!(
+        run(&f, PROG_TO_POD, &bad_version),
+        (DROP, vec![malformed]),
+        "IP version 4 in an IPv6 frame"
+    );
+    // Audit: passes, counted.
+    let audit = fixture(true);
+    assert_eq!(
+        run(&audit, PROG_TO_POD, &full[..14 + 40 + 4]),
+        (PASS, vec![(VERDICT_AUDIT, 0, REASON_MALFORMED)])
+    );
+}
+
+#[test]
+fn ipv6_fragments_inherit_the_first_fragments_verdict() {
+    if !kernel_or_skip("ipv6 fragments") {
+        return;
+    }
+    let f = fixture(false);
+    let frag = |offset, more, id| Ext::Frag { offset, more, id };
+    let first = |id, sport, dport| tcp6(CLIENT6, SERVER6, &[frag(0, true, id)], sport, dport);
+    let later =
+        |src, offset, more, id| ipv6(src, SERVER6, &[frag(offset, more, id)], TCP, &[0u8; 64]);
+    // Allowed datagram: its first fragment passes, the later ones inherit it (counted as
+    // forwarded TCP).
+    assert_eq!(
+        run(&f, PROG_TO_POD, &first(0x0100_0077, 9100, 80)),
+        (PASS, vec![FWD_TCP])
+    );
+    assert_eq!(
+        run(&f, PROG_TO_POD, &later(CLIENT6, 185, true, 0x0100_0077)),
+        (PASS, vec![FWD_TCP])
+    );
+    assert_eq!(
+        run(&f, PROG_TO_POD, &later(CLIENT6, 370, false, 0x0100_0077)),
+        (PASS, vec![FWD_TCP]),
+        "last fragment"
+    );
+    // Denied datagram: so are its later fragments.
+    assert_eq!(run(&f, PROG_TO_POD, &first(0x0100_0078, 9101, 81)).0, DROP);
+    assert_eq!(
+        run(&f, PROG_TO_POD, &later(CLIENT6, 185, false, 0x0100_0078)),
+        (DROP, vec![(VERDICT_DROPPED, TCP, REASON_FRAGMENT)])
+    );
+    // A later fragment whose first was never seen: no ports, no port rule admits it.
+    assert_eq!(
+        run(&f, PROG_TO_POD, &later(CLIENT6, 185, false, 0x0100_0079)),
+        (DROP, vec![(VERDICT_DROPPED, TCP, REASON_FRAGMENT)])
+    );
+    // ... though a rule for any protocol does (admin).
+    assert_eq!(
+        run(&f, PROG_TO_POD, &later(ADMIN6, 185, false, 0x0100_0080)).0,
+        PASS
+    );
+    // Fragments belong to their source: same id, other source.
+    assert_eq!(
+        run(&f, PROG_TO_POD, &later(STRANGER6, 185, false, 0x0100_0077)).0,
+        DROP
+    );
+    // The upper layer after more headers in the first fragment: the later fragments (which
+    // carry only the Fragment header) still find it (keyed by the Fragment header's next
+    // header, the same in every fragment).
+    let first_with_dest = tcp6(
+        CLIENT6,
+        SERVER6,
+        &[frag(0, true, 0x0100_0081), Ext::DEST],
+        9102,
+        80,
+    );
+    assert_eq!(
+        run(&f, PROG_TO_POD, &first_with_dest),
+        (PASS, vec![FWD_TCP])
+    );
+    let later_after_dest = ipv6(
+        CLIENT6,
+        SERVER6,
+        &[frag(185, false, 0x0100_0081)],
+        packets::DEST_OPTS,
+        &[0u8; 64],
+    );
+    assert_eq!(
+        run(&f, PROG_TO_POD, &later_after_dest),
+        (PASS, vec![(VERDICT_FORWARDED, packets::DEST_OPTS, 0)])
+    );
+    // Out of the pod: the first fragment of an allowed datagram (TCP 443 to the ipBlock).
+    let out_first = tcp6(SERVER6, BLOCK6, &[frag(0, true, 5)], 9103, 443);
+    assert_eq!(run(&f, PROG_FROM_POD, &out_first).0, PASS);
+    let out_later = ipv6(SERVER6, BLOCK6, &[frag(185, false, 5)], TCP, &[0u8; 64]);
+    assert_eq!(run(&f, PROG_FROM_POD, &out_later).0, PASS);
+}
+
+#[test]
+fn neighbor_discovery_always_passes_uncounted() {
+    if !kernel_or_skip("neighbor discovery") {
+        return;
+    }
+    // Blocking mode, a pod isolated both ways, and one without an IPv6 address.
+    for pod in ["server", "legacy"] {
+        let f = kernel::load("cns-trun-", MANIFESTS, &[("a", pod, 1)], false);
+        let target = SERVER6.to_vec();
+        let nd = [
+            (133, ROUTER_LL, ALL_ROUTERS, vec![0u8; 4]),
+            (134, ROUTER_LL, ALL_NODES, vec![0u8; 12]),
+            (
+                135,
+                [0u8; 16],
+                ALL_NODES,
+                [vec![0u8; 4], target.clone()].concat(),
+            ),
+            (
+                135,
+                LINK_LOCAL,
+                ROUTER_LL,
+                [vec![0u8; 4], target.clone()].concat(),
+            ),
+            (
+                136,
+                LINK_LOCAL,
+                ROUTER_LL,
+                [vec![0x60, 0, 0, 0], target.clone()].concat(),
+            ),
+            (
+                137,
+                ROUTER_LL,
+                LINK_LOCAL,
+                [vec![0u8; 4], target.clone(), target.clone()].concat(),
+            ),
+        ];
+        for (kind, src, dst, body) in nd {
+            let msg = ipv6(src, dst, &[], ICMPV6, &icmp6(kind, 0, &body));
+            let back = ipv6(dst, src, &[], ICMPV6, &icmp6(kind, 0, &body));
+            assert_eq!(
+                run(&f, PROG_TO_POD, &msg),
+                (PASS, vec![]),
+                "{pod}: {kind} in"
+            );
+            assert_eq!(
+                run(&f, PROG_FROM_POD, &back),
+                (PASS, vec![]),
+                "{pod}: {kind} out"
+            );
+            // Behind a Hop-by-Hop header too.
+            let hop = ipv6(src, dst, &[Ext::HOP], ICMPV6, &icmp6(kind, 0, &body));
+            assert_eq!(
+                run(&f, PROG_TO_POD, &hop),
+                (PASS, vec![]),
+                "{pod}: {kind}, hop-by-hop"
+            );
+            // XDP leaves it to TC.
+            assert_eq!(f.dp.test_run(PROG_XDP, &msg).unwrap(), XDP_PASS);
+        }
+        // Other ICMPv6 is under policy (a multicast listener report from a link-local
+        // source is not the pod's: spoofed).
+        let mld = ipv6(
+            LINK_LOCAL,
+            ALL_NODES,
+            &[Ext::HOP],
+            ICMPV6,
+            &icmp6(143, 0, &[0u8; 4]),
+        );
+        assert_eq!(
+            run(&f, PROG_FROM_POD, &mld),
+            (DROP, vec![(VERDICT_DROPPED, ICMPV6, REASON_SPOOFED)]),
+            "{pod}: MLD"
+        );
+    }
+}
+
+#[test]
+fn icmpv6_echo_is_under_policy() {
+    if !kernel_or_skip("icmpv6 echo") {
+        return;
+    }
+    let f = fixture(false);
+    let echo = |src, dst, kind, id| ipv6(src, dst, &[], ICMPV6, &icmp6_echo(kind, id, 1));
+    // Ports are named by TCP/UDP/SCTP rules only: only admin's rule (any protocol) admits
+    // ICMPv6.
+    assert_eq!(
+        run(&f, PROG_TO_POD, &echo(CLIENT6, SERVER6, 128, 0x4242)),
+        (DROP, vec![(VERDICT_DROPPED, ICMPV6, REASON_POLICY_DENIED)]),
+        "from client"
+    );
+    assert_eq!(
+        run(&f, PROG_TO_POD, &echo(ADMIN6, SERVER6, 128, 0x4343)),
+        (PASS, vec![(VERDICT_FORWARDED, ICMPV6, 0)]),
+        "from admin"
+    );
+    // The reply (same identifier) leaves on the request's conntrack entry; another
+    // identifier is a new flow, denied by egress policy.
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &echo(SERVER6, ADMIN6, 129, 0x4343)),
+        (PASS, vec![(VERDICT_FORWARDED, ICMPV6, 0)]),
+        "reply"
+    );
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &echo(SERVER6, ADMIN6, 129, 0x4444)).0,
+        DROP,
+        "reply to no request"
+    );
+    // Other ICMPv6 (node information query, 139) is ICMPv6 under policy too.
+    assert_eq!(
+        run(
+            &f,
+            PROG_TO_POD,
+            &ipv6(CLIENT6, SERVER6, &[], ICMPV6, &icmp6(139, 0, &[0u8; 12]))
+        ),
+        (DROP, vec![(VERDICT_DROPPED, ICMPV6, REASON_POLICY_DENIED)])
+    );
+}
+
+#[test]
+fn icmpv6_errors_follow_their_connection() {
+    if !kernel_or_skip("icmpv6 errors") {
+        return;
+    }
+    let f = fixture(false);
+    // The pod opens an allowed connection (TCP 443 to the ipBlock).
+    let sent = tcp6(SERVER6, BLOCK6, &[], 9200, 443);
+    assert_eq!(run(&f, PROG_FROM_POD, &sent).0, PASS);
+    let never_sent = tcp6(SERVER6, BLOCK6, &[], 9201, 443);
+    // A router the pod's ingress policy does not admit reports on it: packet too big (path
+    // MTU discovery), unreachable, time exceeded, parameter problem. They pass, counted as
+    // ICMPv6 forwarded.
+    for (kind, code) in [(2, 0), (1, 4), (3, 0), (4, 0)] {
+        let error = ipv6(
+            STRANGER6,
+            SERVER6,
+            &[],
+            ICMPV6,
+            &icmp6_error(kind, code, &sent),
+        );
+        assert_eq!(
+            run(&f, PROG_TO_POD, &error),
+            (PASS, vec![(VERDICT_FORWARDED, ICMPV6, 0)]),
+            "error {kind} about the connection"
+        );
+        let unrelated = ipv6(
+            STRANGER6,
+            SERVER6,
+            &[],
+            ICMPV6,
+            &icmp6_error(kind, code, &never_sent),
+        );
+        assert_eq!(
+            run(&f, PROG_TO_POD, &unrelated),
+            (DROP, vec![(VERDICT_DROPPED, ICMPV6, REASON_POLICY_DENIED)]),
+            "error {kind} about no connection"
+        );
+    }
+    // An error about the connection sent to another address than the one that sent the
+    // quoted packet is not related (here: to the pod's peer, seen out of the pod).
+    let misdirected = ipv6(SERVER6, CLIENT6, &[], ICMPV6, &icmp6_error(2, 0, &sent));
+    assert_eq!(run(&f, PROG_FROM_POD, &misdirected).0, DROP, "misdirected");
+    // The pod's own errors about a connection it accepted (TCP 80 from the client) leave:
+    // port unreachable about the client's packet.
+    let came_in = tcp6(CLIENT6, SERVER6, &[], 9202, 80);
+    assert_eq!(run(&f, PROG_TO_POD, &came_in).0, PASS);
+    let answer = ipv6(SERVER6, CLIENT6, &[], ICMPV6, &icmp6_error(1, 4, &came_in));
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &answer),
+        (PASS, vec![(VERDICT_FORWARDED, ICMPV6, 0)])
+    );
+    // ... but not with another source (spoofed).
+    let spoofed = ipv6(
+        STRANGER6,
+        CLIENT6,
+        &[],
+        ICMPV6,
+        &icmp6_error(1, 4, &came_in),
+    );
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &spoofed),
+        (DROP, vec![(VERDICT_DROPPED, ICMPV6, REASON_SPOOFED)])
+    );
+}
+
+#[test]
+fn ipv6_source_must_be_the_pods_own() {
+    if !kernel_or_skip("ipv6 anti-spoofing") {
+        return;
+    }
+    let f = fixture(false);
+    let spoofed = (VERDICT_DROPPED, TCP, REASON_SPOOFED);
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &tcp6(SERVER6, BLOCK6, &[], 9300, 443)).0,
+        PASS
+    );
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &tcp6(STRANGER6, BLOCK6, &[], 9301, 443)),
+        (DROP, vec![spoofed]),
+        "another pod's address"
+    );
+    // Link-local sources are for Neighbor Discovery only (tested above).
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &tcp6(LINK_LOCAL, BLOCK6, &[], 9302, 443)),
+        (DROP, vec![spoofed]),
+        "link-local"
+    );
+    // Audit mode counts them and lets them pass.
+    let audit = fixture(true);
+    assert_eq!(
+        run(
+            &audit,
+            PROG_FROM_POD,
+            &tcp6(LINK_LOCAL, BLOCK6, &[], 9303, 443)
+        ),
+        (PASS, vec![(VERDICT_AUDIT, TCP, REASON_SPOOFED)])
+    );
+    // A pod without an IPv6 address sends no IPv6 (its egress allows the ipBlock). Its
+    // IPv4 is its own.
+    let legacy = kernel::load("cns-trun-", MANIFESTS, &[("a", "legacy", 1)], false);
+    assert_eq!(
+        run(
+            &legacy,
+            PROG_FROM_POD,
+            &tcp6(SERVER6, BLOCK6, &[], 9304, 443)
+        ),
+        (DROP, vec![spoofed]),
+        "IPv6 from an IPv4-only pod"
+    );
+    assert_eq!(
+        run(
+            &legacy,
+            PROG_FROM_POD,
+            &tcp6([0; 16], BLOCK6, &[], 9305, 443)
+        ),
+        (DROP, vec![spoofed]),
+        "the unspecified address"
+    );
+    assert_eq!(
+        run(
+            &legacy,
+            PROG_FROM_POD,
+            &ipv4([10, 0, 1, 20], CLIENT, SCTP, 0, 0, &ports(9306, 9000, 8))
+        ),
+        (PASS, vec![(VERDICT_FORWARDED, SCTP, 0)]),
+        "its IPv4"
+    );
+}
+
+#[test]
+fn xdp_handles_ipv6_like_ipv4() {
+    if !kernel_or_skip("xdp ipv6") {
+        return;
+    }
+    let f = fixture(false);
+    let xdp = |pkt: &[u8]| run(&f, PROG_XDP, pkt);
+    // Denied: dropped in XDP, counted as TC counts it; again on the deny cache.
+    let denied = tcp6(STRANGER6, SERVER6, &[], 9400, 80);
+    assert_eq!(xdp(&denied), (XDP_DROP, vec![DENIED_TCP]));
+    assert_eq!(
+        xdp(&tcp6(STRANGER6, SERVER6, &[], 9401, 80)),
+        (XDP_DROP, vec![DENIED_TCP]),
+        "deny cache"
+    );
+    assert_eq!(run(&f, PROG_TO_POD, &denied).0, DROP, "TC agrees");
+    // Allowed: passes uncounted, TC counts it on the conntrack entry XDP created.
+    let allowed = tcp6(CLIENT6, SERVER6, &[Ext::DEST], 9402, 80);
+    assert_eq!(xdp(&allowed), (XDP_PASS, vec![]));
+    assert_eq!(run(&f, PROG_TO_POD, &allowed), (PASS, vec![FWD_TCP]));
+    // Left to TC: fragments, ICMPv6 errors, chains longer than the walk, malformed, not
+    // for a local pod.
+    let too_long = [Ext::DEST; 9];
+    for (what, pkt) in [
+        (
+            "first fragment",
+            tcp6(
+                STRANGER6,
+                SERVER6,
+                &[Ext::Frag {
+                    offset: 0,
+                    more: true,
+                    id: 1,
+                }],
+                9403,
+                80,
+            ),
+        ),
+        (
+            "later fragment",
+            ipv6(
+                STRANGER6,
+                SERVER6,
+                &[Ext::Frag {
+                    offset: 9,
+                    more: false,
+                    id: 1,
+                }],
+                TCP,
+                &[0; 16],
+            ),
+        ),
+        (
+            "ICMPv6 error",
+            ipv6(
+                STRANGER6,
+                SERVER6,
+                &[],
+                ICMPV6,
+                &icmp6_error(2, 0, &tcp6(SERVER6, BLOCK6, &[], 1, 443)),
+            ),
+        ),
+        (
+            "header chain",
+            tcp6(STRANGER6, SERVER6, &too_long, 9404, 80),
+        ),
+        (
+            "truncated",
+            tcp6(STRANGER6, SERVER6, &[], 9405, 80)[..14 + 40 + 6].to_vec(),
+        ),
+        ("not a local pod", tcp6(STRANGER6, CLIENT6, &[], 9406, 80)),
+    ] {
+        assert_eq!(xdp(&pkt), (XDP_PASS, vec![]), "{what}");
+    }
+}
+
+#[test]
+fn ipv6_events_carry_the_family_and_addresses() {
+    if !kernel_or_skip("ipv6 events") {
+        return;
+    }
+    let mut f = fixture(false);
+    let mut config = f.dp.config().unwrap();
+    config.event_rate = 1000;
+    config.event_burst = 1000;
+    f.dp.set_config(&config).unwrap();
+    let path = f.dp.maps_dir().join(cns_common::maps::EVENTS);
+    let mut ring = aya::maps::RingBuf::try_from(aya::maps::Map::RingBuf(
+        aya::maps::MapData::from_pin(&path).expect("open the pinned ring buffer"),
+    ))
+    .expect("ring buffer");
+    while ring.next().is_some() {}
+    assert_eq!(
+        run(&f, PROG_TO_POD, &tcp6(STRANGER6, SERVER6, &[], 9500, 81)).0,
+        DROP
+    );
+    assert_eq!(
+        run(&f, PROG_FROM_POD, &tcp6(SERVER6, CLIENT6, &[], 9501, 80)).0,
+        DROP
+    );
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        assert!(item.len() >= size_of::<Event>());
+        // SAFETY: the programs write whole `Event`s.
+        events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+    }
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.family,
+                cns_agent::events::addresses(e),
+                e.proto,
+                u16::from_be(e.dport),
+                e.reason,
+            )
+        })
+        .collect();
+    let addr = |a: [u8; 16]| std::net::IpAddr::from(Ipv6Addr::from(a));
+    assert_eq!(
+        seen,
+        [
+            (
+                FAMILY_IPV6,
+                Some((addr(STRANGER6), addr(SERVER6))),
+                TCP,
+                81,
+                REASON_POLICY_DENIED
+            ),
+            (
+                FAMILY_IPV6,
+                Some((addr(SERVER6), addr(CLIENT6))),
+                TCP,
+                80,
+                REASON_POLICY_DENIED
+            ),
+        ]
+    );
 }
