@@ -7,12 +7,16 @@
 //! | beta/client    | 10.0.2.10   | role=client |                          |
 //! | beta/other     | 10.0.2.200  | role=other  |                          |
 //! | gamma/client   | 10.0.3.10   | role=client |                          |
+//!
+//! On an IPv6-only or dual-stack node ([`Cluster::start_in`]) each pod also (or only) has
+//! the IPv6 address `netns::v6_of` gives (alpha/server: fd00:10:0:1::a).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::{
-    AgentProcess, PodNet, VirtualNode,
-    manifests::{docs, namespace, pod},
+    AgentProcess, Family, PodNet, VirtualNode,
+    manifests::{docs, namespace, pod_with_ips},
+    netns::v6_of,
     traffic::{tcp_echo_server, udp_echo_server},
 };
 
@@ -44,6 +48,24 @@ pub struct Cluster {
 
 /// The cluster's Namespace and Pod manifests.
 pub fn cluster_yaml(beta_client_role: &str) -> String {
+    cluster_yaml_in(Family::Ipv4, beta_client_role)
+}
+
+/// [`cluster_yaml`] with the pods' addresses of `family`.
+pub fn cluster_yaml_in(family: Family, beta_client_role: &str) -> String {
+    let ips = |v4: Ipv4Addr| -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        if family.has_v4() {
+            out.push(v4.into());
+        }
+        if family.has_v6() {
+            out.push(v6_of(v4).into());
+        }
+        out
+    };
+    let pod = |ns: &str, name: &str, labels: &[(&str, &str)], ip, ports: &[(&str, u16, &str)]| {
+        pod_with_ips(ns, name, labels, &ips(ip), ports)
+    };
     docs(&[
         namespace("alpha", &[("team", "alpha")]),
         namespace("beta", &[("team", "beta")]),
@@ -88,7 +110,17 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra `cns-agent run` arguments.
     pub fn start_with(audit: bool, policies: &[(&str, &str)], extra_args: &[&str]) -> Self {
-        let mut node = VirtualNode::new();
+        Self::start_in(Family::Ipv4, audit, policies, extra_args)
+    }
+
+    /// Like [`Cluster::start_with`], on a node (and pods) of `family`.
+    pub fn start_in(
+        family: Family,
+        audit: bool,
+        policies: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> Self {
+        let mut node = VirtualNode::with_family(family);
         let server = node.add_pod(Ipv4Addr::new(10, 0, 1, 10));
         let beta_client = node.add_pod(Ipv4Addr::new(10, 0, 2, 10));
         let beta_other = node.add_pod(Ipv4Addr::new(10, 0, 2, 200));
@@ -99,7 +131,7 @@ impl Cluster {
             }
             udp_echo_server(&p.netns, UDP_PORT);
         }
-        let cluster = cluster_yaml("client");
+        let cluster = cluster_yaml_in(family, "client");
         let mut files = vec![("cluster.yaml", cluster.as_str())];
         files.extend_from_slice(policies);
         let agent = AgentProcess::start_with(&node, audit, &files, extra_args);
@@ -118,9 +150,11 @@ impl Cluster {
 mod tests {
     #[test]
     fn cluster_yaml_parses() {
-        let yaml = super::cluster_yaml("client");
-        let docs: Vec<serde_json::Value> =
-            serde_saphyr::from_multiple(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        assert_eq!(docs.len(), 7);
+        for family in crate::Family::ALL {
+            let yaml = super::cluster_yaml_in(family, "client");
+            let docs: Vec<serde_json::Value> =
+                serde_saphyr::from_multiple(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            assert_eq!(docs.len(), 7);
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! pipeline; random flows to and from one pod run through `BPF_PROG_TEST_RUN`; the kernel's
 //! verdict must equal `policy::evaluate`'s for every flow, and so must `cns_xdp`'s for
 //! every ingress flow, run twice (the second run of a denied flow hits the deny cache).
+//! Pods are dual-stack (pod `i` at 10.0.0.(1+i) and fd00::(1+i)), ipBlocks of either family,
+//! and a third of the flows run over IPv6 (the same peer's IPv6 address: [`v6_of`]).
 //!
 //! `CNS_DIFF_CASES` sets the number of random clusters (default 1000, each with 24 flows);
 //! run a long mode locally with e.g. `CNS_DIFF_CASES=20000`. A mismatch is shrunk by
@@ -11,7 +13,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -44,6 +46,28 @@ fn pod_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, 1 + i as u8)
 }
 
+const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xff, 0, 0, 0, 0, 0, 1);
+
+/// A flow's IPv6 twin of an IPv4 address: pods and other 10.0.0.x at fd00::x, the node at
+/// [`NODE_IP6`], anything else (the outside) in 2001:db8::/32.
+fn v6_of(a: Ipv4Addr) -> Ipv6Addr {
+    let [p, q, r, s] = a.octets();
+    match (p, q, r) {
+        _ if a == NODE_IP => NODE_IP6,
+        (10, 0, 0) => Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, s.into()),
+        _ => Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            (u16::from(p) << 8) | u16::from(q),
+            (u16::from(r) << 8) | u16::from(s),
+        ),
+    }
+}
+
 #[derive(Clone, Debug)]
 struct PodSpec {
     ns: usize,
@@ -64,6 +88,8 @@ struct Cluster {
 struct TestFlow {
     ingress: bool,
     peer: Ipv4Addr,
+    /// Over IPv6: the peer's and the pod's IPv6 addresses.
+    v6: bool,
     proto: u8,
     port: u16,
 }
@@ -124,6 +150,12 @@ fn ip_block() -> impl Strategy<Value = Value> {
         Just(json!({"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]})),
         Just(json!({"cidr": "192.168.0.0/16"})),
         Just(json!({"cidr": "10.255.0.0/30"})),
+        Just(json!({"cidr": "fd00::/120"})),
+        Just(json!({"cidr": "fd00::/120", "except": ["fd00::2/128", "fd00::4/127"]})),
+        Just(json!({"cidr": "fd00::5/126"})),
+        Just(json!({"cidr": "::/0", "except": ["fd00::/8"]})),
+        Just(json!({"cidr": "2001:db8::/32"})),
+        Just(json!({"cidr": "fd00:ff::/126"})),
     ]
 }
 
@@ -233,11 +265,14 @@ fn flows(pods: usize) -> impl Strategy<Value = Vec<TestFlow>> {
         prop::sample::select(peers),
         prop::sample::select(vec![1u8, 6, 17, 132]),
         prop::sample::select(vec![53u16, 80, 85, 3868, 8080, 9999]),
+        prop::sample::select(vec![false, false, true]),
     )
-        .prop_map(|(ingress, peer, proto, port)| TestFlow {
+        .prop_map(|(ingress, peer, proto, port, v6)| TestFlow {
             ingress,
             peer,
-            proto,
+            v6,
+            // ICMPv6 for an IPv6 "ICMP" flow.
+            proto: if v6 && proto == 1 { 58 } else { proto },
             port,
         });
     prop::collection::vec(flow, 24)
@@ -270,7 +305,8 @@ fn snapshot(c: &Cluster) -> Snapshot {
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns, "labels": labels},
             "spec": {"nodeName": "node-1", "containers": [{"name": "c", "ports": ports}]},
-            "status": {"phase": "Running", "podIP": pod_ip(i).to_string()},
+            "status": {"phase": "Running", "podIP": pod_ip(i).to_string(),
+                "podIPs": [{"ip": pod_ip(i).to_string()}, {"ip": v6_of(pod_ip(i)).to_string()}]},
         }))
         .unwrap();
         s.pods
@@ -318,21 +354,28 @@ fn kernel() -> &'static Mutex<Kernel> {
     })
 }
 
-fn packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Vec<u8> {
+fn packet(src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> Vec<u8> {
     let l4 = match proto {
         packets::TCP => packets::tcp(40000, port, packets::SYN),
         // An echo request.
         packets::ICMP => vec![8, 0, 0, 0, 0x12, 0x34, 0, 1],
+        58 => packets::icmp6_echo(128, 0x1234, 1),
         _ => packets::ports(40000, port, 8),
     };
-    packets::ipv4(src.octets(), dst.octets(), proto, 1, 0, 0, &l4)
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            packets::ipv4(s.octets(), d.octets(), proto, 1, 0, 0, &l4)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => packets::ipv6(s.octets(), d.octets(), &[], proto, &l4),
+        _ => unreachable!("one family per flow"),
+    }
 }
 
 fn check(c: &Cluster, flows: &[TestFlow]) -> Result<(), TestCaseError> {
     let snap = snapshot(c);
     let node = NodeContext {
         node_name: "node-1".into(),
-        node_ips: [NODE_IP.into()].into(),
+        node_ips: [NODE_IP.into(), NODE_IP6.into()].into(),
     };
     let desired = compile(&snap, &node, &Allocations::default());
     let under_test = ObjectRef::new(NAMESPACES[c.pods[0].ns], "pod0");
@@ -356,20 +399,28 @@ fn check(c: &Cluster, flows: &[TestFlow]) -> Result<(), TestCaseError> {
         _pad: 0,
     };
     k.dp.set_config(&config).expect("config");
-    let me = pod_ip(0);
     for f in flows {
-        let (src, dst, prog) = if f.ingress {
-            (f.peer, me, PROG_TO_POD)
+        let (me, peer): (IpAddr, IpAddr) = if f.v6 {
+            (v6_of(pod_ip(0)).into(), v6_of(f.peer).into())
         } else {
-            (me, f.peer, PROG_FROM_POD)
+            (pod_ip(0).into(), f.peer.into())
         };
-        let dport = if f.proto == 1 { 0 } else { f.port };
+        let (src, dst, prog) = if f.ingress {
+            (peer, me, PROG_TO_POD)
+        } else {
+            (me, peer, PROG_FROM_POD)
+        };
+        let dport = if f.proto == 1 || f.proto == 58 {
+            0
+        } else {
+            f.port
+        };
         let v = evaluate(
             &snap,
             &node,
             &Flow {
-                src: src.into(),
-                dst: dst.into(),
+                src,
+                dst,
                 proto: f.proto,
                 dport,
             },

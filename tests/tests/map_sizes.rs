@@ -272,3 +272,50 @@ fn a_small_policy_map_reports_its_size_and_fails_closed_when_full() {
     assert_eq!(usage(&status, m::POLICY), (3, 300), "{status}");
     assert!(status["errors"].as_array().unwrap().is_empty(), "{status}");
 }
+
+/// The IPv6 maps take the sizes of their IPv4 twins, and `status` reports their use: on a
+/// dual-stack node every pod address is in both IP caches, and the node's own IPv6 addresses
+/// in the IPv6 one.
+#[test]
+fn ipv6_maps_take_the_configured_sizes_and_report_their_use() {
+    if !kernel_or_skip("map sizes: ipv6") {
+        return;
+    }
+    let c = Cluster::start_in(
+        cns_tests::Family::Dual,
+        false,
+        &[("from-gamma.yaml", FROM_GAMMA)],
+        &[
+            "--map-sizes",
+            "ipcache=1024,conntrack=2048,cidrs=512,deny-cache=1024",
+        ],
+    );
+    let status = c.agent.status();
+    let dir = Path::new(status["maps_dir"].as_str().expect("maps_dir"));
+    for (map, want) in [
+        (m::IPCACHE, 1024),
+        (m::IPCACHE6, 1024),
+        (m::CONNTRACK6, 2048),
+        (m::CIDRS6, 512),
+        (m::DENY_CACHE6, 1024),
+        (m::LOCAL_IPS6, m::ENDPOINTS_CAPACITY),
+        (m::FRAGMENTS6, m::FRAGMENTS_CAPACITY),
+    ] {
+        assert_eq!(max_entries(&dir.join(map)), want, "{map}");
+    }
+    let (v4, cap4) = usage(&status, m::IPCACHE);
+    let (v6, cap6) = usage(&status, m::IPCACHE6);
+    assert_eq!((cap4, cap6), (1024, 1024));
+    // Four pods in each family, plus the node's own addresses (IPv4: loopback and uplink;
+    // IPv6: those and link-local ones).
+    assert!(v4 >= 4 + 2, "{status}");
+    assert!(v6 >= 4 + 2, "{status}");
+    // Enforced over IPv6 as over IPv4.
+    let server6 = cns_tests::netns::v6_of(SERVER);
+    assert!(
+        tcp_ok(&c.gamma_client.netns, server6, 8080),
+        "gamma allowed"
+    );
+    assert!(!tcp_ok(&c.beta_client.netns, server6, 8080), "beta denied");
+    assert!(udp_ok(&c.gamma_client.netns, server6, UDP_PORT));
+}

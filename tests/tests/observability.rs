@@ -9,10 +9,12 @@ use std::{
 };
 
 use cns_tests::{
+    Family,
     agent::agent_bin,
     cluster::{Cluster, SERVER, UDP_PORT},
     kernel_or_skip,
-    traffic::{in_netns, udp_ok},
+    netns::v6_of,
+    traffic::{in_netns, udp_ok, udp_probe},
 };
 
 const DENY_INGRESS: &str = "
@@ -179,6 +181,70 @@ fn metrics_count_exactly_and_drops_are_logged_with_names() {
     assert_eq!(e["endpoint"], "alpha/server");
     // (Other drops, e.g. IPv6 neighbour discovery towards the isolated pod, count too.)
     assert!(m("cns_events_total", &[("type", "drop")]) >= f64::from(N));
+}
+
+/// IPv6 on an IPv6-only node: drops counted exactly in the same series as IPv4's (no family
+/// label), each with an event carrying `ipVersion: IPv6`, the addresses and the pods' names.
+#[test]
+fn ipv6_drops_are_counted_exactly_and_logged_as_ipv6() {
+    if !kernel_or_skip("metrics ipv6") {
+        return;
+    }
+    let c = Cluster::start_in(Family::Ipv6, false, &[("p.yaml", DENY_INGRESS)], &[]);
+    let server6 = v6_of(SERVER);
+    let quick = Duration::from_millis(300);
+    assert!(udp_probe(
+        &c.beta_client.netns,
+        server6,
+        UDP_PORT,
+        Duration::from_secs(3)
+    ));
+    const N: u64 = 5;
+    for _ in 0..N {
+        assert!(
+            !udp_probe(&c.gamma_client.netns, server6, UDP_PORT, quick),
+            "denied"
+        );
+    }
+    let m = |name: &str, labels: &[(&str, &str)]| c.agent.metric(name, labels).unwrap_or(0.0);
+    assert_eq!(
+        m(
+            "hubble_drop_total",
+            &[
+                ("source", "gamma"),
+                ("destination", "alpha"),
+                ("reason", "POLICY_DENIED"),
+                ("protocol", "UDP")
+            ]
+        ),
+        N as f64
+    );
+    assert!(
+        m(
+            "hubble_flows_processed_total",
+            &[
+                ("source", "beta"),
+                ("destination", "alpha"),
+                ("verdict", "FORWARDED")
+            ]
+        ) >= 2.0
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let source = v6_of(c.gamma_client.ip).to_string();
+    let drops: Vec<_> = c
+        .agent
+        .events()
+        .into_iter()
+        .filter(|e| e["verdict"] == "DROPPED" && e["IP"]["source"] == source.as_str())
+        .collect();
+    assert_eq!(drops.len(), N as usize, "one event per drop");
+    let e = &drops[0];
+    assert_eq!(e["IP"]["ipVersion"], "IPv6");
+    assert_eq!(e["IP"]["destination"], server6.to_string());
+    assert_eq!(e["source"]["pod_name"], "client");
+    assert_eq!(e["destination"]["pod_name"], "server");
+    assert_eq!(e["l4"]["UDP"]["destination_port"], UDP_PORT);
+    assert_eq!(e["policies"][0], "alpha/only-beta");
 }
 
 /// With `policy-verdict` enabled, each new connection a rule allows is one event naming the

@@ -14,8 +14,10 @@ use std::{
 };
 
 use cns_tests::{
+    Family,
     cluster::{Cluster, ONLY_BETA, SERVER, UDP_PORT},
     eventually, kernel_or_skip,
+    netns::v6_of,
     traffic::{in_netns, tcp_ok, udp_probe},
 };
 use nix::sys::signal::Signal;
@@ -167,6 +169,54 @@ fn sigkill_and_sigterm_restarts_never_give_a_wrong_verdict() {
 /// A restart never weakens enforcement because of an invalid object: the last good
 /// versions the agent keeps in place of invalid input outlive it (beside its socket), and
 /// the next agent enforces them until the input is fixed.
+/// On a dual-stack node, IPv6 is enforced through a SIGKILL and the restart after it, and
+/// its established connections survive, as IPv4's do.
+#[test]
+fn ipv6_is_enforced_across_a_sigkill_restart() {
+    if !kernel_or_skip("restart ipv6") {
+        return;
+    }
+    let mut c = Cluster::start_in(Family::Dual, false, &[("policy.yaml", ONLY_BETA)], &[]);
+    let server6 = v6_of(SERVER);
+    let quick = Duration::from_millis(300);
+    let mut conn = in_netns(&c.beta_client.netns, move || {
+        TcpStream::connect_timeout(&SocketAddr::from((server6, 8080)), Duration::from_secs(2))
+            .expect("connect over IPv6")
+    });
+    conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let echo = |conn: &mut TcpStream| {
+        let mut buf = [0u8; 4];
+        conn.write_all(b"ping").is_ok() && conn.read_exact(&mut buf).is_ok()
+    };
+    let check = |c: &Cluster, when: &str| {
+        assert!(
+            udp_probe(
+                &c.beta_client.netns,
+                server6,
+                UDP_PORT,
+                Duration::from_secs(2)
+            ),
+            "{when}: beta allowed"
+        );
+        assert!(
+            !udp_probe(&c.gamma_client.netns, server6, UDP_PORT, quick),
+            "{when}: gamma denied"
+        );
+        assert!(
+            !tcp_ok(&c.gamma_client.netns, server6, 8090),
+            "{when}: gamma TCP denied"
+        );
+    };
+    check(&c, "before");
+    assert!(echo(&mut conn), "established before");
+    c.agent.stop(Signal::SIGKILL);
+    check(&c, "agent down");
+    assert!(echo(&mut conn), "established while down");
+    c.agent.restart();
+    check(&c, "after the restart");
+    assert!(echo(&mut conn), "established after the restart");
+}
+
 #[test]
 fn a_restart_keeps_enforcing_the_last_good_version_of_an_invalid_file() {
     if !kernel_or_skip("restart") {

@@ -795,3 +795,66 @@ fn uplink_xdp_link_survives_and_is_adopted() {
     });
     assert!(x.dp.xdp_attached().is_empty());
 }
+
+/// IPv6 on an IPv6-only node, with the agent's own XDP attachment (`--xdp-interfaces
+/// default` finds the uplink by its IPv6 default route): a denied flow from outside is
+/// dropped in XDP and counted like TC's, an allowed one (an IPv6 ipBlock) passes, and a
+/// reply of the pod's own connection passes.
+#[test]
+fn uplink_xdp_drops_denied_ipv6_from_outside() {
+    if !kernel_or_skip("xdp ipv6 on the uplink") {
+        return;
+    }
+    const POLICY6: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ingress, namespace: alpha}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{ipBlock: {cidr: 'fd00:ff::/64'}}]
+    ports: [{protocol: TCP, port: 8080}]
+";
+    let c = Cluster::start_in(
+        cns_tests::Family::Ipv6,
+        false,
+        &[("policy.yaml", POLICY6)],
+        &[],
+    );
+    tcp_echo_server(&c.node.outside, OUTSIDE_PORT);
+    let status = c.agent.status();
+    let xdp = status["xdp"].as_array().expect("xdp in status");
+    assert_eq!(
+        xdp.len(),
+        1,
+        "one uplink (by its IPv6 default route): {status}"
+    );
+    let server6 = cns_tests::netns::v6_of(SERVER_IP);
+    let dropped = || {
+        c.agent
+            .metric("cns_xdp_dropped_packets_total", &[])
+            .unwrap_or(0.0)
+    };
+    let world_dropped = || {
+        c.agent
+            .packets("reserved:world", "alpha", "ingress", "dropped")
+    };
+    let (d0, w0) = (dropped(), world_dropped());
+    assert!(!tcp_ok(&c.node.outside, server6, 8090), "denied");
+    let (d1, w1) = (dropped(), world_dropped());
+    assert!(d1 > d0, "dropped in XDP: {d0} -> {d1}");
+    assert_eq!(
+        w1 - w0,
+        (d1 - d0) as u64,
+        "every drop counted once, as TC would"
+    );
+    assert!(
+        tcp_ok(&c.node.outside, server6, 8080),
+        "allowed by the IPv6 ipBlock"
+    );
+    assert!(
+        tcp_ok(&c.server.netns, cns_tests::netns::OUTSIDE_IP6, OUTSIDE_PORT),
+        "reply of a pod-initiated connection"
+    );
+}
