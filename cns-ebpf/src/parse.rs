@@ -10,7 +10,7 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::programs::{TcContext, XdpContext};
-use cns_common::{PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, maps::Ip6};
+use cns_common::{PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use crate::family::{Family, Frag6, V4, V6};
 
@@ -31,7 +31,10 @@ pub enum L3 {
     Malformed,
 }
 
-/// What policy needs of an IP packet. Addresses and ports in network order.
+/// What policy needs of an IP packet. Addresses and ports in network order. (`repr(C)`,
+/// 8-byte aligned: an IPv6 packet lives in memory (see [`ipv6`]), where its addresses are
+/// then copied into keys as 8-byte words, not byte by byte.)
+#[repr(C, align(8))]
 pub struct Packet<F: Family> {
     pub saddr: F::Addr,
     pub daddr: F::Addr,
@@ -82,6 +85,12 @@ pub const TCP_ACK: u8 = 0x10;
 pub trait Bytes {
     /// `size_of::<T>()` bytes at `off` from the start of the frame, or `None` past its end.
     fn load<T: Copy>(&self, off: usize) -> Option<T>;
+    /// Copies `N` bytes at `off` to `dst` (memory the caller keeps: not through
+    /// registers); `None` past the frame's end.
+    ///
+    /// # Safety
+    /// `dst` is valid for writing `N` bytes.
+    unsafe fn copy<const N: usize>(&self, off: usize, dst: *mut u8) -> Option<()>;
     /// The frame's length, Ethernet header included (what the counters count).
     fn frame_len(&self) -> u32;
 }
@@ -98,6 +107,28 @@ impl Bytes for TcContext {
             return Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) });
         }
         TcContext::load(self, off).ok()
+    }
+
+    /// The kernel copies (`bpf_skb_load_bytes`), straight into `dst`: one helper call
+    /// instead of byte-wide loads and stores (BPF has no unaligned wide loads).
+    #[inline(always)]
+    unsafe fn copy<const N: usize>(&self, off: usize, dst: *mut u8) -> Option<()> {
+        let start = self.data();
+        if start + off + N <= self.data_end() {
+            // SAFETY: within [data, data_end); `dst` is N writable bytes.
+            unsafe { core::ptr::copy_nonoverlapping((start + off) as *const u8, dst, N) };
+            return Some(());
+        }
+        // SAFETY: `dst` is N writable bytes (the caller's contract).
+        let r = unsafe {
+            aya_ebpf::helpers::bpf_skb_load_bytes(
+                self.skb.skb.cast(),
+                off as u32,
+                dst.cast(),
+                N as u32,
+            )
+        };
+        (r == 0).then_some(())
     }
 
     #[inline(always)]
@@ -134,6 +165,17 @@ impl Bytes for Frame {
         }
         // SAFETY: within [start, end), checked above; unaligned reads are allowed.
         Some(unsafe { core::ptr::read_unaligned((self.start + off) as *const T) })
+    }
+
+    #[inline(always)]
+    unsafe fn copy<const N: usize>(&self, off: usize, dst: *mut u8) -> Option<()> {
+        if self.start + off + N > self.end {
+            return None;
+        }
+        // SAFETY: the source is within [start, end), checked above; `dst` is N writable
+        // bytes (the caller's contract).
+        unsafe { core::ptr::copy_nonoverlapping((self.start + off) as *const u8, dst, N) };
+        Some(())
     }
 
     #[inline(always)]
@@ -186,7 +228,11 @@ pub fn ipv4<C: Bytes>(ctx: &C) -> Option<Packet<V4>> {
     if later_fragment {
         return Some(p);
     }
-    upper(ctx, &mut p, ETH_HLEN + ihl)?;
+    let u = upper::<V4, C>(ctx, p.proto, ETH_HLEN + ihl)?;
+    p.sport = u.sport;
+    p.dport = u.dport;
+    p.tcp_flags = u.tcp_flags;
+    p.quote = u.quote;
     Some(p)
 }
 
@@ -229,10 +275,14 @@ const fn is_neighbor_discovery(t: u8) -> bool {
 /// its Fragment header (the rest is payload).
 ///
 /// A function of its own (a BPF-to-BPF call, on the IPv6 path only) that writes the packet
-/// into the caller's `out` (written whole before `Ok`): the packet then stays in the
+/// into the caller's `out` (every field, before `Ok`): the packet then stays in the
 /// caller's stack memory, read field by field where needed, instead of being split into
 /// registers that spill around every helper call, or copied out of a `Result` (16-byte
-/// addresses would otherwise take most of the 512 bytes of stack).
+/// addresses would otherwise take most of the 512 bytes of stack). The addresses are
+/// copied into it as one block of memory, and its other fields written one by one: BPF has
+/// no unaligned wide loads, so an address loaded into registers is 16 byte loads, shifts
+/// and byte stores, and a packet built whole is zeroed first with a `memset` call (a byte
+/// loop) the backend does not expand.
 #[inline(never)]
 pub fn ipv6<C: Bytes>(ctx: &C, out: &mut MaybeUninit<Packet<V6>>) -> Result<(), Skip6> {
     // version/traffic class/flow label, payload length, next header, hop limit.
@@ -240,20 +290,20 @@ pub fn ipv6<C: Bytes>(ctx: &C, out: &mut MaybeUninit<Packet<V6>>) -> Result<(), 
     if hdr[0] >> 4 != 6 {
         return Err(Skip6::Malformed);
     }
-    let p = out.write(Packet {
-        saddr: ctx.load::<Ip6>(ETH_HLEN + 8).ok_or(Skip6::Malformed)?,
-        daddr: ctx.load::<Ip6>(ETH_HLEN + 24).ok_or(Skip6::Malformed)?,
-        sport: 0,
-        dport: 0,
-        proto: 0,
-        tcp_flags: 0,
-        later_fragment: false,
-        first_fragment: false,
-        frag_id: Frag6 { id: 0, next: 0 },
-        quote: 0,
-    });
+    let p = out.as_mut_ptr();
+    // Both addresses (adjacent in the header and in `Packet`) copied straight into the
+    // packet's memory, never through registers.
+    const _: () = assert!(
+        core::mem::offset_of!(Packet<V6>, saddr) == 0
+            && core::mem::offset_of!(Packet<V6>, daddr) == 16
+    );
+    // SAFETY: the first 32 bytes of `out`: its two addresses.
+    unsafe { ctx.copy::<32>(ETH_HLEN + 8, p.cast()) }.ok_or(Skip6::Malformed)?;
     let mut next = hdr[6];
     let mut off = ETH_HLEN + 40;
+    let mut frag_id = Frag6 { id: 0, next: 0 };
+    let mut first_fragment = false;
+    let mut later_fragment = false;
     for _ in 0..MAX_EXT_HEADERS {
         if !matches!(
             next,
@@ -266,16 +316,17 @@ pub fn ipv6<C: Bytes>(ctx: &C, out: &mut MaybeUninit<Packet<V6>>) -> Result<(), 
         if next == NEXTHDR_FRAGMENT {
             // Offset (13 bits), 2 reserved bits, M; then the identification.
             let offset_m = u16::from_be_bytes([h[2], h[3]]);
-            p.frag_id = Frag6 {
+            frag_id = Frag6 {
                 id: u32::from_ne_bytes([h[4], h[5], h[6], h[7]]),
                 next: h[0],
             };
             if offset_m & 0xfff8 != 0 {
-                p.later_fragment = true;
-                p.proto = h[0];
-                return Ok(());
+                // A later fragment: the rest is payload, judged as the next header.
+                later_fragment = true;
+                next = h[0];
+                break;
             }
-            p.first_fragment = offset_m & 1 != 0;
+            first_fragment = offset_m & 1 != 0;
             off += 8;
         } else if next == NEXTHDR_AUTH {
             // AH's length is in 4-byte units, minus 2.
@@ -286,56 +337,92 @@ pub fn ipv6<C: Bytes>(ctx: &C, out: &mut MaybeUninit<Packet<V6>>) -> Result<(), 
         }
         next = h[0];
     }
-    if matches!(
-        next,
-        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
-    ) {
-        return Err(Skip6::Chain);
-    }
-    p.proto = next;
-    if next == PROTO_ICMPV6 {
-        // Type, code, checksum and 4 more bytes: every ICMPv6 message has them. (Not a 1-byte
-        // load: the compiler turns its bounds check into one the verifier cannot use.)
-        let h: [u8; 8] = ctx.load(off).ok_or(Skip6::Malformed)?;
-        if is_neighbor_discovery(h[0]) {
-            return Err(Skip6::Neighbor);
+    let u = if later_fragment {
+        Upper::NONE
+    } else {
+        if matches!(
+            next,
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
+        ) {
+            return Err(Skip6::Chain);
         }
+        if next == PROTO_ICMPV6 {
+            // Type, code, checksum and 4 more bytes: every ICMPv6 message has them. (Not a
+            // 1-byte load: the compiler turns its bounds check into one the verifier
+            // cannot use.)
+            let h: [u8; 8] = ctx.load(off).ok_or(Skip6::Malformed)?;
+            if is_neighbor_discovery(h[0]) {
+                return Err(Skip6::Neighbor);
+            }
+        }
+        upper::<V6, C>(ctx, next, off).ok_or(Skip6::Malformed)?
+    };
+    // SAFETY: every other field of `out`, written one by one (the addresses are written
+    // above): `out` is then a whole packet.
+    unsafe {
+        use core::ptr::addr_of_mut;
+        addr_of_mut!((*p).sport).write(u.sport);
+        addr_of_mut!((*p).dport).write(u.dport);
+        addr_of_mut!((*p).proto).write(next);
+        addr_of_mut!((*p).tcp_flags).write(u.tcp_flags);
+        addr_of_mut!((*p).later_fragment).write(later_fragment);
+        addr_of_mut!((*p).first_fragment).write(first_fragment);
+        addr_of_mut!((*p).frag_id).write(frag_id);
+        addr_of_mut!((*p).quote).write(u.quote);
     }
-    upper(ctx, p, off).ok_or(Skip6::Malformed)
+    Ok(())
 }
 
-/// The upper-layer header at `off`: ports (TCP, UDP, SCTP), the echo identifier or the
-/// quoted packet (this family's ICMP). Other protocols have no ports. `None` when
-/// truncated.
+/// What the upper-layer header says: ports, TCP flags, where an ICMP error's quote starts.
+struct Upper {
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+    quote: u16,
+}
+
+impl Upper {
+    const NONE: Self = Self {
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        quote: 0,
+    };
+}
+
+/// The upper-layer header of protocol `proto` at `off`: ports (TCP, UDP, SCTP), the echo
+/// identifier or the quoted packet's offset (this family's ICMP). Other protocols have no
+/// ports. `None` when truncated.
 #[inline(always)]
-fn upper<F: Family, C: Bytes>(ctx: &C, p: &mut Packet<F>, off: usize) -> Option<()> {
-    match p.proto {
+fn upper<F: Family, C: Bytes>(ctx: &C, proto: u8, off: usize) -> Option<Upper> {
+    let mut u = Upper::NONE;
+    match proto {
         PROTO_TCP => {
             let h: [u8; 14] = ctx.load(off)?;
-            p.sport = u16::from_ne_bytes([h[0], h[1]]);
-            p.dport = u16::from_ne_bytes([h[2], h[3]]);
-            p.tcp_flags = h[13];
+            u.sport = u16::from_ne_bytes([h[0], h[1]]);
+            u.dport = u16::from_ne_bytes([h[2], h[3]]);
+            u.tcp_flags = h[13];
         }
         PROTO_UDP | PROTO_SCTP => {
             let h: [u8; 4] = ctx.load(off)?;
-            p.sport = u16::from_ne_bytes([h[0], h[1]]);
-            p.dport = u16::from_ne_bytes([h[2], h[3]]);
+            u.sport = u16::from_ne_bytes([h[0], h[1]]);
+            u.dport = u16::from_ne_bytes([h[2], h[3]]);
         }
-        proto if proto == F::PROTO_ICMP => {
+        p if p == F::PROTO_ICMP => {
             let h: [u8; 8] = ctx.load(off)?;
             // Echo request and reply share their identifier: use it as both "ports" so a
             // reply's reversed tuple matches the request's.
             if F::icmp_echo(h[0]) {
                 let id = u16::from_ne_bytes([h[4], h[5]]);
-                p.sport = id;
-                p.dport = id;
+                u.sport = id;
+                u.dport = id;
             } else if F::icmp_error(h[0]) {
-                p.quote = (off + 8) as u16;
+                u.quote = (off + 8) as u16;
             }
         }
         _ => {}
     }
-    Some(())
+    Some(u)
 }
 
 /// The ports of a quoted packet's upper-layer header at `off`: TCP, UDP, SCTP ports or the

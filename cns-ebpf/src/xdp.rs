@@ -109,12 +109,14 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
             return xdp_action::XDP_PASS;
         }
     }
-    let deny_key = ((p.proto == PROTO_TCP || p.proto == PROTO_UDP)
-        && cfg.flags & CONFIG_NO_DENY_CACHE == 0)
-        .then(|| F::deny_key(&p.saddr, &p.daddr, p.dport, p.proto));
-    if let Some(k) = &deny_key
+    // The deny cache's key, built once, in place (for IPv6 a copy out of an `Option`
+    // would cost two more copies of the addresses).
+    let cacheable =
+        (p.proto == PROTO_TCP || p.proto == PROTO_UDP) && cfg.flags & CONFIG_NO_DENY_CACHE == 0;
+    let deny_key = F::deny_key(&p.saddr, &p.daddr, p.dport, p.proto);
+    if cacheable
         // SAFETY: a pointer into the map value, valid for this program run.
-        && let Some(d) = unsafe { F::deny_cache().get(k) }
+        && let Some(d) = unsafe { F::deny_cache().get(&deny_key) }
         && d.revision == revision
         && d.ifindex == ifindex
         && !policy::flags_audit(d.ep_flags, cfg)
@@ -151,10 +153,7 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     let count = if dropped { Some(ctx.frame_len()) } else { None };
     let slot = policy::record(cfg, ep, ifindex, DIR_INGRESS, p, &key, &d, count);
     if dropped {
-        if let Some(k) = &deny_key
-            && d.reason == REASON_POLICY_DENIED
-            && slot != NO_COUNTER
-        {
+        if cacheable && d.reason == REASON_POLICY_DENIED && slot != NO_COUNTER {
             let entry = DenyEntry {
                 revision,
                 ep_id: ep.ep_id,
@@ -168,7 +167,7 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
                 _pad: 0,
             };
             // A failed insert only means the next packet decides again.
-            _ = F::deny_cache().insert(k, &entry, 0);
+            _ = F::deny_cache().insert(&deny_key, &entry, 0);
         }
         stats::incr(STAT_XDP_DROPPED);
         xdp_action::XDP_DROP
