@@ -85,13 +85,16 @@ pub fn diff(desired: &MapContents, actual: &MapContents) -> Vec<MapOp> {
     diff_at(desired, actual, None)
 }
 
+/// How to upsert and delete an IP cache entry of one family.
+type RemoteOps<K> = (fn(K, Remote) -> MapOp, fn(K) -> MapOp);
+
 /// One IP cache entry of `desired` against `actual`, into `up` or `del`.
 fn diff_entry<K: Ord + Copy>(
     desired: &BTreeMap<K, Remote>,
     actual: &BTreeMap<K, Remote>,
     a: K,
     (up, del): (&mut Vec<MapOp>, &mut Vec<MapOp>),
-    (upsert, delete): (fn(K, Remote) -> MapOp, fn(K) -> MapOp),
+    (upsert, delete): RemoteOps<K>,
 ) {
     match (desired.get(&a), actual.get(&a)) {
         (Some(d), Some(x)) if d == x => {}

@@ -51,8 +51,7 @@ fn family_text(nets: &[IpNetwork]) -> String {
     let outer_start = start.checked_shr(host_bits).unwrap_or(0) << host_bits.min(127);
     let outer_start = if host_bits == 128 { 0 } else { outer_start };
     let outer_end = outer_start
-        .checked_add(1u128.checked_shl(host_bits).unwrap_or(u128::MAX))
-        .unwrap_or(u128::MAX)
+        .saturating_add(1u128.checked_shl(host_bits).unwrap_or(u128::MAX))
         .min(space_end(v6));
     let mut gaps = Vec::new();
     let mut pos = outer_start;
