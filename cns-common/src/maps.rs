@@ -23,6 +23,20 @@ pub type Ip6 = [u8; 16];
 /// Declares a map key/value type: `#[repr(C)]`, `Copy`, bytemuck on the user side, and its
 /// size checked at compile time so both sides agree.
 macro_rules! map_type {
+    // `align N`: the IPv6 keys, 4-byte aligned so that their 16-byte addresses are copied and
+    // compared a word at a time, not in the 2-byte steps their `u16` fields alone allow
+    // (the bytes, and so the map layout, are the same).
+    ($(#[$meta:meta])* pub struct $name:ident align 4 { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* } = $size:expr) => {
+        $(#[$meta])*
+        #[repr(C, align(4))]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(feature = "user", derive(Pod, Zeroable))]
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
+        const _: () = assert!(core::mem::size_of::<$name>() == $size);
+        #[cfg(feature = "user")]
+        // SAFETY: repr(C), no padding (proved by bytemuck's Pod derive), all bit patterns valid.
+        unsafe impl aya::Pod for $name {}
+    };
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* } = $size:expr) => {
         $(#[$meta])*
         #[repr(C)]
@@ -234,7 +248,7 @@ pub const CT_REPLY: u8 = 1;
 /// `LruHashMap<CtKey6, CtEntry>`: [`CONNTRACK`] for IPv6 (sized with it).
 pub const CONNTRACK6: &str = "CNS_CONNTRACK6";
 map_type! {
-    pub struct CtKey6 {
+    pub struct CtKey6 align 4 {
         pub saddr: Ip6,
         pub daddr: Ip6,
         /// Network-order ports (ICMPv6 echo: id in both).
@@ -293,7 +307,7 @@ map_type! {
 /// `LruHashMap<DenyKey6, DenyEntry>`: [`DENY_CACHE`] for IPv6 (sized with it).
 pub const DENY_CACHE6: &str = "CNS_DENY_CACHE6";
 map_type! {
-    pub struct DenyKey6 {
+    pub struct DenyKey6 align 4 {
         pub saddr: Ip6,
         pub daddr: Ip6,
         pub dport: u16,
@@ -330,7 +344,7 @@ map_type! {
 /// `LruHashMap<FragKey6, FragValue>`: [`FRAGMENTS`] for IPv6 (sized with it).
 pub const FRAGMENTS6: &str = "CNS_FRAGMENTS6";
 map_type! {
-    pub struct FragKey6 {
+    pub struct FragKey6 align 4 {
         pub saddr: Ip6,
         pub daddr: Ip6,
         /// The Fragment header's identification (network order).
