@@ -22,17 +22,7 @@ pub fn resolve(snapshot: &Snapshot, s: &str) -> Result<(PodAddrs, Option<ObjectR
             .iter()
             .find(|(_, p)| view::pod_is_active(p) && view::pod_addrs(p).contains(ip))
             .map(|(r, _)| r.clone());
-        let only = match ip {
-            IpAddr::V4(a) => PodAddrs {
-                v4: Some(a),
-                v6: None,
-            },
-            IpAddr::V6(a) => PodAddrs {
-                v4: None,
-                v6: Some(a),
-            },
-        };
-        return Ok((only, pod));
+        return Ok((PodAddrs::from(ip), pod));
     }
     let Some((ns, name)) = s.split_once('/') else {
         return Err(format!("{s:?} is neither NAMESPACE/POD nor an IP address"));

@@ -60,6 +60,22 @@ impl PodAddrs {
     }
 }
 
+impl From<IpAddr> for PodAddrs {
+    /// One address (of its family).
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(a) => Self {
+                v4: Some(a),
+                v6: None,
+            },
+            IpAddr::V6(a) => Self {
+                v4: None,
+                v6: Some(a),
+            },
+        }
+    }
+}
+
 /// `net` with its host bits cleared.
 pub fn masked(net: IpNetwork) -> IpNetwork {
     IpNetwork::new(net.network(), net.prefix()).unwrap_or(net)

@@ -482,21 +482,12 @@ pub fn tcp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8
     p
 }
 
-/// A 74-byte Ethernet + IPv6 + TCP frame.
+/// An 84-byte Ethernet + IPv6 + TCP frame (the test packets' builders, 10 bytes of payload as
+/// [`tcp_frame`]).
 pub fn tcp_frame6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let payload = 10usize;
-    let mut p = vec![0u8; 12];
-    p.extend_from_slice(&[0x86, 0xdd]);
-    p.extend_from_slice(&[0x60, 0, 0, 0]);
-    p.extend_from_slice(&((20 + payload) as u16).to_be_bytes());
-    p.extend_from_slice(&[6, 64]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    p.extend(std::iter::repeat_n(0u8, payload));
-    p
+    let mut l4 = crate::packets::tcp(sport, dport, flags);
+    l4.extend([0u8; 10]);
+    crate::packets::ipv6(src.octets(), dst.octets(), &[], crate::packets::TCP, &l4)
 }
 
 /// A TCP frame between `src` and `dst` (both of one family).
