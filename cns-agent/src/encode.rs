@@ -232,10 +232,7 @@ fn encode_local(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>, out: &m
     }
     for (rule, policy_id) in &desired.rules {
         for key in policy_keys(rule) {
-            let value = PolicyValue {
-                policy_id: *policy_id,
-                _pad: 0,
-            };
+            let value = PolicyValue::allow(*policy_id);
             out.policy
                 .entry(key)
                 .and_modify(|v| {

@@ -18,7 +18,7 @@ pub mod maps;
 /// beside the old ones, fills them, then swaps its programs in atomically (no gap), and
 /// removes the old directory. Bump it whenever a key, value, default capacity or map type
 /// changes; the fingerprint test in `maps` fails until you do.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Direction of traffic, seen from the local pod (endpoint).
 pub const DIR_INGRESS: u8 = 0;
@@ -54,6 +54,10 @@ pub const REASON_RELATED: u8 = 11;
 /// The programs are attached to an interface the endpoint map does not know (its entry
 /// could not be written, e.g. the map is full): fail closed in blocking mode.
 pub const REASON_NO_ENDPOINT: u8 = 12;
+/// Denied by an Admin-tier ClusterNetworkPolicy rule (the policy id names it).
+pub const REASON_ADMIN_DENIED: u8 = 13;
+/// Denied by a Baseline-tier ClusterNetworkPolicy rule (the policy id names it).
+pub const REASON_BASELINE_DENIED: u8 = 14;
 
 /// Reserved identities. Pod identities (namespace + labels) start at [`IDENTITY_FIRST_POD`].
 pub const IDENTITY_UNKNOWN: u32 = 0;

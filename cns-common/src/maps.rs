@@ -100,14 +100,19 @@ pub const EP_EGRESS_ISOLATED: u16 = 2;
 /// The endpoint's own audit setting overrides the global one (see `EP_AUDIT_ON`).
 pub const EP_AUDIT_OVERRIDE: u16 = 4;
 pub const EP_AUDIT_ON: u16 = 8;
-/// Some rule of the endpoint has a port range that is not one port or all ports: policy
-/// lookups that miss [`POLICY_EXACT`] go on to the [`POLICY`] trie.
+/// Some rule of the endpoint has a port range that is not one port or all ports: a policy
+/// lookup that misses the exact port in [`POLICY_EXACT`] takes the longest match in the
+/// [`POLICY`] trie (a range is more specific than its protocol's and any protocol's entry).
 pub const EP_PORT_RANGES: u16 = 16;
 /// Some rule of the endpoint allows all ports of a protocol: worth a lookup with port 0.
 pub const EP_PROTO_RULES: u16 = 32;
 /// Some rule of the endpoint allows any protocol: worth a lookup with protocol 0. (Without
 /// these two flags, a packet no rule allows costs one hash lookup per identity, not three.)
 pub const EP_ANY_PROTO_RULES: u16 = 64;
+/// Some ClusterNetworkPolicy selects the endpoint in this direction: a new flow looks up
+/// both its remote's identity and address and [`resolve`]s the tiers, isolated or not.
+pub const EP_INGRESS_TIERED: u16 = 128;
+pub const EP_EGRESS_TIERED: u16 = 256;
 
 /// `HashMap<u32 ip, u32 ifindex>`: the local pods by address (network order), each with the
 /// ifindex of its host-side veth, i.e. its key in [`ENDPOINTS`]. Lets the XDP program on the
@@ -190,11 +195,134 @@ pub const POLICY_PREFIX_ANY_PROTO: u32 = 72;
 pub const POLICY_PREFIX_PROTO: u32 = 80;
 pub const POLICY_PREFIX_FULL: u32 = 96;
 map_type! {
+    /// What one (endpoint, direction, remote identity, protocol and port) key says in each
+    /// tier; [`resolve`] turns the entries found for a packet into its verdict. The agent
+    /// resolves overlapping rules at compile time, so the longest match is the whole answer
+    /// for its key.
     pub struct PolicyValue {
-        /// Index of the policy that allows this (the agent maps it back to a name).
+        /// The NetworkPolicy that allows this (the agent maps it back to a name);
+        /// [`NO_POLICY`] when none does.
         pub policy_id: u32,
-        pub _pad: u32,
-    } = 8
+        /// The first Admin-tier ClusterNetworkPolicy rule that matches, by precedence (lower
+        /// first); [`NO_RULE`] when none does.
+        pub admin: u32,
+        /// The first Baseline-tier rule that matches; [`NO_RULE`] when none does.
+        pub baseline: u32,
+        /// `ACTION_*` of `admin` and of `baseline`.
+        pub admin_action: u8,
+        pub baseline_action: u8,
+        pub _pad: [u8; 2],
+    } = 16
+}
+pub const NO_POLICY: u32 = u32::MAX;
+pub const NO_RULE: u32 = u32::MAX;
+pub const ACTION_NONE: u8 = 0;
+pub const ACTION_ACCEPT: u8 = 1;
+pub const ACTION_DENY: u8 = 2;
+pub const ACTION_PASS: u8 = 3;
+/// A ClusterNetworkPolicy rule as a policy id (events, conntrack entries): the tier bit
+/// and the rule's precedence (`RULE_RANK_MASK`); NetworkPolicy ids stay below
+/// [`RULE_ADMIN`].
+pub const RULE_ADMIN: u32 = 0x8000_0000;
+pub const RULE_BASELINE: u32 = 0xC000_0000;
+pub const RULE_RANK_MASK: u32 = 0x3FFF_FFFF;
+
+impl PolicyValue {
+    /// No rule of any tier: what a key without an entry says.
+    pub const EMPTY: PolicyValue = PolicyValue {
+        policy_id: NO_POLICY,
+        admin: NO_RULE,
+        baseline: NO_RULE,
+        admin_action: ACTION_NONE,
+        baseline_action: ACTION_NONE,
+        _pad: [0; 2],
+    };
+
+    /// Allowed by NetworkPolicy `policy_id`, no ClusterNetworkPolicy rule.
+    pub const fn allow(policy_id: u32) -> PolicyValue {
+        PolicyValue {
+            policy_id,
+            ..PolicyValue::EMPTY
+        }
+    }
+}
+
+/// A packet's verdict from its policy entries, before audit mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub allowed: bool,
+    /// `REASON_*`.
+    pub reason: u8,
+    /// The deciding NetworkPolicy or ClusterNetworkPolicy rule (`RULE_*`), or [`NO_POLICY`].
+    pub policy_id: u32,
+}
+
+/// The tiers, in order, for an endpoint's packet whose remote matched `a` (by identity)
+/// and `b` (by address; [`PolicyValue::EMPTY`] for no entry): the first Admin rule of
+/// either (Accept or Deny decides, Pass goes on); then NetworkPolicy, which decides when
+/// the endpoint is `isolated` in this direction; then the first Baseline rule; then allow.
+#[inline(always)]
+pub fn resolve(isolated: bool, a: &PolicyValue, b: &PolicyValue) -> Resolved {
+    let (rank, action) = if a.admin <= b.admin {
+        (a.admin, a.admin_action)
+    } else {
+        (b.admin, b.admin_action)
+    };
+    if action == ACTION_ACCEPT {
+        return Resolved {
+            allowed: true,
+            reason: crate::REASON_POLICY_ALLOWED,
+            policy_id: RULE_ADMIN | (rank & RULE_RANK_MASK),
+        };
+    }
+    if action == ACTION_DENY {
+        return Resolved {
+            allowed: false,
+            reason: crate::REASON_ADMIN_DENIED,
+            policy_id: RULE_ADMIN | (rank & RULE_RANK_MASK),
+        };
+    }
+    if isolated {
+        let id = if a.policy_id <= b.policy_id {
+            a.policy_id
+        } else {
+            b.policy_id
+        };
+        return Resolved {
+            allowed: id != NO_POLICY,
+            reason: if id != NO_POLICY {
+                crate::REASON_POLICY_ALLOWED
+            } else {
+                crate::REASON_POLICY_DENIED
+            },
+            policy_id: id,
+        };
+    }
+    let (rank, action) = if a.baseline <= b.baseline {
+        (a.baseline, a.baseline_action)
+    } else {
+        (b.baseline, b.baseline_action)
+    };
+    let policy_id = RULE_BASELINE | (rank & RULE_RANK_MASK);
+    if action == ACTION_ACCEPT {
+        Resolved {
+            allowed: true,
+            reason: crate::REASON_POLICY_ALLOWED,
+            policy_id,
+        }
+    } else if action == ACTION_DENY {
+        Resolved {
+            allowed: false,
+            reason: crate::REASON_BASELINE_DENIED,
+            policy_id,
+        }
+    } else {
+        Resolved {
+            allowed: true,
+            reason: crate::REASON_NOT_ISOLATED,
+            policy_id: NO_POLICY,
+        }
+    }
 }
 
 /// `LruHashMap<CtKey, CtEntry>`: connection tracking. An allowed flow gets two entries: the
@@ -576,7 +704,7 @@ mod tests {
                 });
         assert_eq!(
             (crate::LAYOUT_VERSION, fingerprint),
-            (6, FINGERPRINT_V6),
+            (7, FINGERPRINT_V7),
             "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
         );
     }
@@ -588,5 +716,6 @@ mod tests {
     /// v5: `CNS_DENY_CACHE` (the XDP program's deny cache).
     /// v6: IPv6: the `*6` maps, the endpoint's IPv6 address, 16-byte event addresses and
     /// the event's family.
-    const FINGERPRINT_V6: u64 = 14_150_015_717_104_734_857;
+    /// v7: ClusterNetworkPolicy: a policy value holds each tier's rule and action.
+    const FINGERPRINT_V7: u64 = 8_908_476_982_125_267_497;
 }

@@ -490,10 +490,7 @@ fn reference_floors_load_and_take_their_paths() {
         proto: TCP,
         port: 80u16.to_be_bytes(),
     };
-    let value = PolicyValue {
-        policy_id: 7,
-        _pad: 0,
-    };
+    let value = PolicyValue::allow(7);
     floors
         .set_policy([(&key(DIR_INGRESS), &value), (&key(DIR_EGRESS), &value)])
         .unwrap();
