@@ -16,7 +16,10 @@ pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cns_common::IDENTITY_CIDR_BASE;
+use cns_common::{
+    IDENTITY_CIDR_BASE,
+    maps::{RULE_ADMIN, RULE_BASELINE},
+};
 use ipnetwork::IpNetwork;
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec},
@@ -32,7 +35,7 @@ use crate::policy::{
     incremental::compile,
     model::{
         Allocations, Desired, Direction, IdentityKey, NodeContext, ObjectRef, PortMatch, Protocol,
-        Snapshot,
+        RuleValue, Snapshot,
     },
     view,
 };
@@ -121,6 +124,32 @@ pub fn endpoint_states(desired: &Desired) -> BTreeMap<ObjectRef, EndpointState> 
             .cloned()
             .unwrap_or_else(|| format!("policy-id:{id}"))
     };
+    // Every policy and rule a value names: the allowing NetworkPolicy, the first rule of
+    // each tier (with its action).
+    let names_of = |dir: Direction, v: &RuleValue| -> Vec<String> {
+        let rule = |id: u32, tier: &str| {
+            desired.cluster_rules.get(&(dir, id)).map_or_else(
+                || format!("{tier}-rule-id:{id}"),
+                |n| {
+                    format!(
+                        "ClusterNetworkPolicy/{} rule {} ({:?})",
+                        n.policy, n.rule, n.action
+                    )
+                },
+            )
+        };
+        let mut out = Vec::new();
+        if let Some(t) = v.admin {
+            out.push(rule(RULE_ADMIN | t.rank, "admin"));
+        }
+        if let Some(id) = v.allow {
+            out.push(policy_name(id));
+        }
+        if let Some(t) = v.baseline {
+            out.push(rule(RULE_BASELINE | t.rank, "baseline"));
+        }
+        out
+    };
     let pods: BTreeMap<u32, &ObjectRef> = desired
         .endpoints
         .iter()
@@ -149,7 +178,7 @@ pub fn endpoint_states(desired: &Desired) -> BTreeMap<ObjectRef, EndpointState> 
     // ipBlock-set rules and prefixes, per (endpoint, direction), resolved below.
     type Sets = BTreeMap<PortMatch, (BTreeSet<u32>, BTreeSet<String>)>;
     let mut sets: BTreeMap<(u32, Direction), Sets> = BTreeMap::new();
-    for (key, &policy) in &desired.rules {
+    for (key, policy) in &desired.rules {
         if key.identity >= IDENTITY_CIDR_BASE {
             let (ids, names) = sets
                 .entry((key.ep_id, key.dir))
@@ -157,7 +186,7 @@ pub fn endpoint_states(desired: &Desired) -> BTreeMap<ObjectRef, EndpointState> 
                 .entry(key.ports)
                 .or_default();
             ids.insert(key.identity);
-            names.insert(policy_name(policy));
+            names.extend(names_of(key.dir, policy));
             continue;
         }
         let Some(state) = pods.get(&key.ep_id).and_then(|r| out.get_mut(*r)) else {
@@ -175,7 +204,7 @@ pub fn endpoint_states(desired: &Desired) -> BTreeMap<ObjectRef, EndpointState> 
         dir.rules
             .entry((peer, key.ports))
             .or_default()
-            .insert(policy_name(policy));
+            .extend(names_of(key.dir, policy));
     }
     // Per endpoint, direction and family (ranges never mix families).
     let mut prefixes: BTreeMap<(u32, Direction, bool), Vec<(IpNetwork, u32)>> = BTreeMap::new();
@@ -274,12 +303,20 @@ pub fn combine(current: &Snapshot, dir: Snapshot, apply: Apply) -> Snapshot {
                 dir.pods
             },
             policies: dir.policies,
+            cluster_policies: dir.cluster_policies,
+            nodes: if dir.nodes.is_empty() {
+                current.nodes.clone()
+            } else {
+                dir.nodes
+            },
         },
         Apply::Merge => {
             let mut out = current.clone();
             out.namespaces.extend(dir.namespaces);
             out.pods.extend(dir.pods);
             out.policies.extend(dir.policies);
+            out.cluster_policies.extend(dir.cluster_policies);
+            out.nodes.extend(dir.nodes);
             out
         }
     }

@@ -10,10 +10,11 @@ use std::{
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, PROTO_ANY,
     maps::{
-        CIDR_PREFIX_BASE, CidrKey, CidrKey6, EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE,
-        EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Ip6,
-        POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO, PolicyKey, PolicyValue,
-        Remote,
+        ACTION_ACCEPT, ACTION_DENY, ACTION_NONE, ACTION_PASS, CIDR_PREFIX_BASE, CidrKey, CidrKey6,
+        EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED, EP_EGRESS_TIERED,
+        EP_INGRESS_ISOLATED, EP_INGRESS_TIERED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Ip6,
+        NO_POLICY, NO_RULE, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO,
+        PolicyKey, PolicyValue, Remote,
     },
 };
 
@@ -21,6 +22,7 @@ use crate::{
     map_sizes::MapSizes,
     policy::{
         AuditMode,
+        cluster::Action,
         model::{self, Desired, Direction, LocalEndpoint, ObjectRef, RuleKey},
     },
 };
@@ -230,17 +232,12 @@ fn encode_local(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>, out: &m
             }
         }
     }
-    for (rule, policy_id) in &desired.rules {
+    for (rule, value) in &desired.rules {
         for key in policy_keys(rule) {
-            let value = PolicyValue::allow(*policy_id);
             out.policy
                 .entry(key)
-                .and_modify(|v| {
-                    if v.policy_id > value.policy_id {
-                        *v = value;
-                    }
-                })
-                .or_insert(value);
+                .and_modify(|v| *v = policy_value(&v.merge(*value)))
+                .or_insert(policy_value(value));
         }
     }
     // Which kinds of entries each endpoint has, so the datapath looks up only those: all
@@ -289,6 +286,12 @@ pub fn in_policy_exact(prefix_len: u32) -> bool {
 
 pub fn endpoint(ep: &LocalEndpoint) -> Endpoint {
     let mut flags = 0;
+    if ep.ingress_tiered {
+        flags |= EP_INGRESS_TIERED;
+    }
+    if ep.egress_tiered {
+        flags |= EP_EGRESS_TIERED;
+    }
     if ep.ingress_isolated {
         flags |= EP_INGRESS_ISOLATED;
     }
@@ -307,6 +310,60 @@ pub fn endpoint(ep: &LocalEndpoint) -> Endpoint {
         ns_id: ep.ns_id,
         flags,
         ip6: ep.addrs.v6.map_or([0; 16], addr6),
+    }
+}
+
+/// A rule's value as the datapath holds it.
+pub fn policy_value(v: &model::RuleValue) -> PolicyValue {
+    let tier = |t: Option<model::TierRule>| match t {
+        Some(t) => (t.rank, action(t.action)),
+        None => (NO_RULE, ACTION_NONE),
+    };
+    let (admin, admin_action) = tier(v.admin);
+    let (baseline, baseline_action) = tier(v.baseline);
+    PolicyValue {
+        policy_id: v.allow.unwrap_or(NO_POLICY),
+        admin,
+        baseline,
+        admin_action,
+        baseline_action,
+        _pad: [0; 2],
+    }
+}
+
+/// The inverse of [`policy_value`] (what a map entry says).
+pub fn rule_value(v: &PolicyValue) -> model::RuleValue {
+    let tier = |rank: u32, a: u8| {
+        let action = match a {
+            ACTION_ACCEPT => Action::Accept,
+            ACTION_DENY => Action::Deny,
+            ACTION_PASS => Action::Pass,
+            _ => return None,
+        };
+        (rank != NO_RULE).then_some(model::TierRule { rank, action })
+    };
+    model::RuleValue {
+        admin: tier(v.admin, v.admin_action),
+        allow: (v.policy_id != NO_POLICY).then_some(v.policy_id),
+        baseline: tier(v.baseline, v.baseline_action),
+    }
+}
+
+fn action(a: Action) -> u8 {
+    match a {
+        Action::Accept => ACTION_ACCEPT,
+        Action::Deny => ACTION_DENY,
+        Action::Pass => ACTION_PASS,
+    }
+}
+
+trait Merge {
+    fn merge(&self, other: model::RuleValue) -> model::RuleValue;
+}
+
+impl Merge for PolicyValue {
+    fn merge(&self, other: model::RuleValue) -> model::RuleValue {
+        rule_value(self).merge(other)
     }
 }
 

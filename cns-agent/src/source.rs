@@ -15,7 +15,7 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Pod},
+    core::v1::{Namespace, Node, Pod},
     networking::v1::NetworkPolicy,
 };
 use serde::Serialize;
@@ -29,7 +29,8 @@ use held::HeldStore;
 pub use manifests::ManifestSource;
 
 use crate::policy::{
-    model::{ObjectRef, PodInfo, Snapshot, SnapshotUpdate, intern},
+    cluster::{self, validate_cluster_policy},
+    model::{ClusterNetworkPolicy, NodeInfo, ObjectRef, PodInfo, Snapshot, SnapshotUpdate, intern},
     validate::{FieldError, validate_namespace, validate_pod, validate_policy},
 };
 
@@ -40,6 +41,18 @@ pub enum Kind {
     Namespace,
     Pod,
     NetworkPolicy,
+    ClusterNetworkPolicy,
+    Node,
+}
+
+impl Kind {
+    /// Whether its objects are cluster-scoped (no namespace).
+    pub fn cluster_scoped(&self) -> bool {
+        matches!(
+            self,
+            Kind::Namespace | Kind::ClusterNetworkPolicy | Kind::Node
+        )
+    }
 }
 
 /// Kind, namespace (empty for namespaces) and name; the strings are the ones the
@@ -77,6 +90,9 @@ pub enum Object {
     /// Validated as a `Pod`, kept as what the agent reads of it.
     Pod(Arc<PodInfo>),
     NetworkPolicy(Arc<NetworkPolicy>),
+    ClusterNetworkPolicy(Arc<ClusterNetworkPolicy>),
+    /// Validated as a `Node`, kept as what the agent reads of it.
+    Node(Arc<NodeInfo>),
 }
 
 /// A problem with the input, and where it is.
@@ -184,17 +200,24 @@ impl LastGood {
         let mut all: Vec<&(Arc<ObjectKey>, Object)> = self.by_file.values().flatten().collect();
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (mut namespaces, mut pods, mut policies) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut cluster_policies, mut nodes) = (Vec::new(), Vec::new());
         for (key, obj) in all {
             match obj {
                 Object::Namespace(ns) => namespaces.push((key.name.to_string(), ns.clone())),
                 Object::Pod(pod) => pods.push((key.object_ref(), pod.clone())),
                 Object::NetworkPolicy(np) => policies.push((key.object_ref(), np.clone())),
+                Object::ClusterNetworkPolicy(cnp) => {
+                    cluster_policies.push((key.name.clone(), cnp.clone()))
+                }
+                Object::Node(node) => nodes.push((key.name.clone(), node.clone())),
             }
         }
         Snapshot {
             namespaces: namespaces.into_iter().collect(),
             pods: pods.into_iter().collect(),
             policies: policies.into_iter().collect(),
+            cluster_policies: cluster_policies.into_iter().collect(),
+            nodes: nodes.into_iter().collect(),
         }
     }
 
@@ -590,13 +613,17 @@ fn parse_object(
         Some("Namespace") => Kind::Namespace,
         Some("Pod") => Kind::Pod,
         Some("NetworkPolicy") => Kind::NetworkPolicy,
+        Some(cluster::KIND) => Kind::ClusterNetworkPolicy,
+        Some("Node") => Kind::Node,
         Some(other) => {
             return Err(bad(
                 None,
                 format!("{doc_name} ({other} {})", name.unwrap_or_default()),
                 Some("kind"),
                 bounded(
-                    format!("unsupported kind {other:?}: expected Namespace, Pod or NetworkPolicy"),
+                    format!(
+                        "unsupported kind {other:?}: expected Namespace, Pod, NetworkPolicy, ClusterNetworkPolicy or Node"
+                    ),
                     MAX_PART_BYTES,
                 ),
             ));
@@ -612,7 +639,7 @@ fn parse_object(
         ));
     };
     let namespace = match kind {
-        Kind::Namespace => String::new(),
+        ref k if k.cluster_scoped() => String::new(),
         _ => str_at("/metadata/namespace").unwrap_or_else(|| "default".into()),
     };
     let key = ObjectKey {
@@ -654,6 +681,15 @@ fn parse_object(
             np.metadata.namespace = Some(namespace.clone());
             let errs = validate_policy(&np);
             (Object::NetworkPolicy(Arc::new(np)), errs)
+        }
+        Kind::ClusterNetworkPolicy => {
+            let cnp: ClusterNetworkPolicy = decode(doc, &mut unknown).map_err(typed)?;
+            let errs = validate_cluster_policy(&cnp);
+            (Object::ClusterNetworkPolicy(Arc::new(cnp)), errs)
+        }
+        Kind::Node => {
+            let node: Node = decode(doc, &mut unknown).map_err(typed)?;
+            (Object::Node(Arc::new(NodeInfo::from(&node))), Vec::new())
         }
     };
     let field_errors: Vec<FieldError> = unknown
@@ -719,8 +755,8 @@ fn refuses_unknown(kind: &Kind, field: &str) -> bool {
                 .is_some_and(|rest| rest.starts_with(['.', '[']))
     };
     match kind {
-        Kind::NetworkPolicy => !under("status"),
-        Kind::Namespace | Kind::Pod => under("metadata"),
+        Kind::NetworkPolicy | Kind::ClusterNetworkPolicy => !under("status"),
+        Kind::Namespace | Kind::Pod | Kind::Node => under("metadata"),
     }
 }
 

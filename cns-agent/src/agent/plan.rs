@@ -156,6 +156,8 @@ mod tests {
                 ns_id: 16,
                 ingress_isolated: false,
                 egress_isolated: false,
+                ingress_tiered: false,
+                egress_tiered: false,
                 audit_override: None,
             },
         );

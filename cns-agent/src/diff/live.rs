@@ -80,6 +80,7 @@ impl LiveState {
                 .collect(),
             pods: flatten(self.pods, |pod| PodInfo::from(&pod)),
             policies: flatten(self.policies, |np| np),
+            ..Snapshot::default()
         };
         let node = NodeContext {
             node_name: self.node_name,

@@ -209,6 +209,7 @@ pub fn to_state_of(
         namespaces: values(&last.namespaces),
         pods: values(&last.pods),
         policies: values(&last.policies),
+        ..Snapshot::default()
     };
     SourceState {
         update: SnapshotUpdate::Full(snapshot),
@@ -334,6 +335,8 @@ fn apply(
                     changes.policies.push((key, change));
                 }
             }
+            // Not watched yet.
+            Kind::ClusterNetworkPolicy | Kind::Node => {}
         }
     }
     last.mode = audit_mode(config, last);
@@ -915,6 +918,7 @@ mod tests {
                             .push(policy(&key.namespace, &key.name, &cidr));
                     }
                 }
+                Kind::ClusterNetworkPolicy | Kind::Node => unreachable!("not drawn"),
             }
             (kind, key)
         }

@@ -20,28 +20,28 @@ use ipnetwork::IpNetwork;
 
 use super::{
     addr::{covers, host},
-    model::PortMatch,
+    model::{PortMatch, RuleValue},
     view::Block,
 };
 
-/// Addresses of `block` admitted on `ports` by policy id `policy`.
+/// What the rules say of the addresses of `block` on `ports`.
 #[derive(Clone, Debug)]
 pub struct BlockGrant {
     pub block: Block,
     pub ports: PortMatch,
-    pub policy: u32,
+    pub policy: RuleValue,
 }
 
-/// The single address `ip` admitted on `ports` by policy id `policy`.
+/// What the rules say of the single address `ip` on `ports`.
 #[derive(Clone, Debug)]
 pub struct AddrGrant {
     pub ip: IpAddr,
     pub ports: PortMatch,
-    pub policy: u32,
+    pub policy: RuleValue,
 }
 
-/// What a prefix admits: each port match with the smallest policy id admitting it.
-pub type Admits = BTreeMap<PortMatch, u32>;
+/// What the rules say of a prefix: each port match with everything said of it, merged.
+pub type Admits = BTreeMap<PortMatch, RuleValue>;
 
 /// The partition: each prefix with the index of its set in `sets`; sets are distinct and
 /// numbered in prefix order.
@@ -63,9 +63,9 @@ pub fn partition(blocks: &[BlockGrant], addrs: &[AddrGrant]) -> Partition {
         .iter()
         .map(|&p| {
             let mut set = Admits::new();
-            let mut add = |ports: PortMatch, policy: u32| {
+            let mut add = |ports: PortMatch, policy: RuleValue| {
                 let e = set.entry(ports).or_insert(policy);
-                *e = (*e).min(policy);
+                *e = e.merge(policy);
             };
             for g in blocks {
                 if covers(g.block.net, p) && !g.block.excepts.iter().any(|e| covers(*e, p)) {
@@ -111,6 +111,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn admits<const N: usize>(entries: [(PortMatch, u32); N]) -> Admits {
+        entries
+            .into_iter()
+            .map(|(m, p)| (m, RuleValue::allow(p)))
+            .collect()
+    }
+
     fn block(cidr: &str, excepts: &[&str], ports: PortMatch, policy: u32) -> BlockGrant {
         BlockGrant {
             block: Block {
@@ -118,7 +125,7 @@ mod tests {
                 excepts: excepts.iter().map(|e| net(e)).collect(),
             },
             ports,
-            policy,
+            policy: RuleValue::allow(policy),
         }
     }
 
@@ -144,7 +151,7 @@ mod tests {
     #[test]
     fn except_carves_a_hole() {
         let p = partition(&[block("10.0.0.0/8", &["10.1.0.0/16"], ALL, 1)], &[]);
-        assert_eq!(lookup(&p, "10.2.3.4"), Some(Admits::from([(ALL, 1)])));
+        assert_eq!(lookup(&p, "10.2.3.4"), Some(admits([(ALL, 1)])));
         assert_eq!(lookup(&p, "10.1.3.4"), Some(Admits::new()));
         assert_eq!(lookup(&p, "11.0.0.1"), None);
         assert_eq!(p.sets.len(), 2);
@@ -160,9 +167,9 @@ mod tests {
             ],
             &[],
         );
-        assert_eq!(lookup(&p, "10.1.0.9"), Some(Admits::from([(ALL, 2)])));
-        assert_eq!(lookup(&p, "10.2.0.9"), Some(Admits::from([(ALL, 1)])));
-        assert_eq!(lookup(&p, "10.200.0.9"), Some(Admits::from([(ALL, 1)])));
+        assert_eq!(lookup(&p, "10.1.0.9"), Some(admits([(ALL, 2)])));
+        assert_eq!(lookup(&p, "10.2.0.9"), Some(admits([(ALL, 1)])));
+        assert_eq!(lookup(&p, "10.200.0.9"), Some(admits([(ALL, 1)])));
     }
 
     #[test]
@@ -182,14 +189,11 @@ mod tests {
             &[AddrGrant {
                 ip: "10.0.0.7".parse().unwrap(),
                 ports: TCP80,
-                policy: 1,
+                policy: RuleValue::allow(1),
             }],
         );
-        assert_eq!(
-            lookup(&p, "10.0.0.7"),
-            Some(Admits::from([(ALL, 3), (TCP80, 1)]))
-        );
-        assert_eq!(lookup(&p, "10.0.0.8"), Some(Admits::from([(ALL, 3)])));
+        assert_eq!(lookup(&p, "10.0.0.7"), Some(admits([(ALL, 3), (TCP80, 1)])));
+        assert_eq!(lookup(&p, "10.0.0.8"), Some(admits([(ALL, 3)])));
     }
 
     #[test]

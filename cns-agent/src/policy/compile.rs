@@ -22,17 +22,24 @@ use std::{
 use cns_common::IDENTITY_CIDR_BASE;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use ipnetwork::IpNetwork;
+
 use super::{
+    addr::{host, masked},
     cidr::{AddrGrant, BlockGrant, partition},
+    cluster::{Action, ClusterPeer, ClusterPort, ClusterPorts, Tier},
     index::Index,
     mode::{self, AuditMode},
     model::{
-        Allocations, CidrKey, Direction, LocalEndpoint, ObjectRef, PodInfo, PortMatch, PortRange,
-        Protocol, RuleKey, Snapshot,
+        Allocations, CidrKey, ClusterRuleName, Direction, LocalEndpoint, ObjectRef, PodInfo,
+        PortMatch, PortRange, Protocol, RuleKey, RuleValue, Snapshot, TierRule,
     },
+    ports::resolve as resolve_ports,
     select::Selections,
+    selector::{matches, pod_labels},
+    tiers::{self, Ranked},
     view::{
-        Peer, PortSpec, isolating_policies, named_port_numbers, pod_addrs, policy_rules,
+        Block, Peer, PortSpec, isolating_policies, named_port_numbers, pod_addrs, policy_rules,
         rule_peers, rule_ports,
     },
 };
@@ -41,7 +48,8 @@ use super::{
 pub(super) struct Local {
     pub endpoints: BTreeMap<ObjectRef, LocalEndpoint>,
     pub cidrs: BTreeMap<CidrKey, u32>,
-    pub rules: BTreeMap<RuleKey, u32>,
+    pub rules: BTreeMap<RuleKey, RuleValue>,
+    pub cluster_rules: BTreeMap<(Direction, u32), ClusterRuleName>,
     /// Some rule read destination pods' named ports (so any pod change may change it).
     pub uses_members: bool,
 }
@@ -68,8 +76,10 @@ pub(super) fn local(
         endpoints: BTreeMap::new(),
         cidrs: BTreeMap::new(),
         rules: BTreeMap::new(),
+        cluster_rules: BTreeMap::new(),
         uses_members: false,
     };
+    let ranked = tiers::ranked(snapshot);
     for (r, &ep_id) in &alloc.endpoints {
         let Some(pod) = snapshot.pods.get(r) else {
             continue;
@@ -83,6 +93,14 @@ pub(super) fn local(
             continue;
         };
         let isolated = |dir| isolating_policies(snapshot, r, pod, dir).next().is_some();
+        let selecting: Vec<&Ranked<'_>> = match index.ns_labels.get(&*r.namespace) {
+            Some(ns) => ranked
+                .iter()
+                .filter(|p| p.selects(ns, pod_labels(pod)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let tiered = |dir| selecting.iter().any(|p| !p.policy.rules(dir).is_empty());
         let ep = LocalEndpoint {
             ep_id,
             addrs,
@@ -94,26 +112,34 @@ pub(super) fn local(
                 .unwrap_or_default(),
             ingress_isolated: isolated(Direction::Ingress),
             egress_isolated: isolated(Direction::Egress),
+            ingress_tiered: tiered(Direction::Ingress),
+            egress_tiered: tiered(Direction::Egress),
             audit_override: mode::namespace_override(
                 overrides.get(&*r.namespace).copied(),
                 audit_override(snapshot, &r.namespace),
             ),
         };
         for dir in [Direction::Ingress, Direction::Egress] {
-            let on = match dir {
-                Direction::Ingress => ep.ingress_isolated,
-                Direction::Egress => ep.egress_isolated,
+            let (isolated, tiered) = match dir {
+                Direction::Ingress => (ep.ingress_isolated, ep.ingress_tiered),
+                Direction::Egress => (ep.egress_isolated, ep.egress_tiered),
             };
-            if on {
+            if isolated || tiered {
                 let mut eo = EndpointOut {
                     ep_id,
                     dir,
-                    rules: &mut out.rules,
+                    rules: BTreeMap::new(),
                     blocks: Vec::new(),
                     addrs: Vec::new(),
+                    _out: std::marker::PhantomData,
                 };
-                cluster.endpoint_rules(r, pod, &mut eo);
-                eo.finish(&mut out.cidrs);
+                if isolated {
+                    cluster.endpoint_rules(r, pod, &mut eo);
+                }
+                for p in &selecting {
+                    cluster.cluster_rules(pod, p, &mut eo, &mut out.cluster_rules);
+                }
+                eo.finish(&mut out.cidrs, &mut out.rules);
             }
         }
         out.endpoints.insert(r.clone(), ep);
@@ -176,8 +202,89 @@ impl Cluster<'_> {
                 let ports = rule_ports(&rule);
                 for peer in rule_peers(&rule) {
                     for spec in &ports {
-                        self.grant(&pr.namespace, pod, policy, &peer, spec, out);
+                        let allow = RuleValue::allow(policy);
+                        self.grant(&pr.namespace, pod, allow, &peer, spec, out);
                     }
+                }
+            }
+        }
+    }
+
+    /// Collects what the rules of ClusterNetworkPolicy `p` (which selects endpoint `pod`)
+    /// say in `out.dir`, and names them in `names`.
+    fn cluster_rules(
+        &self,
+        pod: &PodInfo,
+        p: &Ranked<'_>,
+        out: &mut EndpointOut<'_>,
+        names: &mut BTreeMap<(Direction, u32), ClusterRuleName>,
+    ) {
+        for rule in p.policy.rules(out.dir) {
+            let t = TierRule {
+                rank: p.rank(rule.index),
+                action: rule.action,
+            };
+            let value = match p.tier() {
+                Tier::Admin => RuleValue {
+                    admin: Some(t),
+                    ..RuleValue::default()
+                },
+                Tier::Baseline => RuleValue {
+                    baseline: Some(t),
+                    ..RuleValue::default()
+                },
+            };
+            names.insert(
+                (out.dir, p.rule_id(rule.index)),
+                p.rule_name(out.dir, rule.index),
+            );
+            let specs: Vec<PortSpec> = match &rule.ports {
+                ClusterPorts::All => vec![PortSpec::All],
+                ClusterPorts::Some(ports) => ports
+                    .iter()
+                    .flat_map(|port| match port {
+                        ClusterPort::Proto(p) => vec![PortSpec::Proto(*p)],
+                        ClusterPort::Range(p, r) => vec![PortSpec::Range(*p, *r)],
+                        ClusterPort::Named(name) => [Protocol::Tcp, Protocol::Udp, Protocol::Sctp]
+                            .map(|p| PortSpec::Named(p, name.clone()))
+                            .into(),
+                    })
+                    .collect(),
+            };
+            let block = |net: IpNetwork| {
+                Peer::Block(Block {
+                    net: masked(net),
+                    excepts: Vec::new(),
+                })
+            };
+            let mut peers: Vec<Peer<'_>> = Vec::new();
+            for peer in &rule.peers {
+                match peer {
+                    ClusterPeer::Namespaces(sel) => peers.push(Peer::Pods {
+                        namespace: Some(sel),
+                        pod: None,
+                    }),
+                    ClusterPeer::Pods(np) => peers.push(Peer::Pods {
+                        namespace: Some(&np.namespace_selector),
+                        pod: Some(&np.pod_selector),
+                    }),
+                    ClusterPeer::Nodes(sel) => peers.extend(
+                        self.snapshot
+                            .nodes
+                            .values()
+                            .filter(|n| matches(sel, &n.labels))
+                            .flat_map(|n| n.addresses.iter())
+                            .map(|ip| block(host(*ip))),
+                    ),
+                    ClusterPeer::Networks(nets) => peers.extend(nets.iter().map(|n| block(*n))),
+                    // Unsupported: matches nothing for Accept, everything for Deny and Pass.
+                    ClusterPeer::DomainNames if rule.action == Action::Accept => {}
+                    ClusterPeer::DomainNames => peers.extend(Block::any().map(Peer::Block)),
+                }
+            }
+            for peer in &peers {
+                for spec in &specs {
+                    self.grant("", pod, value, peer, spec, out);
                 }
             }
         }
@@ -188,7 +295,7 @@ impl Cluster<'_> {
         &self,
         policy_ns: &str,
         endpoint: &PodInfo,
-        policy: u32,
+        policy: RuleValue,
         peer: &Peer<'_>,
         spec: &PortSpec,
         out: &mut EndpointOut<'_>,
@@ -242,7 +349,7 @@ impl Cluster<'_> {
     fn grant_named_egress(
         &self,
         policy_ns: &str,
-        policy: u32,
+        policy: RuleValue,
         peer: &Peer<'_>,
         proto: Protocol,
         name: &str,
@@ -304,29 +411,35 @@ fn single(proto: Protocol, port: u16) -> PortMatch {
     }
 }
 
-/// What one endpoint admits in one direction, as it is collected.
+/// What the rules say of one endpoint in one direction, as it is collected: by identity,
+/// each port match with everything said of it.
 struct EndpointOut<'d> {
     ep_id: u32,
     dir: Direction,
-    rules: &'d mut BTreeMap<RuleKey, u32>,
+    rules: BTreeMap<u32, BTreeMap<PortMatch, RuleValue>>,
     blocks: Vec<BlockGrant>,
     addrs: Vec<AddrGrant>,
+    _out: std::marker::PhantomData<&'d ()>,
 }
 
 impl EndpointOut<'_> {
-    fn rule(&mut self, identity: u32, ports: PortMatch, policy: u32) {
-        let key = RuleKey {
-            ep_id: self.ep_id,
-            dir: self.dir,
-            identity,
-            ports,
-        };
-        let e = self.rules.entry(key).or_insert(policy);
-        *e = (*e).min(policy);
+    fn rule(&mut self, identity: u32, ports: PortMatch, policy: RuleValue) {
+        let e = self
+            .rules
+            .entry(identity)
+            .or_default()
+            .entry(ports)
+            .or_insert(policy);
+        *e = e.merge(policy);
     }
 
-    /// Turns the collected address grants into partition entries and their rules.
-    fn finish(mut self, cidrs: &mut BTreeMap<CidrKey, u32>) {
+    /// Turns the collected address grants into partition entries and their rules, and
+    /// writes every identity's entries, resolved (`ports`), into `rules`.
+    fn finish(
+        mut self,
+        cidrs: &mut BTreeMap<CidrKey, u32>,
+        rules: &mut BTreeMap<RuleKey, RuleValue>,
+    ) {
         let part = partition(&self.blocks, &self.addrs);
         let set_identity =
             |i: usize| IDENTITY_CIDR_BASE.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
@@ -341,6 +454,17 @@ impl EndpointOut<'_> {
         for (i, set) in part.sets.iter().enumerate() {
             for (ports, policy) in set {
                 self.rule(set_identity(i), *ports, *policy);
+            }
+        }
+        for (identity, entries) in &self.rules {
+            for (ports, value) in resolve_ports(entries) {
+                let key = RuleKey {
+                    ep_id: self.ep_id,
+                    dir: self.dir,
+                    identity: *identity,
+                    ports,
+                };
+                rules.insert(key, value);
             }
         }
     }

@@ -12,7 +12,7 @@ use super::{
     incremental::compile,
     model::{
         Allocations, CidrKey, Direction, ObjectRef, PodInfo, PortMatch, PortRange, Protocol,
-        RuleKey,
+        RuleKey, RuleValue,
     },
     tests::cluster,
 };
@@ -134,8 +134,8 @@ spec:
     assert_eq!(
         d.rules,
         [
-            (rule(web_identity), policy_id),
-            (rule(IDENTITY_CIDR_BASE), policy_id)
+            (rule(web_identity), RuleValue::allow(policy_id)),
+            (rule(IDENTITY_CIDR_BASE), RuleValue::allow(policy_id))
         ]
         .into()
     );

@@ -95,6 +95,7 @@ pub fn snapshot(
             .into_iter()
             .map(|p| (key(&p.metadata), p.into()))
             .collect(),
+        ..Snapshot::default()
     }
 }
 

@@ -424,6 +424,7 @@ impl Compiler {
         self.uses_members = local.uses_members;
         self.desired.endpoints = local.endpoints;
         self.desired.rules = local.rules;
+        self.desired.cluster_rules = local.cluster_rules;
         self.desired.cidrs = local.cidrs;
     }
 }
@@ -450,7 +451,11 @@ impl Delta {
             namespaces: changed(&old.namespaces, &new.namespaces)
                 .map(owned)
                 .collect(),
-            policies: changed(&old.policies, &new.policies).next().is_some(),
+            policies: changed(&old.policies, &new.policies).next().is_some()
+                || changed(&old.cluster_policies, &new.cluster_policies)
+                    .next()
+                    .is_some()
+                || changed(&old.nodes, &new.nodes).next().is_some(),
         }
     }
 
@@ -483,7 +488,15 @@ impl Delta {
         );
         let mut policies = Vec::new();
         put(&mut snapshot.policies, changes.policies, &mut policies);
-        delta.policies = !policies.is_empty();
+        let mut cluster = Vec::new();
+        put(
+            &mut snapshot.cluster_policies,
+            changes.cluster_policies,
+            &mut cluster,
+        );
+        let mut nodes = Vec::new();
+        put(&mut snapshot.nodes, changes.nodes, &mut nodes);
+        delta.policies = !policies.is_empty() || !cluster.is_empty() || !nodes.is_empty();
         delta
     }
 }

@@ -11,6 +11,7 @@
 pub mod addr;
 mod alloc;
 mod cidr;
+pub mod cluster;
 pub mod compile;
 pub mod evaluate;
 pub mod incremental;
@@ -18,8 +19,10 @@ mod index;
 pub mod labels;
 pub mod mode;
 pub mod model;
+mod ports;
 mod select;
 pub mod selector;
+pub mod tiers;
 pub mod validate;
 pub mod view;
 

@@ -18,6 +18,7 @@ use k8s_openapi::api::{
 };
 use serde::Serialize;
 
+pub use super::cluster::{ClusterNetworkPolicy, NodeInfo};
 pub use super::labels::{Labels, intern};
 
 /// A namespaced object's name. Every index of the compiler and the sources keys pods by
@@ -170,6 +171,10 @@ pub struct Snapshot {
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
     pub pods: BTreeMap<ObjectRef, Arc<PodInfo>>,
     pub policies: BTreeMap<ObjectRef, Arc<NetworkPolicy>>,
+    /// ClusterNetworkPolicies, by name.
+    pub cluster_policies: BTreeMap<Arc<str>, Arc<ClusterNetworkPolicy>>,
+    /// Nodes, by name (their addresses are what `nodes` peers select).
+    pub nodes: BTreeMap<Arc<str>, Arc<NodeInfo>>,
 }
 
 /// Objects that changed since a source's previous update, each with its new version
@@ -179,11 +184,17 @@ pub struct SnapshotChanges {
     pub namespaces: Vec<(String, Option<Arc<Namespace>>)>,
     pub pods: Vec<(ObjectRef, Option<Arc<PodInfo>>)>,
     pub policies: Vec<(ObjectRef, Option<Arc<NetworkPolicy>>)>,
+    pub cluster_policies: Vec<(Arc<str>, Option<Arc<ClusterNetworkPolicy>>)>,
+    pub nodes: Vec<(Arc<str>, Option<Arc<NodeInfo>>)>,
 }
 
 impl SnapshotChanges {
     pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty() && self.pods.is_empty() && self.policies.is_empty()
+        self.namespaces.is_empty()
+            && self.pods.is_empty()
+            && self.policies.is_empty()
+            && self.cluster_policies.is_empty()
+            && self.nodes.is_empty()
     }
 
     /// `snapshot` with these changes made.
@@ -196,6 +207,8 @@ impl SnapshotChanges {
         put(&mut snapshot.namespaces, self.namespaces);
         put(&mut snapshot.pods, self.pods);
         put(&mut snapshot.policies, self.policies);
+        put(&mut snapshot.cluster_policies, self.cluster_policies);
+        put(&mut snapshot.nodes, self.nodes);
     }
 }
 
@@ -330,13 +343,19 @@ pub struct LocalEndpoint {
     pub ns_id: u16,
     pub ingress_isolated: bool,
     pub egress_isolated: bool,
+    /// Some ClusterNetworkPolicy selects it in that direction.
+    pub ingress_tiered: bool,
+    pub egress_tiered: bool,
     /// The namespace's own mode (`mode::namespace_override`: the runtime override, else the
     /// `cns.io/policy-audit-mode` annotation); `None` follows the agent's global mode.
     pub audit_override: Option<super::mode::AuditMode>,
 }
 
-/// One "allow" entry: endpoint `ep_id` admits, in `dir`, traffic with remote `identity`
-/// (a pod identity, or an ipBlock-set identity from `Desired::cidrs`) matching `ports`.
+/// One policy entry: what endpoint `ep_id` says, in `dir`, of traffic with remote
+/// `identity` (a pod identity, or an address-set identity from `Desired::cidrs`) matching
+/// `ports` (a [`RuleValue`]). The entries of one endpoint, direction and identity never
+/// overlap partially: a more specific one holds everything a broader one says, so the
+/// kernel's longest match is the whole answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RuleKey {
     pub ep_id: u32,
@@ -373,6 +392,62 @@ pub struct Desired {
     pub endpoints: BTreeMap<ObjectRef, LocalEndpoint>,
     /// Value: an identity at or above `cns_common::IDENTITY_CIDR_BASE`.
     pub cidrs: BTreeMap<CidrKey, u32>,
-    /// Value: the policy id (see `Allocations::policies`) of one policy allowing it.
-    pub rules: BTreeMap<RuleKey, u32>,
+    pub rules: BTreeMap<RuleKey, RuleValue>,
+    /// Every ClusterNetworkPolicy rule that some entry of `rules` names, by direction and
+    /// policy id (`cns_common::maps::RULE_ADMIN`/`RULE_BASELINE` and its rank).
+    pub cluster_rules: BTreeMap<(Direction, u32), ClusterRuleName>,
+}
+
+/// A ClusterNetworkPolicy rule's place in its tier: `rank` orders the tier's rules (lower
+/// first: by priority, then by the policy's name, then by the rule's order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TierRule {
+    pub rank: u32,
+    pub action: super::cluster::Action,
+}
+
+/// What one [`RuleKey`] says in each tier: the first Admin rule matching it, the smallest
+/// id of the NetworkPolicies allowing it, the first Baseline rule matching it
+/// (`cns_common::maps::PolicyValue`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RuleValue {
+    pub admin: Option<TierRule>,
+    pub allow: Option<u32>,
+    pub baseline: Option<TierRule>,
+}
+
+impl RuleValue {
+    pub fn allow(policy: u32) -> Self {
+        Self {
+            allow: Some(policy),
+            ..Self::default()
+        }
+    }
+
+    /// Both together: the first rule of each tier, the smallest allowing policy.
+    pub fn merge(self, other: Self) -> Self {
+        fn first<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        Self {
+            admin: first(self.admin, other.admin),
+            allow: first(self.allow, other.allow),
+            baseline: first(self.baseline, other.baseline),
+        }
+    }
+}
+
+/// A ClusterNetworkPolicy rule, as events, metrics and `explain` name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterRuleName {
+    #[serde(serialize_with = "serialize_shared")]
+    pub policy: Arc<str>,
+    pub tier: super::cluster::Tier,
+    pub priority: i32,
+    /// Its `name`, or `#index` when it has none.
+    pub rule: String,
+    pub action: super::cluster::Action,
 }

@@ -546,6 +546,8 @@ fn mix(a: &Snapshot, b: &Snapshot, picks: &[u8]) -> Snapshot {
         namespaces: merge(&a.namespaces, &b.namespaces, &mut pick),
         pods: merge(&a.pods, &b.pods, &mut pick),
         policies: merge(&a.policies, &b.policies, &mut pick),
+        cluster_policies: merge(&a.cluster_policies, &b.cluster_policies, &mut pick),
+        nodes: merge(&a.nodes, &b.nodes, &mut pick),
     }
 }
 
@@ -636,5 +638,7 @@ fn changes_between(old: &Snapshot, new: &Snapshot) -> crate::policy::model::Snap
         namespaces: diff(&old.namespaces, &new.namespaces),
         pods: diff(&old.pods, &new.pods),
         policies: diff(&old.policies, &new.policies),
+        cluster_policies: diff(&old.cluster_policies, &new.cluster_policies),
+        nodes: diff(&old.nodes, &new.nodes),
     }
 }

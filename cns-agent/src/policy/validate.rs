@@ -95,6 +95,13 @@ pub fn validate_policy(np: &NetworkPolicy) -> Vec<FieldError> {
     errs.0
 }
 
+/// The problems of one label selector at `path`.
+pub(super) fn validate_selector(path: &str, sel: &LabelSelector) -> Vec<FieldError> {
+    let mut errs = Errors::default();
+    selector(&mut errs, path, sel);
+    errs.0
+}
+
 fn selector(errs: &mut Errors, path: &str, sel: &LabelSelector) {
     for (i, req) in sel.match_expressions.iter().flatten().enumerate() {
         let path = format!("{path}.matchExpressions[{i}]");

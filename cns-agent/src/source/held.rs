@@ -181,6 +181,8 @@ fn to_json(key: &ObjectKey, obj: &Object) -> serde_json::Value {
         Object::Namespace(ns) => serde_json::to_value(&**ns),
         Object::Pod(pod) => serde_json::to_value(pod.to_pod(&key.object_ref())),
         Object::NetworkPolicy(np) => serde_json::to_value(&**np),
+        Object::ClusterNetworkPolicy(cnp) => serde_json::to_value(&**cnp),
+        Object::Node(node) => serde_json::to_value(node.to_node(&key.name)),
     };
     value.expect("Kubernetes objects serialize")
 }

@@ -401,6 +401,8 @@ fn same(a: &Object, b: &Object) -> bool {
         (Object::Namespace(a), Object::Namespace(b)) => eq(a, b),
         (Object::Pod(a), Object::Pod(b)) => eq(a, b),
         (Object::NetworkPolicy(a), Object::NetworkPolicy(b)) => eq(a, b),
+        (Object::ClusterNetworkPolicy(a), Object::ClusterNetworkPolicy(b)) => eq(a, b),
+        (Object::Node(a), Object::Node(b)) => eq(a, b),
         _ => false,
     }
 }
@@ -417,6 +419,14 @@ fn change(changes: &mut SnapshotChanges, key: &ObjectKey, obj: Option<&Object>) 
         (None, super::Kind::Namespace) => changes.namespaces.push((key.name.to_string(), None)),
         (None, super::Kind::Pod) => changes.pods.push((r(), None)),
         (None, super::Kind::NetworkPolicy) => changes.policies.push((r(), None)),
+        (Some(Object::ClusterNetworkPolicy(cnp)), _) => changes
+            .cluster_policies
+            .push((key.name.clone(), Some(cnp.clone()))),
+        (None, super::Kind::ClusterNetworkPolicy) => {
+            changes.cluster_policies.push((key.name.clone(), None))
+        }
+        (Some(Object::Node(node)), _) => changes.nodes.push((key.name.clone(), Some(node.clone()))),
+        (None, super::Kind::Node) => changes.nodes.push((key.name.clone(), None)),
     }
 }
 

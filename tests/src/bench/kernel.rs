@@ -53,7 +53,7 @@ use cns_agent::{
         addr::PodAddrs,
         model::{
             Desired, Direction, LocalEndpoint, ObjectRef, PortMatch, PortRange, Protocol,
-            RemoteInfo, RuleKey,
+            RemoteInfo, RuleKey, RuleValue,
         },
     },
     reconcile,
@@ -371,6 +371,8 @@ pub fn desired(size: Size) -> Desired {
         ns_id: NS_FIRST,
         ingress_isolated: true,
         egress_isolated: true,
+        ingress_tiered: false,
+        egress_tiered: false,
         audit_override: None,
     };
     let mut server = ep(1, SERVER, SERVER_IDENTITY);
@@ -416,7 +418,7 @@ pub fn desired(size: Size) -> Desired {
                     }),
                 },
             },
-            i as u32 + 1,
+            RuleValue::allow(i as u32 + 1),
         );
     }
     d
