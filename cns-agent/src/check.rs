@@ -8,6 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+mod cluster;
+
 use ipnetwork::IpNetwork;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
@@ -98,9 +100,18 @@ pub fn check_with(files: &[(PathBuf, Result<String, String>)], opts: &Options) -
             });
         }
     }
+    for (name, message) in cluster::lint(&snapshot) {
+        warnings.push(Warning {
+            file: last
+                .file_of(Kind::ClusterNetworkPolicy, "", &name)
+                .map(Path::to_path_buf),
+            object: format!("ClusterNetworkPolicy {name}"),
+            message,
+        });
+    }
     CheckReport {
         files: files.len(),
-        policies: snapshot.policies.len(),
+        policies: snapshot.policies.len() + snapshot.cluster_policies.len(),
         errors,
         warnings,
     }

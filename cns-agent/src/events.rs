@@ -27,7 +27,10 @@ use tokio::{
     sync::{broadcast, watch},
 };
 
-use crate::names::{Names, SharedNames};
+use crate::{
+    names::{Names, SharedNames},
+    policy::model::Direction,
+};
 
 /// The event types users filter on (`monitor.eventTypes` in Cilium's values).
 pub const EVENT_TYPES: [&str; 3] = ["drop", "audit", "policy-verdict"];
@@ -61,6 +64,8 @@ pub fn reason_name(reason: u8) -> &'static str {
         REASON_SPOOFED => "SPOOFED_SOURCE",
         REASON_UNSUPPORTED_L3 => "UNSUPPORTED_L3_PROTOCOL",
         REASON_NO_ENDPOINT => "NO_ENDPOINT_ENTRY",
+        cns_common::REASON_ADMIN_DENIED => "ADMIN_POLICY_DENIED",
+        cns_common::REASON_BASELINE_DENIED => "BASELINE_POLICY_DENIED",
         _ => "UNKNOWN",
     }
 }
@@ -147,8 +152,16 @@ pub fn to_json(
     // An allowed connection names the policy whose rule allowed it; a drop or audit the
     // policies that isolate the endpoint in that direction (any of them could allow it).
     let allowed_by = names.policies.get(&ev.policy_id);
-    let policies: Vec<String> = match allowed_by {
-        Some(p) if ev.verdict == VERDICT_FORWARDED => vec![p.to_string()],
+    let dir = if ev.dir == DIR_INGRESS {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    };
+    // A ClusterNetworkPolicy rule that decided (Accept or Deny) names itself.
+    let cluster_rule = names.cluster_rule(dir, ev.policy_id);
+    let policies: Vec<String> = match (allowed_by, cluster_rule) {
+        (_, Some(r)) => vec![format!("ClusterNetworkPolicy/{}", r.policy)],
+        (Some(p), None) if ev.verdict == VERDICT_FORWARDED => vec![p.to_string()],
         _ => ep
             .map(|e| {
                 let list = if ev.dir == DIR_INGRESS {
@@ -182,6 +195,27 @@ pub fn to_json(
             "egress_allowed_by"
         };
         flow[field] = json!([{"name": &*p.name, "namespace": &*p.namespace}]);
+    }
+    if let Some(r) = cluster_rule {
+        // As Hubble names allowing and denying policies, with the rule and its tier.
+        let decided = if ev.verdict == VERDICT_FORWARDED {
+            "allowed_by"
+        } else {
+            "denied_by"
+        };
+        let field = if ev.dir == DIR_INGRESS {
+            format!("ingress_{decided}")
+        } else {
+            format!("egress_{decided}")
+        };
+        flow[field] = json!([{
+            "name": &*r.policy,
+            "kind": "ClusterNetworkPolicy",
+            "tier": r.tier,
+            "priority": r.priority,
+            "rule": r.rule,
+            "action": r.action,
+        }]);
     }
     if let Some(e) = ep {
         flow["endpoint"] = json!(e.pod.to_string());

@@ -8,7 +8,8 @@ use serde::Serialize;
 use crate::policy::{
     DirectionVerdict, Flow, FlowVerdict,
     addr::{PodAddrs, family_name},
-    evaluate,
+    cluster::{Action, Tier},
+    evaluate::{self, RuleRef},
     model::{NodeContext, ObjectRef, Snapshot},
     view,
 };
@@ -97,6 +98,26 @@ pub struct Explanation {
     pub why: Vec<String>,
 }
 
+/// "Admin policy X rule 'name' (priority 10)".
+fn describe(rule: &RuleRef) -> String {
+    let tier = match rule.tier {
+        Tier::Admin => "Admin",
+        Tier::Baseline => "Baseline",
+    };
+    format!(
+        "{tier} policy ClusterNetworkPolicy/{} rule '{}' (priority {}, {:?})",
+        rule.policy, rule.rule, rule.priority, rule.action
+    )
+}
+
+fn audit_note(mode: &str) -> &'static str {
+    if mode == "audit" {
+        "; the pod is in audit mode, so it passes and is counted as audit (blocking mode would drop it)"
+    } else {
+        ""
+    }
+}
+
 /// Explains the flow `from` -> `to` on `port`; `mode_of` gives a pod's effective mode.
 pub fn explain(
     snapshot: &Snapshot,
@@ -113,7 +134,7 @@ pub fn explain(
     if proto == cns_common::PROTO_ICMP && src.is_ipv6() {
         proto = cns_common::PROTO_ICMPV6;
     }
-    let verdict = evaluate(
+    let verdict = evaluate::evaluate(
         snapshot,
         node,
         &Flow {
@@ -156,12 +177,25 @@ pub fn explain(
                 format!(
                     "{label} {who}: DENIED: isolated by {} and no rule of theirs allows this flow{}",
                     policies.join(", "),
-                    if mode == "audit" {
-                        "; the pod is in audit mode, so it passes and is counted as audit (blocking mode would drop it)"
-                    } else {
-                        ""
-                    }
+                    audit_note(mode)
                 )
+            }
+            DirectionVerdict::Cluster { rule, passed } => {
+                let pass = passed.as_ref().map_or(String::new(), |p| {
+                    format!("{} passed it on to NetworkPolicy and the Baseline tier; ", describe(p))
+                });
+                match rule.action {
+                    Action::Deny => {
+                        let mode = pod.as_ref().map_or("blocking", &mode_of);
+                        audited |= mode == "audit";
+                        format!(
+                            "{label} {who}: {pass}DENIED by {}{}",
+                            describe(rule),
+                            audit_note(mode)
+                        )
+                    }
+                    _ => format!("{label} {who}: {pass}allowed by {}", describe(rule)),
+                }
             }
         });
     }

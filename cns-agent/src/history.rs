@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use cns_common::maps::{CidrKey, CidrKey6, PolicyKey};
 use serde::Serialize;
 
-use crate::{policy::model::ObjectRef, reconcile::MapOp};
+use crate::{
+    policy::model::{ClusterNetworkPolicy, ObjectRef},
+    reconcile::MapOp,
+};
 
 /// How many changes are kept.
 pub const CAPACITY: usize = 256;
@@ -61,25 +64,56 @@ impl History {
     }
 }
 
-/// Policies added, changed (spec or labels) and removed between two snapshots.
 /// A snapshot's policies.
 type Policies =
     BTreeMap<ObjectRef, std::sync::Arc<k8s_openapi::api::networking::v1::NetworkPolicy>>;
+/// A snapshot's ClusterNetworkPolicies.
+type ClusterPolicies = BTreeMap<std::sync::Arc<str>, std::sync::Arc<ClusterNetworkPolicy>>;
 
-pub fn policy_changes(old: &Policies, new: &Policies) -> (Vec<String>, Vec<String>, Vec<String>) {
+/// Added, changed and removed, by name.
+pub type PolicyChanges = (Vec<String>, Vec<String>, Vec<String>);
+
+/// Policies of both kinds added, changed (spec or labels) and removed between two
+/// snapshots; ClusterNetworkPolicies as `ClusterNetworkPolicy/NAME`.
+pub fn policy_changes(
+    (old, old_cluster): (&Policies, &ClusterPolicies),
+    (new, new_cluster): (&Policies, &ClusterPolicies),
+) -> PolicyChanges {
+    let mut out = changes(
+        old,
+        new,
+        |r| r.to_string(),
+        |a, b| a.spec != b.spec || a.metadata.labels != b.metadata.labels,
+    );
+    let cluster = changes(
+        old_cluster,
+        new_cluster,
+        |n| format!("ClusterNetworkPolicy/{n}"),
+        |a, b| a.spec != b.spec || a.metadata.labels != b.metadata.labels,
+    );
+    out.0.extend(cluster.0);
+    out.1.extend(cluster.1);
+    out.2.extend(cluster.2);
+    out
+}
+
+fn changes<K: Ord, V>(
+    old: &BTreeMap<K, std::sync::Arc<V>>,
+    new: &BTreeMap<K, std::sync::Arc<V>>,
+    name: impl Fn(&K) -> String,
+    differ: impl Fn(&V, &V) -> bool,
+) -> PolicyChanges {
     let (mut added, mut changed, mut removed) = (Vec::new(), Vec::new(), Vec::new());
-    for (r, np) in new {
-        match old.get(r) {
-            None => added.push(r.to_string()),
-            Some(o) if o.spec != np.spec || o.metadata.labels != np.metadata.labels => {
-                changed.push(r.to_string());
-            }
+    for (k, v) in new {
+        match old.get(k) {
+            None => added.push(name(k)),
+            Some(o) if differ(o, v) => changed.push(name(k)),
             Some(_) => {}
         }
     }
-    for r in old.keys() {
-        if !new.contains_key(r) {
-            removed.push(r.to_string());
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            removed.push(name(k));
         }
     }
     (added, changed, removed)

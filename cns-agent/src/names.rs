@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::policy::{
     AuditMode,
-    model::{Desired, Direction, IdentityKey, Lookups, ObjectRef, Snapshot},
+    model::{ClusterRuleName, Desired, Direction, IdentityKey, Lookups, ObjectRef, Snapshot},
     view,
 };
 
@@ -38,6 +38,8 @@ pub struct Names {
     pub namespaces: BTreeMap<u16, String>,
     pub identities: imbl::OrdMap<u32, IdentityKey>,
     pub policies: BTreeMap<u32, ObjectRef>,
+    /// ClusterNetworkPolicy rules, by direction and id (`cns_common::maps::RULE_*`).
+    pub cluster_rules: BTreeMap<(Direction, u32), ClusterRuleName>,
     /// By endpoint id.
     pub endpoints: BTreeMap<u32, EndpointName>,
     /// Every pod address, to the pod owning it (the one the IP cache names).
@@ -81,6 +83,7 @@ impl Names {
                 .collect(),
             identities: lookups.identities.clone(),
             policies: a.policies.iter().map(|(p, id)| (*id, p.clone())).collect(),
+            cluster_rules: desired.cluster_rules.clone(),
             endpoints: desired
                 .endpoints
                 .iter()
@@ -135,6 +138,42 @@ impl Names {
 
     pub fn policy(&self, id: u32) -> Option<&ObjectRef> {
         self.policies.get(&id)
+    }
+
+    /// What a policy entry says, in tier order: "Admin ClusterNetworkPolicy/X rule r
+    /// (Deny); allowed by ns/np; Baseline ...".
+    pub fn describe_value(&self, dir: Direction, v: &cns_common::maps::PolicyValue) -> String {
+        use cns_common::maps::{NO_POLICY, NO_RULE, RULE_ADMIN, RULE_BASELINE};
+        let rule = |bit: u32, rank: u32| {
+            self.cluster_rule(dir, bit | rank).map_or_else(
+                || format!("rule-id:{}", bit | rank),
+                |r| {
+                    format!(
+                        "{:?} ClusterNetworkPolicy/{} rule {} ({:?})",
+                        r.tier, r.policy, r.rule, r.action
+                    )
+                },
+            )
+        };
+        let mut parts = Vec::new();
+        if v.admin != NO_RULE {
+            parts.push(rule(RULE_ADMIN, v.admin));
+        }
+        if v.policy_id != NO_POLICY {
+            parts.push(
+                self.policy(v.policy_id)
+                    .map_or_else(|| format!("policy-id:{}", v.policy_id), ToString::to_string),
+            );
+        }
+        if v.baseline != NO_RULE {
+            parts.push(rule(RULE_BASELINE, v.baseline));
+        }
+        parts.join("; ")
+    }
+
+    /// The ClusterNetworkPolicy rule a policy id names in `dir`, if it names one.
+    pub fn cluster_rule(&self, dir: Direction, id: u32) -> Option<&ClusterRuleName> {
+        self.cluster_rules.get(&(dir, id))
     }
 }
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::{
     encode::{MapContents, decode_addr},
     names::Names,
-    policy::AuditMode,
+    policy::{AuditMode, model::Direction},
 };
 
 #[derive(Debug, Serialize)]
@@ -131,9 +131,13 @@ pub fn show(
                     ShownRule {
                         peer,
                         ports: ports(*len, k.proto, k.port),
-                        policy: names.policy(v.policy_id).map_or_else(
-                            || format!("policy-id:{}", v.policy_id),
-                            ToString::to_string,
+                        policy: names.describe_value(
+                            if dir == DIR_INGRESS {
+                                Direction::Ingress
+                            } else {
+                                Direction::Egress
+                            },
+                            v,
                         ),
                     }
                 })

@@ -93,6 +93,7 @@ impl Agent {
             .log(&state.errors, "invalid input");
         self.errors = state.errors;
         let old_policies = self.compiler.snapshot().policies.clone();
+        let old_cluster = self.compiler.snapshot().cluster_policies.clone();
         let old_endpoints: BTreeMap<u32, ObjectRef> = self
             .compiler
             .desired()
@@ -116,7 +117,15 @@ impl Agent {
         let changed = self.compiler.update_with(state.update);
         self.state.compiled();
         timings.compile_ms = lap(&mut clock);
-        self.mode_errors = mode::annotation_errors(&self.compiler.snapshot().namespaces);
+        // Problems of objects the snapshot holds and enforces anyway: unreadable audit-mode
+        // annotations (blocking), ClusterNetworkPolicy features cns does not enforce.
+        let snapshot = self.compiler.snapshot();
+        self.mode_errors = mode::annotation_errors(&snapshot.namespaces);
+        self.mode_errors
+            .extend(snapshot.cluster_policies.iter().filter_map(|(name, cnp)| {
+                crate::policy::cluster::unsupported(cnp)
+                    .map(|why| format!("ClusterNetworkPolicy {name}: unsupported: {why}"))
+            }));
 
         // Maps first, programs after: a veth gets its programs only once its endpoint and
         // rules are in place, and pinned programs of an earlier agent are taken over only
@@ -153,8 +162,11 @@ impl Agent {
         }
         self.state.written(failed.is_empty());
         self.last_work = Some(plan.work);
-        let (added, changed, removed) =
-            history::policy_changes(&old_policies, &self.compiler.snapshot().policies);
+        let now = self.compiler.snapshot();
+        let (added, changed, removed) = history::policy_changes(
+            (&old_policies, &old_cluster),
+            (&now.policies, &now.cluster_policies),
+        );
         if !ops.is_empty() {
             self.write_config()?;
         }

@@ -8,14 +8,14 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Pod},
+    core::v1::{Namespace, Node, Pod},
     networking::v1::NetworkPolicy,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
     mode::AUDIT_ANNOTATION,
-    model::{NodeContext, ObjectRef, PodInfo, Snapshot},
+    model::{ClusterNetworkPolicy, NodeContext, NodeInfo, ObjectRef, PodInfo, Snapshot},
 };
 
 /// The agent's live snapshot and node, as the control socket sends them to `policy diff`:
@@ -32,6 +32,12 @@ pub struct LiveState {
     pub pods: BTreeMap<String, BTreeMap<String, Pod>>,
     /// By namespace, then name.
     pub policies: BTreeMap<String, BTreeMap<String, NetworkPolicy>>,
+    /// By name.
+    #[serde(default)]
+    pub cluster_policies: BTreeMap<String, ClusterNetworkPolicy>,
+    /// By name.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, Node>,
 }
 
 impl LiveState {
@@ -68,6 +74,14 @@ impl LiveState {
                 .or_default()
                 .insert(r.name.to_string(), np);
         }
+        for (name, cnp) in &snapshot.cluster_policies {
+            let mut cnp = ClusterNetworkPolicy::clone(cnp);
+            cnp.metadata.managed_fields = None;
+            out.cluster_policies.insert(name.to_string(), cnp);
+        }
+        for (name, node) in &snapshot.nodes {
+            out.nodes.insert(name.to_string(), node.to_node(name));
+        }
         out
     }
 
@@ -80,7 +94,16 @@ impl LiveState {
                 .collect(),
             pods: flatten(self.pods, |pod| PodInfo::from(&pod)),
             policies: flatten(self.policies, |np| np),
-            ..Snapshot::default()
+            cluster_policies: self
+                .cluster_policies
+                .into_iter()
+                .map(|(n, p)| (n.into(), Arc::new(p)))
+                .collect(),
+            nodes: self
+                .nodes
+                .into_iter()
+                .map(|(n, node)| (n.into(), Arc::new(NodeInfo::from(&node))))
+                .collect(),
         };
         let node = NodeContext {
             node_name: self.node_name,

@@ -535,7 +535,6 @@ pub fn validate_cluster_policy(cnp: &ClusterNetworkPolicy) -> Vec<FieldError> {
             );
         }
     }
-    drop(err);
     for (field, sel) in selectors {
         errs.extend(validate_selector(&field, sel));
     }

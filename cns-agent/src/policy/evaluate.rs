@@ -2,6 +2,12 @@
 //! k8s objects (selectors, ipBlocks with excepts by address, ports, named ports against the
 //! receiving pod), without identities or partitions. Tests check the compiler against it;
 //! `policy explain` prints its verdicts.
+//!
+//! The tiers as the ClusterNetworkPolicy spec states them, per direction: the Admin tier's
+//! rules (policies by priority, then by name; rules in order): the first matching rule's
+//! Accept or Deny decides, its Pass skips the rest of the tier; then NetworkPolicy, which
+//! decides for a pod it isolates; then the Baseline tier the same way (Pass: no decision);
+//! then allow. Ingress from the node's own addresses is always allowed.
 
 use std::net::IpAddr;
 
@@ -9,8 +15,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPort;
 use serde::Serialize;
 
 use super::{
+    cluster::{Action, ClusterPeer, ClusterRule, Tier},
     model::{Direction, NodeContext, ObjectRef, PodInfo, Snapshot},
     selector::{matches, matches_opt, namespace_labels, pod_labels},
+    tiers::{Ranked, ranked},
     view::{
         Peer, PodIndex, PortSpec, RuleView, classify_peer, classify_port, isolating_policies,
         named_port_numbers, policy_rules,
@@ -42,12 +50,34 @@ pub enum DirectionVerdict {
     Allowed { by: Vec<(ObjectRef, usize)> },
     /// Isolated by these policies, none of which admits the flow.
     Denied { isolated_by: Vec<ObjectRef> },
+    /// Decided by a ClusterNetworkPolicy rule (Accept or Deny); `passed` are the Admin
+    /// rules whose Pass skipped the rest of the Admin tier before a Baseline decision.
+    Cluster {
+        rule: RuleRef,
+        passed: Option<RuleRef>,
+    },
+}
+
+/// A ClusterNetworkPolicy rule, as a verdict names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleRef {
+    pub policy: String,
+    pub tier: Tier,
+    pub priority: i32,
+    pub index: usize,
+    /// Its name, or `#index`.
+    pub rule: String,
+    pub action: Action,
 }
 
 impl DirectionVerdict {
     /// Whether this direction lets the flow through.
     pub fn allows(&self) -> bool {
-        !matches!(self, DirectionVerdict::Denied { .. })
+        match self {
+            DirectionVerdict::Denied { .. } => false,
+            DirectionVerdict::Cluster { rule, .. } => rule.action != Action::Deny,
+            _ => true,
+        }
     }
 }
 
@@ -95,11 +125,49 @@ impl Evaluator<'_> {
             return DirectionVerdict::NotAPod;
         };
         let isolating: Vec<_> = isolating_policies(self.snapshot, r, pod, dir).collect();
-        if isolating.is_empty() {
+        let ns = self.snapshot.namespaces.get(&*r.namespace).map(|n| &**n);
+        let ns_labels = namespace_labels(&r.namespace, ns);
+        let ranked = ranked(self.snapshot);
+        let selecting: Vec<&Ranked<'_>> = ranked
+            .iter()
+            .filter(|p| p.selects(&ns_labels, pod_labels(pod)) && !p.policy.rules(dir).is_empty())
+            .collect();
+        if isolating.is_empty() && selecting.is_empty() {
             return DirectionVerdict::NotIsolated;
         }
         if dir == Direction::Ingress && node.node_ips.contains(&remote) {
             return DirectionVerdict::FromHost;
+        }
+        let tier = |tier: Tier| {
+            for p in selecting.iter().filter(|p| p.tier() == tier) {
+                for rule in p.policy.rules(dir) {
+                    if self.cluster_rule_matches(&rule, dir, pod, remote) {
+                        return Some(RuleRef {
+                            policy: p.name.to_string(),
+                            tier,
+                            priority: p.policy.spec.priority,
+                            index: rule.index,
+                            rule: rule.label(),
+                            action: rule.action,
+                        });
+                    }
+                }
+            }
+            None
+        };
+        let passed = match tier(Tier::Admin) {
+            Some(rule) if rule.action != Action::Pass => {
+                return DirectionVerdict::Cluster { rule, passed: None };
+            }
+            passed => passed,
+        };
+        if isolating.is_empty() {
+            return match tier(Tier::Baseline) {
+                Some(rule) if rule.action != Action::Pass => {
+                    DirectionVerdict::Cluster { rule, passed }
+                }
+                _ => DirectionVerdict::NotIsolated,
+            };
         }
         let mut by = Vec::new();
         for (pr, np) in &isolating {
@@ -160,6 +228,47 @@ impl Evaluator<'_> {
                 ns_ok && matches_opt(*pod, pod_labels(p))
             }
         }
+    }
+
+    /// Whether a ClusterNetworkPolicy rule of local pod `local` matches the flow with
+    /// `remote` at the other end.
+    fn cluster_rule_matches(
+        &self,
+        rule: &ClusterRule<'_>,
+        dir: Direction,
+        local: &PodInfo,
+        remote: IpAddr,
+    ) -> bool {
+        let remote_pod = self.index.get(remote);
+        let peer_ok = rule.peers.iter().any(|peer| match peer {
+            ClusterPeer::Namespaces(sel) => remote_pod.is_some_and(|(r, _)| {
+                let ns = self.snapshot.namespaces.get(&*r.namespace).map(|n| &**n);
+                matches(sel, &namespace_labels(&r.namespace, ns))
+            }),
+            ClusterPeer::Pods(np) => remote_pod.is_some_and(|(r, p)| {
+                let ns = self.snapshot.namespaces.get(&*r.namespace).map(|n| &**n);
+                matches(&np.namespace_selector, &namespace_labels(&r.namespace, ns))
+                    && matches(&np.pod_selector, pod_labels(p))
+            }),
+            ClusterPeer::Nodes(sel) => self
+                .snapshot
+                .nodes
+                .values()
+                .any(|n| matches(sel, &n.labels) && n.addresses.contains(&remote)),
+            ClusterPeer::Networks(nets) => nets.iter().any(|n| n.contains(remote)),
+            ClusterPeer::DomainNames => rule.action != Action::Accept,
+        });
+        let receiver = match dir {
+            Direction::Ingress => Some(local),
+            Direction::Egress => remote_pod.map(|(_, p)| p),
+        };
+        let Flow { proto, dport, .. } = *self.flow;
+        peer_ok
+            && rule.ports.admits(proto, dport, |name, p| {
+                receiver.map_or_else(Vec::new, |pod| {
+                    named_port_numbers(pod, name, p).into_iter().collect()
+                })
+            })
     }
 
     fn port_matches(&self, port: &NetworkPolicyPort, receiver: Option<&PodInfo>) -> bool {

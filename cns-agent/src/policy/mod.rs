@@ -27,6 +27,8 @@ pub mod validate;
 pub mod view;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod compile_tests;
 #[cfg(test)]
 mod fixtures;

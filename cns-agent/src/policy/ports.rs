@@ -48,16 +48,14 @@ pub fn resolve(entries: &BTreeMap<PortMatch, RuleValue>) -> BTreeMap<PortMatch, 
             (Some(a), Some(w)) => Some(a.merge(w)),
             (a, w) => a.or(w),
         };
-        if whole.is_some() {
-            if let Some(b) = base {
-                out.insert(
-                    PortMatch {
-                        proto: Some(proto),
-                        ports: None,
-                    },
-                    b,
-                );
-            }
+        if let (Some(_), Some(b)) = (whole, base) {
+            out.insert(
+                PortMatch {
+                    proto: Some(proto),
+                    ports: None,
+                },
+                b,
+            );
         }
         let ranges: Vec<(PortRange, RuleValue)> = of_proto
             .filter_map(|(m, v)| m.ports.map(|r| (r, *v)))

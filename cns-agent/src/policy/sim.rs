@@ -1,11 +1,17 @@
 //! A simulated datapath over [`Desired`], doing what the kernel programs do with the maps:
 //! the endpoint by address, the remote identity from the IP cache (world if absent), then
-//! the rules for that identity, or for the set identity the longest-prefix match of the
-//! remote address yields.
+//! the longest match among the rules for that identity and among those for the set
+//! identity the longest-prefix match of the remote address yields, and the tiers on both
+//! (`cns_common::maps::resolve`, the datapath's own function).
 
 use std::net::IpAddr;
 
-use cns_common::{IDENTITY_HOST, IDENTITY_WORLD};
+use cns_common::{
+    IDENTITY_HOST, IDENTITY_WORLD,
+    maps::{PolicyValue, resolve},
+};
+
+use crate::encode::policy_value;
 
 use super::{
     evaluate::Flow,
@@ -36,11 +42,11 @@ fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {
         Direction::Ingress => (flow.dst, flow.src),
     };
     let ep = endpoint(desired, local)?;
-    let isolated = match dir {
-        Direction::Ingress => ep.ingress_isolated,
-        Direction::Egress => ep.egress_isolated,
+    let (isolated, tiered) = match dir {
+        Direction::Ingress => (ep.ingress_isolated, ep.ingress_tiered),
+        Direction::Egress => (ep.egress_isolated, ep.egress_tiered),
     };
-    if !isolated {
+    if !isolated && !tiered {
         return Some(true);
     }
     let identity = desired
@@ -50,13 +56,19 @@ fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {
     if dir == Direction::Ingress && identity == IDENTITY_HOST {
         return Some(true);
     }
-    let admits = |identity: u32| {
-        desired.rules.keys().any(|k| {
-            k.ep_id == ep.ep_id
-                && k.dir == dir
-                && k.identity == identity
-                && port_matches(&k.ports, flow.proto, flow.dport)
-        })
+    // The longest match: a port range (they never overlap), the protocol, any protocol.
+    let lookup = |identity: u32| {
+        desired
+            .rules
+            .iter()
+            .filter(|(k, _)| {
+                k.ep_id == ep.ep_id
+                    && k.dir == dir
+                    && k.identity == identity
+                    && port_matches(&k.ports, flow.proto, flow.dport)
+            })
+            .max_by_key(|(k, _)| (k.ports.proto.is_some(), k.ports.ports.is_some()))
+            .map_or(PolicyValue::EMPTY, |(_, v)| policy_value(v))
     };
     let set = desired
         .cidrs
@@ -64,7 +76,8 @@ fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {
         .filter(|(k, _)| k.ep_id == ep.ep_id && k.dir == dir && k.net.contains(remote))
         .max_by_key(|(k, _)| k.net.prefix())
         .map(|(_, id)| *id);
-    Some(admits(identity) || set.is_some_and(admits))
+    let by_set = set.map_or(PolicyValue::EMPTY, lookup);
+    Some(resolve(isolated, &lookup(identity), &by_set).allowed)
 }
 
 fn port_matches(m: &PortMatch, proto: u8, port: u16) -> bool {
