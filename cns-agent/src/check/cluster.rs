@@ -63,3 +63,85 @@ pub fn lint(snapshot: &Snapshot) -> Vec<(String, String)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    const INPUT: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: prod}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: prod, labels: {app: web}}
+spec: {nodeName: node-1, containers: [{name: c}]}
+status: {phase: Running, podIP: 10.0.0.1}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: a}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {namespaces: {}}
+  egress:
+  - action: Accept
+    to: [{domainNames: [example.com]}]
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: b}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+  ingress:
+  - action: Deny
+    from: [{namespaces: {}}]
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: c}
+spec:
+  tier: Baseline
+  priority: 5
+  subject: {namespaces: {matchLabels: {none: here}}}
+  ingress:
+  - action: Deny
+    from: [{namespaces: {}}]
+";
+
+    #[test]
+    fn warns_about_order_unsupported_peers_and_empty_subjects() {
+        let report = crate::check::check(&[(PathBuf::from("c.yaml"), Ok(INPUT.to_owned()))]);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let warnings: Vec<String> = report
+            .warnings
+            .iter()
+            .map(|w| format!("{}: {}", w.object, w.message))
+            .collect();
+        let has = |object: &str, text: &str| {
+            warnings
+                .iter()
+                .any(|w| w.starts_with(object) && w.contains(text))
+        };
+        assert!(
+            has("ClusterNetworkPolicy a", "domainNames"),
+            "{warnings:#?}"
+        );
+        assert!(
+            has(
+                "ClusterNetworkPolicy a",
+                "same tier and priority (Admin, 5) as ClusterNetworkPolicy b and both select prod/web"
+            ),
+            "{warnings:#?}"
+        );
+        assert!(
+            has("ClusterNetworkPolicy c", "selects no pod"),
+            "{warnings:#?}"
+        );
+        assert_eq!(report.policies, 3);
+    }
+}

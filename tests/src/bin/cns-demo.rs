@@ -16,12 +16,23 @@ const PODS: [(&str, Ipv4Addr); 4] = [
 ];
 
 /// (from pod index, to pod index, port, what the example policies say)
-const CHECKS: [(usize, usize, u16, &str); 5] = [
+const CHECKS: [(usize, usize, u16, &str); 6] = [
     (1, 2, 8443, "policy allows: allow-shop-api"),
     (0, 2, 8443, "policy denies: frontend is not the API"),
-    (3, 2, 8443, "policy denies: tools is not the shop"),
+    (
+        3,
+        2,
+        8443,
+        "Admin ClusterNetworkPolicy payments-lockdown denies tools",
+    ),
     (0, 1, 8080, "policy allows: frontend-egress"),
     (0, 3, 8080, "policy denies: frontend egress only to the API"),
+    (
+        3,
+        1,
+        8080,
+        "Baseline ClusterNetworkPolicy shop-baseline denies tools",
+    ),
 ];
 
 fn main() {
