@@ -8,11 +8,12 @@ use std::{
 };
 
 use cns_common::{
-    DIR_EGRESS, DIR_INGRESS, PROTO_ANY,
+    DIR_EGRESS, DIR_INGRESS, IDENTITY_CIDR_BASE, IDENTITY_NAMESPACE_BASE, PROTO_ANY,
     maps::{
         ACTION_ACCEPT, ACTION_DENY, ACTION_NONE, ACTION_PASS, CIDR_PREFIX_BASE, CidrKey, CidrKey6,
-        EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED, EP_EGRESS_TIERED,
-        EP_INGRESS_ISOLATED, EP_INGRESS_TIERED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Ip6,
+        EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_CIDRS, EP_EGRESS_ISOLATED,
+        EP_EGRESS_NAMESPACES, EP_EGRESS_TIERED, EP_INGRESS_CIDRS, EP_INGRESS_ISOLATED,
+        EP_INGRESS_NAMESPACES, EP_INGRESS_TIERED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Ip6,
         NO_POLICY, NO_RULE, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO,
         PolicyKey, PolicyValue, Remote,
     },
@@ -236,7 +237,7 @@ fn encode_local(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>, out: &m
         for key in policy_keys(rule) {
             out.policy
                 .entry(key)
-                .and_modify(|v| *v = policy_value(&v.merge(*value)))
+                .and_modify(|v| *v = v.merge(&policy_value(value)))
                 .or_insert(policy_value(value));
         }
     }
@@ -250,7 +251,23 @@ fn encode_local(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>, out: &m
             POLICY_PREFIX_ANY_PROTO => EP_ANY_PROTO_RULES,
             _ => EP_PORT_RANGES,
         };
-        *kinds.entry(k.ep_id).or_default() |= flag;
+        let identity = u32::from_be_bytes(k.identity);
+        let namespaces = (IDENTITY_NAMESPACE_BASE..IDENTITY_CIDR_BASE).contains(&identity);
+        let by_dir = |ingress, egress| {
+            if k.dir == DIR_INGRESS {
+                ingress
+            } else {
+                egress
+            }
+        };
+        let dimension = if namespaces {
+            by_dir(EP_INGRESS_NAMESPACES, EP_EGRESS_NAMESPACES)
+        } else if identity >= IDENTITY_CIDR_BASE {
+            by_dir(EP_INGRESS_CIDRS, EP_EGRESS_CIDRS)
+        } else {
+            0
+        };
+        *kinds.entry(k.ep_id).or_default() |= flag | dimension;
     }
     for ep in out.endpoints.values_mut() {
         ep.flags |= kinds.get(&ep.ep_id.to_be_bytes()).copied().unwrap_or(0);
@@ -354,16 +371,6 @@ fn action(a: Action) -> u8 {
         Action::Accept => ACTION_ACCEPT,
         Action::Deny => ACTION_DENY,
         Action::Pass => ACTION_PASS,
-    }
-}
-
-trait Merge {
-    fn merge(&self, other: model::RuleValue) -> model::RuleValue;
-}
-
-impl Merge for PolicyValue {
-    fn merge(&self, other: model::RuleValue) -> model::RuleValue {
-        rule_value(self).merge(other)
     }
 }
 

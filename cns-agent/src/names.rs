@@ -125,6 +125,10 @@ impl Names {
             _ if id >= cns_common::IDENTITY_CIDR_BASE => {
                 format!("cidr-set:{}", id - cns_common::IDENTITY_CIDR_BASE)
             }
+            _ if id >= cns_common::IDENTITY_NAMESPACE_BASE => {
+                let ns = u16::try_from(id - cns_common::IDENTITY_NAMESPACE_BASE).unwrap_or(0);
+                format!("namespace:{}", self.namespace(ns))
+            }
             _ => self.identities.get(&id).map_or_else(
                 || format!("identity:{id}"),
                 |k| {

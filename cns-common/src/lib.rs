@@ -66,6 +66,11 @@ pub const IDENTITY_HOST: u32 = 1;
 /// Anything outside the cluster (not in the IP cache).
 pub const IDENTITY_WORLD: u32 = 2;
 pub const IDENTITY_FIRST_POD: u32 = 256;
+/// Identities of whole namespaces in policy keys: `IDENTITY_NAMESPACE_BASE | ns_id` (the
+/// remote's namespace from the IP cache). ClusterNetworkPolicy peers that select every pod
+/// of some namespaces are one entry per namespace, not one per pod identity. Pod identities
+/// stay below it.
+pub const IDENTITY_NAMESPACE_BASE: u32 = 0x4000_0000;
 /// Identities of "the set of ipBlocks this address falls in", local to one endpoint and
 /// direction, found in [`maps::CIDRS`]; they never collide with pod identities.
 pub const IDENTITY_CIDR_BASE: u32 = 0x8000_0000;

@@ -113,6 +113,14 @@ pub const EP_ANY_PROTO_RULES: u16 = 64;
 /// both its remote's identity and address and [`resolve`]s the tiers, isolated or not.
 pub const EP_INGRESS_TIERED: u16 = 128;
 pub const EP_EGRESS_TIERED: u16 = 256;
+/// The endpoint has entries for whole namespaces (`IDENTITY_NAMESPACE_BASE`) in this
+/// direction: a tiered lookup also looks up the remote's namespace.
+pub const EP_INGRESS_NAMESPACES: u16 = 512;
+pub const EP_EGRESS_NAMESPACES: u16 = 1024;
+/// The endpoint has address-set entries ([`CIDRS`]) in this direction: the lookup of the
+/// remote's address is worth making.
+pub const EP_INGRESS_CIDRS: u16 = 2048;
+pub const EP_EGRESS_CIDRS: u16 = 4096;
 
 /// `HashMap<u32 ip, u32 ifindex>`: the local pods by address (network order), each with the
 /// ifindex of its host-side veth, i.e. its key in [`ENDPOINTS`]. Lets the XDP program on the
@@ -257,17 +265,50 @@ pub struct Resolved {
     pub policy_id: u32,
 }
 
+impl PolicyValue {
+    /// What two entries found for one packet say together: the earlier rule of each tier,
+    /// the smaller allowing policy (every field a minimum; "none" is the maximum).
+    #[inline(always)]
+    pub fn merge(&self, other: &PolicyValue) -> PolicyValue {
+        let (admin, admin_action) = if self.admin <= other.admin {
+            (self.admin, self.admin_action)
+        } else {
+            (other.admin, other.admin_action)
+        };
+        let (baseline, baseline_action) = if self.baseline <= other.baseline {
+            (self.baseline, self.baseline_action)
+        } else {
+            (other.baseline, other.baseline_action)
+        };
+        PolicyValue {
+            policy_id: if self.policy_id <= other.policy_id {
+                self.policy_id
+            } else {
+                other.policy_id
+            },
+            admin,
+            baseline,
+            admin_action,
+            baseline_action,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// The tiers, in order, for an endpoint's packet whose remote matched `a` (by identity)
-/// and `b` (by address; [`PolicyValue::EMPTY`] for no entry): the first Admin rule of
-/// either (Accept or Deny decides, Pass goes on); then NetworkPolicy, which decides when
-/// the endpoint is `isolated` in this direction; then the first Baseline rule; then allow.
+/// and `b` (by address set; [`PolicyValue::EMPTY`] for no entry): see [`resolve_merged`].
 #[inline(always)]
 pub fn resolve(isolated: bool, a: &PolicyValue, b: &PolicyValue) -> Resolved {
-    let (rank, action) = if a.admin <= b.admin {
-        (a.admin, a.admin_action)
-    } else {
-        (b.admin, b.admin_action)
-    };
+    resolve_merged(isolated, &a.merge(b))
+}
+
+/// The tiers, in order, for an endpoint's packet and everything its entries say (merged:
+/// by identity, namespace and address set): the first Admin rule (Accept or Deny decides,
+/// Pass goes on); then NetworkPolicy, which decides when the endpoint is `isolated` in this
+/// direction; then the first Baseline rule; then allow.
+#[inline(always)]
+pub fn resolve_merged(isolated: bool, v: &PolicyValue) -> Resolved {
+    let (rank, action) = (v.admin, v.admin_action);
     if action == ACTION_ACCEPT {
         return Resolved {
             allowed: true,
@@ -283,11 +324,7 @@ pub fn resolve(isolated: bool, a: &PolicyValue, b: &PolicyValue) -> Resolved {
         };
     }
     if isolated {
-        let id = if a.policy_id <= b.policy_id {
-            a.policy_id
-        } else {
-            b.policy_id
-        };
+        let id = v.policy_id;
         return Resolved {
             allowed: id != NO_POLICY,
             reason: if id != NO_POLICY {
@@ -298,11 +335,7 @@ pub fn resolve(isolated: bool, a: &PolicyValue, b: &PolicyValue) -> Resolved {
             policy_id: id,
         };
     }
-    let (rank, action) = if a.baseline <= b.baseline {
-        (a.baseline, a.baseline_action)
-    } else {
-        (b.baseline, b.baseline_action)
-    };
+    let (rank, action) = (v.baseline, v.baseline_action);
     let policy_id = RULE_BASELINE | (rank & RULE_RANK_MASK);
     if action == ACTION_ACCEPT {
         Resolved {

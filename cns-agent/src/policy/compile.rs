@@ -19,7 +19,7 @@ use std::{
     sync::Arc,
 };
 
-use cns_common::IDENTITY_CIDR_BASE;
+use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_NAMESPACE_BASE};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use ipnetwork::IpNetwork;
@@ -284,10 +284,73 @@ impl Cluster<'_> {
             }
             for peer in &peers {
                 for spec in &specs {
-                    self.grant("", pod, value, peer, spec, out);
+                    match (self.whole_namespaces(peer), spec) {
+                        // Every pod of some namespaces on fixed ports: one entry per
+                        // namespace instead of one per pod identity.
+                        (Some(sel), spec) if !matches!(spec, PortSpec::Named(..)) => {
+                            for ns in self.namespaces_matching(sel) {
+                                self.grant_namespace(ns, value, spec, out);
+                            }
+                        }
+                        _ => self.grant("", pod, value, peer, spec, out),
+                    }
                 }
             }
         }
+    }
+
+    /// The namespace selector of a peer that designates every pod of the namespaces it
+    /// selects (no pod selector, or an empty one).
+    fn whole_namespaces<'p>(&self, peer: &Peer<'p>) -> Option<&'p LabelSelector> {
+        match peer {
+            Peer::Pods {
+                namespace: Some(ns),
+                pod,
+            } if pod.is_none_or(|p| {
+                p.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                    && p.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+            }) =>
+            {
+                Some(ns)
+            }
+            _ => None,
+        }
+    }
+
+    /// The ids of the (numbered) namespaces `sel` selects.
+    fn namespaces_matching(&self, sel: &LabelSelector) -> Vec<u16> {
+        self.index
+            .ns_labels
+            .iter()
+            .filter(|(_, labels)| matches(sel, labels))
+            .filter_map(|(name, _)| self.alloc.namespaces.get(name).copied())
+            .collect()
+    }
+
+    /// What `value` says of every pod of namespace `ns` on `spec`'s (numeric) ports.
+    fn grant_namespace(
+        &self,
+        ns: u16,
+        value: RuleValue,
+        spec: &PortSpec,
+        out: &mut EndpointOut<'_>,
+    ) {
+        let m = match spec {
+            PortSpec::All => PortMatch {
+                proto: None,
+                ports: None,
+            },
+            PortSpec::Proto(p) => PortMatch {
+                proto: Some(*p),
+                ports: None,
+            },
+            PortSpec::Range(p, r) => PortMatch {
+                proto: Some(*p),
+                ports: Some(*r),
+            },
+            PortSpec::Nothing | PortSpec::Named(..) => return,
+        };
+        out.rule(IDENTITY_NAMESPACE_BASE | u32::from(ns), m, value);
     }
 
     /// One (peer, port) pair of a rule of policy id `policy` (in namespace `policy_ns`).

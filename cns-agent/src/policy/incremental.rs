@@ -32,7 +32,7 @@ use super::{
     select::Selections,
     selector::namespace_labels,
 };
-use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_HOST, NS_FIRST, NS_HOST};
+use cns_common::{IDENTITY_FIRST_POD, IDENTITY_HOST, IDENTITY_NAMESPACE_BASE, NS_FIRST, NS_HOST};
 
 /// Compiles `snapshot` for `node`, keeping the numbers of `prev` where they still apply:
 /// a [`Compiler`] run once (the agent keeps one from sync to sync instead).
@@ -228,7 +228,7 @@ impl Compiler {
             .collect();
         let ns_max = u32::from(u16::MAX);
         let ns_ids = allocate(&namespaces, &ns_prev, u32::from(NS_FIRST), ns_max);
-        let id_max = IDENTITY_CIDR_BASE - 1;
+        let id_max = IDENTITY_NAMESPACE_BASE - 1;
         let ids = allocate(&identities, &prev.identities, IDENTITY_FIRST_POD, id_max);
         self.ns_free = Free::of(ns_ids.values(), u32::from(NS_FIRST), ns_max);
         self.ids_free = Free::of(ids.values(), IDENTITY_FIRST_POD, id_max);

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use cns_common::{
-    IDENTITY_HOST, IDENTITY_WORLD,
-    maps::{PolicyValue, resolve},
+    IDENTITY_HOST, IDENTITY_NAMESPACE_BASE, IDENTITY_WORLD, NS_WORLD,
+    maps::{PolicyValue, resolve_merged},
 };
 
 use crate::encode::policy_value;
@@ -49,10 +49,10 @@ fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {
     if !isolated && !tiered {
         return Some(true);
     }
-    let identity = desired
+    let (identity, ns) = desired
         .ipcache
         .get(&remote)
-        .map_or(IDENTITY_WORLD, |r| r.identity);
+        .map_or((IDENTITY_WORLD, NS_WORLD), |r| (r.identity, r.ns_id));
     if dir == Direction::Ingress && identity == IDENTITY_HOST {
         return Some(true);
     }
@@ -77,7 +77,9 @@ fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {
         .max_by_key(|(k, _)| k.net.prefix())
         .map(|(_, id)| *id);
     let by_set = set.map_or(PolicyValue::EMPTY, lookup);
-    Some(resolve(isolated, &lookup(identity), &by_set).allowed)
+    let by_namespace = lookup(IDENTITY_NAMESPACE_BASE | u32::from(ns));
+    let merged = lookup(identity).merge(&by_namespace).merge(&by_set);
+    Some(resolve_merged(isolated, &merged).allowed)
 }
 
 fn port_matches(m: &PortMatch, proto: u8, port: u16) -> bool {

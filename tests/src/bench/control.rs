@@ -30,13 +30,19 @@ pub enum Mix {
     Label,
     /// Pods with two labels; ipBlock-based policies (with except).
     Cidr,
+    /// Label-heavy, plus 100 ClusterNetworkPolicies (50 Admin, 50 Baseline).
+    Tiers,
 }
+
+/// ClusterNetworkPolicies of the [`Mix::Tiers`] mix.
+const CLUSTER_POLICIES: usize = 100;
 
 impl Mix {
     pub fn name(self) -> &'static str {
         match self {
             Mix::Label => "label-heavy",
             Mix::Cidr => "cidr-heavy",
+            Mix::Tiers => "label-heavy+100-cnp",
         }
     }
 
@@ -44,6 +50,7 @@ impl Mix {
         match s {
             "label" | "label-heavy" => Some(Mix::Label),
             "cidr" | "cidr-heavy" => Some(Mix::Cidr),
+            "tiers" | "label-heavy+100-cnp" => Some(Mix::Tiers),
             _ => None,
         }
     }
@@ -96,7 +103,7 @@ impl Spec {
     ) -> String {
         let tier = ["web", "api", "db"][i % 3];
         let labels = match self.mix {
-            Mix::Label => format!(
+            Mix::Label | Mix::Tiers => format!(
                 "{{app: a{app}, tier: {tier}, version: v{}, track: {}, component: c{}, team: t{}}}",
                 i % 5,
                 if i.is_multiple_of(7) {
@@ -134,7 +141,7 @@ impl Spec {
         };
         let port = if alt { "8081" } else { "http" };
         let (ingress, egress) = match self.mix {
-            Mix::Label => (
+            Mix::Label | Mix::Tiers => (
                 format!(
                     "  - from:\n    - podSelector: {{matchLabels: {{app: a{}}}}}\n    - namespaceSelector: {{matchLabels: {{team: t{}}}}}\n      podSelector:\n        matchExpressions:\n        - {{key: app, operator: In, values: [a{}, a{}]}}\n        - {{key: tier, operator: In, values: [web, api]}}\n        - {{key: version, operator: NotIn, values: [v0]}}\n    ports:\n    - {{protocol: TCP, port: {port}}}\n    - {{protocol: TCP, port: 9000, endPort: 9010}}\n",
                     (a + 1) % 200,
@@ -167,6 +174,32 @@ impl Spec {
         )
     }
 
+    /// ClusterNetworkPolicy `j`: Admin (j < 50) or Baseline, ten priorities, subjects by
+    /// namespace labels or by pods, four rules a direction (pods, namespaces, networks,
+    /// ports, every action).
+    fn cluster_policy(&self, j: usize) -> String {
+        let tier = if j < CLUSTER_POLICIES / 2 {
+            "Admin"
+        } else {
+            "Baseline"
+        };
+        let subject = if j.is_multiple_of(2) {
+            format!("namespaces: {{matchLabels: {{team: t{}}}}}", j % 20)
+        } else {
+            format!(
+                "pods: {{namespaceSelector: {{matchLabels: {{env: prod}}}}, podSelector: {{matchLabels: {{app: a{}}}}}}}",
+                j % 200
+            )
+        };
+        format!(
+            "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata:\n  name: cnp{j}\nspec:\n  tier: {tier}\n  priority: {}\n  subject: {{{subject}}}\n  ingress:\n  - {{name: deny-db, action: Deny, from: [{{namespaces: {{matchLabels: {{team: t{}}}}}}}], protocols: [{{tcp: {{destinationPort: {{number: 5432}}}}}}]}}\n  - {{name: pass-prod, action: Pass, from: [{{namespaces: {{matchLabels: {{env: prod}}}}}}]}}\n  - {{name: accept-app, action: Accept, from: [{{pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: a{}}}}}}}}}], protocols: [{{tcp: {{destinationPort: {{range: {{start: 8000, end: 8999}}}}}}}}]}}\n  - {{name: deny-rest, action: Deny, from: [{{namespaces: {{matchLabels: {{team: t{}}}}}}}]}}\n  egress:\n  - {{name: accept-dns, action: Accept, to: [{{networks: [10.96.0.10/32]}}], protocols: [{{udp: {{destinationPort: {{number: 53}}}}}}]}}\n  - {{name: deny-metadata, action: Deny, to: [{{networks: [169.254.169.254/32]}}]}}\n  - {{name: pass-cluster, action: Pass, to: [{{networks: [10.0.0.0/8]}}]}}\n  - {{name: deny-world, action: Deny, to: [{{networks: [0.0.0.0/0]}}], protocols: [{{tcp: {{destinationPort: {{number: 25}}}}}}]}}\n",
+            (j % 10) * 10,
+            (j + 1) % 20,
+            (j + 3) % 200,
+            (j + 5) % 20,
+        )
+    }
+
     /// The manifest files, one at a time (so that the bench never holds the cluster's YAML
     /// beside the agent): namespaces, pods and policies in chunks of 1000 documents.
     fn for_each_file(
@@ -193,6 +226,12 @@ impl Spec {
                 .map(|j| self.policy(&format!("pol{j}"), j, false))
                 .collect();
             f(format!("20-policies-{c:03}.yaml").into(), chunk(docs))?;
+        }
+        if self.mix == Mix::Tiers {
+            let docs = (0..CLUSTER_POLICIES)
+                .map(|j| self.cluster_policy(j))
+                .collect();
+            f("30-cluster-policies.yaml".into(), chunk(docs))?;
         }
         Ok(())
     }
@@ -367,6 +406,7 @@ pub fn plan(opts: &Options) -> (Vec<Spec>, usize, usize) {
                 s(1_000, 100, Mix::Label),
                 s(1_000, 100, Mix::Cidr),
                 s(5_000, 500, Mix::Label),
+                s(5_000, 500, Mix::Tiers),
             ],
             2,
             4,
@@ -378,6 +418,7 @@ pub fn plan(opts: &Options) -> (Vec<Spec>, usize, usize) {
                 s(5_000, 1_000, Mix::Label),
                 s(50_000, 1_000, Mix::Label),
                 s(50_000, 1_000, Mix::Cidr),
+                s(50_000, 1_000, Mix::Tiers),
             ],
             3,
             10,
@@ -573,7 +614,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
         pods: arg(0)?,
         policies: arg(1)?,
         mix: Mix::parse(args.get(2).map_or("", String::as_str))
-            .ok_or_else(|| anyhow::anyhow!("mix: label or cidr"))?,
+            .ok_or_else(|| anyhow::anyhow!("mix: label, cidr or tiers"))?,
     };
     let (trials, iterations) = (arg(3)?, arg(4)?);
     let dir = ManifestDir(std::env::temp_dir().join(unique("cns-bench-manifests-")));
