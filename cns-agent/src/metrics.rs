@@ -57,6 +57,7 @@ pub enum MetricsError {
 #[derive(Clone, Debug)]
 pub struct AgentMetrics {
     pub policies: Gauge,
+    pub cluster_policies: Gauge,
     pub endpoints: Gauge,
     pub identities: Gauge,
     pub namespaces: Gauge,
@@ -85,6 +86,7 @@ impl Default for AgentMetrics {
     fn default() -> Self {
         Self {
             policies: Gauge::default(),
+            cluster_policies: Gauge::default(),
             endpoints: Gauge::default(),
             identities: Gauge::default(),
             namespaces: Gauge::default(),
@@ -396,6 +398,11 @@ fn register_agent(r: &mut Registry, agent: &AgentMetrics, sinks: EventSinks) {
         "cns_policies",
         "NetworkPolicies in the agent's source.",
         agent.policies.clone(),
+    );
+    r.register(
+        "cns_cluster_policies",
+        "ClusterNetworkPolicies in the agent's source.",
+        agent.cluster_policies.clone(),
     );
     r.register(
         "cns_endpoints",

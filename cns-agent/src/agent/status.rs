@@ -127,6 +127,10 @@ impl Agent {
             g.set(i64::try_from(n).unwrap_or(i64::MAX));
         };
         gauge(&m.policies, self.compiler.snapshot().policies.len());
+        gauge(
+            &m.cluster_policies,
+            self.compiler.snapshot().cluster_policies.len(),
+        );
         gauge(&m.endpoints, self.veths.len());
         gauge(
             &m.identities,
