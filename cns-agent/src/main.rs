@@ -323,11 +323,25 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                 );
                 for dir in ["ingress", "egress"] {
                     let rules = ep[dir]["rules"].as_array().cloned().unwrap_or_default();
-                    if ep[dir]["isolated"] != true {
+                    let tiered = ep[dir]["cluster_policies"] == true;
+                    if ep[dir]["isolated"] != true && !tiered {
                         outln!("  {dir}: not isolated (all allowed)");
                         continue;
                     }
-                    outln!("  {dir}: isolated, {} allow entries", rules.len());
+                    outln!(
+                        "  {dir}: {}{}, {} entries",
+                        if ep[dir]["isolated"] == true {
+                            "isolated"
+                        } else {
+                            "not isolated by NetworkPolicy"
+                        },
+                        if tiered {
+                            ", ClusterNetworkPolicies apply"
+                        } else {
+                            ""
+                        },
+                        rules.len()
+                    );
                     for r in rules {
                         outln!(
                             "    {:<4} {:<44} ports {:<16} by {}",

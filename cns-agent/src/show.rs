@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, IDENTITY_CIDR_BASE, PROTO_ANY,
     maps::{
-        CIDR_PREFIX_BASE, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED,
-        POLICY_PREFIX_PROTO,
+        CIDR_PREFIX_BASE, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED, EP_EGRESS_TIERED,
+        EP_INGRESS_ISOLATED, EP_INGRESS_TIERED, POLICY_PREFIX_PROTO,
     },
 };
 use serde::Serialize;
@@ -32,6 +32,8 @@ pub struct ShownRule {
 #[derive(Debug, Serialize)]
 pub struct ShownDirection {
     pub isolated: bool,
+    /// Some ClusterNetworkPolicy selects the pod in this direction.
+    pub cluster_policies: bool,
     pub rules: Vec<ShownRule>,
 }
 
@@ -97,7 +99,7 @@ pub fn show(
             global
         };
         let id = ep.ep_id.to_be_bytes();
-        let direction = |dir: u8, isolated: bool| {
+        let direction = |dir: u8, isolated: bool, cluster_policies: bool| {
             // Prefixes of each ipBlock-set identity of this endpoint and direction.
             let mut sets: BTreeMap<u32, Vec<String>> = BTreeMap::new();
             for ((len, k), identity) in &actual.cidrs {
@@ -142,7 +144,11 @@ pub fn show(
                     }
                 })
                 .collect();
-            ShownDirection { isolated, rules }
+            ShownDirection {
+                isolated,
+                cluster_policies,
+                rules,
+            }
         };
         let mut warnings = Vec::new();
         let count = |c: &MapContents| {
@@ -178,8 +184,16 @@ pub fn show(
             interface,
             ifindex: *ifindex,
             mode: mode.as_str(),
-            ingress: direction(DIR_INGRESS, ep.flags & EP_INGRESS_ISOLATED != 0),
-            egress: direction(DIR_EGRESS, ep.flags & EP_EGRESS_ISOLATED != 0),
+            ingress: direction(
+                DIR_INGRESS,
+                ep.flags & EP_INGRESS_ISOLATED != 0,
+                ep.flags & EP_INGRESS_TIERED != 0,
+            ),
+            egress: direction(
+                DIR_EGRESS,
+                ep.flags & EP_EGRESS_ISOLATED != 0,
+                ep.flags & EP_EGRESS_TIERED != 0,
+            ),
             warnings,
         });
     }

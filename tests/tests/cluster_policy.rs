@@ -65,7 +65,10 @@ fn admin_deny_beats_a_networkpolicy_allow_and_baseline_applies_to_unisolated_pod
         let server = addr(SERVER);
         let beta = &c.beta_client.netns;
         // The NetworkPolicy allows beta; the Admin rule denies UDP 5353 before it.
-        assert!(tcp_ok(beta, server, 8080), "{family:?}: beta -> alpha tcp/8080");
+        assert!(
+            tcp_ok(beta, server, 8080),
+            "{family:?}: beta -> alpha tcp/8080"
+        );
         assert!(
             !udp_probe(beta, server, UDP_PORT, QUICK),
             "{family:?}: Admin Deny"
@@ -74,7 +77,10 @@ fn admin_deny_beats_a_networkpolicy_allow_and_baseline_applies_to_unisolated_pod
         assert!(!tcp_ok(beta, server, 9090), "{family:?}: Baseline Deny");
         // gamma: not allowed by alpha's NetworkPolicy, not touched by the cluster policies.
         assert!(!tcp_ok(&c.gamma_client.netns, server, 8080), "{family:?}");
-        assert!(tcp_ok(&c.gamma_client.netns, addr(c.beta_other.ip), 9090), "{family:?}");
+        assert!(
+            tcp_ok(&c.gamma_client.netns, addr(c.beta_other.ip), 9090),
+            "{family:?}"
+        );
 
         let m = |name: &str, labels: &[(&str, &str)]| c.agent.metric(name, labels).unwrap_or(0.0);
         assert!(
@@ -102,7 +108,10 @@ fn admin_deny_beats_a_networkpolicy_allow_and_baseline_applies_to_unisolated_pod
             .unwrap_or_else(|| panic!("{family:?}: no Admin drop event in {events:#?}"));
         assert_eq!(admin["verdict"], "DROPPED");
         assert_eq!(admin["traffic_direction"], "INGRESS");
-        assert_eq!(admin["policies"][0], "ClusterNetworkPolicy/alpha-no-beta-dns");
+        assert_eq!(
+            admin["policies"][0],
+            "ClusterNetworkPolicy/alpha-no-beta-dns"
+        );
         let by = &admin["ingress_denied_by"][0];
         assert_eq!(by["name"], "alpha-no-beta-dns");
         assert_eq!(by["kind"], "ClusterNetworkPolicy");
@@ -132,7 +141,11 @@ fn audit_mode_passes_a_cluster_deny_and_counts_it_audit() {
     assert!(
         m(
             "hubble_flows_processed_total",
-            &[("source", "beta"), ("destination", "alpha"), ("verdict", "AUDIT")]
+            &[
+                ("source", "beta"),
+                ("destination", "alpha"),
+                ("verdict", "AUDIT")
+            ]
         ) >= 2.0
     );
     assert_eq!(m("hubble_drop_total", &[("source", "beta")]), 0.0);
