@@ -14,8 +14,9 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    rc::Rc,
     sync::Arc,
 };
 
@@ -71,6 +72,7 @@ pub(super) fn local(
         alloc,
         selections: RefCell::new(selections),
         uses_members: Cell::new(false),
+        namespace_selections: RefCell::default(),
     };
     let mut out = Local {
         endpoints: BTreeMap::new(),
@@ -100,7 +102,7 @@ pub(super) fn local(
                 .collect(),
             None => Vec::new(),
         };
-        let tiered = |dir| selecting.iter().any(|p| !p.policy.rules(dir).is_empty());
+        let tiered = |dir| selecting.iter().any(|p| !p.rules(dir).is_empty());
         let ep = LocalEndpoint {
             ep_id,
             addrs,
@@ -160,6 +162,8 @@ struct Cluster<'a> {
     alloc: &'a Allocations,
     selections: RefCell<&'a mut Selections>,
     uses_members: Cell<bool>,
+    /// Namespace selectors' answers in this pass, by the selector's address.
+    namespace_selections: RefCell<HashMap<usize, Rc<[u16]>>>,
 }
 
 impl Cluster<'_> {
@@ -219,7 +223,7 @@ impl Cluster<'_> {
         out: &mut EndpointOut<'_>,
         names: &mut BTreeMap<(Direction, u32), ClusterRuleName>,
     ) {
-        for rule in p.policy.rules(out.dir) {
+        for rule in p.rules(out.dir) {
             let t = TierRule {
                 rank: p.rank(rule.index),
                 action: rule.action,
@@ -234,10 +238,9 @@ impl Cluster<'_> {
                     ..RuleValue::default()
                 },
             };
-            names.insert(
-                (out.dir, p.rule_id(rule.index)),
-                p.rule_name(out.dir, rule.index),
-            );
+            names
+                .entry((out.dir, p.rule_id(rule.index)))
+                .or_insert_with(|| p.rule_name(out.dir, rule.index));
             let specs: Vec<PortSpec> = match &rule.ports {
                 ClusterPorts::All => vec![PortSpec::All],
                 ClusterPorts::Some(ports) => ports
@@ -288,7 +291,7 @@ impl Cluster<'_> {
                         // Every pod of some namespaces on fixed ports: one entry per
                         // namespace instead of one per pod identity.
                         (Some(sel), spec) if !matches!(spec, PortSpec::Named(..)) => {
-                            for ns in self.namespaces_matching(sel) {
+                            for &ns in self.namespaces_matching(sel).iter() {
                                 self.grant_namespace(ns, value, spec, out);
                             }
                         }
@@ -317,14 +320,22 @@ impl Cluster<'_> {
         }
     }
 
-    /// The ids of the (numbered) namespaces `sel` selects.
-    fn namespaces_matching(&self, sel: &LabelSelector) -> Vec<u16> {
-        self.index
-            .ns_labels
-            .iter()
-            .filter(|(_, labels)| matches(sel, labels))
-            .filter_map(|(name, _)| self.alloc.namespaces.get(name).copied())
-            .collect()
+    /// The ids of the (numbered) namespaces `sel` selects, once per selector and pass (the
+    /// snapshot does not change during a pass, so its selectors are known by address).
+    fn namespaces_matching(&self, sel: &LabelSelector) -> Rc<[u16]> {
+        let key = std::ptr::from_ref(sel) as usize;
+        self.namespace_selections
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| {
+                self.index
+                    .ns_labels
+                    .iter()
+                    .filter(|(_, labels)| matches(sel, labels))
+                    .filter_map(|(name, _)| self.alloc.namespaces.get(name).copied())
+                    .collect()
+            })
+            .clone()
     }
 
     /// What `value` says of every pod of namespace `ns` on `spec`'s (numeric) ports.

@@ -130,7 +130,7 @@ impl Evaluator<'_> {
         let ranked = ranked(self.snapshot);
         let selecting: Vec<&Ranked<'_>> = ranked
             .iter()
-            .filter(|p| p.selects(&ns_labels, pod_labels(pod)) && !p.policy.rules(dir).is_empty())
+            .filter(|p| p.selects(&ns_labels, pod_labels(pod)) && !p.rules(dir).is_empty())
             .collect();
         if isolating.is_empty() && selecting.is_empty() {
             return DirectionVerdict::NotIsolated;
@@ -140,8 +140,8 @@ impl Evaluator<'_> {
         }
         let tier = |tier: Tier| {
             for p in selecting.iter().filter(|p| p.tier() == tier) {
-                for rule in p.policy.rules(dir) {
-                    if self.cluster_rule_matches(&rule, dir, pod, remote) {
+                for rule in p.rules(dir) {
+                    if self.cluster_rule_matches(rule, dir, pod, remote) {
                         return Some(RuleRef {
                             policy: p.name.to_string(),
                             tier,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cns_common::maps::{RULE_ADMIN, RULE_BASELINE};
 
 use super::{
-    cluster::{ClusterNetworkPolicy, Tier, selects_pod},
+    cluster::{ClusterNetworkPolicy, ClusterRule, Tier, selects_pod},
     labels::Labels,
     model::{ClusterRuleName, Direction, Snapshot},
 };
@@ -18,11 +18,13 @@ use super::{
 /// Ties beyond this many policies of one tier and priority share the last rank slot.
 const MAX_TIE: u32 = (1 << 11) - 1;
 
-/// One policy with the rank of its first rule.
+/// One policy with the rank of its first rule, and its rules.
 pub struct Ranked<'a> {
     pub name: &'a Arc<str>,
     pub policy: &'a ClusterNetworkPolicy,
     pub base: u32,
+    pub ingress: Vec<ClusterRule<'a>>,
+    pub egress: Vec<ClusterRule<'a>>,
 }
 
 impl Ranked<'_> {
@@ -43,9 +45,16 @@ impl Ranked<'_> {
         self.base | u32::try_from(index).unwrap_or(31).min(31)
     }
 
+    /// Its rules in `dir`, in order.
+    pub fn rules(&self, dir: Direction) -> &[ClusterRule<'_>] {
+        match dir {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
     pub fn rule_name(&self, dir: Direction, index: usize) -> ClusterRuleName {
-        let rules = self.policy.rules(dir);
-        let rule = rules.get(index);
+        let rule = self.rules(dir).get(index);
         ClusterRuleName {
             policy: self.name.clone(),
             tier: self.tier(),
@@ -90,6 +99,8 @@ pub fn ranked(snapshot: &Snapshot) -> Vec<Ranked<'_>> {
             name,
             policy,
             base: priority << 16 | tie << 5,
+            ingress: policy.rules(Direction::Ingress),
+            egress: policy.rules(Direction::Egress),
         });
     }
     out

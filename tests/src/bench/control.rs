@@ -175,8 +175,8 @@ impl Spec {
     }
 
     /// ClusterNetworkPolicy `j`: Admin (j < 50) or Baseline, ten priorities, subjects by
-    /// namespace labels or by pods, four rules a direction (pods, namespaces, networks,
-    /// ports, every action).
+    /// namespace labels or by pods, four rules a direction (pods of an app in one team's
+    /// namespaces on a port range, namespaces, networks, ports, every action).
     fn cluster_policy(&self, j: usize) -> String {
         let tier = if j < CLUSTER_POLICIES / 2 {
             "Admin"
@@ -192,9 +192,10 @@ impl Spec {
             )
         };
         format!(
-            "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata:\n  name: cnp{j}\nspec:\n  tier: {tier}\n  priority: {}\n  subject: {{{subject}}}\n  ingress:\n  - {{name: deny-db, action: Deny, from: [{{namespaces: {{matchLabels: {{team: t{}}}}}}}], protocols: [{{tcp: {{destinationPort: {{number: 5432}}}}}}]}}\n  - {{name: pass-prod, action: Pass, from: [{{namespaces: {{matchLabels: {{env: prod}}}}}}]}}\n  - {{name: accept-app, action: Accept, from: [{{pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: a{}}}}}}}}}], protocols: [{{tcp: {{destinationPort: {{range: {{start: 8000, end: 8999}}}}}}}}]}}\n  - {{name: deny-rest, action: Deny, from: [{{namespaces: {{matchLabels: {{team: t{}}}}}}}]}}\n  egress:\n  - {{name: accept-dns, action: Accept, to: [{{networks: [10.96.0.10/32]}}], protocols: [{{udp: {{destinationPort: {{number: 53}}}}}}]}}\n  - {{name: deny-metadata, action: Deny, to: [{{networks: [169.254.169.254/32]}}]}}\n  - {{name: pass-cluster, action: Pass, to: [{{networks: [10.0.0.0/8]}}]}}\n  - {{name: deny-world, action: Deny, to: [{{networks: [0.0.0.0/0]}}], protocols: [{{tcp: {{destinationPort: {{number: 25}}}}}}]}}\n",
+            "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata:\n  name: cnp{j}\nspec:\n  tier: {tier}\n  priority: {}\n  subject: {{{subject}}}\n  ingress:\n  - {{name: deny-db, action: Deny, from: [{{namespaces: {{matchLabels: {{team: t{}}}}}}}], protocols: [{{tcp: {{destinationPort: {{number: 5432}}}}}}]}}\n  - {{name: pass-prod, action: Pass, from: [{{namespaces: {{matchLabels: {{env: prod}}}}}}]}}\n  - {{name: accept-app, action: Accept, from: [{{pods: {{namespaceSelector: {{matchLabels: {{team: t{}}}}}, podSelector: {{matchLabels: {{app: a{}}}}}}}}}], protocols: [{{tcp: {{destinationPort: {{range: {{start: 8080, end: 8089}}}}}}}}]}}\n  - {{name: deny-rest, action: Deny, from: [{{namespaces: {{matchLabels: {{team: t{}}}}}}}]}}\n  egress:\n  - {{name: accept-dns, action: Accept, to: [{{networks: [10.96.0.10/32]}}], protocols: [{{udp: {{destinationPort: {{number: 53}}}}}}]}}\n  - {{name: deny-metadata, action: Deny, to: [{{networks: [169.254.169.254/32]}}]}}\n  - {{name: pass-cluster, action: Pass, to: [{{networks: [10.0.0.0/8]}}]}}\n  - {{name: deny-world, action: Deny, to: [{{networks: [0.0.0.0/0]}}], protocols: [{{tcp: {{destinationPort: {{number: 25}}}}}}]}}\n",
             (j % 10) * 10,
             (j + 1) % 20,
+            (j + 2) % 20,
             (j + 3) % 200,
             (j + 5) % 20,
         )
