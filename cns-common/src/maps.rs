@@ -461,8 +461,11 @@ map_type! {
         /// The endpoint's audit flags (`EP_AUDIT_OVERRIDE`, `EP_AUDIT_ON`) then: with the
         /// global mode, whether it audits now.
         pub ep_flags: u16,
-        pub _pad: u16,
-    } = 32
+        /// The drop's reason and the policy or ClusterNetworkPolicy rule (for the event).
+        pub reason: u8,
+        pub _pad: u8,
+        pub policy_id: u32,
+    } = 36
 }
 
 /// `LruHashMap<DenyKey6, DenyEntry>`: [`DENY_CACHE`] for IPv6 (sized with it).
@@ -749,6 +752,7 @@ mod tests {
     /// v5: `CNS_DENY_CACHE` (the XDP program's deny cache).
     /// v6: IPv6: the `*6` maps, the endpoint's IPv6 address, 16-byte event addresses and
     /// the event's family.
-    /// v7: ClusterNetworkPolicy: a policy value holds each tier's rule and action.
-    const FINGERPRINT_V7: u64 = 8_908_476_982_125_267_497;
+    /// v7: ClusterNetworkPolicy: a policy value holds each tier's rule and action; a deny
+    /// cache entry its reason and policy id.
+    const FINGERPRINT_V7: u64 = 11_619_502_872_110_988_417;
 }

@@ -7,15 +7,16 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use cns_common::{
-    DIR_INGRESS, IDENTITY_HOST, IDENTITY_WORLD, NS_UNKNOWN, NS_WORLD, REASON_FRAGMENT,
-    REASON_FROM_HOST, REASON_IPV6_HEADER_CHAIN, REASON_MALFORMED, REASON_NO_ENDPOINT,
-    REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED,
-    REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
+    DIR_INGRESS, IDENTITY_HOST, IDENTITY_NAMESPACE_BASE, IDENTITY_WORLD, NS_UNKNOWN, NS_WORLD,
+    REASON_FRAGMENT, REASON_FROM_HOST, REASON_IPV6_HEADER_CHAIN, REASON_MALFORMED,
+    REASON_NO_ENDPOINT, REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED, REASON_POLICY_DENIED,
+    REASON_SPOOFED, REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     maps::{
         CONFIG_NO_CONNTRACK_CREATE, CONFIG_POLICY_VERDICT_EVENTS, CT_REPLY, Config, CtEntry,
-        EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_ISOLATED,
-        EP_INGRESS_ISOLATED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Event, POLICY_PREFIX_FULL,
-        PolicyKey, Remote,
+        EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_CIDRS, EP_EGRESS_ISOLATED,
+        EP_EGRESS_NAMESPACES, EP_EGRESS_TIERED, EP_INGRESS_CIDRS, EP_INGRESS_ISOLATED,
+        EP_INGRESS_NAMESPACES, EP_INGRESS_TIERED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Event,
+        POLICY_PREFIX_FULL, PolicyKey, PolicyValue, Remote, Resolved, resolve_merged,
     },
 };
 
@@ -195,14 +196,27 @@ pub fn isolated(ep: &Endpoint, dir: u8) -> bool {
     ep.flags & flag != 0
 }
 
+/// Whether any policy applies to the endpoint in `dir`: a NetworkPolicy isolates it, or a
+/// ClusterNetworkPolicy selects it.
+#[inline(always)]
+pub fn enforced(ep: &Endpoint, dir: u8) -> bool {
+    ep.flags
+        & flag(
+            dir,
+            EP_INGRESS_ISOLATED | EP_INGRESS_TIERED,
+            EP_EGRESS_ISOLATED | EP_EGRESS_TIERED,
+        )
+        != 0
+}
+
 /// What is not a parsed IP packet (malformed, not IP, an IPv6 header chain longer than
-/// the programs walk): passes only for endpoints not isolated in this direction.
+/// the programs walk): passes only for endpoints no policy applies to in this direction.
 #[inline(always)]
 fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
     let Some(ep) = endpoint(ctx) else {
         return no_endpoint(ctx, cfg, dir, 0);
     };
-    let (verdict, action) = if !isolated(ep, dir) {
+    let (verdict, action) = if !enforced(ep, dir) {
         (VERDICT_FORWARDED, TC_PASS)
     } else if audits(ep, cfg) {
         (VERDICT_AUDIT, TC_PASS)
@@ -271,11 +285,17 @@ fn ep_ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
-/// The policy allowing `identity` to reach `p`'s protocol and port: the exact port, all ports
-/// of the protocol, any protocol (hash lookups), then port ranges (the trie) for endpoints
-/// that have some.
+/// The entry for `identity` on `p`'s protocol and port, the longest match: the exact port
+/// (hash); then, for endpoints with port ranges, the trie (whose longest match covers the
+/// ranges, the protocol-wide and the any-protocol entries); otherwise all ports of the
+/// protocol, then any protocol (hash), each only for endpoints that have such entries.
 #[inline(always)]
-fn allowed_by<F: Family>(ep: &Endpoint, dir: u8, identity: u32, p: &Packet<F>) -> Option<u32> {
+fn lookup<F: Family>(
+    ep: &Endpoint,
+    dir: u8,
+    identity: u32,
+    p: &Packet<F>,
+) -> Option<&'static PolicyValue> {
     let mut key = PolicyKey {
         ep_id: ep.ep_id.to_be_bytes(),
         identity: identity.to_be_bytes(),
@@ -283,31 +303,83 @@ fn allowed_by<F: Family>(ep: &Endpoint, dir: u8, identity: u32, p: &Packet<F>) -
         proto: p.proto,
         port: u16::from_be(p.dport).to_be_bytes(),
     };
-    // SAFETY (the three lookups): written by the agent only.
+    // SAFETY (every lookup): written by the agent only.
     if let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) } {
-        return Some(v.policy_id);
+        return Some(v);
     }
-    let port = key.port;
+    if ep.flags & EP_PORT_RANGES != 0 {
+        return CNS_POLICY.get(&Key::new(POLICY_PREFIX_FULL, key));
+    }
     key.port = [0; 2];
     if ep.flags & EP_PROTO_RULES != 0
         && let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) }
     {
-        return Some(v.policy_id);
+        return Some(v);
     }
     key.proto = 0;
-    if ep.flags & EP_ANY_PROTO_RULES != 0
-        && let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) }
-    {
+    if ep.flags & EP_ANY_PROTO_RULES != 0 {
+        return unsafe { CNS_POLICY_EXACT.get(&key) };
+    }
+    None
+}
+
+/// The flag of `dir`: `ingress` or `egress`.
+#[inline(always)]
+fn flag(dir: u8, ingress: u16, egress: u16) -> u16 {
+    if dir == DIR_INGRESS { ingress } else { egress }
+}
+
+/// NetworkPolicy alone (no ClusterNetworkPolicy selects the endpoint in `dir`, so every
+/// entry is an allow): the remote's identity, then its address set.
+#[inline(always)]
+fn allowed_by<F: Family>(
+    ep: &Endpoint,
+    dir: u8,
+    identity: u32,
+    remote_addr: &F::Addr,
+    p: &Packet<F>,
+) -> Option<u32> {
+    if let Some(v) = lookup(ep, dir, identity, p) {
         return Some(v.policy_id);
     }
-    if ep.flags & EP_PORT_RANGES == 0 {
+    if ep.flags & flag(dir, EP_INGRESS_CIDRS, EP_EGRESS_CIDRS) == 0 {
         return None;
     }
-    key.proto = p.proto;
-    key.port = port;
-    CNS_POLICY
-        .get(&Key::new(POLICY_PREFIX_FULL, key))
-        .map(|v| v.policy_id)
+    let set = F::cidr_identity(ep.ep_id, dir, remote_addr)?;
+    lookup(ep, dir, set, p).map(|v| v.policy_id)
+}
+
+/// The tiers (`cns_common::maps::resolve_merged`) on everything the entries of the
+/// remote's identity, namespace and address set say.
+#[inline(always)]
+fn tiers<F: Family>(
+    ep: &Endpoint,
+    dir: u8,
+    remote: &Remote,
+    remote_addr: &F::Addr,
+    p: &Packet<F>,
+) -> Resolved {
+    let mut v = match lookup(ep, dir, remote.identity, p) {
+        Some(v) => *v,
+        None => PolicyValue::EMPTY,
+    };
+    if ep.flags & flag(dir, EP_INGRESS_NAMESPACES, EP_EGRESS_NAMESPACES) != 0
+        && let Some(n) = lookup(
+            ep,
+            dir,
+            IDENTITY_NAMESPACE_BASE | u32::from(remote.ns_id),
+            p,
+        )
+    {
+        v = v.merge(n);
+    }
+    if ep.flags & flag(dir, EP_INGRESS_CIDRS, EP_EGRESS_CIDRS) != 0
+        && let Some(c) =
+            F::cidr_identity(ep.ep_id, dir, remote_addr).and_then(|set| lookup(ep, dir, set, p))
+    {
+        v = v.merge(c);
+    }
+    resolve_merged(isolated(ep, dir), &v)
 }
 
 const UNKNOWN_REMOTE: Remote = Remote {
@@ -371,18 +443,22 @@ pub fn decide<F: Family>(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet<F>) ->
     let remote = F::ipcache(&remote_addr).unwrap_or(&UNKNOWN_REMOTE);
 
     let mut policy_id = u32::MAX;
+    let tiered = ep.flags & flag(dir, EP_INGRESS_TIERED, EP_EGRESS_TIERED) != 0;
     let (allowed, reason) = if dir != DIR_INGRESS && !F::is_own(ep, &p.saddr) {
         (false, REASON_SPOOFED)
-    } else if !isolated(ep, dir) {
+    } else if !tiered && !isolated(ep, dir) {
         (true, REASON_NOT_ISOLATED)
     } else if dir == DIR_INGRESS && remote.identity == IDENTITY_HOST {
         (true, REASON_FROM_HOST)
-    } else if let Some(id) = allowed_by(ep, dir, remote.identity, p) {
-        policy_id = id;
-        (true, REASON_POLICY_ALLOWED)
-    } else if let Some(id) =
-        F::cidr_identity(ep.ep_id, dir, &remote_addr).and_then(|cidr| allowed_by(ep, dir, cidr, p))
-    {
+    } else if tiered {
+        let r = tiers(ep, dir, remote, &remote_addr, p);
+        policy_id = r.policy_id;
+        match r.allowed {
+            true => (true, r.reason),
+            false if p.later_fragment => (false, REASON_FRAGMENT),
+            false => (false, r.reason),
+        }
+    } else if let Some(id) = allowed_by(ep, dir, remote.identity, &remote_addr, p) {
         policy_id = id;
         (true, REASON_POLICY_ALLOWED)
     } else if p.later_fragment {

@@ -34,7 +34,8 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use cns_common::{
-    DIR_INGRESS, PROTO_TCP, PROTO_UDP, REASON_POLICY_DENIED, VERDICT_AUDIT, VERDICT_DROPPED,
+    DIR_INGRESS, PROTO_TCP, PROTO_UDP, REASON_ADMIN_DENIED, REASON_BASELINE_DENIED,
+    REASON_POLICY_DENIED, VERDICT_AUDIT, VERDICT_DROPPED,
     maps::{
         CONFIG_NO_DENY_CACHE, DenyEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, Endpoint, Event,
         NO_COUNTER, STAT_XDP_ALLOWED, STAT_XDP_AUDIT, STAT_XDP_DROPPED,
@@ -97,7 +98,7 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     let endpoint = || -> Option<&'static Endpoint> {
         // SAFETY: written by the agent only.
         let ep = unsafe { CNS_ENDPOINTS.get(ifindex) }?;
-        (F::is_own(ep, &p.daddr) && policy::isolated(ep, DIR_INGRESS)).then_some(ep)
+        (F::is_own(ep, &p.daddr) && policy::enforced(ep, DIR_INGRESS)).then_some(ep)
     };
     let key = conntrack::key(p, DIR_INGRESS);
     if let Some(e) = conntrack::lookup(&key, p) {
@@ -132,14 +133,14 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
             proto: p.proto,
             dir: DIR_INGRESS,
             verdict: VERDICT_DROPPED,
-            reason: REASON_POLICY_DENIED,
+            reason: d.reason,
             src_identity: d.src_identity,
             dst_identity: d.dst_identity,
             ifindex,
             ep_id: d.ep_id,
             src_ns: d.src_ns,
             dst_ns: d.dst_ns,
-            policy_id: u32::MAX,
+            policy_id: d.policy_id,
             _pad: [0; 7],
         });
         stats::incr(STAT_XDP_DROPPED);
@@ -153,7 +154,11 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     let count = if dropped { Some(ctx.frame_len()) } else { None };
     let slot = policy::record(cfg, ep, ifindex, DIR_INGRESS, p, &key, &d, count);
     if dropped {
-        if cacheable && d.reason == REASON_POLICY_DENIED && slot != NO_COUNTER {
+        let denied_by_policy = matches!(
+            d.reason,
+            REASON_POLICY_DENIED | REASON_ADMIN_DENIED | REASON_BASELINE_DENIED
+        );
+        if cacheable && denied_by_policy && slot != NO_COUNTER {
             let entry = DenyEntry {
                 revision,
                 ep_id: ep.ep_id,
@@ -164,7 +169,9 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
                 src_ns: d.src_ns,
                 dst_ns: d.dst_ns,
                 ep_flags: ep.flags & (EP_AUDIT_OVERRIDE | EP_AUDIT_ON),
+                reason: d.reason,
                 _pad: 0,
+                policy_id: d.policy_id,
             };
             // A failed insert only means the next packet decides again.
             _ = F::deny_cache().insert(&deny_key, &entry, 0);
