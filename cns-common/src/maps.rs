@@ -716,6 +716,153 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 22] = [
 ];
 
 #[cfg(test)]
+mod resolve_tests {
+    use super::*;
+    use crate::{
+        REASON_ADMIN_DENIED, REASON_BASELINE_DENIED, REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED,
+        REASON_POLICY_DENIED,
+    };
+
+    fn admin(rank: u32, action: u8) -> PolicyValue {
+        PolicyValue {
+            admin: rank,
+            admin_action: action,
+            ..PolicyValue::EMPTY
+        }
+    }
+
+    fn baseline(rank: u32, action: u8) -> PolicyValue {
+        PolicyValue {
+            baseline: rank,
+            baseline_action: action,
+            ..PolicyValue::EMPTY
+        }
+    }
+
+    fn r(allowed: bool, reason: u8, policy_id: u32) -> Resolved {
+        Resolved {
+            allowed,
+            reason,
+            policy_id,
+        }
+    }
+
+    const E: PolicyValue = PolicyValue::EMPTY;
+
+    #[test]
+    fn nothing_said_is_networkpolicy_isolation_or_allow() {
+        assert_eq!(
+            resolve(false, &E, &E),
+            r(true, REASON_NOT_ISOLATED, NO_POLICY)
+        );
+        assert_eq!(
+            resolve(true, &E, &E),
+            r(false, REASON_POLICY_DENIED, NO_POLICY)
+        );
+        let np = PolicyValue::allow(7);
+        assert_eq!(resolve(true, &E, &np), r(true, REASON_POLICY_ALLOWED, 7));
+        assert_eq!(
+            resolve(true, &PolicyValue::allow(3), &np),
+            r(true, REASON_POLICY_ALLOWED, 3)
+        );
+    }
+
+    #[test]
+    fn the_earlier_admin_rule_of_either_lookup_decides() {
+        let deny = admin(5, ACTION_DENY);
+        let accept = admin(9, ACTION_ACCEPT);
+        for (a, b) in [(&deny, &accept), (&accept, &deny)] {
+            assert_eq!(
+                resolve(false, a, b),
+                r(false, REASON_ADMIN_DENIED, RULE_ADMIN | 5)
+            );
+        }
+        // Accept first: allowed even where a NetworkPolicy isolates and allows nothing.
+        let accept_first = admin(1, ACTION_ACCEPT);
+        assert_eq!(
+            resolve(true, &accept_first, &deny),
+            r(true, REASON_POLICY_ALLOWED, RULE_ADMIN | 1)
+        );
+        // Deny over a NetworkPolicy allow in the same entry.
+        let both = PolicyValue {
+            policy_id: 4,
+            ..deny
+        };
+        assert_eq!(
+            resolve(true, &both, &E),
+            r(false, REASON_ADMIN_DENIED, RULE_ADMIN | 5)
+        );
+    }
+
+    #[test]
+    fn pass_goes_to_networkpolicy_then_baseline() {
+        let pass = PolicyValue {
+            baseline: 2,
+            baseline_action: ACTION_DENY,
+            ..admin(1, ACTION_PASS)
+        };
+        // Isolated: NetworkPolicy decides (nothing allows: denied), Baseline never reached.
+        assert_eq!(
+            resolve(true, &pass, &E),
+            r(false, REASON_POLICY_DENIED, NO_POLICY)
+        );
+        assert_eq!(
+            resolve(true, &pass, &PolicyValue::allow(8)),
+            r(true, REASON_POLICY_ALLOWED, 8)
+        );
+        // Not isolated: the Baseline rule decides.
+        assert_eq!(
+            resolve(false, &pass, &E),
+            r(false, REASON_BASELINE_DENIED, RULE_BASELINE | 2)
+        );
+        // A Pass before a Deny: the Deny is skipped.
+        assert_eq!(
+            resolve(true, &pass, &admin(3, ACTION_DENY)),
+            r(false, REASON_POLICY_DENIED, NO_POLICY)
+        );
+    }
+
+    #[test]
+    fn baseline_accept_deny_and_pass() {
+        let accept = baseline(4, ACTION_ACCEPT);
+        let deny = baseline(6, ACTION_DENY);
+        assert_eq!(
+            resolve(false, &deny, &accept),
+            r(true, REASON_POLICY_ALLOWED, RULE_BASELINE | 4)
+        );
+        assert_eq!(
+            resolve(false, &E, &deny),
+            r(false, REASON_BASELINE_DENIED, RULE_BASELINE | 6)
+        );
+        assert_eq!(
+            resolve(false, &baseline(1, ACTION_PASS), &deny),
+            r(true, REASON_NOT_ISOLATED, NO_POLICY)
+        );
+    }
+
+    #[test]
+    fn merge_keeps_the_first_of_each_tier() {
+        let a = PolicyValue {
+            policy_id: 9,
+            ..admin(5, ACTION_DENY)
+        };
+        let b = PolicyValue {
+            policy_id: 2,
+            admin: 3,
+            admin_action: ACTION_PASS,
+            baseline: 1,
+            baseline_action: ACTION_ACCEPT,
+            _pad: [0; 2],
+        };
+        let m = a.merge(&b);
+        assert_eq!((m.policy_id, m.admin, m.admin_action), (2, 3, ACTION_PASS));
+        assert_eq!((m.baseline, m.baseline_action), (1, ACTION_ACCEPT));
+        assert_eq!(m, b.merge(&a));
+        assert_eq!(a.merge(&E), a);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::LAYOUTS;
 
