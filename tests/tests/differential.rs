@@ -1,6 +1,7 @@
 //! Differential testing of the kernel programs against the reference evaluator: random
 //! namespaces, pods, labels and policies (selectors, ipBlocks with except, port ranges,
-//! named ports, both directions), compiled and written to the maps by the agent's own
+//! named ports, both directions) and ClusterNetworkPolicies of both tiers (namespaces,
+//! pods and networks peers, ports and ranges, every action), compiled and written to the maps by the agent's own
 //! pipeline; random flows to and from one pod run through `BPF_PROG_TEST_RUN`; the kernel's
 //! verdict must equal `policy::evaluate`'s for every flow, and so must `cns_xdp`'s for
 //! every ingress flow, run twice (the second run of a denied flow hits the deny cache).
@@ -22,7 +23,9 @@ use cns_agent::{
     datapath::{Datapath, PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     encode::MapContents,
     policy::{
-        Flow, compile, evaluate,
+        Flow,
+        cluster::{ClusterNetworkPolicy, validate_cluster_policy},
+        compile, evaluate,
         model::{Allocations, NodeContext, ObjectRef, PodInfo, Snapshot},
         validate_policy,
     },
@@ -82,6 +85,8 @@ struct Cluster {
     ns_labels: Vec<(&'static str, Option<&'static str>)>,
     pods: Vec<PodSpec>,
     policies: Vec<(usize, Value)>,
+    /// ClusterNetworkPolicy specs (either tier).
+    cluster_policies: Vec<Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -238,6 +243,74 @@ fn policy() -> impl Strategy<Value = (usize, Value)> {
         })
 }
 
+fn cnp_peer(egress: bool) -> impl Strategy<Value = Value> {
+    let pods = (ns_selector(), selector())
+        .prop_map(|(n, p)| json!({"pods": {"namespaceSelector": n, "podSelector": p}}));
+    let namespaces = ns_selector().prop_map(|n| json!({"namespaces": n}));
+    let cidr = prop::sample::select(vec![
+        "10.0.0.0/24",
+        "10.0.0.4/30",
+        "0.0.0.0/0",
+        "192.168.0.0/16",
+        "fd00::/120",
+        "::/0",
+    ]);
+    let networks = cidr.prop_map(|c| json!({"networks": [c]}));
+    if egress {
+        prop_oneof![pods, namespaces, networks].boxed()
+    } else {
+        prop_oneof![pods, namespaces].boxed()
+    }
+}
+
+fn cnp_rule(egress: bool) -> impl Strategy<Value = Value> {
+    let protocol = prop_oneof![
+        (
+            prop::sample::select(vec!["tcp", "udp", "sctp"]),
+            prop::sample::select(vec![53, 80, 8080])
+        )
+            .prop_map(|(p, n)| json!({p: {"destinationPort": {"number": n}}})),
+        Just(json!({"tcp": {"destinationPort": {"range": {"start": 80, "end": 90}}}})),
+        Just(json!({"tcp": {"destinationPort": {"range": {"start": 1000, "end": 9000}}}})),
+    ];
+    (
+        prop::sample::select(vec!["Accept", "Deny", "Pass"]),
+        prop::collection::vec(cnp_peer(egress), 1..3),
+        prop::option::of(prop::collection::vec(protocol, 1..3)),
+    )
+        .prop_map(move |(action, peers, protocols)| {
+            let mut r = json!({"action": action});
+            r[if egress { "to" } else { "from" }] = json!(peers);
+            if let Some(p) = protocols {
+                r["protocols"] = json!(p);
+            }
+            r
+        })
+}
+
+fn cluster_policy() -> impl Strategy<Value = Value> {
+    (
+        any::<bool>(),
+        prop::sample::select(vec![1, 5, 5]),
+        prop_oneof![
+            ns_selector().prop_map(|n| json!({"namespaces": n})),
+            (ns_selector(), selector())
+                .prop_map(|(n, p)| json!({"pods": {"namespaceSelector": n, "podSelector": p}})),
+        ],
+        prop::collection::vec(cnp_rule(false), 0..3),
+        prop::collection::vec(cnp_rule(true), 0..3),
+    )
+        .prop_map(|(baseline, priority, subject, ingress, egress)| {
+            json!({
+                "tier": if baseline { "Baseline" } else { "Admin" },
+                "priority": priority,
+                "subject": subject,
+                "ingress": ingress,
+                "egress": egress,
+            })
+        })
+}
+
 fn cluster() -> impl Strategy<Value = Cluster> {
     (
         prop::collection::vec(
@@ -248,12 +321,14 @@ fn cluster() -> impl Strategy<Value = Cluster> {
             3,
         ),
         prop::collection::vec(pod_spec(), 2..6),
-        prop::collection::vec(policy(), 1..5),
+        prop::collection::vec(policy(), 0..5),
+        prop::collection::vec(cluster_policy(), 0..3),
     )
-        .prop_map(|(ns_labels, pods, policies)| Cluster {
+        .prop_map(|(ns_labels, pods, policies, cluster_policies)| Cluster {
             ns_labels,
             pods,
             policies,
+            cluster_policies,
         })
 }
 
@@ -325,6 +400,17 @@ fn snapshot(c: &Cluster) -> Snapshot {
         );
         s.policies
             .insert(ObjectRef::new(NAMESPACES[*ns], format!("p{i}")), np.into());
+    }
+    for (i, spec) in c.cluster_policies.iter().enumerate() {
+        let name = format!("cnp{i}");
+        let cnp: ClusterNetworkPolicy =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        let errors = validate_cluster_policy(&cnp);
+        assert!(
+            errors.is_empty(),
+            "generated an invalid ClusterNetworkPolicy: {errors:?}\n{spec:#}"
+        );
+        s.cluster_policies.insert(name.into(), cnp.into());
     }
     s
 }
