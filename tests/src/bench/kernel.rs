@@ -138,6 +138,9 @@ impl Case {
     /// The TC cases also measured on IPv6.
     pub const IPV6: [Case; 3] = [Case::Established, Case::NewAllowed, Case::NewDenied];
 
+    /// The TC cases also measured with ClusterNetworkPolicies selecting the endpoint.
+    pub const TIERED: [Case; 3] = [Case::Established, Case::NewAllowed, Case::NewDenied];
+
     /// The cases of `cns_xdp`.
     pub const XDP: [Case; 6] = [
         Case::Established,
@@ -245,6 +248,11 @@ pub struct Measure {
     pub v6: bool,
     /// An IPv6 row, per trial: this / the same program and case on IPv4.
     pub vs_v4: Option<Summary>,
+    /// The endpoint is selected by ClusterNetworkPolicies (a second datapath filled with
+    /// [`desired_tiered`]).
+    pub tiered: bool,
+    /// A tiered row, per trial: this / the same program and case without them.
+    pub vs_np: Option<Summary>,
 }
 
 impl Measure {
@@ -276,6 +284,8 @@ impl Measure {
             "reference_floor_target": floor_target(self.program, self.case),
             "family": if self.v6 { "IPv6" } else { "IPv4" },
             "ratio_to_ipv4": self.vs_v4.map(|s| s.json()),
+            "cluster_policies": self.tiered,
+            "ratio_to_networkpolicy_only": self.vs_np.map(|s| s.json()),
         })
     }
 }
@@ -424,12 +434,91 @@ pub fn desired(size: Size) -> Desired {
     d
 }
 
+/// The target of a tiered new flow against the same flow without ClusterNetworkPolicies
+/// (issue 14).
+pub const TIERED_TARGET: f64 = 1.2;
+
+/// [`desired`] with the pod under test selected, in both directions, by ClusterNetworkPolicies
+/// of both tiers, as 100 of them with namespace and network peers leave it: an entry per
+/// remote namespace (50; an Admin Pass and a Baseline Deny of TCP 25) and address sets
+/// (0.0.0.0/0: an Admin Deny of TCP 25; 10.0.0.0/8: an Admin Pass; 169.254.169.254/32: an
+/// Admin Deny), so that a new flow takes all three lookups (identity, namespace, address
+/// set) and every verdict stays what NetworkPolicy alone says (the Admin rules pass the
+/// remotes on to it).
+pub fn desired_tiered(size: Size) -> Desired {
+    use cns_agent::policy::{cluster::Action, model::{CidrKey, TierRule}};
+    use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_NAMESPACE_BASE};
+    let mut d = desired(size);
+    if let Some(ep) = d.endpoints.get_mut(&ObjectRef::new("bench", "server")) {
+        ep.ingress_tiered = true;
+        ep.egress_tiered = true;
+    }
+    let tier = |rank, action| Some(TierRule { rank, action });
+    let admin = |rank, action| RuleValue {
+        admin: tier(rank, action),
+        ..RuleValue::default()
+    };
+    let any = PortMatch {
+        proto: None,
+        ports: None,
+    };
+    let smtp = PortMatch {
+        proto: Some(Protocol::Tcp),
+        ports: Some(PortRange { start: 25, end: 25 }),
+    };
+    for dir in [Direction::Ingress, Direction::Egress] {
+        let key = |identity, ports| RuleKey {
+            ep_id: 1,
+            dir,
+            identity,
+            ports,
+        };
+        for n in 0..50u32 {
+            let ns = IDENTITY_NAMESPACE_BASE | (u32::from(NS_FIRST) + n);
+            d.rules.insert(key(ns, any), admin(100 + n, Action::Pass));
+            let both = RuleValue {
+                baseline: tier(n, Action::Deny),
+                ..admin(100 + n, Action::Pass)
+            };
+            d.rules.insert(key(ns, smtp), both);
+        }
+        for (i, (net, value, ports)) in [
+            ("0.0.0.0/0", admin(200, Action::Deny), smtp),
+            ("10.0.0.0/8", admin(50, Action::Pass), any),
+            ("169.254.169.254/32", admin(10, Action::Deny), any),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let set = IDENTITY_CIDR_BASE + i as u32;
+            let cidr = CidrKey {
+                ep_id: 1,
+                dir,
+                net: net.parse().expect("network"),
+            };
+            d.cidrs.insert(cidr, set);
+            d.rules.insert(key(set, ports), value);
+        }
+    }
+    d
+}
+
 fn load(size: Size) -> anyhow::Result<(Loaded, MapContents)> {
+    let (loaded, contents) = load_desired(desired(size))?;
+    anyhow::ensure!(
+        contents.policy.len() == size.policy,
+        "synthetic rules gave {} policy entries, wanted {}",
+        contents.policy.len(),
+        size.policy
+    );
+    Ok((loaded, contents))
+}
+
+fn load_desired(desired: Desired) -> anyhow::Result<(Loaded, MapContents)> {
     let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("cns-bench-"));
     cns_agent::paths::prepare_pin_dir(&pin_dir)?;
     let dp = Datapath::load(&pin_dir)?;
     let mut loaded = Loaded { dp, pin_dir };
-    let desired = desired(size);
     let mut ifindexes = BTreeMap::from([(ObjectRef::new("bench", "server"), 1)]);
     for k in 0..OTHER_ENDPOINTS {
         ifindexes.insert(ObjectRef::new("bench", format!("pod{k}")), 1000 + k);
@@ -446,12 +535,6 @@ fn load(size: Size) -> anyhow::Result<(Loaded, MapContents)> {
         )
         .ops;
     let contents = planner.intended().clone();
-    anyhow::ensure!(
-        contents.policy.len() == size.policy,
-        "synthetic rules gave {} policy entries, wanted {}",
-        contents.policy.len(),
-        size.policy
-    );
     let failed = reconcile::apply(&mut loaded.dp, &ops);
     if let Some(f) = failed.first() {
         anyhow::bail!(
@@ -547,6 +630,8 @@ struct Variant {
     case: Case,
     /// IPv6 packets.
     v6: bool,
+    /// Runs on the datapath whose endpoint ClusterNetworkPolicies select.
+    tiered: bool,
     /// A floor's variant: the cns program whose packets it runs.
     of: Option<&'static str>,
     /// Repeated: one packet. Random: many.
@@ -559,6 +644,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
         program: PROG_EMPTY,
         case: Case::Empty,
         v6: false,
+        tiered: false,
         of: None,
         repeated: packet(PROG_TO_POD, Case::Empty, 0, RULE_PORT_BASE, 1, false),
         random: (0..random_flows)
@@ -594,6 +680,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
                     program,
                     case,
                     v6,
+                    tiered: false,
                     of: None,
                     repeated,
                     random,
@@ -637,6 +724,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
                     program: PROG_XDP,
                     case,
                     v6,
+                    tiered: false,
                     of: None,
                     repeated: pkt(0, 30000),
                     random: (0..random_flows)
@@ -652,12 +740,26 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
         };
         out.push(v);
     }
+    // The TC cases on the tiered datapath, on the same packets as without (IPv4).
+    let tiered: Vec<Variant> = out
+        .iter()
+        .filter(|v| {
+            matches!(v.program, PROG_TO_POD | PROG_FROM_POD)
+                && !v.v6
+                && Case::TIERED.contains(&v.case)
+        })
+        .map(|v| Variant {
+            tiered: true,
+            ..v.clone_as(v.program)
+        })
+        .collect();
+    out.extend(tiered);
     // Each path with a reference floor is followed by its floor on the same packets, so the
     // two run back to back in every trial.
     let mut with_floors = Vec::with_capacity(out.len() * 2);
     for v in out {
         let floor = floor_of(v.program, v.case)
-            .filter(|_| !v.v6)
+            .filter(|_| !v.v6 && !v.tiered)
             .map(|f| Variant {
                 of: Some(v.program),
                 ..v.clone_as(f)
@@ -674,6 +776,7 @@ impl Variant {
             program,
             case: self.case,
             v6: self.v6,
+            tiered: self.tiered,
             of: self.of,
             repeated: self.repeated.clone(),
             random: self.random.clone(),
@@ -695,6 +798,8 @@ fn conntrack_entries(pin_dir: &std::path::Path) -> anyhow::Result<usize> {
 /// The programs under test: the agent's, the bench's empty XDP program and the floors.
 struct Programs<'a> {
     dp: &'a Datapath,
+    /// The datapath of [`desired_tiered`].
+    tiered: &'a Datapath,
     xdp_empty: &'a RawXdp,
     floors: &'a Floors,
 }
@@ -702,10 +807,17 @@ struct Programs<'a> {
 impl Programs<'_> {
     fn run_once(
         &self,
-        program: &'static str,
+        v: &Variant,
         pkt: &[u8],
         repeat: u32,
     ) -> anyhow::Result<(i32, Duration)> {
+        let program = v.program;
+        if v.tiered {
+            return self
+                .tiered
+                .test_run_repeat(program, pkt, repeat)
+                .map_err(|e| anyhow::anyhow!("test run of {program} (tiered): {e}"));
+        }
         if program == XDP_EMPTY {
             return self
                 .xdp_empty
@@ -733,6 +845,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
     for (si, &size) in params.sizes.iter().enumerate() {
         let t0 = Instant::now();
         let (mut loaded, contents) = load(size)?;
+        let (mut tiered, _) = load_desired(desired_tiered(size))?;
         let mut rng = Rng::new(0x5eed + si as u64);
         let variants = variants(size, params.random_flows, &mut rng);
         let floors = fill_floors(&contents, &variants)?;
@@ -744,9 +857,11 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                 v.case == Case::Established && matches!(v.program, PROG_TO_POD | PROG_FROM_POD)
             })
         };
+        tiered.dp.set_config(&Case::Established.config())?;
         for v in tc_established() {
+            let dp = if v.tiered { &tiered.dp } else { &loaded.dp };
             for pkt in std::iter::once(&v.repeated).chain(&v.random) {
-                let (verdict, _) = loaded.dp.test_run_repeat(v.program, pkt, 1)?;
+                let (verdict, _) = dp.test_run_repeat(v.program, pkt, 1)?;
                 anyhow::ensure!(
                     verdict == PASS,
                     "{} established warm-up: verdict {verdict}",
@@ -757,6 +872,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         // Sanity: every established flow has its two conntrack entries (so the established
         // case really takes the fast path).
         let want = tc_established()
+            .filter(|v| !v.tiered)
             .map(|v| 2 * (1 + v.random.len()))
             .sum::<usize>();
         let have = conntrack_entries(&loaded.pin_dir)?;
@@ -774,14 +890,19 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         let mut ns: Vec<[Vec<f64>; 2]> = variants.iter().map(|_| [vec![], vec![]]).collect();
         for _trial in 0..params.trials {
             for (vi, v) in variants.iter().enumerate() {
-                loaded.dp.set_config(&v.case.config())?;
+                if v.tiered {
+                    tiered.dp.set_config(&v.case.config())?;
+                } else {
+                    loaded.dp.set_config(&v.case.config())?;
+                }
                 let progs = Programs {
                     dp: &loaded.dp,
+                    tiered: &tiered.dp,
                     xdp_empty: &xdp_empty,
                     floors: &floors,
                 };
                 let expected = v.case.expected(v.program);
-                let (verdict, d) = progs.run_once(v.program, &v.repeated, params.repeat)?;
+                let (verdict, d) = progs.run_once(v, &v.repeated, params.repeat)?;
                 anyhow::ensure!(
                     expected.is_none_or(|e| e == verdict),
                     "{} {}: verdict {verdict}, expected {expected:?}",
@@ -791,7 +912,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                 ns[vi][0].push(d.as_nanos() as f64);
                 let mut total = 0u128;
                 for pkt in &v.random {
-                    let (verdict, d) = progs.run_once(v.program, pkt, 1)?;
+                    let (verdict, d) = progs.run_once(v, pkt, 1)?;
                     anyhow::ensure!(
                         expected.is_none_or(|e| e == verdict),
                         "{} {} (random keys): verdict {verdict}, expected {expected:?}",
@@ -805,7 +926,11 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         }
         let index_in = |program: &str, case: Case, v6: bool| {
             variants.iter().position(|v| {
-                v.program == program && v.case == case && v.of.is_none() && v.v6 == v6
+                v.program == program
+                    && v.case == case
+                    && v.of.is_none()
+                    && v.v6 == v6
+                    && !v.tiered
             })
         };
         let index = |program: &str, case: Case| index_in(program, case, false);
@@ -850,20 +975,45 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                     vs_tc: tc_twin.map(|t| per_trial(vi, t, ki)),
                     of: v.of,
                     vs_floor: floor_index(v.program, v.case)
-                        .filter(|_| v.of.is_none() && !v.v6)
+                        .filter(|_| v.of.is_none() && !v.v6 && !v.tiered)
                         .map(|fi| (variants[fi].program, per_trial(vi, fi, ki))),
                     v6: v.v6,
                     vs_v4: index(v.program, v.case)
                         .filter(|_| v.v6)
                         .map(|i4| per_trial(vi, i4, ki)),
+                    tiered: v.tiered,
+                    vs_np: index(v.program, v.case)
+                        .filter(|_| v.tiered)
+                        .map(|np| per_trial(vi, np, ki)),
                 });
             }
         }
         let find = |program: &str, case: Case| {
             out.iter().rev().find(|m| {
-                m.program == program && m.case == case && m.keys == Keys::Repeated && !m.v6
+                m.program == program
+                    && m.case == case
+                    && m.keys == Keys::Repeated
+                    && !m.v6
+                    && !m.tiered
             })
         };
+        let vs_np = |case: Case| {
+            out.iter()
+                .rev()
+                .find(|m| {
+                    m.program == PROG_TO_POD && m.case == case && m.keys == Keys::Repeated && m.tiered
+                })
+                .and_then(|m| m.vs_np)
+                .map_or(0.0, |s| s.median)
+        };
+        progress(&format!(
+            "kernel: {} x {} with ClusterNetworkPolicies against without (target <= {TIERED_TARGET}x): to_pod established {:.2}x, new allowed {:.2}x, new denied {:.2}x",
+            size.policy,
+            size.ipcache,
+            vs_np(Case::Established),
+            vs_np(Case::NewAllowed),
+            vs_np(Case::NewDenied),
+        ));
         let est = find(PROG_TO_POD, Case::Established);
         let vs_floor = |program: &str, case: Case| {
             find(program, case)
@@ -895,6 +1045,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
             xdp_flood.and_then(|m| m.vs_tc).map_or(0.0, |s| s.median),
         ));
         drop(loaded);
+        drop(tiered);
     }
     Ok(out)
 }

@@ -88,6 +88,7 @@ fn find<'a>(
             && m.case == case
             && m.keys == keys
             && !m.v6
+            && !m.tiered
     })
 }
 
@@ -224,6 +225,7 @@ impl Report {
         if let Some((p, ms)) = &self.kernel {
             h.extend(floor_verdicts(p, ms).iter().map(FloorVerdict::headline));
             h.extend(ipv6_headline(p, ms));
+            h.extend(tiered_headline(p, ms));
         }
         if let Some(f) = self.traffic.as_ref().and_then(|t| t.flood.as_ref()) {
             flood_headlines(f, &mut h);
@@ -382,6 +384,7 @@ impl Report {
             floor_tables(&mut s, p, ms);
             xdp_tables(&mut s, p, ms);
             ipv6_table(&mut s, p, ms);
+            tiered_table(&mut s, p, ms);
         }
 
         let _ = writeln!(s, "## 2 and 3. Traffic through the virtual node\n");
@@ -735,6 +738,88 @@ fn ipv6_table(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
                     m.ns.median,
                     v4.map_or("-".into(), |v| format!("{:.0}", v.ns.median)),
                     m.vs_v4.map_or("-".into(), |r| format!("{:.2}x", r.median)),
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
+}
+
+/// The rows of the endpoint ClusterNetworkPolicies select (repeated or random keys).
+fn tiered_rows<'a>(
+    ms: &'a [Measure],
+    size: &super::kernel::Size,
+    keys: Keys,
+) -> impl Iterator<Item = &'a Measure> + 'a {
+    let (policy, ipcache) = (size.policy, size.ipcache);
+    ms.iter().filter(move |m| {
+        m.tiered && m.size.policy == policy && m.size.ipcache == ipcache && m.keys == keys
+    })
+}
+
+/// "With ClusterNetworkPolicies vs without (target <= 1.2x for new flows): ..." at the
+/// largest size, repeated keys.
+fn tiered_headline(p: &super::kernel::Params, ms: &[Measure]) -> Option<String> {
+    let size = p.sizes.iter().max_by_key(|s| (s.policy, s.ipcache))?;
+    let target = super::kernel::TIERED_TARGET;
+    let parts: Vec<String> = tiered_rows(ms, size, Keys::Repeated)
+        .filter_map(|m| {
+            let r = m.vs_np?.median;
+            let verdict = if m.case == Case::Established {
+                "unchanged path"
+            } else if r <= target {
+                "met"
+            } else {
+                "not met"
+            };
+            Some(format!("{} {} {r:.2}x ({verdict})", m.program, m.case.name()))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "ClusterNetworkPolicies (both tiers) against NetworkPolicy only on the same packets, {} rules/{} ipcache entries (new flows target <= {target:.1}x): {}",
+            size.policy,
+            size.ipcache,
+            parts.join(", ")
+        )
+    })
+}
+
+/// Every tiered row beside the same path without ClusterNetworkPolicies.
+fn tiered_table(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
+    let _ = writeln!(
+        s,
+        "### ClusterNetworkPolicy against NetworkPolicy only (issue 14)\n\nA second datapath with \
+         the same NetworkPolicy entries, whose pod under test ClusterNetworkPolicies of both tiers \
+         select in both directions (`kernel::desired_tiered`: an entry per remote namespace, \
+         three address sets, Admin Pass/Deny and Baseline Deny rules; every verdict stays \
+         NetworkPolicy's), so that a new flow takes the identity, namespace and address-set \
+         lookups and the tier resolution. The same packets run through both datapaths, \
+         interleaved, in every trial. Bold: the median per-trial ratio to the same program and \
+         case without ClusterNetworkPolicies (target for new flows <= {:.1}x; established flows \
+         take the same conntrack path).\n",
+        super::kernel::TIERED_TARGET
+    );
+    for keys in [Keys::Repeated, Keys::Random] {
+        let _ = writeln!(s, "#### {} keys\n", keys.name());
+        let _ = writeln!(
+            s,
+            "| policy entries | ipcache entries | path | with CNPs ns | without ns | x without |"
+        );
+        let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|");
+        for size in &p.sizes {
+            for m in tiered_rows(ms, size, keys) {
+                let np = find(ms, size.policy, size.ipcache, m.program, m.case, keys);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | `{}` {} | {:.0} | {} | **{}** |",
+                    size.policy,
+                    size.ipcache,
+                    m.program,
+                    m.case.name(),
+                    m.ns.median,
+                    np.map_or("-".into(), |v| format!("{:.0}", v.ns.median)),
+                    m.vs_np.map_or("-".into(), |r| format!("{:.2}x", r.median)),
                 );
             }
         }
