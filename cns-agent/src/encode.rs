@@ -344,7 +344,8 @@ pub fn policy_value(v: &model::RuleValue) -> PolicyValue {
         baseline,
         admin_action,
         baseline_action,
-        _pad: [0; 2],
+        includes: v.includes,
+        _pad: 0,
     }
 }
 
@@ -363,6 +364,7 @@ pub fn rule_value(v: &PolicyValue) -> model::RuleValue {
         admin: tier(v.admin, v.admin_action),
         allow: (v.policy_id != NO_POLICY).then_some(v.policy_id),
         baseline: tier(v.baseline, v.baseline_action),
+        includes: v.includes,
     }
 }
 

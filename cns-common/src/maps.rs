@@ -219,9 +219,17 @@ map_type! {
         /// `ACTION_*` of `admin` and of `baseline`.
         pub admin_action: u8,
         pub baseline_action: u8,
-        pub _pad: [u8; 2],
+        /// `INCLUDES_*`: what else this entry already holds, so that the lookup it would
+        /// take is skipped (an entry of a pod identity that holds what its namespace's and
+        /// its address set's entries say).
+        pub includes: u8,
+        pub _pad: u8,
     } = 16
 }
+/// The entry holds what the remote's namespace entries say (for its ports).
+pub const INCLUDES_NAMESPACE: u8 = 1;
+/// The entry holds what the remote's address set entries say (for its ports).
+pub const INCLUDES_ADDRESS: u8 = 2;
 pub const NO_POLICY: u32 = u32::MAX;
 pub const NO_RULE: u32 = u32::MAX;
 pub const ACTION_NONE: u8 = 0;
@@ -243,7 +251,8 @@ impl PolicyValue {
         baseline: NO_RULE,
         admin_action: ACTION_NONE,
         baseline_action: ACTION_NONE,
-        _pad: [0; 2],
+        includes: 0,
+        _pad: 0,
     };
 
     /// Allowed by NetworkPolicy `policy_id`, no ClusterNetworkPolicy rule.
@@ -290,7 +299,8 @@ impl PolicyValue {
             baseline,
             admin_action,
             baseline_action,
-            _pad: [0; 2],
+            includes: self.includes | other.includes,
+            _pad: 0,
         }
     }
 }
@@ -852,7 +862,8 @@ mod resolve_tests {
             admin_action: ACTION_PASS,
             baseline: 1,
             baseline_action: ACTION_ACCEPT,
-            _pad: [0; 2],
+            includes: 0,
+            _pad: 0,
         };
         let m = a.merge(&b);
         assert_eq!((m.policy_id, m.admin, m.admin_action), (2, 3, ACTION_PASS));

@@ -16,7 +16,8 @@ use cns_common::{
         EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_CIDRS, EP_EGRESS_ISOLATED,
         EP_EGRESS_NAMESPACES, EP_EGRESS_TIERED, EP_INGRESS_CIDRS, EP_INGRESS_ISOLATED,
         EP_INGRESS_NAMESPACES, EP_INGRESS_TIERED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Event,
-        POLICY_PREFIX_FULL, PolicyKey, PolicyValue, Remote, Resolved, resolve_merged,
+        INCLUDES_ADDRESS, INCLUDES_NAMESPACE, POLICY_PREFIX_FULL, PolicyKey, PolicyValue, Remote,
+        Resolved, resolve_merged,
     },
 };
 
@@ -363,7 +364,10 @@ fn tiers<F: Family>(
         Some(v) => *v,
         None => PolicyValue::EMPTY,
     };
-    if ep.flags & flag(dir, EP_INGRESS_NAMESPACES, EP_EGRESS_NAMESPACES) != 0
+    // What the identity's entry already holds (its namespace's and address set's entries,
+    // folded in by the agent) is not looked up again.
+    if v.includes & INCLUDES_NAMESPACE == 0
+        && ep.flags & flag(dir, EP_INGRESS_NAMESPACES, EP_EGRESS_NAMESPACES) != 0
         && let Some(n) = lookup(
             ep,
             dir,
@@ -373,7 +377,8 @@ fn tiers<F: Family>(
     {
         v = v.merge(n);
     }
-    if ep.flags & flag(dir, EP_INGRESS_CIDRS, EP_EGRESS_CIDRS) != 0
+    if v.includes & INCLUDES_ADDRESS == 0
+        && ep.flags & flag(dir, EP_INGRESS_CIDRS, EP_EGRESS_CIDRS) != 0
         && let Some(c) =
             F::cidr_identity(ep.ep_id, dir, remote_addr).and_then(|set| lookup(ep, dir, set, p))
     {

@@ -20,14 +20,17 @@ use std::{
     sync::Arc,
 };
 
-use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_NAMESPACE_BASE};
+use cns_common::{
+    IDENTITY_CIDR_BASE, IDENTITY_FIRST_POD, IDENTITY_NAMESPACE_BASE,
+    maps::{INCLUDES_ADDRESS, INCLUDES_NAMESPACE},
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use ipnetwork::IpNetwork;
 
 use super::{
     addr::{host, masked},
-    cidr::{AddrGrant, BlockGrant, partition},
+    cidr::{AddrGrant, Admits, BlockGrant, Partition, partition},
     cluster::{Action, ClusterPeer, ClusterPort, ClusterPorts, Tier},
     index::Index,
     mode::{self, AuditMode},
@@ -141,7 +144,8 @@ pub(super) fn local(
                 for p in &selecting {
                     cluster.cluster_rules(pod, p, &mut eo, &mut out.cluster_rules);
                 }
-                eo.finish(&mut out.cidrs, &mut out.rules);
+                let fold = tiered.then_some(&cluster);
+                eo.finish(fold, &mut out.cidrs, &mut out.rules);
             }
         }
         out.endpoints.insert(r.clone(), ep);
@@ -509,8 +513,12 @@ impl EndpointOut<'_> {
 
     /// Turns the collected address grants into partition entries and their rules, and
     /// writes every identity's entries, resolved (`ports`), into `rules`.
+    /// With `fold` (a direction ClusterNetworkPolicies apply to), each pod identity's
+    /// entries also take in what its namespace's entries say, and what its address set's say
+    /// when every address of the identity falls in sets that say the same ([`fold`]).
     fn finish(
         mut self,
+        fold: Option<&Cluster<'_>>,
         cidrs: &mut BTreeMap<CidrKey, u32>,
         rules: &mut BTreeMap<RuleKey, RuleValue>,
     ) {
@@ -530,6 +538,9 @@ impl EndpointOut<'_> {
                 self.rule(set_identity(i), *ports, *policy);
             }
         }
+        if let Some(cluster) = fold {
+            self.fold(cluster, &part);
+        }
         for (identity, entries) in &self.rules {
             for (ports, value) in resolve_ports(entries) {
                 let key = RuleKey {
@@ -539,6 +550,62 @@ impl EndpointOut<'_> {
                     ports,
                 };
                 rules.insert(key, value);
+            }
+        }
+    }
+
+    /// Folds into each pod identity's entries what the lookups after it would find: its
+    /// namespace's entries (always: an identity is of one namespace), and its address
+    /// set's when all its addresses agree (the same entries, or none). The entries say so
+    /// (`includes`), and a new flow whose identity entry is found takes one lookup, not three.
+    fn fold(&mut self, cluster: &Cluster<'_>, part: &Partition) {
+        let namespaced = |id: u32| (IDENTITY_NAMESPACE_BASE..IDENTITY_CIDR_BASE).contains(&id);
+        let namespaces: BTreeMap<u32, BTreeMap<PortMatch, RuleValue>> = self
+            .rules
+            .iter()
+            .filter(|(id, _)| namespaced(**id))
+            .map(|(id, e)| (*id, e.clone()))
+            .collect();
+        // The longest prefix of the partition holding `ip`: its set's index.
+        let set_of = |ip: IpAddr| {
+            part.prefixes
+                .iter()
+                .filter(|(net, _)| net.contains(ip))
+                .max_by_key(|(net, _)| net.prefix())
+                .map(|(_, i)| *i)
+        };
+        for (id, entries) in self.rules.iter_mut() {
+            if *id < IDENTITY_FIRST_POD || *id >= IDENTITY_NAMESPACE_BASE {
+                continue;
+            }
+            let members: Vec<(IpAddr, &ObjectRef)> = cluster.index.members(*id).collect();
+            let Some(ns) = members
+                .first()
+                .and_then(|(_, r)| cluster.alloc.namespaces.get(&*r.namespace))
+            else {
+                continue;
+            };
+            let mut includes = INCLUDES_NAMESPACE;
+            let mut extra: Vec<(PortMatch, RuleValue)> = namespaces
+                .get(&(IDENTITY_NAMESPACE_BASE | u32::from(*ns)))
+                .into_iter()
+                .flatten()
+                .map(|(m, v)| (*m, *v))
+                .collect();
+            let sets: BTreeSet<Option<&Admits>> = members
+                .iter()
+                .map(|(ip, _)| set_of(*ip).map(|i| &part.sets[i]))
+                .collect();
+            if let [only] = sets.iter().collect::<Vec<_>>()[..] {
+                includes |= INCLUDES_ADDRESS;
+                extra.extend(only.iter().flat_map(|s| s.iter()).map(|(m, v)| (*m, *v)));
+            }
+            for (m, v) in extra {
+                let e = entries.entry(m).or_insert(v);
+                *e = e.merge(v);
+            }
+            for v in entries.values_mut() {
+                v.includes = includes;
             }
         }
     }

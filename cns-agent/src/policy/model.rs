@@ -414,6 +414,9 @@ pub struct RuleValue {
     pub admin: Option<TierRule>,
     pub allow: Option<u32>,
     pub baseline: Option<TierRule>,
+    /// `cns_common::maps::INCLUDES_*`: a pod identity's entry that already holds what its
+    /// namespace's and address set's entries say (the datapath skips those lookups).
+    pub includes: u8,
 }
 
 impl RuleValue {
@@ -436,6 +439,7 @@ impl RuleValue {
             admin: first(self.admin, other.admin),
             allow: first(self.allow, other.allow),
             baseline: first(self.baseline, other.baseline),
+            includes: self.includes | other.includes,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use cns_common::{
     IDENTITY_HOST, IDENTITY_NAMESPACE_BASE, IDENTITY_WORLD, NS_WORLD,
-    maps::{PolicyValue, resolve_merged},
+    maps::{INCLUDES_ADDRESS, INCLUDES_NAMESPACE, PolicyValue, resolve_merged},
 };
 
 use crate::encode::policy_value;
@@ -76,10 +76,15 @@ fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {
         .filter(|(k, _)| k.ep_id == ep.ep_id && k.dir == dir && k.net.contains(remote))
         .max_by_key(|(k, _)| k.net.prefix())
         .map(|(_, id)| *id);
-    let by_set = set.map_or(PolicyValue::EMPTY, lookup);
-    let by_namespace = lookup(IDENTITY_NAMESPACE_BASE | u32::from(ns));
-    let merged = lookup(identity).merge(&by_namespace).merge(&by_set);
-    Some(resolve_merged(isolated, &merged).allowed)
+    // As the datapath: what the identity's entry already includes is not looked up.
+    let mut v = lookup(identity);
+    if v.includes & INCLUDES_NAMESPACE == 0 {
+        v = v.merge(&lookup(IDENTITY_NAMESPACE_BASE | u32::from(ns)));
+    }
+    if v.includes & INCLUDES_ADDRESS == 0 {
+        v = v.merge(&set.map_or(PolicyValue::EMPTY, lookup));
+    }
+    Some(resolve_merged(isolated, &v).allowed)
 }
 
 fn port_matches(m: &PortMatch, proto: u8, port: u16) -> bool {

@@ -442,11 +442,17 @@ pub const TIERED_TARGET: f64 = 1.2;
 /// of both tiers, as 100 of them with namespace and network peers leave it: an entry per
 /// remote namespace (50; an Admin Pass and a Baseline Deny of TCP 25) and address sets
 /// (0.0.0.0/0: an Admin Deny of TCP 25; 10.0.0.0/8: an Admin Pass; 169.254.169.254/32: an
-/// Admin Deny), so that a new flow takes all three lookups (identity, namespace, address
-/// set) and every verdict stays what NetworkPolicy alone says (the Admin rules pass the
-/// remotes on to it).
-pub fn desired_tiered(size: Size) -> Desired {
-    use cns_agent::policy::{cluster::Action, model::{CidrKey, TierRule}};
+/// Admin Deny); every verdict stays what NetworkPolicy alone says (the Admin rules pass the
+/// remotes on to it). As the compiler does (`policy::compile`, `EndpointOut::fold`), each
+/// remote identity's entries also hold what its namespace's and its address set's say
+/// (`includes`), with an any-protocol entry of their own, so that a new flow from a
+/// remote some rule names takes one lookup; `fold: false` leaves that out (every new flow
+/// takes the identity, namespace and address-set lookups).
+pub fn desired_tiered(size: Size, fold: bool) -> Desired {
+    use cns_agent::policy::{
+        cluster::Action,
+        model::{CidrKey, TierRule},
+    };
     use cns_common::{IDENTITY_CIDR_BASE, IDENTITY_NAMESPACE_BASE};
     let mut d = desired(size);
     if let Some(ep) = d.endpoints.get_mut(&ObjectRef::new("bench", "server")) {
@@ -498,6 +504,27 @@ pub fn desired_tiered(size: Size) -> Desired {
             };
             d.cidrs.insert(cidr, set);
             d.rules.insert(key(set, ports), value);
+        }
+    }
+    if fold {
+        // A remote pod (10.128.0.0/16) falls in 10.0.0.0/8's set: its namespace's Pass
+        // (rank 100 + n) and the set's (rank 50) fold into an Admin Pass of rank 50.
+        use cns_common::maps::{INCLUDES_ADDRESS, INCLUDES_NAMESPACE};
+        let folded = RuleValue {
+            includes: INCLUDES_NAMESPACE | INCLUDES_ADDRESS,
+            ..admin(50, Action::Pass)
+        };
+        let identity_rules: Vec<RuleKey> = d
+            .rules
+            .keys()
+            .filter(|k| k.ep_id == 1 && k.identity < IDENTITY_NAMESPACE_BASE)
+            .copied()
+            .collect();
+        for k in identity_rules {
+            if let Some(v) = d.rules.get_mut(&k) {
+                *v = v.merge(folded);
+            }
+            d.rules.insert(RuleKey { ports: any, ..k }, folded);
         }
     }
     d
@@ -805,12 +832,7 @@ struct Programs<'a> {
 }
 
 impl Programs<'_> {
-    fn run_once(
-        &self,
-        v: &Variant,
-        pkt: &[u8],
-        repeat: u32,
-    ) -> anyhow::Result<(i32, Duration)> {
+    fn run_once(&self, v: &Variant, pkt: &[u8], repeat: u32) -> anyhow::Result<(i32, Duration)> {
         let program = v.program;
         if v.tiered {
             return self
@@ -845,7 +867,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
     for (si, &size) in params.sizes.iter().enumerate() {
         let t0 = Instant::now();
         let (mut loaded, contents) = load(size)?;
-        let (mut tiered, _) = load_desired(desired_tiered(size))?;
+        let (mut tiered, _) = load_desired(desired_tiered(size, true))?;
         let mut rng = Rng::new(0x5eed + si as u64);
         let variants = variants(size, params.random_flows, &mut rng);
         let floors = fill_floors(&contents, &variants)?;
@@ -926,11 +948,7 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         }
         let index_in = |program: &str, case: Case, v6: bool| {
             variants.iter().position(|v| {
-                v.program == program
-                    && v.case == case
-                    && v.of.is_none()
-                    && v.v6 == v6
-                    && !v.tiered
+                v.program == program && v.case == case && v.of.is_none() && v.v6 == v6 && !v.tiered
             })
         };
         let index = |program: &str, case: Case| index_in(program, case, false);
@@ -1001,7 +1019,10 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
             out.iter()
                 .rev()
                 .find(|m| {
-                    m.program == PROG_TO_POD && m.case == case && m.keys == Keys::Repeated && m.tiered
+                    m.program == PROG_TO_POD
+                        && m.case == case
+                        && m.keys == Keys::Repeated
+                        && m.tiered
                 })
                 .and_then(|m| m.vs_np)
                 .map_or(0.0, |s| s.median)

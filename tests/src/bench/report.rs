@@ -772,7 +772,11 @@ fn tiered_headline(p: &super::kernel::Params, ms: &[Measure]) -> Option<String> 
             } else {
                 "not met"
             };
-            Some(format!("{} {} {r:.2}x ({verdict})", m.program, m.case.name()))
+            Some(format!(
+                "{} {} {r:.2}x ({verdict})",
+                m.program,
+                m.case.name()
+            ))
         })
         .collect();
     (!parts.is_empty()).then(|| {
