@@ -17,6 +17,7 @@ pub mod manifests;
 pub mod netns;
 pub mod packets;
 pub mod process;
+pub mod sctp;
 pub mod traffic;
 
 pub use agent::AgentProcess;
