@@ -2,10 +2,9 @@
 //! NetworkPolicy suite checks it: the expectation is upstream's, and the evaluator must
 //! agree with it as the datapath must.
 //!
-//! Until the evaluator understands ClusterNetworkPolicy (and `nodes` peers, from the Node
-//! objects), its verdicts on these tests mean nothing: [`EVALUATOR_KNOWS_CLUSTER_NETWORK_POLICY`]
-//! is the one switch, and [`Reference`] the one place that calls it (wire it there if the
-//! evaluator's inputs change, for example a `NodeContext` that carries the Node objects).
+//! [`EVALUATOR_KNOWS_CLUSTER_NETWORK_POLICY`] is the one switch (off, an evaluator without
+//! ClusterNetworkPolicy says nothing about these tests), and [`Reference`] the one place
+//! that calls the evaluator (wire it there if its inputs change).
 
 use std::{collections::BTreeSet, net::IpAddr, path::Path};
 
@@ -21,9 +20,9 @@ use cns_tests::{
 
 use super::suite::Proto;
 
-/// Set to `true` once `cns_agent::policy::evaluate` decides ClusterNetworkPolicy tiers
-/// (Admin, NetworkPolicy, Baseline) and `nodes` peers.
-pub const EVALUATOR_KNOWS_CLUSTER_NETWORK_POLICY: bool = false;
+/// Whether `cns_agent::policy::evaluate` decides ClusterNetworkPolicy tiers (Admin,
+/// NetworkPolicy, Baseline) and `nodes` peers (it does since 698d77f).
+pub const EVALUATOR_KNOWS_CLUSTER_NETWORK_POLICY: bool = true;
 
 /// The evaluator over the manifests the agent has now.
 pub struct Reference {
