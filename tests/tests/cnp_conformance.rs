@@ -24,9 +24,7 @@
 //! every probe of every subtest that was not as upstream expects. `CNP_FAMILIES=ipv4` and
 //! `CNP_SUBTEST=<part of a name>` narrow a run.
 //!
-//! An agent that does not know the kinds `ClusterNetworkPolicy` or `Node` refuses those
-//! objects and applies the rest: those two sync errors are tolerated (and said in the
-//! failure), so the tests show which probes depend on them; any other sync error fails.
+//! Any error the agent reports at a sync (a manifest it refuses) fails the test.
 //!
 //! ## Differences from upstream
 //!

@@ -41,13 +41,6 @@ use super::{
 const FIRST_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The only sync errors that do not fail a test: an agent that does not know these kinds
-/// yet (it then applies the rest), so that the tests show which probes that costs.
-const TOLERATED: [&str; 2] = [
-    "unsupported kind \"ClusterNetworkPolicy\"",
-    "unsupported kind \"Node\"",
-];
-
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(Fixture::upstream);
 
 /// Where a pod runs on one node: its netns and addresses (IPv4 first).
@@ -104,19 +97,12 @@ impl Shared {
                 },
             );
         }
-        let files = ClusterState::new(fixture, &[]).files(fixture, family);
-        // The first sync must succeed: start without the Node objects, which an agent that
-        // does not know them refuses (the first `apply` writes them).
-        let first: Vec<(&str, &str)> = files
+        let written = ClusterState::new(fixture, &[]).files(fixture, family);
+        let first: Vec<(&str, &str)> = written
             .iter()
-            .filter(|(name, _)| *name != "fixture-nodes.yaml")
             .map(|(n, t)| (n.as_str(), t.as_str()))
             .collect();
         let agent = AgentProcess::start(&node, false, &first);
-        let written = first
-            .iter()
-            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
-            .collect();
         eprintln!(
             "cnp conformance ({}): {} pods, 2 nodes and the agent (blocking mode) ready in {:?}",
             family.name(),
@@ -149,9 +135,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes the manifests directory hold `state` (writing only what changed) and syncs;
-    /// the tolerated errors of the sync.
-    fn apply(&mut self, state: &ClusterState) -> Vec<String> {
+    /// Makes the manifests directory hold `state` (writing only what changed) and syncs.
+    fn apply(&mut self, state: &ClusterState) {
         let files = state.files(&FIXTURE, self.family);
         let gone: Vec<String> = self
             .written
@@ -169,29 +154,17 @@ impl Shared {
                 self.written.insert(name, text);
             }
         }
-        self.sync()
+        self.sync();
     }
 
-    fn sync(&self) -> Vec<String> {
-        let Err(e) = self.agent.sync() else {
-            return Vec::new();
-        };
-        let lines: Vec<String> = e
-            .lines()
-            .map(|l| l.trim_start_matches("Error: ").to_owned())
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        let refused: Vec<&String> = lines
-            .iter()
-            .filter(|l| !TOLERATED.iter().any(|t| l.contains(t)))
-            .collect();
-        assert!(
-            refused.is_empty(),
-            "the agent refused the manifests:\n{}\n--- agent log tail ---\n{}",
-            lines.join("\n"),
-            log_tail(&self.agent, 30)
-        );
-        lines
+    /// Syncs; any error the agent reports (a manifest it refuses) fails the test.
+    fn sync(&self) {
+        if let Err(e) = self.agent.sync() {
+            panic!(
+                "the agent refused the manifests:\n{e}\n--- agent log tail ---\n{}",
+                log_tail(&self.agent, 30)
+            );
+        }
     }
 }
 
@@ -275,7 +248,6 @@ fn run_in(test: &Test, family: Family, shared: &Mutex<Option<Shared>>) -> Option
     let shared = guard.as_mut().expect("started");
     let only = std::env::var("CNP_SUBTEST").ok().filter(|s| !s.is_empty());
     let mut report = String::new();
-    let mut ignored_kinds = std::collections::BTreeSet::new();
     for (i, sub) in test.subtests.iter().enumerate() {
         if only
             .as_ref()
@@ -289,7 +261,7 @@ fn run_in(test: &Test, family: Family, shared: &Mutex<Option<Shared>>) -> Option
         for edit in test.start_of(i) {
             state.apply(edit, &FIXTURE, family);
         }
-        let mut tolerated = shared.apply(&state);
+        shared.apply(&state);
         let mut wrong = Vec::new();
         let mut batch: Vec<&Poke> = Vec::new();
         let mut dirty = false;
@@ -307,7 +279,7 @@ fn run_in(test: &Test, family: Family, shared: &Mutex<Option<Shared>>) -> Option
                 }
                 Step::Poke(poke) => {
                     if dirty {
-                        tolerated.extend(shared.apply(&state));
+                        shared.apply(&state);
                         dirty = false;
                     }
                     batch.push(poke);
@@ -317,11 +289,6 @@ fn run_in(test: &Test, family: Family, shared: &Mutex<Option<Shared>>) -> Option
         if !batch.is_empty() {
             probes += batch.len();
             wrong.extend(validate(shared, &batch));
-        }
-        for t in &tolerated {
-            for kind in TOLERATED.iter().filter(|k| t.contains(*k)) {
-                ignored_kinds.insert(*kind);
-            }
         }
         eprintln!(
             "{label}: {probes} probes, {} wrong, in {:?}",
@@ -337,14 +304,6 @@ fn run_in(test: &Test, family: Family, shared: &Mutex<Option<Shared>>) -> Option
     }
     if report.is_empty() {
         return None;
-    }
-    if !ignored_kinds.is_empty() {
-        writeln!(
-            report,
-            "(the agent refused these objects, and applied the rest: {})",
-            ignored_kinds.into_iter().collect::<Vec<_>>().join(", ")
-        )
-        .expect("string");
     }
     write!(
         report,
