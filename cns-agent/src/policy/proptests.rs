@@ -488,6 +488,36 @@ fn check_direction(
     }
 }
 
+/// Compiles `snap` and checks each flow's simulated verdict against the evaluator's.
+fn check_flows(snap: &Snapshot, flows: Vec<FlowPick>) -> Result<(), TestCaseError> {
+    let node = node();
+    let desired = compile(snap, &node, &Allocations::default());
+    let index = PodIndex::new(snap, &node);
+    let addrs = addresses(snap);
+    for pick in flows {
+        let flow = pick.flow(snap, &addrs);
+        let reference = evaluate(snap, &node, &flow);
+        let simulated = sim(&desired, &flow);
+        check_direction(
+            "egress",
+            &flow,
+            flow.src,
+            simulated.egress,
+            &reference.egress,
+            &index,
+        )?;
+        check_direction(
+            "ingress",
+            &flow,
+            flow.dst,
+            simulated.ingress,
+            &reference.ingress,
+            &index,
+        )?;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
 
@@ -505,17 +535,7 @@ proptest! {
         for n in snap.namespaces.values() {
             prop_assert_eq!(validate_namespace(n), vec![]);
         }
-        let node = node();
-        let desired = compile(&snap, &node, &Allocations::default());
-        let index = PodIndex::new(&snap, &node);
-        let addrs = addresses(&snap);
-        for pick in flows {
-            let flow = pick.flow(&snap, &addrs);
-            let reference = evaluate(&snap, &node, &flow);
-            let simulated = sim(&desired, &flow);
-            check_direction("egress", &flow, flow.src, simulated.egress, &reference.egress, &index)?;
-            check_direction("ingress", &flow, flow.dst, simulated.ingress, &reference.ingress, &index)?;
-        }
+        check_flows(&snap, flows)?;
     }
 }
 
@@ -671,17 +691,7 @@ proptest! {
         flows in vec(flow_pick(), 100),
     ) {
         let snap = with_nodes_and_cluster_policies(build(ns_labels, deployments.concat(), policies), cnps);
-        let node = node();
-        let desired = compile(&snap, &node, &Allocations::default());
-        let index = PodIndex::new(&snap, &node);
-        let addrs = addresses(&snap);
-        for pick in flows {
-            let flow = pick.flow(&snap, &addrs);
-            let reference = evaluate(&snap, &node, &flow);
-            let simulated = sim(&desired, &flow);
-            check_direction("egress", &flow, flow.src, simulated.egress, &reference.egress, &index)?;
-            check_direction("ingress", &flow, flow.dst, simulated.ingress, &reference.ingress, &index)?;
-        }
+        check_flows(&snap, flows)?;
     }
 }
 

@@ -718,26 +718,45 @@ fn ipv6_table(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
          ratio to the same program and case on IPv4 (target <= {:.1}x).\n",
         super::kernel::IPV6_TARGET
     );
+    beside_table(s, p, ms, ["IPv6 ns", "IPv4 ns", "x IPv4"], |m| {
+        m.v6.then_some(m.vs_v4).flatten()
+    });
+}
+
+/// Per size and keys, the rows `ratio` gives a ratio for (to the same path in its base
+/// configuration: IPv4, NetworkPolicy only), beside that path: `columns` name this row's ns,
+/// the base's ns and the ratio.
+fn beside_table(
+    s: &mut String,
+    p: &super::kernel::Params,
+    ms: &[Measure],
+    columns: [&str; 3],
+    ratio: impl Fn(&Measure) -> Option<super::Summary>,
+) {
+    let [this, base, x] = columns;
     for keys in [Keys::Repeated, Keys::Random] {
         let _ = writeln!(s, "#### {} keys\n", keys.name());
         let _ = writeln!(
             s,
-            "| policy entries | ipcache entries | path | IPv6 ns | IPv4 ns | x IPv4 |"
+            "| policy entries | ipcache entries | path | {this} | {base} | {x} |"
         );
         let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|");
         for size in &p.sizes {
-            for m in ipv6_rows(ms, size, keys) {
-                let v4 = find(ms, size.policy, size.ipcache, m.program, m.case, keys);
+            let rows = ms.iter().filter(|m| {
+                m.size.policy == size.policy && m.size.ipcache == size.ipcache && m.keys == keys
+            });
+            for (m, r) in rows.filter_map(|m| Some((m, ratio(m)?))) {
+                let b = find(ms, size.policy, size.ipcache, m.program, m.case, keys);
                 let _ = writeln!(
                     s,
-                    "| {} | {} | `{}` {} | {:.0} | {} | **{}** |",
+                    "| {} | {} | `{}` {} | {:.0} | {} | **{:.2}x** |",
                     size.policy,
                     size.ipcache,
                     m.program,
                     m.case.name(),
                     m.ns.median,
-                    v4.map_or("-".into(), |v| format!("{:.0}", v.ns.median)),
-                    m.vs_v4.map_or("-".into(), |r| format!("{:.2}x", r.median)),
+                    b.map_or("-".into(), |v| format!("{:.0}", v.ns.median)),
+                    r.median,
                 );
             }
         }
@@ -806,31 +825,9 @@ fn tiered_table(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
          take the same conntrack path).\n",
         super::kernel::TIERED_TARGET
     );
-    for keys in [Keys::Repeated, Keys::Random] {
-        let _ = writeln!(s, "#### {} keys\n", keys.name());
-        let _ = writeln!(
-            s,
-            "| policy entries | ipcache entries | path | with CNPs ns | without ns | x without |"
-        );
-        let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|");
-        for size in &p.sizes {
-            for m in tiered_rows(ms, size, keys) {
-                let np = find(ms, size.policy, size.ipcache, m.program, m.case, keys);
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | `{}` {} | {:.0} | {} | **{}** |",
-                    size.policy,
-                    size.ipcache,
-                    m.program,
-                    m.case.name(),
-                    m.ns.median,
-                    np.map_or("-".into(), |v| format!("{:.0}", v.ns.median)),
-                    m.vs_np.map_or("-".into(), |r| format!("{:.2}x", r.median)),
-                );
-            }
-        }
-        let _ = writeln!(s);
-    }
+    beside_table(s, p, ms, ["with CNPs ns", "without ns", "x without"], |m| {
+        m.tiered.then_some(m.vs_np).flatten()
+    });
 }
 
 fn cell(m: Option<&Measure>, tc: &str) -> String {
