@@ -401,19 +401,25 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
             outln!("source:   {}", d["source"].as_str().unwrap_or("?"));
             for w in d["watches"].as_array().into_iter().flatten() {
                 outln!(
-                    "  watch {:<16} {:<10} lists {:<4} errors {}{}",
+                    "  watch {:<22} {:<10} lists {:<4} errors {}{}",
                     w["resource"].as_str().unwrap_or("?"),
-                    if w["synced"] == true {
+                    if w["absent"] == true {
+                        "absent"
+                    } else if w["synced"] == true {
                         "synced"
                     } else {
                         "LISTING"
                     },
                     w["lists"],
                     w["errors"],
-                    w["last_error"]
-                        .as_str()
-                        .map(|e| format!(" (last: {e})"))
-                        .unwrap_or_default()
+                    if w["absent"] == true {
+                        " (not served: CRD not installed; checking again)".to_owned()
+                    } else {
+                        w["last_error"]
+                            .as_str()
+                            .map(|e| format!(" (last: {e})"))
+                            .unwrap_or_default()
+                    }
                 );
             }
             outln!("node:     {}", d["node_name"].as_str().unwrap_or("?"));

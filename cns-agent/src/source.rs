@@ -288,12 +288,16 @@ pub trait SnapshotSource: Send {
 /// The state of one watch of the Kubernetes source, for `status` and readiness.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct WatchStatus {
-    /// "namespaces", "pods", "networkpolicies", "configmap".
+    /// "namespaces", "pods", "networkpolicies", "clusternetworkpolicies", "nodes",
+    /// "configmap".
     pub resource: &'static str,
     /// The first list is complete (stays true while re-listing: the cache keeps the last
-    /// state).
+    /// state), or the resource is absent.
     pub synced: bool,
-    /// Lists since start (1 + re-lists after 410 Gone or errors).
+    /// The API server does not serve the resource (`404`: the ClusterNetworkPolicy CRD is
+    /// not installed): there are none, and the source checks again with back-off.
+    pub absent: bool,
+    /// Lists completed since start (1 + re-lists after 410 Gone or errors).
     pub lists: u64,
     pub errors: u64,
     pub last_error: Option<String>,

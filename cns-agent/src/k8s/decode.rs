@@ -2,8 +2,8 @@
 //!
 //! The watchers do not watch k8s-openapi types directly: they watch [`Decoded<T>`], whose
 //! `Deserialize` turns each object of a list or watch event into what the caches keep
-//! ([`Keep`]) at once — a pod into its compact [`PodInfo`] (validated first), other kinds
-//! into their slimmed objects. So every pod of the cluster is held once, compact, and an
+//! ([`Keep`]) at once — a pod into its compact [`PodInfo`] (validated first), a node into
+//! its [`NodeInfo`], other kinds into their slimmed objects. So every pod of the cluster is held once, compact, and an
 //! object that does not fit its type (a string where a port number goes) becomes an
 //! [`Invalid`] entry naming the field, instead of failing the whole list (a typed
 //! `ObjectList<Pod>` fails as a whole, and the watcher would retry it forever).
@@ -11,8 +11,9 @@
 use std::{borrow::Cow, fmt, sync::Arc};
 
 use k8s_openapi::{
+    ClusterResourceScope,
     api::{
-        core::v1::{ConfigMap, Namespace, Pod},
+        core::v1::{ConfigMap, Namespace, Node, Pod},
         networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -22,7 +23,8 @@ use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
 use super::snapshot::{slim_metadata, slim_pod};
 use crate::policy::{
-    model::{ObjectRef, PodInfo},
+    cluster,
+    model::{ClusterNetworkPolicy, NodeInfo, ObjectRef, PodInfo},
     validate::{FieldError, validate_pod},
 };
 
@@ -59,8 +61,9 @@ impl fmt::Display for Invalid {
 /// One cached object: what is kept of it, or why it cannot be used.
 pub type Entry<T> = Result<Arc<T>, Arc<Invalid>>;
 
-/// What a cache keeps of one kind: `Api` is the API's type, `keep` makes the kept form.
-pub trait Keep: Sized + Send + Sync + fmt::Debug + 'static {
+/// What a cache keeps of one kind: `Api` is the API's type, `keep` makes the kept form
+/// (compared with the cached one: an update that keeps the same is not a change).
+pub trait Keep: Sized + PartialEq + Send + Sync + fmt::Debug + 'static {
     type Api: Resource<DynamicType = ()> + DeserializeOwned;
     fn keep(obj: Self::Api) -> Result<Self, Invalid>;
 }
@@ -86,6 +89,60 @@ impl Keep for ConfigMap {
     fn keep(mut cm: ConfigMap) -> Result<Self, Invalid> {
         slim_metadata(&mut cm.metadata);
         Ok(cm)
+    }
+}
+
+/// Validated at each read (`validate_cluster_policy`), like a NetworkPolicy; its status
+/// (conditions other controllers write) is never read.
+impl Keep for ClusterNetworkPolicy {
+    type Api = ClusterNetworkPolicy;
+    fn keep(mut cnp: ClusterNetworkPolicy) -> Result<Self, Invalid> {
+        slim_metadata(&mut cnp.metadata);
+        cnp.status = None;
+        Ok(cnp)
+    }
+}
+
+/// Only a node's labels and addresses are kept: a kubelet's status updates (heartbeats,
+/// conditions, images) then leave the cache as it was.
+impl Keep for NodeInfo {
+    type Api = Node;
+    fn keep(node: Node) -> Result<Self, Invalid> {
+        Ok(NodeInfo::from(&node))
+    }
+}
+
+/// The group of ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`).
+const CNP_GROUP: &str = "policy.networking.k8s.io";
+const CNP_VERSION: &str = "v1alpha2";
+const CNP_PLURAL: &str = "clusternetworkpolicies";
+
+/// ClusterNetworkPolicy for kube's `Api`: a cluster-scoped custom resource. Written by hand
+/// (k8s-openapi has no such type): kube's `CustomResource` derive would generate the
+/// top-level struct itself from the spec, a second definition of the type in
+/// `policy::cluster` (which the manifests source also reads, `apiVersion` and `kind`
+/// included), and needs a JSON schema derive on every type of the spec.
+impl Resource for ClusterNetworkPolicy {
+    type DynamicType = ();
+    type Scope = ClusterResourceScope;
+
+    fn kind((): &()) -> Cow<'_, str> {
+        cluster::KIND.into()
+    }
+    fn group((): &()) -> Cow<'_, str> {
+        CNP_GROUP.into()
+    }
+    fn version((): &()) -> Cow<'_, str> {
+        CNP_VERSION.into()
+    }
+    fn plural((): &()) -> Cow<'_, str> {
+        CNP_PLURAL.into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
     }
 }
 
@@ -251,6 +308,67 @@ mod tests {
         assert_eq!(
             ns.kept.expect_err("malformed").field.as_deref(),
             Some("metadata.labels.a")
+        );
+    }
+
+    #[test]
+    fn a_cluster_network_policy_is_a_cluster_scoped_resource() {
+        assert_eq!(
+            ClusterNetworkPolicy::url_path(&(), None),
+            "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"
+        );
+        assert_eq!(ClusterNetworkPolicy::api_version(&()), cluster::API_VERSION);
+        assert_eq!(ClusterNetworkPolicy::kind(&()), "ClusterNetworkPolicy");
+        assert_eq!(
+            Decoded::<ClusterNetworkPolicy>::url_path(&(), None),
+            ClusterNetworkPolicy::url_path(&(), None)
+        );
+    }
+
+    #[test]
+    fn a_cluster_network_policy_is_kept_typed_without_its_status() {
+        let spec = json!({"tier": "Admin", "priority": 10,
+            "subject": {"namespaces": {}},
+            "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]});
+        let cnp: Decoded<ClusterNetworkPolicy> = serde_json::from_value(json!({
+            "apiVersion": cluster::API_VERSION, "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "deny", "resourceVersion": "4",
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": spec,
+            "status": {"conditions": []},
+        }))
+        .expect("decodes");
+        assert_eq!(cnp.key(), ObjectRef::new("", "deny"));
+        let kept = cnp.kept.expect("valid");
+        assert_eq!(kept.spec.priority, 10);
+        assert!(kept.status.is_none() && kept.metadata.managed_fields.is_none());
+
+        let bad: Decoded<ClusterNetworkPolicy> = serde_json::from_value(json!({
+            "metadata": {"name": "bad"},
+            "spec": {"tier": "Admin", "priority": "high", "subject": {"namespaces": {}}},
+        }))
+        .expect("decodes");
+        assert_eq!(bad.key(), ObjectRef::new("", "bad"));
+        let e = bad.kept.expect_err("malformed");
+        assert_eq!(e.field.as_deref(), Some("spec.priority"));
+    }
+
+    #[test]
+    fn a_node_is_kept_as_its_labels_and_addresses() {
+        let node: Decoded<NodeInfo> = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": {"zone": "a"}},
+            "status": {"addresses": [
+                {"type": "InternalIP", "address": "192.168.0.2"},
+                {"type": "Hostname", "address": "n1"}],
+                "images": [{"names": ["nginx"], "sizeBytes": 1}]},
+        }))
+        .expect("decodes");
+        assert_eq!(node.key(), ObjectRef::new("", "n1"));
+        let info = node.kept.expect("valid");
+        assert_eq!(info.labels.get("zone"), Some("a"));
+        assert_eq!(
+            *info.addresses,
+            ["192.168.0.2".parse::<std::net::IpAddr>().unwrap()]
         );
     }
 }

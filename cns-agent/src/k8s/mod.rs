@@ -2,19 +2,25 @@
 //! (`cns-agent run` without `--manifests`).
 //!
 //! [`KubeSource::start`] spawns one kube-runtime watcher per kind on the current tokio
-//! runtime: Namespaces, Pods and NetworkPolicies of every namespace, and the agent's own
-//! ConfigMap (for `policyAuditMode`). Each feeds the agent's own cache ([`store::Store`])
-//! of what the agent keeps of its objects ([`decode`]: a pod as its compact `PodInfo`, so
-//! every pod of the cluster is held once, compact), which the agent thread reads with
-//! [`SnapshotSource::read`]. An object that does not decode is an entry with its error:
-//! reported like an invalid object, while the rest of its list is enforced. Each watch event also records which
-//! object it changed: a read validates just those ([`snapshot::to_changes`], pure) and hands
-//! the compiler the changes, so a pod edit costs that pod, not the cluster. The first read,
+//! runtime: Namespaces, Pods and NetworkPolicies of every namespace, ClusterNetworkPolicies
+//! (`policy.networking.k8s.io/v1alpha2`), Nodes, and the agent's own ConfigMap (for
+//! `policyAuditMode`). Each feeds the agent's own cache ([`store::Store`]) of what the agent
+//! keeps of its objects ([`decode`]: a pod as its compact `PodInfo`, a node as its
+//! `NodeInfo`, so every pod and node of the cluster is held once, compact), which the agent
+//! thread reads with [`SnapshotSource::read`]. An object that does not decode is an entry
+//! with its error: reported like an invalid object, while the rest of its list is enforced.
+//! An update that keeps the same (a kubelet's status update) is not a change. Each watch
+//! event also records which object it changed: a read validates just those
+//! ([`snapshot::to_changes`], pure) and hands the compiler the changes, so a pod edit
+//! costs that pod, not the cluster. The first read,
 //! a read after a re-list (a re-list has no delete events for what went) and a read the
 //! agent asks to be full turn the whole caches into the snapshot ([`snapshot::to_state`]).
 //!
 //! - Nothing is enforced from a half-synced cache: `read` answers
 //!   [`SourceFailure::NotReady`] until every watcher has finished its first list.
+//! - A cluster without the ClusterNetworkPolicy CRD is not an error: a list or watch
+//!   answered `404` counts as synced with none (`absent` in `status`), and the source lists
+//!   again with a growing back-off (0.8 s to 30 s, with jitter) until the CRD appears.
 //! - Watch errors, dropped connections, API-server restarts and `410 Gone` do not flush
 //!   anything: the watcher resumes from its last resource version (bookmarks keep it
 //!   current), or re-lists after a 410; the store swaps the new list in whole once it is
@@ -62,7 +68,7 @@ use self::{
 };
 use crate::{
     error_chain,
-    policy::model::{ObjectRef, PodInfo},
+    policy::model::{ClusterNetworkPolicy, NodeInfo, ObjectRef, PodInfo},
     source::Kind,
 };
 
@@ -125,16 +131,21 @@ impl KubeSourceConfig {
 #[derive(Debug, Default)]
 struct Health {
     resource: &'static str,
+    /// Served by a CRD that may not be installed: `404 Not Found` is not an error.
+    optional: bool,
     synced: AtomicBool,
+    /// The API server does not serve it (404): synced with no objects.
+    absent: AtomicBool,
     lists: AtomicU64,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
 impl Health {
-    fn new(resource: &'static str) -> Arc<Self> {
+    fn new(resource: &'static str, optional: bool) -> Arc<Self> {
         Arc::new(Self {
             resource,
+            optional,
             ..Default::default()
         })
     }
@@ -143,6 +154,7 @@ impl Health {
         WatchStatus {
             resource: self.resource,
             synced: self.synced.load(Ordering::Acquire),
+            absent: self.absent.load(Ordering::Acquire),
             lists: self.lists.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
@@ -155,6 +167,8 @@ pub struct KubeSource {
     namespaces: Arc<Store<Namespace>>,
     pods: Arc<Store<PodInfo>>,
     policies: Arc<Store<NetworkPolicy>>,
+    cluster_policies: Arc<Store<ClusterNetworkPolicy>>,
+    nodes: Arc<Store<NodeInfo>>,
     config: Arc<Store<ConfigMap>>,
     health: Vec<Arc<Health>>,
     dirty: Arc<Mutex<Dirty>>,
@@ -184,8 +198,8 @@ impl KubeSource {
             c
         };
 
-        let mut health_of = |resource| {
-            let h = Health::new(resource);
+        let mut health_of = |resource, optional| {
+            let h = Health::new(resource, optional);
             health.push(h.clone());
             h
         };
@@ -195,7 +209,7 @@ impl KubeSource {
             all(),
             cfg.retry,
             Some((Kind::Namespace, dirty.clone())),
-            health_of("namespaces"),
+            health_of("namespaces", false),
             notify.clone(),
         );
         tasks.push(t);
@@ -205,7 +219,7 @@ impl KubeSource {
             all(),
             cfg.retry,
             Some((Kind::Pod, dirty.clone())),
-            health_of("pods"),
+            health_of("pods", false),
             notify.clone(),
         );
         tasks.push(t);
@@ -215,7 +229,28 @@ impl KubeSource {
             all(),
             cfg.retry,
             Some((Kind::NetworkPolicy, dirty.clone())),
-            health_of("networkpolicies"),
+            health_of("networkpolicies", false),
+            notify.clone(),
+        );
+        tasks.push(t);
+        // A custom resource: a cluster without its CRD has none (see `watch`).
+        let (cluster_policies, t) = watch(
+            &runtime,
+            Api::<Decoded<ClusterNetworkPolicy>>::all(client.clone()),
+            all(),
+            cfg.retry,
+            Some((Kind::ClusterNetworkPolicy, dirty.clone())),
+            health_of("clusternetworkpolicies", true),
+            notify.clone(),
+        );
+        tasks.push(t);
+        let (nodes, t) = watch(
+            &runtime,
+            Api::<Decoded<NodeInfo>>::all(client.clone()),
+            all(),
+            cfg.retry,
+            Some((Kind::Node, dirty.clone())),
+            health_of("nodes", false),
             notify.clone(),
         );
         tasks.push(t);
@@ -227,7 +262,7 @@ impl KubeSource {
             cfg.retry,
             // Read at every sync: one object.
             None,
-            health_of("configmap"),
+            health_of("configmap", false),
             notify,
         );
         tasks.push(t);
@@ -235,6 +270,8 @@ impl KubeSource {
             namespaces,
             pods,
             policies,
+            cluster_policies,
+            nodes,
             config,
             health,
             dirty,
@@ -248,7 +285,7 @@ impl KubeSource {
         self.health.iter().all(|h| h.synced.load(Ordering::Acquire))
     }
 
-    /// Per watcher: synced, lists, errors.
+    /// Per watcher: synced (or absent), lists, errors.
     pub fn watch_status(&self) -> Vec<WatchStatus> {
         self.health.iter().map(|h| h.status()).collect()
     }
@@ -277,6 +314,14 @@ impl KubeSource {
         present.extend(pods.keys().map(|k| (Kind::Pod, k.clone())));
         let policies = self.policies.read();
         present.extend(policies.keys().map(|k| (Kind::NetworkPolicy, k.clone())));
+        let cluster_policies = self.cluster_policies.read();
+        present.extend(
+            cluster_policies
+                .keys()
+                .map(|k| (Kind::ClusterNetworkPolicy, k.clone())),
+        );
+        let nodes = self.nodes.read();
+        present.extend(nodes.keys().map(|k| (Kind::Node, k.clone())));
         present
     }
 }
@@ -292,6 +337,14 @@ impl snapshot::Kept for KubeSource {
 
     fn policy(&self, key: &ObjectRef) -> Option<Entry<NetworkPolicy>> {
         self.policies.get(key)
+    }
+
+    fn cluster_policy(&self, name: &str) -> Option<Entry<ClusterNetworkPolicy>> {
+        self.cluster_policies.get(&ObjectRef::new("", name))
+    }
+
+    fn node(&self, name: &str) -> Option<Entry<NodeInfo>> {
+        self.nodes.get(&ObjectRef::new("", name))
     }
 }
 
@@ -345,6 +398,15 @@ enum RetryBackoff {
     Fixed(Duration),
 }
 
+impl From<Retry> for RetryBackoff {
+    fn from(retry: Retry) -> Self {
+        match retry {
+            Retry::Default => RetryBackoff::Default(Box::default()),
+            Retry::Fixed(d) => RetryBackoff::Fixed(d),
+        }
+    }
+}
+
 impl Iterator for RetryBackoff {
     type Item = Duration;
     fn next(&mut self) -> Option<Duration> {
@@ -366,6 +428,13 @@ impl Backoff for RetryBackoff {
 /// Spawns a watcher for `api`: the store it feeds, and the task feeding it. The task
 /// applies each event to the store, records the objects it changed in `dirty` (for the
 /// kind given), then calls `notify`.
+///
+/// A kind served by a CRD (`health.optional`) may not be served at all: a list or watch
+/// answered `404 Not Found` means there are none (the CRD is not installed, or was
+/// deleted, which deletes its objects). The store is emptied, the kind counts as synced
+/// (absent), and the watcher starts again from a new list after a back-off that grows
+/// until the CRD appears (kube-runtime's own back-off is reset by the `Init` event each
+/// list attempt begins with, so it would retry a missing CRD every 0.8 s on every node).
 fn watch<T: Keep>(
     runtime: &tokio::runtime::Handle,
     api: Api<Decoded<T>>,
@@ -376,62 +445,147 @@ fn watch<T: Keep>(
     notify: Notify,
 ) -> (Arc<Store<T>>, JoinHandle<()>) {
     let store = Arc::new(Store::default());
-    let mut writer = Writer::new(store.clone());
-    let backoff = match retry {
-        Retry::Default => RetryBackoff::Default(Box::default()),
-        Retry::Fixed(d) => RetryBackoff::Fixed(d),
+    let mut fed = Fed {
+        writer: Writer::new(store.clone()),
+        dirty,
+        health,
+        notify,
     };
-    let stream = watcher::watcher(api, config).backoff(backoff);
     let task = runtime.spawn(async move {
-        let mut stream = pin!(stream);
-        let record = |change: &dyn Fn(&mut Dirty)| {
-            if let Some((_, dirty)) = &dirty {
-                // A poisoned lock: a reader panicked; the agent then reads everything.
-                let mut d = dirty.lock().unwrap_or_else(|e| e.into_inner());
-                change(&mut d);
-            }
-        };
-        while let Some(event) = stream.next().await {
-            if let Ok(event) = &event {
-                writer.apply(event);
-            }
-            match event {
-                Ok(Event::Apply(obj) | Event::Delete(obj)) => {
-                    if let Some((kind, _)) = &dirty {
-                        let key = obj.key();
-                        record(&|d| _ = d.changed.insert((kind.clone(), key.clone())));
-                    }
-                    notify();
-                }
-                Ok(Event::Init) => {
-                    let n = health.lists.fetch_add(1, Ordering::Relaxed);
-                    if n > 0 {
-                        tracing::info!(
-                            resource = health.resource,
-                            "re-listing (the cache keeps the last state until the list is complete)"
-                        );
-                    }
-                }
-                Ok(Event::InitApply(_)) => {}
-                Ok(Event::InitDone) => {
-                    // The store swapped the new list in: objects may have gone without a
-                    // delete event. (Its invalid entries are reported at the read.)
-                    record(&|d| d.relisted = true);
-                    if !health.synced.swap(true, Ordering::AcqRel) {
-                        tracing::info!(resource = health.resource, "watch synced");
-                    }
-                    notify();
-                }
-                Err(e) => {
-                    health.errors.fetch_add(1, Ordering::Relaxed);
-                    let message = error_chain(&e);
-                    tracing::warn!(resource = health.resource, error = %message, "watch error; retrying");
-                    if let Ok(mut last) = health.last_error.lock() {
-                        *last = Some(message);
-                    }
+        let mut absent_delays = RetryBackoff::from(retry);
+        loop {
+            let stream =
+                watcher::watcher(api.clone(), config.clone()).backoff(RetryBackoff::from(retry));
+            let mut stream = pin!(stream);
+            while let Some(event) = stream.next().await {
+                match fed.apply(event) {
+                    Step::Next => {}
+                    Step::Listed => absent_delays.reset(),
+                    Step::Absent => break,
                 }
             }
+            // Not served (a watcher's stream does not end otherwise): list again later.
+            let delay = absent_delays.next().unwrap_or(Duration::from_secs(30));
+            tracing::debug!(
+                resource = fed.health.resource,
+                ?delay,
+                "checking again for the resource"
+            );
+            tokio::time::sleep(delay).await;
         }
     });
     (store, task)
+}
+
+/// What the watch loop does after an event.
+enum Step {
+    Next,
+    /// A list is complete (the resource is served).
+    Listed,
+    /// The resource is not served: start again later.
+    Absent,
+}
+
+/// A watcher's store, and what it tells of its changes.
+struct Fed<T> {
+    writer: Writer<T>,
+    dirty: Option<(Kind, Arc<Mutex<Dirty>>)>,
+    health: Arc<Health>,
+    notify: Notify,
+}
+
+impl<T: Keep> Fed<T> {
+    fn record(&self, change: impl FnOnce(&mut Dirty)) {
+        if let Some((_, dirty)) = &self.dirty {
+            // A poisoned lock: a reader panicked; the agent then reads everything.
+            let mut d = dirty.lock().unwrap_or_else(|e| e.into_inner());
+            change(&mut d);
+        }
+    }
+
+    fn apply(&mut self, event: Result<Event<Decoded<T>>, watcher::Error>) -> Step {
+        let health = &self.health;
+        let changed = match &event {
+            Ok(event) => self.writer.apply(event),
+            Err(_) => false,
+        };
+        match event {
+            Ok(Event::Apply(obj) | Event::Delete(obj)) => {
+                // An update that keeps the same is no change to read.
+                if changed {
+                    if let Some((kind, _)) = &self.dirty {
+                        let key = (kind.clone(), obj.key());
+                        self.record(|d| _ = d.changed.insert(key));
+                    }
+                    (self.notify)();
+                }
+            }
+            Ok(Event::Init) => {
+                if health.lists.load(Ordering::Relaxed) > 0
+                    && !health.absent.load(Ordering::Acquire)
+                {
+                    tracing::info!(
+                        resource = health.resource,
+                        "re-listing (the cache keeps the last state until the list is complete)"
+                    );
+                }
+            }
+            Ok(Event::InitApply(_)) => {}
+            Ok(Event::InitDone) => {
+                health.lists.fetch_add(1, Ordering::Relaxed);
+                // The store swapped the new list in: objects may have gone without a
+                // delete event. (Its invalid entries are reported at the read.)
+                self.record(|d| d.relisted = true);
+                if health.absent.swap(false, Ordering::AcqRel) {
+                    tracing::info!(
+                        resource = health.resource,
+                        "the resource is served now: watching it"
+                    );
+                }
+                if !health.synced.swap(true, Ordering::AcqRel) {
+                    tracing::info!(resource = health.resource, "watch synced");
+                }
+                (self.notify)();
+                return Step::Listed;
+            }
+            Err(e) if health.optional && not_found(&e) => {
+                let held = self.writer.clear();
+                if held {
+                    self.record(|d| d.relisted = true);
+                }
+                let was_absent = health.absent.swap(true, Ordering::AcqRel);
+                let was_synced = health.synced.swap(true, Ordering::AcqRel);
+                if !was_absent {
+                    tracing::info!(
+                        resource = health.resource,
+                        "the API server does not serve the resource (its CRD is not installed): \
+                         none exist; checking again with back-off"
+                    );
+                }
+                if held || !was_synced {
+                    (self.notify)();
+                }
+                return Step::Absent;
+            }
+            Err(e) => {
+                health.errors.fetch_add(1, Ordering::Relaxed);
+                let message = error_chain(&e);
+                tracing::warn!(resource = health.resource, error = %message, "watch error; retrying");
+                if let Ok(mut last) = health.last_error.lock() {
+                    *last = Some(message);
+                }
+            }
+        }
+        Step::Next
+    }
+}
+
+/// Whether the API server answered a list or watch `404 Not Found`: it does not serve the
+/// resource.
+fn not_found(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.is_not_found(),
+        _ => false,
+    }
 }

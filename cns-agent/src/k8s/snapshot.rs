@@ -1,8 +1,8 @@
 //! From the watchers' caches to a [`SourceState`]: the pure part of the Kubernetes source.
 //!
 //! [`to_state`] gets every cached Namespace, Pod (kept as its `PodInfo`, see
-//! [`super::decode`]) and NetworkPolicy (all namespaces) and the agent's ConfigMap, and
-//! gives the snapshot the compiler takes; [`to_changes`] takes only
+//! [`super::decode`]), NetworkPolicy (all namespaces), ClusterNetworkPolicy and Node (kept
+//! as its `NodeInfo`) and the agent's ConfigMap, and gives the snapshot the compiler takes; [`to_changes`] takes only
 //! the objects the watch events named and gives what changed in that snapshot (the same
 //! rules, one object at a time: a property test checks the two against each other). Like the manifests source,
 //! it never lets bad input empty the datapath: an object that fails validation keeps its last
@@ -17,7 +17,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, Container, ContainerPort, Namespace, Pod, PodSpec, PodStatus},
+        core::v1::{ConfigMap, Container, ContainerPort, Namespace, Node, Pod, PodSpec, PodStatus},
         networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -27,7 +27,11 @@ use super::decode::{Entry, Invalid, Keep};
 use crate::{
     policy::{
         AuditMode,
-        model::{ObjectRef, PodInfo, Snapshot, SnapshotChanges, SnapshotUpdate},
+        cluster::validate_cluster_policy,
+        model::{
+            ClusterNetworkPolicy, NodeInfo, ObjectRef, PodInfo, Snapshot, SnapshotChanges,
+            SnapshotUpdate,
+        },
         validate::{FieldError, validate_namespace, validate_policy},
     },
     source::{Kind, NAMESPACE_NAME_LABEL, SourceError, SourceState},
@@ -47,6 +51,8 @@ pub struct ClusterObjects {
     pub namespaces: Vec<Arc<Namespace>>,
     pub pods: Vec<Arc<Pod>>,
     pub policies: Vec<Arc<NetworkPolicy>>,
+    pub cluster_policies: Vec<Arc<ClusterNetworkPolicy>>,
+    pub nodes: Vec<Arc<Node>>,
     /// The agent's own ConfigMap, if it exists.
     pub config: Option<Arc<ConfigMap>>,
 }
@@ -58,12 +64,15 @@ pub struct LastGood {
     namespaces: BTreeMap<String, Accepted<Namespace>>,
     pods: BTreeMap<ObjectRef, Accepted<PodInfo>>,
     policies: BTreeMap<ObjectRef, Accepted<NetworkPolicy>>,
+    cluster_policies: BTreeMap<Arc<str>, Accepted<ClusterNetworkPolicy>>,
+    nodes: BTreeMap<Arc<str>, Accepted<NodeInfo>>,
     /// The ConfigMap's last valid mode.
     audit_mode: Option<AuditMode>,
     /// The mode the source sets now: the last valid one, or blocking when the ConfigMap's
     /// value cannot be read and no valid one is known (never the weaker mode by default).
     mode: Option<AuditMode>,
-    /// By kind, then namespace/name: the order they are reported in.
+    /// By kind, then namespace/name (cluster-scoped kinds under an empty namespace): the
+    /// order they are reported in.
     errors: BTreeMap<(Kind, ObjectRef), SourceError>,
     /// The ConfigMap's (reported last).
     config_error: Option<SourceError>,
@@ -98,20 +107,24 @@ impl<K, V> Clone for Accepted<K, V> {
 }
 
 /// What the caches hold, by key, in the form they keep it: a pod as its `PodInfo`
-/// (validated when its event came), an object that did not decode as [`Invalid`]. The
-/// Kubernetes source's stores.
+/// (validated when its event came), a node as its `NodeInfo`, an object that did not
+/// decode as [`Invalid`]. The Kubernetes source's stores.
 pub trait Kept {
     fn namespace(&self, name: &str) -> Option<Entry<Namespace>>;
     fn pod(&self, key: &ObjectRef) -> Option<Entry<PodInfo>>;
     fn policy(&self, key: &ObjectRef) -> Option<Entry<NetworkPolicy>>;
+    fn cluster_policy(&self, name: &str) -> Option<Entry<ClusterNetworkPolicy>>;
+    fn node(&self, name: &str) -> Option<Entry<NodeInfo>>;
 }
 
-/// The same, holding API objects (tests and the bench): pods are kept as the source's
-/// stores would keep them.
+/// The same, holding API objects (tests and the bench): pods and nodes are kept as the
+/// source's stores would keep them.
 pub trait Caches {
     fn namespace(&self, name: &str) -> Option<Arc<Namespace>>;
     fn pod(&self, key: &ObjectRef) -> Option<Arc<Pod>>;
     fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>>;
+    fn cluster_policy(&self, name: &str) -> Option<Arc<ClusterNetworkPolicy>>;
+    fn node(&self, name: &str) -> Option<Arc<Node>>;
 }
 
 impl<C: Caches> Kept for C {
@@ -130,6 +143,19 @@ impl<C: Caches> Kept for C {
 
     fn policy(&self, key: &ObjectRef) -> Option<Entry<NetworkPolicy>> {
         Caches::policy(self, key).map(Ok)
+    }
+
+    fn cluster_policy(&self, name: &str) -> Option<Entry<ClusterNetworkPolicy>> {
+        Caches::cluster_policy(self, name).map(Ok)
+    }
+
+    fn node(&self, name: &str) -> Option<Entry<NodeInfo>> {
+        let node = Caches::node(self, name)?;
+        Some(
+            NodeInfo::keep(Node::clone(&node))
+                .map(Arc::new)
+                .map_err(Arc::new),
+        )
     }
 }
 
@@ -155,9 +181,24 @@ impl Caches for ClusterObjects {
             .find(|p| object_ref(&p.metadata) == *key)
             .cloned()
     }
+
+    fn cluster_policy(&self, name: &str) -> Option<Arc<ClusterNetworkPolicy>> {
+        self.cluster_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .cloned()
+    }
+
+    fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .cloned()
+    }
 }
 
-/// The objects the caches changed since a read (namespaces with an empty namespace).
+/// The objects the caches changed since a read (cluster-scoped kinds with an empty
+/// namespace).
 pub type Changed = std::collections::BTreeSet<(Kind, ObjectRef)>;
 
 /// Maps the objects to the snapshot, validating every object the caches replaced; updates
@@ -173,6 +214,12 @@ pub fn to_state(objects: &ClusterObjects, last: &mut LastGood) -> SourceState {
     }
     for np in &objects.policies {
         present.insert((Kind::NetworkPolicy, object_ref(&np.metadata)));
+    }
+    for cnp in &objects.cluster_policies {
+        present.insert((Kind::ClusterNetworkPolicy, object_ref(&cnp.metadata)));
+    }
+    for node in &objects.nodes {
+        present.insert((Kind::Node, object_ref(&node.metadata)));
     }
     let config = objects.config.clone().map(|cm| {
         let key = object_ref(&cm.metadata);
@@ -200,6 +247,16 @@ pub fn to_state_of(
                 .keys()
                 .map(|r| (Kind::NetworkPolicy, r.clone())),
         )
+        .chain(
+            last.cluster_policies
+                .keys()
+                .map(|n| (Kind::ClusterNetworkPolicy, ObjectRef::new("", n.clone()))),
+        )
+        .chain(
+            last.nodes
+                .keys()
+                .map(|n| (Kind::Node, ObjectRef::new("", n.clone()))),
+        )
         .chain(last.errors.keys().cloned())
         .filter(|k| !present.contains(k))
         .collect();
@@ -209,7 +266,8 @@ pub fn to_state_of(
         namespaces: values(&last.namespaces),
         pods: values(&last.pods),
         policies: values(&last.policies),
-        ..Snapshot::default()
+        cluster_policies: values(&last.cluster_policies),
+        nodes: values(&last.nodes),
     };
     SourceState {
         update: SnapshotUpdate::Full(snapshot),
@@ -239,6 +297,8 @@ struct Indexed<'a> {
     namespaces: BTreeMap<&'a str, &'a Arc<Namespace>>,
     pods: BTreeMap<ObjectRef, &'a Arc<Pod>>,
     policies: BTreeMap<ObjectRef, &'a Arc<NetworkPolicy>>,
+    cluster_policies: BTreeMap<&'a str, &'a Arc<ClusterNetworkPolicy>>,
+    nodes: BTreeMap<&'a str, &'a Arc<Node>>,
 }
 
 impl<'a> Indexed<'a> {
@@ -259,6 +319,16 @@ impl<'a> Indexed<'a> {
                 .iter()
                 .map(|p| (object_ref(&p.metadata), p))
                 .collect(),
+            cluster_policies: objects
+                .cluster_policies
+                .iter()
+                .map(|p| (p.metadata.name.as_deref().unwrap_or_default(), p))
+                .collect(),
+            nodes: objects
+                .nodes
+                .iter()
+                .map(|n| (n.metadata.name.as_deref().unwrap_or_default(), n))
+                .collect(),
         }
     }
 }
@@ -275,6 +345,14 @@ impl Caches for Indexed<'_> {
     fn policy(&self, key: &ObjectRef) -> Option<Arc<NetworkPolicy>> {
         self.policies.get(key).map(|p| Arc::clone(p))
     }
+
+    fn cluster_policy(&self, name: &str) -> Option<Arc<ClusterNetworkPolicy>> {
+        self.cluster_policies.get(name).map(|p| Arc::clone(p))
+    }
+
+    fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes.get(name).map(|n| Arc::clone(n))
+    }
 }
 
 /// Validates the `changed` objects as the caches hold them now (or forgets them, gone),
@@ -287,9 +365,10 @@ fn apply(
 ) -> SnapshotChanges {
     let mut changes = SnapshotChanges::default();
     for (kind, key) in changed {
-        let object = match kind {
-            Kind::Namespace => format!("Namespace {}", key.name),
-            _ => format!("{kind:?} {key}"),
+        let object = if kind.cluster_scoped() {
+            format!("{kind:?} {}", key.name)
+        } else {
+            format!("{kind:?} {key}")
         };
         let error_key = (kind.clone(), key.clone());
         let errors = &mut last.errors;
@@ -335,8 +414,33 @@ fn apply(
                     changes.policies.push((key, change));
                 }
             }
-            // Not watched yet.
-            Kind::ClusterNetworkPolicy | Kind::Node => {}
+            Kind::ClusterNetworkPolicy => {
+                if let Some(change) = accept(
+                    key.name.clone(),
+                    caches.cluster_policy(&key.name),
+                    validate_cluster_policy,
+                    Arc::clone,
+                    &object,
+                    &mut last.cluster_policies,
+                    (errors, error_key),
+                ) {
+                    changes.cluster_policies.push((key.name, change));
+                }
+            }
+            Kind::Node => {
+                if let Some(change) = accept(
+                    key.name.clone(),
+                    caches.node(&key.name),
+                    // Nothing to validate: addresses that do not parse are not kept.
+                    |_| Vec::new(),
+                    Arc::clone,
+                    &object,
+                    &mut last.nodes,
+                    (errors, error_key),
+                ) {
+                    changes.nodes.push((key.name, change));
+                }
+            }
         }
     }
     last.mode = audit_mode(config, last);
@@ -576,6 +680,25 @@ mod tests {
         }))
     }
 
+    /// Denies ingress from namespace `peer` to every pod, at `priority` (over 1000: invalid).
+    fn cluster_policy(name: &str, priority: i32, peer: &str) -> Arc<ClusterNetworkPolicy> {
+        from(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name},
+            "spec": {"tier": "Admin", "priority": priority, "subject": {"namespaces": {}},
+                     "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {
+                         NAMESPACE_NAME_LABEL: peer}}}]}]},
+        }))
+    }
+
+    fn node(name: &str, zone: &str, ip: &str) -> Arc<Node> {
+        from(json!({
+            "metadata": {"name": name, "labels": {"zone": zone}},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+    }
+
     fn config(mode: Option<&str>) -> Arc<ConfigMap> {
         let data = match mode {
             Some(m) => json!({ AUDIT_MODE_KEY: m, "monitor.eventTypes": "drop" }),
@@ -592,6 +715,11 @@ mod tests {
                 pod("other", "client", "node-2", "10.0.2.20"),
             ],
             policies: vec![policy("demo", "allow", "10.0.0.0/16")],
+            cluster_policies: vec![cluster_policy("deny-other", 10, "other")],
+            nodes: vec![
+                node("node-1", "a", "192.168.0.2"),
+                node("node-2", "b", "192.168.0.3"),
+            ],
             config: Some(config(Some("false"))),
         }
     }
@@ -612,7 +740,64 @@ mod tests {
         // Pods of other nodes are kept: they feed the IP cache.
         assert!(snap.pods.contains_key(&ObjectRef::new("other", "client")));
         assert!(snap.policies.contains_key(&ObjectRef::new("demo", "allow")));
+        assert_eq!(names(&snap.cluster_policies), ["deny-other"]);
+        assert_eq!(names(&snap.nodes), ["node-1", "node-2"]);
+        let n2 = &snap.nodes["node-2"];
+        assert_eq!(n2.labels.get("zone"), Some("b"));
+        assert_eq!(
+            *n2.addresses,
+            ["192.168.0.3".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(state.audit_mode, Some(AuditMode::Blocking));
+    }
+
+    fn names<V>(map: &BTreeMap<Arc<str>, V>) -> Vec<&str> {
+        map.keys().map(|k| &**k).collect()
+    }
+
+    #[test]
+    fn an_invalid_cluster_policy_keeps_its_last_good_version_and_names_the_field() {
+        let mut last = LastGood::default();
+        to_state(&cluster(), &mut last);
+        let mut bad = cluster();
+        bad.cluster_policies = vec![
+            cluster_policy("deny-other", 2000, "other"),
+            cluster_policy("new-bad", -1, "demo"),
+            cluster_policy("new-good", 20, "demo"),
+        ];
+        let state = to_state(&bad, &mut last);
+        let errors: Vec<(&str, Option<&str>, bool)> = state
+            .errors
+            .iter()
+            .map(|e| (e.object.as_str(), e.field.as_deref(), e.kept_last_good))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                (
+                    "ClusterNetworkPolicy deny-other",
+                    Some("spec.priority"),
+                    true
+                ),
+                ("ClusterNetworkPolicy new-bad", Some("spec.priority"), false),
+            ]
+        );
+        assert!(
+            state.errors[0]
+                .to_string()
+                .starts_with("kubernetes: ClusterNetworkPolicy deny-other: spec.priority: "),
+            "{}",
+            state.errors[0]
+        );
+        let snap = state.full();
+        assert_eq!(names(&snap.cluster_policies), ["deny-other", "new-good"]);
+        assert_eq!(snap.cluster_policies["deny-other"].spec.priority, 10);
+        // Deleted: forgotten, with its error.
+        let mut deleted = cluster();
+        deleted.cluster_policies.clear();
+        let state = to_state(&deleted, &mut last);
+        assert!(state.errors.is_empty(), "{:?}", state.errors);
+        assert!(state.full().cluster_policies.is_empty());
     }
 
     #[test]
@@ -864,18 +1049,23 @@ mod tests {
         /// One edit: object `i` of a small pool set to version `v` (2: an invalid pod or policy)
         /// or removed.
         fn edit() -> impl Strategy<Value = (u8, Option<u8>)> {
-            (0u8..9, prop::option::weighted(0.8, 0u8..3))
+            (0u8..15, prop::option::weighted(0.8, 0u8..3))
         }
 
         fn object(i: u8) -> (Kind, ObjectRef) {
             let ns = ["a", "b"][usize::from(i % 2)];
-            match i % 3 {
+            match i % 5 {
                 0 => (Kind::Namespace, ObjectRef::new("", ns)),
-                1 => (Kind::Pod, ObjectRef::new(ns, format!("p{}", i / 3))),
-                _ => (
+                1 => (Kind::Pod, ObjectRef::new(ns, format!("p{}", i / 5))),
+                2 => (
                     Kind::NetworkPolicy,
-                    ObjectRef::new(ns, format!("np{}", i / 3)),
+                    ObjectRef::new(ns, format!("np{}", i / 5)),
                 ),
+                3 => (
+                    Kind::ClusterNetworkPolicy,
+                    ObjectRef::new("", format!("cnp{}", i / 5)),
+                ),
+                _ => (Kind::Node, ObjectRef::new("", format!("n{}", i / 5))),
             }
         }
 
@@ -918,7 +1108,29 @@ mod tests {
                             .push(policy(&key.namespace, &key.name, &cidr));
                     }
                 }
-                Kind::ClusterNetworkPolicy | Kind::Node => unreachable!("not drawn"),
+                Kind::ClusterNetworkPolicy => {
+                    objects
+                        .cluster_policies
+                        .retain(|p| p.metadata.name.as_deref() != Some(&key.name));
+                    if let Some(v) = v {
+                        let priority = if v == 2 { 1001 } else { i32::from(v) };
+                        objects
+                            .cluster_policies
+                            .push(cluster_policy(&key.name, priority, "a"));
+                    }
+                }
+                Kind::Node => {
+                    objects
+                        .nodes
+                        .retain(|n| n.metadata.name.as_deref() != Some(&key.name));
+                    if let Some(v) = v {
+                        objects.nodes.push(node(
+                            &key.name,
+                            &v.to_string(),
+                            &format!("192.168.0.{i}"),
+                        ));
+                    }
+                }
             }
             (kind, key)
         }
@@ -949,10 +1161,10 @@ mod tests {
                     }
                     for (key, v) in last_edit {
                         let m = model.entry(key.clone()).or_default();
-                        // Namespaces have nothing to be invalid in.
+                        // Namespaces and nodes have nothing to be invalid in.
                         *m = match v {
                             None => (None, false),
-                            Some(2) if key.0 != Kind::Namespace => (m.0, true),
+                            Some(2) if !matches!(key.0, Kind::Namespace | Kind::Node) => (m.0, true),
                             Some(v) => (Some(v), false),
                         };
                         changed.insert(key);
@@ -967,6 +1179,8 @@ mod tests {
                     prop_assert_eq!(&tracked.namespaces, &full.namespaces, "step {}", step);
                     prop_assert_eq!(&tracked.pods, &full.pods, "step {}", step);
                     prop_assert_eq!(&tracked.policies, &full.policies, "step {}", step);
+                    prop_assert_eq!(&tracked.cluster_policies, &full.cluster_policies, "step {}", step);
+                    prop_assert_eq!(&tracked.nodes, &full.nodes, "step {}", step);
                     prop_assert_eq!(&state.errors, &expected.errors, "step {}", step);
                     let kept = |kind: Kind| -> Vec<ObjectRef> {
                         model.iter().filter(|((k, _), m)| *k == kind && m.0.is_some()).map(|((_, r), _)| r.clone()).collect()
@@ -975,10 +1189,13 @@ mod tests {
                     prop_assert_eq!(ns, kept(Kind::Namespace), "step {}", step);
                     prop_assert_eq!(tracked.pods.keys().cloned().collect::<Vec<_>>(), kept(Kind::Pod), "step {}", step);
                     prop_assert_eq!(tracked.policies.keys().cloned().collect::<Vec<_>>(), kept(Kind::NetworkPolicy), "step {}", step);
+                    let cluster_scoped = |names: Vec<&Arc<str>>| -> Vec<ObjectRef> { names.into_iter().map(|n| ObjectRef::new("", n.clone())).collect() };
+                    prop_assert_eq!(cluster_scoped(tracked.cluster_policies.keys().collect()), kept(Kind::ClusterNetworkPolicy), "step {}", step);
+                    prop_assert_eq!(cluster_scoped(tracked.nodes.keys().collect()), kept(Kind::Node), "step {}", step);
                     let bad: Vec<(String, bool)> = model
                         .iter()
                         .filter(|(_, m)| m.1)
-                        .map(|((k, r), m)| (if *k == Kind::Namespace { format!("Namespace {}", r.name) } else { format!("{k:?} {r}") }, m.0.is_some()))
+                        .map(|((k, r), m)| (if k.cluster_scoped() { format!("{k:?} {}", r.name) } else { format!("{k:?} {r}") }, m.0.is_some()))
                         .collect();
                     let reported: Vec<(String, bool)> = state.errors.iter().map(|e| (e.object.clone(), e.kept_last_good)).collect();
                     prop_assert_eq!(reported, bad, "step {}", step);

@@ -62,25 +62,56 @@ impl<T: Keep> Writer<T> {
         }
     }
 
-    pub fn apply(&mut self, event: &Event<Decoded<T>>) {
+    /// Applies one event; returns whether what the store holds changed. An update that
+    /// keeps the same (a kubelet's status update of a pod or a node, which the kept form
+    /// drops) does not, nor do the events of a list until it is swapped in at `InitDone`.
+    pub fn apply(&mut self, event: &Event<Decoded<T>>) -> bool {
         match event {
-            Event::Init => self.listing = Some(Objects::new()),
+            Event::Init => {
+                self.listing = Some(Objects::new());
+                false
+            }
             Event::InitApply(obj) => {
                 self.listing
                     .get_or_insert_default()
                     .insert(obj.key(), obj.kept.clone());
+                false
             }
             Event::InitDone => {
                 let listed = self.listing.take().unwrap_or_default();
                 *self.store.write() = listed;
+                true
             }
             Event::Apply(obj) => {
-                self.store.write().insert(obj.key(), obj.kept.clone());
+                let key = obj.key();
+                let mut store = self.store.write();
+                if store.get(&key).is_some_and(|old| same(old, &obj.kept)) {
+                    return false;
+                }
+                store.insert(key, obj.kept.clone());
+                true
             }
-            Event::Delete(obj) => {
-                self.store.write().remove(&obj.key());
-            }
+            Event::Delete(obj) => self.store.write().remove(&obj.key()).is_some(),
         }
+    }
+
+    /// Empties the store (the API server does not serve the kind: none exist), and drops a
+    /// list in progress; returns whether the store held anything.
+    pub fn clear(&mut self) -> bool {
+        self.listing = None;
+        let mut store = self.store.write();
+        let held = !store.is_empty();
+        store.clear();
+        held
+    }
+}
+
+/// Whether two entries keep the same.
+fn same<T: PartialEq>(a: &Entry<T>, b: &Entry<T>) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Arc::ptr_eq(a, b) || **a == **b,
+        (Err(a), Err(b)) => **a == **b,
+        _ => false,
     }
 }
 
@@ -147,5 +178,37 @@ mod tests {
         );
         w.apply(&Event::InitDone);
         assert_eq!(teams(&store), [("b".into(), "3".into())]);
+    }
+
+    #[test]
+    fn an_update_that_keeps_the_same_is_not_a_change() {
+        let store = Arc::new(Store::default());
+        let mut w = Writer::new(store.clone());
+        assert!(w.apply(&Event::Apply(ns("a", "1"))));
+        let kept = store
+            .get(&ObjectRef::new("", "a"))
+            .expect("a")
+            .expect("valid");
+        // The same again (a status update the kept form drops): the cached `Arc` stays.
+        assert!(!w.apply(&Event::Apply(ns("a", "1"))));
+        let again = store
+            .get(&ObjectRef::new("", "a"))
+            .expect("a")
+            .expect("valid");
+        assert!(Arc::ptr_eq(&kept, &again));
+        assert!(w.apply(&Event::Apply(ns("a", "2"))));
+        assert!(w.apply(&Event::Delete(ns("a", "2"))));
+        assert!(!w.apply(&Event::Delete(ns("a", "2"))), "already gone");
+
+        // Cleared (the kind is not served): empty, and a list in progress is dropped.
+        w.apply(&Event::Apply(ns("b", "1")));
+        w.apply(&Event::Init);
+        w.apply(&Event::InitApply(ns("c", "1")));
+        assert!(w.clear());
+        assert!(!w.clear());
+        assert!(teams(&store).is_empty());
+        w.apply(&Event::Init);
+        w.apply(&Event::InitDone);
+        assert!(teams(&store).is_empty(), "{:?}", teams(&store));
     }
 }

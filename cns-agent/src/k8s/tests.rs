@@ -1,9 +1,10 @@
 //! The Kubernetes source against kube's real client and watchers, with a fake API server
 //! behind a `tower-test` mock service: lists, watches (newline-delimited WatchEvent JSON on
-//! a streamed body), bookmarks, `410 Gone`, dropped connections and failing requests.
+//! a streamed body), bookmarks, `410 Gone`, dropped connections, failing requests, and a
+//! resource that is not served (`404`: a CRD not installed).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     convert::Infallible,
     pin::pin,
     sync::{
@@ -32,8 +33,17 @@ use crate::{
 const NAMESPACES: &str = "/api/v1/namespaces";
 const PODS: &str = "/api/v1/pods";
 const POLICIES: &str = "/apis/networking.k8s.io/v1/networkpolicies";
+const CLUSTER_POLICIES: &str = "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies";
+const NODES: &str = "/api/v1/nodes";
 const CONFIGMAPS: &str = "/api/v1/namespaces/cns-system/configmaps";
-const ALL: [&str; 4] = [NAMESPACES, PODS, POLICIES, CONFIGMAPS];
+const ALL: [&str; 6] = [
+    NAMESPACES,
+    PODS,
+    POLICIES,
+    CLUSTER_POLICIES,
+    NODES,
+    CONFIGMAPS,
+];
 
 type Chunk = Result<Frame<Bytes>, Infallible>;
 type MockBody = StreamBody<mpsc::UnboundedReceiver<Chunk>>;
@@ -59,6 +69,8 @@ struct State {
     /// Like etcd's revision: one counter for every resource.
     revision: u64,
     resources: HashMap<&'static str, Resource>,
+    /// Resources answered `404 Not Found` (a CRD not installed).
+    missing: HashSet<&'static str>,
 }
 
 /// A fake API server: objects by path, lists and watches.
@@ -89,6 +101,7 @@ impl FakeApi {
         let State {
             revision,
             resources,
+            ..
         } = &mut *state;
         f(resources.entry(path).or_default(), revision)
     }
@@ -165,6 +178,27 @@ impl FakeApi {
         });
     }
 
+    /// The CRD serving `path` is deleted: its watches end, and lists and watches are
+    /// answered 404. `quietly`: its objects go without delete events (as a watcher that
+    /// missed them sees it).
+    fn remove_crd(&self, path: &'static str, quietly: bool) {
+        let keys: Vec<String> = self.with(path, |r, _| r.objects.keys().cloned().collect());
+        for key in keys {
+            self.delete(path, &key, !quietly);
+        }
+        self.0.lock().expect("lock").missing.insert(path);
+        self.drop_watches(path);
+    }
+
+    fn install_crd(&self, path: &'static str) {
+        self.0.lock().expect("lock").missing.remove(path);
+    }
+
+    /// List requests so far (answered or not).
+    fn list_count(&self, path: &'static str) -> usize {
+        self.with(path, |r, _| r.lists.len())
+    }
+
     fn fail_next(&self, path: &'static str, n: usize) {
         self.with(path, |r, _| r.fail_next = n);
     }
@@ -213,7 +247,15 @@ impl FakeApi {
         while let Some((req, send)) = handle.next_request().await {
             let path = req.uri().path().to_owned();
             let query = req.uri().query().unwrap_or_default().to_owned();
-            let Some(path) = ALL.into_iter().find(|p| *p == path) else {
+            let served = ALL.into_iter().find(|p| *p == path).filter(|p| {
+                let missing = self.0.lock().expect("lock").missing.contains(p);
+                if missing {
+                    // Counted: the source's checks for the CRD.
+                    self.with(p, |r, _| r.lists.push(query.clone()));
+                }
+                !missing
+            });
+            let Some(path) = served else {
                 let status = json!({"kind": "Status", "apiVersion": "v1", "code": 404,
                                     "status": "Failure", "reason": "NotFound", "message": path});
                 let mut resp = Response::new(body(serde_json::to_vec(&status).expect("json")));
@@ -279,6 +321,25 @@ fn policy(ns: &str, name: &str, cidr: &str) -> Value {
         "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}]}]}})
 }
 
+/// Denies ingress from namespace `from` to every pod (priority over 1000: invalid).
+fn cluster_policy(name: &str, priority: Value, from: &str) -> Value {
+    json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {"tier": "Admin", "priority": priority, "subject": {"namespaces": {}},
+                 "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {
+                     NAMESPACE_NAME_LABEL: from}}}]}]},
+        "status": {"conditions": []}})
+}
+
+fn node(name: &str, zone: &str, ip: &str, heartbeat: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"zone": zone}},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip},
+                                 {"type": "Hostname", "address": name}],
+                   "conditions": [{"type": "Ready", "status": "True",
+                                   "lastHeartbeatTime": heartbeat}]}})
+}
+
 fn config(mode: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "cns-config", "namespace": "cns-system"},
@@ -310,12 +371,16 @@ struct Harness {
 impl Harness {
     /// Starts the source; the fake server starts answering at `serve()`.
     fn new(api: FakeApi) -> Self {
+        Self::with_retry(api, Retry::Fixed(Duration::from_millis(10)))
+    }
+
+    fn with_retry(api: FakeApi, retry: Retry) -> Self {
         let (service, handle) = mock::pair::<Request<Body>, Response<MockBody>>();
         let client = Client::new(service, "default");
         let notified = Arc::new(AtomicUsize::new(0));
         let n = notified.clone();
         let mut cfg = KubeSourceConfig::new("cns-system", "cns-config");
-        cfg.retry = Retry::Fixed(Duration::from_millis(10));
+        cfg.retry = retry;
         let source = KubeSource::start(client, cfg, move || {
             n.fetch_add(1, Ordering::SeqCst);
         })
@@ -658,4 +723,266 @@ async fn a_malformed_object_is_reported_and_the_rest_of_its_list_enforced() {
     assert!(state.errors[0].kept_last_good, "{}", state.errors[0]);
     assert_eq!(state.full().pods.len(), 3);
     assert_eq!(h.reads.last(), Some(&"changes"), "{:?}", h.reads);
+}
+
+fn watch_of(h: &Harness, resource: &str) -> WatchStatus {
+    h.source
+        .watch_status()
+        .into_iter()
+        .find(|w| w.resource == resource)
+        .unwrap_or_else(|| panic!("no {resource} watch"))
+}
+
+fn cnp_names(state: &SourceState) -> Vec<String> {
+    names(&state.full().cluster_policies)
+}
+
+#[tokio::test]
+async fn cluster_policies_and_nodes_are_listed_watched_and_deleted() {
+    let api = seeded();
+    api.apply(
+        CLUSTER_POLICIES,
+        cluster_policy("deny-other", json!(10), "other"),
+    );
+    api.apply(
+        NODES,
+        node("node-1", "a", "192.168.0.2", "2026-01-01T00:00:01Z"),
+    );
+    let mut h = Harness::started(api).await;
+    let state = h.until_state("the first snapshot", |_| true).await;
+    assert!(state.errors.is_empty(), "{:?}", state.errors);
+    assert_eq!(cnp_names(&state), ["deny-other"]);
+    let kept = &state.full().cluster_policies["deny-other"];
+    assert_eq!(kept.spec.priority, 10);
+    assert!(kept.status.is_none(), "the status is not kept");
+    assert_eq!(names(&state.full().nodes), ["node-1"]);
+    assert_eq!(state.full().nodes["node-1"].labels.get("zone"), Some("a"));
+    h.until_api("the watches", |api| {
+        ALL.iter().all(|p| api.open_watches(p) == 1)
+    })
+    .await;
+
+    // Added, modified, deleted by watch events.
+    h.api.apply(
+        CLUSTER_POLICIES,
+        cluster_policy("deny-demo", json!(20), "demo"),
+    );
+    h.api.apply(
+        NODES,
+        node("node-2", "b", "192.168.0.3", "2026-01-01T00:00:01Z"),
+    );
+    h.api.apply(
+        NODES,
+        node("node-1", "c", "192.168.0.2", "2026-01-01T00:00:01Z"),
+    );
+    h.api.delete(CLUSTER_POLICIES, "/deny-other", true);
+    let state = h
+        .until_state("the changes", |s| {
+            cnp_names(s) == ["deny-demo"]
+                && s.full().nodes.len() == 2
+                && s.full().nodes["node-1"].labels.get("zone") == Some("c")
+        })
+        .await;
+    assert!(state.errors.is_empty(), "{:?}", state.errors);
+    assert_eq!(h.reads.last(), Some(&"changes"), "{:?}", h.reads);
+    let node2 = &state.full().nodes["node-2"];
+    assert_eq!(
+        *node2.addresses,
+        ["192.168.0.3".parse::<std::net::IpAddr>().unwrap()]
+    );
+
+    // A kubelet's status update that changes nothing the agent keeps: no change to read
+    // (then a new node, on the same watch, marks that the update was seen).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = h.notified.load(Ordering::SeqCst);
+    h.api.apply(
+        NODES,
+        node("node-2", "b", "192.168.0.3", "2026-01-01T00:00:02Z"),
+    );
+    h.api.apply(
+        NODES,
+        node("node-3", "b", "192.168.0.4", "2026-01-01T00:00:02Z"),
+    );
+    h.until_state("the new node", |s| s.full().nodes.len() == 3)
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        h.notified.load(Ordering::SeqCst),
+        before + 1,
+        "only the new node was a change"
+    );
+    h.api.delete(NODES, "/node-1", true);
+    h.until_state("the node's deletion", |s| {
+        names(&s.full().nodes) == ["node-2", "node-3"]
+    })
+    .await;
+    for resource in ["clusternetworkpolicies", "nodes"] {
+        let w = watch_of(&h, resource);
+        assert!(
+            w.synced && !w.absent && w.lists == 1 && w.errors == 0,
+            "{w:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_cluster_policy_is_reported_and_the_rest_enforced() {
+    let api = seeded();
+    // A string where the priority number goes (does not decode), a priority out of range
+    // (does not validate), and a good one.
+    api.apply(
+        CLUSTER_POLICIES,
+        cluster_policy("malformed", json!("high"), "other"),
+    );
+    api.apply(
+        CLUSTER_POLICIES,
+        cluster_policy("invalid", json!(5000), "other"),
+    );
+    api.apply(CLUSTER_POLICIES, cluster_policy("good", json!(1), "other"));
+    let mut h = Harness::started(api).await;
+    let state = h.until_state("the first snapshot", |_| true).await;
+    assert_eq!(cnp_names(&state), ["good"]);
+    let errors: Vec<(&str, Option<&str>, bool)> = state
+        .errors
+        .iter()
+        .map(|e| (e.object.as_str(), e.field.as_deref(), e.kept_last_good))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("ClusterNetworkPolicy invalid", Some("spec.priority"), false),
+            (
+                "ClusterNetworkPolicy malformed",
+                Some("spec.priority"),
+                false
+            ),
+        ],
+        "{:?}",
+        state.errors
+    );
+    assert!(
+        state.errors[1].message.contains("invalid type"),
+        "{}",
+        state.errors[1]
+    );
+    assert!(h.source.watch_status().iter().all(|s| s.errors == 0));
+
+    // Fixed by a watch event; then invalid again: the last good version stays.
+    h.api.apply(
+        CLUSTER_POLICIES,
+        cluster_policy("malformed", json!(2), "other"),
+    );
+    h.until_state("the fixed policy", |s| {
+        cnp_names(s) == ["good", "malformed"] && s.errors.len() == 1
+    })
+    .await;
+    h.api.apply(
+        CLUSTER_POLICIES,
+        cluster_policy("malformed", json!(-1), "other"),
+    );
+    let state = h
+        .until_state("the error", |s| {
+            s.errors
+                .iter()
+                .any(|e| e.object == "ClusterNetworkPolicy malformed")
+        })
+        .await;
+    let e = state
+        .errors
+        .iter()
+        .find(|e| e.object == "ClusterNetworkPolicy malformed")
+        .expect("reported");
+    assert!(e.kept_last_good, "{e}");
+    assert_eq!(e.field.as_deref(), Some("spec.priority"));
+    assert_eq!(state.full().cluster_policies["malformed"].spec.priority, 2);
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_first_list_of_cluster_policies_when_served() {
+    let api = seeded();
+    api.hold_lists(CLUSTER_POLICIES);
+    let mut h = Harness::new(api);
+    h.serve();
+    h.until_api("the held list", |api| {
+        api.lists(CLUSTER_POLICIES).len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    match h.read() {
+        Err(SourceFailure::NotReady { what }) => {
+            assert!(what.contains("clusternetworkpolicies"), "{what}")
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    h.api.release_lists(CLUSTER_POLICIES);
+    h.until("synced", |s| s.is_ok()).await.expect("synced");
+    assert!(!watch_of(&h, "clusternetworkpolicies").absent);
+}
+
+#[tokio::test]
+async fn without_the_crd_the_source_is_ready_and_watches_the_crd_once_installed() {
+    let api = seeded();
+    api.0.lock().expect("lock").missing.insert(CLUSTER_POLICIES);
+    let mut h = Harness::started(api).await;
+    let state = h.until_state("the first snapshot", |_| true).await;
+    assert!(state.errors.is_empty(), "{:?}", state.errors);
+    assert!(state.full().cluster_policies.is_empty());
+    assert_eq!(names(&state.full().pods), ["demo/web", "other/client"]);
+    let w = watch_of(&h, "clusternetworkpolicies");
+    assert!(w.synced && w.absent, "{w:?}");
+    assert_eq!((w.lists, w.errors, w.last_error), (0, 0, None));
+    // It keeps checking.
+    let tries = h.api.list_count(CLUSTER_POLICIES);
+    h.until_api("another check", |api| {
+        api.list_count(CLUSTER_POLICIES) > tries
+    })
+    .await;
+
+    // The CRD is installed, then a policy created: watched.
+    h.api.install_crd(CLUSTER_POLICIES);
+    h.api.apply(
+        CLUSTER_POLICIES,
+        cluster_policy("deny-other", json!(10), "other"),
+    );
+    h.until_state("the policy", |s| cnp_names(s) == ["deny-other"])
+        .await;
+    let w = watch_of(&h, "clusternetworkpolicies");
+    assert!(w.synced && !w.absent && w.lists == 1, "{w:?}");
+    h.until_api("the watch", |api| api.open_watches(CLUSTER_POLICIES) == 1)
+        .await;
+    h.api.apply(
+        CLUSTER_POLICIES,
+        cluster_policy("deny-demo", json!(20), "demo"),
+    );
+    h.until_state("the watch event", |s| cnp_names(s).len() == 2)
+        .await;
+
+    // The CRD is deleted, and the watcher missed the deletions of its objects: a CRD that
+    // is not served has none.
+    h.api.remove_crd(CLUSTER_POLICIES, true);
+    let state = h
+        .until_state("the policies gone", |s| {
+            s.full().cluster_policies.is_empty()
+        })
+        .await;
+    assert!(state.errors.is_empty(), "{:?}", state.errors);
+    assert!(watch_of(&h, "clusternetworkpolicies").absent);
+    assert!(h.source.is_synced());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_crd_is_checked_with_a_growing_back_off() {
+    let api = seeded();
+    api.0.lock().expect("lock").missing.insert(CLUSTER_POLICIES);
+    let mut h = Harness::with_retry(api, Retry::Default);
+    h.serve();
+    _ = h.until("synced", |s| s.is_ok()).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // kube-runtime's default back-off, not reset between attempts: 0.8 s doubling to 30 s
+    // (each with up to as much jitter) gives at most 8 checks in a minute; reset by each
+    // list attempt's `Init`, it would check every 0.8 to 1.6 s.
+    let checks = h.api.list_count(CLUSTER_POLICIES);
+    assert!((3..=8).contains(&checks), "{checks} checks in a minute");
+    let w = watch_of(&h, "clusternetworkpolicies");
+    assert!(w.absent && w.errors == 0, "{w:?}");
 }
