@@ -8,10 +8,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use k8s_openapi::api::{
-    apps::v1::DaemonSet,
-    core::v1::{ConfigMap, Container, Namespace, ServiceAccount},
-    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::{ConfigMap, Container, Namespace, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -133,6 +136,7 @@ fn every_object_is_known_and_namespaced_in_cns_system() {
             "ClusterRole",
             "ClusterRoleBinding",
             "ConfigMap",
+            "CustomResourceDefinition",
             "DaemonSet",
             "Namespace",
             "Role",
@@ -150,7 +154,7 @@ fn every_object_is_known_and_namespaced_in_cns_system() {
     for ((kind, name), doc) in &m.objects {
         let cluster_scoped = matches!(
             kind.as_str(),
-            "Namespace" | "ClusterRole" | "ClusterRoleBinding"
+            "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "CustomResourceDefinition"
         );
         let ns = doc["metadata"]["namespace"].as_str();
         if cluster_scoped {
@@ -168,7 +172,9 @@ fn rbac_is_read_only_and_exactly_what_the_watchers_need() {
     let want: BTreeSet<_> = [
         ("", "namespaces"),
         ("", "pods"),
+        ("", "nodes"),
         ("networking.k8s.io", "networkpolicies"),
+        ("policy.networking.k8s.io", "clusternetworkpolicies"),
     ]
     .into_iter()
     .flat_map(|(g, r)| ["get", "list", "watch"].map(|v| rule(g, r, v, &[])))
@@ -201,6 +207,46 @@ fn rbac_is_read_only_and_exactly_what_the_watchers_need() {
             ("ServiceAccount", SERVICE_ACCOUNT, Some(NAMESPACE))
         );
     }
+}
+
+#[test]
+fn the_cluster_network_policy_crd_serves_what_the_agent_watches() {
+    use cns_agent::policy::model::ClusterNetworkPolicy;
+    use kube::Resource;
+
+    let m = Manifests::load();
+    let name = "clusternetworkpolicies.policy.networking.k8s.io";
+    // Vendored unchanged, so parsed without the round trip (k8s-openapi writes the schema's
+    // integer bounds as floats, and adds an empty status).
+    let doc = &m.objects[&("CustomResourceDefinition".to_owned(), name.to_owned())];
+    let crd: CustomResourceDefinition =
+        serde_json::from_value(doc.clone()).expect("the CRD parses");
+    let annotations = crd.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations["policy.networking.k8s.io/bundle-version"],
+        "v0.2.0"
+    );
+    assert_eq!(annotations["policy.networking.k8s.io/channel"], "standard");
+    let spec = &crd.spec;
+    assert_eq!(spec.group, ClusterNetworkPolicy::group(&()));
+    assert_eq!(spec.names.kind, ClusterNetworkPolicy::kind(&()));
+    assert_eq!(spec.names.plural, ClusterNetworkPolicy::plural(&()));
+    assert_eq!(spec.scope, "Cluster");
+    let version = spec
+        .versions
+        .iter()
+        .find(|v| v.name == ClusterNetworkPolicy::version(&()))
+        .expect("the version the agent watches");
+    assert!(version.served && version.storage);
+    // Its own header says where it came from.
+    let text =
+        std::fs::read_to_string(deploy_dir().join("kubernetes/crd-clusternetworkpolicies.yaml"))
+            .expect("the CRD file");
+    assert!(
+        text.starts_with("# ClusterNetworkPolicy")
+            && text.contains("a17adecd0316b8ff1c3f83939ec0441d68cd6cce"),
+        "the vendored CRD names its source"
+    );
 }
 
 #[test]
