@@ -1,6 +1,6 @@
 //! A fake Kubernetes API server over real HTTP (axum), for the real agent's real kube
-//! client: list and `?watch=1` of Namespaces, Pods and NetworkPolicies (cluster-wide) and
-//! the agent's ConfigMaps (`/api/v1/namespaces/{ns}/configmaps`, `fieldSelector
+//! client: list and `?watch=1` of Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies
+//! and Nodes (cluster-wide) and the agent's ConfigMaps (`/api/v1/namespaces/{ns}/configmaps`, `fieldSelector
 //! metadata.name=`), as JSON, with one resourceVersion counter for everything (as etcd's
 //! revision), pagination (`limit`/`continue`), bookmarks for watches that ask for them
 //! (`allowWatchBookmarks`), a replay of the events after the watch's resourceVersion, and
@@ -9,8 +9,9 @@
 //!
 //! Controls for tests: add/modify/delete objects (sending watch events, or quietly, as
 //! changes a disconnected watcher misses), a restart (every watch dropped, requests refused
-//! with 503 for a while), the next watch answered 410, slow responses, and an object served
-//! as raw text (malformed JSON).
+//! with 503 for a while), the next watch answered 410, slow responses, an object served
+//! as raw text (malformed JSON), and a CRD removed or installed (its resource answered 404
+//! while it is not).
 //!
 //! It listens on 127.0.0.1 of the node's netns (bound by a thread that entered the netns:
 //! a socket keeps its netns), so the agent, which runs in that netns, reaches it with
@@ -18,7 +19,7 @@
 //! kubeconfig.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     convert::Infallible,
     net::SocketAddr,
     path::Path,
@@ -42,13 +43,18 @@ pub enum Res {
     Namespaces,
     Pods,
     NetworkPolicies,
+    /// Served by a CRD: see [`FakeApi::remove_crd`].
+    ClusterNetworkPolicies,
+    Nodes,
     ConfigMaps,
 }
 
-pub const ALL: [Res; 4] = [
+pub const ALL: [Res; 6] = [
     Res::Namespaces,
     Res::Pods,
     Res::NetworkPolicies,
+    Res::ClusterNetworkPolicies,
+    Res::Nodes,
     Res::ConfigMaps,
 ];
 
@@ -58,6 +64,10 @@ impl Res {
             Res::Namespaces => ("Namespace", "v1"),
             Res::Pods => ("Pod", "v1"),
             Res::NetworkPolicies => ("NetworkPolicy", "networking.k8s.io/v1"),
+            Res::ClusterNetworkPolicies => {
+                ("ClusterNetworkPolicy", "policy.networking.k8s.io/v1alpha2")
+            }
+            Res::Nodes => ("Node", "v1"),
             Res::ConfigMaps => ("ConfigMap", "v1"),
         }
     }
@@ -68,6 +78,10 @@ impl Res {
             "/api/v1/namespaces" => Some((Res::Namespaces, None)),
             "/api/v1/pods" => Some((Res::Pods, None)),
             "/apis/networking.k8s.io/v1/networkpolicies" => Some((Res::NetworkPolicies, None)),
+            "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies" => {
+                Some((Res::ClusterNetworkPolicies, None))
+            }
+            "/api/v1/nodes" => Some((Res::Nodes, None)),
             p => {
                 let ns = p
                     .strip_prefix("/api/v1/namespaces/")?
@@ -113,6 +127,8 @@ struct Resource {
     watch_versions: Vec<String>,
     /// Watch requests to answer with 410 Gone.
     gone_next: usize,
+    /// Requests answered 404 (its CRD not installed).
+    not_found: usize,
 }
 
 #[derive(Default)]
@@ -125,6 +141,8 @@ struct Inner {
     down_until: Option<Instant>,
     /// When the first list request came in.
     first_list: Option<Instant>,
+    /// Resources whose CRD is not installed: answered 404.
+    missing: HashSet<Res>,
 }
 
 /// The server; it stops when dropped.
@@ -300,6 +318,36 @@ impl FakeApi {
         }
     }
 
+    /// The CRD serving `res` is deleted, as the API server does it: each object is deleted
+    /// (DELETED to the watches), the watches end, then the resource is answered 404 until
+    /// [`FakeApi::install_crd`]. Before the agent starts: a cluster without the CRD.
+    pub fn remove_crd(&self, res: Res) {
+        let keys: Vec<(String, String)> = {
+            let mut inner = self.lock();
+            let r = inner.resources.entry(res).or_default();
+            r.objects
+                .values()
+                .map(|o| (o.namespace.clone(), o.name.clone()))
+                .collect()
+        };
+        for (namespace, name) in keys {
+            self.delete(res, &namespace, &name, false);
+        }
+        let mut inner = self.lock();
+        inner.missing.insert(res);
+        inner.resources.entry(res).or_default().watches.clear();
+    }
+
+    /// The CRD serving `res` is installed (again): served, with no objects.
+    pub fn install_crd(&self, res: Res) {
+        self.lock().missing.remove(&res);
+    }
+
+    /// Requests for `res` answered 404 (its CRD not installed).
+    pub fn not_found(&self, res: Res) -> usize {
+        self.lock().resources.get(&res).map_or(0, |r| r.not_found)
+    }
+
     /// The next `n` watch requests for `res` get 410 Gone.
     pub fn gone_next(&self, res: Res, n: usize) {
         self.lock().resources.entry(res).or_default().gone_next = n;
@@ -409,6 +457,15 @@ async fn handle(
         let s = status(StatusCode::NOT_FOUND, "NotFound", "no such resource");
         return json_response(StatusCode::NOT_FOUND, s.to_string());
     };
+    if inner.missing.contains(&res) {
+        inner.resources.entry(res).or_default().not_found += 1;
+        let s = status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+        return json_response(StatusCode::NOT_FOUND, s.to_string());
+    }
     let name = q
         .get("fieldSelector")
         .and_then(|f| f.strip_prefix("metadata.name="))

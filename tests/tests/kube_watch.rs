@@ -1,7 +1,11 @@
 //! Kubernetes mode through the real agent binary and its real kube client, against the fake
 //! API server over HTTP (`cns_tests::fakeapi`): enforcement follows watch events, and the
-//! watch survives an API server restart, `410 Gone` on resume, a slow server and a
-//! malformed object.
+//! watch survives an API server restart, `410 Gone` on resume, a slow server, a malformed
+//! object, and a cluster without the ClusterNetworkPolicy CRD (installed later).
+//!
+//! ClusterNetworkPolicies and Nodes are checked in the maps the agent writes (the entries
+//! `status` counts): the kernel programs do not act on the tier values yet. Once they do,
+//! those checks can become traffic checks (`until_allowed`), like the NetworkPolicies'.
 
 use std::{net::Ipv4Addr, time::Duration};
 
@@ -267,4 +271,234 @@ fn a_malformed_object_is_reported_and_the_rest_enforced() {
         "{:?}",
         c.agent.errors()
     );
+}
+
+/// An Admin-tier ClusterNetworkPolicy denying ingress to alpha's pods from beta's.
+fn admin_deny_beta_to_alpha(name: &str) -> Value {
+    json!({"metadata": {"name": name},
+           "spec": {"tier": "Admin", "priority": 10,
+                    "subject": {"namespaces": {"matchLabels": {"team": "alpha"}}},
+                    "ingress": [{"name": "no-beta", "action": "Deny",
+                                 "from": [{"namespaces": {"matchLabels": {"team": "beta"}}}]}]}})
+}
+
+/// Denies egress from beta's pods to the addresses of the nodes labelled `role: gateway`.
+fn admin_deny_beta_to_gateways() -> Value {
+    json!({"metadata": {"name": "no-gateways"},
+           "spec": {"tier": "Admin", "priority": 20,
+                    "subject": {"namespaces": {"matchLabels": {"team": "beta"}}},
+                    "egress": [{"action": "Deny",
+                                "to": [{"nodes": {"matchLabels": {"role": "gateway"}}}]}]}})
+}
+
+/// A Node of the fake cluster, at an address outside the pods'.
+fn gateway_node(role: &str) -> Value {
+    json!({"metadata": {"name": "gateway-1", "labels": {"role": role}},
+           "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.1"},
+                                    {"type": "Hostname", "address": "gateway-1"}]}})
+}
+
+/// `status -o json`'s entry for watch `resource`.
+fn watch_status(agent: &KubeAgent, resource: &str) -> Value {
+    let status = agent.status();
+    let watches = status["watches"].as_array().expect("watches in status");
+    watches
+        .iter()
+        .find(|w| w["resource"] == resource)
+        .unwrap_or_else(|| panic!("no {resource} watch: {watches:?}"))
+        .clone()
+}
+
+/// The entries of each map, as `status` counts them.
+fn entries(agent: &KubeAgent) -> std::collections::BTreeMap<String, u64> {
+    agent.status()["maps"]
+        .as_array()
+        .expect("maps in status")
+        .iter()
+        .map(|m| {
+            let name = m["map"].as_str().expect("map name").to_owned();
+            (name, m["entries"].as_u64().expect("entries"))
+        })
+        .collect()
+}
+
+/// Waits until the policy rules (`CNS_POLICY`) and CIDRs (`CNS_CIDRS`) the agent wrote
+/// number `policy` and `cidrs`.
+fn until_rules(agent: &KubeAgent, policy: u64, cidrs: u64, what: &str) {
+    let counts = || {
+        let e = entries(agent);
+        (e["CNS_POLICY"], e["CNS_CIDRS"])
+    };
+    assert!(
+        eventually(WAIT, || counts() == (policy, cidrs)),
+        "{what}: (policy, cidr) entries {:?}, expected {:?}\n{}",
+        counts(),
+        (policy, cidrs),
+        agent.log()
+    );
+}
+
+#[test]
+fn cluster_network_policies_and_nodes_follow_watch_events() {
+    if !kernel_or_skip("kube_watch") {
+        return;
+    }
+    let c = KubeCluster::start(|_| {});
+    until_rules(&c.agent, 0, 0, "no policy yet");
+    c.api.apply(
+        Res::ClusterNetworkPolicies,
+        admin_deny_beta_to_alpha("admin-deny"),
+    );
+    // One rule: alpha/server's ingress from beta/client's identity.
+    until_rules(
+        &c.agent,
+        1,
+        0,
+        "after the ClusterNetworkPolicy's ADDED event",
+    );
+    c.api
+        .delete(Res::ClusterNetworkPolicies, "", "admin-deny", false);
+    until_rules(&c.agent, 0, 0, "after its DELETED event");
+
+    // A nodes peer follows the Node objects: added, relabelled, deleted.
+    c.api
+        .apply(Res::ClusterNetworkPolicies, admin_deny_beta_to_gateways());
+    c.api.apply(Res::Nodes, gateway_node("gateway"));
+    // beta/client's egress to the gateway's address (one CIDR).
+    until_rules(&c.agent, 1, 1, "after the gateway Node's ADDED event");
+    c.api.apply(Res::Nodes, gateway_node("worker"));
+    until_rules(&c.agent, 0, 0, "after the Node's relabelling (MODIFIED)");
+    c.api.apply(Res::Nodes, gateway_node("gateway"));
+    until_rules(&c.agent, 1, 1, "after the Node's relabelling back");
+    c.api.delete(Res::Nodes, "", "gateway-1", false);
+    until_rules(&c.agent, 0, 0, "after the Node's DELETED event");
+    assert!(c.agent.errors().is_empty(), "{:?}", c.agent.errors());
+    assert!(c.reaches_server(), "NetworkPolicy enforcement is untouched");
+    for res in ALL {
+        assert_eq!(c.api.lists(res), 1, "{res:?}");
+    }
+    let w = watch_status(&c.agent, "clusternetworkpolicies");
+    assert!(w["synced"] == true && w["absent"] == false, "{w}");
+}
+
+#[test]
+fn a_malformed_cluster_network_policy_is_reported_and_the_rest_enforced() {
+    if !kernel_or_skip("kube_watch") {
+        return;
+    }
+    let c = KubeCluster::start(|api| {
+        // A string where the priority number goes (does not decode), and a priority out of
+        // range (does not validate); the API server's schema would refuse both.
+        let mut malformed = admin_deny_beta_to_alpha("malformed");
+        malformed["spec"]["priority"] = json!("high");
+        api.apply_quietly(Res::ClusterNetworkPolicies, malformed);
+        let mut invalid = admin_deny_beta_to_alpha("invalid");
+        invalid["spec"]["priority"] = json!(5000);
+        api.apply_quietly(Res::ClusterNetworkPolicies, invalid);
+        api.apply_quietly(
+            Res::ClusterNetworkPolicies,
+            admin_deny_beta_to_alpha("good"),
+        );
+    });
+    until_rules(&c.agent, 1, 0, "the good policy listed with them");
+    let errors = c.agent.errors();
+    for name in ["malformed", "invalid"] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!("ClusterNetworkPolicy {name}"))
+                    && e.contains("spec.priority")),
+            "{name}: {errors:?}"
+        );
+    }
+    // The others follow their events; the bad ones, fixed, clear their errors.
+    c.api.delete(Res::ClusterNetworkPolicies, "", "good", false);
+    until_rules(&c.agent, 0, 0, "after the good policy's deletion");
+    for name in ["malformed", "invalid"] {
+        c.api
+            .apply(Res::ClusterNetworkPolicies, admin_deny_beta_to_alpha(name));
+    }
+    // Both deny the same flow: one entry.
+    until_rules(&c.agent, 1, 0, "after the fixed policies");
+    assert!(
+        eventually(WAIT, || c.agent.errors().is_empty()),
+        "{:?}",
+        c.agent.errors()
+    );
+}
+
+#[test]
+fn without_the_crd_the_agent_is_ready_and_enforces_cluster_policies_once_installed() {
+    if !kernel_or_skip("kube_watch") {
+        return;
+    }
+    let c = KubeCluster::start(|api| {
+        api.remove_crd(Res::ClusterNetworkPolicies);
+        api.apply_quietly(Res::NetworkPolicies, deny_alpha("deny"));
+    });
+    // Ready, with the NetworkPolicies enforced and no error: the CRD is absent.
+    assert!(!c.reaches_server(), "the NetworkPolicy is enforced");
+    assert!(c.agent.errors().is_empty(), "{:?}", c.agent.errors());
+    let w = watch_status(&c.agent, "clusternetworkpolicies");
+    assert!(
+        w["synced"] == true && w["absent"] == true && w["errors"] == 0,
+        "{w}"
+    );
+    let text = c.agent.cli(&["status"]).expect("status");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("watch clusternetworkpolicies") && l.contains("absent")),
+        "{text}"
+    );
+    assert!(c.api.not_found(Res::ClusterNetworkPolicies) >= 1);
+    c.api.delete(Res::NetworkPolicies, "alpha", "deny", false);
+    c.until_allowed(true, "after the NetworkPolicy's deletion");
+    until_rules(&c.agent, 0, 0, "no policy left");
+
+    // The CRD is installed and a policy created: the agent finds it (its checks back off,
+    // so this can take a few tens of seconds) and writes its rules.
+    c.api.install_crd(Res::ClusterNetworkPolicies);
+    c.api.apply(
+        Res::ClusterNetworkPolicies,
+        admin_deny_beta_to_alpha("admin-deny"),
+    );
+    let found = || entries(&c.agent)["CNS_POLICY"] == 1;
+    assert!(
+        eventually(Duration::from_secs(90), found),
+        "the ClusterNetworkPolicy is not in the maps after the CRD appeared\n{}",
+        c.agent.log()
+    );
+    let w = watch_status(&c.agent, "clusternetworkpolicies");
+    assert!(w["absent"] == false && w["lists"] == 1, "{w}");
+    // Watched: the next change comes as an event.
+    assert!(eventually(WAIT, || c
+        .api
+        .open_watches(Res::ClusterNetworkPolicies)
+        == 1));
+    c.api
+        .delete(Res::ClusterNetworkPolicies, "", "admin-deny", false);
+    until_rules(
+        &c.agent,
+        0,
+        0,
+        "after the ClusterNetworkPolicy's DELETED event",
+    );
+
+    // The CRD is deleted again (its objects with it): absent again, nothing left of them.
+    c.api.apply(
+        Res::ClusterNetworkPolicies,
+        admin_deny_beta_to_alpha("admin-deny"),
+    );
+    until_rules(&c.agent, 1, 0, "after the second ClusterNetworkPolicy");
+    c.api.remove_crd(Res::ClusterNetworkPolicies);
+    until_rules(&c.agent, 0, 0, "after the CRD's deletion");
+    assert!(
+        eventually(
+            WAIT,
+            || watch_status(&c.agent, "clusternetworkpolicies")["absent"] == true
+        ),
+        "{}",
+        watch_status(&c.agent, "clusternetworkpolicies")
+    );
+    assert!(c.agent.ready());
 }
