@@ -1,6 +1,7 @@
 //! The manifests directory as a source of [`Snapshot`]s: every `*.yaml`/`*.yml` file,
-//! multi-document, kinds Namespace, Pod and NetworkPolicy, read into k8s-openapi types (the
-//! same ones the Kubernetes source yields); a pod is kept as its `PodInfo` once validated.
+//! multi-document, kinds Namespace, Pod, NetworkPolicy and Node read into k8s-openapi types (the
+//! same ones the Kubernetes source yields) and ClusterNetworkPolicy into `policy::cluster`'s;
+//! a pod is kept as its `PodInfo` once validated, a node as its `NodeInfo`.
 //!
 //! Bad input never empties the datapath: an object that fails to parse or validate keeps its
 //! last good version (if it had one), a file that fails to parse keeps the objects it last
