@@ -1,7 +1,8 @@
 //! Overlapping port matches of one endpoint, direction and identity, made into entries the
 //! kernel's longest-prefix match answers exactly: every entry holds what every broader
 //! entry says of its ports too (the rules of all tiers, merged), and port ranges are cut
-//! where any two overlap, so no packet matches two ranges.
+//! where any two overlap, so no packet matches two ranges. Entries that overlap nothing stay
+//! as they were.
 
 use std::collections::BTreeMap;
 
@@ -67,21 +68,8 @@ pub fn resolve(entries: &BTreeMap<PortMatch, RuleValue>) -> BTreeMap<PortMatch, 
             .collect();
         cuts.sort_unstable();
         cuts.dedup();
-        let mut pending: Option<(u32, u32, RuleValue)> = None;
-        let flush = |p: Option<(u32, u32, RuleValue)>, out: &mut BTreeMap<_, _>| {
-            if let Some((start, end, v)) = p {
-                let (Ok(start), Ok(end)) = (u16::try_from(start), u16::try_from(end)) else {
-                    return;
-                };
-                out.insert(
-                    PortMatch {
-                        proto: Some(proto),
-                        ports: Some(PortRange { start, end }),
-                    },
-                    v,
-                );
-            }
-        };
+        // Each piece between two cuts on its own (not joined with a neighbour saying the
+        // same: single ports stay exact-port entries, which the datapath finds by hash).
         for w in cuts.windows(2) {
             let (start, end) = (w[0], w[1] - 1);
             let covering = merge_all(
@@ -90,18 +78,24 @@ pub fn resolve(entries: &BTreeMap<PortMatch, RuleValue>) -> BTreeMap<PortMatch, 
                     .filter(|(r, _)| u32::from(r.start) <= start && end <= u32::from(r.end))
                     .map(|(_, v)| *v),
             );
-            let value = covering.map(|c| base.map_or(c, |b| b.merge(c)));
-            match (value, &mut pending) {
-                // Adjacent and saying the same: one range.
-                (Some(v), Some((_, e, pv))) if *pv == v && *e + 1 == start => *e = end,
-                (value, _) => {
-                    flush(pending.take(), &mut out);
-                    // A range saying no more than its protocol's entry is left to it.
-                    pending = value.filter(|v| Some(*v) != base).map(|v| (start, end, v));
-                }
-            }
+            // A piece saying no more than its protocol's entry is left to it.
+            let Some(v) = covering
+                .map(|c| base.map_or(c, |b| b.merge(c)))
+                .filter(|v| Some(*v) != base)
+            else {
+                continue;
+            };
+            let (Ok(start), Ok(end)) = (u16::try_from(start), u16::try_from(end)) else {
+                continue;
+            };
+            out.insert(
+                PortMatch {
+                    proto: Some(proto),
+                    ports: Some(PortRange { start, end }),
+                },
+                v,
+            );
         }
-        flush(pending, &mut out);
     }
     out
 }
@@ -185,6 +179,15 @@ mod tests {
                 assert!(a.end < b.start || b.end < a.start, "{a:?} overlaps {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn adjacent_single_ports_stay_single() {
+        let tcp = Some(Protocol::Tcp);
+        let entries: BTreeMap<_, _> = (1000..1010)
+            .map(|p| (m(tcp, Some((p, p))), RuleValue::allow(1)))
+            .collect();
+        assert_eq!(resolve(&entries), entries);
     }
 
     #[test]
