@@ -851,6 +851,113 @@ mod resolve_tests {
     }
 
     #[test]
+    fn a_rule_both_lookups_found_decides_once() {
+        // The identity's and the address set's entries name the same rule (same rank):
+        // whichever side, the same answer, as if one lookup had found it.
+        for action in [ACTION_ACCEPT, ACTION_DENY, ACTION_PASS] {
+            let rule = admin(4, action);
+            let with_np = PolicyValue {
+                policy_id: 6,
+                ..rule
+            };
+            for isolated in [false, true] {
+                let alone = resolve(isolated, &rule, &E);
+                assert_eq!(resolve(isolated, &rule, &rule), alone);
+                assert_eq!(resolve(isolated, &E, &rule), alone);
+                assert_eq!(
+                    resolve(isolated, &with_np, &rule),
+                    resolve(isolated, &rule, &with_np)
+                );
+            }
+            let rule = baseline(4, action);
+            assert_eq!(resolve(false, &rule, &rule), resolve(false, &E, &rule));
+        }
+    }
+
+    /// The tiers read literally, over every rule the two entries name: Admin rules by rank
+    /// (Accept and Deny decide, Pass leaves the tier), then NetworkPolicy if isolated, then
+    /// Baseline rules by rank, then allow.
+    fn walk(isolated: bool, entries: [&PolicyValue; 2]) -> Resolved {
+        let first = |tier: fn(&PolicyValue) -> (u32, u8)| {
+            entries
+                .iter()
+                .map(|v| tier(v))
+                .filter(|&(_, action)| action != ACTION_NONE)
+                .min()
+        };
+        match first(|v| (v.admin, v.admin_action)) {
+            Some((rank, ACTION_ACCEPT)) => {
+                return r(true, REASON_POLICY_ALLOWED, RULE_ADMIN | rank);
+            }
+            Some((rank, ACTION_DENY)) => return r(false, REASON_ADMIN_DENIED, RULE_ADMIN | rank),
+            _ => {}
+        }
+        if isolated {
+            return match entries.iter().map(|v| v.policy_id).min() {
+                Some(id) if id != NO_POLICY => r(true, REASON_POLICY_ALLOWED, id),
+                _ => r(false, REASON_POLICY_DENIED, NO_POLICY),
+            };
+        }
+        match first(|v| (v.baseline, v.baseline_action)) {
+            Some((rank, ACTION_ACCEPT)) => r(true, REASON_POLICY_ALLOWED, RULE_BASELINE | rank),
+            Some((rank, ACTION_DENY)) => r(false, REASON_BASELINE_DENIED, RULE_BASELINE | rank),
+            _ => r(true, REASON_NOT_ISOLATED, NO_POLICY),
+        }
+    }
+
+    #[test]
+    fn every_pair_of_entries_resolves_as_the_tiers_read() {
+        let rules = [
+            (NO_RULE, ACTION_NONE),
+            (1, ACTION_ACCEPT),
+            (1, ACTION_DENY),
+            (1, ACTION_PASS),
+            (2, ACTION_ACCEPT),
+            (2, ACTION_DENY),
+            (2, ACTION_PASS),
+        ];
+        let mut values = [E; 7 * 3 * 7];
+        let mut i = 0;
+        for (admin, admin_action) in rules {
+            for policy_id in [NO_POLICY, 3, 5] {
+                for (baseline, baseline_action) in rules {
+                    values[i] = PolicyValue {
+                        policy_id,
+                        admin,
+                        admin_action,
+                        baseline,
+                        baseline_action,
+                        ..E
+                    };
+                    i += 1;
+                }
+            }
+        }
+        // One rank is one rule, with one action: two entries never disagree on it.
+        let same_rule = |a: (u32, u8), b: (u32, u8)| a.0 != b.0 || a.1 == b.1;
+        let mut cases = 0;
+        for a in &values {
+            for b in &values {
+                if !same_rule((a.admin, a.admin_action), (b.admin, b.admin_action))
+                    || !same_rule(
+                        (a.baseline, a.baseline_action),
+                        (b.baseline, b.baseline_action),
+                    )
+                {
+                    continue;
+                }
+                for isolated in [false, true] {
+                    let got = resolve(isolated, a, b);
+                    assert_eq!(got, walk(isolated, [a, b]), "{isolated} {a:?} {b:?}");
+                    assert_eq!(got, resolve(isolated, b, a), "either lookup: {a:?} {b:?}");
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases > 5000, "{cases}");
+    }
+
+    #[test]
     fn merge_keeps_the_first_of_each_tier() {
         let a = PolicyValue {
             policy_id: 9,
