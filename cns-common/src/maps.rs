@@ -432,16 +432,17 @@ map_type! {
 }
 
 /// `LruHashMap<DenyKey, DenyEntry>`: the XDP program's deny cache. A drop by policy
-/// (blocking mode, `REASON_POLICY_DENIED`) of a TCP or UDP packet that is not a fragment is
-/// remembered by what the decision depends on: source and destination address, protocol and
-/// destination port, not the source port (policy never looks at it; floods vary it). A later
-/// packet with the same key and no live conntrack entry is dropped on the entry alone while
-/// the entry is current: made under the policy revision in force ([`Config::revision`],
-/// which the agent bumps after every map change, read before any other map; so the endpoint
-/// is unchanged too), for the address's endpoint veth in [`LOCAL_IPS`], and the endpoint
-/// does not audit now (its audit flags then, the global mode now). It is counted in the slot
-/// the entry carries and reported through the same rate-limited event as a full decision.
-/// Never read by TC.
+/// (blocking mode; `REASON_POLICY_DENIED`, `REASON_ADMIN_DENIED` or `REASON_BASELINE_DENIED`,
+/// kept with the deciding policy or rule for the event) of a TCP or UDP packet that is not a
+/// fragment is remembered by what the decision depends on: source and destination address,
+/// protocol and destination port, not the source port (policy never looks at it; floods vary
+/// it). A later packet with the same key and no live conntrack entry is dropped on the entry
+/// alone while the entry is current: made under the policy revision in force
+/// ([`Config::revision`], which the agent bumps after every map change, read before any
+/// other map; so the endpoint is unchanged too), for the address's endpoint veth in
+/// [`LOCAL_IPS`], and the endpoint does not audit now (its audit flags then, the global mode
+/// now). It is counted in the slot the entry carries and reported through the same
+/// rate-limited event as a full decision. Never read by TC.
 pub const DENY_CACHE: &str = "CNS_DENY_CACHE";
 pub const DENY_CACHE_CAPACITY: u32 = 32768;
 map_type! {

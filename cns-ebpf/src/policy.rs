@@ -438,8 +438,11 @@ pub struct Decision {
 
 /// The slow path's decision (TC and XDP share it): IP cache, anti-spoofing (out of the pod,
 /// the source must be the endpoint's own address of the packet's family), isolation,
-/// traffic from the node, then at most two policy lookups (the peer's identity, the ipBlock
-/// set its address falls in); audit mode turns a drop into `audit`.
+/// traffic from the node, then the policy lookups: for an endpoint no ClusterNetworkPolicy
+/// selects in `dir`, the peer's identity and then the ipBlock set its address falls in (an
+/// entry is an allow); otherwise the peer's identity, namespace and address set, what an
+/// entry already includes skipped, resolved through the tiers (`resolve_merged`). Audit
+/// mode turns any drop by policy (Admin, NetworkPolicy, Baseline) into `audit`.
 #[inline(always)]
 pub fn decide<F: Family>(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet<F>) -> Decision {
     // The remote address by value: a choice between references to the packet's fields would

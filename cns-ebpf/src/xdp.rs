@@ -1,19 +1,21 @@
 //! The XDP program on the node's uplink: an early filter for traffic from outside the node
-//! to local pods isolated for ingress. It drops what TC on the pod's veth would drop, before
+//! to local pods some policy applies to for ingress (a NetworkPolicy isolates them, or a
+//! ClusterNetworkPolicy selects them). It drops what TC on the pod's veth would drop, before
 //! the kernel builds an skb, with the same maps and the same decision code (`policy`):
 //!
 //! - IPv4 or IPv6 to a local pod (`CNS_LOCAL_IPS`/`CNS_LOCAL_IPS6` -> its veth), not a
 //!   fragment and not an ICMP error: a live conntrack entry passes (a reply of the pod's
-//!   connection, an established allowed flow); otherwise a current deny cache entry drops (TCP and UDP: see below);
-//!   otherwise, for a pod (`CNS_ENDPOINTS`) isolated for ingress, policy decides as in TC. A
+//!   connection, an established allowed flow); otherwise a current deny cache entry drops
+//!   (TCP and UDP: see below); otherwise, for a pod (`CNS_ENDPOINTS`) policy applies to for
+//!   ingress (`policy::enforced`), policy decides as in TC, every tier included. A
 //!   drop in blocking mode is `XDP_DROP`, counted and reported like TC's (same counter key,
 //!   same event, the pod veth's ifindex). An allowed or audited new flow passes with its
 //!   conntrack entries created here, so TC on the veth takes its fast path (one conntrack
 //!   lookup) and counts the packet: every packet is counted once per endpoint.
 //! - Everything else passes unchanged to TC, which keeps the full rules (fragments, ICMP
 //!   errors, IPv6 Neighbor Discovery and header chains longer than the walk, VLAN tags,
-//!   malformed headers, pods not isolated, addresses that are not local pods). XDP never
-//!   lets through what TC would drop.
+//!   malformed headers, pods no policy applies to, addresses that are not local pods). XDP
+//!   never lets through what TC would drop.
 //!
 //! Both families run the same code ([`handle_ip`]), each in a function of its own (as in
 //! TC, `policy::handle`: neither frame under the other's). The IPv4 path is a call here
@@ -21,14 +23,16 @@
 //! is given a pointer into the parsed packet (see `family`).
 //!
 //! The deny cache (`CNS_DENY_CACHE`) makes a flood cheap: a TCP or UDP packet policy dropped
-//! leaves an entry keyed by what the decision depended on (addresses, protocol, destination
-//! port: not the source port, which floods vary), stamped with the policy revision read
-//! before any other map, the pod's veth and its audit flags. A later packet with that key and
-//! no live conntrack entry (so replies of the pod's own connections still pass) is dropped on
-//! the entry while the revision is unchanged, the address still belongs to that veth and the
-//! pod does not audit: one hash lookup instead of the endpoint, IP cache, ipBlock and policy
-//! lookups and the counter slot's. The agent bumps the revision after every map change, so an
-//! entry never outlives the maps it was decided on.
+//! (a NetworkPolicy's isolation, an Admin or a Baseline Deny: the entry keeps the reason and
+//! the rule for the event) leaves an entry keyed by what the decision depended on
+//! (addresses, protocol, destination port: not the source port, which floods vary), stamped
+//! with the policy revision read before any other map, the pod's veth and its audit flags. A
+//! later packet with that key and no live conntrack entry (so replies of the pod's own
+//! connections still pass) is dropped on the entry while the revision is unchanged, the
+//! address still belongs to that veth and the pod does not audit: one hash lookup instead of
+//! the endpoint, IP cache, ipBlock, namespace and policy lookups and the counter slot's.
+//! The agent bumps the revision after every map change, so an entry never outlives the maps
+//! it was decided on.
 
 use core::mem::MaybeUninit;
 
@@ -94,7 +98,8 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     let Some(ifindex) = F::local_ifindex(&p.daddr) else {
         return xdp_action::XDP_PASS;
     };
-    // The pod, if it is this address's and isolated for ingress (else XDP leaves it to TC).
+    // The pod, if it is this address's and policy applies to it for ingress (else XDP
+    // leaves it to TC).
     let endpoint = || -> Option<&'static Endpoint> {
         // SAFETY: written by the agent only.
         let ep = unsafe { CNS_ENDPOINTS.get(ifindex) }?;
