@@ -16,10 +16,7 @@ pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cns_common::{
-    IDENTITY_CIDR_BASE,
-    maps::{RULE_ADMIN, RULE_BASELINE},
-};
+use cns_common::IDENTITY_CIDR_BASE;
 use ipnetwork::IpNetwork;
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec},
@@ -126,30 +123,8 @@ pub fn endpoint_states(desired: &Desired) -> BTreeMap<ObjectRef, EndpointState> 
     };
     // Every policy and rule a value names: the allowing NetworkPolicy, the first rule of
     // each tier (with its action).
-    let names_of = |dir: Direction, v: &RuleValue| -> Vec<String> {
-        let rule = |id: u32, tier: &str| {
-            desired.cluster_rules.get(&(dir, id)).map_or_else(
-                || format!("{tier}-rule-id:{id}"),
-                |n| {
-                    format!(
-                        "ClusterNetworkPolicy/{} rule {} ({:?})",
-                        n.policy, n.rule, n.action
-                    )
-                },
-            )
-        };
-        let mut out = Vec::new();
-        if let Some(t) = v.admin {
-            out.push(rule(RULE_ADMIN | t.rank, "admin"));
-        }
-        if let Some(id) = v.allow {
-            out.push(policy_name(id));
-        }
-        if let Some(t) = v.baseline {
-            out.push(rule(RULE_BASELINE | t.rank, "baseline"));
-        }
-        out
-    };
+    let names_of =
+        |dir: Direction, v: &RuleValue| v.names(dir, &desired.cluster_rules, policy_name);
     let pods: BTreeMap<u32, &ObjectRef> = desired
         .endpoints
         .iter()

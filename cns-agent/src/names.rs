@@ -147,32 +147,12 @@ impl Names {
     /// What a policy entry says, in tier order: "Admin ClusterNetworkPolicy/X rule r
     /// (Deny); allowed by ns/np; Baseline ...".
     pub fn describe_value(&self, dir: Direction, v: &cns_common::maps::PolicyValue) -> String {
-        use cns_common::maps::{NO_POLICY, NO_RULE, RULE_ADMIN, RULE_BASELINE};
-        let rule = |bit: u32, rank: u32| {
-            self.cluster_rule(dir, bit | rank).map_or_else(
-                || format!("rule-id:{}", bit | rank),
-                |r| {
-                    format!(
-                        "{:?} ClusterNetworkPolicy/{} rule {} ({:?})",
-                        r.tier, r.policy, r.rule, r.action
-                    )
-                },
-            )
-        };
-        let mut parts = Vec::new();
-        if v.admin != NO_RULE {
-            parts.push(rule(RULE_ADMIN, v.admin));
-        }
-        if v.policy_id != NO_POLICY {
-            parts.push(
-                self.policy(v.policy_id)
-                    .map_or_else(|| format!("policy-id:{}", v.policy_id), ToString::to_string),
-            );
-        }
-        if v.baseline != NO_RULE {
-            parts.push(rule(RULE_BASELINE, v.baseline));
-        }
-        parts.join("; ")
+        crate::encode::rule_value(v)
+            .names(dir, &self.cluster_rules, |id| {
+                self.policy(id)
+                    .map_or_else(|| format!("policy-id:{id}"), ToString::to_string)
+            })
+            .join("; ")
     }
 
     /// The ClusterNetworkPolicy rule a policy id names in `dir`, if it names one.

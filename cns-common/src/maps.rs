@@ -110,7 +110,7 @@ pub const EP_PROTO_RULES: u16 = 32;
 /// these two flags, a packet no rule allows costs one hash lookup per identity, not three.)
 pub const EP_ANY_PROTO_RULES: u16 = 64;
 /// Some ClusterNetworkPolicy selects the endpoint in this direction: a new flow looks up
-/// both its remote's identity and address and [`resolve`]s the tiers, isolated or not.
+/// both its remote's identity and address and [`resolve_merged`]s the tiers, isolated or not.
 pub const EP_INGRESS_TIERED: u16 = 128;
 pub const EP_EGRESS_TIERED: u16 = 256;
 /// The endpoint has entries for whole namespaces (`IDENTITY_NAMESPACE_BASE`) in this
@@ -204,7 +204,7 @@ pub const POLICY_PREFIX_PROTO: u32 = 80;
 pub const POLICY_PREFIX_FULL: u32 = 96;
 map_type! {
     /// What one (endpoint, direction, remote identity, protocol and port) key says in each
-    /// tier; [`resolve`] turns the entries found for a packet into its verdict. The agent
+    /// tier; [`resolve_merged`] turns the entries found for a packet into its verdict. The agent
     /// resolves overlapping rules at compile time, so the longest match is the whole answer
     /// for its key.
     pub struct PolicyValue {
@@ -303,13 +303,6 @@ impl PolicyValue {
             _pad: 0,
         }
     }
-}
-
-/// The tiers, in order, for an endpoint's packet whose remote matched `a` (by identity)
-/// and `b` (by address set; [`PolicyValue::EMPTY`] for no entry): see [`resolve_merged`].
-#[inline(always)]
-pub fn resolve(isolated: bool, a: &PolicyValue, b: &PolicyValue) -> Resolved {
-    resolve_merged(isolated, &a.merge(b))
 }
 
 /// The tiers, in order, for an endpoint's packet and everything its entries say (merged:
@@ -729,6 +722,11 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 22] = [
 #[cfg(test)]
 mod resolve_tests {
     use super::*;
+
+    /// The packet's verdict from the entries two lookups found.
+    fn resolve(isolated: bool, a: &PolicyValue, b: &PolicyValue) -> Resolved {
+        resolve_merged(isolated, &a.merge(b))
+    }
     use crate::{
         REASON_ADMIN_DENIED, REASON_BASELINE_DENIED, REASON_NOT_ISOLATED, REASON_POLICY_ALLOWED,
         REASON_POLICY_DENIED,

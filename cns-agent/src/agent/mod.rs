@@ -90,8 +90,9 @@ pub struct Agent {
     /// Local pod -> its veth, for the endpoints found so far.
     veths: BTreeMap<ObjectRef, netdev::Veth>,
     errors: Vec<SourceError>,
-    /// Namespaces whose audit-mode annotation cannot be read.
-    mode_errors: Vec<String>,
+    /// Objects the snapshot holds and enforces with a problem: namespaces whose audit-mode
+    /// annotation cannot be read, ClusterNetworkPolicies using what cns does not enforce.
+    snapshot_errors: Vec<String>,
     modes: Modes,
     revision: u32,
     last_sync: Option<Instant>,
@@ -171,7 +172,7 @@ impl Agent {
             last_work: None,
             veths: BTreeMap::new(),
             errors: Vec::new(),
-            mode_errors: Vec::new(),
+            snapshot_errors: Vec::new(),
             revision,
             last_sync: None,
             names: watch::Sender::new(SharedNames::default()),

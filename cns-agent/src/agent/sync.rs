@@ -120,8 +120,8 @@ impl Agent {
         // Problems of objects the snapshot holds and enforces anyway: unreadable audit-mode
         // annotations (blocking), ClusterNetworkPolicy features cns does not enforce.
         let snapshot = self.compiler.snapshot();
-        self.mode_errors = mode::annotation_errors(&snapshot.namespaces);
-        self.mode_errors
+        self.snapshot_errors = mode::annotation_errors(&snapshot.namespaces);
+        self.snapshot_errors
             .extend(snapshot.cluster_policies.iter().filter_map(|(name, cnp)| {
                 crate::policy::cluster::unsupported(cnp)
                     .map(|why| format!("ClusterNetworkPolicy {name}: unsupported: {why}"))
@@ -242,7 +242,7 @@ impl Agent {
         self.errors
             .iter()
             .map(ToString::to_string)
-            .chain(self.mode_errors.iter().cloned())
+            .chain(self.snapshot_errors.iter().cloned())
             .chain(self.map_errors.iter().cloned())
             .collect()
     }

@@ -25,23 +25,24 @@ pub fn lint(snapshot: &Snapshot) -> Vec<(String, String)> {
             .collect()
     };
     let has_pods = !snapshot.pods.is_empty();
+    // Each policy's selected pods, once (the pairs below compare them).
+    let chosen: Vec<Vec<String>> = all.iter().map(selected).collect();
     for (i, p) in all.iter().enumerate() {
         let name = p.name.to_string();
         if let Some(why) = cluster::unsupported(p.policy) {
             out.push((name.clone(), format!("not fully enforced: {why}")));
         }
-        let mine = selected(p);
+        let mine = &chosen[i];
         if has_pods && mine.is_empty() {
             out.push((
                 name.clone(),
                 "its subject selects no pod of the input (no effect)".into(),
             ));
         }
-        for q in all.iter().skip(i + 1) {
+        for (q, theirs) in all.iter().zip(&chosen).skip(i + 1) {
             if (q.tier(), q.policy.spec.priority) != (p.tier(), p.policy.spec.priority) {
                 continue;
             }
-            let theirs = selected(q);
             let both = mine.iter().find(|r| theirs.contains(r));
             let overlap = match both {
                 Some(pod) => format!("both select {pod}"),

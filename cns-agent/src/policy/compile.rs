@@ -136,7 +136,6 @@ pub(super) fn local(
                     rules: BTreeMap::new(),
                     blocks: Vec::new(),
                     addrs: Vec::new(),
-                    _out: std::marker::PhantomData,
                 };
                 if isolated {
                     cluster.endpoint_rules(r, pod, &mut eo);
@@ -201,7 +200,7 @@ impl Cluster<'_> {
     }
 
     /// Collects everything endpoint pod `r` admits in `out.dir`.
-    fn endpoint_rules(&self, r: &ObjectRef, pod: &PodInfo, out: &mut EndpointOut<'_>) {
+    fn endpoint_rules(&self, r: &ObjectRef, pod: &PodInfo, out: &mut EndpointOut) {
         for (pr, np) in isolating_policies(self.snapshot, r, pod, out.dir) {
             let Some(&policy) = self.alloc.policies.get(pr) else {
                 continue;
@@ -224,7 +223,7 @@ impl Cluster<'_> {
         &self,
         pod: &PodInfo,
         p: &Ranked<'_>,
-        out: &mut EndpointOut<'_>,
+        out: &mut EndpointOut,
         names: &mut BTreeMap<(Direction, u32), ClusterRuleName>,
     ) {
         for rule in p.rules(out.dir) {
@@ -343,13 +342,7 @@ impl Cluster<'_> {
     }
 
     /// What `value` says of every pod of namespace `ns` on `spec`'s (numeric) ports.
-    fn grant_namespace(
-        &self,
-        ns: u16,
-        value: RuleValue,
-        spec: &PortSpec,
-        out: &mut EndpointOut<'_>,
-    ) {
+    fn grant_namespace(&self, ns: u16, value: RuleValue, spec: &PortSpec, out: &mut EndpointOut) {
         let m = match spec {
             PortSpec::All => PortMatch {
                 proto: None,
@@ -376,7 +369,7 @@ impl Cluster<'_> {
         policy: RuleValue,
         peer: &Peer<'_>,
         spec: &PortSpec,
-        out: &mut EndpointOut<'_>,
+        out: &mut EndpointOut,
     ) {
         let fixed: Vec<PortMatch> = match spec {
             PortSpec::All => vec![PortMatch {
@@ -431,7 +424,7 @@ impl Cluster<'_> {
         peer: &Peer<'_>,
         proto: Protocol,
         name: &str,
-        out: &mut EndpointOut<'_>,
+        out: &mut EndpointOut,
     ) {
         // (identity, address, port numbers) of each destination pod.
         let mut dests: Vec<(u32, IpAddr, BTreeSet<u16>)> = Vec::new();
@@ -491,16 +484,15 @@ fn single(proto: Protocol, port: u16) -> PortMatch {
 
 /// What the rules say of one endpoint in one direction, as it is collected: by identity,
 /// each port match with everything said of it.
-struct EndpointOut<'d> {
+struct EndpointOut {
     ep_id: u32,
     dir: Direction,
     rules: BTreeMap<u32, BTreeMap<PortMatch, RuleValue>>,
     blocks: Vec<BlockGrant>,
     addrs: Vec<AddrGrant>,
-    _out: std::marker::PhantomData<&'d ()>,
 }
 
-impl EndpointOut<'_> {
+impl EndpointOut {
     fn rule(&mut self, identity: u32, ports: PortMatch, policy: RuleValue) {
         let e = self
             .rules

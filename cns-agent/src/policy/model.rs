@@ -444,6 +444,30 @@ impl RuleValue {
     }
 }
 
+impl RuleValue {
+    /// What it names, in tier order: the first Admin rule, the allowing NetworkPolicy
+    /// (`policy` names an id), the first Baseline rule; rules by `cluster_rules` (a
+    /// `Desired`'s), an unknown one by its id.
+    pub fn names(
+        &self,
+        dir: Direction,
+        cluster_rules: &BTreeMap<(Direction, u32), ClusterRuleName>,
+        policy: impl Fn(u32) -> String,
+    ) -> Vec<String> {
+        use cns_common::maps::{RULE_ADMIN, RULE_BASELINE};
+        let rule = |id: u32| {
+            cluster_rules
+                .get(&(dir, id))
+                .map_or_else(|| format!("rule-id:{id}"), ToString::to_string)
+        };
+        let mut out = Vec::new();
+        out.extend(self.admin.map(|t| rule(RULE_ADMIN | t.rank)));
+        out.extend(self.allow.map(policy));
+        out.extend(self.baseline.map(|t| rule(RULE_BASELINE | t.rank)));
+        out
+    }
+}
+
 /// A ClusterNetworkPolicy rule, as events, metrics and `explain` name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ClusterRuleName {
@@ -454,4 +478,15 @@ pub struct ClusterRuleName {
     /// Its `name`, or `#index` when it has none.
     pub rule: String,
     pub action: super::cluster::Action,
+}
+
+impl fmt::Display for ClusterRuleName {
+    /// `Admin ClusterNetworkPolicy/NAME rule RULE (Deny)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} ClusterNetworkPolicy/{} rule {} ({:?})",
+            self.tier, self.policy, self.rule, self.action
+        )
+    }
 }

@@ -2,7 +2,7 @@
 //! the endpoint by address, the remote identity from the IP cache (world if absent), then
 //! the longest match among the rules for that identity and among those for the set
 //! identity the longest-prefix match of the remote address yields, and the tiers on both
-//! (`cns_common::maps::resolve`, the datapath's own function).
+//! (`cns_common::maps::resolve_merged`, the datapath's own function).
 
 use std::net::IpAddr;
 
