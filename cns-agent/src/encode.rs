@@ -11,11 +11,13 @@ use cns_common::{
     DIR_EGRESS, DIR_INGRESS, IDENTITY_CIDR_BASE, IDENTITY_NAMESPACE_BASE, PROTO_ANY,
     maps::{
         ACTION_ACCEPT, ACTION_DENY, ACTION_NONE, ACTION_PASS, CIDR_PREFIX_BASE, CidrKey, CidrKey6,
-        EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_CIDRS, EP_EGRESS_ISOLATED,
-        EP_EGRESS_NAMESPACES, EP_EGRESS_TIERED, EP_INGRESS_CIDRS, EP_INGRESS_ISOLATED,
-        EP_INGRESS_NAMESPACES, EP_INGRESS_TIERED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Ip6,
-        NO_POLICY, NO_RULE, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO,
-        PolicyKey, PolicyValue, Remote,
+        DRY_RUN_CAUSE_ISOLATION, DRY_RUN_CAUSE_RULE, DryRunCause, EP_ANY_PROTO_RULES, EP_AUDIT_ON,
+        EP_AUDIT_OVERRIDE, EP_DRY_RUN, EP_EGRESS_CIDRS, EP_EGRESS_ISOLATED, EP_EGRESS_NAMESPACES,
+        EP_EGRESS_TIERED, EP_EGRESS_WOULD_ISOLATE, EP_INGRESS_CIDRS, EP_INGRESS_ISOLATED,
+        EP_INGRESS_NAMESPACES, EP_INGRESS_TIERED, EP_INGRESS_WOULD_ISOLATE, EP_PORT_RANGES,
+        EP_PROTO_RULES, Endpoint, Ip6, NO_POLICY, NO_RULE, POLICY_PREFIX_ANY_PROTO,
+        POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO, PolicyKey, PolicyValue, Remote,
+        dry_run_policy_hash,
     },
 };
 
@@ -51,6 +53,8 @@ pub struct MapContents {
     pub ipcache6: BTreeMap<Ip6, Remote>,
     pub cidrs6: BTreeMap<Lpm<CidrKey6>, u32>,
     pub local_ips6: BTreeMap<Ip6, u32>,
+    /// `CNS_DRY_RUN_CAUSES`: each cause of a dry-run difference -> its policy's name hash.
+    pub dry_run_causes: BTreeMap<DryRunCause, u64>,
 }
 
 impl MapContents {
@@ -64,6 +68,7 @@ impl MapContents {
             + self.ipcache6.len()
             + self.cidrs6.len()
             + self.local_ips6.len()
+            + self.dry_run_causes.len()
     }
 
     /// IP cache entries, both families.
@@ -290,6 +295,29 @@ fn encode_local(desired: &Desired, ifindexes: &BTreeMap<ObjectRef, u32>, out: &m
         .filter(|(_, ep)| ep.ip6 != [0; 16])
         .map(|(ifindex, ep)| (ep.ip6, *ifindex))
         .collect();
+    out.dry_run_causes = desired
+        .dry_run_causes
+        .iter()
+        .map(|(cause, name)| (dry_run_cause(*cause), dry_run_policy_hash(name.as_bytes())))
+        .collect();
+}
+
+/// A cause of a dry-run difference as the datapath keys it.
+pub fn dry_run_cause(cause: model::DryRunCause) -> DryRunCause {
+    match cause {
+        model::DryRunCause::Rule(id) => DryRunCause {
+            kind: DRY_RUN_CAUSE_RULE,
+            dir: 0,
+            _pad: [0; 2],
+            id,
+        },
+        model::DryRunCause::Isolation(ep_id, d) => DryRunCause {
+            kind: DRY_RUN_CAUSE_ISOLATION,
+            dir: dir(d),
+            _pad: [0; 2],
+            id: ep_id,
+        },
+    }
 }
 
 /// Whether a policy entry of this prefix length is also in `CNS_POLICY_EXACT` (one port, all
@@ -315,6 +343,15 @@ pub fn endpoint(ep: &LocalEndpoint) -> Endpoint {
     if ep.egress_isolated {
         flags |= EP_EGRESS_ISOLATED;
     }
+    if ep.dry_run {
+        flags |= EP_DRY_RUN;
+    }
+    if ep.ingress_would_isolate {
+        flags |= EP_INGRESS_WOULD_ISOLATE;
+    }
+    if ep.egress_would_isolate {
+        flags |= EP_EGRESS_WOULD_ISOLATE;
+    }
     match ep.audit_override {
         Some(AuditMode::Audit) => flags |= EP_AUDIT_OVERRIDE | EP_AUDIT_ON,
         Some(AuditMode::Blocking) => flags |= EP_AUDIT_OVERRIDE,
@@ -338,6 +375,9 @@ pub fn policy_value(v: &model::RuleValue) -> PolicyValue {
     };
     let (admin, admin_action) = tier(v.admin);
     let (baseline, baseline_action) = tier(v.baseline);
+    let w = v.would_view();
+    let (would_admin, would_admin_action) = tier(w.admin);
+    let (would_baseline, would_baseline_action) = tier(w.baseline);
     PolicyValue {
         policy_id: v.allow.unwrap_or(NO_POLICY),
         admin,
@@ -346,6 +386,12 @@ pub fn policy_value(v: &model::RuleValue) -> PolicyValue {
         baseline_action,
         includes: v.includes,
         _pad: 0,
+        would_policy_id: w.allow.unwrap_or(NO_POLICY),
+        would_admin,
+        would_baseline,
+        would_admin_action,
+        would_baseline_action,
+        _pad2: [0; 2],
     }
 }
 
@@ -360,11 +406,18 @@ pub fn rule_value(v: &PolicyValue) -> model::RuleValue {
         };
         (rank != NO_RULE).then_some(model::TierRule { rank, action })
     };
-    model::RuleValue {
+    let view = |v: &PolicyValue| model::Verdicts {
         admin: tier(v.admin, v.admin_action),
         allow: (v.policy_id != NO_POLICY).then_some(v.policy_id),
         baseline: tier(v.baseline, v.baseline_action),
+    };
+    let (enforced, would) = (view(v), view(&v.would()));
+    model::RuleValue {
+        admin: enforced.admin,
+        allow: enforced.allow,
+        baseline: enforced.baseline,
         includes: v.includes,
+        would: (would != enforced).then_some(would),
     }
 }
 

@@ -148,7 +148,9 @@ pub fn endpoints_affected(
             | MapOp::UpsertRemote6(..)
             | MapOp::DeleteRemote6(..)
             | MapOp::UpsertLocalIp6(..)
-            | MapOp::DeleteLocalIp6(..) => None,
+            | MapOp::DeleteLocalIp6(..)
+            | MapOp::UpsertDryRunCause(..)
+            | MapOp::DeleteDryRunCause(..) => None,
         };
         if let Some(p) = pod {
             out.insert(p.to_string());

@@ -14,7 +14,9 @@ use std::{
     net::IpAddr,
 };
 
-use cns_common::maps::{CidrKey, CidrKey6, Endpoint, Ip6, PolicyKey, PolicyValue, Remote};
+use cns_common::maps::{
+    CidrKey, CidrKey6, DryRunCause, Endpoint, Ip6, PolicyKey, PolicyValue, Remote,
+};
 
 use crate::encode::{self, Lpm, MapContents};
 
@@ -38,14 +40,16 @@ pub enum MapOp {
     DeleteCidr6(Lpm<CidrKey6>),
     DeleteRemote(u32),
     DeleteRemote6(Ip6),
+    UpsertDryRunCause(DryRunCause, u64),
+    DeleteDryRunCause(DryRunCause),
 }
 
 impl MapOp {
     /// The map this operation writes, for error messages.
     pub fn map_name(&self) -> &'static str {
         use cns_common::maps::{
-            CIDRS, CIDRS6, ENDPOINTS, IPCACHE, IPCACHE6, LOCAL_IPS, LOCAL_IPS6, POLICY,
-            POLICY_EXACT,
+            CIDRS, CIDRS6, DRY_RUN_CAUSES, ENDPOINTS, IPCACHE, IPCACHE6, LOCAL_IPS, LOCAL_IPS6,
+            POLICY, POLICY_EXACT,
         };
         match self {
             MapOp::UpsertRemote(..) | MapOp::DeleteRemote(..) => IPCACHE,
@@ -57,6 +61,7 @@ impl MapOp {
             MapOp::UpsertEndpoint(..) | MapOp::DeleteEndpoint(..) => ENDPOINTS,
             MapOp::UpsertLocalIp(..) | MapOp::DeleteLocalIp(..) => LOCAL_IPS,
             MapOp::UpsertLocalIp6(..) | MapOp::DeleteLocalIp6(..) => LOCAL_IPS6,
+            MapOp::UpsertDryRunCause(..) | MapOp::DeleteDryRunCause(..) => DRY_RUN_CAUSES,
         }
     }
 }
@@ -199,9 +204,16 @@ pub fn diff_at(
     );
     local_up.extend(local6_up);
     local_del.extend(local6_del);
+    // Only counters read the causes: their order does not matter to a verdict.
+    let (dry_up, dry_del) = diff_map(
+        &desired.dry_run_causes,
+        &actual.dry_run_causes,
+        MapOp::UpsertDryRunCause,
+        MapOp::DeleteDryRunCause,
+    );
     [
-        remote_up, cidr_up, policy_up, exact_up, ep_up, local_up, local_del, ep_del, exact_del,
-        policy_del, cidr_del, remote_del,
+        dry_up, remote_up, cidr_up, policy_up, exact_up, ep_up, local_up, local_del, ep_del,
+        exact_del, policy_del, cidr_del, remote_del, dry_del,
     ]
     .concat()
 }
@@ -293,6 +305,8 @@ impl MapWriter for MapContents {
             MapOp::DeleteLocalIp6(k) => _ = self.local_ips6.remove(&k),
             MapOp::DeleteCidr6(k) => _ = self.cidrs6.remove(&k),
             MapOp::DeleteRemote6(k) => _ = self.ipcache6.remove(&k),
+            MapOp::UpsertDryRunCause(k, v) => _ = self.dry_run_causes.insert(k, v),
+            MapOp::DeleteDryRunCause(k) => _ = self.dry_run_causes.remove(&k),
         }
         Ok(())
     }

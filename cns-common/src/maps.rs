@@ -121,6 +121,13 @@ pub const EP_EGRESS_NAMESPACES: u16 = 1024;
 /// remote's address is worth making.
 pub const EP_INGRESS_CIDRS: u16 = 2048;
 pub const EP_EGRESS_CIDRS: u16 = 4096;
+/// Some dry-run policy applies to the endpoint: new flows in both directions take the
+/// tiered lookups and resolve both views of the entries ([`PolicyValue::would`]).
+pub const EP_DRY_RUN: u16 = 8192;
+/// The endpoint is isolated in this direction in the would-be view (by an enforced or a
+/// dry-run NetworkPolicy); the enforced view reads `EP_*_ISOLATED`. (The last free bits.)
+pub const EP_INGRESS_WOULD_ISOLATE: u16 = 16384;
+pub const EP_EGRESS_WOULD_ISOLATE: u16 = 32768;
 
 /// `HashMap<u32 ip, u32 ifindex>`: the local pods by address (network order), each with the
 /// ifindex of its host-side veth, i.e. its key in [`ENDPOINTS`]. Lets the XDP program on the
@@ -224,7 +231,17 @@ map_type! {
         /// its address set's entries say).
         pub includes: u8,
         pub _pad: u8,
-    } = 16
+        /// The same fields with dry-run policies too (`cns.io/policy-audit-mode: "true"` on
+        /// the policy): the would-be verdict ([`PolicyValue::would`]). Equal to the enforced
+        /// fields wherever no dry-run policy says anything; read only for endpoints with
+        /// [`EP_DRY_RUN`].
+        pub would_policy_id: u32,
+        pub would_admin: u32,
+        pub would_baseline: u32,
+        pub would_admin_action: u8,
+        pub would_baseline_action: u8,
+        pub _pad2: [u8; 2],
+    } = 32
 }
 /// The entry holds what the remote's namespace entries say (for its ports).
 pub const INCLUDES_NAMESPACE: u8 = 1;
@@ -253,13 +270,46 @@ impl PolicyValue {
         baseline_action: ACTION_NONE,
         includes: 0,
         _pad: 0,
+        would_policy_id: NO_POLICY,
+        would_admin: NO_RULE,
+        would_baseline: NO_RULE,
+        would_admin_action: ACTION_NONE,
+        would_baseline_action: ACTION_NONE,
+        _pad2: [0; 2],
     };
 
-    /// Allowed by NetworkPolicy `policy_id`, no ClusterNetworkPolicy rule.
+    /// Allowed by NetworkPolicy `policy_id`, no ClusterNetworkPolicy rule, in both views.
     pub const fn allow(policy_id: u32) -> PolicyValue {
         PolicyValue {
             policy_id,
+            would_policy_id: policy_id,
             ..PolicyValue::EMPTY
+        }
+    }
+
+    /// The would-be view (dry-run policies too) in the enforced fields, for
+    /// [`resolve_merged`].
+    #[inline(always)]
+    pub fn would(&self) -> PolicyValue {
+        PolicyValue {
+            policy_id: self.would_policy_id,
+            admin: self.would_admin,
+            baseline: self.would_baseline,
+            admin_action: self.would_admin_action,
+            baseline_action: self.would_baseline_action,
+            ..PolicyValue::EMPTY
+        }
+    }
+
+    /// This value with its would-be view equal to its enforced view (no dry-run policy).
+    pub const fn same_would(self) -> PolicyValue {
+        PolicyValue {
+            would_policy_id: self.policy_id,
+            would_admin: self.admin,
+            would_baseline: self.baseline,
+            would_admin_action: self.admin_action,
+            would_baseline_action: self.baseline_action,
+            ..self
         }
     }
 }
@@ -289,6 +339,17 @@ impl PolicyValue {
         } else {
             (other.baseline, other.baseline_action)
         };
+        let (would_admin, would_admin_action) = if self.would_admin <= other.would_admin {
+            (self.would_admin, self.would_admin_action)
+        } else {
+            (other.would_admin, other.would_admin_action)
+        };
+        let (would_baseline, would_baseline_action) = if self.would_baseline <= other.would_baseline
+        {
+            (self.would_baseline, self.would_baseline_action)
+        } else {
+            (other.would_baseline, other.would_baseline_action)
+        };
         PolicyValue {
             policy_id: if self.policy_id <= other.policy_id {
                 self.policy_id
@@ -301,8 +362,79 @@ impl PolicyValue {
             baseline_action,
             includes: self.includes | other.includes,
             _pad: 0,
+            would_policy_id: if self.would_policy_id <= other.would_policy_id {
+                self.would_policy_id
+            } else {
+                other.would_policy_id
+            },
+            would_admin,
+            would_baseline,
+            would_admin_action,
+            would_baseline_action,
+            _pad2: [0; 2],
         }
     }
+}
+
+/// A new flow's enforced verdict and its would-be verdict differ (a dry-run policy would
+/// change it): [`DRY_RUN_WOULD_DROP`] or [`DRY_RUN_WOULD_ALLOW`], and the key of the
+/// dry-run policy that makes the difference in [`DRY_RUN_CAUSES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DryRunDiff {
+    pub outcome: u8,
+    pub cause: DryRunCause,
+    /// The would-be verdict.
+    pub would: Resolved,
+}
+
+/// Which dry-run policy makes the would-be verdict differ, from what the entries said in
+/// both views (`e`: enforced, `w`: would-be, both [`PolicyValue::would`]-shaped) and the
+/// endpoint's isolation in both: the first rule of the would-be view's tier walk that the
+/// enforced view does not have. `ep_id` and `dir` name an isolation by dry-run
+/// NetworkPolicies (the agent keeps which).
+#[inline(always)]
+pub fn dry_run_diff(
+    isolated: bool,
+    would_isolate: bool,
+    v: &PolicyValue,
+    enforced: &Resolved,
+    would: &Resolved,
+    ep_id: u32,
+    dir: u8,
+) -> Option<DryRunDiff> {
+    if enforced.allowed == would.allowed {
+        return None;
+    }
+    let outcome = if would.allowed {
+        DRY_RUN_WOULD_ALLOW
+    } else {
+        DRY_RUN_WOULD_DROP
+    };
+    let rule = |id: u32| DryRunCause {
+        kind: DRY_RUN_CAUSE_RULE,
+        dir: 0,
+        _pad: [0; 2],
+        id,
+    };
+    let cause = if v.would_admin != v.admin {
+        rule(RULE_ADMIN | (v.would_admin & RULE_RANK_MASK))
+    } else if would_isolate && !isolated && !would.allowed {
+        DryRunCause {
+            kind: DRY_RUN_CAUSE_ISOLATION,
+            dir,
+            _pad: [0; 2],
+            id: ep_id,
+        }
+    } else if would_isolate {
+        rule(v.would_policy_id)
+    } else {
+        rule(RULE_BASELINE | (v.would_baseline & RULE_RANK_MASK))
+    };
+    Some(DryRunDiff {
+        outcome,
+        cause,
+        would: *would,
+    })
 }
 
 /// The tiers, in order, for an endpoint's packet and everything its entries say (merged:
@@ -588,11 +720,71 @@ map_type! {
         pub policy_id: u32,
         /// [`FAMILY_IPV4`], [`FAMILY_IPV6`], or 0 when the packet was neither (no addresses).
         pub family: u8,
-        pub _pad: [u8; 7],
+        /// `DRY_RUN_WOULD_*` when a dry-run policy would change this flow's verdict (a
+        /// would-be drop is an event of its own, verdict audit); 0 otherwise.
+        pub dry_run: u8,
+        pub _pad: [u8; 2],
+        /// The [`DryRunCause`] id: the dry-run NetworkPolicy or rule that would allow or
+        /// drop, or the endpoint id when dry-run NetworkPolicies would isolate it
+        /// ([`NO_POLICY`] then: the event's `ep_id` and `dir` say which).
+        pub dry_run_id: u32,
     } = 80
 }
 pub const FAMILY_IPV4: u8 = 4;
 pub const FAMILY_IPV6: u8 = 6;
+
+/// `HashMap<DryRunCause, u64>`: the dry-run policy (a stable hash of its kind, namespace
+/// and name, [`dry_run_policy_hash`]) each cause of a dry-run difference belongs to: the
+/// id of a dry-run NetworkPolicy or ClusterNetworkPolicy rule, or an endpoint that only
+/// dry-run NetworkPolicies isolate in a direction. Written by the agent.
+pub const DRY_RUN_CAUSES: &str = "CNS_DRY_RUN_CAUSES";
+pub const DRY_RUN_CAUSES_CAPACITY: u32 = 16384;
+map_type! {
+    pub struct DryRunCause {
+        /// `DRY_RUN_CAUSE_*`.
+        pub kind: u8,
+        /// `DIR_*` of an isolation; 0 for a rule.
+        pub dir: u8,
+        pub _pad: [u8; 2],
+        /// A NetworkPolicy id or a `RULE_*` id; the endpoint id of an isolation.
+        pub id: u32,
+    } = 8
+}
+pub const DRY_RUN_CAUSE_RULE: u8 = 0;
+pub const DRY_RUN_CAUSE_ISOLATION: u8 = 1;
+/// The flow passes today and a dry-run policy would drop it.
+pub const DRY_RUN_WOULD_DROP: u8 = 1;
+/// The flow is dropped (or audited) today and a dry-run policy would allow it.
+pub const DRY_RUN_WOULD_ALLOW: u8 = 2;
+
+/// `LruPerCpuHashMap<DryRunCounterKey, u64>`: new flows whose verdict a dry-run policy would
+/// change, per policy, direction and outcome. Pinned, so the counts outlive the agent; a
+/// policy's counts are keyed by its name's hash, so a restarted agent finds them again.
+pub const DRY_RUN_COUNTERS: &str = "CNS_DRY_RUN_COUNTERS";
+pub const DRY_RUN_COUNTERS_CAPACITY: u32 = 4096;
+map_type! {
+    pub struct DryRunCounterKey {
+        /// [`dry_run_policy_hash`]; 0 when the cause was not found (a policy changing).
+        pub policy: u64,
+        pub dir: u8,
+        /// `DRY_RUN_WOULD_*`.
+        pub outcome: u8,
+        pub _pad: [u8; 6],
+    } = 16
+}
+
+/// FNV-1a (64 bits) of a policy's `Kind/namespace/name` (`Kind/name` when cluster-scoped):
+/// the same on every agent and every run.
+pub const fn dry_run_policy_hash(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < name.len() {
+        h ^= name[i] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
 
 /// `PerCpuArray<u32, RateLimit>` with one entry: the per-CPU event token bucket.
 pub const RATE_LIMIT: &str = "CNS_RATE_LIMIT";
@@ -619,7 +811,7 @@ pub const STAT_XDP_AUDIT: u32 = 5;
 pub const STAT_XDP_ALLOWED: u32 = 6;
 
 /// Every map's name, key size, value size and default capacity, for the layout fingerprint.
-pub const LAYOUTS: [(&str, usize, usize, u32); 22] = [
+pub const LAYOUTS: [(&str, usize, usize, u32); 24] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (
         ENDPOINTS,
@@ -715,6 +907,18 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 22] = [
         COUNTERS_CAPACITY,
     ),
     (EVENTS, 0, core::mem::size_of::<Event>(), EVENTS_BYTES),
+    (
+        DRY_RUN_CAUSES,
+        core::mem::size_of::<DryRunCause>(),
+        8,
+        DRY_RUN_CAUSES_CAPACITY,
+    ),
+    (
+        DRY_RUN_COUNTERS,
+        core::mem::size_of::<DryRunCounterKey>(),
+        8,
+        DRY_RUN_COUNTERS_CAPACITY,
+    ),
     (RATE_LIMIT, 4, core::mem::size_of::<RateLimit>(), 1),
     (STATS, 4, 8, STATS_LEN),
 ];
@@ -968,14 +1172,89 @@ mod resolve_tests {
             admin_action: ACTION_PASS,
             baseline: 1,
             baseline_action: ACTION_ACCEPT,
-            includes: 0,
-            _pad: 0,
-        };
+            ..E
+        }
+        .same_would();
+        let a = a.same_would();
         let m = a.merge(&b);
+        assert_eq!(m.would(), m.same_would().would());
+        assert_eq!(m.would().policy_id, 2);
         assert_eq!((m.policy_id, m.admin, m.admin_action), (2, 3, ACTION_PASS));
         assert_eq!((m.baseline, m.baseline_action), (1, ACTION_ACCEPT));
         assert_eq!(m, b.merge(&a));
         assert_eq!(a.merge(&E), a);
+    }
+
+    /// A dry-run policy's rule only in the would-be view.
+    fn dry(v: PolicyValue) -> PolicyValue {
+        PolicyValue {
+            would_policy_id: v.policy_id,
+            would_admin: v.admin,
+            would_admin_action: v.admin_action,
+            would_baseline: v.baseline,
+            would_baseline_action: v.baseline_action,
+            ..E
+        }
+    }
+
+    fn diff(iso: bool, would_iso: bool, v: &PolicyValue) -> Option<(u8, DryRunCause)> {
+        let e = resolve_merged(iso, v);
+        let w = resolve_merged(would_iso, &v.would());
+        dry_run_diff(iso, would_iso, v, &e, &w, 7, crate::DIR_EGRESS).map(|d| (d.outcome, d.cause))
+    }
+
+    fn rule(id: u32) -> DryRunCause {
+        DryRunCause {
+            kind: DRY_RUN_CAUSE_RULE,
+            id,
+            ..DryRunCause::default()
+        }
+    }
+
+    #[test]
+    fn dry_run_diff_names_the_dry_run_policy_that_changes_the_verdict() {
+        // No dry-run policy: the views agree.
+        let enforced = PolicyValue::allow(3);
+        assert_eq!(diff(true, true, &enforced), None);
+        // A dry-run NetworkPolicy isolates a pod nothing isolates today.
+        let iso = DryRunCause {
+            kind: DRY_RUN_CAUSE_ISOLATION,
+            dir: crate::DIR_EGRESS,
+            _pad: [0; 2],
+            id: 7,
+        };
+        assert_eq!(diff(false, true, &E), Some((DRY_RUN_WOULD_DROP, iso)));
+        // ... and allows this flow: no difference.
+        assert_eq!(diff(false, true, &dry(PolicyValue::allow(4))), None);
+        // A dry-run NetworkPolicy allows what the enforced ones drop.
+        assert_eq!(
+            diff(true, true, &dry(PolicyValue::allow(4))),
+            Some((DRY_RUN_WOULD_ALLOW, rule(4)))
+        );
+        // A dry-run Admin Deny before an enforced NetworkPolicy allow.
+        let v = enforced.merge(&dry(admin(5, ACTION_DENY)));
+        assert_eq!(
+            diff(true, true, &v),
+            Some((DRY_RUN_WOULD_DROP, rule(RULE_ADMIN | 5)))
+        );
+        // A dry-run Admin Pass over an enforced Admin Accept, then a Baseline Deny.
+        let v = admin(9, ACTION_ACCEPT)
+            .same_would()
+            .merge(&baseline(2, ACTION_DENY).same_would())
+            .merge(&dry(admin(4, ACTION_PASS)));
+        assert_eq!(
+            diff(false, false, &v),
+            Some((DRY_RUN_WOULD_DROP, rule(RULE_ADMIN | 4)))
+        );
+        // A dry-run Baseline Accept for an unisolated pod an enforced Baseline Deny drops:
+        // the earlier Baseline rule is the dry-run one.
+        let v = baseline(8, ACTION_DENY)
+            .same_would()
+            .merge(&dry(baseline(3, ACTION_ACCEPT)));
+        assert_eq!(
+            diff(false, false, &v),
+            Some((DRY_RUN_WOULD_ALLOW, rule(RULE_BASELINE | 3)))
+        );
     }
 }
 
@@ -1004,7 +1283,7 @@ mod tests {
                 });
         assert_eq!(
             (crate::LAYOUT_VERSION, fingerprint),
-            (7, FINGERPRINT_V7),
+            (8, FINGERPRINT_V8),
             "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
         );
     }
@@ -1018,5 +1297,7 @@ mod tests {
     /// the event's family.
     /// v7: ClusterNetworkPolicy: a policy value holds each tier's rule and action; a deny
     /// cache entry its reason and policy id.
-    const FINGERPRINT_V7: u64 = 11_619_502_872_110_988_417;
+    /// v8: dry-run policies: a policy value holds the would-be view too; `CNS_DRY_RUN_CAUSES`
+    /// and `CNS_DRY_RUN_COUNTERS`; an event's dry-run outcome and cause.
+    const FINGERPRINT_V8: u64 = 5_085_138_139_156_297_758;
 }

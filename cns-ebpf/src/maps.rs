@@ -6,11 +6,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use cns_common::maps::{
     CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, CidrKey6, Config, Counter,
-    CounterKey, CtEntry, CtKey, CtKey6, DENY_CACHE_CAPACITY, DenyEntry, DenyKey, DenyKey6,
+    CounterKey, CtEntry, CtKey, CtKey6, DENY_CACHE_CAPACITY, DRY_RUN_CAUSES_CAPACITY,
+    DRY_RUN_COUNTERS_CAPACITY, DenyEntry, DenyKey, DenyKey6, DryRunCause, DryRunCounterKey,
     ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, FRAGMENTS_CAPACITY, FragKey, FragKey6, FragValue,
     IPCACHE_CAPACITY, Ip6, LOCAL_IPS_CAPACITY, POLICY_CAPACITY, PolicyKey, PolicyValue, RateLimit,
     Remote, STATS_LEN,
@@ -67,3 +68,10 @@ pub static CNS_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 pub static CNS_RATE_LIMIT: PerCpuArray<RateLimit> = PerCpuArray::pinned(1, 0);
 #[map]
 pub static CNS_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STATS_LEN, 0);
+/// Dry-run policies: whose each cause of a difference is, and the counts per policy.
+#[map]
+pub static CNS_DRY_RUN_CAUSES: HashMap<DryRunCause, u64> =
+    HashMap::pinned(DRY_RUN_CAUSES_CAPACITY, 0);
+#[map]
+pub static CNS_DRY_RUN_COUNTERS: LruPerCpuHashMap<DryRunCounterKey, u64> =
+    LruPerCpuHashMap::pinned(DRY_RUN_COUNTERS_CAPACITY, 0);

@@ -13,11 +13,12 @@ use cns_common::{
     REASON_SPOOFED, REASON_UNSUPPORTED_L3, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     maps::{
         CONFIG_NO_CONNTRACK_CREATE, CONFIG_POLICY_VERDICT_EVENTS, CT_REPLY, Config, CtEntry,
-        EP_ANY_PROTO_RULES, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_EGRESS_CIDRS, EP_EGRESS_ISOLATED,
-        EP_EGRESS_NAMESPACES, EP_EGRESS_TIERED, EP_INGRESS_CIDRS, EP_INGRESS_ISOLATED,
-        EP_INGRESS_NAMESPACES, EP_INGRESS_TIERED, EP_PORT_RANGES, EP_PROTO_RULES, Endpoint, Event,
-        INCLUDES_ADDRESS, INCLUDES_NAMESPACE, POLICY_PREFIX_FULL, PolicyKey, PolicyValue, Remote,
-        Resolved, resolve_merged,
+        DRY_RUN_WOULD_DROP, DryRunCounterKey, DryRunDiff, EP_ANY_PROTO_RULES, EP_AUDIT_ON,
+        EP_AUDIT_OVERRIDE, EP_DRY_RUN, EP_EGRESS_CIDRS, EP_EGRESS_ISOLATED, EP_EGRESS_NAMESPACES,
+        EP_EGRESS_TIERED, EP_EGRESS_WOULD_ISOLATE, EP_INGRESS_CIDRS, EP_INGRESS_ISOLATED,
+        EP_INGRESS_NAMESPACES, EP_INGRESS_TIERED, EP_INGRESS_WOULD_ISOLATE, EP_PORT_RANGES,
+        EP_PROTO_RULES, Endpoint, Event, INCLUDES_ADDRESS, INCLUDES_NAMESPACE, NO_POLICY,
+        POLICY_PREFIX_FULL, PolicyKey, PolicyValue, Remote, Resolved, dry_run_diff, resolve_merged,
     },
 };
 
@@ -25,7 +26,10 @@ use crate::{
     TC_DROP, TC_PASS, conntrack,
     family::{Family, V6},
     fragments,
-    maps::{CNS_CONFIG, CNS_ENDPOINTS, CNS_POLICY, CNS_POLICY_EXACT},
+    maps::{
+        CNS_CONFIG, CNS_DRY_RUN_CAUSES, CNS_DRY_RUN_COUNTERS, CNS_ENDPOINTS, CNS_POLICY,
+        CNS_POLICY_EXACT,
+    },
     parse::{self, Bytes as _, L3, Packet, Skip6},
     stats,
 };
@@ -351,7 +355,8 @@ fn allowed_by<F: Family>(
 }
 
 /// The tiers (`cns_common::maps::resolve_merged`) on everything the entries of the
-/// remote's identity, namespace and address set say.
+/// remote's identity, namespace and address set say; for an endpoint with dry-run policies
+/// ([`EP_DRY_RUN`]), also on the would-be view of the same entries, and how they differ.
 #[inline(always)]
 fn tiers<F: Family>(
     ep: &Endpoint,
@@ -359,7 +364,7 @@ fn tiers<F: Family>(
     remote: &Remote,
     remote_addr: &F::Addr,
     p: &Packet<F>,
-) -> Resolved {
+) -> (Resolved, Option<DryRunDiff>) {
     let mut v = match lookup(ep, dir, remote.identity, p) {
         Some(v) => *v,
         None => PolicyValue::EMPTY,
@@ -384,7 +389,18 @@ fn tiers<F: Family>(
     {
         v = v.merge(c);
     }
-    resolve_merged(isolated(ep, dir), &v)
+    let isolated = isolated(ep, dir);
+    let r = resolve_merged(isolated, &v);
+    if ep.flags & EP_DRY_RUN == 0 {
+        return (r, None);
+    }
+    let would_isolate =
+        ep.flags & flag(dir, EP_INGRESS_WOULD_ISOLATE, EP_EGRESS_WOULD_ISOLATE) != 0;
+    let w = resolve_merged(would_isolate, &v.would());
+    (
+        r,
+        dry_run_diff(isolated, would_isolate, &v, &r, &w, ep.ep_id, dir),
+    )
 }
 
 const UNKNOWN_REMOTE: Remote = Remote {
@@ -434,6 +450,8 @@ pub struct Decision {
     pub dst_identity: u32,
     pub src_ns: u16,
     pub dst_ns: u16,
+    /// How a dry-run policy would change the verdict, if it would.
+    pub dry_run: Option<DryRunDiff>,
 }
 
 /// The slow path's decision (TC and XDP share it): IP cache, anti-spoofing (out of the pod,
@@ -451,7 +469,9 @@ pub fn decide<F: Family>(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet<F>) ->
     let remote = F::ipcache(&remote_addr).unwrap_or(&UNKNOWN_REMOTE);
 
     let mut policy_id = u32::MAX;
-    let tiered = ep.flags & flag(dir, EP_INGRESS_TIERED, EP_EGRESS_TIERED) != 0;
+    let mut dry_run = None;
+    // Dry-run policies take the tiered lookups: they resolve both views of the entries.
+    let tiered = ep.flags & (flag(dir, EP_INGRESS_TIERED, EP_EGRESS_TIERED) | EP_DRY_RUN) != 0;
     let (allowed, reason) = if dir != DIR_INGRESS && !F::is_own(ep, &p.saddr) {
         (false, REASON_SPOOFED)
     } else if !tiered && !isolated(ep, dir) {
@@ -459,7 +479,10 @@ pub fn decide<F: Family>(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet<F>) ->
     } else if dir == DIR_INGRESS && remote.identity == IDENTITY_HOST {
         (true, REASON_FROM_HOST)
     } else if tiered {
-        let r = tiers(ep, dir, remote, &remote_addr, p);
+        let (r, diff) = tiers(ep, dir, remote, &remote_addr, p);
+        if !p.later_fragment {
+            dry_run = diff;
+        }
         policy_id = r.policy_id;
         match r.allowed {
             true => (true, r.reason),
@@ -495,6 +518,26 @@ pub fn decide<F: Family>(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet<F>) ->
         dst_identity,
         src_ns,
         dst_ns,
+        dry_run,
+    }
+}
+
+/// Counts a dry-run difference for its policy (`CNS_DRY_RUN_CAUSES` -> the policy's hash).
+#[inline(never)]
+fn count_dry_run(diff: &DryRunDiff, dir: u8) {
+    // SAFETY: written by the agent only.
+    let policy = unsafe { CNS_DRY_RUN_CAUSES.get(&diff.cause) }.map_or(0, |h| *h);
+    let key = DryRunCounterKey {
+        policy,
+        dir,
+        outcome: diff.outcome,
+        _pad: [0; 6],
+    };
+    match CNS_DRY_RUN_COUNTERS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value, valid for this program run.
+        Some(n) => unsafe { *n += 1 },
+        // A failed insert (another CPU's race, a full map) loses one count.
+        None => _ = CNS_DRY_RUN_COUNTERS.insert(&key, &1, 0),
     }
 }
 
@@ -552,8 +595,26 @@ pub fn record<F: Family>(
         };
         conntrack::create(key, dir, p, &entry);
     }
+    // A would-be drop of a passing flow is an event of its own: verdict audit, with the
+    // would-be reason and rule; a would-be allow rides on the drop's (or audit's) event.
+    let (mut ev_verdict, mut ev_reason, mut ev_policy) = (verdict, d.reason, d.policy_id);
+    let (mut dry, mut dry_id) = (0, 0);
+    if let Some(diff) = &d.dry_run {
+        count_dry_run(diff, dir);
+        dry = diff.outcome;
+        dry_id = if diff.cause.kind == cns_common::maps::DRY_RUN_CAUSE_RULE {
+            diff.cause.id
+        } else {
+            NO_POLICY
+        };
+        if diff.outcome == DRY_RUN_WOULD_DROP && verdict == VERDICT_FORWARDED {
+            ev_verdict = VERDICT_AUDIT;
+            ev_reason = diff.would.reason;
+            ev_policy = diff.would.policy_id;
+        }
+    }
     let allowed_by_rule = d.reason == REASON_POLICY_ALLOWED && d.policy_id != u32::MAX;
-    if verdict != VERDICT_FORWARDED
+    if ev_verdict != VERDICT_FORWARDED
         || (allowed_by_rule && cfg.flags & CONFIG_POLICY_VERDICT_EVENTS != 0)
     {
         stats::event(cfg, || Event {
@@ -565,16 +626,18 @@ pub fn record<F: Family>(
             dport: p.dport,
             proto: p.proto,
             dir,
-            verdict,
-            reason: d.reason,
+            verdict: ev_verdict,
+            reason: ev_reason,
             src_identity: d.src_identity,
             dst_identity: d.dst_identity,
             ifindex,
             ep_id: ep.ep_id,
             src_ns: d.src_ns,
             dst_ns: d.dst_ns,
-            policy_id: d.policy_id,
-            _pad: [0; 7],
+            policy_id: ev_policy,
+            dry_run: dry,
+            _pad: [0; 2],
+            dry_run_id: dry_id,
         });
     }
     slot

@@ -146,7 +146,9 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
             src_ns: d.src_ns,
             dst_ns: d.dst_ns,
             policy_id: d.policy_id,
-            _pad: [0; 7],
+            dry_run: 0,
+            _pad: [0; 2],
+            dry_run_id: 0,
         });
         stats::incr(STAT_XDP_DROPPED);
         return xdp_action::XDP_DROP;
@@ -163,7 +165,9 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
             d.reason,
             REASON_POLICY_DENIED | REASON_ADMIN_DENIED | REASON_BASELINE_DENIED
         );
-        if cacheable && denied_by_policy && slot != NO_COUNTER {
+        // A drop a dry-run policy would allow decides again each time (so it is counted
+        // and reported as such).
+        if cacheable && denied_by_policy && slot != NO_COUNTER && d.dry_run.is_none() {
             let entry = DenyEntry {
                 revision,
                 ep_id: ep.ep_id,

@@ -158,6 +158,9 @@ mod tests {
                 egress_isolated: false,
                 ingress_tiered: false,
                 egress_tiered: false,
+                dry_run: false,
+                ingress_would_isolate: false,
+                egress_would_isolate: false,
                 audit_override: None,
             },
         );

@@ -15,12 +15,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap},
     programs::{Program, ProgramError, SchedClassifier, Xdp},
 };
 use cns_common::maps::{
-    self as m, CidrKey, CidrKey6, Config, Counter, CounterKey, Endpoint, Ip6, PolicyKey,
-    PolicyValue, Remote,
+    self as m, CidrKey, CidrKey6, Config, Counter, CounterKey, DryRunCause, DryRunCounterKey,
+    Endpoint, Ip6, PolicyKey, PolicyValue, Remote,
 };
 
 use crate::{
@@ -121,6 +121,7 @@ pub struct Datapath {
     cidrs6: LpmTrie<MapData, CidrKey6, u32>,
     local_ips6: HashMap<MapData, Ip6, u32>,
     counters: CounterMaps,
+    dry_run: DryRunMaps,
     stats: PerCpuArray<MapData, u64>,
     pin_dir: PathBuf,
     /// Where the maps are pinned: `paths::sized_maps_dir(pin_dir, &sizes)`.
@@ -217,6 +218,10 @@ impl Datapath {
                 name: m::COUNTERS,
                 source,
             })?,
+            dry_run: DryRunMaps {
+                causes: take!(ebpf, m::DRY_RUN_CAUSES),
+                counters: take!(ebpf, m::DRY_RUN_COUNTERS),
+            },
             stats: take!(ebpf, m::STATS),
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -269,12 +274,48 @@ impl Datapath {
         self.counters.read()
     }
 
+    /// The dry-run counters (`CNS_DRY_RUN_COUNTERS`), summed over CPUs.
+    pub fn dry_run_counters(&self) -> Result<Vec<(DryRunCounterKey, u64)>, MapError> {
+        self.dry_run
+            .counters
+            .iter()
+            .map(|kv| kv.map(|(k, v)| (k, v.iter().sum())))
+            .collect()
+    }
+
+    /// Forgets the counts of policies that are no longer dry-run (`keep`: the hashes of
+    /// those that are).
+    pub fn prune_dry_run_counters(
+        &mut self,
+        keep: &std::collections::BTreeSet<u64>,
+    ) -> Result<(), MapError> {
+        let stale: Vec<DryRunCounterKey> = self
+            .dry_run
+            .counters
+            .keys()
+            .filter(|k| k.as_ref().is_ok_and(|k| !keep.contains(&k.policy)))
+            .collect::<Result<_, _>>()?;
+        for k in stale {
+            match self.dry_run.counters.remove(&k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Datapath statistics (`STAT_*`), summed over CPUs.
     pub fn stats(&self) -> Result<Vec<u64>, MapError> {
         (0..m::STATS_LEN)
             .map(|i| Ok(self.stats.get(&i, 0)?.iter().sum()))
             .collect()
     }
+}
+
+/// The dry-run policies' maps: the causes the agent writes, the counts the programs keep.
+struct DryRunMaps {
+    causes: HashMap<MapData, DryRunCause, u64>,
+    counters: PerCpuHashMap<MapData, DryRunCounterKey, u64>,
 }
 
 /// Checks that every sized map pinned in `maps_dir` has the size asked for. aya 0.14 opens a

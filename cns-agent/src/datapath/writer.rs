@@ -56,6 +56,10 @@ impl Datapath {
             let (k, v) = kv?;
             c.local_ips6.insert(k, v);
         }
+        for kv in self.dry_run.causes.iter() {
+            let (k, v) = kv?;
+            c.dry_run_causes.insert(k, v);
+        }
         Ok(c)
     }
 }
@@ -87,6 +91,8 @@ impl MapWriter for Datapath {
             MapOp::DeleteLocalIp6(k) => absent_is_gone(self.local_ips6.remove(k)),
             MapOp::DeleteCidr6((len, k)) => absent_is_gone(self.cidrs6.remove(&Key::new(*len, *k))),
             MapOp::DeleteRemote6(k) => absent_is_gone(self.ipcache6.remove(k)),
+            MapOp::UpsertDryRunCause(k, v) => self.dry_run.causes.insert(k, v, 0),
+            MapOp::DeleteDryRunCause(k) => absent_is_gone(self.dry_run.causes.remove(k)),
         }
     }
 }

@@ -35,8 +35,8 @@ use super::{
     index::Index,
     mode::{self, AuditMode},
     model::{
-        Allocations, CidrKey, ClusterRuleName, Direction, LocalEndpoint, ObjectRef, PodInfo,
-        PortMatch, PortRange, Protocol, RuleKey, RuleValue, Snapshot, TierRule,
+        Allocations, CidrKey, ClusterRuleName, Direction, DryRunCause, LocalEndpoint, ObjectRef,
+        PodInfo, PortMatch, PortRange, Protocol, RuleKey, RuleValue, Snapshot, TierRule,
     },
     ports::resolve as resolve_ports,
     select::Selections,
@@ -54,6 +54,7 @@ pub(super) struct Local {
     pub cidrs: BTreeMap<CidrKey, u32>,
     pub rules: BTreeMap<RuleKey, RuleValue>,
     pub cluster_rules: BTreeMap<(Direction, u32), ClusterRuleName>,
+    pub dry_run_causes: BTreeMap<DryRunCause, Arc<str>>,
     /// Some rule read destination pods' named ports (so any pod change may change it).
     pub uses_members: bool,
 }
@@ -82,6 +83,7 @@ pub(super) fn local(
         cidrs: BTreeMap::new(),
         rules: BTreeMap::new(),
         cluster_rules: BTreeMap::new(),
+        dry_run_causes: BTreeMap::new(),
         uses_members: false,
     };
     let ranked = tiers::ranked(snapshot);
@@ -97,7 +99,12 @@ pub(super) fn local(
         let Some(identity) = cluster.identity_of(r).filter(|_| !addrs.is_empty()) else {
             continue;
         };
-        let isolated = |dir| isolating_policies(snapshot, r, pod, dir).next().is_some();
+        // Isolation in each view: by enforced NetworkPolicies, by any.
+        let isolated = |dir| {
+            isolating_policies(snapshot, r, pod, dir)
+                .any(|(_, np)| !mode::policy_dry_run(&np.metadata))
+        };
+        let would_isolate = |dir| isolating_policies(snapshot, r, pod, dir).next().is_some();
         let selecting: Vec<&Ranked<'_>> = match index.ns_labels.get(&*r.namespace) {
             Some(ns) => ranked
                 .iter()
@@ -105,7 +112,18 @@ pub(super) fn local(
                 .collect(),
             None => Vec::new(),
         };
-        let tiered = |dir| selecting.iter().any(|p| !p.rules(dir).is_empty());
+        let tiered = |dir| {
+            selecting
+                .iter()
+                .any(|p| !p.dry_run() && !p.rules(dir).is_empty())
+        };
+        let dry_run = selecting.iter().any(|p| p.dry_run())
+            || [Direction::Ingress, Direction::Egress]
+                .into_iter()
+                .any(|dir| {
+                    isolating_policies(snapshot, r, pod, dir)
+                        .any(|(_, np)| mode::policy_dry_run(&np.metadata))
+                });
         let ep = LocalEndpoint {
             ep_id,
             addrs,
@@ -119,17 +137,21 @@ pub(super) fn local(
             egress_isolated: isolated(Direction::Egress),
             ingress_tiered: tiered(Direction::Ingress),
             egress_tiered: tiered(Direction::Egress),
+            dry_run,
+            ingress_would_isolate: would_isolate(Direction::Ingress),
+            egress_would_isolate: would_isolate(Direction::Egress),
             audit_override: mode::namespace_override(
                 overrides.get(&*r.namespace).copied(),
                 audit_override(snapshot, &r.namespace),
             ),
         };
         for dir in [Direction::Ingress, Direction::Egress] {
-            let (isolated, tiered) = match dir {
-                Direction::Ingress => (ep.ingress_isolated, ep.ingress_tiered),
-                Direction::Egress => (ep.egress_isolated, ep.egress_tiered),
+            let (would_isolate, tiered) = match dir {
+                Direction::Ingress => (ep.ingress_would_isolate, ep.ingress_tiered),
+                Direction::Egress => (ep.egress_would_isolate, ep.egress_tiered),
             };
-            if isolated || tiered {
+            let any_cluster = selecting.iter().any(|p| !p.rules(dir).is_empty());
+            if would_isolate || any_cluster {
                 let mut eo = EndpointOut {
                     ep_id,
                     dir,
@@ -137,13 +159,32 @@ pub(super) fn local(
                     blocks: Vec::new(),
                     addrs: Vec::new(),
                 };
-                if isolated {
-                    cluster.endpoint_rules(r, pod, &mut eo);
+                if would_isolate {
+                    cluster.endpoint_rules(r, pod, &mut eo, &mut out.dry_run_causes);
                 }
                 for p in &selecting {
                     cluster.cluster_rules(pod, p, &mut eo, &mut out.cluster_rules);
+                    if p.dry_run() {
+                        let name: Arc<str> = mode::cluster_policy_name(p.name).into();
+                        for rule in p.rules(dir) {
+                            out.dry_run_causes
+                                .insert(DryRunCause::Rule(p.rule_id(rule.index)), name.clone());
+                        }
+                    }
                 }
-                let fold = tiered.then_some(&cluster);
+                if would_isolate
+                    && !isolating_policies(snapshot, r, pod, dir)
+                        .any(|(_, np)| !mode::policy_dry_run(&np.metadata))
+                {
+                    // Isolated by dry-run NetworkPolicies only: the first of them (by name)
+                    // is named as the one that would drop.
+                    if let Some((pr, _)) = isolating_policies(snapshot, r, pod, dir).next() {
+                        let name = mode::network_policy_name(&pr.namespace, &pr.name);
+                        out.dry_run_causes
+                            .insert(DryRunCause::Isolation(ep_id, dir), name.into());
+                    }
+                }
+                let fold = (tiered || ep.dry_run).then_some(&cluster);
                 eo.finish(fold, &mut out.cidrs, &mut out.rules);
             }
         }
@@ -152,6 +193,21 @@ pub(super) fn local(
     out.uses_members = cluster.uses_members.get();
     selections.sweep();
     out
+}
+
+/// The names of the snapshot's dry-run policies (`mode::policy_dry_run`).
+pub(super) fn dry_run_policies(snapshot: &Snapshot) -> BTreeSet<Arc<str>> {
+    let nps = snapshot
+        .policies
+        .iter()
+        .filter(|(_, np)| mode::policy_dry_run(&np.metadata))
+        .map(|(r, _)| mode::network_policy_name(&r.namespace, &r.name).into());
+    let cnps = snapshot
+        .cluster_policies
+        .iter()
+        .filter(|(_, p)| mode::policy_dry_run(&p.metadata))
+        .map(|(name, _)| mode::cluster_policy_name(name).into());
+    nps.chain(cnps).collect()
 }
 
 fn audit_override(snapshot: &Snapshot, namespace: &str) -> Option<AuditMode> {
@@ -199,17 +255,32 @@ impl Cluster<'_> {
             .filter_map(|(ip, r)| Some((ip, &**self.snapshot.pods.get(r)?)))
     }
 
-    /// Collects everything endpoint pod `r` admits in `out.dir`.
-    fn endpoint_rules(&self, r: &ObjectRef, pod: &PodInfo, out: &mut EndpointOut) {
+    /// Collects everything endpoint pod `r` admits in `out.dir`: a dry-run policy's allows
+    /// in the would-be view only, and its id in `causes`.
+    fn endpoint_rules(
+        &self,
+        r: &ObjectRef,
+        pod: &PodInfo,
+        out: &mut EndpointOut,
+        causes: &mut BTreeMap<DryRunCause, Arc<str>>,
+    ) {
         for (pr, np) in isolating_policies(self.snapshot, r, pod, out.dir) {
             let Some(&policy) = self.alloc.policies.get(pr) else {
                 continue;
             };
+            let dry_run = mode::policy_dry_run(&np.metadata);
+            if dry_run {
+                let name = mode::network_policy_name(&pr.namespace, &pr.name);
+                causes.insert(DryRunCause::Rule(policy), name.into());
+            }
             for rule in policy_rules(np, out.dir) {
                 let ports = rule_ports(&rule);
                 for peer in rule_peers(&rule) {
                     for spec in &ports {
-                        let allow = RuleValue::allow(policy);
+                        let allow = match dry_run {
+                            true => RuleValue::allow(policy).dry_run(),
+                            false => RuleValue::allow(policy),
+                        };
                         self.grant(&pr.namespace, pod, allow, &peer, spec, out);
                     }
                 }
@@ -241,6 +312,7 @@ impl Cluster<'_> {
                     ..RuleValue::default()
                 },
             };
+            let value = if p.dry_run() { value.dry_run() } else { value };
             names
                 .entry((out.dir, p.rule_id(rule.index)))
                 .or_insert_with(|| p.rule_name(out.dir, rule.index));

@@ -94,6 +94,17 @@ impl FlowVerdict {
     }
 }
 
+/// `snapshot` without its dry-run policies (`mode::policy_dry_run`): what a flow's enforced
+/// verdict reads. Its would-be verdict reads `snapshot` as it is.
+pub fn enforced_only(snapshot: &Snapshot) -> Snapshot {
+    let mut s = snapshot.clone();
+    s.policies
+        .retain(|_, np| !super::mode::policy_dry_run(&np.metadata));
+    s.cluster_policies
+        .retain(|_, p| !super::mode::policy_dry_run(&p.metadata));
+    s
+}
+
 /// Evaluates `flow` against the policies of `snapshot` (the node only says which addresses
 /// are the host's).
 pub fn evaluate(snapshot: &Snapshot, node: &NodeContext, flow: &Flow) -> FlowVerdict {

@@ -426,6 +426,8 @@ impl Compiler {
         self.desired.rules = local.rules;
         self.desired.cluster_rules = local.cluster_rules;
         self.desired.cidrs = local.cidrs;
+        self.desired.dry_run_causes = local.dry_run_causes;
+        self.desired.dry_run_policies = super::compile::dry_run_policies(&self.snapshot);
     }
 }
 

@@ -10,10 +10,15 @@
 //!
 //! A value that cannot be read never selects the weaker mode: an invalid annotation is
 //! reported by validation and enforced as blocking.
+//!
+//! The same annotation on a NetworkPolicy or ClusterNetworkPolicy makes it a **dry-run
+//! policy** ([`effect`]): it never changes a verdict, whatever the mode; the flows it would
+//! change are counted and reported. An invalid value there is reported and enforces the
+//! policy (the stronger choice).
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 /// The namespace annotation that sets the mode of its pods.
@@ -77,6 +82,56 @@ impl FromStr for AuditMode {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid value {0:?}: want \"true\" (audit) or \"false\" (blocking)")]
 pub struct InvalidMode(pub String);
+
+/// What happens to a flow that a policy's rules would drop (its verdict without the
+/// policy differing), for one endpoint: the one precedence of the policy's own annotation
+/// over the endpoint's mode, which compile, `status`, `show`, `explain` and the metrics
+/// all read.
+///
+/// | the policy | the endpoint's mode | the flow |
+/// |---|---|---|
+/// | dry-run (`"true"`) | any | decided without the policy; counted and reported as a would-be drop or allow |
+/// | enforced (`"false"`, absent, invalid) | audit | passes, verdict `audit` |
+/// | enforced | blocking | dropped |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Effect {
+    DryRun,
+    Audit,
+    Blocking,
+}
+
+pub fn effect(policy_dry_run: bool, endpoint: AuditMode) -> Effect {
+    match (policy_dry_run, endpoint) {
+        (true, _) => Effect::DryRun,
+        (false, AuditMode::Audit) => Effect::Audit,
+        (false, AuditMode::Blocking) => Effect::Blocking,
+    }
+}
+
+/// Whether a NetworkPolicy's or ClusterNetworkPolicy's metadata makes it a dry-run policy:
+/// its `cns.io/policy-audit-mode` reads `true` (or `audit`). Invalid values enforce it.
+pub fn policy_dry_run(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(AUDIT_ANNOTATION))
+        .is_some_and(|v| AuditMode::parse(v) == Ok(AuditMode::Audit))
+}
+
+/// Why a policy's annotation cannot be read, if it cannot.
+pub fn policy_annotation_error(meta: &ObjectMeta) -> Option<InvalidMode> {
+    AuditMode::parse(meta.annotations.as_ref()?.get(AUDIT_ANNOTATION)?).err()
+}
+
+/// A dry-run policy's name in metrics, events and reports: `NetworkPolicy/NS/NAME` or
+/// `ClusterNetworkPolicy/NAME`.
+pub fn network_policy_name(namespace: &str, name: &str) -> String {
+    format!("NetworkPolicy/{namespace}/{name}")
+}
+
+pub fn cluster_policy_name(name: &str) -> String {
+    format!("ClusterNetworkPolicy/{name}")
+}
 
 /// A namespace's `cns.io/policy-audit-mode` annotation: `None` when absent; an invalid
 /// value reads as blocking (validation reports it: see [`annotation_error`]).

@@ -346,6 +346,12 @@ pub struct LocalEndpoint {
     /// Some ClusterNetworkPolicy selects it in that direction.
     pub ingress_tiered: bool,
     pub egress_tiered: bool,
+    /// Some dry-run policy applies to it (it takes the tiered lookups, both views).
+    pub dry_run: bool,
+    /// Isolated in that direction in the would-be view (by any NetworkPolicy, dry-run or
+    /// not); `*_isolated` are the enforced view's.
+    pub ingress_would_isolate: bool,
+    pub egress_would_isolate: bool,
     /// The namespace's own mode (`mode::namespace_override`: the runtime override, else the
     /// `cns.io/policy-audit-mode` annotation); `None` follows the agent's global mode.
     pub audit_override: Option<super::mode::AuditMode>,
@@ -396,6 +402,20 @@ pub struct Desired {
     /// Every ClusterNetworkPolicy rule that some entry of `rules` names, by direction and
     /// policy id (`cns_common::maps::RULE_ADMIN`/`RULE_BASELINE` and its rank).
     pub cluster_rules: BTreeMap<(Direction, u32), ClusterRuleName>,
+    /// What each cause of a dry-run difference the datapath can report belongs to: the
+    /// dry-run policy's name (`DryRun::name`).
+    pub dry_run_causes: BTreeMap<DryRunCause, Arc<str>>,
+    /// Every dry-run policy of the snapshot, by name (`Kind/namespace/name`).
+    pub dry_run_policies: BTreeSet<Arc<str>>,
+}
+
+/// What makes a flow's would-be verdict differ (`cns_common::maps::DryRunCause`): a dry-run
+/// NetworkPolicy (its id) or ClusterNetworkPolicy rule (`RULE_*` id), or the isolation of an
+/// endpoint (its id) in a direction by dry-run NetworkPolicies only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DryRunCause {
+    Rule(u32),
+    Isolation(u32, Direction),
 }
 
 /// A ClusterNetworkPolicy rule's place in its tier: `rank` orders the tier's rules (lower
@@ -417,18 +437,21 @@ pub struct RuleValue {
     /// `cns_common::maps::INCLUDES_*`: a pod identity's entry that already holds what its
     /// namespace's and address set's entries say (the datapath skips those lookups).
     pub includes: u8,
+    /// The would-be view: what the rules say with dry-run policies too. `None`: the same
+    /// as the fields above (no dry-run policy says anything of this key).
+    pub would: Option<Verdicts>,
 }
 
-impl RuleValue {
-    pub fn allow(policy: u32) -> Self {
-        Self {
-            allow: Some(policy),
-            ..Self::default()
-        }
-    }
+/// What one key says in each tier, in one view (enforced, or with dry-run policies too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Verdicts {
+    pub admin: Option<TierRule>,
+    pub allow: Option<u32>,
+    pub baseline: Option<TierRule>,
+}
 
-    /// Both together: the first rule of each tier, the smallest allowing policy.
-    pub fn merge(self, other: Self) -> Self {
+impl Verdicts {
+    fn merge(self, other: Self) -> Self {
         fn first<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
             match (a, b) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -439,7 +462,56 @@ impl RuleValue {
             admin: first(self.admin, other.admin),
             allow: first(self.allow, other.allow),
             baseline: first(self.baseline, other.baseline),
+        }
+    }
+}
+
+impl RuleValue {
+    pub fn allow(policy: u32) -> Self {
+        Self {
+            allow: Some(policy),
+            ..Self::default()
+        }
+    }
+
+    /// The enforced view.
+    pub fn enforced(&self) -> Verdicts {
+        Verdicts {
+            admin: self.admin,
+            allow: self.allow,
+            baseline: self.baseline,
+        }
+    }
+
+    /// The would-be view (dry-run policies too).
+    pub fn would_view(&self) -> Verdicts {
+        self.would.unwrap_or(self.enforced())
+    }
+
+    /// What a dry-run policy's rule says: nothing in the enforced view, `self` in the
+    /// would-be view.
+    pub fn dry_run(self) -> Self {
+        Self {
+            would: Some(self.would_view()),
+            includes: self.includes,
+            ..Self::default()
+        }
+    }
+
+    /// Both together: the first rule of each tier, the smallest allowing policy, in each
+    /// view.
+    pub fn merge(self, other: Self) -> Self {
+        let enforced = self.enforced().merge(other.enforced());
+        let would = match (self.would, other.would) {
+            (None, None) => None,
+            _ => Some(self.would_view().merge(other.would_view())),
+        };
+        Self {
+            admin: enforced.admin,
+            allow: enforced.allow,
+            baseline: enforced.baseline,
             includes: self.includes | other.includes,
+            would: would.filter(|w| *w != enforced),
         }
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{
     addr::PodAddrs,
-    evaluate::{DirectionVerdict, Flow, evaluate},
+    evaluate::{DirectionVerdict, Flow, enforced_only, evaluate},
     fixtures::{NODE, NODE_IP, NODE_IP6, node, snapshot},
     incremental::Compiler,
     incremental::compile,
@@ -692,6 +692,88 @@ proptest! {
     ) {
         let snap = with_nodes_and_cluster_policies(build(ns_labels, deployments.concat(), policies), cnps);
         check_flows(&snap, flows)?;
+    }
+}
+
+/// Marks the policies `picks` says (in turn, NetworkPolicies then ClusterNetworkPolicies)
+/// dry-run.
+fn with_dry_run(mut snap: Snapshot, picks: &[bool]) -> Snapshot {
+    use std::sync::Arc;
+    let mut picks = picks.iter().cycle();
+    let mark = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.annotations = Some([(super::mode::AUDIT_ANNOTATION.into(), "true".into())].into());
+    };
+    for np in snap.policies.values_mut() {
+        if *picks.next().unwrap_or(&false) {
+            mark(&mut Arc::make_mut(np).metadata);
+        }
+    }
+    for p in snap.cluster_policies.values_mut() {
+        if *picks.next().unwrap_or(&false) {
+            mark(&mut Arc::make_mut(p).metadata);
+        }
+    }
+    snap
+}
+
+/// With dry-run policies: each flow's enforced verdict (simulated) agrees with the
+/// evaluator's without the dry-run policies, its would-be verdict with the evaluator's with
+/// all of them, and each difference names a cause the agent knows.
+fn check_views(snap: &Snapshot, flows: Vec<FlowPick>) -> Result<(), TestCaseError> {
+    let node = node();
+    let desired = compile(snap, &node, &Allocations::default());
+    let enforced = enforced_only(snap);
+    let index = PodIndex::new(snap, &node);
+    let addrs = addresses(snap);
+    for pick in flows {
+        let flow = pick.flow(snap, &addrs);
+        let simulated = sim(&desired, &flow);
+        let e = evaluate(&enforced, &node, &flow);
+        let w = evaluate(snap, &node, &flow);
+        check_direction(
+            "egress",
+            &flow,
+            flow.src,
+            simulated.egress,
+            &e.egress,
+            &index,
+        )?;
+        check_direction(
+            "ingress",
+            &flow,
+            flow.dst,
+            simulated.ingress,
+            &e.ingress,
+            &index,
+        )?;
+        let (we, wi) = (simulated.would_egress, simulated.would_ingress);
+        check_direction("would egress", &flow, flow.src, we, &w.egress, &index)?;
+        check_direction("would ingress", &flow, flow.dst, wi, &w.ingress, &index)?;
+        prop_assert!(
+            simulated.causes_known,
+            "{:?}: a difference of unknown cause",
+            flow
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Dry-run NetworkPolicies and ClusterNetworkPolicies among enforced ones: both views
+    /// of the compiled maps against the evaluator.
+    #[test]
+    fn dry_run_views_agree_with_evaluator(
+        ns_labels in vec(ns_labels(), 2..4),
+        deployments in vec(deployment(), 1..6),
+        policies in vec(policy(), 0..5),
+        cnps in vec(cluster_policy(), 0..4),
+        picks in vec(any::<bool>(), 9),
+        flows in vec(flow_pick(), 100),
+    ) {
+        let snap = with_nodes_and_cluster_policies(build(ns_labels, deployments.concat(), policies), cnps);
+        check_views(&with_dry_run(snap, &picks), flows)?;
     }
 }
 

@@ -8,27 +8,40 @@ use std::net::IpAddr;
 
 use cns_common::{
     IDENTITY_HOST, IDENTITY_NAMESPACE_BASE, IDENTITY_WORLD, NS_WORLD,
-    maps::{INCLUDES_ADDRESS, INCLUDES_NAMESPACE, PolicyValue, resolve_merged},
+    maps::{
+        DRY_RUN_CAUSE_RULE, INCLUDES_ADDRESS, INCLUDES_NAMESPACE, PolicyValue, dry_run_diff,
+        resolve_merged,
+    },
 };
 
-use crate::encode::policy_value;
+use crate::encode::{self, policy_value};
 
 use super::{
     evaluate::Flow,
-    model::{Desired, Direction, LocalEndpoint, PortMatch},
+    model::{Desired, Direction, DryRunCause, LocalEndpoint, PortMatch},
 };
 
-/// Per direction: `None` when the local address is no endpoint, else whether it passes.
+/// Per direction: `None` when the local address is no endpoint, else whether it passes;
+/// `would_*`: the same in the would-be view (dry-run policies too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SimVerdict {
     pub egress: Option<bool>,
     pub ingress: Option<bool>,
+    pub would_egress: Option<bool>,
+    pub would_ingress: Option<bool>,
+    /// Every difference between the views has its cause in `Desired::dry_run_causes`.
+    pub causes_known: bool,
 }
 
 pub fn sim(desired: &Desired, flow: &Flow) -> SimVerdict {
+    let e = direction(desired, flow, Direction::Egress);
+    let i = direction(desired, flow, Direction::Ingress);
     SimVerdict {
-        egress: direction(desired, flow, Direction::Egress),
-        ingress: direction(desired, flow, Direction::Ingress),
+        egress: e.map(|v| v.0),
+        ingress: i.map(|v| v.0),
+        would_egress: e.map(|v| v.1),
+        would_ingress: i.map(|v| v.1),
+        causes_known: e.is_none_or(|v| v.2) && i.is_none_or(|v| v.2),
     }
 }
 
@@ -36,25 +49,34 @@ fn endpoint(desired: &Desired, ip: IpAddr) -> Option<&LocalEndpoint> {
     desired.endpoints.values().find(|ep| ep.addrs.contains(ip))
 }
 
-fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {
+/// (enforced verdict, would-be verdict, whether a difference's cause is known).
+fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<(bool, bool, bool)> {
     let (local, remote) = match dir {
         Direction::Egress => (flow.src, flow.dst),
         Direction::Ingress => (flow.dst, flow.src),
     };
     let ep = endpoint(desired, local)?;
-    let (isolated, tiered) = match dir {
-        Direction::Ingress => (ep.ingress_isolated, ep.ingress_tiered),
-        Direction::Egress => (ep.egress_isolated, ep.egress_tiered),
+    let (isolated, would_isolate, tiered) = match dir {
+        Direction::Ingress => (
+            ep.ingress_isolated,
+            ep.ingress_would_isolate,
+            ep.ingress_tiered,
+        ),
+        Direction::Egress => (
+            ep.egress_isolated,
+            ep.egress_would_isolate,
+            ep.egress_tiered,
+        ),
     };
-    if !isolated && !tiered {
-        return Some(true);
+    if !isolated && !tiered && !ep.dry_run {
+        return Some((true, true, true));
     }
     let (identity, ns) = desired
         .ipcache
         .get(&remote)
         .map_or((IDENTITY_WORLD, NS_WORLD), |r| (r.identity, r.ns_id));
     if dir == Direction::Ingress && identity == IDENTITY_HOST {
-        return Some(true);
+        return Some((true, true, true));
     }
     // The longest match: a port range (they never overlap), the protocol, any protocol.
     let lookup = |identity: u32| {
@@ -84,7 +106,20 @@ fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<bool> {
     if v.includes & INCLUDES_ADDRESS == 0 {
         v = v.merge(&set.map_or(PolicyValue::EMPTY, lookup));
     }
-    Some(resolve_merged(isolated, &v).allowed)
+    let e = resolve_merged(isolated, &v);
+    if !ep.dry_run {
+        return Some((e.allowed, e.allowed, true));
+    }
+    let w = resolve_merged(would_isolate, &v.would());
+    let d = encode::dir(dir);
+    let known = dry_run_diff(isolated, would_isolate, &v, &e, &w, ep.ep_id, d).is_none_or(|d| {
+        let cause = match d.cause.kind {
+            DRY_RUN_CAUSE_RULE => DryRunCause::Rule(d.cause.id),
+            _ => DryRunCause::Isolation(d.cause.id, dir),
+        };
+        desired.dry_run_causes.contains_key(&cause)
+    });
+    Some((e.allowed, w.allowed, known))
 }
 
 fn port_matches(m: &PortMatch, proto: u8, port: u16) -> bool {

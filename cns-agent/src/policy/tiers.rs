@@ -32,6 +32,12 @@ impl Ranked<'_> {
         self.policy.spec.tier
     }
 
+    /// A dry-run policy (`cns.io/policy-audit-mode: "true"`): its rules are in the would-be
+    /// view only.
+    pub fn dry_run(&self) -> bool {
+        super::mode::policy_dry_run(&self.policy.metadata)
+    }
+
     /// A rule's id as events and conntrack carry it.
     pub fn rule_id(&self, index: usize) -> u32 {
         let bit = match self.tier() {

@@ -383,6 +383,9 @@ pub fn desired(size: Size) -> Desired {
         egress_isolated: true,
         ingress_tiered: false,
         egress_tiered: false,
+        dry_run: false,
+        ingress_would_isolate: false,
+        egress_would_isolate: false,
         audit_override: None,
     };
     let mut server = ep(1, SERVER, SERVER_IDENTITY);
