@@ -152,6 +152,22 @@ pub enum PolicyCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// What each dry-run policy (annotated `cns.io/policy-audit-mode: "true"`) would change
+    /// on this node: would-be drops and allows since it became dry-run, the top flows, and
+    /// whether it is safe to enforce (no would-be drops for the last --since).
+    Rollout {
+        /// Would-be drops this far back make a policy unsafe to enforce (90s, 15m, 1h, 1d).
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Report as of this time (RFC 3339) instead of now, e.g. to check what the verdict
+        /// will be once a quiet hour has passed.
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Why is this flow allowed or dropped? The verdict of each direction, the policies that
     /// isolate the pods, the rule that allows it (or that none does), and the mode.
     Explain {

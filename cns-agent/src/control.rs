@@ -69,6 +69,15 @@ pub enum Request {
     },
     /// The live snapshot and node, trimmed to what the compiler reads (`policy diff`).
     Snapshot,
+    /// What each dry-run policy would change, and whether it is safe to enforce.
+    Rollout {
+        /// Would-be drops this far back make a policy unsafe (default 1h).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+        /// Report as of this time (RFC 3339) instead of now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -194,6 +194,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let agent =
         Agent::new(cfg, source, datapath, agent_metrics.clone())?.with_event_sinks(sinks.clone());
     let names = agent.names();
+    let rollout = agent.rollout();
     let listener = control::bind(&args.socket)?;
     let (events_maps_dir, node, names_rx, tx, counts, event_sinks) = (
         maps_dir.clone(),
@@ -209,8 +210,16 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                 .get_or_create(&vec![("type".to_owned(), ev.kind.to_owned())])
                 .inc();
         };
-        if let Err(e) = events::run(&events_maps_dir, node, names_rx, event_sinks, tx, count).await
-        {
+        let run = events::run(
+            &events_maps_dir,
+            node,
+            names_rx,
+            event_sinks,
+            tx,
+            rollout,
+            count,
+        );
+        if let Err(e) = run.await {
             tracing::error!(error = %error_chain(&e), "event reader stopped");
         }
     });

@@ -19,7 +19,9 @@ use cns_common::{
     DIR_INGRESS, REASON_FRAGMENT, REASON_IPV6_HEADER_CHAIN, REASON_MALFORMED, REASON_NO_ENDPOINT,
     REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED, REASON_UNSUPPORTED_L3,
     VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
-    maps::{EVENTS, Event, FAMILY_IPV4, FAMILY_IPV6},
+    maps::{
+        DRY_RUN_WOULD_ALLOW, DRY_RUN_WOULD_DROP, EVENTS, Event, FAMILY_IPV4, FAMILY_IPV6, NO_POLICY,
+    },
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -29,7 +31,8 @@ use tokio::{
 
 use crate::{
     names::{Names, SharedNames},
-    policy::model::Direction,
+    policy::model::{Direction, DryRunCause},
+    rollout::{FlowKey, Observation, Outcome, SharedRollout},
 };
 
 /// The event types users filter on (`monitor.eventTypes` in Cilium's values).
@@ -237,7 +240,93 @@ pub fn to_json(
     if ev.family == 0 {
         flow["IP"] = Value::Null;
     }
+    if let Some(d) = dry_run(ev, names) {
+        if d.outcome == Outcome::WouldDrop {
+            flow["policies"] = json!([&*d.policy]);
+        }
+        flow["dry_run"] = json!({
+            "policy": &*d.policy,
+            "outcome": d.outcome.as_str(),
+            "rule": d.rule,
+        });
+    }
     (kind, flow)
+}
+
+/// What a dry-run event says: the dry-run policy, what it would do, and the rule (a
+/// ClusterNetworkPolicy rule, or the NetworkPolicy) that would allow or drop, when one does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DryRun {
+    pub policy: Arc<str>,
+    pub outcome: Outcome,
+    pub rule: Option<String>,
+}
+
+pub fn dry_run(ev: &Event, names: &Names) -> Option<DryRun> {
+    let outcome = match ev.dry_run {
+        DRY_RUN_WOULD_DROP => Outcome::WouldDrop,
+        DRY_RUN_WOULD_ALLOW => Outcome::WouldAllow,
+        _ => return None,
+    };
+    let dir = direction(ev);
+    let (cause, rule) = if ev.dry_run_id == NO_POLICY {
+        (DryRunCause::Isolation(ev.ep_id, dir), None)
+    } else {
+        let rule = match names.cluster_rule(dir, ev.dry_run_id) {
+            Some(r) => Some(r.to_string()),
+            None => names.policy(ev.dry_run_id).map(ToString::to_string),
+        };
+        (DryRunCause::Rule(ev.dry_run_id), rule)
+    };
+    let policy = names
+        .dry_run_causes
+        .get(&cause)
+        .cloned()
+        .unwrap_or_else(|| "unknown (changed since)".into());
+    Some(DryRun {
+        policy,
+        outcome,
+        rule,
+    })
+}
+
+fn direction(ev: &Event) -> Direction {
+    if ev.dir == DIR_INGRESS {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    }
+}
+
+/// A dry-run event as the rollout summary keeps it.
+pub fn observation(ev: &Event, names: &Names, at: SystemTime) -> Option<Observation> {
+    let d = dry_run(ev, names)?;
+    let peer = |ip: IpAddr| {
+        names
+            .pods_by_ip
+            .get(&ip)
+            .map_or_else(|| ip.to_string(), ToString::to_string)
+    };
+    let (src, dst) = addresses(ev)?;
+    let port = match ev.proto {
+        cns_common::PROTO_TCP | cns_common::PROTO_UDP | cns_common::PROTO_SCTP => {
+            u16::from_be(ev.dport)
+        }
+        _ => 0,
+    };
+    Some(Observation {
+        policy: d.policy,
+        flow: FlowKey {
+            direction: direction(ev),
+            outcome: d.outcome,
+            source: peer(src),
+            destination: peer(dst),
+            protocol: protocol_name(ev.proto).into(),
+            port,
+        },
+        rule: d.rule,
+        at,
+    })
 }
 
 /// RFC 3339 UTC with milliseconds, without a date-time crate.
@@ -272,6 +361,7 @@ pub async fn run(
     names: watch::Receiver<SharedNames>,
     sinks: sinks::EventSinks,
     publish: broadcast::Sender<Published>,
+    rollout: SharedRollout,
     on_event: impl Fn(&Published) + Send,
 ) -> Result<(), EventsError> {
     let path = maps_dir.join(EVENTS);
@@ -296,6 +386,12 @@ pub async fn run(
             let ev: Event = bytemuck::pod_read_unaligned(&item[..std::mem::size_of::<Event>()]);
             let names = names.borrow().clone();
             let (kind, json) = to_json(&ev, &names, &node_name, offset);
+            let at = SystemTime::UNIX_EPOCH + offset + Duration::from_nanos(ev.ts_ns);
+            if let Some(o) = observation(&ev, &names, at)
+                && let Ok(mut r) = rollout.lock()
+            {
+                r.observe(o);
+            }
             let published = Published {
                 kind,
                 json: Arc::new(json),

@@ -31,6 +31,7 @@ pub mod netdev;
 pub mod paths;
 pub mod policy;
 pub mod reconcile;
+pub mod rollout;
 pub mod show;
 pub mod source;
 pub mod syslog;

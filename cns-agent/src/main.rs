@@ -135,6 +135,19 @@ async fn async_main(command: Command) -> anyhow::Result<()> {
             client,
             output,
         }) => (client.socket, Request::Show { namespace, pod }, output),
+        Command::Policy(PolicyCommand::Rollout {
+            since,
+            at,
+            client,
+            output,
+        }) => (
+            client.socket,
+            Request::Rollout {
+                since: Some(since),
+                at,
+            },
+            output,
+        ),
         Command::Policy(PolicyCommand::Explain {
             from,
             to,
@@ -279,7 +292,16 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                 outln!("  - {}", line.as_str().unwrap_or(""));
             }
         }
-        Request::Explain { .. } | Request::Monitor { .. } | Request::Snapshot => {}
+        Request::Rollout { .. } if reply.ok => {
+            match serde_json::from_value::<cns_agent::rollout::Report>(d.clone()) {
+                Ok(r) => outln!("{}", cns_agent::rollout::render(&r).trim_end()),
+                Err(e) => outln!("unreadable reply: {e}"),
+            }
+        }
+        Request::Explain { .. }
+        | Request::Monitor { .. }
+        | Request::Snapshot
+        | Request::Rollout { .. } => {}
         Request::History { .. } => {
             for c in d.as_array().into_iter().flatten() {
                 let list = |k: &str| {

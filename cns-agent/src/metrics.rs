@@ -7,10 +7,10 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, sync::Mutex, time::Duration};
 
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
 use cns_common::{
     DIR_INGRESS, VERDICT_AUDIT, VERDICT_DROPPED,
-    maps::{self as m, Counter, CounterKey},
+    maps::{self as m, Counter, CounterKey, DryRunCounterKey},
 };
 use prometheus_client::{
     collector::Collector,
@@ -109,6 +109,7 @@ impl Default for AgentMetrics {
 struct DatapathCollector {
     counters: Mutex<CounterMaps>,
     stats: Mutex<PerCpuArray<MapData, u64>>,
+    dry_run: Mutex<PerCpuHashMap<MapData, DryRunCounterKey, u64>>,
     names: Mutex<watch::Receiver<SharedNames>>,
 }
 
@@ -232,6 +233,35 @@ impl Collector for DatapathCollector {
             )?;
             for (l, v) in &sums {
                 ConstCounter::new(*v).encode(e.encode_family(l)?)?;
+            }
+        }
+        // Every dry-run policy, both directions and outcomes (zero until counted): bounded by
+        // the number of dry-run policies.
+        let rows: Vec<(DryRunCounterKey, u64)> = self
+            .dry_run
+            .lock()
+            .ok()
+            .and_then(|m| {
+                m.iter()
+                    .map(|kv| kv.map(|(k, v)| (k, v.iter().sum())))
+                    .collect::<Result<_, _>>()
+                    .ok()
+            })
+            .unwrap_or_default();
+        {
+            let mut dry = encoder.encode_descriptor(
+                "cns_policy_dry_run_flows",
+                "New flows whose verdict a dry-run policy (cns.io/policy-audit-mode: \"true\") would change, by policy, direction and outcome (would-drop: passes today; would-allow: dropped or audited today). Counted since the policy became dry-run; kept across agent restarts.",
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for ((policy, dir, outcome), n) in crate::rollout::counts(&rows, &names) {
+                let labels: Labels = vec![
+                    ("policy".into(), policy.to_string()),
+                    ("direction".into(), format!("{dir:?}").to_lowercase()),
+                    ("outcome".into(), outcome.as_str().into()),
+                ];
+                ConstCounter::new(n).encode(dry.encode_family(&labels)?)?;
             }
         }
         if let Ok(stats) = self.stats.lock() {
@@ -381,10 +411,13 @@ pub fn registry(
     })?;
     let stats =
         PerCpuArray::try_from(Map::PerCpuArray(open(m::STATS)?)).map_err(open_err(m::STATS))?;
+    let dry_run = PerCpuHashMap::try_from(Map::PerCpuLruHashMap(open(m::DRY_RUN_COUNTERS)?))
+        .map_err(open_err(m::DRY_RUN_COUNTERS))?;
     let mut r = Registry::default();
     r.register_collector(Box::new(DatapathCollector {
         counters: Mutex::new(counters),
         stats: Mutex::new(stats),
+        dry_run: Mutex::new(dry_run),
         names: Mutex::new(names),
     }));
     register_agent(&mut r, agent, sinks);

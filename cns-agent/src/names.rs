@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::policy::{
     AuditMode,
-    model::{ClusterRuleName, Desired, Direction, IdentityKey, Lookups, ObjectRef, Snapshot},
+    model::{
+        ClusterRuleName, Desired, Direction, DryRunCause, IdentityKey, Lookups, ObjectRef, Snapshot,
+    },
     view,
 };
 
@@ -44,6 +46,10 @@ pub struct Names {
     pub endpoints: BTreeMap<u32, EndpointName>,
     /// Every pod address, to the pod owning it (the one the IP cache names).
     pub pods_by_ip: imbl::OrdMap<IpAddr, ObjectRef>,
+    /// The dry-run policy of each cause an event can carry.
+    pub dry_run_causes: BTreeMap<DryRunCause, Arc<str>>,
+    /// The dry-run policies, by the hash the counters key them with.
+    pub dry_run_policies: BTreeMap<u64, Arc<str>>,
 }
 
 impl Names {
@@ -66,9 +72,11 @@ impl Names {
         interfaces: &BTreeMap<ObjectRef, String>,
         audit_mode: AuditMode,
     ) -> Self {
+        // The enforced ones: a dry-run policy never drops.
         let isolating = |pod: &ObjectRef, dir| {
             snapshot.pods.get(pod).map_or_else(Vec::new, |p| {
                 view::isolating_policies(snapshot, pod, p, dir)
+                    .filter(|(_, np)| !crate::policy::mode::policy_dry_run(&np.metadata))
                     .map(|(r, _)| r.clone())
                     .collect()
             })
@@ -99,6 +107,17 @@ impl Names {
                 })
                 .collect(),
             pods_by_ip: lookups.pods_by_ip.clone(),
+            dry_run_causes: desired.dry_run_causes.clone(),
+            dry_run_policies: desired
+                .dry_run_policies
+                .iter()
+                .map(|p| {
+                    (
+                        cns_common::maps::dry_run_policy_hash(p.as_bytes()),
+                        p.clone(),
+                    )
+                })
+                .collect(),
         }
     }
 

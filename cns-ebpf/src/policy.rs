@@ -358,7 +358,7 @@ fn allowed_by<F: Family>(
 /// remote's identity, namespace and address set say; for an endpoint with dry-run policies
 /// ([`EP_DRY_RUN`]), also on the would-be view of the same entries, and how they differ.
 #[inline(always)]
-fn tiers<F: Family>(
+fn tiers<F: Family, const DRY_RUN: bool>(
     ep: &Endpoint,
     dir: u8,
     remote: &Remote,
@@ -391,7 +391,7 @@ fn tiers<F: Family>(
     }
     let isolated = isolated(ep, dir);
     let r = resolve_merged(isolated, &v);
-    if ep.flags & EP_DRY_RUN == 0 {
+    if !DRY_RUN || ep.flags & EP_DRY_RUN == 0 {
         return (r, None);
     }
     let would_isolate =
@@ -420,7 +420,7 @@ fn slow_path<F: Family>(
     let Some(ep) = endpoint(ctx) else {
         return no_endpoint(ctx, cfg, dir, p.proto);
     };
-    let d = decide(cfg, ep, dir, p);
+    let d = decide::<F, true>(cfg, ep, dir, p);
     record(
         cfg,
         ep,
@@ -461,8 +461,15 @@ pub struct Decision {
 /// entry is an allow); otherwise the peer's identity, namespace and address set, what an
 /// entry already includes skipped, resolved through the tiers (`resolve_merged`). Audit
 /// mode turns any drop by policy (Admin, NetworkPolicy, Baseline) into `audit`.
+/// `DRY_RUN`: whether to resolve the would-be view of endpoints with dry-run policies (TC;
+/// the XDP program leaves those endpoints to TC).
 #[inline(always)]
-pub fn decide<F: Family>(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet<F>) -> Decision {
+pub fn decide<F: Family, const DRY_RUN: bool>(
+    cfg: &Config,
+    ep: &Endpoint,
+    dir: u8,
+    p: &Packet<F>,
+) -> Decision {
     // The remote address by value: a choice between references to the packet's fields would
     // keep the whole packet in memory instead of in registers (IPv4).
     let remote_addr = if dir == DIR_INGRESS { p.saddr } else { p.daddr };
@@ -471,7 +478,8 @@ pub fn decide<F: Family>(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet<F>) ->
     let mut policy_id = u32::MAX;
     let mut dry_run = None;
     // Dry-run policies take the tiered lookups: they resolve both views of the entries.
-    let tiered = ep.flags & (flag(dir, EP_INGRESS_TIERED, EP_EGRESS_TIERED) | EP_DRY_RUN) != 0;
+    let dry_run_flag = if DRY_RUN { EP_DRY_RUN } else { 0 };
+    let tiered = ep.flags & (flag(dir, EP_INGRESS_TIERED, EP_EGRESS_TIERED) | dry_run_flag) != 0;
     let (allowed, reason) = if dir != DIR_INGRESS && !F::is_own(ep, &p.saddr) {
         (false, REASON_SPOOFED)
     } else if !tiered && !isolated(ep, dir) {
@@ -479,7 +487,7 @@ pub fn decide<F: Family>(cfg: &Config, ep: &Endpoint, dir: u8, p: &Packet<F>) ->
     } else if dir == DIR_INGRESS && remote.identity == IDENTITY_HOST {
         (true, REASON_FROM_HOST)
     } else if tiered {
-        let (r, diff) = tiers(ep, dir, remote, &remote_addr, p);
+        let (r, diff) = tiers::<F, DRY_RUN>(ep, dir, remote, &remote_addr, p);
         if !p.later_fragment {
             dry_run = diff;
         }

@@ -41,8 +41,8 @@ use cns_common::{
     DIR_INGRESS, PROTO_TCP, PROTO_UDP, REASON_ADMIN_DENIED, REASON_BASELINE_DENIED,
     REASON_POLICY_DENIED, VERDICT_AUDIT, VERDICT_DROPPED,
     maps::{
-        CONFIG_NO_DENY_CACHE, DenyEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, Endpoint, Event,
-        NO_COUNTER, STAT_XDP_ALLOWED, STAT_XDP_AUDIT, STAT_XDP_DROPPED,
+        CONFIG_NO_DENY_CACHE, DenyEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_DRY_RUN, Endpoint,
+        Event, NO_COUNTER, STAT_XDP_ALLOWED, STAT_XDP_AUDIT, STAT_XDP_DROPPED,
     },
 };
 
@@ -103,7 +103,9 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     let endpoint = || -> Option<&'static Endpoint> {
         // SAFETY: written by the agent only.
         let ep = unsafe { CNS_ENDPOINTS.get(ifindex) }?;
-        (F::is_own(ep, &p.daddr) && policy::enforced(ep, DIR_INGRESS)).then_some(ep)
+        // Dry-run policies are resolved (and reported) by TC only.
+        (F::is_own(ep, &p.daddr) && policy::enforced(ep, DIR_INGRESS) && ep.flags & EP_DRY_RUN == 0)
+            .then_some(ep)
     };
     let key = conntrack::key(p, DIR_INGRESS);
     if let Some(e) = conntrack::lookup(&key, p) {
@@ -156,7 +158,7 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     let Some(ep) = endpoint() else {
         return xdp_action::XDP_PASS;
     };
-    let d = policy::decide(cfg, ep, DIR_INGRESS, p);
+    let d = policy::decide::<F, false>(cfg, ep, DIR_INGRESS, p);
     let dropped = d.verdict == VERDICT_DROPPED;
     let count = if dropped { Some(ctx.frame_len()) } else { None };
     let slot = policy::record(cfg, ep, ifindex, DIR_INGRESS, p, &key, &d, count);
@@ -165,9 +167,7 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
             d.reason,
             REASON_POLICY_DENIED | REASON_ADMIN_DENIED | REASON_BASELINE_DENIED
         );
-        // A drop a dry-run policy would allow decides again each time (so it is counted
-        // and reported as such).
-        if cacheable && denied_by_policy && slot != NO_COUNTER && d.dry_run.is_none() {
+        if cacheable && denied_by_policy && slot != NO_COUNTER {
             let entry = DenyEntry {
                 revision,
                 ep_id: ep.ep_id,

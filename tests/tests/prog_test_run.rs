@@ -1367,3 +1367,18 @@ fn ipv6_events_carry_the_family_and_addresses() {
         ]
     );
 }
+
+/// Each program stays within half the verifier's limit of 1M processed instructions, so
+/// that the next feature still fits (the counts are printed: see issue 17's report).
+#[test]
+fn programs_stay_within_half_the_verifier_limit() {
+    if !kernel_or_skip("verifier budget") {
+        return;
+    }
+    let f = fixture(false);
+    for (name, n) in f.dp.verified_instructions() {
+        eprintln!("{name}: {n:?} instructions verified");
+        let n = n.unwrap_or_else(|| panic!("{name}: the kernel did not say"));
+        assert!(n < 500_000, "{name}: {n} instructions verified");
+    }
+}

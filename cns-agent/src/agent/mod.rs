@@ -41,6 +41,7 @@ use crate::{
         AuditMode, Compiler, Modes,
         model::{Allocations, NodeContext, ObjectRef},
     },
+    rollout::SharedRollout,
     show,
     source::{SnapshotSource, SourceError, SourceFailure},
 };
@@ -98,6 +99,8 @@ pub struct Agent {
     last_sync: Option<Instant>,
     /// Published after every sync and mode change.
     names: watch::Sender<SharedNames>,
+    /// What each dry-run policy would change (fed by the event reader).
+    rollout: SharedRollout,
     /// Whether the links pinned by an earlier agent were taken over (after the first sync).
     adopted: bool,
     /// Maps that could not take every entry at the last sync (full, or a write failed).
@@ -176,6 +179,7 @@ impl Agent {
             revision,
             last_sync: None,
             names: watch::Sender::new(SharedNames::default()),
+            rollout: SharedRollout::default(),
             adopted: false,
             map_errors: Vec::new(),
             node: NodeContext::default(),
@@ -198,6 +202,44 @@ impl Agent {
     /// Names for the numbers in the maps, updated after every sync.
     pub fn names(&self) -> watch::Receiver<SharedNames> {
         self.names.subscribe()
+    }
+
+    /// The rollout summary, for the event reader to feed.
+    pub fn rollout(&self) -> SharedRollout {
+        self.rollout.clone()
+    }
+
+    /// `policy rollout`: the report as of `at` (default now) with would-be drops in the
+    /// last `since` making a policy unsafe.
+    fn rollout_report(
+        &self,
+        since: Option<&str>,
+        at: Option<&str>,
+    ) -> Result<crate::rollout::Report, String> {
+        let window = since.map_or(Ok(crate::rollout::DEFAULT_WINDOW), |s| {
+            crate::rollout::parse_duration(s)
+        })?;
+        let read = std::time::SystemTime::now();
+        let now = match at {
+            None => read,
+            Some(t) => t
+                .parse::<jiff::Timestamp>()
+                .map_err(|e| {
+                    format!("invalid time {t:?}: {e} (RFC 3339, e.g. 2026-12-03T15:00:00Z)")
+                })?
+                .into(),
+        };
+        let names = self.names.borrow().clone();
+        let counts = self
+            .datapath
+            .dry_run_counters()
+            .map_err(|e| error_chain(&e))?;
+        let counts = crate::rollout::counts(&counts, &names);
+        let mut r = self
+            .rollout
+            .lock()
+            .map_err(|_| "the rollout summary is poisoned")?;
+        Ok(r.report(read, now, window, &counts))
     }
 
     /// The reply to one request (`sync_reply`: the outcome of this round's sync, if any).
@@ -231,6 +273,12 @@ impl Agent {
             },
             Request::Monitor { .. } => Reply::err("monitor is served by the control socket", ()),
             Request::History { n } => Reply::ok(self.history.last(n)),
+            Request::Rollout { since, at } => {
+                match self.rollout_report(since.as_deref(), at.as_deref()) {
+                    Ok(r) => Reply::ok(r),
+                    Err(e) => Reply::err(e, ()),
+                }
+            }
             Request::Explain { from, to, port } => {
                 let mode_of = |pod: &ObjectRef| {
                     let own = self

@@ -318,6 +318,24 @@ impl Agent {
             self.modes.global(),
         );
         self.names.send_replace(std::sync::Arc::new(names));
+        self.track_dry_run();
+    }
+
+    /// The rollout summary watches the dry-run policies of this sync; the counts of
+    /// policies no longer dry-run are dropped (a policy's counts run from when it became
+    /// dry-run).
+    fn track_dry_run(&mut self) {
+        let policies = &self.compiler.desired().dry_run_policies;
+        if let Ok(mut r) = self.rollout.lock() {
+            r.watch(policies, std::time::SystemTime::now());
+        }
+        let keep = policies
+            .iter()
+            .map(|p| cns_common::maps::dry_run_policy_hash(p.as_bytes()))
+            .collect();
+        if let Err(e) = self.datapath.prune_dry_run_counters(&keep) {
+            tracing::warn!(error = %crate::agent::error_chain(&e), "failed to prune the dry-run counters");
+        }
     }
 
     /// Re-reads what the maps hold, so the next sync rewrites anything changed behind the

@@ -251,6 +251,22 @@ impl Datapath {
         test_run_in(&self.ebpf, program, packet, repeat)
     }
 
+    /// The verifier's processed-instruction count of each of the agent's programs (what
+    /// the 1M-instruction limit applies to), `None` where the kernel does not say.
+    pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
+        [PROG_TO_POD, PROG_FROM_POD, PROG_XDP]
+            .into_iter()
+            .map(|name| {
+                let n = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|i| i.verified_instruction_count());
+                (name, n)
+            })
+            .collect()
+    }
+
     /// Where the maps are pinned (`maps-v{N}` or `maps-v{N}-{hash}` under the pin directory).
     pub fn maps_dir(&self) -> &Path {
         &self.maps_dir
