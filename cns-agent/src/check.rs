@@ -87,6 +87,43 @@ pub fn check_with(files: &[(PathBuf, Result<String, String>)], opts: &Options) -
             });
         }
     }
+    // Nor does one on a policy: it is enforced, not dry-run.
+    let policy_annotation = |kind: Kind, ns: &str, name: &str, object: String, meta| {
+        let e = crate::policy::mode::policy_annotation_error(meta)?;
+        Some(source::SourceError {
+            file: last
+                .file_of(kind, ns, name)
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            object,
+            field: Some(format!(
+                "metadata.annotations[{}]",
+                crate::policy::mode::AUDIT_ANNOTATION
+            )),
+            message: format!("{e}; the policy is enforced (not dry-run) until it is fixed"),
+            kept_last_good: false,
+        })
+    };
+    for (r, np) in &snapshot.policies {
+        let object = format!("NetworkPolicy {r}");
+        errors.extend(policy_annotation(
+            Kind::NetworkPolicy,
+            &r.namespace,
+            &r.name,
+            object,
+            &np.metadata,
+        ));
+    }
+    for (name, p) in &snapshot.cluster_policies {
+        let object = format!("ClusterNetworkPolicy {name}");
+        errors.extend(policy_annotation(
+            Kind::ClusterNetworkPolicy,
+            "",
+            name,
+            object,
+            &p.metadata,
+        ));
+    }
     let mut warnings = Vec::new();
     for (r, np) in &snapshot.policies {
         let file = last
@@ -505,6 +542,30 @@ metadata: {name: ok, annotations: {cns.io/policy-audit-mode: \"False\"}}
         );
         assert!(e.message.contains("\"nope\""), "{e}");
         assert!(e.message.contains("blocking"), "{e}");
+    }
+
+    /// The same on a policy (dry-run): an error naming the policy; the policy is enforced.
+    #[test]
+    fn an_unreadable_dry_run_annotation_on_a_policy_is_an_error() {
+        let r = run("
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np, namespace: shop, annotations: {cns.io/policy-audit-mode: maybe}}
+spec: {podSelector: {}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: dry, namespace: shop, annotations: {cns.io/policy-audit-mode: \"true\"}}
+spec: {podSelector: {}}
+");
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        let e = &r.errors[0];
+        assert_eq!(e.object, "NetworkPolicy shop/np");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("metadata.annotations[cns.io/policy-audit-mode]")
+        );
+        assert!(e.message.contains("\"maybe\"") && e.message.contains("enforced"), "{e}");
     }
 
     /// What `kubectl get networkpolicies -o yaml` prints is checked, not refused.

@@ -96,6 +96,42 @@ pub struct Explanation {
     pub outcome: &'static str,
     /// Human-readable reasoning, one line per point.
     pub why: Vec<String>,
+    /// The verdict with dry-run policies too, when they would change it (`policy rollout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_be: Option<FlowVerdict>,
+    /// The dry-run policies that would change it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<String>,
+}
+
+/// The dry-run policies a direction's would-be verdict names: the allowing, isolating or
+/// deciding policies that are dry-run.
+fn dry_run_policies(snapshot: &Snapshot, v: &DirectionVerdict) -> Vec<String> {
+    use crate::policy::mode::{cluster_policy_name, network_policy_name, policy_dry_run};
+    let np = |r: &ObjectRef| {
+        snapshot
+            .policies
+            .get(r)
+            .filter(|np| policy_dry_run(&np.metadata))
+            .map(|_| network_policy_name(&r.namespace, &r.name))
+    };
+    let cnp = |rule: &RuleRef| {
+        snapshot
+            .cluster_policies
+            .get(rule.policy.as_str())
+            .filter(|p| policy_dry_run(&p.metadata))
+            .map(|_| cluster_policy_name(&rule.policy))
+    };
+    let mut out: Vec<String> = match v {
+        DirectionVerdict::Allowed { by } => by.iter().filter_map(|(r, _)| np(r)).collect(),
+        DirectionVerdict::Denied { isolated_by } => isolated_by.iter().filter_map(np).collect(),
+        DirectionVerdict::Cluster { rule, passed } => {
+            passed.iter().chain([rule]).filter_map(cnp).collect()
+        }
+        _ => Vec::new(),
+    };
+    out.dedup();
+    out
 }
 
 /// "Admin policy X rule 'name' (priority 10)".
@@ -134,16 +170,15 @@ pub fn explain(
     if proto == cns_common::PROTO_ICMP && src.is_ipv6() {
         proto = cns_common::PROTO_ICMPV6;
     }
-    let verdict = evaluate::evaluate(
-        snapshot,
-        node,
-        &Flow {
-            src,
-            dst,
-            proto,
-            dport,
-        },
-    );
+    let flow = Flow {
+        src,
+        dst,
+        proto,
+        dport,
+    };
+    // What is enforced: without the dry-run policies; what would be: with them.
+    let verdict = evaluate::evaluate(&evaluate::enforced_only(snapshot), node, &flow);
+    let would = evaluate::evaluate(snapshot, node, &flow);
     let name = |ip: IpAddr, pod: &Option<ObjectRef>| match pod {
         Some(p) => format!("{p} ({ip})"),
         None => ip.to_string(),
@@ -199,6 +234,27 @@ pub fn explain(
             }
         });
     }
+    let mut dry_run = Vec::new();
+    for (label, e, w, pod, ip) in [
+        ("egress of", &verdict.egress, &would.egress, &src_pod, src),
+        ("ingress of", &verdict.ingress, &would.ingress, &dst_pod, dst),
+    ] {
+        if e.allows() == w.allows() {
+            continue;
+        }
+        let names = dry_run_policies(snapshot, w);
+        let what = if w.allows() {
+            "would be allowed by"
+        } else {
+            "would be dropped by"
+        };
+        why.push(format!(
+            "{label} {}: {what} dry-run policy {} (it changes no verdict until the annotation goes)",
+            name(ip, pod),
+            names.join(", ")
+        ));
+        dry_run.extend(names);
+    }
     let denied_somewhere = !verdict.allowed();
     let blocking_denial = [(&verdict.egress, &src_pod), (&verdict.ingress, &dst_pod)]
         .iter()
@@ -221,8 +277,56 @@ pub fn explain(
         family: family_name(src),
         protocol: proto,
         port: dport,
+        would_be: (would.egress.allows() != verdict.egress.allows()
+            || would.ingress.allows() != verdict.ingress.allows())
+        .then_some(would),
         verdict,
         outcome,
         why,
+        dry_run,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::fixtures::{namespace, node, pod, policy, snapshot};
+
+    #[test]
+    fn a_dry_run_policy_is_named_where_it_would_change_the_verdict() {
+        let snap = snapshot(
+            vec![namespace("a", "team=a"), namespace("b", "team=b")],
+            vec![
+                pod("a", "server", "app=server", "10.0.1.10", &[]),
+                pod("b", "client", "app=client", "10.0.2.10", &[]),
+            ],
+            vec![policy(
+                "metadata: {name: lockdown, namespace: a, annotations: {cns.io/policy-audit-mode: 'true'}}
+spec: {podSelector: {}, policyTypes: [Ingress]}",
+            )],
+        );
+        let e = explain(&snap, &node(), "b/client", "a/server", "80/TCP", |_| {
+            "blocking"
+        })
+        .expect("explain");
+        assert_eq!(e.outcome, "forwarded");
+        assert_eq!(e.dry_run, ["NetworkPolicy/a/lockdown"]);
+        assert!(e.would_be.as_ref().is_some_and(|w| !w.allowed()));
+        assert!(
+            e.why.iter().any(|l| l.contains("would be dropped by dry-run policy")),
+            "{:?}",
+            e.why
+        );
+        // Without the annotation: enforced, and nothing dry-run to name.
+        let mut snap = snap;
+        for np in snap.policies.values_mut() {
+            std::sync::Arc::make_mut(np).metadata.annotations = None;
+        }
+        let e = explain(&snap, &node(), "b/client", "a/server", "80/TCP", |_| {
+            "blocking"
+        })
+        .expect("explain");
+        assert_eq!(e.outcome, "dropped");
+        assert!(e.dry_run.is_empty() && e.would_be.is_none());
+    }
 }

@@ -459,6 +459,12 @@ fn print_reply(request: &Request, reply: &Reply, output: Output) {
                     e["mode"].as_str().unwrap_or("")
                 );
             }
+            for p in d["dry_run_policies"].as_array().into_iter().flatten() {
+                outln!(
+                    "dry-run:  {} (changes no verdict; see policy rollout)",
+                    p.as_str().unwrap_or("")
+                );
+            }
             match d["pins"].as_str() {
                 Some("ephemeral") => outln!(
                     "pins:     EPHEMERAL: enforcement stops when this agent exits ({})",

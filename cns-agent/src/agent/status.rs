@@ -91,7 +91,15 @@ impl Agent {
                     ingress_isolated: ep.ingress_isolated,
                     egress_isolated: ep.egress_isolated,
                     mode: self.modes.of_endpoint(ep.audit_override),
+                    dry_run: ep.dry_run,
                 })
+                .collect(),
+            dry_run_policies: self
+                .compiler
+                .desired()
+                .dry_run_policies
+                .iter()
+                .map(ToString::to_string)
                 .collect(),
             maps: self.written.usage(self.datapath.sizes()).to_vec(),
             map_sizes: *self.datapath.sizes(),
@@ -197,6 +205,8 @@ pub struct EndpointStatus {
     pub ingress_isolated: bool,
     pub egress_isolated: bool,
     pub mode: AuditMode,
+    /// Some dry-run policy applies to it (`policy rollout`).
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -223,6 +233,9 @@ pub struct Status {
     pub revision: u32,
     pub seconds_since_sync: Option<u64>,
     pub endpoints: Vec<EndpointStatus>,
+    /// The dry-run policies (`cns.io/policy-audit-mode: "true"` on the policy): they change
+    /// no verdict; `policy rollout` says what they would change.
+    pub dry_run_policies: Vec<String>,
     pub maps: Vec<encode::MapUsage>,
     /// The sizes the maps were created with (`--map-sizes`), by key.
     pub map_sizes: crate::map_sizes::MapSizes,

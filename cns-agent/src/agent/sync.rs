@@ -122,6 +122,8 @@ impl Agent {
         let snapshot = self.compiler.snapshot();
         self.snapshot_errors = mode::annotation_errors(&snapshot.namespaces);
         self.snapshot_errors
+            .extend(mode::policy_annotation_errors(snapshot));
+        self.snapshot_errors
             .extend(snapshot.cluster_policies.iter().filter_map(|(name, cnp)| {
                 crate::policy::cluster::unsupported(cnp)
                     .map(|why| format!("ClusterNetworkPolicy {name}: unsupported: {why}"))

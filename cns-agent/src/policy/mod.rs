@@ -31,7 +31,7 @@ mod cluster_tests;
 #[cfg(test)]
 mod compile_tests;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

@@ -163,6 +163,27 @@ pub fn annotation_errors<'a>(
         .collect()
 }
 
+/// One line per NetworkPolicy or ClusterNetworkPolicy whose annotation cannot be read (the
+/// policy is enforced meanwhile).
+pub fn policy_annotation_errors(snapshot: &super::model::Snapshot) -> Vec<String> {
+    let nps = snapshot.policies.iter().filter_map(|(r, np)| {
+        let e = policy_annotation_error(&np.metadata)?;
+        Some((format!("NetworkPolicy {r}"), e))
+    });
+    let cnps = snapshot.cluster_policies.iter().filter_map(|(name, p)| {
+        let e = policy_annotation_error(&p.metadata)?;
+        Some((format!("ClusterNetworkPolicy {name}"), e))
+    });
+    nps.chain(cnps)
+        .map(|(object, e)| {
+            format!(
+                "{object}: metadata.annotations[{AUDIT_ANNOTATION}]: {e}; the policy is \
+                 enforced (not dry-run) until it is fixed"
+            )
+        })
+        .collect()
+}
+
 /// A namespace's mode when it differs from the global one by its own settings: the runtime
 /// override, else the annotation. `None`: the global mode applies.
 pub fn namespace_override(

@@ -534,10 +534,25 @@ impl RuleValue {
                 .get(&(dir, id))
                 .map_or_else(|| format!("rule-id:{id}"), ToString::to_string)
         };
-        let mut out = Vec::new();
-        out.extend(self.admin.map(|t| rule(RULE_ADMIN | t.rank)));
-        out.extend(self.allow.map(policy));
-        out.extend(self.baseline.map(|t| rule(RULE_BASELINE | t.rank)));
+        let view = |v: Verdicts| {
+            let mut out = Vec::new();
+            out.extend(v.admin.map(|t| rule(RULE_ADMIN | t.rank)));
+            out.extend(v.allow.map(&policy));
+            out.extend(v.baseline.map(|t| rule(RULE_BASELINE | t.rank)));
+            out
+        };
+        let mut out = view(self.enforced());
+        if let Some(w) = self.would {
+            let names = view(w);
+            out.push(format!(
+                "with dry-run policies: {}",
+                if names.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
         out
     }
 }
