@@ -565,7 +565,10 @@ spec: {podSelector: {}}
             e.field.as_deref(),
             Some("metadata.annotations[cns.io/policy-audit-mode]")
         );
-        assert!(e.message.contains("\"maybe\"") && e.message.contains("enforced"), "{e}");
+        assert!(
+            e.message.contains("\"maybe\"") && e.message.contains("enforced"),
+            "{e}"
+        );
     }
 
     /// What `kubectl get networkpolicies -o yaml` prints is checked, not refused.

@@ -237,7 +237,13 @@ pub fn explain(
     let mut dry_run = Vec::new();
     for (label, e, w, pod, ip) in [
         ("egress of", &verdict.egress, &would.egress, &src_pod, src),
-        ("ingress of", &verdict.ingress, &would.ingress, &dst_pod, dst),
+        (
+            "ingress of",
+            &verdict.ingress,
+            &would.ingress,
+            &dst_pod,
+            dst,
+        ),
     ] {
         if e.allows() == w.allows() {
             continue;
@@ -305,15 +311,22 @@ mod tests {
 spec: {podSelector: {}, policyTypes: [Ingress]}",
             )],
         );
-        let e = explain(&snap, &node(), "b/client", "a/server", "80/TCP", |_| {
-            "blocking"
-        })
+        let e = explain(
+            &snap,
+            &node(),
+            "b/client",
+            "a/server",
+            "80/TCP",
+            |_| "blocking",
+        )
         .expect("explain");
         assert_eq!(e.outcome, "forwarded");
         assert_eq!(e.dry_run, ["NetworkPolicy/a/lockdown"]);
         assert!(e.would_be.as_ref().is_some_and(|w| !w.allowed()));
         assert!(
-            e.why.iter().any(|l| l.contains("would be dropped by dry-run policy")),
+            e.why
+                .iter()
+                .any(|l| l.contains("would be dropped by dry-run policy")),
             "{:?}",
             e.why
         );
@@ -322,9 +335,14 @@ spec: {podSelector: {}, policyTypes: [Ingress]}",
         for np in snap.policies.values_mut() {
             std::sync::Arc::make_mut(np).metadata.annotations = None;
         }
-        let e = explain(&snap, &node(), "b/client", "a/server", "80/TCP", |_| {
-            "blocking"
-        })
+        let e = explain(
+            &snap,
+            &node(),
+            "b/client",
+            "a/server",
+            "80/TCP",
+            |_| "blocking",
+        )
         .expect("explain");
         assert_eq!(e.outcome, "dropped");
         assert!(e.dry_run.is_empty() && e.would_be.is_none());

@@ -560,6 +560,15 @@ fn sd_params(kind: &str, event: &Value) -> Vec<(&'static str, String)> {
     );
     push("endpoint", f.get("endpoint").and_then(scalar));
     push("policies", policies(f));
+    let dry_run = f.get("dry_run");
+    push(
+        "dry_run_policy",
+        dry_run.and_then(|d| d.get("policy")).and_then(scalar),
+    );
+    push(
+        "dry_run_outcome",
+        dry_run.and_then(|d| d.get("outcome")).and_then(scalar),
+    );
     params
 }
 
@@ -1225,7 +1234,19 @@ mod tests {
         });
         let m = parse_message(format_message("drop", &event, Facility::Local0, "n")).unwrap();
         assert_eq!(param(&m, "policies"), Some("a/p1,cluster-wide"));
+        assert_eq!(param(&m, "dry_run_policy"), None);
         assert_eq!((param(&m, "proto"), param(&m, "src_ip")), (None, None));
+        // A dry-run policy's would-be drop names the policy and the outcome.
+        let event = json!({
+            "verdict": "AUDIT",
+            "dry_run": {"policy": "NetworkPolicy/shop/lockdown", "outcome": "would-drop"},
+        });
+        let m = parse_message(format_message("audit", &event, Facility::Local0, "n")).unwrap();
+        assert_eq!(
+            param(&m, "dry_run_policy"),
+            Some("NetworkPolicy/shop/lockdown")
+        );
+        assert_eq!(param(&m, "dry_run_outcome"), Some("would-drop"));
     }
 
     #[test]

@@ -101,21 +101,24 @@ pub enum Effect {
     Blocking,
 }
 
-pub fn effect(policy_dry_run: bool, endpoint: AuditMode) -> Effect {
-    match (policy_dry_run, endpoint) {
+pub fn effect(policy: &ObjectMeta, endpoint: AuditMode) -> Effect {
+    let dry_run = policy
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(AUDIT_ANNOTATION))
+        .is_some_and(|v| AuditMode::parse(v) == Ok(AuditMode::Audit));
+    match (dry_run, endpoint) {
         (true, _) => Effect::DryRun,
         (false, AuditMode::Audit) => Effect::Audit,
         (false, AuditMode::Blocking) => Effect::Blocking,
     }
 }
 
-/// Whether a NetworkPolicy's or ClusterNetworkPolicy's metadata makes it a dry-run policy:
-/// its `cns.io/policy-audit-mode` reads `true` (or `audit`). Invalid values enforce it.
+/// Whether a NetworkPolicy's or ClusterNetworkPolicy's metadata makes it a dry-run policy
+/// ([`effect`]): its `cns.io/policy-audit-mode` reads `true` (or `audit`). Invalid values
+/// enforce it.
 pub fn policy_dry_run(meta: &ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(AUDIT_ANNOTATION))
-        .is_some_and(|v| AuditMode::parse(v) == Ok(AuditMode::Audit))
+    effect(meta, AuditMode::Blocking) == Effect::DryRun
 }
 
 /// Why a policy's annotation cannot be read, if it cannot.
@@ -270,6 +273,24 @@ mod tests {
             Some(InvalidMode("nope".into()))
         );
         assert_eq!(annotation_error(&ns(Some("True"))), None);
+    }
+
+    #[test]
+    fn a_dry_run_policy_changes_no_verdict_in_either_mode() {
+        let meta = |v: Option<&str>| ObjectMeta {
+            annotations: v.map(|v| [(AUDIT_ANNOTATION.to_owned(), v.to_owned())].into()),
+            ..ObjectMeta::default()
+        };
+        for mode in [AuditMode::Audit, AuditMode::Blocking] {
+            assert_eq!(effect(&meta(Some("true")), mode), Effect::DryRun);
+            assert_eq!(effect(&meta(Some("audit")), mode), Effect::DryRun);
+        }
+        for v in [None, Some("false"), Some("nope")] {
+            assert_eq!(effect(&meta(v), AuditMode::Audit), Effect::Audit);
+            assert_eq!(effect(&meta(v), AuditMode::Blocking), Effect::Blocking);
+        }
+        assert!(policy_annotation_error(&meta(Some("nope"))).is_some());
+        assert!(policy_annotation_error(&meta(Some("True"))).is_none());
     }
 
     #[test]
