@@ -14,7 +14,8 @@
 //!   lookup) and counts the packet: every packet is counted once per endpoint.
 //! - Everything else passes unchanged to TC, which keeps the full rules (fragments, ICMP
 //!   errors, IPv6 Neighbor Discovery and header chains longer than the walk, VLAN tags,
-//!   malformed headers, pods no policy applies to, addresses that are not local pods). XDP
+//!   malformed headers, pods no policy applies to, pods with dry-run policies (TC resolves
+//!   and reports both views of their entries), addresses that are not local pods). XDP
 //!   never lets through what TC would drop.
 //!
 //! Both families run the same code ([`handle_ip`]), each in a function of its own (as in

@@ -257,3 +257,28 @@ fn dry_run_allows_pass_nothing_new_and_enforce_once_the_annotation_goes() {
     let report = rollout(&c, &[]);
     assert_eq!(report["policies"].as_array().map(Vec::len), Some(0));
 }
+
+/// Audit mode composes: an audited flow a dry-run policy would allow is reported on its
+/// audit event, and passes as audit mode passes it.
+#[test]
+fn in_audit_mode_a_would_be_allow_rides_on_the_audit_event() {
+    if !kernel_or_skip("dry-run in audit mode") {
+        return;
+    }
+    let dry = allow_gamma(true);
+    let policies = [("np.yaml", ONLY_BETA), ("allow-gamma.yaml", dry.as_str())];
+    let c = Cluster::start(true, &policies);
+    assert!(tcp_ok(&c.gamma_client.netns, SERVER, 8080), "audit passes");
+    let policy = "NetworkPolicy/alpha/allow-gamma";
+    assert!(dry_run_count(&c, policy, "ingress", "would-allow") >= 1.0);
+    std::thread::sleep(SETTLE);
+    let events = c.agent.events();
+    let e = events
+        .iter()
+        .find(|e| e["dry_run"]["policy"] == policy)
+        .unwrap_or_else(|| panic!("no dry-run event: {events:#?}"));
+    assert_eq!(e["verdict"], "AUDIT");
+    assert_eq!(e["drop_reason_desc"], "POLICY_DENIED");
+    assert_eq!(e["policies"][0], "alpha/only-beta");
+    assert_eq!(e["dry_run"]["outcome"], "would-allow");
+}

@@ -817,13 +817,17 @@ proptest! {
     /// changed.
     #[test]
     fn incremental_updates_give_what_a_fresh_compile_gives(
-        states in vec((vec(ns_labels(), 2..4), vec(deployment(), 1..6), vec(policy(), 0..7), vec(cluster_policy(), 0..3)), 2..8),
+        states in vec((vec(ns_labels(), 2..4), vec(deployment(), 1..6), vec(policy(), 0..7), vec(cluster_policy(), 0..3), vec(any::<bool>(), 4)), 2..8),
         picks in vec(0u8..12, 1..40),
         move_node_at in option::of(1usize..5),
     ) {
+        // Some policies dry-run (a policy of one state may be dry-run in the next).
         let snaps: Vec<Snapshot> = states
             .into_iter()
-            .map(|(n, d, p, c)| with_nodes_and_cluster_policies(build(n, d.concat(), p), c))
+            .map(|(n, d, p, c, dry)| {
+                let snap = with_nodes_and_cluster_policies(build(n, d.concat(), p), c);
+                with_dry_run(snap, &dry)
+            })
             .collect();
         let mut node = node();
         let mut compiler = Compiler::new(node.clone(), Allocations::default());

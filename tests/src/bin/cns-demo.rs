@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: a virtual node with the pods of deploy/examples/00-cluster.yaml, the
-//! real agent enforcing the example policies, first in audit mode, then in blocking mode.
+//! real agent enforcing the example policies, first in audit mode, then in blocking mode,
+//! and what the dry-run example policy would change (`policy rollout`).
 
 use std::{net::Ipv4Addr, path::Path};
 
@@ -16,7 +17,7 @@ const PODS: [(&str, Ipv4Addr); 4] = [
 ];
 
 /// (from pod index, to pod index, port, what the example policies say)
-const CHECKS: [(usize, usize, u16, &str); 6] = [
+const CHECKS: [(usize, usize, u16, &str); 7] = [
     (1, 2, 8443, "policy allows: allow-shop-api"),
     (0, 2, 8443, "policy denies: frontend is not the API"),
     (
@@ -32,6 +33,12 @@ const CHECKS: [(usize, usize, u16, &str); 6] = [
         1,
         8080,
         "Baseline ClusterNetworkPolicy shop-baseline denies tools",
+    ),
+    (
+        1,
+        0,
+        8080,
+        "dry-run policy frontend-ingress would drop it: reported, not dropped",
     ),
 ];
 
@@ -81,6 +88,12 @@ fn main() {
     run_checks(&pods);
     println!("\n-- counters: now the denied connections are dropped");
     println!("{}", agent.cli(&["counters"]).unwrap_or_else(|e| e));
+    println!("== the dry-run policy: what it would drop, and whether it is safe to enforce");
+    println!("   cns-agent policy rollout");
+    println!(
+        "{}",
+        agent.cli(&["policy", "rollout"]).unwrap_or_else(|e| e)
+    );
     drop(agent);
     drop(node);
     println!("== done: the virtual node is removed");
