@@ -82,6 +82,17 @@ fn dry_run_count(c: &Cluster, policy: &str, direction: &str, outcome: &str) -> f
         .unwrap_or(0.0)
 }
 
+/// The first event that names dry-run policy `policy` (after the events settle).
+fn dry_run_event(c: &Cluster, policy: &str) -> serde_json::Value {
+    std::thread::sleep(SETTLE);
+    let events = c.agent.events();
+    events
+        .iter()
+        .find(|e| e["dry_run"]["policy"] == policy)
+        .cloned()
+        .unwrap_or_else(|| panic!("no dry-run event of {policy}: {events:#?}"))
+}
+
 fn rollout(c: &Cluster, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["policy", "rollout", "-o", "json"];
     all.extend_from_slice(args);
@@ -143,20 +154,12 @@ fn dry_run_denies_drop_nothing_and_report_every_would_be_drop() {
             0.0
         );
 
-        std::thread::sleep(SETTLE);
-        let events = c.agent.events();
-        let would_drop = |policy: &str| {
-            events
-                .iter()
-                .find(|e| e["dry_run"]["policy"] == policy)
-                .unwrap_or_else(|| panic!("{family:?}: no dry-run event of {policy}: {events:#?}"))
-        };
-        let e = would_drop(lockdown);
+        let e = dry_run_event(&c, lockdown);
         assert_eq!(e["verdict"], "AUDIT");
         assert_eq!(e["dry_run"]["outcome"], "would-drop");
         assert_eq!(e["policies"][0], lockdown);
         assert_eq!(e["destination"]["pod_name"], "other");
-        let e = would_drop(admin);
+        let e = dry_run_event(&c, admin);
         assert_eq!(e["verdict"], "AUDIT");
         assert_eq!(e["drop_reason_desc"], "ADMIN_POLICY_DENIED");
         assert_eq!(e["ingress_denied_by"][0]["rule"], "deny-8090");
@@ -218,12 +221,7 @@ fn dry_run_allows_pass_nothing_new_and_enforce_once_the_annotation_goes() {
     let allows = dry_run_count(&c, policy, "ingress", "would-allow");
     assert!(allows >= 2.0, "{allows}");
     assert_eq!(dry_run_count(&c, policy, "ingress", "would-drop"), 0.0);
-    std::thread::sleep(SETTLE);
-    let events = c.agent.events();
-    let e = events
-        .iter()
-        .find(|e| e["dry_run"]["policy"] == policy)
-        .unwrap_or_else(|| panic!("no dry-run event: {events:#?}"));
+    let e = dry_run_event(&c, policy);
     assert_eq!(e["verdict"], "DROPPED");
     assert_eq!(e["dry_run"]["outcome"], "would-allow");
     assert_eq!(e["dry_run"]["rule"], "alpha/allow-gamma");
@@ -271,12 +269,7 @@ fn in_audit_mode_a_would_be_allow_rides_on_the_audit_event() {
     assert!(tcp_ok(&c.gamma_client.netns, SERVER, 8080), "audit passes");
     let policy = "NetworkPolicy/alpha/allow-gamma";
     assert!(dry_run_count(&c, policy, "ingress", "would-allow") >= 1.0);
-    std::thread::sleep(SETTLE);
-    let events = c.agent.events();
-    let e = events
-        .iter()
-        .find(|e| e["dry_run"]["policy"] == policy)
-        .unwrap_or_else(|| panic!("no dry-run event: {events:#?}"));
+    let e = dry_run_event(&c, policy);
     assert_eq!(e["verdict"], "AUDIT");
     assert_eq!(e["drop_reason_desc"], "POLICY_DENIED");
     assert_eq!(e["policies"][0], "alpha/only-beta");

@@ -488,34 +488,10 @@ fn check_direction(
     }
 }
 
-/// Compiles `snap` and checks each flow's simulated verdict against the evaluator's.
+/// Compiles `snap` and checks each flow's simulated verdicts against the evaluator's
+/// ([`check_views`]: without dry-run policies the two views are one).
 fn check_flows(snap: &Snapshot, flows: Vec<FlowPick>) -> Result<(), TestCaseError> {
-    let node = node();
-    let desired = compile(snap, &node, &Allocations::default());
-    let index = PodIndex::new(snap, &node);
-    let addrs = addresses(snap);
-    for pick in flows {
-        let flow = pick.flow(snap, &addrs);
-        let reference = evaluate(snap, &node, &flow);
-        let simulated = sim(&desired, &flow);
-        check_direction(
-            "egress",
-            &flow,
-            flow.src,
-            simulated.egress,
-            &reference.egress,
-            &index,
-        )?;
-        check_direction(
-            "ingress",
-            &flow,
-            flow.dst,
-            simulated.ingress,
-            &reference.ingress,
-            &index,
-        )?;
-    }
-    Ok(())
+    check_views(snap, flows)
 }
 
 proptest! {
