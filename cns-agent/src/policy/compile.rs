@@ -99,12 +99,8 @@ pub(super) fn local(
         let Some(identity) = cluster.identity_of(r).filter(|_| !addrs.is_empty()) else {
             continue;
         };
-        // Isolation in each view: by enforced NetworkPolicies, by any.
-        let isolated = |dir| {
-            isolating_policies(snapshot, r, pod, dir)
-                .any(|(_, np)| !mode::policy_dry_run(&np.metadata))
-        };
-        let would_isolate = |dir| isolating_policies(snapshot, r, pod, dir).next().is_some();
+        let iso =
+            [Direction::Ingress, Direction::Egress].map(|dir| isolation(snapshot, r, pod, dir));
         let selecting: Vec<&Ranked<'_>> = match index.ns_labels.get(&*r.namespace) {
             Some(ns) => ranked
                 .iter()
@@ -117,13 +113,8 @@ pub(super) fn local(
                 .iter()
                 .any(|p| !p.dry_run() && !p.rules(dir).is_empty())
         };
-        let dry_run = selecting.iter().any(|p| p.dry_run())
-            || [Direction::Ingress, Direction::Egress]
-                .into_iter()
-                .any(|dir| {
-                    isolating_policies(snapshot, r, pod, dir)
-                        .any(|(_, np)| mode::policy_dry_run(&np.metadata))
-                });
+        let dry_run =
+            selecting.iter().any(|p| p.dry_run()) || iso.iter().any(|i| i.first_dry_run.is_some());
         let ep = LocalEndpoint {
             ep_id,
             addrs,
@@ -133,23 +124,23 @@ pub(super) fn local(
                 .get(&*r.namespace)
                 .copied()
                 .unwrap_or_default(),
-            ingress_isolated: isolated(Direction::Ingress),
-            egress_isolated: isolated(Direction::Egress),
+            ingress_isolated: iso[0].enforced,
+            egress_isolated: iso[1].enforced,
             ingress_tiered: tiered(Direction::Ingress),
             egress_tiered: tiered(Direction::Egress),
             dry_run,
-            ingress_would_isolate: would_isolate(Direction::Ingress),
-            egress_would_isolate: would_isolate(Direction::Egress),
+            ingress_would_isolate: iso[0].would,
+            egress_would_isolate: iso[1].would,
             audit_override: mode::namespace_override(
                 overrides.get(&*r.namespace).copied(),
                 audit_override(snapshot, &r.namespace),
             ),
         };
-        for dir in [Direction::Ingress, Direction::Egress] {
-            let (would_isolate, tiered) = match dir {
-                Direction::Ingress => (ep.ingress_would_isolate, ep.ingress_tiered),
-                Direction::Egress => (ep.egress_would_isolate, ep.egress_tiered),
-            };
+        for (dir, iso) in [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .zip(&iso)
+        {
+            let (would_isolate, tiered) = (iso.would, tiered(dir));
             let any_cluster = selecting.iter().any(|p| !p.rules(dir).is_empty());
             if would_isolate || any_cluster {
                 let mut eo = EndpointOut {
@@ -172,17 +163,12 @@ pub(super) fn local(
                         }
                     }
                 }
-                if would_isolate
-                    && !isolating_policies(snapshot, r, pod, dir)
-                        .any(|(_, np)| !mode::policy_dry_run(&np.metadata))
-                {
-                    // Isolated by dry-run NetworkPolicies only: the first of them (by name)
-                    // is named as the one that would drop.
-                    if let Some((pr, _)) = isolating_policies(snapshot, r, pod, dir).next() {
-                        let name = mode::network_policy_name(&pr.namespace, &pr.name);
-                        out.dry_run_causes
-                            .insert(DryRunCause::Isolation(ep_id, dir), name.into());
-                    }
+                // Isolated by dry-run NetworkPolicies only: the first of them (by name) is
+                // named as the one that would drop.
+                if let Some(pr) = iso.first_dry_run.filter(|_| !iso.enforced) {
+                    let name = mode::network_policy_name(&pr.namespace, &pr.name);
+                    out.dry_run_causes
+                        .insert(DryRunCause::Isolation(ep_id, dir), name.into());
                 }
                 let fold = (tiered || ep.dry_run).then_some(&cluster);
                 eo.finish(fold, &mut out.cidrs, &mut out.rules);
@@ -192,6 +178,38 @@ pub(super) fn local(
     }
     out.uses_members = cluster.uses_members.get();
     selections.sweep();
+    out
+}
+
+/// A pod's isolation by NetworkPolicies in one direction, in both views.
+struct Isolation<'a> {
+    /// By an enforced policy.
+    enforced: bool,
+    /// By any policy, dry-run or not.
+    would: bool,
+    /// The first dry-run policy isolating it (by namespace and name).
+    first_dry_run: Option<&'a ObjectRef>,
+}
+
+fn isolation<'a>(
+    snapshot: &'a Snapshot,
+    r: &'a ObjectRef,
+    pod: &'a PodInfo,
+    dir: Direction,
+) -> Isolation<'a> {
+    let mut out = Isolation {
+        enforced: false,
+        would: false,
+        first_dry_run: None,
+    };
+    for (pr, np) in isolating_policies(snapshot, r, pod, dir) {
+        out.would = true;
+        if mode::policy_dry_run(&np.metadata) {
+            out.first_dry_run.get_or_insert(pr);
+        } else {
+            out.enforced = true;
+        }
+    }
     out
 }
 
