@@ -268,7 +268,7 @@ pub fn dry_run(ev: &Event, names: &Names) -> Option<DryRun> {
         DRY_RUN_WOULD_ALLOW => Outcome::WouldAllow,
         _ => return None,
     };
-    let dir = direction(ev);
+    let dir = Direction::from_dir(ev.dir);
     let (cause, rule) = if ev.dry_run_id == NO_POLICY {
         (DryRunCause::Isolation(ev.ep_id, dir), None)
     } else {
@@ -290,14 +290,6 @@ pub fn dry_run(ev: &Event, names: &Names) -> Option<DryRun> {
     })
 }
 
-fn direction(ev: &Event) -> Direction {
-    if ev.dir == DIR_INGRESS {
-        Direction::Ingress
-    } else {
-        Direction::Egress
-    }
-}
-
 /// A dry-run event as the rollout summary keeps it.
 pub fn observation(ev: &Event, names: &Names, at: SystemTime) -> Option<Observation> {
     let d = dry_run(ev, names)?;
@@ -317,7 +309,7 @@ pub fn observation(ev: &Event, names: &Names, at: SystemTime) -> Option<Observat
     Some(Observation {
         policy: d.policy,
         flow: FlowKey {
-            direction: direction(ev),
+            direction: Direction::from_dir(ev.dir),
             outcome: d.outcome,
             source: peer(src),
             destination: peer(dst),

@@ -104,36 +104,6 @@ pub struct Explanation {
     pub dry_run: Vec<String>,
 }
 
-/// The dry-run policies a direction's would-be verdict names: the allowing, isolating or
-/// deciding policies that are dry-run.
-fn dry_run_policies(snapshot: &Snapshot, v: &DirectionVerdict) -> Vec<String> {
-    use crate::policy::mode::{cluster_policy_name, network_policy_name, policy_dry_run};
-    let np = |r: &ObjectRef| {
-        snapshot
-            .policies
-            .get(r)
-            .filter(|np| policy_dry_run(&np.metadata))
-            .map(|_| network_policy_name(&r.namespace, &r.name))
-    };
-    let cnp = |rule: &RuleRef| {
-        snapshot
-            .cluster_policies
-            .get(rule.policy.as_str())
-            .filter(|p| policy_dry_run(&p.metadata))
-            .map(|_| cluster_policy_name(&rule.policy))
-    };
-    let mut out: Vec<String> = match v {
-        DirectionVerdict::Allowed { by } => by.iter().filter_map(|(r, _)| np(r)).collect(),
-        DirectionVerdict::Denied { isolated_by } => isolated_by.iter().filter_map(np).collect(),
-        DirectionVerdict::Cluster { rule, passed } => {
-            passed.iter().chain([rule]).filter_map(cnp).collect()
-        }
-        _ => Vec::new(),
-    };
-    out.dedup();
-    out
-}
-
 /// "Admin policy X rule 'name' (priority 10)".
 fn describe(rule: &RuleRef) -> String {
     let tier = match rule.tier {
@@ -248,7 +218,7 @@ pub fn explain(
         if e.allows() == w.allows() {
             continue;
         }
-        let names = dry_run_policies(snapshot, w);
+        let names = evaluate::dry_run_policies(snapshot, w);
         let what = if w.allows() {
             "would be allowed by"
         } else {

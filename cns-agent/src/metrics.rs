@@ -258,7 +258,7 @@ impl Collector for DatapathCollector {
             for ((policy, dir, outcome), n) in crate::rollout::counts(&rows, &names) {
                 let labels: Labels = vec![
                     ("policy".into(), policy.to_string()),
-                    ("direction".into(), format!("{dir:?}").to_lowercase()),
+                    ("direction".into(), dir.as_str().into()),
                     ("outcome".into(), outcome.as_str().into()),
                 ];
                 ConstCounter::new(n).encode(dry.encode_family(&labels)?)?;

@@ -27,7 +27,7 @@ pub fn counts(
     rows: &[(cns_common::maps::DryRunCounterKey, u64)],
     names: &crate::names::Names,
 ) -> Counts {
-    use cns_common::{DIR_INGRESS, maps::DRY_RUN_WOULD_DROP};
+    use cns_common::maps::DRY_RUN_WOULD_DROP;
     let mut out = Counts::new();
     for name in names.dry_run_policies.values() {
         for dir in [Direction::Ingress, Direction::Egress] {
@@ -40,11 +40,7 @@ pub fn counts(
         let Some(name) = names.dry_run_policies.get(&k.policy) else {
             continue;
         };
-        let dir = if k.dir == DIR_INGRESS {
-            Direction::Ingress
-        } else {
-            Direction::Egress
-        };
+        let dir = Direction::from_dir(k.dir);
         let outcome = if k.outcome == DRY_RUN_WOULD_DROP {
             Outcome::WouldDrop
         } else {
@@ -103,6 +99,57 @@ pub struct Observation {
 
 /// Counter totals per (policy, direction, outcome), from `CNS_DRY_RUN_COUNTERS`.
 pub type Counts = BTreeMap<(Arc<str>, Direction, Outcome), u64>;
+
+/// Per policy, the live connections it would drop (it passed them: enforcing it would cut
+/// them), from conntrack.
+pub type Open = BTreeMap<Arc<str>, Vec<FlowKey>>;
+
+/// The live connections of `rows` by policy name (`names`: the current dry-run policies).
+pub fn open(rows: &[crate::datapath::DryRunOpen], names: &crate::names::Names) -> Open {
+    use crate::policy::model::DryRunCause;
+    // The local end of a connection: the destination into the pod, the source out of it.
+    let ep_id = |ip: std::net::IpAddr| {
+        names
+            .endpoints
+            .iter()
+            .find(|(_, e)| e.addrs.contains(ip))
+            .map(|(id, _)| *id)
+    };
+    let peer = |ip: std::net::IpAddr| {
+        names
+            .pods_by_ip
+            .get(&ip)
+            .map_or_else(|| ip.to_string(), ToString::to_string)
+    };
+    let mut out = Open::new();
+    for r in rows {
+        let direction = Direction::from_dir(r.dir);
+        let cause = if r.cause == cns_common::maps::NO_POLICY {
+            let local = match direction {
+                Direction::Ingress => r.dst,
+                Direction::Egress => r.src,
+            };
+            match ep_id(local) {
+                Some(ep) => DryRunCause::Isolation(ep, direction),
+                None => continue,
+            }
+        } else {
+            DryRunCause::Rule(r.cause)
+        };
+        let Some(name) = names.dry_run_causes.get(&cause) else {
+            continue;
+        };
+        out.entry(name.clone()).or_default().push(FlowKey {
+            direction,
+            outcome: Outcome::WouldDrop,
+            source: peer(r.src),
+            destination: peer(r.dst),
+            protocol: crate::events::protocol_name(r.proto).into(),
+            port: r.dport,
+        });
+    }
+    out
+}
 
 #[derive(Clone, Debug)]
 struct FlowStats {
@@ -190,6 +237,7 @@ impl Rollout {
         now: SystemTime,
         window: Duration,
         counts: &Counts,
+        open: &Open,
     ) -> Report {
         let policies = self
             .policies
@@ -210,7 +258,8 @@ impl Rollout {
                     w.drops_grew = Some(read);
                 }
                 w.unexplained = Some(unexplained);
-                policy_report(name, w, now, window, &count)
+                let open = open.get(name).map_or(&[][..], Vec::as_slice);
+                policy_report(name, w, now, window, &count, open)
             })
             .collect();
         Report {
@@ -227,6 +276,7 @@ fn policy_report(
     now: SystemTime,
     window: Duration,
     count: &dyn Fn(Direction, Outcome) -> u64,
+    open: &[FlowKey],
 ) -> PolicyReport {
     let cutoff = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
     let last_of = |outcome| {
@@ -251,6 +301,24 @@ fn policy_report(
         .collect();
     let watched = now.duration_since(w.since).unwrap_or_default();
     let verdict = match last_drop.filter(|t| *t >= cutoff) {
+        // Connections it would cut are open: however long ago they started.
+        _ if !open.is_empty() => {
+            let mut by_source: BTreeMap<&str, usize> = BTreeMap::new();
+            for k in open {
+                *by_source.entry(&k.source).or_default() += 1;
+            }
+            let (top, _) = by_source
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map_or(("", &0), |(s, n)| (*s, n));
+            Verdict {
+                state: State::NotSafe,
+                text: format!(
+                    "{} open connections it would cut (most from {top})",
+                    open.len()
+                ),
+            }
+        }
         Some(last) => {
             let ago = human(now.duration_since(last).unwrap_or_default());
             let mut by_source: BTreeMap<&str, u64> = BTreeMap::new();
@@ -309,6 +377,8 @@ fn policy_report(
             first_seen: first_of(Outcome::WouldAllow).map(rfc3339),
             last_seen: last_of(Outcome::WouldAllow).map(rfc3339),
         },
+        open_connections: open.len() as u64,
+        open_flows: open.iter().take(TOP_FLOWS).cloned().collect(),
         top_flows: top
             .into_iter()
             .take(TOP_FLOWS)
@@ -340,6 +410,9 @@ pub struct PolicyReport {
     pub watching_for: String,
     pub would_drop: Totals,
     pub would_allow: Totals,
+    /// Live connections it would drop (they passed; enforcing it cuts them), and some.
+    pub open_connections: u64,
+    pub open_flows: Vec<FlowKey>,
     /// The flows seen most often (events: a sample when rate-limited).
     pub top_flows: Vec<FlowReport>,
     pub verdict: Verdict,
@@ -407,6 +480,21 @@ pub fn render(r: &Report) -> String {
             p.would_allow.ingress,
             p.would_allow.egress
         );
+        for f in &p.open_flows {
+            let port = if f.port == 0 {
+                String::new()
+            } else {
+                format!(":{}", f.port)
+            };
+            _ = writeln!(
+                out,
+                "  open        {:<7} {} -> {}{port}/{} (connected; enforcing would cut it)",
+                f.direction.as_str(),
+                f.source,
+                f.destination,
+                f.protocol
+            );
+        }
         for f in &p.top_flows {
             let port = if f.flow.port == 0 {
                 String::new()
@@ -417,7 +505,7 @@ pub fn render(r: &Report) -> String {
                 out,
                 "  {:<11} {:<7} {} -> {}{port}/{} x{} (last {}){}",
                 f.flow.outcome.as_str(),
-                format!("{:?}", f.flow.direction).to_lowercase(),
+                f.flow.direction.as_str(),
                 f.flow.source,
                 f.flow.destination,
                 f.flow.protocol,
@@ -502,7 +590,7 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let mut counts = Counts::new();
         // Watched for 10 minutes, nothing yet: not yet safe.
-        let rep = r.report(at(600), at(600), hour, &counts);
+        let rep = r.report(at(600), at(600), hour, &counts, &Open::new());
         assert_eq!(rep.policies[0].verdict.state, State::Watching);
         assert!(
             rep.policies[0].verdict.text.contains("10m of 1h"),
@@ -514,7 +602,7 @@ mod tests {
         }
         r.observe(obs(P, "shop/web", Outcome::WouldDrop, at(1000)));
         counts.insert((P.into(), Direction::Ingress, Outcome::WouldDrop), 15);
-        let rep = r.report(at(1130 + 120), at(1130 + 120), hour, &counts);
+        let rep = r.report(at(1130 + 120), at(1130 + 120), hour, &counts, &Open::new());
         let p = &rep.policies[0];
         assert_eq!(p.verdict.state, State::NotSafe);
         assert_eq!(
@@ -526,9 +614,21 @@ mod tests {
         assert_eq!(p.top_flows[0].count, 14);
         // The traffic stops: within the hour still not safe; an hour after the last drop,
         // safe (the counters did not grow).
-        let rep = r.report(at(1130 + 3000), at(1130 + 3000), hour, &counts);
+        let rep = r.report(
+            at(1130 + 3000),
+            at(1130 + 3000),
+            hour,
+            &counts,
+            &Open::new(),
+        );
         assert_eq!(rep.policies[0].verdict.state, State::NotSafe);
-        let rep = r.report(at(1130 + 3600 + 60), at(1130 + 3600 + 60), hour, &counts);
+        let rep = r.report(
+            at(1130 + 3600 + 60),
+            at(1130 + 3600 + 60),
+            hour,
+            &counts,
+            &Open::new(),
+        );
         assert_eq!(rep.policies[0].verdict.state, State::Safe);
         assert_eq!(
             rep.policies[0].verdict.text,
@@ -543,21 +643,44 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let mut counts = Counts::new();
         assert_eq!(
-            r.report(at(7200), at(7200), hour, &counts).policies[0]
+            r.report(at(7200), at(7200), hour, &counts, &Open::new())
+                .policies[0]
                 .verdict
                 .state,
             State::Safe
         );
         counts.insert((P.into(), Direction::Egress, Outcome::WouldDrop), 3);
-        let rep = r.report(at(7300), at(7300), hour, &counts);
+        let rep = r.report(at(7300), at(7300), hour, &counts, &Open::new());
         assert_eq!(rep.policies[0].verdict.state, State::NotSafe);
         assert!(rep.policies[0].verdict.text.contains("counted"), "{rep:?}");
         // Would-be allows never make a policy unsafe.
         counts.insert((P.into(), Direction::Egress, Outcome::WouldAllow), 9);
         r.observe(obs(P, "x/y", Outcome::WouldAllow, at(10_900)));
-        let rep = r.report(at(11_000), at(11_000), hour, &counts);
+        let rep = r.report(at(11_000), at(11_000), hour, &counts, &Open::new());
         assert_eq!(rep.policies[0].verdict.state, State::Safe);
         assert_eq!(rep.policies[0].would_allow.egress, 9);
+    }
+
+    #[test]
+    fn an_open_connection_it_would_cut_is_never_safe() {
+        let mut r = Rollout::default();
+        r.watch(&BTreeSet::from([Arc::<str>::from(P)]), at(0));
+        let hour = Duration::from_secs(3600);
+        let open = Open::from([(
+            Arc::<str>::from(P),
+            vec![flow("shop/api", Outcome::WouldDrop)],
+        )]);
+        // Days later, no new flow: the pool opened before the window is still there.
+        let rep = r.report(at(90_000), at(90_000), hour, &Counts::new(), &open);
+        let p = &rep.policies[0];
+        assert_eq!(p.verdict.state, State::NotSafe);
+        assert_eq!(
+            p.verdict.text,
+            "1 open connections it would cut (most from shop/api)"
+        );
+        assert_eq!(p.open_connections, 1);
+        let rep = r.report(at(90_000), at(90_000), hour, &Counts::new(), &Open::new());
+        assert_eq!(rep.policies[0].verdict.state, State::Safe);
     }
 
     #[test]

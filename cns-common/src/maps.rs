@@ -385,6 +385,28 @@ pub struct DryRunDiff {
     pub cause: DryRunCause,
     /// The would-be verdict.
     pub would: Resolved,
+    /// `Event::dry_run_id`: the cause's rule or policy id, [`NO_POLICY`] for an isolation.
+    pub event_id: u32,
+}
+
+impl DryRunDiff {
+    /// No difference (`outcome` 0): a value with every byte set, for the programs (an
+    /// `Option` leaves its payload undefined, which the verifier refuses to copy).
+    pub const NONE: DryRunDiff = DryRunDiff {
+        outcome: 0,
+        cause: DryRunCause {
+            kind: 0,
+            dir: 0,
+            _pad: [0; 2],
+            id: 0,
+        },
+        would: Resolved {
+            allowed: true,
+            reason: 0,
+            policy_id: NO_POLICY,
+        },
+        event_id: 0,
+    };
 }
 
 /// Which dry-run policy makes the would-be verdict differ, from what the entries said in
@@ -416,24 +438,34 @@ pub fn dry_run_diff(
         _pad: [0; 2],
         id,
     };
-    let cause = if v.would_admin != v.admin {
-        rule(RULE_ADMIN | (v.would_admin & RULE_RANK_MASK))
-    } else if would_isolate && !isolated && !would.allowed {
-        DryRunCause {
-            kind: DRY_RUN_CAUSE_ISOLATION,
-            dir,
-            _pad: [0; 2],
-            id: ep_id,
-        }
-    } else if would_isolate {
-        rule(v.would_policy_id)
-    } else {
-        rule(RULE_BASELINE | (v.would_baseline & RULE_RANK_MASK))
-    };
+    // The would-be view's first Admin rule is a dry-run one that decides, or a dry-run Pass
+    // over an enforced rule that decides; a dry-run Pass where neither view's Admin tier
+    // decides changes nothing there.
+    let decides = |action: u8| action == ACTION_ACCEPT || action == ACTION_DENY;
+    let cause =
+        if v.would_admin != v.admin && (decides(v.would_admin_action) || decides(v.admin_action)) {
+            rule(RULE_ADMIN | (v.would_admin & RULE_RANK_MASK))
+        } else if would_isolate && !isolated && !would.allowed {
+            DryRunCause {
+                kind: DRY_RUN_CAUSE_ISOLATION,
+                dir,
+                _pad: [0; 2],
+                id: ep_id,
+            }
+        } else if would_isolate {
+            rule(v.would_policy_id)
+        } else {
+            rule(RULE_BASELINE | (v.would_baseline & RULE_RANK_MASK))
+        };
     Some(DryRunDiff {
         outcome,
         cause,
         would: *would,
+        event_id: if cause.kind == DRY_RUN_CAUSE_RULE {
+            cause.id
+        } else {
+            NO_POLICY
+        },
     })
 }
 
@@ -534,7 +566,11 @@ map_type! {
         /// packet is counted with one array access: 0 until the first packet that needs it
         /// looks it up (slot 0 is never allocated), [`NO_COUNTER`] when none was free.
         pub counter: u32,
-        pub _pad2: u32,
+        /// A dry-run policy would drop this flow (it passed: `policy rollout` reports it while
+        /// it lives, as enforcing the policy would cut it): its cause as
+        /// [`Event::dry_run_id`] says it ([`NO_POLICY`]: the isolation of the endpoint in the
+        /// key's direction); 0 for none (policy ids start at 1).
+        pub dry_run_drop: u32,
     } = 40
 }
 /// [`CtEntry::counter`] of a flow whose counter key found no free slot.
@@ -1254,6 +1290,15 @@ mod resolve_tests {
         assert_eq!(
             diff(false, false, &v),
             Some((DRY_RUN_WOULD_ALLOW, rule(RULE_BASELINE | 3)))
+        );
+        // A dry-run Pass that changes nothing is not blamed: the dry-run NetworkPolicy
+        // isolating the pod is, or the dry-run Baseline Deny.
+        let pass = dry(admin(4, ACTION_PASS));
+        assert_eq!(diff(false, true, &pass), Some((DRY_RUN_WOULD_DROP, iso)));
+        let v = pass.merge(&dry(baseline(6, ACTION_DENY)));
+        assert_eq!(
+            diff(false, false, &v),
+            Some((DRY_RUN_WOULD_DROP, rule(RULE_BASELINE | 6)))
         );
     }
 }

@@ -334,8 +334,11 @@ fn flag(dir: u8, ingress: u16, egress: u16) -> u16 {
     if dir == DIR_INGRESS { ingress } else { egress }
 }
 
-/// NetworkPolicy alone (no ClusterNetworkPolicy selects the endpoint in `dir`, so every
-/// entry is an allow): the remote's identity, then its address set.
+/// NetworkPolicy alone (no ClusterNetworkPolicy selects the endpoint in `dir`, nor a
+/// dry-run policy: every entry is an allow): the remote's identity, then its address set.
+/// An entry that allows nothing (a tier's or a dry-run policy's, met while the agent is
+/// between writing entries and the endpoint flags that send the endpoint the tiered way)
+/// is no allow.
 #[inline(always)]
 fn allowed_by<F: Family>(
     ep: &Endpoint,
@@ -344,14 +347,18 @@ fn allowed_by<F: Family>(
     remote_addr: &F::Addr,
     p: &Packet<F>,
 ) -> Option<u32> {
-    if let Some(v) = lookup(ep, dir, identity, p) {
+    if let Some(v) = lookup(ep, dir, identity, p)
+        && v.policy_id != NO_POLICY
+    {
         return Some(v.policy_id);
     }
     if ep.flags & flag(dir, EP_INGRESS_CIDRS, EP_EGRESS_CIDRS) == 0 {
         return None;
     }
     let set = F::cidr_identity(ep.ep_id, dir, remote_addr)?;
-    lookup(ep, dir, set, p).map(|v| v.policy_id)
+    lookup(ep, dir, set, p)
+        .map(|v| v.policy_id)
+        .filter(|id| *id != NO_POLICY)
 }
 
 /// The tiers (`cns_common::maps::resolve_merged`) on everything the entries of the
@@ -364,7 +371,7 @@ fn tiers<F: Family, const DRY_RUN: bool>(
     remote: &Remote,
     remote_addr: &F::Addr,
     p: &Packet<F>,
-) -> (Resolved, Option<DryRunDiff>) {
+) -> (Resolved, DryRunDiff) {
     let mut v = match lookup(ep, dir, remote.identity, p) {
         Some(v) => *v,
         None => PolicyValue::EMPTY,
@@ -392,15 +399,13 @@ fn tiers<F: Family, const DRY_RUN: bool>(
     let isolated = isolated(ep, dir);
     let r = resolve_merged(isolated, &v);
     if !DRY_RUN || ep.flags & EP_DRY_RUN == 0 {
-        return (r, None);
+        return (r, DryRunDiff::NONE);
     }
     let would_isolate =
         ep.flags & flag(dir, EP_INGRESS_WOULD_ISOLATE, EP_EGRESS_WOULD_ISOLATE) != 0;
     let w = resolve_merged(would_isolate, &v.would());
-    (
-        r,
-        dry_run_diff(isolated, would_isolate, &v, &r, &w, ep.ep_id, dir),
-    )
+    let diff = dry_run_diff(isolated, would_isolate, &v, &r, &w, ep.ep_id, dir);
+    (r, diff.unwrap_or(DryRunDiff::NONE))
 }
 
 const UNKNOWN_REMOTE: Remote = Remote {
@@ -450,8 +455,8 @@ pub struct Decision {
     pub dst_identity: u32,
     pub src_ns: u16,
     pub dst_ns: u16,
-    /// How a dry-run policy would change the verdict, if it would.
-    pub dry_run: Option<DryRunDiff>,
+    /// How a dry-run policy would change the verdict (`outcome` 0: it would not).
+    pub dry_run: DryRunDiff,
 }
 
 /// The slow path's decision (TC and XDP share it): IP cache, anti-spoofing (out of the pod,
@@ -476,7 +481,7 @@ pub fn decide<F: Family, const DRY_RUN: bool>(
     let remote = F::ipcache(&remote_addr).unwrap_or(&UNKNOWN_REMOTE);
 
     let mut policy_id = u32::MAX;
-    let mut dry_run = None;
+    let mut dry_run = DryRunDiff::NONE;
     // Dry-run policies take the tiered lookups: they resolve both views of the entries.
     let dry_run_flag = if DRY_RUN { EP_DRY_RUN } else { 0 };
     let tiered = ep.flags & (flag(dir, EP_INGRESS_TIERED, EP_EGRESS_TIERED) | dry_run_flag) != 0;
@@ -585,6 +590,21 @@ pub fn record<F: Family>(
         fragments::remember(p, dir, verdict, reason, d.src_ns, d.dst_ns);
     }
 
+    // A dry-run difference is counted for its policy. A would-be drop of a passing flow is
+    // an event of its own (verdict audit, the would-be reason and rule) and is remembered
+    // in the flow's conntrack entry; a would-be allow rides on the drop's (or audit's)
+    // event.
+    let (mut ev_verdict, mut ev_reason, mut ev_policy) = (verdict, d.reason, d.policy_id);
+    let mut dry_run_drop = 0;
+    if d.dry_run.outcome != 0 {
+        count_dry_run(&d.dry_run, dir);
+        if d.dry_run.outcome == DRY_RUN_WOULD_DROP {
+            dry_run_drop = d.dry_run.event_id;
+            ev_verdict = VERDICT_AUDIT;
+            ev_reason = d.dry_run.would.reason;
+            ev_policy = d.dry_run.would.policy_id;
+        }
+    }
     if verdict != VERDICT_DROPPED
         && !p.later_fragment
         && cfg.flags & CONFIG_NO_CONNTRACK_CREATE == 0
@@ -599,27 +619,10 @@ pub fn record<F: Family>(
             reason,
             policy_id: d.policy_id,
             counter: slot,
+            dry_run_drop,
             ..CtEntry::default()
         };
         conntrack::create(key, dir, p, &entry);
-    }
-    // A would-be drop of a passing flow is an event of its own: verdict audit, with the
-    // would-be reason and rule; a would-be allow rides on the drop's (or audit's) event.
-    let (mut ev_verdict, mut ev_reason, mut ev_policy) = (verdict, d.reason, d.policy_id);
-    let (mut dry, mut dry_id) = (0, 0);
-    if let Some(diff) = &d.dry_run {
-        count_dry_run(diff, dir);
-        dry = diff.outcome;
-        dry_id = if diff.cause.kind == cns_common::maps::DRY_RUN_CAUSE_RULE {
-            diff.cause.id
-        } else {
-            NO_POLICY
-        };
-        if diff.outcome == DRY_RUN_WOULD_DROP && verdict == VERDICT_FORWARDED {
-            ev_verdict = VERDICT_AUDIT;
-            ev_reason = diff.would.reason;
-            ev_policy = diff.would.policy_id;
-        }
     }
     let allowed_by_rule = d.reason == REASON_POLICY_ALLOWED && d.policy_id != u32::MAX;
     if ev_verdict != VERDICT_FORWARDED
@@ -643,9 +646,9 @@ pub fn record<F: Family>(
             src_ns: d.src_ns,
             dst_ns: d.dst_ns,
             policy_id: ev_policy,
-            dry_run: dry,
+            dry_run: d.dry_run.outcome,
             _pad: [0; 2],
-            dry_run_id: dry_id,
+            dry_run_id: d.dry_run.event_id,
         });
     }
     slot

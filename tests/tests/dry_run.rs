@@ -10,7 +10,7 @@ use cns_tests::{
     cluster::{Cluster, ONLY_BETA, SERVER},
     kernel_or_skip,
     netns::v6_of,
-    traffic::tcp_ok,
+    traffic::{in_netns, tcp_ok},
 };
 
 /// A dry-run deny-all for ingress to beta, which no policy isolates (blocking mode).
@@ -180,9 +180,26 @@ fn dry_run_denies_drop_nothing_and_report_every_would_be_drop() {
         assert_eq!(p["top_flows"][0]["source"], "gamma/client");
         assert_eq!(p["top_flows"][0]["destination"], "beta/other");
         assert_eq!(p["top_flows"][0]["port"], 8080);
-        // Two hours on, with no more offending traffic, the same report says safe (the
-        // report's clock, not a sleep).
+        // A connection it would cut, held open: not safe however long ago it started.
+        let (other, port) = (addr(c.beta_other.ip), 8090);
+        let held = in_netns(gamma, move || {
+            let mut s = std::net::TcpStream::connect((other, port)).expect("connect");
+            std::io::Write::write_all(&mut s, b"held").expect("write");
+            let mut buf = [0u8; 4];
+            std::io::Read::read_exact(&mut s, &mut buf).expect("echo");
+            s
+        });
         let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+        let report = rollout(&c, &["--since", "1h", "--at", &later.to_string()]);
+        let p = policy_report(&report, lockdown);
+        assert_eq!(p["verdict"]["state"], "not-safe", "{p:#}");
+        assert_eq!(p["open_connections"], 1, "{p:#}");
+        assert_eq!(p["open_flows"][0]["source"], "gamma/client");
+        assert_eq!(p["open_flows"][0]["port"], 8090);
+        // Closed, and two hours on with no more offending traffic, the same report says safe
+        // (the report's clock, not a sleep).
+        drop(held);
+        std::thread::sleep(SETTLE);
         let report = rollout(&c, &["--since", "1h", "--at", &later.to_string()]);
         let p = policy_report(&report, lockdown);
         assert_eq!(p["verdict"]["state"], "safe", "{p:#}");

@@ -235,11 +235,13 @@ impl Agent {
             .dry_run_counters()
             .map_err(|e| error_chain(&e))?;
         let counts = crate::rollout::counts(&counts, &names);
+        let open = self.datapath.dry_run_open().map_err(|e| error_chain(&e))?;
+        let open = crate::rollout::open(&open, &names);
         let mut r = self
             .rollout
             .lock()
             .map_err(|_| "the rollout summary is poisoned")?;
-        Ok(r.report(read, now, window, &counts))
+        Ok(r.report(read, now, window, &counts, &open))
     }
 
     /// The reply to one request (`sync_reply`: the outcome of this round's sync, if any).

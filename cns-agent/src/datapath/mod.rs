@@ -15,7 +15,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap},
     programs::{Program, ProgramError, SchedClassifier, Xdp},
 };
 use cns_common::maps::{
@@ -299,6 +299,58 @@ impl Datapath {
             .collect()
     }
 
+    /// The live connections a dry-run policy would drop (their conntrack entries say so,
+    /// `CtEntry::dry_run_drop`), both families, original direction only.
+    pub fn dry_run_open(&self) -> Result<Vec<DryRunOpen>, MapError> {
+        use cns_common::maps::{CONNTRACK, CONNTRACK6, CT_REPLY, CtEntry, CtKey, CtKey6};
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0);
+        // TCP FIN and RST bits: a closing connection is not one enforcing would cut.
+        const CLOSING: u8 = 0x01 | 0x04;
+        let live = |e: &CtEntry| {
+            e.dry_run_drop != 0
+                && e.flags & CT_REPLY == 0
+                && e.tcp_flags & CLOSING == 0
+                && e.expires_ns >= now
+        };
+        let open = |name: &str| -> Result<Map, MapError> {
+            Ok(Map::LruHashMap(MapData::from_pin(
+                self.maps_dir.join(name),
+            )?))
+        };
+        let mut out = Vec::new();
+        let v4: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(open(CONNTRACK)?)?;
+        for kv in v4.iter() {
+            let (k, e) = kv?;
+            if live(&e) {
+                out.push(DryRunOpen {
+                    cause: e.dry_run_drop,
+                    src: std::net::Ipv4Addr::from(u32::from_be(k.saddr)).into(),
+                    dst: std::net::Ipv4Addr::from(u32::from_be(k.daddr)).into(),
+                    proto: k.proto,
+                    dport: u16::from_be(k.dport),
+                    dir: k.dir,
+                });
+            }
+        }
+        let v6: HashMap<MapData, CtKey6, CtEntry> = HashMap::try_from(open(CONNTRACK6)?)?;
+        for kv in v6.iter() {
+            let (k, e) = kv?;
+            if live(&e) {
+                out.push(DryRunOpen {
+                    cause: e.dry_run_drop,
+                    src: std::net::Ipv6Addr::from(k.saddr).into(),
+                    dst: std::net::Ipv6Addr::from(k.daddr).into(),
+                    proto: k.proto,
+                    dport: u16::from_be(k.dport),
+                    dir: k.dir,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Forgets the counts of policies that are no longer dry-run (`keep`: the hashes of
     /// those that are).
     pub fn prune_dry_run_counters(
@@ -326,6 +378,19 @@ impl Datapath {
             .map(|i| Ok(self.stats.get(&i, 0)?.iter().sum()))
             .collect()
     }
+}
+
+/// A live connection a dry-run policy would drop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DryRunOpen {
+    /// `CtEntry::dry_run_drop`: the cause as an event's `dry_run_id` says it.
+    pub cause: u32,
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    pub proto: u8,
+    pub dport: u16,
+    /// `DIR_*` of the program that decided it.
+    pub dir: u8,
 }
 
 /// The dry-run policies' maps: the causes the agent writes, the counts the programs keep.

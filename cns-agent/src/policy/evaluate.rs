@@ -94,6 +94,36 @@ impl FlowVerdict {
     }
 }
 
+/// The dry-run policies a direction's would-be verdict names: the allowing, isolating or
+/// deciding policies that are dry-run.
+pub fn dry_run_policies(snapshot: &Snapshot, v: &DirectionVerdict) -> Vec<String> {
+    use crate::policy::mode::{cluster_policy_name, network_policy_name, policy_dry_run};
+    let np = |r: &ObjectRef| {
+        snapshot
+            .policies
+            .get(r)
+            .filter(|np| policy_dry_run(&np.metadata))
+            .map(|_| network_policy_name(&r.namespace, &r.name))
+    };
+    let cnp = |rule: &RuleRef| {
+        snapshot
+            .cluster_policies
+            .get(rule.policy.as_str())
+            .filter(|p| policy_dry_run(&p.metadata))
+            .map(|_| cluster_policy_name(&rule.policy))
+    };
+    let mut out: Vec<String> = match v {
+        DirectionVerdict::Allowed { by } => by.iter().filter_map(|(r, _)| np(r)).collect(),
+        DirectionVerdict::Denied { isolated_by } => isolated_by.iter().filter_map(np).collect(),
+        DirectionVerdict::Cluster { rule, passed } => {
+            passed.iter().chain([rule]).filter_map(cnp).collect()
+        }
+        _ => Vec::new(),
+    };
+    out.dedup();
+    out
+}
+
 /// `snapshot` without its dry-run policies (`mode::policy_dry_run`): what a flow's enforced
 /// verdict reads. Its would-be verdict reads `snapshot` as it is.
 pub fn enforced_only(snapshot: &Snapshot) -> Snapshot {

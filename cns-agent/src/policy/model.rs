@@ -261,6 +261,25 @@ pub enum Direction {
     Egress,
 }
 
+impl Direction {
+    /// The datapath's `DIR_*` byte (anything but `DIR_INGRESS` is egress).
+    pub fn from_dir(dir: u8) -> Self {
+        if dir == cns_common::DIR_INGRESS {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        }
+    }
+
+    /// `ingress` or `egress`, as metrics and reports label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{
     addr::PodAddrs,
-    evaluate::{DirectionVerdict, Flow, enforced_only, evaluate},
+    evaluate::{DirectionVerdict, Flow, dry_run_policies, enforced_only, evaluate},
     fixtures::{NODE, NODE_IP, NODE_IP6, node, snapshot},
     incremental::Compiler,
     incremental::compile,
@@ -725,11 +725,41 @@ fn check_views(snap: &Snapshot, flows: Vec<FlowPick>) -> Result<(), TestCaseErro
         let (we, wi) = (simulated.would_egress, simulated.would_ingress);
         check_direction("would egress", &flow, flow.src, we, &w.egress, &index)?;
         check_direction("would ingress", &flow, flow.dst, wi, &w.ingress, &index)?;
-        prop_assert!(
-            simulated.causes_known,
-            "{:?}: a difference of unknown cause",
-            flow
-        );
+        // Each difference is charged to a dry-run policy the would-be verdict names (when
+        // it names one: a dry-run Pass before an enforced rule is not named there).
+        for (what, changed, cause, would) in [
+            (
+                "egress",
+                we != simulated.egress,
+                &simulated.egress_cause,
+                &w.egress,
+            ),
+            (
+                "ingress",
+                wi != simulated.ingress,
+                &simulated.ingress_cause,
+                &w.ingress,
+            ),
+        ] {
+            if !changed {
+                continue;
+            }
+            let Some(cause) = cause else {
+                return Err(TestCaseError::fail(format!(
+                    "{what} {flow:?}: a difference of unknown cause"
+                )));
+            };
+            let named = dry_run_policies(snap, would);
+            prop_assert!(
+                named.is_empty() || named.iter().any(|n| **n == **cause),
+                "{} {:?}: charged to {} but the would-be verdict {:?} names {:?}",
+                what,
+                flow,
+                cause,
+                would,
+                named
+            );
+        }
     }
     Ok(())
 }

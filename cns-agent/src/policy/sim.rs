@@ -4,7 +4,7 @@
 //! identity the longest-prefix match of the remote address yields, and the tiers on both
 //! (`cns_common::maps::resolve_merged`, the datapath's own function).
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use cns_common::{
     IDENTITY_HOST, IDENTITY_NAMESPACE_BASE, IDENTITY_WORLD, NS_WORLD,
@@ -23,25 +23,28 @@ use super::{
 
 /// Per direction: `None` when the local address is no endpoint, else whether it passes;
 /// `would_*`: the same in the would-be view (dry-run policies too).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimVerdict {
     pub egress: Option<bool>,
     pub ingress: Option<bool>,
     pub would_egress: Option<bool>,
     pub would_ingress: Option<bool>,
-    /// Every difference between the views has its cause in `Desired::dry_run_causes`.
-    pub causes_known: bool,
+    /// Where the views differ: the dry-run policy the datapath names (`None` when
+    /// `Desired::dry_run_causes` does not know the cause).
+    pub egress_cause: Option<Arc<str>>,
+    pub ingress_cause: Option<Arc<str>>,
 }
 
 pub fn sim(desired: &Desired, flow: &Flow) -> SimVerdict {
     let e = direction(desired, flow, Direction::Egress);
     let i = direction(desired, flow, Direction::Ingress);
     SimVerdict {
-        egress: e.map(|v| v.0),
-        ingress: i.map(|v| v.0),
-        would_egress: e.map(|v| v.1),
-        would_ingress: i.map(|v| v.1),
-        causes_known: e.is_none_or(|v| v.2) && i.is_none_or(|v| v.2),
+        egress: e.as_ref().map(|v| v.0),
+        ingress: i.as_ref().map(|v| v.0),
+        would_egress: e.as_ref().map(|v| v.1),
+        would_ingress: i.as_ref().map(|v| v.1),
+        egress_cause: e.and_then(|v| v.2),
+        ingress_cause: i.and_then(|v| v.2),
     }
 }
 
@@ -49,8 +52,12 @@ fn endpoint(desired: &Desired, ip: IpAddr) -> Option<&LocalEndpoint> {
     desired.endpoints.values().find(|ep| ep.addrs.contains(ip))
 }
 
-/// (enforced verdict, would-be verdict, whether a difference's cause is known).
-fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<(bool, bool, bool)> {
+/// (enforced verdict, would-be verdict, the dry-run policy named for a difference).
+fn direction(
+    desired: &Desired,
+    flow: &Flow,
+    dir: Direction,
+) -> Option<(bool, bool, Option<Arc<str>>)> {
     let (local, remote) = match dir {
         Direction::Egress => (flow.src, flow.dst),
         Direction::Ingress => (flow.dst, flow.src),
@@ -69,14 +76,14 @@ fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<(bool, bo
         ),
     };
     if !isolated && !tiered && !ep.dry_run {
-        return Some((true, true, true));
+        return Some((true, true, None));
     }
     let (identity, ns) = desired
         .ipcache
         .get(&remote)
         .map_or((IDENTITY_WORLD, NS_WORLD), |r| (r.identity, r.ns_id));
     if dir == Direction::Ingress && identity == IDENTITY_HOST {
-        return Some((true, true, true));
+        return Some((true, true, None));
     }
     // The longest match: a port range (they never overlap), the protocol, any protocol.
     let lookup = |identity: u32| {
@@ -108,18 +115,18 @@ fn direction(desired: &Desired, flow: &Flow, dir: Direction) -> Option<(bool, bo
     }
     let e = resolve_merged(isolated, &v);
     if !ep.dry_run {
-        return Some((e.allowed, e.allowed, true));
+        return Some((e.allowed, e.allowed, None));
     }
     let w = resolve_merged(would_isolate, &v.would());
     let d = encode::dir(dir);
-    let known = dry_run_diff(isolated, would_isolate, &v, &e, &w, ep.ep_id, d).is_none_or(|d| {
+    let cause = dry_run_diff(isolated, would_isolate, &v, &e, &w, ep.ep_id, d).and_then(|d| {
         let cause = match d.cause.kind {
             DRY_RUN_CAUSE_RULE => DryRunCause::Rule(d.cause.id),
             _ => DryRunCause::Isolation(d.cause.id, dir),
         };
-        desired.dry_run_causes.contains_key(&cause)
+        desired.dry_run_causes.get(&cause).cloned()
     });
-    Some((e.allowed, w.allowed, known))
+    Some((e.allowed, w.allowed, cause))
 }
 
 fn port_matches(m: &PortMatch, proto: u8, port: u16) -> bool {
