@@ -297,10 +297,12 @@ fn kernel_chart(report: &Value) -> Option<Chart> {
             stat(&r["ns_per_packet"])?.median,
         ))
     }
-    // IPv4's rows (the IPv6 ones have a table of their own).
+    // IPv4's rows on the NetworkPolicy-only datapath (the IPv6 ones and those with
+    // ClusterNetworkPolicies or dry-run policies have tables of their own).
     let rows: Vec<_> = results
         .iter()
         .filter(|r| r["family"].as_str() != Some("IPv6"))
+        .filter(|r| r["cluster_policies"] != true && r["dry_run"] != true)
         .filter_map(row)
         .collect();
     // Each policy size at the largest IP cache measured with it.
@@ -567,6 +569,12 @@ mod tests {
             kernel.push(kernel_row(p, ipc, PROG_TO_POD, Case::Established, 70.0));
             kernel.push(kernel_row(p, ipc, PROG_TO_POD, Case::NewDenied, 150.0));
             kernel.push(kernel_row(p, ipc, PROG_XDP, Case::NewDenied, 120.0));
+            // The other datapaths' rows are not drawn.
+            for other in ["cluster_policies", "dry_run"] {
+                let mut r = kernel_row(p, ipc, PROG_TO_POD, Case::NewAllowed, 90.0);
+                r[other] = json!(true);
+                kernel.push(r);
+            }
         }
         json!({
             "kernel": {"results": kernel},
@@ -626,7 +634,7 @@ mod tests {
         ] {
             assert!(kernel.contains(name), "kernel chart lacks {name}");
         }
-        // Nothing measured, nothing drawn.
+        // Nothing measured, nothing drawn (new allowed only on the other datapaths).
         assert!(!kernel.contains("new allowed"));
         assert!(!kernel.contains("random keys"));
         assert!(!kernel.contains("empty XDP program"));

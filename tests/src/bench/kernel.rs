@@ -29,6 +29,13 @@
 //! on IPv6 packets as well, interleaved with the IPv4 ones; each IPv6 row gives its per-trial
 //! ratio to the same IPv4 row (target: within 1.3x). The floors are IPv4 programs.
 //!
+//! Other datapaths ([`Policies`]): beside the NetworkPolicy-only one, a datapath whose pod
+//! under test ClusterNetworkPolicies also select ([`desired_tiered`], issue 14) and one whose
+//! pod under test a dry-run policy also selects ([`desired_dry_run`], issue 15) run the TC
+//! cases on the same IPv4 packets, interleaved in every trial; each such row gives its
+//! per-trial ratio to the same row on the NetworkPolicy-only datapath (targets: within 1.2x
+//! and 1.1x for new flows).
+//!
 //! Two key patterns: "repeated" (one packet, `repeat` runs in the kernel: every lookup hits
 //! the same, cache-hot key) and "random" (a few thousand different flows spread over the
 //! maps, one run each: lookups walk cold parts of the hash tables and tries; each run then
@@ -112,6 +119,10 @@ pub enum Case {
     DeniedFlood,
     /// XDP only: a packet for an address that is not a local pod.
     PassThrough,
+    /// A new allowed flow (TC, IPv4) that the dry-run policy of [`desired_dry_run`] would
+    /// drop (an odd remote on port 1024). On the NetworkPolicy-only datapath, the same
+    /// packets: new allowed flows.
+    WouldDrop,
 }
 
 impl Case {
@@ -132,6 +143,7 @@ impl Case {
             Case::AuditDrop => "audit would-be drop",
             Case::DeniedFlood => "denied flood (deny cache)",
             Case::PassThrough => "not for a local pod",
+            Case::WouldDrop => "new allowed, dry run would drop",
         }
     }
 
@@ -140,6 +152,14 @@ impl Case {
 
     /// The TC cases also measured with ClusterNetworkPolicies selecting the endpoint.
     pub const TIERED: [Case; 3] = [Case::Established, Case::NewAllowed, Case::NewDenied];
+
+    /// The TC cases also measured with a dry-run policy selecting the endpoint.
+    pub const DRY_RUN: [Case; 4] = [
+        Case::Established,
+        Case::NewAllowed,
+        Case::NewDenied,
+        Case::WouldDrop,
+    ];
 
     /// The cases of `cns_xdp`.
     pub const XDP: [Case; 6] = [
@@ -227,6 +247,29 @@ impl Keys {
     }
 }
 
+/// The datapath a row runs on: what its maps were filled from (each in a pin directory of
+/// its own, all loaded at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Policies {
+    /// [`desired`]: NetworkPolicy only, the base the others are compared with.
+    NetworkPolicy,
+    /// [`desired_tiered`]: ClusterNetworkPolicies of both tiers select the pod under test too.
+    Cluster,
+    /// [`desired_dry_run`]: a dry-run policy selects the pod under test too.
+    DryRun,
+}
+
+impl Policies {
+    /// `bench.json`'s `datapath`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Policies::NetworkPolicy => "networkpolicy_only",
+            Policies::Cluster => "cluster_policies",
+            Policies::DryRun => "dry_run",
+        }
+    }
+}
+
 /// What one (program, case, keys) measured at one size.
 #[derive(Clone, Debug)]
 pub struct Measure {
@@ -248,10 +291,10 @@ pub struct Measure {
     pub v6: bool,
     /// An IPv6 row, per trial: this / the same program and case on IPv4.
     pub vs_v4: Option<Summary>,
-    /// The endpoint is selected by ClusterNetworkPolicies (a second datapath filled with
-    /// [`desired_tiered`]).
-    pub tiered: bool,
-    /// A tiered row, per trial: this / the same program and case without them.
+    /// The datapath this row ran on.
+    pub policies: Policies,
+    /// A row on another datapath than NetworkPolicy only, per trial: this / the same
+    /// program and case (the same packets) on the NetworkPolicy-only one.
     pub vs_np: Option<Summary>,
 }
 
@@ -284,7 +327,9 @@ impl Measure {
             "reference_floor_target": floor_target(self.program, self.case),
             "family": if self.v6 { "IPv6" } else { "IPv4" },
             "ratio_to_ipv4": self.vs_v4.map(|s| s.json()),
-            "cluster_policies": self.tiered,
+            "datapath": self.policies.key(),
+            "cluster_policies": self.policies == Policies::Cluster,
+            "dry_run": self.policies == Policies::DryRun,
             "ratio_to_networkpolicy_only": self.vs_np.map(|s| s.json()),
         })
     }
@@ -533,6 +578,115 @@ pub fn desired_tiered(size: Size, fold: bool) -> Desired {
     d
 }
 
+/// The target of a new flow to a pod with dry-run policies against the same flow without
+/// them (issue 15: "a new flow to a pod with dry-run policies costs within 1.1x of one
+/// without").
+pub const DRY_RUN_TARGET: f64 = 1.1;
+
+/// The dry-run ClusterNetworkPolicy of [`desired_dry_run`]: its name and its priority.
+const DRY_RUN_POLICY: &str = "deny-legacy";
+const DRY_RUN_PRIORITY: u32 = 10;
+
+/// Its rule's rank (the first rule of each direction of the only policy of its priority),
+/// numbered as `policy::tiers::ranked` does.
+const DRY_RUN_RANK: u32 = DRY_RUN_PRIORITY << 16;
+
+/// Whether the dry-run policy of [`desired_dry_run`] would drop what the rules allow from
+/// (or to) remote `r` on port 1024: every other remote, the odd ones.
+fn would_drop_remote(r: usize) -> bool {
+    r % 2 == 1
+}
+
+/// How many remotes [`Case::WouldDrop`]'s flows come from: the odd ones below both the IP
+/// cache's remotes and endpoint 1's rule count per direction (remote `r` of those has rule
+/// `m = r`, on port 1024).
+fn would_drop_remotes(size: Size) -> usize {
+    (size.ipcache.min(ep1_rules(size)) / 2).max(1)
+}
+
+/// [`desired`] with a dry-run policy (issue 15: annotated `cns.io/policy-audit-mode:
+/// "true"`) that tightens the pod under test: the Admin ClusterNetworkPolicy `deny-legacy`
+/// (priority 10, selecting the server), one rule per direction that would deny TCP port
+/// 1024 from (ingress) and to (egress) every other remote the enforced rules allow (the odd
+/// ones, as if those pods carried a `legacy` label). A tightening is a ClusterNetworkPolicy
+/// Deny: NetworkPolicies only add allows, so a dry-run NetworkPolicy can widen what a pod
+/// already isolated admits but not narrow it. Enforcement is unchanged: the entries' enforced
+/// view is [`desired`]'s, and the pod is isolated by NetworkPolicy as there; it is `dry_run`
+/// and would be isolated in both directions, so TC takes the tiered lookups for it and
+/// resolves both views of each entry (`decide::<_, true>`). As the compiler writes it
+/// (`policy::compile`): the Deny is in the would-be view only (`RuleValue::dry_run`), merged
+/// into the remote's entry for TCP 1024, which every allowed remote has (remote `r` has rule
+/// `m = r` on port 1024), so the map holds the same keys as [`desired`]'s; every entry of the
+/// pod by remote identity includes its namespace's and address set's (there are none:
+/// `EndpointOut::fold` on an endpoint with dry-run policies); the rule, the cause of a
+/// difference and the policy are named (`cluster_rules`, `dry_run_causes`,
+/// `dry_run_policies`: `CNS_DRY_RUN_CAUSES` maps the cause to the policy's hash).
+///
+/// So the flows of [`variants`]: unchanged by the dry-run policy, established flows
+/// (conntrack), new denied ones (port 9: denied in both views) and new allowed ones from an
+/// even remote or on another port (the repeated key: remote 0); and new allowed flows from
+/// an odd remote on port 1024 ([`Case::WouldDrop`], and about half of new allowed's random
+/// keys where every rule of endpoint 1 is on port 1024, i.e. policy entries <= 4 x ipcache
+/// entries), which pass but would be dropped: each one counts a dry-run counter and emits an
+/// audit event (within the event rate limit of the case's `Config`).
+pub fn desired_dry_run(size: Size) -> Desired {
+    use cns_agent::policy::{
+        cluster::{Action, Tier},
+        model::{ClusterRuleName, DryRunCause, TierRule},
+    };
+    use cns_common::maps::{INCLUDES_ADDRESS, INCLUDES_NAMESPACE, RULE_ADMIN};
+    let mut d = desired(size);
+    if let Some(ep) = d.endpoints.get_mut(&ObjectRef::new("bench", "server")) {
+        ep.dry_run = true;
+        ep.ingress_would_isolate = true;
+        ep.egress_would_isolate = true;
+    }
+    let deny = RuleValue {
+        admin: Some(TierRule {
+            rank: DRY_RUN_RANK,
+            action: Action::Deny,
+        }),
+        ..RuleValue::default()
+    }
+    .dry_run();
+    let port = PortMatch {
+        proto: Some(Protocol::Tcp),
+        ports: Some(PortRange {
+            start: RULE_PORT_BASE,
+            end: RULE_PORT_BASE,
+        }),
+    };
+    for (k, v) in d.rules.iter_mut().filter(|(k, _)| k.ep_id == 1) {
+        v.includes = INCLUDES_NAMESPACE | INCLUDES_ADDRESS;
+        let remote = k.identity.checked_sub(remote_identity(0));
+        if k.ports == port && remote.is_some_and(|r| would_drop_remote(r as usize)) {
+            *v = v.merge(deny);
+        }
+    }
+    let policy: std::sync::Arc<str> =
+        cns_agent::policy::mode::cluster_policy_name(DRY_RUN_POLICY).into();
+    let id = RULE_ADMIN | DRY_RUN_RANK;
+    for (dir, rule) in [
+        (Direction::Ingress, "from-legacy"),
+        (Direction::Egress, "to-legacy"),
+    ] {
+        d.cluster_rules.insert(
+            (dir, id),
+            ClusterRuleName {
+                policy: DRY_RUN_POLICY.into(),
+                tier: Tier::Admin,
+                priority: DRY_RUN_PRIORITY as i32,
+                rule: rule.into(),
+                action: Action::Deny,
+            },
+        );
+    }
+    d.dry_run_causes
+        .insert(DryRunCause::Rule(id), policy.clone());
+    d.dry_run_policies.insert(policy);
+    d
+}
+
 fn load(size: Size) -> anyhow::Result<(Loaded, MapContents)> {
     let (loaded, contents) = load_desired(desired(size))?;
     anyhow::ensure!(
@@ -549,22 +703,7 @@ fn load_desired(desired: Desired) -> anyhow::Result<(Loaded, MapContents)> {
     cns_agent::paths::prepare_pin_dir(&pin_dir)?;
     let dp = Datapath::load(&pin_dir)?;
     let mut loaded = Loaded { dp, pin_dir };
-    let mut ifindexes = BTreeMap::from([(ObjectRef::new("bench", "server"), 1)]);
-    for k in 0..OTHER_ENDPOINTS {
-        ifindexes.insert(ObjectRef::new("bench", format!("pod{k}")), 1000 + k);
-    }
-    // As the agent plans a cold sync: everything against empty maps.
-    let mut planner = Planner::default();
-    let ops = planner
-        .plan(
-            &desired,
-            &ifindexes,
-            &MapContents::default(),
-            None,
-            Scope::WHOLE,
-        )
-        .ops;
-    let contents = planner.intended().clone();
+    let (ops, contents) = plan(&desired);
     let failed = reconcile::apply(&mut loaded.dp, &ops);
     if let Some(f) = failed.first() {
         anyhow::bail!(
@@ -574,6 +713,27 @@ fn load_desired(desired: Desired) -> anyhow::Result<(Loaded, MapContents)> {
         );
     }
     Ok((loaded, contents))
+}
+
+/// The agent's plan for `desired` on a cold start (every write against empty maps), and
+/// the maps' contents it intends.
+fn plan(desired: &Desired) -> (Vec<reconcile::MapOp>, MapContents) {
+    let mut ifindexes = BTreeMap::from([(ObjectRef::new("bench", "server"), 1)]);
+    for k in 0..OTHER_ENDPOINTS {
+        ifindexes.insert(ObjectRef::new("bench", format!("pod{k}")), 1000 + k);
+    }
+    // As the agent plans a cold sync: everything against empty maps.
+    let mut planner = Planner::default();
+    let ops = planner
+        .plan(
+            desired,
+            &ifindexes,
+            &MapContents::default(),
+            None,
+            Scope::WHOLE,
+        )
+        .ops;
+    (ops, planner.intended().clone())
 }
 
 const TCP_SYN: u8 = 0x02;
@@ -660,8 +820,8 @@ struct Variant {
     case: Case,
     /// IPv6 packets.
     v6: bool,
-    /// Runs on the datapath whose endpoint ClusterNetworkPolicies select.
-    tiered: bool,
+    /// The datapath it runs on.
+    policies: Policies,
     /// A floor's variant: the cns program whose packets it runs.
     of: Option<&'static str>,
     /// Repeated: one packet. Random: many.
@@ -674,16 +834,22 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
         program: PROG_EMPTY,
         case: Case::Empty,
         v6: false,
-        tiered: false,
+        policies: Policies::NetworkPolicy,
         of: None,
         repeated: packet(PROG_TO_POD, Case::Empty, 0, RULE_PORT_BASE, 1, false),
         random: (0..random_flows)
             .map(|i| packet(PROG_TO_POD, Case::Empty, i % size.ipcache, 80, 1, false))
             .collect(),
     }];
-    // IPv4's every case, then IPv6's (its source ports apart, so no conntrack entry is
-    // shared; the families have separate conntrack maps anyway).
-    let tc_cases = [(false, &Case::ALL[1..]), (true, &Case::IPV6[..])];
+    // IPv4's every case (and the flows the dry-run policy would drop, here new allowed
+    // flows), then IPv6's (its source ports apart, so no conntrack entry is shared; the
+    // families have separate conntrack maps anyway).
+    let v4_cases: Vec<Case> = Case::ALL[1..]
+        .iter()
+        .copied()
+        .chain([Case::WouldDrop])
+        .collect();
+    let tc_cases = [(false, &v4_cases[..]), (true, &Case::IPV6[..])];
     for (v6, cases) in tc_cases {
         for program in [PROG_TO_POD, PROG_FROM_POD] {
             for case in cases {
@@ -693,6 +859,12 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
                     match case {
                         Case::NewDenied | Case::AuditDrop => {
                             (rng.below(size.ipcache as u64) as usize, DENIED_PORT)
+                        }
+                        // The odd remotes' rules `m = r` on port 1024 (`k = 0`: remote 1).
+                        Case::WouldDrop => {
+                            let r = 2 * (k % would_drop_remotes(size)) + 1;
+                            debug_assert!(would_drop_remote(r));
+                            allowed_flow(size, r)
                         }
                         _ => allowed_flow(size, k),
                     }
@@ -710,7 +882,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
                     program,
                     case,
                     v6,
-                    tiered: false,
+                    policies: Policies::NetworkPolicy,
                     of: None,
                     repeated,
                     random,
@@ -754,7 +926,7 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
                     program: PROG_XDP,
                     case,
                     v6,
-                    tiered: false,
+                    policies: Policies::NetworkPolicy,
                     of: None,
                     repeated: pkt(0, 30000),
                     random: (0..random_flows)
@@ -770,26 +942,32 @@ fn variants(size: Size, random_flows: usize, rng: &mut Rng) -> Vec<Variant> {
         };
         out.push(v);
     }
-    // The TC cases on the tiered datapath, on the same packets as without (IPv4).
-    let tiered: Vec<Variant> = out
-        .iter()
-        .filter(|v| {
-            matches!(v.program, PROG_TO_POD | PROG_FROM_POD)
-                && !v.v6
-                && Case::TIERED.contains(&v.case)
-        })
-        .map(|v| Variant {
-            tiered: true,
-            ..v.clone_as(v.program)
-        })
-        .collect();
-    out.extend(tiered);
+    // The TC cases on the other datapaths, on the same packets as without (IPv4).
+    for (policies, cases) in [
+        (Policies::Cluster, &Case::TIERED[..]),
+        (Policies::DryRun, &Case::DRY_RUN[..]),
+    ] {
+        let on: Vec<Variant> = out
+            .iter()
+            .filter(|v| {
+                matches!(v.program, PROG_TO_POD | PROG_FROM_POD)
+                    && !v.v6
+                    && v.policies == Policies::NetworkPolicy
+                    && cases.contains(&v.case)
+            })
+            .map(|v| Variant {
+                policies,
+                ..v.clone_as(v.program)
+            })
+            .collect();
+        out.extend(on);
+    }
     // Each path with a reference floor is followed by its floor on the same packets, so the
     // two run back to back in every trial.
     let mut with_floors = Vec::with_capacity(out.len() * 2);
     for v in out {
         let floor = floor_of(v.program, v.case)
-            .filter(|_| !v.v6 && !v.tiered)
+            .filter(|_| !v.v6 && v.policies == Policies::NetworkPolicy)
             .map(|f| Variant {
                 of: Some(v.program),
                 ..v.clone_as(f)
@@ -806,7 +984,7 @@ impl Variant {
             program,
             case: self.case,
             v6: self.v6,
-            tiered: self.tiered,
+            policies: self.policies,
             of: self.of,
             repeated: self.repeated.clone(),
             random: self.random.clone(),
@@ -830,6 +1008,8 @@ struct Programs<'a> {
     dp: &'a Datapath,
     /// The datapath of [`desired_tiered`].
     tiered: &'a Datapath,
+    /// The datapath of [`desired_dry_run`].
+    dry_run: &'a Datapath,
     xdp_empty: &'a RawXdp,
     floors: &'a Floors,
 }
@@ -837,11 +1017,15 @@ struct Programs<'a> {
 impl Programs<'_> {
     fn run_once(&self, v: &Variant, pkt: &[u8], repeat: u32) -> anyhow::Result<(i32, Duration)> {
         let program = v.program;
-        if v.tiered {
-            return self
-                .tiered
+        let other = match v.policies {
+            Policies::NetworkPolicy => None,
+            Policies::Cluster => Some(self.tiered),
+            Policies::DryRun => Some(self.dry_run),
+        };
+        if let Some(dp) = other {
+            return dp
                 .test_run_repeat(program, pkt, repeat)
-                .map_err(|e| anyhow::anyhow!("test run of {program} (tiered): {e}"));
+                .map_err(|e| anyhow::anyhow!("test run of {program} ({}): {e}", v.policies.key()));
         }
         if program == XDP_EMPTY {
             return self
@@ -869,22 +1053,28 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
     let mut out = Vec::new();
     for (si, &size) in params.sizes.iter().enumerate() {
         let t0 = Instant::now();
-        let (mut loaded, contents) = load(size)?;
-        let (mut tiered, _) = load_desired(desired_tiered(size, true))?;
+        let (loaded, contents) = load(size)?;
+        // One datapath per `Policies`, in its order.
+        let mut dps = [
+            loaded,
+            load_desired(desired_tiered(size, true))?.0,
+            load_desired(desired_dry_run(size))?.0,
+        ];
         let mut rng = Rng::new(0x5eed + si as u64);
         let variants = variants(size, params.random_flows, &mut rng);
         let floors = fill_floors(&contents, &variants)?;
         // Established flows: one packet through each TC program (conntrack on) creates the
         // entries; `cns_xdp` then runs on `cns_to_pod`'s packets and finds them.
-        loaded.dp.set_config(&Case::Established.config())?;
         let tc_established = || {
             variants.iter().filter(|v| {
                 v.case == Case::Established && matches!(v.program, PROG_TO_POD | PROG_FROM_POD)
             })
         };
-        tiered.dp.set_config(&Case::Established.config())?;
+        for l in &mut dps {
+            l.dp.set_config(&Case::Established.config())?;
+        }
         for v in tc_established() {
-            let dp = if v.tiered { &tiered.dp } else { &loaded.dp };
+            let dp = &dps[v.policies as usize].dp;
             for pkt in std::iter::once(&v.repeated).chain(&v.random) {
                 let (verdict, _) = dp.test_run_repeat(v.program, pkt, 1)?;
                 anyhow::ensure!(
@@ -897,14 +1087,34 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         // Sanity: every established flow has its two conntrack entries (so the established
         // case really takes the fast path).
         let want = tc_established()
-            .filter(|v| !v.tiered)
+            .filter(|v| v.policies == Policies::NetworkPolicy)
             .map(|v| 2 * (1 + v.random.len()))
             .sum::<usize>();
-        let have = conntrack_entries(&loaded.pin_dir)?;
+        let have = conntrack_entries(&dps[Policies::NetworkPolicy as usize].pin_dir)?;
         anyhow::ensure!(
             have == want,
             "conntrack holds {have} entries after the warm-up, expected {want}"
         );
+        // Sanity: on the dry-run datapath, a new flow the dry-run policy would drop counts
+        // one difference and the others none (so its rows measure what they say).
+        let dry_run = &mut dps[Policies::DryRun as usize].dp;
+        for v in variants
+            .iter()
+            .filter(|v| v.policies == Policies::DryRun && v.case != Case::Established)
+        {
+            dry_run.set_config(&v.case.config())?;
+            let before = dry_run_differences(dry_run)?;
+            let (verdict, _) = dry_run.test_run_repeat(v.program, &v.repeated, 1)?;
+            let counted = dry_run_differences(dry_run)? - before;
+            let want = u64::from(v.case == Case::WouldDrop);
+            anyhow::ensure!(
+                v.case.expected(v.program) == Some(verdict) && counted == want,
+                "{} {} with dry-run policies: verdict {verdict}, {counted} dry-run differences counted, expected {:?} and {want}",
+                v.program,
+                v.case.name(),
+                v.case.expected(v.program),
+            );
+        }
         progress(&format!(
             "kernel: {} policy entries, {} ipcache entries: loaded and filled in {:.1}s",
             size.policy,
@@ -915,14 +1125,11 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         let mut ns: Vec<[Vec<f64>; 2]> = variants.iter().map(|_| [vec![], vec![]]).collect();
         for _trial in 0..params.trials {
             for (vi, v) in variants.iter().enumerate() {
-                if v.tiered {
-                    tiered.dp.set_config(&v.case.config())?;
-                } else {
-                    loaded.dp.set_config(&v.case.config())?;
-                }
+                dps[v.policies as usize].dp.set_config(&v.case.config())?;
                 let progs = Programs {
-                    dp: &loaded.dp,
-                    tiered: &tiered.dp,
+                    dp: &dps[Policies::NetworkPolicy as usize].dp,
+                    tiered: &dps[Policies::Cluster as usize].dp,
+                    dry_run: &dps[Policies::DryRun as usize].dp,
                     xdp_empty: &xdp_empty,
                     floors: &floors,
                 };
@@ -951,7 +1158,11 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         }
         let index_in = |program: &str, case: Case, v6: bool| {
             variants.iter().position(|v| {
-                v.program == program && v.case == case && v.of.is_none() && v.v6 == v6 && !v.tiered
+                v.program == program
+                    && v.case == case
+                    && v.of.is_none()
+                    && v.v6 == v6
+                    && v.policies == Policies::NetworkPolicy
             })
         };
         let index = |program: &str, case: Case| index_in(program, case, false);
@@ -996,15 +1207,17 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                     vs_tc: tc_twin.map(|t| per_trial(vi, t, ki)),
                     of: v.of,
                     vs_floor: floor_index(v.program, v.case)
-                        .filter(|_| v.of.is_none() && !v.v6 && !v.tiered)
+                        .filter(|_| {
+                            v.of.is_none() && !v.v6 && v.policies == Policies::NetworkPolicy
+                        })
                         .map(|fi| (variants[fi].program, per_trial(vi, fi, ki))),
                     v6: v.v6,
                     vs_v4: index(v.program, v.case)
                         .filter(|_| v.v6)
                         .map(|i4| per_trial(vi, i4, ki)),
-                    tiered: v.tiered,
+                    policies: v.policies,
                     vs_np: index(v.program, v.case)
-                        .filter(|_| v.tiered)
+                        .filter(|_| v.policies != Policies::NetworkPolicy)
                         .map(|np| per_trial(vi, np, ki)),
                 });
             }
@@ -1015,28 +1228,49 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
                     && m.case == case
                     && m.keys == Keys::Repeated
                     && !m.v6
-                    && !m.tiered
+                    && m.policies == Policies::NetworkPolicy
             })
         };
-        let vs_np = |case: Case| {
+        let vs_np = |policies: Policies, program: &str, case: Case| {
             out.iter()
                 .rev()
                 .find(|m| {
-                    m.program == PROG_TO_POD
+                    m.program == program
                         && m.case == case
                         && m.keys == Keys::Repeated
-                        && m.tiered
+                        && m.policies == policies
                 })
                 .and_then(|m| m.vs_np)
                 .map_or(0.0, |s| s.median)
         };
+        let tiered = |case| vs_np(Policies::Cluster, PROG_TO_POD, case);
         progress(&format!(
             "kernel: {} x {} with ClusterNetworkPolicies against without (target <= {TIERED_TARGET}x): to_pod established {:.2}x, new allowed {:.2}x, new denied {:.2}x",
             size.policy,
             size.ipcache,
-            vs_np(Case::Established),
-            vs_np(Case::NewAllowed),
-            vs_np(Case::NewDenied),
+            tiered(Case::Established),
+            tiered(Case::NewAllowed),
+            tiered(Case::NewDenied),
+        ));
+        let dry_run = |program: &str| {
+            let r = |case| vs_np(Policies::DryRun, program, case);
+            let new = [r(Case::NewAllowed), r(Case::NewDenied)];
+            format!(
+                "{} established {:.2}x, new allowed {:.2}x, new denied {:.2}x ({}), new allowed the dry run would drop {:.2}x",
+                program.trim_start_matches("cns_"),
+                r(Case::Established),
+                new[0],
+                new[1],
+                met(new.iter().all(|&x| x <= DRY_RUN_TARGET)),
+                r(Case::WouldDrop),
+            )
+        };
+        progress(&format!(
+            "kernel: {} x {} with dry-run policies against without (new flows: target <= {DRY_RUN_TARGET}x): {}; {}",
+            size.policy,
+            size.ipcache,
+            dry_run(PROG_TO_POD),
+            dry_run(PROG_FROM_POD),
         ));
         let est = find(PROG_TO_POD, Case::Established);
         let vs_floor = |program: &str, case: Case| {
@@ -1068,10 +1302,20 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
             xdp_flood.map_or(0.0, |m| m.ns.median),
             xdp_flood.and_then(|m| m.vs_tc).map_or(0.0, |s| s.median),
         ));
-        drop(loaded);
-        drop(tiered);
+        drop(dps);
     }
     Ok(out)
+}
+
+/// "met" or "not met".
+pub fn met(yes: bool) -> &'static str {
+    if yes { "met" } else { "not met" }
+}
+
+/// The dry-run differences counted so far (`CNS_DRY_RUN_COUNTERS`, every policy, direction
+/// and outcome, summed over CPUs).
+fn dry_run_differences(dp: &Datapath) -> anyhow::Result<u64> {
+    Ok(dp.dry_run_counters()?.iter().map(|(_, n)| n).sum())
 }
 
 /// Loads the floors and writes their maps for this size's flows: the IP cache and the
@@ -1091,4 +1335,88 @@ fn fill_floors(contents: &MapContents, variants: &[Variant]) -> anyhow::Result<F
         }
     }
     Ok(floors)
+}
+
+#[cfg(test)]
+mod tests {
+    use cns_common::{
+        DIR_EGRESS, DIR_INGRESS,
+        maps::{
+            ACTION_DENY, EP_DRY_RUN, EP_EGRESS_WOULD_ISOLATE, EP_INGRESS_WOULD_ISOLATE, PolicyValue,
+        },
+    };
+
+    use super::*;
+
+    /// The dry-run datapath's maps hold [`desired`]'s keys with the same enforced view; the
+    /// would-be view differs exactly on the odd remotes' entries for TCP 1024, where the
+    /// dry-run Admin rule would deny; the pod under test is dry-run and would be isolated.
+    #[test]
+    fn the_dry_run_policy_changes_only_the_would_be_view_of_half_the_allowed_remotes() {
+        for size in [
+            Size {
+                policy: 10,
+                ipcache: 10,
+            },
+            Size {
+                policy: 1000,
+                ipcache: 10,
+            },
+            Size {
+                policy: 1000,
+                ipcache: 1000,
+            },
+        ] {
+            let (_, plain) = plan(&desired(size));
+            let (_, dry) = plan(&desired_dry_run(size));
+            assert_eq!(plain.policy.len(), size.policy);
+            let keys = |c: &MapContents| c.policy.keys().copied().collect::<Vec<_>>();
+            assert_eq!(keys(&plain), keys(&dry));
+            let exact = |c: &MapContents| c.policy_exact.keys().copied().collect::<Vec<_>>();
+            assert_eq!(exact(&plain), exact(&dry));
+            let mut changed = Vec::new();
+            for (k, d) in &dry.policy_exact {
+                let p = &plain.policy_exact[k];
+                // The enforced view is NetworkPolicy's.
+                assert_eq!(
+                    PolicyValue {
+                        includes: p.includes,
+                        ..*d
+                    }
+                    .same_would(),
+                    *p,
+                    "{k:?}"
+                );
+                if d.same_would() != *d {
+                    let w = d.would();
+                    assert_eq!((w.admin, w.admin_action), (DRY_RUN_RANK, ACTION_DENY));
+                    changed.push((
+                        u32::from_be_bytes(k.ep_id),
+                        k.dir,
+                        u32::from_be_bytes(k.identity),
+                        u16::from_be_bytes(k.port),
+                    ));
+                }
+            }
+            assert!(!changed.is_empty());
+            for &(ep_id, _, identity, port) in &changed {
+                assert_eq!((ep_id, port), (1, RULE_PORT_BASE));
+                assert!(would_drop_remote((identity - remote_identity(0)) as usize));
+            }
+            // Every flow of `Case::WouldDrop` is changed in both directions, the repeated
+            // new allowed flow (remote 0) in neither.
+            for dir in [DIR_INGRESS, DIR_EGRESS] {
+                let has =
+                    |r: usize| changed.contains(&(1, dir, remote_identity(r), RULE_PORT_BASE));
+                assert!((0..would_drop_remotes(size)).all(|j| has(2 * j + 1)));
+                assert!(!has(0));
+            }
+            let flags = |c: &MapContents| c.endpoints[&1].flags;
+            let dry_flags = EP_DRY_RUN | EP_INGRESS_WOULD_ISOLATE | EP_EGRESS_WOULD_ISOLATE;
+            assert_eq!(flags(&dry), flags(&plain) | dry_flags);
+            assert_eq!(flags(&plain) & dry_flags, 0);
+            assert_eq!(dry.dry_run_causes.len(), 1);
+            assert!(plain.dry_run_causes.is_empty());
+        }
+    }
 }

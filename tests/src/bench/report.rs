@@ -8,7 +8,7 @@ use super::{
     charts::{self, Chart, Section},
     control::{ControlResult, Incremental},
     flood::{FloodReport, FloodVariant, Generator},
-    kernel::{Case, Keys, Measure, XDP_EMPTY, floor_of, floor_target},
+    kernel::{Case, Keys, Measure, Policies, XDP_EMPTY, floor_of, floor_target, met},
     traffic::{Placement, TrafficReport, VariantResult},
 };
 use cns_agent::datapath::{PROG_EMPTY, PROG_FROM_POD, PROG_TO_POD, PROG_XDP};
@@ -88,7 +88,7 @@ fn find<'a>(
             && m.case == case
             && m.keys == keys
             && !m.v6
-            && !m.tiered
+            && m.policies == Policies::NetworkPolicy
     })
 }
 
@@ -226,6 +226,7 @@ impl Report {
             h.extend(floor_verdicts(p, ms).iter().map(FloorVerdict::headline));
             h.extend(ipv6_headline(p, ms));
             h.extend(tiered_headline(p, ms));
+            h.extend(dry_run_headline(p, ms));
         }
         if let Some(f) = self.traffic.as_ref().and_then(|t| t.flood.as_ref()) {
             flood_headlines(f, &mut h);
@@ -385,6 +386,7 @@ impl Report {
             xdp_tables(&mut s, p, ms);
             ipv6_table(&mut s, p, ms);
             tiered_table(&mut s, p, ms);
+            dry_run_table(&mut s, p, ms);
         }
 
         let _ = writeln!(s, "## 2 and 3. Traffic through the virtual node\n");
@@ -733,14 +735,37 @@ fn beside_table(
     columns: [&str; 3],
     ratio: impl Fn(&Measure) -> Option<super::Summary>,
 ) {
+    beside_table_with(s, p, ms, columns, ratio, None);
+}
+
+/// [`beside_table`], with a last column `verdict` for the repeated keys' rows when given
+/// (against a target: the issue's targets are on repeated keys).
+fn beside_table_with(
+    s: &mut String,
+    p: &super::kernel::Params,
+    ms: &[Measure],
+    columns: [&str; 3],
+    ratio: impl Fn(&Measure) -> Option<super::Summary>,
+    verdict: Option<&dyn Fn(Case, f64) -> &'static str>,
+) {
     let [this, base, x] = columns;
     for keys in [Keys::Repeated, Keys::Random] {
+        let with_verdict = verdict.filter(|_| keys == Keys::Repeated);
         let _ = writeln!(s, "#### {} keys\n", keys.name());
         let _ = writeln!(
             s,
-            "| policy entries | ipcache entries | path | {this} | {base} | {x} |"
+            "| policy entries | ipcache entries | path | {this} | {base} | {x} |{}",
+            if with_verdict.is_some() {
+                " verdict |"
+            } else {
+                ""
+            }
         );
-        let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "|---:|---:|---|---:|---:|---:|{}",
+            if with_verdict.is_some() { "---|" } else { "" }
+        );
         for size in &p.sizes {
             let rows = ms.iter().filter(|m| {
                 m.size.policy == size.policy && m.size.ipcache == size.ipcache && m.keys == keys
@@ -749,7 +774,7 @@ fn beside_table(
                 let b = find(ms, size.policy, size.ipcache, m.program, m.case, keys);
                 let _ = writeln!(
                     s,
-                    "| {} | {} | `{}` {} | {:.0} | {} | **{:.2}x** |",
+                    "| {} | {} | `{}` {} | {:.0} | {} | **{:.2}x** |{}",
                     size.policy,
                     size.ipcache,
                     m.program,
@@ -757,6 +782,7 @@ fn beside_table(
                     m.ns.median,
                     b.map_or("-".into(), |v| format!("{:.0}", v.ns.median)),
                     r.median,
+                    with_verdict.map_or(String::new(), |v| format!(" {} |", v(m.case, r.median))),
                 );
             }
         }
@@ -764,15 +790,19 @@ fn beside_table(
     }
 }
 
-/// The rows of the endpoint ClusterNetworkPolicies select (repeated or random keys).
-fn tiered_rows<'a>(
+/// The rows of the datapath filled from `policies` (repeated or random keys).
+fn rows_on<'a>(
     ms: &'a [Measure],
+    policies: Policies,
     size: &super::kernel::Size,
     keys: Keys,
 ) -> impl Iterator<Item = &'a Measure> + 'a {
     let (policy, ipcache) = (size.policy, size.ipcache);
     ms.iter().filter(move |m| {
-        m.tiered && m.size.policy == policy && m.size.ipcache == ipcache && m.keys == keys
+        m.policies == policies
+            && m.size.policy == policy
+            && m.size.ipcache == ipcache
+            && m.keys == keys
     })
 }
 
@@ -781,7 +811,7 @@ fn tiered_rows<'a>(
 fn tiered_headline(p: &super::kernel::Params, ms: &[Measure]) -> Option<String> {
     let size = p.sizes.iter().max_by_key(|s| (s.policy, s.ipcache))?;
     let target = super::kernel::TIERED_TARGET;
-    let parts: Vec<String> = tiered_rows(ms, size, Keys::Repeated)
+    let parts: Vec<String> = rows_on(ms, Policies::Cluster, size, Keys::Repeated)
         .filter_map(|m| {
             let r = m.vs_np?.median;
             let verdict = if m.case == Case::Established {
@@ -826,8 +856,94 @@ fn tiered_table(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
         super::kernel::TIERED_TARGET
     );
     beside_table(s, p, ms, ["with CNPs ns", "without ns", "x without"], |m| {
-        m.tiered.then_some(m.vs_np).flatten()
+        (m.policies == Policies::Cluster)
+            .then_some(m.vs_np)
+            .flatten()
     });
+}
+
+/// A dry-run row's verdict: established flows take the conntrack path, a flow the dry-run
+/// policy would drop does more by design (a counter, an event); new flows it leaves as they
+/// are have the target.
+fn dry_run_verdict(case: Case, ratio: f64) -> &'static str {
+    match case {
+        Case::Established => "unchanged path",
+        Case::WouldDrop => "counted and reported",
+        _ => met(ratio <= super::kernel::DRY_RUN_TARGET),
+    }
+}
+
+/// "With dry-run policies vs without (target <= 1.1x for new flows): ..." at each size,
+/// repeated keys.
+fn dry_run_headline(p: &super::kernel::Params, ms: &[Measure]) -> Option<String> {
+    let target = super::kernel::DRY_RUN_TARGET;
+    let sizes: Vec<String> = p
+        .sizes
+        .iter()
+        .filter_map(|size| {
+            let parts: Vec<String> = rows_on(ms, Policies::DryRun, size, Keys::Repeated)
+                .filter_map(|m| {
+                    let r = m.vs_np?.median;
+                    Some(format!(
+                        "{} {} {r:.2}x ({})",
+                        m.program,
+                        m.case.name(),
+                        dry_run_verdict(m.case, r)
+                    ))
+                })
+                .collect();
+            (!parts.is_empty()).then(|| {
+                format!(
+                    "at {} rules/{} ipcache entries: {}",
+                    size.policy,
+                    size.ipcache,
+                    parts.join(", ")
+                )
+            })
+        })
+        .collect();
+    (!sizes.is_empty()).then(|| {
+        format!(
+            "Dry-run policies (a dry-run Admin ClusterNetworkPolicy that would drop half of the \
+             pod's allowed remotes) against none on the same packets (new flows target <= \
+             {target:.1}x): {}",
+            sizes.join("; ")
+        )
+    })
+}
+
+/// Every dry-run row beside the same path without dry-run policies.
+fn dry_run_table(s: &mut String, p: &super::kernel::Params, ms: &[Measure]) {
+    let _ = writeln!(
+        s,
+        "### Dry-run policies (issue 15)\n\nA third datapath with the same NetworkPolicy entries, \
+         whose pod under test a dry-run policy also selects (`kernel::desired_dry_run`: the Admin \
+         ClusterNetworkPolicy `deny-legacy`, annotated `cns.io/policy-audit-mode: \"true\"`, \
+         would deny TCP 1024 from and to every other remote the NetworkPolicy rules allow; \
+         enforcement is unchanged, and TC resolves both views of each entry). The same packets \
+         run through both datapaths, interleaved, in every trial. \"{}\": new allowed flows \
+         from the remotes the dry-run policy would drop (on this datapath each one counts a \
+         dry-run counter and emits an audit event, within the event rate limit). New allowed's \
+         random keys are the plain row's flows: where every rule of the pod is on port 1024 \
+         (policy entries <= 4 x ipcache entries) about half of them would be dropped too. Bold: \
+         the median per-trial ratio to the same program and case without dry-run policies \
+         (target for new flows the dry-run policy leaves as they are <= {:.1}x; established \
+         flows take the same conntrack path).\n",
+        Case::WouldDrop.name(),
+        super::kernel::DRY_RUN_TARGET
+    );
+    beside_table_with(
+        s,
+        p,
+        ms,
+        ["with dry-run ns", "without ns", "x without"],
+        |m| {
+            (m.policies == Policies::DryRun)
+                .then_some(m.vs_np)
+                .flatten()
+        },
+        Some(&dry_run_verdict),
+    );
 }
 
 fn cell(m: Option<&Measure>, tc: &str) -> String {
@@ -1168,6 +1284,95 @@ mod tests {
         assert!(v.met());
         assert_eq!(v.json()["met"], true);
         assert!(!v.headline().contains("over the"));
+    }
+
+    fn measure(case: Case, keys: Keys, policies: Policies, ns: f64, vs_np: Option<f64>) -> Measure {
+        Measure {
+            size: crate::bench::kernel::Size {
+                policy: 10,
+                ipcache: 10,
+            },
+            program: PROG_TO_POD,
+            case,
+            keys,
+            ns: Summary::of(&[ns]),
+            ratio: Summary::of(&[ns / 50.0]),
+            vs_tc: None,
+            of: None,
+            vs_floor: None,
+            v6: false,
+            vs_v4: None,
+            policies,
+            vs_np: vs_np.map(|r| Summary::of(&[r])),
+        }
+    }
+
+    #[test]
+    fn dry_run_rows_give_their_ratio_and_verdict_beside_the_rows_without() {
+        let mut ms = Vec::new();
+        for keys in [Keys::Repeated, Keys::Random] {
+            for (case, ns, r) in [
+                (Case::Established, 60.0, 1.0),
+                (Case::NewAllowed, 100.0, 1.05),
+                (Case::NewDenied, 120.0, 1.2),
+                (Case::WouldDrop, 100.0, 1.5),
+            ] {
+                ms.push(measure(case, keys, Policies::NetworkPolicy, ns, None));
+                ms.push(measure(case, keys, Policies::DryRun, ns * r, Some(r)));
+            }
+        }
+        let params = crate::bench::kernel::Params {
+            sizes: vec![ms[0].size],
+            trials: 1,
+            repeat: 1,
+            random_flows: 1,
+        };
+        let rep = Report {
+            kernel: Some((params, ms)),
+            traffic: None,
+            ..report(false)
+        };
+        let h = rep.headlines();
+        let dry = h
+            .iter()
+            .find(|h| h.starts_with("Dry-run policies"))
+            .expect("a dry-run headline");
+        assert!(
+            dry.ends_with(
+                "(new flows target <= 1.1x): at 10 rules/10 ipcache entries: cns_to_pod \
+                 established 1.00x (unchanged path), cns_to_pod new allowed 1.05x (met), \
+                 cns_to_pod new denied 1.20x (not met), cns_to_pod new allowed, dry run would \
+                 drop 1.50x (counted and reported)"
+            ),
+            "{dry}"
+        );
+        // The headlines of NetworkPolicy only read its own rows.
+        assert!(
+            h.iter()
+                .any(|h| h.starts_with("cns_to_pod new allowed vs empty: 2.00x (100 ns)")),
+            "{h:?}"
+        );
+        let md = rep.markdown();
+        assert!(md.contains("### Dry-run policies (issue 15)"));
+        assert!(md.contains(
+            "| policy entries | ipcache entries | path | with dry-run ns | without ns | x without | verdict |"
+        ));
+        assert!(
+            md.contains("| 10 | 10 | `cns_to_pod` new allowed | 105 | 100 | **1.05x** | met |"),
+            "{md}"
+        );
+        assert!(md.contains(
+            "| 10 | 10 | `cns_to_pod` new allowed, dry run would drop | 150 | 100 | **1.50x** | counted and reported |"
+        ));
+        // Random keys: no verdict (the target is on repeated keys).
+        assert!(md.contains("| 10 | 10 | `cns_to_pod` new denied | 144 | 120 | **1.20x** |\n"));
+        let j = rep.json();
+        let rows = j["kernel"]["results"].as_array().unwrap();
+        let dry: Vec<_> = rows.iter().filter(|r| r["dry_run"] == true).collect();
+        assert_eq!(dry.len(), 8);
+        assert!(dry.iter().all(|r| r["datapath"] == "dry_run"
+            && r["cluster_policies"] == false
+            && r["ratio_to_networkpolicy_only"]["median"].is_number()));
     }
 
     fn result(variant: &str, same: f64, cross: Option<f64>) -> VariantResult {
