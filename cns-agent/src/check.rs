@@ -88,41 +88,24 @@ pub fn check_with(files: &[(PathBuf, Result<String, String>)], opts: &Options) -
         }
     }
     // Nor does one on a policy: it is enforced, not dry-run.
-    let policy_annotation = |kind: Kind, ns: &str, name: &str, object: String, meta| {
-        let e = crate::policy::mode::policy_annotation_error(meta)?;
-        Some(source::SourceError {
+    for e in crate::policy::mode::policy_annotation_errors(&snapshot) {
+        let kind = match e.kind {
+            "NetworkPolicy" => Kind::NetworkPolicy,
+            _ => Kind::ClusterNetworkPolicy,
+        };
+        errors.push(source::SourceError {
             file: last
-                .file_of(kind, ns, name)
+                .file_of(kind, &e.namespace, &e.name)
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
-            object,
+            object: e.object(),
             field: Some(format!(
                 "metadata.annotations[{}]",
                 crate::policy::mode::AUDIT_ANNOTATION
             )),
-            message: format!("{e}; the policy is enforced (not dry-run) until it is fixed"),
+            message: e.message,
             kept_last_good: false,
-        })
-    };
-    for (r, np) in &snapshot.policies {
-        let object = format!("NetworkPolicy {r}");
-        errors.extend(policy_annotation(
-            Kind::NetworkPolicy,
-            &r.namespace,
-            &r.name,
-            object,
-            &np.metadata,
-        ));
-    }
-    for (name, p) in &snapshot.cluster_policies {
-        let object = format!("ClusterNetworkPolicy {name}");
-        errors.extend(policy_annotation(
-            Kind::ClusterNetworkPolicy,
-            "",
-            name,
-            object,
-            &p.metadata,
-        ));
+        });
     }
     let mut warnings = Vec::new();
     for (r, np) in &snapshot.policies {

@@ -121,8 +121,11 @@ impl Agent {
         // annotations (blocking), ClusterNetworkPolicy features cns does not enforce.
         let snapshot = self.compiler.snapshot();
         self.snapshot_errors = mode::annotation_errors(&snapshot.namespaces);
-        self.snapshot_errors
-            .extend(mode::policy_annotation_errors(snapshot));
+        self.snapshot_errors.extend(
+            mode::policy_annotation_errors(snapshot)
+                .iter()
+                .map(ToString::to_string),
+        );
         self.snapshot_errors
             .extend(snapshot.cluster_policies.iter().filter_map(|(name, cnp)| {
                 crate::policy::cluster::unsupported(cnp)

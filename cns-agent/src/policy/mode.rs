@@ -166,25 +166,58 @@ pub fn annotation_errors<'a>(
         .collect()
 }
 
-/// One line per NetworkPolicy or ClusterNetworkPolicy whose annotation cannot be read (the
-/// policy is enforced meanwhile).
-pub fn policy_annotation_errors(snapshot: &super::model::Snapshot) -> Vec<String> {
-    let nps = snapshot.policies.iter().filter_map(|(r, np)| {
-        let e = policy_annotation_error(&np.metadata)?;
-        Some((format!("NetworkPolicy {r}"), e))
-    });
-    let cnps = snapshot.cluster_policies.iter().filter_map(|(name, p)| {
-        let e = policy_annotation_error(&p.metadata)?;
-        Some((format!("ClusterNetworkPolicy {name}"), e))
-    });
-    nps.chain(cnps)
-        .map(|(object, e)| {
-            format!(
-                "{object}: metadata.annotations[{AUDIT_ANNOTATION}]: {e}; the policy is \
-                 enforced (not dry-run) until it is fixed"
-            )
+/// A NetworkPolicy or ClusterNetworkPolicy whose annotation cannot be read (the policy is
+/// enforced meanwhile): `sync`, `status` and `policy check` report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyAnnotationError {
+    /// `NetworkPolicy` or `ClusterNetworkPolicy`.
+    pub kind: &'static str,
+    /// Empty for a ClusterNetworkPolicy.
+    pub namespace: String,
+    pub name: String,
+    pub message: String,
+}
+
+impl PolicyAnnotationError {
+    /// `NetworkPolicy NS/NAME` or `ClusterNetworkPolicy NAME`.
+    pub fn object(&self) -> String {
+        match self.namespace.as_str() {
+            "" => format!("{} {}", self.kind, self.name),
+            ns => format!("{} {ns}/{}", self.kind, self.name),
+        }
+    }
+}
+
+impl fmt::Display for PolicyAnnotationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: metadata.annotations[{AUDIT_ANNOTATION}]: {}",
+            self.object(),
+            self.message
+        )
+    }
+}
+
+pub fn policy_annotation_errors(snapshot: &super::model::Snapshot) -> Vec<PolicyAnnotationError> {
+    let error = |kind, namespace: &str, name: &str, meta| {
+        let e = policy_annotation_error(meta)?;
+        Some(PolicyAnnotationError {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            message: format!("{e}; the policy is enforced (not dry-run) until it is fixed"),
         })
-        .collect()
+    };
+    let nps = snapshot
+        .policies
+        .iter()
+        .filter_map(|(r, np)| error("NetworkPolicy", &r.namespace, &r.name, &np.metadata));
+    let cnps = snapshot
+        .cluster_policies
+        .iter()
+        .filter_map(|(name, p)| error("ClusterNetworkPolicy", "", name, &p.metadata));
+    nps.chain(cnps).collect()
 }
 
 /// A namespace's mode when it differs from the global one by its own settings: the runtime
