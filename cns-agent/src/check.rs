@@ -89,9 +89,9 @@ pub fn check_with(files: &[(PathBuf, Result<String, String>)], opts: &Options) -
     }
     // Nor does one on a policy: it is enforced, not dry-run.
     for e in crate::policy::mode::policy_annotation_errors(&snapshot) {
-        let kind = match e.kind {
-            "NetworkPolicy" => Kind::NetworkPolicy,
-            _ => Kind::ClusterNetworkPolicy,
+        let kind = match e.cluster {
+            true => Kind::ClusterNetworkPolicy,
+            false => Kind::NetworkPolicy,
         };
         errors.push(source::SourceError {
             file: last

@@ -19,9 +19,7 @@ use cns_common::{
     DIR_INGRESS, REASON_FRAGMENT, REASON_IPV6_HEADER_CHAIN, REASON_MALFORMED, REASON_NO_ENDPOINT,
     REASON_POLICY_ALLOWED, REASON_POLICY_DENIED, REASON_SPOOFED, REASON_UNSUPPORTED_L3,
     VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
-    maps::{
-        DRY_RUN_WOULD_ALLOW, DRY_RUN_WOULD_DROP, EVENTS, Event, FAMILY_IPV4, FAMILY_IPV6, NO_POLICY,
-    },
+    maps::{DRY_RUN_WOULD_ALLOW, DRY_RUN_WOULD_DROP, EVENTS, Event, FAMILY_IPV4, FAMILY_IPV6},
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -269,14 +267,13 @@ pub fn dry_run(ev: &Event, names: &Names) -> Option<DryRun> {
         _ => return None,
     };
     let dir = Direction::from_dir(ev.dir);
-    let (cause, rule) = if ev.dry_run_id == NO_POLICY {
-        (DryRunCause::Isolation(ev.ep_id, dir), None)
-    } else {
-        let rule = match names.cluster_rule(dir, ev.dry_run_id) {
+    let cause = DryRunCause::from_datapath(ev.dry_run_id, ev.ep_id, dir);
+    let rule = match cause {
+        DryRunCause::Isolation(..) => None,
+        DryRunCause::Rule(id) => match names.cluster_rule(dir, id) {
             Some(r) => Some(r.to_string()),
-            None => names.policy(ev.dry_run_id).map(ToString::to_string),
-        };
-        (DryRunCause::Rule(ev.dry_run_id), rule)
+            None => names.policy(id).map(ToString::to_string),
+        },
     };
     let policy = names
         .dry_run_causes

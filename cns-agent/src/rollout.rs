@@ -128,18 +128,14 @@ pub fn open(rows: &[crate::datapath::DryRunOpen], names: &crate::names::Names) -
     let mut out = Open::new();
     for r in rows {
         let direction = Direction::from_dir(r.dir);
-        let cause = if r.cause == cns_common::maps::NO_POLICY {
-            let local = match direction {
-                Direction::Ingress => r.dst,
-                Direction::Egress => r.src,
-            };
-            match ep_id(local) {
-                Some(ep) => DryRunCause::Isolation(ep, direction),
-                None => continue,
-            }
-        } else {
-            DryRunCause::Rule(r.cause)
+        let local = match direction {
+            Direction::Ingress => r.dst,
+            Direction::Egress => r.src,
         };
+        let Some(ep) = ep_id(local) else {
+            continue;
+        };
+        let cause = DryRunCause::from_datapath(r.cause, ep, direction);
         let Some(name) = names.dry_run_causes.get(&cause) else {
             continue;
         };
@@ -283,21 +279,15 @@ fn policy_report(
     open: &[FlowKey],
 ) -> PolicyReport {
     let cutoff = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
-    let last_of = |outcome| {
-        w.flows
-            .iter()
-            .filter(|(k, _)| k.outcome == outcome)
-            .map(|(_, s)| s.last)
-            .max()
+    // (first, last) seen of each outcome's flows.
+    let seen = |outcome| {
+        let of = w.flows.iter().filter(move |(k, _)| k.outcome == outcome);
+        let first = of.clone().map(|(_, s)| s.first).min();
+        (first, of.map(|(_, s)| s.last).max())
     };
-    let first_of = |outcome| {
-        w.flows
-            .iter()
-            .filter(|(k, _)| k.outcome == outcome)
-            .map(|(_, s)| s.first)
-            .min()
-    };
-    let last_drop = last_of(Outcome::WouldDrop).max(w.drops_grew);
+    let (first_drop, last_drop) = seen(Outcome::WouldDrop);
+    let (first_allow, last_allow) = seen(Outcome::WouldAllow);
+    let last_drop = last_drop.max(w.drops_grew);
     let recent: Vec<(&FlowKey, &FlowStats)> = w
         .flows
         .iter()
@@ -372,14 +362,14 @@ fn policy_report(
         would_drop: Totals {
             ingress: count(Direction::Ingress, Outcome::WouldDrop),
             egress: count(Direction::Egress, Outcome::WouldDrop),
-            first_seen: first_of(Outcome::WouldDrop).map(rfc3339),
+            first_seen: first_drop.map(rfc3339),
             last_seen: last_drop.map(rfc3339),
         },
         would_allow: Totals {
             ingress: count(Direction::Ingress, Outcome::WouldAllow),
             egress: count(Direction::Egress, Outcome::WouldAllow),
-            first_seen: first_of(Outcome::WouldAllow).map(rfc3339),
-            last_seen: last_of(Outcome::WouldAllow).map(rfc3339),
+            first_seen: first_allow.map(rfc3339),
+            last_seen: last_allow.map(rfc3339),
         },
         open_connections: open.len() as u64,
         open_flows: open.iter().take(TOP_FLOWS).cloned().collect(),

@@ -218,6 +218,7 @@ impl Agent {
             Err(e) => tracing::warn!(error = %error_chain(&e), "cannot find the XDP interfaces"),
         }
         self.publish_names();
+        self.track_dry_run();
         self.last_sync = Some(Instant::now());
         let errors = self.errors();
         self.record_sync_metrics(started, !errors.is_empty(), plan.work);
@@ -323,12 +324,12 @@ impl Agent {
             self.modes.global(),
         );
         self.names.send_replace(std::sync::Arc::new(names));
-        self.track_dry_run();
     }
 
     /// The rollout summary watches the dry-run policies of this sync; the counts of
     /// policies no longer dry-run are dropped (a policy's counts run from when it became
-    /// dry-run).
+    /// dry-run). Only after a sync: names published before the first (a mode change) know
+    /// no policy, and would drop the counts an earlier agent left.
     fn track_dry_run(&mut self) {
         let policies = &self.compiler.desired().dry_run_policies;
         if let Ok(mut r) = self.rollout.lock() {

@@ -302,52 +302,30 @@ impl Datapath {
     /// The live connections a dry-run policy would drop (their conntrack entries say so,
     /// `CtEntry::dry_run_drop`), both families, original direction only.
     pub fn dry_run_open(&self) -> Result<Vec<DryRunOpen>, MapError> {
-        use cns_common::maps::{CONNTRACK, CONNTRACK6, CT_REPLY, CtEntry, CtKey, CtKey6};
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
-            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-            .unwrap_or(0);
-        // TCP FIN and RST bits: a closing connection is not one enforcing would cut.
-        const CLOSING: u8 = 0x01 | 0x04;
-        let live = |e: &CtEntry| {
-            e.dry_run_drop != 0
-                && e.flags & CT_REPLY == 0
-                && e.tcp_flags & CLOSING == 0
-                && e.expires_ns >= now
-        };
-        let open = |name: &str| -> Result<Map, MapError> {
-            Ok(Map::LruHashMap(MapData::from_pin(
-                self.maps_dir.join(name),
-            )?))
-        };
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        use cns_common::maps::{CONNTRACK, CONNTRACK6, CtKey, CtKey6};
         let mut out = Vec::new();
-        let v4: HashMap<MapData, CtKey, CtEntry> = HashMap::try_from(open(CONNTRACK)?)?;
-        for kv in v4.iter() {
-            let (k, e) = kv?;
-            if live(&e) {
-                out.push(DryRunOpen {
-                    cause: e.dry_run_drop,
-                    src: std::net::Ipv4Addr::from(u32::from_be(k.saddr)).into(),
-                    dst: std::net::Ipv4Addr::from(u32::from_be(k.daddr)).into(),
-                    proto: k.proto,
-                    dport: u16::from_be(k.dport),
-                    dir: k.dir,
-                });
-            }
-        }
-        let v6: HashMap<MapData, CtKey6, CtEntry> = HashMap::try_from(open(CONNTRACK6)?)?;
-        for kv in v6.iter() {
-            let (k, e) = kv?;
-            if live(&e) {
-                out.push(DryRunOpen {
-                    cause: e.dry_run_drop,
-                    src: std::net::Ipv6Addr::from(k.saddr).into(),
-                    dst: std::net::Ipv6Addr::from(k.daddr).into(),
-                    proto: k.proto,
-                    dport: u16::from_be(k.dport),
-                    dir: k.dir,
-                });
-            }
-        }
+        let (v4, v6) = (
+            self.maps_dir.join(CONNTRACK),
+            self.maps_dir.join(CONNTRACK6),
+        );
+        open_in(&v4, &mut out, |k: &CtKey| DryRunOpen {
+            cause: 0,
+            src: Ipv4Addr::from(u32::from_be(k.saddr)).into(),
+            dst: Ipv4Addr::from(u32::from_be(k.daddr)).into(),
+            proto: k.proto,
+            dport: u16::from_be(k.dport),
+            dir: k.dir,
+        })?;
+        open_in(&v6, &mut out, |k: &CtKey6| DryRunOpen {
+            cause: 0,
+            src: Ipv6Addr::from(k.saddr).into(),
+            dst: Ipv6Addr::from(k.daddr).into(),
+            proto: k.proto,
+            dport: u16::from_be(k.dport),
+            dir: k.dir,
+        })?;
         Ok(out)
     }
 
@@ -378,6 +356,38 @@ impl Datapath {
             .map(|i| Ok(self.stats.get(&i, 0)?.iter().sum()))
             .collect()
     }
+}
+
+/// The live original-direction entries of the conntrack map pinned at `path` that a dry-run
+/// policy would drop, as `flow` names their keys, into `out`.
+fn open_in<K: aya::Pod>(
+    path: &Path,
+    out: &mut Vec<DryRunOpen>,
+    flow: impl Fn(&K) -> DryRunOpen,
+) -> Result<(), MapError> {
+    use cns_common::maps::{CT_REPLY, CtEntry};
+    // The coarse monotonic clock, as the programs stamp expiry with.
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0);
+    // TCP FIN and RST bits: a closing connection is not one enforcing would cut.
+    const CLOSING: u8 = 0x01 | 0x04;
+    let map: HashMap<MapData, K, CtEntry> =
+        HashMap::try_from(Map::LruHashMap(MapData::from_pin(path)?))?;
+    for kv in map.iter() {
+        let (k, e) = kv?;
+        if e.dry_run_drop != 0
+            && e.flags & CT_REPLY == 0
+            && e.tcp_flags & CLOSING == 0
+            && e.expires_ns >= now
+        {
+            out.push(DryRunOpen {
+                cause: e.dry_run_drop,
+                ..flow(&k)
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A live connection a dry-run policy would drop.

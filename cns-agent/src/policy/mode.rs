@@ -170,8 +170,8 @@ pub fn annotation_errors<'a>(
 /// enforced meanwhile): `sync`, `status` and `policy check` report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyAnnotationError {
-    /// `NetworkPolicy` or `ClusterNetworkPolicy`.
-    pub kind: &'static str,
+    /// A ClusterNetworkPolicy (else a NetworkPolicy).
+    pub cluster: bool,
     /// Empty for a ClusterNetworkPolicy.
     pub namespace: String,
     pub name: String,
@@ -181,9 +181,9 @@ pub struct PolicyAnnotationError {
 impl PolicyAnnotationError {
     /// `NetworkPolicy NS/NAME` or `ClusterNetworkPolicy NAME`.
     pub fn object(&self) -> String {
-        match self.namespace.as_str() {
-            "" => format!("{} {}", self.kind, self.name),
-            ns => format!("{} {ns}/{}", self.kind, self.name),
+        match self.cluster {
+            true => format!("ClusterNetworkPolicy {}", self.name),
+            false => format!("NetworkPolicy {}/{}", self.namespace, self.name),
         }
     }
 }
@@ -200,10 +200,10 @@ impl fmt::Display for PolicyAnnotationError {
 }
 
 pub fn policy_annotation_errors(snapshot: &super::model::Snapshot) -> Vec<PolicyAnnotationError> {
-    let error = |kind, namespace: &str, name: &str, meta| {
+    let error = |cluster, namespace: &str, name: &str, meta| {
         let e = policy_annotation_error(meta)?;
         Some(PolicyAnnotationError {
-            kind,
+            cluster,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             message: format!("{e}; the policy is enforced (not dry-run) until it is fixed"),
@@ -212,11 +212,11 @@ pub fn policy_annotation_errors(snapshot: &super::model::Snapshot) -> Vec<Policy
     let nps = snapshot
         .policies
         .iter()
-        .filter_map(|(r, np)| error("NetworkPolicy", &r.namespace, &r.name, &np.metadata));
+        .filter_map(|(r, np)| error(false, &r.namespace, &r.name, &np.metadata));
     let cnps = snapshot
         .cluster_policies
         .iter()
-        .filter_map(|(name, p)| error("ClusterNetworkPolicy", "", name, &p.metadata));
+        .filter_map(|(name, p)| error(true, "", name, &p.metadata));
     nps.chain(cnps).collect()
 }
 

@@ -439,6 +439,18 @@ pub enum DryRunCause {
     Isolation(u32, Direction),
 }
 
+impl DryRunCause {
+    /// The cause as the datapath reports it (`Event::dry_run_id`, `CtEntry::dry_run_drop`:
+    /// a rule or policy id, or `NO_POLICY` for the isolation of endpoint `ep_id` in `dir`).
+    pub fn from_datapath(id: u32, ep_id: u32, dir: Direction) -> Self {
+        if id == cns_common::maps::NO_POLICY {
+            DryRunCause::Isolation(ep_id, dir)
+        } else {
+            DryRunCause::Rule(id)
+        }
+    }
+}
+
 /// A ClusterNetworkPolicy rule's place in its tier: `rank` orders the tier's rules (lower
 /// first: by priority, then by the policy's name, then by the rule's order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

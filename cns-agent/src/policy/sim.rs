@@ -8,10 +8,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use cns_common::{
     IDENTITY_HOST, IDENTITY_NAMESPACE_BASE, IDENTITY_WORLD, NS_WORLD,
-    maps::{
-        DRY_RUN_CAUSE_RULE, INCLUDES_ADDRESS, INCLUDES_NAMESPACE, PolicyValue, dry_run_diff,
-        resolve_merged,
-    },
+    maps::{INCLUDES_ADDRESS, INCLUDES_NAMESPACE, PolicyValue, dry_run_diff, resolve_merged},
 };
 
 use crate::encode::{self, policy_value};
@@ -119,11 +116,9 @@ fn direction(
     }
     let w = resolve_merged(would_isolate, &v.would());
     let d = encode::dir(dir);
+    // As the agent reads it back from an event.
     let cause = dry_run_diff(isolated, would_isolate, &v, &e, &w, ep.ep_id, d).and_then(|d| {
-        let cause = match d.cause.kind {
-            DRY_RUN_CAUSE_RULE => DryRunCause::Rule(d.cause.id),
-            _ => DryRunCause::Isolation(d.cause.id, dir),
-        };
+        let cause = DryRunCause::from_datapath(d.event_id, ep.ep_id, dir);
         desired.dry_run_causes.get(&cause).cloned()
     });
     Some((e.allowed, w.allowed, cause))
