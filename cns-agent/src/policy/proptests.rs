@@ -726,19 +726,23 @@ fn check_views(snap: &Snapshot, flows: Vec<FlowPick>) -> Result<(), TestCaseErro
         check_direction("would egress", &flow, flow.src, we, &w.egress, &index)?;
         check_direction("would ingress", &flow, flow.dst, wi, &w.ingress, &index)?;
         // Each difference is charged to a dry-run policy the would-be verdict names (when
-        // it names one: a dry-run Pass before an enforced rule is not named there).
-        for (what, changed, cause, would) in [
+        // it names one), or, where an enforced Admin rule decides today, to the dry-run Admin
+        // policy whose earlier rule takes that decision away (a Pass the would-be verdict
+        // does not name).
+        for (what, changed, cause, would, enforced) in [
             (
                 "egress",
                 we != simulated.egress,
                 &simulated.egress_cause,
                 &w.egress,
+                &e.egress,
             ),
             (
                 "ingress",
                 wi != simulated.ingress,
                 &simulated.ingress_cause,
                 &w.ingress,
+                &e.ingress,
             ),
         ] {
             if !changed {
@@ -750,8 +754,20 @@ fn check_views(snap: &Snapshot, flows: Vec<FlowPick>) -> Result<(), TestCaseErro
                 )));
             };
             let named = dry_run_policies(snap, would);
+            let over_enforced_admin = matches!(
+                enforced,
+                DirectionVerdict::Cluster { rule, .. }
+                    if rule.tier == super::cluster::Tier::Admin && rule.action != super::cluster::Action::Pass
+            ) && cause.strip_prefix("ClusterNetworkPolicy/").is_some_and(
+                |name| {
+                    snap.cluster_policies.get(name).is_some_and(|p| {
+                        super::mode::policy_dry_run(&p.metadata)
+                            && p.spec.tier == super::cluster::Tier::Admin
+                    })
+                },
+            );
             prop_assert!(
-                named.is_empty() || named.iter().any(|n| **n == **cause),
+                named.is_empty() || named.iter().any(|n| **n == **cause) || over_enforced_admin,
                 "{} {:?}: charged to {} but the would-be verdict {:?} names {:?}",
                 what,
                 flow,
