@@ -1,5 +1,5 @@
 //! The per-namespace-pair counters as the datapath keeps them: a slot per key
-//! (`CNS_COUNTER_SLOTS`) and the packets and bytes of each slot in a per-CPU array
+//! (`CNS_COUNTER_OWNERS`) and the packets and bytes of each slot in a per-CPU array
 //! (`CNS_COUNTERS`). One reader for the agent (`counters`) and the metrics (scrape time).
 
 use std::{collections::BTreeMap, path::Path};
@@ -8,7 +8,7 @@ use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
 use cns_common::maps::{self as m, Counter, CounterKey};
 
 pub struct CounterMaps {
-    slots: HashMap<MapData, CounterKey, u32>,
+    owners: HashMap<MapData, u32, CounterKey>,
     values: PerCpuArray<MapData, Counter>,
 }
 
@@ -23,9 +23,9 @@ pub struct OpenError {
 
 impl CounterMaps {
     /// From the maps of a loaded program object.
-    pub fn new(slots: Map, values: Map) -> Result<Self, MapError> {
+    pub fn new(owners: Map, values: Map) -> Result<Self, MapError> {
         Ok(Self {
-            slots: HashMap::try_from(slots)?,
+            owners: HashMap::try_from(owners)?,
             values: PerCpuArray::try_from(values)?,
         })
     }
@@ -37,20 +37,20 @@ impl CounterMaps {
             let path = pin(name).display().to_string();
             move |source| OpenError { path, source }
         };
-        let slots = MapData::from_pin(pin(m::COUNTER_SLOTS))
+        let owners = MapData::from_pin(pin(m::COUNTER_OWNERS))
             .and_then(|d| HashMap::try_from(Map::HashMap(d)))
-            .map_err(failed(m::COUNTER_SLOTS))?;
+            .map_err(failed(m::COUNTER_OWNERS))?;
         let values = MapData::from_pin(pin(m::COUNTERS))
             .and_then(|d| PerCpuArray::try_from(Map::PerCpuArray(d)))
             .map_err(failed(m::COUNTERS))?;
-        Ok(Self { slots, values })
+        Ok(Self { owners, values })
     }
 
     /// Every key's packets and bytes, summed over CPUs.
     pub fn read(&self) -> Result<Vec<(CounterKey, Counter)>, MapError> {
         let mut out = BTreeMap::new();
-        for kv in self.slots.iter() {
-            let (key, slot) = kv?;
+        for kv in self.owners.iter() {
+            let (slot, key) = kv?;
             let per_cpu = self.values.get(&slot, 0)?;
             let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
                 packets: acc.packets + c.packets,

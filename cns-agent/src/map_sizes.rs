@@ -28,7 +28,7 @@ pub enum SizedMap {
     /// First fragments of fragmented datagrams in flight (`CNS_FRAGMENTS`).
     Fragments,
     /// Counter keys, i.e. (namespace pair, direction, verdict, protocol, reason) tuples
-    /// (`CNS_COUNTER_SLOTS`, `CNS_COUNTERS`, `CNS_COUNTER_OWNERS`).
+    /// (`CNS_COUNTER_KEYS`, `CNS_COUNTERS`, `CNS_COUNTER_OWNERS`).
     Counters,
     /// Denied (source, destination, protocol, port) tuples the XDP program remembers
     /// (`CNS_DENY_CACHE`).
@@ -70,7 +70,7 @@ impl SizedMap {
             Self::Policy => &[m::POLICY, m::POLICY_EXACT],
             Self::Conntrack => &[m::CONNTRACK, m::CONNTRACK6],
             Self::Fragments => &[m::FRAGMENTS, m::FRAGMENTS6],
-            Self::Counters => &[m::COUNTER_SLOTS, m::COUNTERS, m::COUNTER_OWNERS],
+            Self::Counters => &[m::COUNTER_KEYS, m::COUNTERS, m::COUNTER_OWNERS],
             Self::DenyCache => &[m::DENY_CACHE, m::DENY_CACHE6],
         }
     }

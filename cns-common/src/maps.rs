@@ -65,7 +65,10 @@ map_type! {
         pub event_burst: u32,
         /// `CONFIG_*` flags.
         pub flags: u32,
-        pub _pad: u32,
+        /// The kernel's `CONFIG_HZ`: jiffies per second, the programs' clock (see
+        /// [`CtEntry::expires`]). The agent measures it at load; 0 until it writes the config
+        /// (conntrack entries then expire at once).
+        pub hz: u32,
     } = 24
 }
 /// Benchmarks only: never create conntrack entries, so every packet of a repeated test run
@@ -544,8 +547,11 @@ map_type! {
 }
 map_type! {
     pub struct CtEntry {
-        /// `bpf_ktime_get_coarse_ns` after which the entry is stale.
-        pub expires_ns: u64,
+        /// The jiffy (`bpf_jiffies64`, ticks of [`Config::hz`]) after which the entry is
+        /// stale. The programs read jiffies, not a nanosecond clock: the verifier inlines
+        /// the read into one load, where `bpf_ktime_get_coarse_ns` is a helper call on every
+        /// packet of an established flow.
+        pub expires: u64,
         /// `Config::revision` when policy was last evaluated for this flow.
         pub revision: u32,
         pub src_identity: u32,
@@ -562,7 +568,7 @@ map_type! {
         /// `REASON_*` of an audited flow (the counters' reason label); 0 otherwise.
         pub reason: u8,
         pub policy_id: u32,
-        /// This tuple's slot in [`COUNTERS`] (see [`COUNTER_SLOTS`]), so an established
+        /// This tuple's slot in [`COUNTERS`] (see [`COUNTER_KEYS`]), so an established
         /// packet is counted with one array access: 0 until the first packet that needs it
         /// looks it up (slot 0 is never allocated), [`NO_COUNTER`] when none was free.
         pub counter: u32,
@@ -691,12 +697,15 @@ map_type! {
     } = 40
 }
 
-/// `HashMap<CounterKey, u32>`: the slot in [`COUNTERS`] of each counter key. The datapath
-/// allocates a slot the first time it sees a key, on the slow path (claiming it in
-/// [`COUNTER_OWNERS`]), and keeps it in the flow's conntrack entry, so established packets
-/// are counted with one per-CPU array access. Slots are never reused: when none is left the
-/// packet is not counted and `STAT_COUNTERS_FULL` says so.
-pub const COUNTER_SLOTS: &str = "CNS_COUNTER_SLOTS";
+/// `Array<u64>`: the key of each slot of [`COUNTERS`], packed ([`CounterKey::packed`]; 0:
+/// free). The datapath allocates a slot the first time it sees a key, on the slow path, and
+/// keeps it in the flow's conntrack entry, so established packets are counted with one
+/// per-CPU array access. A key's slot is found without a hash lookup: probing from a
+/// multiplicative hash of the key ([`CounterKey::probe_start`]), at most [`COUNTER_PROBES`]
+/// array reads. A free slot is claimed in [`COUNTER_OWNERS`] (an atomic insert: one CPU
+/// wins) and then written here. Slots are never reused: when none is left the packet is
+/// not counted and `STAT_COUNTERS_FULL` says so.
+pub const COUNTER_KEYS: &str = "CNS_COUNTER_KEYS";
 pub const COUNTERS_CAPACITY: u32 = 16384;
 map_type! {
     pub struct CounterKey {
@@ -710,10 +719,30 @@ map_type! {
         pub reason: u8,
     } = 8
 }
+impl CounterKey {
+    /// The key as [`COUNTER_KEYS`] holds it: never 0 (a free slot).
+    pub const fn packed(&self) -> u64 {
+        (self.src_ns as u64
+            | (self.dst_ns as u64) << 16
+            | (self.dir as u64) << 32
+            | (self.verdict as u64) << 40
+            | (self.proto as u64) << 48
+            | (self.reason as u64) << 56)
+            + 1
+    }
+
+    /// Where the probing for this key's slot starts, in `0..n`: a multiplicative hash
+    /// reduced by multiplying, not dividing.
+    pub const fn probe_start(packed: u64, n: u32) -> u32 {
+        let h = (packed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+        ((h as u64 * n as u64) >> 32) as u32
+    }
+}
+
 /// The programs' read-only global (`.rodata`, set by the agent at load) holding the size of
 /// the counters maps ([`COUNTERS_CAPACITY`] unless configured): slots are `1..size`.
 pub const COUNTERS_CAPACITY_GLOBAL: &str = "CNS_COUNTERS_CAPACITY";
-/// `PerCpuArray<u32 slot, Counter>`: packets and bytes per [`COUNTER_SLOTS`] key.
+/// `PerCpuArray<u32 slot, Counter>`: packets and bytes per [`COUNTER_OWNERS`] key.
 pub const COUNTERS: &str = "CNS_COUNTERS";
 map_type! {
     pub struct Counter {
@@ -721,9 +750,10 @@ map_type! {
         pub bytes: u64,
     } = 16
 }
-/// `HashMap<u32 slot, CounterKey>`: who owns each slot of [`COUNTERS`]. A slot is claimed
-/// by inserting it here with `BPF_NOEXIST` (atomic: one CPU wins), probing a few slots from
-/// a hash of the key. Slot 0 is never used (a conntrack entry's "not looked up yet").
+/// `HashMap<u32 slot, CounterKey>`: who owns each slot of [`COUNTERS`] (what the agent
+/// reads). A slot is claimed by inserting it here with `BPF_NOEXIST` (atomic: one CPU
+/// wins), then [`COUNTER_KEYS`] caches it for the lookups. Slot 0 is never used (a
+/// conntrack entry's "not looked up yet").
 pub const COUNTER_OWNERS: &str = "CNS_COUNTER_OWNERS";
 /// How many slots the datapath tries for a new key before calling the counters full.
 pub const COUNTER_PROBES: u32 = 8;
@@ -826,7 +856,8 @@ pub const fn dry_run_policy_hash(name: &[u8]) -> u64 {
 pub const RATE_LIMIT: &str = "CNS_RATE_LIMIT";
 map_type! {
     pub struct RateLimit {
-        pub last_ns: u64,
+        /// The jiffy of the last refill.
+        pub last: u64,
         pub tokens: u64,
     } = 16
 }
@@ -924,12 +955,7 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 24] = [
         core::mem::size_of::<FragValue>(),
         FRAGMENTS_CAPACITY,
     ),
-    (
-        COUNTER_SLOTS,
-        core::mem::size_of::<CounterKey>(),
-        4,
-        COUNTERS_CAPACITY,
-    ),
+    (COUNTER_KEYS, 4, 8, COUNTERS_CAPACITY),
     (
         COUNTERS,
         4,
@@ -1328,7 +1354,7 @@ mod tests {
                 });
         assert_eq!(
             (crate::LAYOUT_VERSION, fingerprint),
-            (8, FINGERPRINT_V8),
+            (9, FINGERPRINT_V9),
             "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
         );
     }
@@ -1344,5 +1370,8 @@ mod tests {
     /// cache entry its reason and policy id.
     /// v8: dry-run policies: a policy value holds the would-be view too; `CNS_DRY_RUN_CAUSES`
     /// and `CNS_DRY_RUN_COUNTERS`; an event's dry-run outcome and cause.
-    const FINGERPRINT_V8: u64 = 5_085_138_139_156_297_758;
+    /// v9: the programs' clock is jiffies (`CtEntry::expires`, `Config::hz`, the rate
+    /// limiter's last refill); `CNS_COUNTER_KEYS` (an array: slot -> key) replaces the
+    /// `CNS_COUNTER_SLOTS` hash.
+    const FINGERPRINT_V9: u64 = 8_564_699_269_517_312_977;
 }

@@ -1,23 +1,23 @@
 //! Connection tracking: one LRU hash lookup per packet of an established flow.
 
-use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_coarse_ns};
+use aya_ebpf::bindings::BPF_ANY;
 use cns_common::{
     DIR_EGRESS, DIR_INGRESS, PROTO_TCP,
     maps::{CT_REPLY, CtEntry, STAT_CONNTRACK_INSERT_FAILED},
 };
 
 use crate::{
+    clock,
     family::Family,
     parse::{Inner, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats,
 };
 
-const SEC: u64 = 1_000_000_000;
-/// Timeouts as Cilium's defaults: established TCP 6h, TCP closing 10s, TCP opening and
-/// everything else (UDP, SCTP, ICMP) 60s since the last packet.
-const TCP_ESTABLISHED: u64 = 21_600 * SEC;
-const TCP_CLOSING: u64 = 10 * SEC;
-const OTHER: u64 = 60 * SEC;
+/// Timeouts in seconds, as Cilium's defaults: established TCP 6h, TCP closing 10s, TCP
+/// opening and everything else (UDP, SCTP, ICMP) 60s since the last packet.
+const TCP_ESTABLISHED: u64 = 21_600;
+const TCP_CLOSING: u64 = 10;
+const OTHER: u64 = 60;
 
 #[inline(always)]
 pub fn key<F: Family>(p: &Packet<F>, dir: u8) -> F::CtKey {
@@ -46,22 +46,23 @@ fn lifetime(proto: u8, tcp_flags: u8) -> u64 {
     }
 }
 
-/// Looks the packet's tuple up; returns the live entry, refreshing its expiry. Stale
-/// entries are treated as missing.
+/// Looks the packet's tuple up; returns the live entry, refreshing its expiry (`hz`:
+/// jiffies per second). Stale entries are treated as missing.
 #[inline(always)]
-pub fn lookup<F: Family>(k: &F::CtKey, p: &Packet<F>) -> Option<*mut CtEntry> {
+pub fn lookup<F: Family>(k: &F::CtKey, p: &Packet<F>, hz: u32) -> Option<*mut CtEntry> {
     let e = F::conntrack().get_ptr_mut(k)?;
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now();
     // SAFETY: a pointer into the map value, valid for this program run.
     let entry = unsafe { &mut *e };
-    if entry.expires_ns < now {
+    if entry.expires < now {
         return None;
     }
     let closing = p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
-    let expires = now + lifetime(p.proto, p.tcp_flags | (entry.tcp_flags & TCP_ACK));
+    let hz = u64::from(hz);
+    let expires = now + lifetime(p.proto, p.tcp_flags | (entry.tcp_flags & TCP_ACK)) * hz;
     // Write only when it matters (once a second, or on close) to keep cache lines clean.
-    if closing || expires > entry.expires_ns + SEC {
-        entry.expires_ns = expires;
+    if closing || expires > entry.expires + hz {
+        entry.expires = expires;
         entry.tcp_flags |= p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST);
     }
     Some(e)
@@ -88,15 +89,15 @@ pub fn related<F: Family>(p: &Packet<F>, inner: &Inner<F>, dir: u8) -> Option<Ct
     );
     // SAFETY: a copy of a map value.
     let e = unsafe { F::conntrack().get(&k) }.copied()?;
-    (e.expires_ns >= unsafe { bpf_ktime_get_coarse_ns() }).then_some(e)
+    (e.expires >= clock::now()).then_some(e)
 }
 
-/// Records an allowed (or audited) flow: the original tuple and its reply.
+/// Records an allowed (or audited) flow: the original tuple and its reply (`hz`: jiffies
+/// per second).
 #[inline(always)]
-pub fn create<F: Family>(k: &F::CtKey, dir: u8, p: &Packet<F>, entry: &CtEntry) {
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+pub fn create<F: Family>(k: &F::CtKey, dir: u8, p: &Packet<F>, entry: &CtEntry, hz: u32) {
     let mut e = *entry;
-    e.expires_ns = now + lifetime(p.proto, p.tcp_flags);
+    e.expires = clock::now() + lifetime(p.proto, p.tcp_flags) * u64::from(hz);
     e.tcp_flags = p.tcp_flags;
     e.flags = 0;
     let map = F::conntrack();

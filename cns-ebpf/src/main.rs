@@ -17,6 +17,7 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod conntrack;
 mod family;
 mod fragments;
@@ -27,6 +28,7 @@ mod stats;
 mod xdp;
 
 use aya_ebpf::{
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -58,6 +60,22 @@ pub fn cns_xdp(ctx: XdpContext) -> u32 {
 /// Does nothing: the floor the benchmark measures the other programs against.
 #[classifier]
 pub fn cns_empty(_ctx: TcContext) -> i32 {
+    TC_PASS
+}
+
+/// The clock the agent calibrates its reading of jiffies against (`datapath::clock`): writes
+/// `bpf_jiffies64` and `bpf_ktime_get_ns` (CLOCK_MONOTONIC), native-endian, into the first 16
+/// bytes of the (test-run) packet. Never attached.
+#[classifier]
+pub fn cns_clock(ctx: TcContext) -> i32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 16 <= end {
+        // SAFETY: within [data, data_end), checked above; helpers without arguments.
+        unsafe {
+            core::ptr::write_unaligned(start as *mut u64, bpf_jiffies64());
+            core::ptr::write_unaligned((start + 8) as *mut u64, bpf_ktime_get_ns());
+        }
+    }
     TC_PASS
 }
 

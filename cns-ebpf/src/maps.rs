@@ -57,7 +57,7 @@ pub static CNS_FRAGMENTS: LruHashMap<FragKey, FragValue> =
 pub static CNS_FRAGMENTS6: LruHashMap<FragKey6, FragValue> =
     LruHashMap::pinned(FRAGMENTS_CAPACITY, 0);
 #[map]
-pub static CNS_COUNTER_SLOTS: HashMap<CounterKey, u32> = HashMap::pinned(COUNTERS_CAPACITY, 0);
+pub static CNS_COUNTER_KEYS: Array<u64> = Array::pinned(COUNTERS_CAPACITY, 0);
 #[map]
 pub static CNS_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(COUNTERS_CAPACITY, 0);
 #[map]

@@ -41,7 +41,7 @@ const NO_CONFIG: Config = Config {
     event_rate: 0,
     event_burst: 0,
     flags: 0,
-    _pad: 0,
+    hz: 0,
 };
 
 #[inline(always)]
@@ -141,7 +141,7 @@ fn handle_ip<F: Family>(ctx: &TcContext, cfg: &Config, dir: u8, p: &Packet<F>) -
         stats::count(&key, ctx.frame_len());
         return TC_PASS;
     }
-    if let Some(e) = conntrack::lookup(&key, p) {
+    if let Some(e) = conntrack::lookup(&key, p, cfg.hz) {
         // SAFETY: a pointer into the map value, valid for this program run.
         let e = unsafe { &mut *e };
         if current(e, cfg, || endpoint_audits(ctx, cfg)) {
@@ -622,7 +622,7 @@ pub fn record<F: Family>(
             dry_run_drop,
             ..CtEntry::default()
         };
-        conntrack::create(key, dir, p, &entry);
+        conntrack::create(key, dir, p, &entry, cfg.hz);
     }
     let allowed_by_rule = d.reason == REASON_POLICY_ALLOWED && d.policy_id != u32::MAX;
     if ev_verdict != VERDICT_FORWARDED

@@ -1,10 +1,6 @@
 //! Counters (per namespace pair), datapath statistics and rate-limited events.
 
-use aya_ebpf::{
-    Global,
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
-};
+use aya_ebpf::{Global, bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use cns_common::{
     VERDICT_FORWARDED,
     maps::{
@@ -13,8 +9,11 @@ use cns_common::{
     },
 };
 
-use crate::maps::{
-    CNS_COUNTER_OWNERS, CNS_COUNTER_SLOTS, CNS_COUNTERS, CNS_EVENTS, CNS_RATE_LIMIT, CNS_STATS,
+use crate::{
+    clock,
+    maps::{
+        CNS_COUNTER_KEYS, CNS_COUNTER_OWNERS, CNS_COUNTERS, CNS_EVENTS, CNS_RATE_LIMIT, CNS_STATS,
+    },
 };
 
 /// Entries of the counters maps, as the agent created them (`--map-sizes counters=N`; the
@@ -31,53 +30,48 @@ pub fn incr(stat: u32) {
 }
 
 /// The slot of `key` in the counters, claimed the first time a key is seen; `NO_COUNTER`
-/// (and `STAT_COUNTERS_FULL`) when none of the slots probed is free.
+/// (and `STAT_COUNTERS_FULL`) when none of the slots probed is free. Found by probing
+/// `CNS_COUNTER_KEYS` (array reads, no hash lookup) from the key's hash up to the first free
+/// slot, which [`claim`] takes.
 #[inline(always)]
 pub fn slot(key: &CounterKey) -> u32 {
-    // SAFETY: a copy of a map value.
-    if let Some(&s) = unsafe { CNS_COUNTER_SLOTS.get(key) } {
+    let packed = key.packed();
+    // Probes start in 1..=slots-PROBES+1 and never wrap: no branch on the slot number,
+    // which would double the verifier's states at each probe.
+    let slots = CNS_COUNTERS_CAPACITY.load().saturating_sub(COUNTER_PROBES);
+    let start = 1 + CounterKey::probe_start(packed, slots);
+    for i in 0..COUNTER_PROBES {
+        let s = start + i;
+        match CNS_COUNTER_KEYS.get(s) {
+            Some(&cached) if cached == packed => return s,
+            Some(&0) => return claim(key, packed, s),
+            _ => {}
+        }
+    }
+    incr(STAT_COUNTERS_FULL);
+    NO_COUNTER
+}
+
+/// Claims slot `s` (free when probed) for `key` in `CNS_COUNTER_OWNERS` (atomic: of CPUs
+/// racing for it, one insert succeeds), then caches it in `CNS_COUNTER_KEYS`. Lost to a CPU
+/// claiming it for the same key: that slot. Lost to another key: 0, "not looked up yet"
+/// (this packet goes uncounted; the flow's next packet probes again).
+#[inline(always)]
+fn claim(key: &CounterKey, packed: u64, s: u32) -> u32 {
+    if CNS_COUNTER_OWNERS
+        .insert(&s, key, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        if let Some(v) = CNS_COUNTER_KEYS.get_ptr_mut(s) {
+            // SAFETY: a map value; every writer of this slot writes the same key.
+            unsafe { *v = packed };
+        }
         return s;
     }
-    // Slots 1..capacity, from a multiplicative hash of the 8-byte key, then linear probing.
-    let bits = u64::from(key.src_ns)
-        | u64::from(key.dst_ns) << 16
-        | u64::from(key.dir) << 32
-        | u64::from(key.verdict) << 40
-        | u64::from(key.proto) << 48
-        | u64::from(key.reason) << 56;
-    let capacity = CNS_COUNTERS_CAPACITY.load();
-    if capacity < 2 {
-        // Never with the agent's bounds; keeps the divisor below non-zero.
-        incr(STAT_COUNTERS_FULL);
-        return NO_COUNTER;
-    }
-    let slots = capacity - 1;
-    let start = ((bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32) % slots;
-    for i in 0..COUNTER_PROBES {
-        let s = 1 + (start + i) % slots;
-        // Claiming is atomic: of CPUs racing for a slot, one insert succeeds.
-        if CNS_COUNTER_OWNERS
-            .insert(&s, key, BPF_NOEXIST as u64)
-            .is_ok()
-        {
-            if CNS_COUNTER_SLOTS
-                .insert(key, &s, BPF_NOEXIST as u64)
-                .is_ok()
-            {
-                return s;
-            }
-            // Another CPU claimed a slot for the same key meanwhile: its slot wins, and the
-            // one claimed here stays unused (no key maps to it).
-            break;
-        }
-    }
-    // SAFETY: as above.
-    match unsafe { CNS_COUNTER_SLOTS.get(key) } {
-        Some(&s) => s,
-        None => {
-            incr(STAT_COUNTERS_FULL);
-            NO_COUNTER
-        }
+    // SAFETY: a copy of a map value (an insert publishes it whole).
+    match unsafe { CNS_COUNTER_OWNERS.get(&s) } {
+        Some(k) if k.packed() == packed => s,
+        _ => 0,
     }
 }
 
@@ -123,10 +117,10 @@ pub fn count(key: &CounterKey, bytes: u32) -> u32 {
 /// Emits the event `make` builds if this CPU's token bucket allows, stamped with the time
 /// (`ts_ns` is set here, only for events that go out); counts what was suppressed or lost.
 /// The event is built straight into the ring buffer's reserved record (not on the stack,
-/// and not at all when suppressed). The bucket runs on the coarse clock
-/// (`bpf_ktime_get_coarse_ns`, the last tick): a flood's suppressed events then cost no
-/// precise clock read and, within a tick, no refill arithmetic. Rate and burst are as
-/// configured; tokens come in once a tick (a few ms) instead of continuously.
+/// and not at all when suppressed). The bucket runs on jiffies (`clock`): a flood's
+/// suppressed events then cost no clock helper call and, within a tick, no refill
+/// arithmetic. Rate and burst are as configured; tokens come in once a tick (a few ms)
+/// instead of continuously.
 #[inline(always)]
 pub fn event(cfg: &Config, make: impl FnOnce() -> Event) {
     if cfg.event_rate == 0 {
@@ -137,17 +131,22 @@ pub fn event(cfg: &Config, make: impl FnOnce() -> Event) {
     };
     // SAFETY: per-CPU value, only this CPU writes it.
     let rl = unsafe { &mut *rl };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let elapsed = now.saturating_sub(rl.last_ns);
-    let burst = cfg.event_burst as u64;
+    let now = clock::now();
+    let elapsed = now.saturating_sub(rl.last);
+    let full = cfg.event_burst as u64 * 1_000_000;
     let mut tokens = rl.tokens;
     if elapsed != 0 {
-        // tokens are kept in millionths so slow rates still refill.
-        tokens += elapsed / 1000 * cfg.event_rate as u64;
-        rl.last_ns = now;
+        // Tokens are kept in millionths so slow rates still refill. A minute idle refills
+        // the bucket (and bounds the product).
+        let hz = cfg.hz as u64;
+        tokens = if elapsed >= 60 * hz {
+            full
+        } else {
+            tokens + elapsed * (cfg.event_rate as u64 * 1_000_000 / hz)
+        };
+        rl.last = now;
     }
-    tokens = core::cmp::min(burst * 1_000_000, tokens);
+    tokens = core::cmp::min(full, tokens);
     if tokens < 1_000_000 {
         rl.tokens = tokens;
         incr(STAT_EVENTS_SUPPRESSED);

@@ -109,7 +109,7 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
             .then_some(ep)
     };
     let key = conntrack::key(p, DIR_INGRESS);
-    if let Some(e) = conntrack::lookup(&key, p) {
+    if let Some(e) = conntrack::lookup(&key, p, cfg.hz) {
         // SAFETY: a pointer into the map value, valid for this program run.
         let e = unsafe { &*e };
         if policy::current(e, cfg, || {

@@ -127,7 +127,7 @@ pub fn set_mode(dp: &mut Datapath, audit: bool, revision: u32) {
         event_rate: 0,
         event_burst: 0,
         flags: 0,
-        _pad: 0,
+        hz: 0, // the datapath's clock says
     })
     .expect("config");
 }

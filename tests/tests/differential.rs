@@ -482,7 +482,7 @@ fn check(c: &Cluster, flows: &[TestFlow]) -> Result<(), TestCaseError> {
         event_rate: 0,
         event_burst: 0,
         flags: CONFIG_NO_CONNTRACK_CREATE,
-        _pad: 0,
+        hz: 0,
     };
     k.dp.set_config(&config).expect("config");
     for f in flows {

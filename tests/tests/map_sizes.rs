@@ -63,7 +63,7 @@ fn each_set_of_sizes_gets_its_own_maps_and_reused_maps_are_checked() {
         (m::POLICY, 300),
         (m::CONNTRACK, 2048),
         (m::COUNTERS, 64),
-        (m::COUNTER_SLOTS, 64),
+        (m::COUNTER_KEYS, 64),
         (m::COUNTER_OWNERS, 64),
         (m::ENDPOINTS, 128),
         (m::LOCAL_IPS, 128),

@@ -1384,3 +1384,35 @@ fn programs_stay_within_the_verifier_budget() {
         assert!(n < 750_000, "{name}: {n} instructions verified");
     }
 }
+
+/// The agent reads the programs' clock (jiffies) from CLOCK_MONOTONIC after timing two
+/// jiffy edges at load: what it reads agrees with the kernel's jiffies to the tick, and its
+/// HZ is the kernel's `CONFIG_HZ` (where the kernel's config says).
+#[test]
+fn the_agent_reads_the_programs_clock() {
+    if !kernel_or_skip("programs' clock") {
+        return;
+    }
+    let f = fixture(false);
+    let clock = *f.dp.clock();
+    for _ in 0..20 {
+        let (before, _) = f.dp.kernel_clock().expect("kernel clock");
+        let agent = clock.now();
+        let (after, _) = f.dp.kernel_clock().expect("kernel clock");
+        assert!(
+            before.saturating_sub(1) <= agent && agent <= after + 1,
+            "agent {agent}, kernel {before}..{after} (hz {})",
+            clock.hz()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let config = std::fs::read_to_string(format!("/boot/config-{}", release.trim()));
+    if let Some(hz) = config.ok().and_then(|c| {
+        c.lines()
+            .find_map(|l| l.strip_prefix("CONFIG_HZ=").map(|v| v.parse::<u32>()))
+    }) {
+        assert_eq!(Ok(clock.hz()), hz, "CONFIG_HZ");
+    }
+    assert_eq!(f.dp.config().expect("config").hz, clock.hz());
+}

@@ -159,7 +159,7 @@ impl Fixture {
                 event_rate: 1000,
                 event_burst: 1000,
                 flags: CONFIG_POLICY_VERDICT_EVENTS,
-                _pad: 0,
+                hz: 0,
             })
             .expect("config");
     }

@@ -71,7 +71,7 @@ impl Agent {
             } else {
                 0
             },
-            _pad: 0,
+            hz: 0, // the datapath's clock says
         };
         self.datapath
             .set_config(&config)

@@ -4,9 +4,11 @@
 //! Everything that touches aya lives in this module.
 
 mod attach;
+mod clock;
 mod writer;
 
 pub use attach::{AttachError, XdpAttachment};
+pub use clock::{Clock, ClockError, PROG_CLOCK};
 
 use std::{
     collections::BTreeMap,
@@ -74,6 +76,8 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
+    #[error("failed to read the kernel's clock")]
+    Clock(#[from] ClockError),
     #[error("map {name} has an unexpected layout")]
     Map {
         name: &'static str,
@@ -108,6 +112,7 @@ pub enum LoadError {
 /// The loaded programs and their maps.
 pub struct Datapath {
     ebpf: Ebpf,
+    clock: Clock,
     config: Array<MapData, Config>,
     endpoints: HashMap<MapData, u32, Endpoint>,
     ipcache: HashMap<MapData, u32, Remote>,
@@ -176,7 +181,7 @@ impl Datapath {
             source: Box::new(source),
         })?;
         check_pinned_sizes(&maps_dir, sizes)?;
-        for name in [PROG_TO_POD, PROG_FROM_POD, PROG_EMPTY] {
+        for name in [PROG_TO_POD, PROG_FROM_POD, PROG_EMPTY, PROG_CLOCK] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(LoadError::MissingProgram(name))?
@@ -197,7 +202,9 @@ impl Datapath {
             name: PROG_XDP,
             source,
         })?;
+        let clock = Clock::calibrate(&ebpf)?;
         Ok(Self {
+            clock,
             config: take!(ebpf, m::CONFIG),
             endpoints: take!(ebpf, m::ENDPOINTS),
             ipcache: take!(ebpf, m::IPCACHE),
@@ -209,8 +216,8 @@ impl Datapath {
             cidrs6: take!(ebpf, m::CIDRS6),
             local_ips6: take!(ebpf, m::LOCAL_IPS6),
             counters: CounterMaps::new(
-                ebpf.take_map(m::COUNTER_SLOTS)
-                    .ok_or(LoadError::MissingMap(m::COUNTER_SLOTS))?,
+                ebpf.take_map(m::COUNTER_OWNERS)
+                    .ok_or(LoadError::MissingMap(m::COUNTER_OWNERS))?,
                 ebpf.take_map(m::COUNTERS)
                     .ok_or(LoadError::MissingMap(m::COUNTERS))?,
             )
@@ -281,8 +288,23 @@ impl Datapath {
         self.config.get(&0, 0)
     }
 
+    /// Writes the programs' configuration; `hz` is the kernel's, whatever `config` says.
     pub fn set_config(&mut self, config: &Config) -> Result<(), MapError> {
+        let config = Config {
+            hz: self.clock.hz(),
+            ..*config
+        };
         self.config.set(0, config, 0)
+    }
+
+    /// The programs' clock (jiffies) as the agent reads it.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The kernel's jiffies and CLOCK_MONOTONIC now, read by a program.
+    pub fn kernel_clock(&self) -> Result<(u64, u64), ClockError> {
+        Clock::sample(&self.ebpf)
     }
 
     /// The per-namespace-pair counters, summed over CPUs.
@@ -310,7 +332,8 @@ impl Datapath {
             self.maps_dir.join(CONNTRACK),
             self.maps_dir.join(CONNTRACK6),
         );
-        open_in(&v4, &mut out, |k: &CtKey| DryRunOpen {
+        let now = self.clock.now();
+        open_in(&v4, now, &mut out, |k: &CtKey| DryRunOpen {
             cause: 0,
             src: Ipv4Addr::from(u32::from_be(k.saddr)).into(),
             dst: Ipv4Addr::from(u32::from_be(k.daddr)).into(),
@@ -318,7 +341,7 @@ impl Datapath {
             dport: u16::from_be(k.dport),
             dir: k.dir,
         })?;
-        open_in(&v6, &mut out, |k: &CtKey6| DryRunOpen {
+        open_in(&v6, now, &mut out, |k: &CtKey6| DryRunOpen {
             cause: 0,
             src: Ipv6Addr::from(k.saddr).into(),
             dst: Ipv6Addr::from(k.daddr).into(),
@@ -358,18 +381,15 @@ impl Datapath {
     }
 }
 
-/// The live original-direction entries of the conntrack map pinned at `path` that a dry-run
-/// policy would drop, as `flow` names their keys, into `out`.
+/// The live (at jiffy `now`) original-direction entries of the conntrack map pinned at `path`
+/// that a dry-run policy would drop, as `flow` names their keys, into `out`.
 fn open_in<K: aya::Pod>(
     path: &Path,
+    now: u64,
     out: &mut Vec<DryRunOpen>,
     flow: impl Fn(&K) -> DryRunOpen,
 ) -> Result<(), MapError> {
     use cns_common::maps::{CT_REPLY, CtEntry};
-    // The coarse monotonic clock, as the programs stamp expiry with.
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0);
     // TCP FIN and RST bits: a closing connection is not one enforcing would cut.
     const CLOSING: u8 = 0x01 | 0x04;
     let map: HashMap<MapData, K, CtEntry> =
@@ -379,7 +399,7 @@ fn open_in<K: aya::Pod>(
         if e.dry_run_drop != 0
             && e.flags & CT_REPLY == 0
             && e.tcp_flags & CLOSING == 0
-            && e.expires_ns >= now
+            && e.expires >= now
         {
             out.push(DryRunOpen {
                 cause: e.dry_run_drop,
@@ -440,6 +460,26 @@ fn check_pinned_sizes(maps_dir: &Path, sizes: &MapSizes) -> Result<(), LoadError
 /// Runs the TC or XDP `program` of `ebpf` `repeat` times on `packet` in the kernel
 /// (`BPF_PROG_TEST_RUN`); returns the last verdict and the kernel's average time per run.
 /// The agent's programs ([`Datapath::test_run_repeat`]) and the bench's floors share it.
+/// Runs `program` once on `packet`; what it left of the packet goes to `out`.
+pub(crate) fn test_run_out(
+    ebpf: &aya::Ebpf,
+    program: &str,
+    packet: &[u8],
+    out: &mut [u8],
+) -> Result<i32, ProgramError> {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    let opts = TestRunOptions {
+        data_in: Some(packet),
+        data_out: Some(out),
+        repeat: 1,
+        ..TestRunOptions::default()
+    };
+    match ebpf.program(program) {
+        Some(Program::SchedClassifier(p)) => Ok(p.test_run(opts)?.return_value as i32),
+        _ => Err(ProgramError::NotLoaded),
+    }
+}
+
 pub fn test_run_in(
     ebpf: &aya::Ebpf,
     program: &str,

@@ -200,7 +200,7 @@ impl Case {
                 Case::DeniedFlood => CONFIG_NO_CONNTRACK_CREATE,
                 _ => CONFIG_NO_CONNTRACK_CREATE | CONFIG_NO_DENY_CACHE,
             },
-            _pad: 0,
+            hz: 0, // the datapath's clock says
         }
     }
 }
