@@ -852,6 +852,14 @@ pub const fn dry_run_policy_hash(name: &[u8]) -> u64 {
     h
 }
 
+/// `PerCpuArray<u32, u64>` with one entry: the jiffy of this CPU's last drop on the
+/// [`DENY_CACHE`]. Within [`XDP_FLOOD_JIFFIES_PER_SECOND`]ths of a second of it, the XDP
+/// program reads the deny cache first (a flood is under way on this CPU); otherwise only
+/// after the local-pod and conntrack lookups, so traffic that is no flood pays nothing for it.
+pub const XDP_FLOOD: &str = "CNS_XDP_FLOOD";
+/// [`XDP_FLOOD`]'s window: `Config::hz / XDP_FLOOD_JIFFIES_PER_SECOND` jiffies (100 ms).
+pub const XDP_FLOOD_JIFFIES_PER_SECOND: u32 = 10;
+
 /// `PerCpuArray<u32, RateLimit>` with one entry: the per-CPU event token bucket.
 pub const RATE_LIMIT: &str = "CNS_RATE_LIMIT";
 map_type! {
@@ -878,7 +886,7 @@ pub const STAT_XDP_AUDIT: u32 = 5;
 pub const STAT_XDP_ALLOWED: u32 = 6;
 
 /// Every map's name, key size, value size and default capacity, for the layout fingerprint.
-pub const LAYOUTS: [(&str, usize, usize, u32); 24] = [
+pub const LAYOUTS: [(&str, usize, usize, u32); 25] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (
         ENDPOINTS,
@@ -982,6 +990,7 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 24] = [
         DRY_RUN_COUNTERS_CAPACITY,
     ),
     (RATE_LIMIT, 4, core::mem::size_of::<RateLimit>(), 1),
+    (XDP_FLOOD, 4, 8, 1),
     (STATS, 4, 8, STATS_LEN),
 ];
 
@@ -1372,6 +1381,6 @@ mod tests {
     /// and `CNS_DRY_RUN_COUNTERS`; an event's dry-run outcome and cause.
     /// v9: the programs' clock is jiffies (`CtEntry::expires`, `Config::hz`, the rate
     /// limiter's last refill); `CNS_COUNTER_KEYS` (an array: slot -> key) replaces the
-    /// `CNS_COUNTER_SLOTS` hash.
-    const FINGERPRINT_V9: u64 = 8_564_699_269_517_312_977;
+    /// `CNS_COUNTER_SLOTS` hash; `CNS_XDP_FLOOD`.
+    const FINGERPRINT_V9: u64 = 11_908_420_818_083_779_674;
 }

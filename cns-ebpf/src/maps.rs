@@ -64,6 +64,9 @@ pub static CNS_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(COUNTERS_CAP
 pub static CNS_COUNTER_OWNERS: HashMap<u32, CounterKey> = HashMap::pinned(COUNTERS_CAPACITY, 0);
 #[map]
 pub static CNS_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+/// The jiffy of this CPU's last drop on the deny cache (see `xdp`).
+#[map]
+pub static CNS_XDP_FLOOD: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
 #[map]
 pub static CNS_RATE_LIMIT: PerCpuArray<RateLimit> = PerCpuArray::pinned(1, 0);
 #[map]

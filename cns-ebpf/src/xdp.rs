@@ -29,11 +29,17 @@
 //! (addresses, protocol, destination port: not the source port, which floods vary), stamped
 //! with the policy revision read before any other map, the pod's veth and its audit flags. A
 //! later packet with that key and no live conntrack entry (so replies of the pod's own
-//! connections still pass) is dropped on the entry while the revision is unchanged, the
-//! address still belongs to that veth and the pod does not audit: one hash lookup instead of
-//! the endpoint, IP cache, ipBlock, namespace and policy lookups and the counter slot's.
-//! The agent bumps the revision after every map change, so an entry never outlives the maps
-//! it was decided on.
+//! connections still pass) is dropped on the entry while the revision is unchanged and the
+//! pod does not audit: one hash lookup instead of the endpoint, IP cache, ipBlock, namespace
+//! and policy lookups. The agent bumps the revision after every map change (the local
+//! addresses included), so an entry never outlives the maps it was decided on.
+//!
+//! Normally the deny cache is read last, after the local-pod and conntrack lookups, so that
+//! traffic that is no flood pays nothing for it. Once this CPU has dropped on it within the
+//! last 100 ms (`CNS_XDP_FLOOD`: a flood is under way), it is read first: a TCP packet that
+//! opens a connection (SYN without ACK, RST or FIN) is then dropped on the entry after that
+//! one lookup (it is no reply of the pod's own connection, short of a simultaneous open);
+//! anything else still needs no live conntrack entry (two lookups).
 
 use core::mem::MaybeUninit;
 
@@ -42,16 +48,17 @@ use cns_common::{
     DIR_INGRESS, PROTO_TCP, PROTO_UDP, REASON_ADMIN_DENIED, REASON_BASELINE_DENIED,
     REASON_POLICY_DENIED, VERDICT_AUDIT, VERDICT_DROPPED,
     maps::{
-        CONFIG_NO_DENY_CACHE, DenyEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_DRY_RUN, Endpoint,
-        Event, NO_COUNTER, STAT_XDP_ALLOWED, STAT_XDP_AUDIT, STAT_XDP_DROPPED,
+        CONFIG_NO_DENY_CACHE, Config, DenyEntry, EP_AUDIT_ON, EP_AUDIT_OVERRIDE, EP_DRY_RUN,
+        Endpoint, Event, NO_COUNTER, STAT_XDP_ALLOWED, STAT_XDP_AUDIT, STAT_XDP_DROPPED,
+        XDP_FLOOD_JIFFIES_PER_SECOND,
     },
 };
 
 use crate::{
-    conntrack,
+    clock, conntrack,
     family::{Family, V6},
-    maps::CNS_ENDPOINTS,
-    parse::{self, Bytes as _, Frame, L3, Packet},
+    maps::{CNS_ENDPOINTS, CNS_XDP_FLOOD},
+    parse::{self, Bytes as _, Frame, L3, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     policy, stats,
 };
 
@@ -86,6 +93,99 @@ fn handle_ipv6(ctx: &Frame) -> u32 {
     }
 }
 
+/// The pod behind `ifindex` if it is `daddr`'s and policy applies to it for ingress (else
+/// XDP leaves the packet to TC).
+#[inline(always)]
+fn endpoint<F: Family>(ifindex: u32, daddr: &F::Addr) -> Option<&'static Endpoint> {
+    // SAFETY: written by the agent only.
+    let ep = unsafe { CNS_ENDPOINTS.get(ifindex) }?;
+    // Dry-run policies are resolved (and reported) by TC only.
+    (F::is_own(ep, daddr) && policy::enforced(ep, DIR_INGRESS) && ep.flags & EP_DRY_RUN == 0)
+        .then_some(ep)
+}
+
+/// Whether a live conntrack entry lets the packet pass (an audited flow's reply only while
+/// its pod audits: `ifindex`, the pod's veth, is only looked up for those).
+#[inline(always)]
+fn tracked<F: Family>(
+    p: &Packet<F>,
+    key: &F::CtKey,
+    cfg: &Config,
+    ifindex: impl FnOnce() -> Option<u32>,
+) -> bool {
+    conntrack::lookup(key, p, cfg.hz).is_some_and(|e| {
+        // SAFETY: a pointer into the map value, valid for this program run.
+        let e = unsafe { &*e };
+        policy::current(e, cfg, || {
+            ifindex()
+                .and_then(|i| endpoint::<F>(i, &p.daddr))
+                .is_none_or(|ep| policy::audits(ep, cfg))
+        })
+    })
+}
+
+/// The deny cache's entry for `key` if it is current: made under `revision` (which the
+/// agent bumps after every map change, the local addresses included) and for a pod that
+/// does not audit now.
+#[inline(always)]
+fn cached_drop<F: Family>(
+    key: &F::DenyKey,
+    revision: u32,
+    cfg: &Config,
+) -> Option<&'static DenyEntry> {
+    // SAFETY: a pointer into the map value, valid for this program run.
+    let d = unsafe { F::deny_cache().get(key) }?;
+    (d.revision == revision && !policy::flags_audit(d.ep_flags, cfg)).then_some(d)
+}
+
+/// Whether a drop on the deny cache on this CPU was recent enough that a flood is under
+/// way (`CNS_XDP_FLOOD`): then the deny cache is read first.
+#[inline(always)]
+fn flooded(cfg: &Config) -> bool {
+    CNS_XDP_FLOOD.get(0).is_some_and(|last| {
+        clock::now().wrapping_sub(*last) <= u64::from(cfg.hz / XDP_FLOOD_JIFFIES_PER_SECOND)
+    })
+}
+
+/// Drops on the deny cache entry `d`: counted and reported as a full decision's drop.
+#[inline(always)]
+fn drop_cached<F: Family>(ctx: &Frame, cfg: &Config, p: &Packet<F>, d: &DenyEntry) -> u32 {
+    stats::add(d.counter, ctx.frame_len());
+    if let Some(last) = CNS_XDP_FLOOD.get_ptr_mut(0) {
+        let now = clock::now();
+        // SAFETY: per-CPU value, only this CPU writes it; written once a jiffy at most.
+        unsafe {
+            if *last != now {
+                *last = now;
+            }
+        }
+    }
+    stats::event(cfg, || Event {
+        ts_ns: 0, // stamped by stats::event
+        saddr: F::event_addr(&p.saddr),
+        daddr: F::event_addr(&p.daddr),
+        family: F::FAMILY,
+        sport: p.sport,
+        dport: p.dport,
+        proto: p.proto,
+        dir: DIR_INGRESS,
+        verdict: VERDICT_DROPPED,
+        reason: d.reason,
+        src_identity: d.src_identity,
+        dst_identity: d.dst_identity,
+        ifindex: d.ifindex,
+        ep_id: d.ep_id,
+        src_ns: d.src_ns,
+        dst_ns: d.dst_ns,
+        policy_id: d.policy_id,
+        dry_run: 0,
+        _pad: [0; 2],
+        dry_run_id: 0,
+    });
+    stats::incr(STAT_XDP_DROPPED);
+    xdp_action::XDP_DROP
+}
+
 #[inline(always)]
 fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     if p.later_fragment || p.first_fragment || p.quote != 0 {
@@ -96,67 +196,37 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     // maps, so a deny cache entry stamped with it was decided on maps at least that new.
     // SAFETY: a read of a map value (volatile: read here, once, not later).
     let revision = unsafe { core::ptr::read_volatile(&cfg.revision) };
-    let Some(ifindex) = F::local_ifindex(&p.daddr) else {
-        return xdp_action::XDP_PASS;
-    };
-    // The pod, if it is this address's and policy applies to it for ingress (else XDP
-    // leaves it to TC).
-    let endpoint = || -> Option<&'static Endpoint> {
-        // SAFETY: written by the agent only.
-        let ep = unsafe { CNS_ENDPOINTS.get(ifindex) }?;
-        // Dry-run policies are resolved (and reported) by TC only.
-        (F::is_own(ep, &p.daddr) && policy::enforced(ep, DIR_INGRESS) && ep.flags & EP_DRY_RUN == 0)
-            .then_some(ep)
-    };
     let key = conntrack::key(p, DIR_INGRESS);
-    if let Some(e) = conntrack::lookup(&key, p, cfg.hz) {
-        // SAFETY: a pointer into the map value, valid for this program run.
-        let e = unsafe { &*e };
-        if policy::current(e, cfg, || {
-            endpoint().is_none_or(|ep| policy::audits(ep, cfg))
-        }) {
-            return xdp_action::XDP_PASS;
-        }
-    }
     // The deny cache's key, built once, in place (for IPv6 a copy out of an `Option`
     // would cost two more copies of the addresses).
     let cacheable =
         (p.proto == PROTO_TCP || p.proto == PROTO_UDP) && cfg.flags & CONFIG_NO_DENY_CACHE == 0;
     let deny_key = F::deny_key(&p.saddr, &p.daddr, p.dport, p.proto);
-    if cacheable
-        // SAFETY: a pointer into the map value, valid for this program run.
-        && let Some(d) = unsafe { F::deny_cache().get(&deny_key) }
-        && d.revision == revision
-        && d.ifindex == ifindex
-        && !policy::flags_audit(d.ep_flags, cfg)
-    {
-        stats::add(d.counter, ctx.frame_len());
-        stats::event(cfg, || Event {
-            ts_ns: 0, // stamped by stats::event
-            saddr: F::event_addr(&p.saddr),
-            daddr: F::event_addr(&p.daddr),
-            family: F::FAMILY,
-            sport: p.sport,
-            dport: p.dport,
-            proto: p.proto,
-            dir: DIR_INGRESS,
-            verdict: VERDICT_DROPPED,
-            reason: d.reason,
-            src_identity: d.src_identity,
-            dst_identity: d.dst_identity,
-            ifindex,
-            ep_id: d.ep_id,
-            src_ns: d.src_ns,
-            dst_ns: d.dst_ns,
-            policy_id: d.policy_id,
-            dry_run: 0,
-            _pad: [0; 2],
-            dry_run_id: 0,
-        });
-        stats::incr(STAT_XDP_DROPPED);
-        return xdp_action::XDP_DROP;
+    // Under a flood, the deny cache first: a TCP packet that opens a connection is never a
+    // reply of the pod's own (short of a simultaneous open), so it drops on the entry alone;
+    // anything else drops only without a live conntrack entry, as below.
+    let flood = cacheable && flooded(cfg);
+    if flood && let Some(d) = cached_drop::<F>(&deny_key, revision, cfg) {
+        let opens = p.proto == PROTO_TCP
+            && p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
+        if opens || !tracked(p, &key, cfg, || F::local_ifindex(&p.daddr)) {
+            return drop_cached(ctx, cfg, p, d);
+        }
+        return xdp_action::XDP_PASS;
     }
-    let Some(ep) = endpoint() else {
+    let Some(ifindex) = F::local_ifindex(&p.daddr) else {
+        return xdp_action::XDP_PASS;
+    };
+    if tracked(p, &key, cfg, || Some(ifindex)) {
+        return xdp_action::XDP_PASS;
+    }
+    if cacheable
+        && !flood
+        && let Some(d) = cached_drop::<F>(&deny_key, revision, cfg)
+    {
+        return drop_cached(ctx, cfg, p, d);
+    }
+    let Some(ep) = endpoint::<F>(ifindex, &p.daddr) else {
         return xdp_action::XDP_PASS;
     };
     let d = policy::decide::<F, false>(cfg, ep, DIR_INGRESS, p);
@@ -168,7 +238,8 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
             d.reason,
             REASON_POLICY_DENIED | REASON_ADMIN_DENIED | REASON_BASELINE_DENIED
         );
-        if cacheable && denied_by_policy && slot != NO_COUNTER {
+        // (Slot 0: lost a race for a counter slot; the next drop decides again.)
+        if cacheable && denied_by_policy && slot != NO_COUNTER && slot != 0 {
             let entry = DenyEntry {
                 revision,
                 ep_id: ep.ep_id,

@@ -28,7 +28,7 @@ use cns_tests::{
     kernel::{self, Loaded},
     kernel_or_skip,
     netns::OUTSIDE_IP,
-    packets::{self, ACK, SYN, TCP, tcp},
+    packets::{self, ACK, SYN, TCP, UDP, tcp},
     traffic::{in_netns, tcp_echo_server, tcp_ok, udp_ok},
 };
 
@@ -521,6 +521,68 @@ fn xdp_deny_cache_does_not_outlive_audit_mode() {
     assert_eq!(flood(&f.dp, 1005), XDP_PASS, "audit, same revision: passes");
     assert_eq!(stat(&f.dp, STAT_XDP_AUDIT), 2);
     assert_eq!(stat(&f.dp, STAT_XDP_DROPPED), 4);
+}
+
+/// Under a flood (this CPU dropped on the deny cache within the last 100 ms) the deny cache
+/// is read first, before the conntrack lookup: a connection-opening TCP packet drops on it
+/// alone, and replies of the pod's own connections still pass, TCP and UDP, though a cached
+/// drop has their key (made before the pod opened them).
+#[test]
+fn xdp_under_a_flood_still_passes_replies() {
+    if !kernel_or_skip("xdp deny cache under a flood") {
+        return;
+    }
+    // The flood state is per CPU: every run on one.
+    let mut cpus = nix::sched::CpuSet::new();
+    cpus.set(0).expect("cpu 0");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus).expect("pin to cpu 0");
+    let f = fixture(false);
+    let udp = |src, dst, sport, dport| ipv4(src, dst, UDP, 0, &packets::ports(sport, dport, 8));
+    // Drops cached for STRANGER -> SERVER, TCP and UDP port 5000 (nothing admits them).
+    assert_eq!(
+        xdp_run(&f.dp, &ipv4(STRANGER, SERVER, TCP, 0, &tcp(80, 5000, SYN))),
+        XDP_DROP
+    );
+    assert_eq!(xdp_run(&f.dp, &udp(STRANGER, SERVER, 53, 5000)), XDP_DROP);
+    assert!(deny_cache_entry(&f.pin_dir, STRANGER, SERVER, 5000).is_some());
+    // Then the pod opens connections from port 5000 to STRANGER (egress is not isolated).
+    let out = |pkt: &[u8]| f.dp.test_run(PROG_FROM_POD, pkt).expect("tc test run");
+    assert_eq!(
+        out(&ipv4(SERVER, STRANGER, TCP, 0, &tcp(5000, 80, SYN))),
+        TC_PASS
+    );
+    assert_eq!(out(&udp(SERVER, STRANGER, 5000, 53)), TC_PASS);
+    // A flood on another port: dropped on the cache, which marks this CPU.
+    for sport in 1000..1010 {
+        assert_eq!(flood(&f.dp, sport), XDP_DROP);
+    }
+    let dropped = stat(&f.dp, STAT_XDP_DROPPED);
+    // The replies pass.
+    assert_eq!(
+        xdp_run(
+            &f.dp,
+            &ipv4(STRANGER, SERVER, TCP, 0, &tcp(80, 5000, SYN | ACK))
+        ),
+        XDP_PASS,
+        "TCP reply"
+    );
+    assert_eq!(
+        xdp_run(&f.dp, &udp(STRANGER, SERVER, 53, 5000)),
+        XDP_PASS,
+        "UDP reply"
+    );
+    // What is no reply drops on the cached entries.
+    assert_eq!(
+        xdp_run(&f.dp, &ipv4(STRANGER, SERVER, TCP, 0, &tcp(81, 5000, SYN))),
+        XDP_DROP,
+        "a new connection"
+    );
+    assert_eq!(
+        xdp_run(&f.dp, &udp(STRANGER, SERVER, 54, 5000)),
+        XDP_DROP,
+        "UDP from another port"
+    );
+    assert_eq!(stat(&f.dp, STAT_XDP_DROPPED), dropped + 2);
 }
 
 fn xdp_run(dp: &Datapath, pkt: &[u8]) -> i32 {

@@ -297,6 +297,27 @@ impl Datapath {
         self.config.set(0, config, 0)
     }
 
+    /// Forgets, on every CPU, that a flood was under way (`CNS_XDP_FLOOD`): what the XDP
+    /// program's deny-cache-first order starts from. The bench measures the XDP paths outside
+    /// a flood after it.
+    pub fn clear_xdp_flood(&mut self) -> Result<(), MapError> {
+        use aya::maps::PerCpuValues;
+        let map = self
+            .ebpf
+            .map_mut(m::XDP_FLOOD)
+            .ok_or_else(|| MapError::InvalidName {
+                name: m::XDP_FLOOD.into(),
+            })?;
+        let mut flood: PerCpuArray<&mut MapData, u64> = PerCpuArray::try_from(map)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, error)| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: error,
+            })
+        })?;
+        flood.set(0, PerCpuValues::try_from(vec![0u64; cpus])?, 0)
+    }
+
     /// The programs' clock (jiffies) as the agent reads it.
     pub fn clock(&self) -> &Clock {
         &self.clock

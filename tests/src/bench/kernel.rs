@@ -1126,6 +1126,10 @@ pub fn run(params: &Params, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Ve
         for _trial in 0..params.trials {
             for (vi, v) in variants.iter().enumerate() {
                 dps[v.policies as usize].dp.set_config(&v.case.config())?;
+                if v.case != Case::DeniedFlood {
+                    // Every other row outside a flood (the deny cache read last).
+                    dps[v.policies as usize].dp.clear_xdp_flood()?;
+                }
                 let progs = Programs {
                     dp: &dps[Policies::NetworkPolicy as usize].dp,
                     tiered: &dps[Policies::Cluster as usize].dp,
