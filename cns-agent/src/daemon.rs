@@ -134,6 +134,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let claim = crate::instance::claim(&args.bpffs_dir, &args.socket, args.allow_ephemeral_pins)?;
     let datapath = datapath::Datapath::load_sized(&args.bpffs_dir, &args.map_sizes)?;
     let maps_dir = datapath.maps_dir().to_owned();
+    let hz = datapath.clock().hz();
     let cfg = AgentConfig {
         node_name: args.node_name.clone(),
         audit_mode: crate::policy::AuditMode::from_audit(args.policy_audit_mode),
@@ -278,6 +279,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         pins = %args.bpffs_dir.display(),
         maps = %maps_dir.display(),
         map_sizes = %args.map_sizes,
+        hz,
         "agent running"
     );
     loop {
