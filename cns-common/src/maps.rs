@@ -67,7 +67,7 @@ map_type! {
         pub flags: u32,
         /// The kernel's `CONFIG_HZ`: jiffies per second, the programs' clock (see
         /// [`CtEntry::expires`]). The agent measures it at load; 0 until it writes the config
-        /// (conntrack entries then expire at once).
+        /// (conntrack entries then expire at the next jiffy).
         pub hz: u32,
     } = 24
 }
@@ -606,9 +606,9 @@ map_type! {
 /// it). A later packet with the same key and no live conntrack entry is dropped on the entry
 /// alone while the entry is current: made under the policy revision in force
 /// ([`Config::revision`], which the agent bumps after every map change, read before any
-/// other map; so the endpoint is unchanged too), for the address's endpoint veth in
-/// [`LOCAL_IPS`], and the endpoint does not audit now (its audit flags then, the global mode
-/// now). It is counted in the slot the entry carries and reported through the same
+/// other map; so the endpoint and its address are unchanged too), and the endpoint does not
+/// audit now (its audit flags then, the global mode now). The entry keeps the endpoint's veth
+/// for the event. It is counted in the slot the entry carries and reported through the same
 /// rate-limited event as a full decision. Never read by TC.
 pub const DENY_CACHE: &str = "CNS_DENY_CACHE";
 pub const DENY_CACHE_CAPACITY: u32 = 32768;

@@ -105,8 +105,8 @@ pub fn key(src_ns: u16, dst_ns: u16, dir: u8, verdict: u8, proto: u8, reason: u8
     }
 }
 
-/// Counts a packet under `key` (a hash lookup: the slow path's way; established flows keep
-/// their slot in the conntrack entry and call [`add`]).
+/// Counts a packet under `key` (probing for its slot: the slow path's way; established flows
+/// keep their slot in the conntrack entry and call [`add`]).
 #[inline(always)]
 pub fn count(key: &CounterKey, bytes: u32) -> u32 {
     let s = slot(key);
@@ -142,7 +142,7 @@ pub fn event(cfg: &Config, make: impl FnOnce() -> Event) {
         tokens = if elapsed >= 60 * hz {
             full
         } else {
-            tokens + elapsed * (cfg.event_rate as u64 * 1_000_000 / hz)
+            tokens + elapsed * (cfg.event_rate as u64 * 1_000_000 / hz.max(1))
         };
         rl.last = now;
     }

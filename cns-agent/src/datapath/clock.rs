@@ -1,37 +1,34 @@
 //! The programs' clock as the agent reads it. The programs count jiffies (`bpf_jiffies64`:
 //! the verifier inlines it into one load), `CONFIG_HZ` of them per second, and user space
-//! can read neither jiffies nor HZ portably. At load the agent runs `cns_clock` (jiffies and
-//! CLOCK_MONOTONIC from one run) until it has timed two jiffy edges some 20 ms apart: that
-//! gives HZ (the programs' `Config::hz`) and where jiffies stand against CLOCK_MONOTONIC,
-//! from which it reads jiffies afterwards (both come from the kernel's timekeeping; they do
-//! not drift apart).
+//! can read neither jiffies nor HZ portably. A one-line program, `cns_clock`, returns the
+//! kernel's jiffies and CLOCK_MONOTONIC from one run: the agent reads "now" in jiffies from it
+//! whenever it needs it (never extrapolated), and learns HZ at load by timing jiffy edges
+//! about 100 ms apart, snapped to the values Linux is built with.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use aya::{Ebpf, programs::ProgramError};
 
-/// The program [`Clock::calibrate`] runs (never attached).
+/// The program [`Clock::sample`] runs (never attached).
 pub const PROG_CLOCK: &str = "cns_clock";
 
-/// An edge is timed only when the samples either side of it are this close (ns): a sample
-/// delayed by preemption would misplace it.
-const EDGE_PRECISION_NS: u64 = 50_000;
-/// How far apart the two edges are, at least (ns).
-const SPAN_NS: u64 = 20_000_000;
+/// The HZ values Linux is configured with (`CONFIG_HZ_*` on x86, arm64, ppc64, s390).
+const KNOWN_HZ: [u32; 4] = [100, 250, 300, 1000];
+/// How far apart the two timed edges are, at least.
+const SPAN: Duration = Duration::from_millis(100);
+/// Between samples (sleeping: a busy loop is what the scheduler preempts at a tick).
+const STEP: Duration = Duration::from_micros(200);
 /// Give up after this long (a kernel whose jiffies do not move).
-const DEADLINE: Duration = Duration::from_secs(2);
+const DEADLINE: Duration = Duration::from_secs(3);
 
-/// Jiffies per second, and one jiffy edge on CLOCK_MONOTONIC.
+/// The kernel's jiffies per second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Clock {
     hz: u32,
-    /// The jiffy that began at `edge_ns` (CLOCK_MONOTONIC).
-    edge_jiffies: u64,
-    edge_ns: u64,
 }
-
-/// One run of `cns_clock`: (jiffies, CLOCK_MONOTONIC ns).
-type Sample = (u64, u64);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClockError {
@@ -44,10 +41,18 @@ pub enum ClockError {
          programs' conntrack and event clocks count, do not move as expected"
     )]
     NoEdges,
+    #[error(
+        "the kernel's jiffies advance {measured:.1} times a second, which is no HZ Linux is \
+         built with ({KNOWN_HZ:?})"
+    )]
+    UnknownHz { measured: f64 },
 }
 
+/// HZ is the machine's: measured once per process.
+static HZ: OnceLock<u32> = OnceLock::new();
+
 impl Clock {
-    /// The kernel's jiffies and CLOCK_MONOTONIC, from one run of `cns_clock` (loaded in
+    /// The kernel's jiffies and CLOCK_MONOTONIC (ns), from one run of `cns_clock` (loaded in
     /// `ebpf`).
     pub fn sample(ebpf: &Ebpf) -> Result<(u64, u64), ClockError> {
         let mut out = [0u8; 64];
@@ -59,82 +64,63 @@ impl Clock {
         }
     }
 
-    /// Times two jiffy edges with `cns_clock` (loaded in `ebpf`); takes 20-40 ms.
+    /// The kernel's HZ, measured with `cns_clock` (loaded in `ebpf`) the first time in this
+    /// process (100-110 ms).
     pub fn calibrate(ebpf: &Ebpf) -> Result<Self, ClockError> {
-        let sample = || Self::sample(ebpf);
+        if let Some(&hz) = HZ.get() {
+            return Ok(Self { hz });
+        }
         let start = Instant::now();
         let mut edges = Edges::default();
-        let mut last = sample()?;
+        let mut last = Self::sample(ebpf)?;
         while start.elapsed() < DEADLINE {
-            let s = sample()?;
-            if let Some(clock) = edges.push(last, s) {
-                return Ok(clock);
+            std::thread::sleep(STEP);
+            let s = Self::sample(ebpf)?;
+            if let Some(measured) = edges.push(last, s) {
+                let hz = snap(measured)?;
+                return Ok(Self {
+                    hz: *HZ.get_or_init(|| hz),
+                });
             }
             last = s;
         }
         Err(ClockError::NoEdges)
     }
 
-    /// From two timed edges (jiffy, ns), the later second.
-    fn from_edges(a: Sample, b: Sample) -> Option<Self> {
-        let (jiffies, ns) = (b.0.checked_sub(a.0)?, b.1.checked_sub(a.1)?);
-        if jiffies == 0 || ns == 0 {
-            return None;
-        }
-        let hz = ((jiffies as u128 * 1_000_000_000 + ns as u128 / 2) / ns as u128) as u64;
-        (10..=10_000).contains(&hz).then_some(Self {
-            hz: hz as u32,
-            edge_jiffies: b.0,
-            edge_ns: b.1,
-        })
-    }
-
     /// The kernel's `CONFIG_HZ`.
     pub fn hz(&self) -> u32 {
         self.hz
     }
-
-    /// The jiffy at CLOCK_MONOTONIC `ns`.
-    pub fn jiffies_at(&self, ns: u64) -> u64 {
-        let since = ns.saturating_sub(self.edge_ns) as u128;
-        self.edge_jiffies + (since * u128::from(self.hz) / 1_000_000_000) as u64
-    }
-
-    /// The jiffy now.
-    pub fn now(&self) -> u64 {
-        self.jiffies_at(monotonic_ns())
-    }
 }
 
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
+/// The known HZ within 5% of `measured`.
+fn snap(measured: f64) -> Result<u32, ClockError> {
+    KNOWN_HZ
+        .into_iter()
+        .find(|&hz| (measured / f64::from(hz) - 1.0).abs() <= 0.05)
+        .ok_or(ClockError::UnknownHz { measured })
 }
 
-/// Edges seen so far: the first, then the first at least [`SPAN_NS`] after it.
+/// The first jiffy edge seen, until one at least [`SPAN`] after it.
 #[derive(Default)]
 struct Edges {
-    first: Option<Sample>,
+    first: Option<(u64, u64)>,
 }
 
 impl Edges {
-    /// Consecutive samples `before` and `after`: a precise edge between them is timed at
-    /// their midpoint.
-    fn push(&mut self, before: Sample, after: Sample) -> Option<Clock> {
-        let precise = after.1.saturating_sub(before.1) <= EDGE_PRECISION_NS;
-        if after.0 == before.0 || !precise {
+    /// Consecutive samples `before` and `after` (jiffies, ns): an edge between them is timed
+    /// at `after` (late by at most the time between samples, which [`SPAN`] makes small).
+    /// Returns jiffies per second between the first edge and one at least [`SPAN`] after it.
+    fn push(&mut self, before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+        if after.0 <= before.0 || after.1 <= before.1 {
             return None;
         }
-        let edge = (after.0, before.1 + (after.1 - before.1) / 2);
-        match self.first {
-            None => {
-                self.first = Some(edge);
-                None
-            }
-            Some(first) if edge.1 - first.1 >= SPAN_NS => Clock::from_edges(first, edge),
-            Some(_) => None,
-        }
+        let Some(first) = self.first else {
+            self.first = Some(after);
+            return None;
+        };
+        let ns = after.1.checked_sub(first.1)?;
+        (ns >= SPAN.as_nanos() as u64).then(|| (after.0 - first.0) as f64 * 1e9 / ns as f64)
     }
 }
 
@@ -145,51 +131,47 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     #[test]
-    fn two_edges_give_hz_and_where_jiffies_stand() {
+    fn edges_100_ms_apart_give_the_rate() {
         let mut e = Edges::default();
-        // 250 Hz: an edge every 4 ms; samples 2 us apart around each edge.
+        // 250 Hz: an edge every 4 ms, seen up to 0.3 ms late.
         assert_eq!(
-            e.push((1000, 3 * MS), (1000, 3 * MS + 2000)),
+            e.push((1000, 3 * MS), (1000, 3 * MS + 200_000)),
             None,
             "no edge"
         );
         assert_eq!(
-            e.push((1000, 4 * MS - 1000), (1001, 4 * MS + 1000)),
-            None,
-            "first"
+            e.push((1000, 4 * MS - 100_000), (1001, 4 * MS + 100_000)),
+            None
         );
         assert_eq!(
-            e.push((1003, 15 * MS), (1004, 16 * MS + 1000)),
+            e.push((1010, 43 * MS), (1011, 44 * MS + 300_000)),
             None,
             "too soon"
         );
-        let c = e
-            .push((1005, 24 * MS - 1000), (1006, 24 * MS + 1000))
-            .expect("an edge 20 ms on");
-        assert_eq!(c.hz(), 250);
-        assert_eq!(c.jiffies_at(24 * MS), 1006);
-        assert_eq!(c.jiffies_at(28 * MS - 1), 1006);
-        assert_eq!(c.jiffies_at(28 * MS), 1007);
-        assert_eq!(c.jiffies_at(24 * MS + 3600 * 1000 * MS), 1006 + 3600 * 250);
+        let hz = e
+            .push((1025, 104 * MS - 100_000), (1026, 104 * MS + 300_000))
+            .expect("an edge 100 ms on");
+        assert!((hz - 250.0).abs() < 1.0, "{hz}");
+        assert_eq!(snap(hz).unwrap(), 250);
     }
 
     #[test]
-    fn an_edge_between_samples_far_apart_is_not_timed() {
+    fn a_late_sample_only_blurs_the_rate() {
         let mut e = Edges::default();
-        // Preempted for 3 ms across the edge: where it fell is unknown.
-        assert_eq!(e.push((7, MS), (8, 4 * MS)), None);
-        assert_eq!(e.first, None);
+        // Preempted for 5 ms across the second edge: still 250 within 5%.
+        e.push((7, MS - 1000), (8, MS));
+        let hz = e.push((32, 100 * MS), (33, 106 * MS)).unwrap();
+        assert_eq!(snap(hz).unwrap(), 250, "{hz}");
+        // A clock going backwards is no edge.
+        assert_eq!(e.push((40, 200 * MS), (41, 199 * MS)), None);
     }
 
     #[test]
-    fn hz_is_rounded_and_bounded() {
-        // 1000 Hz measured a little off.
-        let c = Clock::from_edges((0, 0), (20, 20 * MS + 3000)).unwrap();
-        assert_eq!(c.hz(), 1000);
-        // 300 Hz, 100 Hz.
-        assert_eq!(Clock::from_edges((0, 0), (6, 20 * MS)).unwrap().hz(), 300);
-        assert_eq!(Clock::from_edges((0, 0), (2, 20 * MS)).unwrap().hz(), 100);
-        assert_eq!(Clock::from_edges((0, 0), (0, 20 * MS)), None);
-        assert_eq!(Clock::from_edges((5, 0), (4, 20 * MS)), None);
+    fn hz_snaps_to_what_linux_is_built_with() {
+        assert_eq!(snap(998.7).unwrap(), 1000);
+        assert_eq!(snap(301.0).unwrap(), 300);
+        assert_eq!(snap(97.0).unwrap(), 100);
+        assert!(matches!(snap(275.0), Err(ClockError::UnknownHz { .. })));
+        assert!(matches!(snap(512.0), Err(ClockError::UnknownHz { .. })));
     }
 }

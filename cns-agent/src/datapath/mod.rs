@@ -318,7 +318,7 @@ impl Datapath {
         flood.set(0, PerCpuValues::try_from(vec![0u64; cpus])?, 0)
     }
 
-    /// The programs' clock (jiffies) as the agent reads it.
+    /// The kernel's HZ, as the programs count time.
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
@@ -353,7 +353,13 @@ impl Datapath {
             self.maps_dir.join(CONNTRACK),
             self.maps_dir.join(CONNTRACK6),
         );
-        let now = self.clock.now();
+        // The kernel's jiffy now, as the programs stamp expiry with.
+        let (now, _) = Clock::sample(&self.ebpf).map_err(|e| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "cns_clock test run",
+                io_error: std::io::Error::other(e.to_string()),
+            })
+        })?;
         open_in(&v4, now, &mut out, |k: &CtKey| DryRunOpen {
             cause: 0,
             src: Ipv4Addr::from(u32::from_be(k.saddr)).into(),
@@ -478,9 +484,6 @@ fn check_pinned_sizes(maps_dir: &Path, sizes: &MapSizes) -> Result<(), LoadError
     Ok(())
 }
 
-/// Runs the TC or XDP `program` of `ebpf` `repeat` times on `packet` in the kernel
-/// (`BPF_PROG_TEST_RUN`); returns the last verdict and the kernel's average time per run.
-/// The agent's programs ([`Datapath::test_run_repeat`]) and the bench's floors share it.
 /// Runs `program` once on `packet`; what it left of the packet goes to `out`.
 pub(crate) fn test_run_out(
     ebpf: &aya::Ebpf,
@@ -501,6 +504,9 @@ pub(crate) fn test_run_out(
     }
 }
 
+/// Runs the TC or XDP `program` of `ebpf` `repeat` times on `packet` in the kernel
+/// (`BPF_PROG_TEST_RUN`); returns the last verdict and the kernel's average time per run.
+/// The agent's programs ([`Datapath::test_run_repeat`]) and the bench's floors share it.
 pub fn test_run_in(
     ebpf: &aya::Ebpf,
     program: &str,

@@ -43,7 +43,7 @@ use std::{
 use nix::libc;
 use serde_json::{Value, json};
 
-use super::{Summary, rawbpf::RawXdp, round3, traffic};
+use super::{Summary, progstats, rawbpf::RawXdp, round3, traffic};
 use crate::{
     AgentProcess, PodNet, VirtualNode,
     netns::{NODE_UPLINK_IP, OUTSIDE_IP, OUTSIDE_IP6},
@@ -98,6 +98,8 @@ struct Run {
     kernel_ns: f64,
     /// Live frames: the kernel's time per frame in the generator loop.
     loop_ns: Option<f64>,
+    /// The agent's programs on these frames (`progstats`).
+    programs: [Option<(f64, u64)>; 3],
 }
 
 /// Per (variant, generator): every trial, summarised, and ratios.
@@ -127,6 +129,8 @@ pub struct FloodResult {
     /// one's: how many more packets one CPU of the node drops this way.
     pub cpu_gain_vs_tc: Option<f64>,
     pub cpu_gain_vs_iptables: Option<f64>,
+    /// The agent's programs on these frames, as the kernel timed them (`bpf_stats`).
+    pub programs: Vec<super::progstats::ProgramLoad>,
 }
 
 impl FloodResult {
@@ -147,6 +151,7 @@ impl FloodResult {
             "loop_per_frame_iptables_over_this": self.loop_gain_vs_iptables,
             "softirq_per_dropped_tc_over_this": self.cpu_gain_vs_tc,
             "softirq_per_dropped_iptables_over_this": self.cpu_gain_vs_iptables,
+            "programs": self.programs.iter().map(|p| p.json()).collect::<Vec<_>>(),
         })
     }
 }
@@ -507,9 +512,11 @@ fn measure(
 ) -> anyhow::Result<Run> {
     let c0 = counter.read()?;
     let (soft0, kern0) = kernel_cpu_s();
+    let programs0 = progstats::Snapshot::now();
     let t = Instant::now();
     let (sent_pps, loop_ns) = flood()?;
     let elapsed = t.elapsed().as_secs_f64();
+    let programs = progstats::Snapshot::now().since(&programs0);
     let (soft1, kern1) = kernel_cpu_s();
     // Let the last queued packets in before counting.
     std::thread::sleep(Duration::from_millis(20));
@@ -527,6 +534,7 @@ fn measure(
         softirq_ns: per_packet(soft1 - soft0),
         kernel_ns: per_packet(kern1 - kern0),
         loop_ns,
+        programs,
     })
 }
 
@@ -557,6 +565,8 @@ pub fn run(
     p: &Params,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<FloodReport> {
+    // The programs' own time on these frames (`progstats`), while this lives.
+    let stats = progstats::enable();
     let manifests = traffic::manifests(p.unrelated_rules);
     let refs: Vec<(&str, &str)> = manifests
         .iter()
@@ -760,6 +770,10 @@ pub fn run(
                     .filter(|_| !is_floor),
                 cpu_gain_vs_iptables: ratio(vi, gi, ipt, &|a, b| b.softirq_ns / a.softirq_ns)
                     .filter(|_| !is_floor),
+                programs: progstats::loads(
+                    g.name(),
+                    &rs.iter().map(|r| r.programs).collect::<Vec<_>>(),
+                ),
             });
         }
     }
@@ -777,6 +791,9 @@ pub fn run(
     }
     if !p.iptables {
         notes.push("iptables/ipset not installed: no iptables baseline".into());
+    }
+    if let Err(e) = stats {
+        notes.push(format!("no bpf_stats for the agent's programs: {e}"));
     }
     Ok(FloodReport {
         trials: p.trials,

@@ -28,6 +28,7 @@ pub mod floor;
 pub mod heap;
 pub mod kernel;
 pub mod kube;
+pub mod progstats;
 pub mod rawbpf;
 pub mod report;
 pub mod traffic;

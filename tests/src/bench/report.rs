@@ -1150,6 +1150,18 @@ fn flood_table(s: &mut String, f: &FloodReport, charts: &[Chart]) {
         let _ = writeln!(s, "\n{n}");
     }
     let _ = writeln!(s);
+    program_table(
+        s,
+        "The agent's programs on these frames, as the kernel timed them (`bpf_stats`: \
+         `run_time_ns` / `run_cnt` around each generator run; median (min-max) over trials): \
+         with XDP, `cns_xdp` drops the flood (from its second frame on the deny cache: \
+         section 1's \"denied flood (deny cache)\", two lookups for UDP); with TC, `cns_xdp` is \
+         not attached and `cns_to_pod` drops each datagram (section 1's \"new denied\").",
+        "generator",
+        f.results
+            .iter()
+            .flat_map(|r| r.programs.iter().map(move |l| (r.variant.name(), l))),
+    );
 }
 
 /// "same vCPU p50 1.020x, p99 1.100x" (or "cross vCPU not measurable").
@@ -1246,6 +1258,54 @@ fn traffic_table(s: &mut String, t: &TrafficReport, charts: &[Chart]) {
     }
     for n in &t.notes {
         let _ = writeln!(s, "\n{n}");
+    }
+    let _ = writeln!(s);
+    program_table(
+        s,
+        "The agent's programs on these packets, as the kernel timed them (`bpf_stats`: \
+         `run_time_ns` / `run_cnt` of each program around each workload, per trial; median \
+         (min-max)). Section 1's `BPF_PROG_TEST_RUN` figures are the same programs on crafted \
+         packets: request/response and bulk are mostly established flows (bulk runs once per \
+         GSO batch, not per wire packet), new connections mix new and established packets, and \
+         in the denied flood `cns_to_pod` decides each datagram afresh (new denied) while \
+         `cns_from_pod` sees the client's established flow. `cns_xdp` runs on the uplink, which \
+         pod-to-pod traffic does not cross.",
+        "workload",
+        t.results
+            .iter()
+            .flat_map(|r| r.programs.iter().map(move |l| (r.variant.as_str(), l))),
+    );
+}
+
+/// The agent's programs as the kernel timed them (`bpf_stats`): a row per (variant, what
+/// ran, program); nothing when no program ran.
+fn program_table<'a>(
+    s: &mut String,
+    intro: &str,
+    what: &str,
+    rows: impl Iterator<Item = (&'a str, &'a super::progstats::ProgramLoad)>,
+) {
+    let rows: Vec<_> = rows.collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "{intro}\n");
+    let _ = writeln!(
+        s,
+        "| variant | {what} | program | ns per run | runs per trial |"
+    );
+    let _ = writeln!(s, "|---|---|---|---:|---:|");
+    for (variant, l) in rows {
+        let _ = writeln!(
+            s,
+            "| {variant} | {} | `{}` | {:.0} ({:.0}-{:.0}) | {:.0} |",
+            l.workload,
+            l.program,
+            l.ns_per_run.median,
+            l.ns_per_run.min,
+            l.ns_per_run.max,
+            l.runs.median
+        );
     }
     let _ = writeln!(s);
 }
@@ -1396,6 +1456,17 @@ mod tests {
                 "new_connections_per_s": 1.0, "throughput_1_stream": 1.0,
                 "throughput_4_streams": 1.0, "cpu_per_gbit_1_stream": 1.0, "denied_flood_pps": 1.0,
             }),
+            // The agent's programs ran only with the agent.
+            programs: if variant.starts_with("cns") {
+                vec![crate::bench::traffic::ProgramLoad {
+                    workload: "request/response",
+                    program: "cns_to_pod",
+                    ns_per_run: sum(50.0),
+                    runs: sum(22000.0),
+                }]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -1455,6 +1526,15 @@ mod tests {
                 .contains("cns, 10 unrelated rules, cross vCPU")
         );
         assert!(charts[0].svg.contains("no enforcement, same vCPU"));
+        // The programs as the kernel timed them.
+        assert!(
+            md.contains(
+                "| cns, 10 unrelated rules | request/response | `cns_to_pod` | 50 (45-60) | 22000 |"
+            ),
+            "{md}"
+        );
+        assert_eq!(r["programs"][0]["ns_per_run"]["median"], 50.0);
+        assert_eq!(j["traffic"]["results"][0]["programs"], json!([]));
     }
 
     #[test]

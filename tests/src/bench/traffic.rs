@@ -32,7 +32,7 @@ use nix::{
 };
 use serde_json::{Value, json};
 
-use super::{Options, Summary, percentile, round3};
+use super::{Options, Summary, percentile, progstats, round3};
 use crate::{
     AgentProcess, VirtualNode,
     manifests::{docs, namespace, pod_with_ips},
@@ -136,7 +136,11 @@ pub struct VariantResult {
     pub flood_kpps: Summary,
     /// Ratios to no enforcement (per trial, then median).
     pub ratio: Value,
+    /// The agent's programs on each workload's packets, where they ran in every trial.
+    pub programs: Vec<ProgramLoad>,
 }
+
+pub use progstats::ProgramLoad;
 
 impl VariantResult {
     pub fn rr(&self, p: Placement) -> Option<&Latency> {
@@ -160,6 +164,7 @@ impl VariantResult {
             "cpu_s_per_gbit_1_stream": self.cpu_s_per_gbit_1.json(),
             "denied_udp_flood_kpps_sent": self.flood_kpps.json(),
             "ratio_to_no_enforcement": self.ratio,
+            "programs": self.programs.iter().map(ProgramLoad::json).collect::<Vec<_>>(),
         })
     }
 }
@@ -400,7 +405,17 @@ struct Trial {
     gbit_4: f64,
     cpu_s_per_gbit_1: f64,
     flood_kpps: f64,
+    /// Per [`WORKLOADS`] entry, the agent's programs on its packets (`progstats`).
+    programs: [[Option<(f64, u64)>; 3]; 4],
 }
+
+/// The workloads of a trial, as [`Trial::programs`] has them.
+pub const WORKLOADS: [&str; 4] = [
+    "request/response",
+    "new connections",
+    "bulk (1 and 4 streams)",
+    "denied UDP flood",
+];
 
 /// Request/response round trips (µs) over one connection, the client pinned to `client`
 /// and the server's thread for it to `server`.
@@ -446,6 +461,13 @@ fn measure(
 ) -> anyhow::Result<Trial> {
     let echo = SocketAddr::from((SERVER, ECHO_PORT));
     let sink = SocketAddr::from((SERVER, SINK_PORT));
+    let mut programs = [[None; 3]; 4];
+    let mut at = progstats::Snapshot::now();
+    let mut timed = |w: usize| {
+        let now = progstats::Snapshot::now();
+        programs[w] = now.since(&at);
+        at = now;
+    };
     // Request/response, per placement.
     let mut rr = [None; 2];
     let mut order = [0, 1];
@@ -458,6 +480,7 @@ fn measure(
             rr[i] = Some((percentile(&rtts, 50.0), percentile(&rtts, 99.0)));
         }
     }
+    timed(0);
     // New connections.
     let conn_secs = p.conn_secs;
     let conns = in_netns(client_ns, move || -> std::io::Result<f64> {
@@ -472,6 +495,7 @@ fn measure(
         }
         Ok(n as f64 / t.elapsed().as_secs_f64())
     })?;
+    timed(1);
     // Bulk.
     let bulk = |streams: usize| -> anyhow::Result<(f64, f64)> {
         let secs = p.bulk_secs;
@@ -507,6 +531,7 @@ fn measure(
     };
     let (gbit_1, cpu_1) = bulk(1)?;
     let (gbit_4, _) = bulk(4)?;
+    timed(2);
     // Denied UDP flood (allowed nowhere: dropped by the policy or the iptables default drop;
     // with no enforcement it reaches the server, which has no socket on that port).
     let flood_secs = p.flood_secs;
@@ -525,6 +550,7 @@ fn measure(
         }
         Ok(n as f64 / t.elapsed().as_secs_f64() / 1000.0)
     })?;
+    timed(3);
     Ok(Trial {
         rr,
         conn_per_s: conns,
@@ -532,7 +558,22 @@ fn measure(
         gbit_4,
         cpu_s_per_gbit_1: cpu_1,
         flood_kpps: flood,
+        programs,
     })
+}
+
+/// Each program on each workload, where it ran in every trial.
+fn program_loads(ts: &[Trial]) -> Vec<ProgramLoad> {
+    WORKLOADS
+        .iter()
+        .enumerate()
+        .flat_map(|(w, workload)| {
+            progstats::loads(
+                workload,
+                &ts.iter().map(|t| t.programs[w]).collect::<Vec<_>>(),
+            )
+        })
+        .collect()
 }
 
 fn iptables_backend() -> String {
@@ -589,6 +630,11 @@ pub fn run(
                 .into(),
         );
     }
+
+    // The programs' own time on these packets (`progstats`), while this lives.
+    let _stats = progstats::enable()
+        .inspect_err(|e| notes.push(format!("no bpf_stats for the agent's programs: {e}")))
+        .ok();
 
     let mut node = VirtualNode::with_family(crate::Family::Dual);
     let server = node.add_pod(SERVER);
@@ -739,6 +785,7 @@ pub fn run(
             cpu_s_per_gbit_1: Summary::of(&col(|t| t.cpu_s_per_gbit_1)),
             flood_kpps: Summary::of(&col(|t| t.flood_kpps)),
             ratio: ratios,
+            programs: program_loads(ts),
         });
     }
     drop(node);
