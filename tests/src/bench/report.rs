@@ -1267,9 +1267,10 @@ fn traffic_table(s: &mut String, t: &TrafficReport, charts: &[Chart]) {
          (min-max)). Section 1's `BPF_PROG_TEST_RUN` figures are the same programs on crafted \
          packets: request/response and bulk are mostly established flows (bulk runs once per \
          GSO batch, not per wire packet), new connections mix new and established packets, and \
-         in the denied flood `cns_to_pod` decides each datagram afresh (new denied) while \
-         `cns_from_pod` sees the client's established flow. `cns_xdp` runs on the uplink, which \
-         pod-to-pod traffic does not cross.",
+         the denied flood is dropped by `cns_from_pod` on the client's veth, each datagram \
+         decided afresh (new denied: the client's egress policy admits none of it), so \
+         `cns_to_pod` never sees it. `cns_xdp` runs on the uplink, which pod-to-pod traffic does \
+         not cross.",
         "workload",
         t.results
             .iter()
