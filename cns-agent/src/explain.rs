@@ -281,15 +281,18 @@ mod tests {
 spec: {podSelector: {}, policyTypes: [Ingress]}",
             )],
         );
-        let e = explain(
-            &snap,
-            &node(),
-            "b/client",
-            "a/server",
-            "80/TCP",
-            |_| "blocking",
-        )
-        .expect("explain");
+        let explain_flow = |snap: &_| {
+            explain(
+                snap,
+                &node(),
+                "b/client",
+                "a/server",
+                "80/TCP",
+                |_| "blocking",
+            )
+            .expect("explain")
+        };
+        let e = explain_flow(&snap);
         assert_eq!(e.outcome, "forwarded");
         assert_eq!(e.dry_run, ["NetworkPolicy/a/lockdown"]);
         assert!(e.would_be.as_ref().is_some_and(|w| !w.allowed()));
@@ -305,15 +308,7 @@ spec: {podSelector: {}, policyTypes: [Ingress]}",
         for np in snap.policies.values_mut() {
             std::sync::Arc::make_mut(np).metadata.annotations = None;
         }
-        let e = explain(
-            &snap,
-            &node(),
-            "b/client",
-            "a/server",
-            "80/TCP",
-            |_| "blocking",
-        )
-        .expect("explain");
+        let e = explain_flow(&snap);
         assert_eq!(e.outcome, "dropped");
         assert!(e.dry_run.is_empty() && e.would_be.is_none());
     }

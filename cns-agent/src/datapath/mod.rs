@@ -344,7 +344,7 @@ impl Datapath {
 
     /// The live connections a dry-run policy would drop (their conntrack entries say so,
     /// `CtEntry::dry_run_drop`), both families, original direction only.
-    pub fn dry_run_open(&self) -> Result<Vec<DryRunOpen>, MapError> {
+    pub fn dry_run_open(&self) -> Result<Vec<DryRunOpen>, DryRunOpenError> {
         use std::net::{Ipv4Addr, Ipv6Addr};
 
         use cns_common::maps::{CONNTRACK, CONNTRACK6, CtKey, CtKey6};
@@ -354,12 +354,7 @@ impl Datapath {
             self.maps_dir.join(CONNTRACK6),
         );
         // The kernel's jiffy now, as the programs stamp expiry with.
-        let (now, _) = Clock::sample(&self.ebpf).map_err(|e| {
-            MapError::SyscallError(aya::sys::SyscallError {
-                call: "cns_clock test run",
-                io_error: std::io::Error::other(e.to_string()),
-            })
-        })?;
+        let (now, _) = Clock::sample(&self.ebpf)?;
         open_in(&v4, now, &mut out, |k: &CtKey| DryRunOpen {
             cause: 0,
             src: Ipv4Addr::from(u32::from_be(k.saddr)).into(),
@@ -437,6 +432,15 @@ fn open_in<K: aya::Pod>(
     Ok(())
 }
 
+/// Why the open connections could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunOpenError {
+    #[error("failed to read the conntrack maps")]
+    Map(#[from] MapError),
+    #[error("failed to read the kernel's clock")]
+    Clock(#[from] ClockError),
+}
+
 /// A live connection a dry-run policy would drop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DryRunOpen {
@@ -491,17 +495,7 @@ pub(crate) fn test_run_out(
     packet: &[u8],
     out: &mut [u8],
 ) -> Result<i32, ProgramError> {
-    use aya::programs::{TestRun as _, TestRunOptions};
-    let opts = TestRunOptions {
-        data_in: Some(packet),
-        data_out: Some(out),
-        repeat: 1,
-        ..TestRunOptions::default()
-    };
-    match ebpf.program(program) {
-        Some(Program::SchedClassifier(p)) => Ok(p.test_run(opts)?.return_value as i32),
-        _ => Err(ProgramError::NotLoaded),
-    }
+    test_run(ebpf, program, packet, out, 1).map(|(verdict, _)| verdict)
 }
 
 /// Runs the TC or XDP `program` of `ebpf` `repeat` times on `packet` in the kernel
@@ -513,11 +507,22 @@ pub fn test_run_in(
     packet: &[u8],
     repeat: u32,
 ) -> Result<(i32, std::time::Duration), ProgramError> {
-    use aya::programs::{TestRun as _, TestRunOptions};
     let mut out = vec![0u8; packet.len() + 256];
+    test_run(ebpf, program, packet, &mut out, repeat)
+}
+
+/// `BPF_PROG_TEST_RUN` of the TC or XDP `program`: the last verdict and the average time.
+fn test_run(
+    ebpf: &aya::Ebpf,
+    program: &str,
+    packet: &[u8],
+    out: &mut [u8],
+    repeat: u32,
+) -> Result<(i32, std::time::Duration), ProgramError> {
+    use aya::programs::{TestRun as _, TestRunOptions};
     let opts = TestRunOptions {
         data_in: Some(packet),
-        data_out: Some(&mut out),
+        data_out: Some(out),
         repeat,
         ..TestRunOptions::default()
     };

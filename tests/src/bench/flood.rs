@@ -511,13 +511,14 @@ fn measure(
     flood: impl FnOnce() -> anyhow::Result<(f64, Option<f64>)>,
 ) -> anyhow::Result<Run> {
     let c0 = counter.read()?;
-    let (soft0, kern0) = kernel_cpu_s();
+    // Outside the CPU readings: its syscalls are no part of the drop.
     let programs0 = progstats::Snapshot::now();
+    let (soft0, kern0) = kernel_cpu_s();
     let t = Instant::now();
     let (sent_pps, loop_ns) = flood()?;
     let elapsed = t.elapsed().as_secs_f64();
-    let programs = progstats::Snapshot::now().since(&programs0);
     let (soft1, kern1) = kernel_cpu_s();
+    let programs = progstats::Snapshot::now().since(&programs0);
     // Let the last queued packets in before counting.
     std::thread::sleep(Duration::from_millis(20));
     let dropped = counter.read()?.saturating_sub(c0) as f64;
