@@ -10,6 +10,7 @@
 //! key is big-endian. The agent's `encode` module is the one place that builds these keys.
 #![no_std]
 
+pub mod keys;
 pub mod maps;
 
 /// Version of the map layouts in [`maps`]. Maps are pinned in a directory named after it

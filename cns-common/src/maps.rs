@@ -23,12 +23,14 @@ pub type Ip6 = [u8; 16];
 /// Declares a map key/value type: `#[repr(C)]`, `Copy`, bytemuck on the user side, and its
 /// size checked at compile time so both sides agree.
 macro_rules! map_type {
-    // `align N`: the IPv6 keys, 4-byte aligned so that their 16-byte addresses are copied and
-    // compared a word at a time, not in the 2-byte steps their `u16` fields alone allow
-    // (the bytes, and so the map layout, are the same).
-    ($(#[$meta:meta])* pub struct $name:ident align 4 { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* } = $size:expr) => {
+    // `align N`: a key the programs copy or write a word at a time. The IPv6 keys are 4-byte
+    // aligned so that their 16-byte addresses are copied and compared a word at a time, not
+    // in the 2-byte steps their `u16` fields alone allow; the IPv4 conntrack key 8-byte aligned so
+    // that it is written as two 8-byte words (`keys`). The bytes, and so the map layout, are
+    // the same.
+    ($(#[$meta:meta])* pub struct $name:ident align $align:literal { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* } = $size:expr) => {
         $(#[$meta])*
-        #[repr(C, align(4))]
+        #[repr(C, align($align))]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[cfg_attr(feature = "user", derive(Pod, Zeroable))]
         pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
@@ -533,7 +535,7 @@ pub fn resolve_merged(isolated: bool, v: &PolicyValue) -> Resolved {
 pub const CONNTRACK: &str = "CNS_CONNTRACK";
 pub const CONNTRACK_CAPACITY: u32 = 131_072;
 map_type! {
-    pub struct CtKey {
+    pub struct CtKey align 8 {
         pub saddr: u32,
         pub daddr: u32,
         /// Network-order ports (ICMP: id in sport, 0 in dport).

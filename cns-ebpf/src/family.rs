@@ -13,6 +13,7 @@
 use aya_ebpf::maps::{LruHashMap, lpm_trie::Key};
 use cns_common::{
     PROTO_ICMP, PROTO_ICMPV6,
+    keys::Aligned,
     maps::{
         CIDR_PREFIX_BASE, CidrKey, CidrKey6, CtEntry, CtKey, CtKey6, DenyEntry, DenyKey, DenyKey6,
         Endpoint, FAMILY_IPV4, FAMILY_IPV6, FragKey, FragKey6, FragValue, Ip6, Remote,
@@ -81,7 +82,9 @@ pub trait Family: Sized + 'static {
     ) -> Self::FragKey;
 
     fn deny_cache() -> &'static LruHashMap<Self::DenyKey, DenyEntry>;
-    fn deny_key(saddr: &Self::Addr, daddr: &Self::Addr, dport: u16, proto: u8) -> Self::DenyKey;
+    /// The deny cache's key, in 8-byte-aligned memory (`cns_common::keys`).
+    fn deny_key(saddr: &Self::Addr, daddr: &Self::Addr, dport: u16, proto: u8)
+    -> Aligned<Self::DenyKey>;
 
     /// The quoted header and first upper-layer bytes of an ICMP error, at `off`.
     fn inner<C: Bytes>(ctx: &C, off: usize) -> Option<Inner<Self>>;
@@ -162,15 +165,7 @@ impl Family for V4 {
 
     #[inline(always)]
     fn ct_key(saddr: &u32, daddr: &u32, sport: u16, dport: u16, proto: u8, dir: u8) -> CtKey {
-        CtKey {
-            saddr: *saddr,
-            daddr: *daddr,
-            sport,
-            dport,
-            proto,
-            dir,
-            _pad: 0,
-        }
+        CtKey::new(*saddr, *daddr, sport, dport, proto, dir)
     }
 
     #[inline(always)]
@@ -200,14 +195,8 @@ impl Family for V4 {
     }
 
     #[inline(always)]
-    fn deny_key(saddr: &u32, daddr: &u32, dport: u16, proto: u8) -> DenyKey {
-        DenyKey {
-            saddr: *saddr,
-            daddr: *daddr,
-            dport,
-            proto,
-            _pad: 0,
-        }
+    fn deny_key(saddr: &u32, daddr: &u32, dport: u16, proto: u8) -> Aligned<DenyKey> {
+        DenyKey::aligned(*saddr, *daddr, dport, proto)
     }
 
     #[inline(always)]
@@ -341,14 +330,14 @@ impl Family for V6 {
     }
 
     #[inline(always)]
-    fn deny_key(saddr: &Ip6, daddr: &Ip6, dport: u16, proto: u8) -> DenyKey6 {
-        DenyKey6 {
+    fn deny_key(saddr: &Ip6, daddr: &Ip6, dport: u16, proto: u8) -> Aligned<DenyKey6> {
+        Aligned(DenyKey6 {
             saddr: *saddr,
             daddr: *daddr,
             dport,
             proto,
             _pad: 0,
-        }
+        })
     }
 
     #[inline(always)]

@@ -108,17 +108,10 @@ fn parse(start: usize, end: usize) -> Option<Tuple> {
     })
 }
 
+/// Keys are written a word at a time, as cns writes them (`cns_common::keys`).
 #[inline(always)]
 fn ct_key(t: &Tuple) -> CtKey {
-    CtKey {
-        saddr: t.saddr,
-        daddr: t.daddr,
-        sport: t.sport,
-        dport: t.dport,
-        proto: t.proto,
-        dir: DIR_INGRESS,
-        _pad: 0,
-    }
+    CtKey::new(t.saddr, t.daddr, t.sport, t.dport, t.proto, DIR_INGRESS)
 }
 
 #[inline(always)]
@@ -178,14 +171,8 @@ fn new_flow(ctx: &TcContext, dir: u8) -> i32 {
     }
     let remote_addr = if dir == DIR_INGRESS { t.saddr } else { t.daddr };
     let remote = unsafe { FLOOR_IPCACHE.get(&remote_addr) }.unwrap_or(&WORLD);
-    let key = PolicyKey {
-        ep_id: FLOOR_EP_ID.to_be_bytes(),
-        identity: remote.identity.to_be_bytes(),
-        dir,
-        proto: t.proto,
-        port: t.dport.to_ne_bytes(),
-    };
-    let allowed = unsafe { FLOOR_POLICY.get(&key) }.is_some();
+    let key = PolicyKey::aligned(FLOOR_EP_ID, remote.identity, dir, t.proto, t.dport);
+    let allowed = unsafe { FLOOR_POLICY.get(&key.0) }.is_some();
     count(u32::from(remote.ns_id) * 2 + u32::from(allowed), ctx.len());
     if allowed {
         TC_ACT_OK as i32

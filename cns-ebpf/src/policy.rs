@@ -301,29 +301,22 @@ fn lookup<F: Family>(
     identity: u32,
     p: &Packet<F>,
 ) -> Option<&'static PolicyValue> {
-    let mut key = PolicyKey {
-        ep_id: ep.ep_id.to_be_bytes(),
-        identity: identity.to_be_bytes(),
-        dir,
-        proto: p.proto,
-        port: u16::from_be(p.dport).to_be_bytes(),
-    };
+    let key = |proto, port| PolicyKey::aligned(ep.ep_id, identity, dir, proto, port);
+    let full = key(p.proto, p.dport);
     // SAFETY (every lookup): written by the agent only.
-    if let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) } {
+    if let Some(v) = unsafe { CNS_POLICY_EXACT.get(&full.0) } {
         return Some(v);
     }
     if ep.flags & EP_PORT_RANGES != 0 {
-        return CNS_POLICY.get(&Key::new(POLICY_PREFIX_FULL, key));
+        return CNS_POLICY.get(&Key::new(POLICY_PREFIX_FULL, full.0));
     }
-    key.port = [0; 2];
     if ep.flags & EP_PROTO_RULES != 0
-        && let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key) }
+        && let Some(v) = unsafe { CNS_POLICY_EXACT.get(&key(p.proto, 0).0) }
     {
         return Some(v);
     }
-    key.proto = 0;
     if ep.flags & EP_ANY_PROTO_RULES != 0 {
-        return unsafe { CNS_POLICY_EXACT.get(&key) };
+        return unsafe { CNS_POLICY_EXACT.get(&key(0, 0).0) };
     }
     None
 }

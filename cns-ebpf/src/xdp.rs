@@ -201,12 +201,12 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     // would cost two more copies of the addresses).
     let cacheable =
         (p.proto == PROTO_TCP || p.proto == PROTO_UDP) && cfg.flags & CONFIG_NO_DENY_CACHE == 0;
-    let deny_key = F::deny_key(&p.saddr, &p.daddr, p.dport, p.proto);
+    let deny_key = &F::deny_key(&p.saddr, &p.daddr, p.dport, p.proto).0;
     // Under a flood, the deny cache first: a TCP packet that opens a connection is never a
     // reply of the pod's own (short of a simultaneous open), so it drops on the entry alone;
     // anything else drops only without a live conntrack entry, as below.
     let flood = cacheable && flooded(cfg);
-    if flood && let Some(d) = cached_drop::<F>(&deny_key, revision, cfg) {
+    if flood && let Some(d) = cached_drop::<F>(deny_key, revision, cfg) {
         let opens = p.proto == PROTO_TCP
             && p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
         if opens || !tracked(p, &key, cfg, || F::local_ifindex(&p.daddr)) {
@@ -222,7 +222,7 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     }
     if cacheable
         && !flood
-        && let Some(d) = cached_drop::<F>(&deny_key, revision, cfg)
+        && let Some(d) = cached_drop::<F>(deny_key, revision, cfg)
     {
         return drop_cached(ctx, cfg, p, d);
     }
@@ -255,7 +255,7 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
                 policy_id: d.policy_id,
             };
             // A failed insert only means the next packet decides again.
-            _ = F::deny_cache().insert(&deny_key, &entry, 0);
+            _ = F::deny_cache().insert(deny_key, &entry, 0);
         }
         stats::incr(STAT_XDP_DROPPED);
         xdp_action::XDP_DROP
