@@ -82,7 +82,10 @@ mod tests {
 
     #[test]
     fn keys_built_by_words_are_the_struct_literals() {
-        let (s, d) = (u32::from_ne_bytes([10, 0, 0, 1]), u32::from_ne_bytes([10, 0, 1, 2]));
+        let (s, d) = (
+            u32::from_ne_bytes([10, 0, 0, 1]),
+            u32::from_ne_bytes([10, 0, 1, 2]),
+        );
         let (sport, dport) = (1234u16.to_be(), 80u16.to_be());
         assert_eq!(
             CtKey::new(s, d, sport, dport, 6, 1),

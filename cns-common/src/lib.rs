@@ -19,7 +19,7 @@ pub mod maps;
 /// beside the old ones, fills them, then swaps its programs in atomically (no gap), and
 /// removes the old directory. Bump it whenever a key, value, default capacity or map type
 /// changes; the fingerprint test in `maps` fails until you do.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Direction of traffic, seen from the local pod (endpoint).
 pub const DIR_INGRESS: u8 = 0;

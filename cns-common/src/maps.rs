@@ -100,6 +100,23 @@ map_type! {
         pub ip6: Ip6,
     } = 32
 }
+/// `PerCpuArray<u32 slot, EpCache>`: each CPU's copies of the [`ENDPOINTS`] entries it
+/// looked up, direct-mapped by `ifindex % EP_CACHE_SLOTS`, each stamped with the ifindex and
+/// the policy revision ([`Config::revision`]) read before the lookup. A copy serves only while
+/// the revision is unchanged: the agent bumps it after every map change, so a cached
+/// endpoint is never older than the hash entry a lookup would have found under that
+/// revision. Written by the programs only (each CPU its own copies, never two programs at
+/// once on a CPU), never by the agent. Saves a new flow the hash lookup of its endpoint.
+pub const EP_CACHE: &str = "CNS_EP_CACHE";
+pub const EP_CACHE_SLOTS: u32 = 256;
+map_type! {
+    pub struct EpCache {
+        /// The veth's ifindex (0: empty; no interface has ifindex 0).
+        pub ifindex: u32,
+        pub revision: u32,
+        pub ep: Endpoint,
+    } = 40
+}
 pub const EP_INGRESS_ISOLATED: u16 = 1;
 pub const EP_EGRESS_ISOLATED: u16 = 2;
 /// The endpoint's own audit setting overrides the global one (see `EP_AUDIT_ON`).
@@ -888,7 +905,7 @@ pub const STAT_XDP_AUDIT: u32 = 5;
 pub const STAT_XDP_ALLOWED: u32 = 6;
 
 /// Every map's name, key size, value size and default capacity, for the layout fingerprint.
-pub const LAYOUTS: [(&str, usize, usize, u32); 25] = [
+pub const LAYOUTS: [(&str, usize, usize, u32); 26] = [
     (CONFIG, 4, core::mem::size_of::<Config>(), 1),
     (
         ENDPOINTS,
@@ -993,6 +1010,7 @@ pub const LAYOUTS: [(&str, usize, usize, u32); 25] = [
     ),
     (RATE_LIMIT, 4, core::mem::size_of::<RateLimit>(), 1),
     (XDP_FLOOD, 4, 8, 1),
+    (EP_CACHE, 4, core::mem::size_of::<EpCache>(), EP_CACHE_SLOTS),
     (STATS, 4, 8, STATS_LEN),
 ];
 
@@ -1365,7 +1383,7 @@ mod tests {
                 });
         assert_eq!(
             (crate::LAYOUT_VERSION, fingerprint),
-            (9, FINGERPRINT_V9),
+            (10, FINGERPRINT_V10),
             "map layouts changed: bump LAYOUT_VERSION and record the new fingerprint"
         );
     }
@@ -1384,5 +1402,6 @@ mod tests {
     /// v9: the programs' clock is jiffies (`CtEntry::expires`, `Config::hz`, the rate
     /// limiter's last refill); `CNS_COUNTER_KEYS` (an array: slot -> key) replaces the
     /// `CNS_COUNTER_SLOTS` hash; `CNS_XDP_FLOOD`.
-    const FINGERPRINT_V9: u64 = 11_908_420_818_083_779_674;
+    /// v10: `CNS_EP_CACHE` (each CPU's copies of the endpoints it looked up).
+    const FINGERPRINT_V10: u64 = 12_004_045_073_654_173_590;
 }

@@ -83,8 +83,12 @@ pub trait Family: Sized + 'static {
 
     fn deny_cache() -> &'static LruHashMap<Self::DenyKey, DenyEntry>;
     /// The deny cache's key, in 8-byte-aligned memory (`cns_common::keys`).
-    fn deny_key(saddr: &Self::Addr, daddr: &Self::Addr, dport: u16, proto: u8)
-    -> Aligned<Self::DenyKey>;
+    fn deny_key(
+        saddr: &Self::Addr,
+        daddr: &Self::Addr,
+        dport: u16,
+        proto: u8,
+    ) -> Aligned<Self::DenyKey>;
 
     /// The quoted header and first upper-layer bytes of an ICMP error, at `off`.
     fn inner<C: Bytes>(ctx: &C, off: usize) -> Option<Inner<Self>>;

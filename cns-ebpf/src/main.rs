@@ -19,6 +19,7 @@
 
 mod clock;
 mod conntrack;
+mod endpoints;
 mod family;
 mod fragments;
 mod maps;

@@ -12,9 +12,9 @@ use cns_common::maps::{
     CIDRS_CAPACITY, CONNTRACK_CAPACITY, COUNTERS_CAPACITY, CidrKey, CidrKey6, Config, Counter,
     CounterKey, CtEntry, CtKey, CtKey6, DENY_CACHE_CAPACITY, DRY_RUN_CAUSES_CAPACITY,
     DRY_RUN_COUNTERS_CAPACITY, DenyEntry, DenyKey, DenyKey6, DryRunCause, DryRunCounterKey,
-    ENDPOINTS_CAPACITY, EVENTS_BYTES, Endpoint, FRAGMENTS_CAPACITY, FragKey, FragKey6, FragValue,
-    IPCACHE_CAPACITY, Ip6, LOCAL_IPS_CAPACITY, POLICY_CAPACITY, PolicyKey, PolicyValue, RateLimit,
-    Remote, STATS_LEN,
+    ENDPOINTS_CAPACITY, EP_CACHE_SLOTS, EVENTS_BYTES, Endpoint, EpCache, FRAGMENTS_CAPACITY,
+    FragKey, FragKey6, FragValue, IPCACHE_CAPACITY, Ip6, LOCAL_IPS_CAPACITY, POLICY_CAPACITY,
+    PolicyKey, PolicyValue, RateLimit, Remote, STATS_LEN,
 };
 
 #[map]
@@ -64,6 +64,9 @@ pub static CNS_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(COUNTERS_CAP
 pub static CNS_COUNTER_OWNERS: HashMap<u32, CounterKey> = HashMap::pinned(COUNTERS_CAPACITY, 0);
 #[map]
 pub static CNS_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+/// Each CPU's copies of the endpoints it looked up (see `endpoints`).
+#[map]
+pub static CNS_EP_CACHE: PerCpuArray<EpCache> = PerCpuArray::pinned(EP_CACHE_SLOTS, 0);
 /// The jiffy of this CPU's last drop on the deny cache (see `xdp`).
 #[map]
 pub static CNS_XDP_FLOOD: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);

@@ -23,13 +23,10 @@ use cns_common::{
 };
 
 use crate::{
-    TC_DROP, TC_PASS, conntrack,
+    TC_DROP, TC_PASS, conntrack, endpoints,
     family::{Family, V6},
     fragments,
-    maps::{
-        CNS_CONFIG, CNS_DRY_RUN_CAUSES, CNS_DRY_RUN_COUNTERS, CNS_ENDPOINTS, CNS_POLICY,
-        CNS_POLICY_EXACT,
-    },
+    maps::{CNS_CONFIG, CNS_DRY_RUN_CAUSES, CNS_DRY_RUN_COUNTERS, CNS_POLICY, CNS_POLICY_EXACT},
     parse::{self, Bytes as _, L3, Packet, Skip6},
     stats,
 };
@@ -47,6 +44,15 @@ const NO_CONFIG: Config = Config {
 #[inline(always)]
 pub fn config() -> &'static Config {
     CNS_CONFIG.get(0).unwrap_or(&NO_CONFIG)
+}
+
+/// The policy revision, read once before any map a decision reads: the agent bumps it after
+/// writing the maps, so what is stamped with it (the decision's conntrack and deny cache
+/// entries, the endpoint's cached copy) was decided on maps at least that new.
+#[inline(always)]
+pub fn revision(cfg: &Config) -> u32 {
+    // SAFETY: a read of a map value (volatile: read here, once, not later).
+    unsafe { core::ptr::read_volatile(&cfg.revision) }
 }
 
 /// Whether a live conntrack entry lets its packet pass without policy. Replies of an allowed
@@ -162,13 +168,10 @@ fn handle_ip<F: Family>(ctx: &TcContext, cfg: &Config, dir: u8, p: &Packet<F>) -
     slow_path(ctx, cfg, dir, p, &key)
 }
 
+/// The endpoint of the veth the program runs on (`endpoints`), as of `revision`.
 #[inline(always)]
-fn endpoint(ctx: &TcContext) -> Option<&'static Endpoint> {
-    // SAFETY: reading a field of the context.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: endpoints are written by the agent only; a torn read at worst yields a stale
-    // verdict that the next revision check corrects.
-    unsafe { CNS_ENDPOINTS.get(ifindex) }
+fn endpoint(ctx: &TcContext, revision: u32) -> Option<&'static Endpoint> {
+    endpoints::get(ep_ifindex(ctx), revision)
 }
 
 #[inline(always)]
@@ -188,7 +191,7 @@ pub fn flags_audit(flags: u16, cfg: &Config) -> bool {
 
 #[inline(always)]
 fn endpoint_audits(ctx: &TcContext, cfg: &Config) -> bool {
-    endpoint(ctx).is_some_and(|ep| audits(ep, cfg))
+    endpoint(ctx, revision(cfg)).is_some_and(|ep| audits(ep, cfg))
 }
 
 #[inline(always)]
@@ -218,7 +221,7 @@ pub fn enforced(ep: &Endpoint, dir: u8) -> bool {
 /// the programs walk): passes only for endpoints no policy applies to in this direction.
 #[inline(always)]
 fn unparsed(ctx: &TcContext, cfg: &Config, dir: u8, reason: u8) -> i32 {
-    let Some(ep) = endpoint(ctx) else {
+    let Some(ep) = endpoint(ctx, revision(cfg)) else {
         return no_endpoint(ctx, cfg, dir, 0);
     };
     let (verdict, action) = if !enforced(ep, dir) {
@@ -415,10 +418,11 @@ fn slow_path<F: Family>(
     p: &Packet<F>,
     key: &F::CtKey,
 ) -> i32 {
-    let Some(ep) = endpoint(ctx) else {
+    let revision = revision(cfg);
+    let Some(ep) = endpoint(ctx, revision) else {
         return no_endpoint(ctx, cfg, dir, p.proto);
     };
-    let d = decide::<F, true>(cfg, ep, dir, p);
+    let d = decide::<F, true>(cfg, revision, ep, dir, p);
     record(
         cfg,
         ep,
@@ -450,6 +454,8 @@ pub struct Decision {
     pub dst_ns: u16,
     /// How a dry-run policy would change the verdict (`outcome` 0: it would not).
     pub dry_run: DryRunDiff,
+    /// The policy revision the maps were read under ([`revision`]).
+    pub revision: u32,
 }
 
 /// The slow path's decision (TC and XDP share it): IP cache, anti-spoofing (out of the pod,
@@ -464,6 +470,7 @@ pub struct Decision {
 #[inline(always)]
 pub fn decide<F: Family, const DRY_RUN: bool>(
     cfg: &Config,
+    revision: u32,
     ep: &Endpoint,
     dir: u8,
     p: &Packet<F>,
@@ -525,6 +532,7 @@ pub fn decide<F: Family, const DRY_RUN: bool>(
         src_ns,
         dst_ns,
         dry_run,
+        revision,
     }
 }
 
@@ -603,7 +611,7 @@ pub fn record<F: Family>(
         && cfg.flags & CONFIG_NO_CONNTRACK_CREATE == 0
     {
         let entry = CtEntry {
-            revision: cfg.revision,
+            revision: d.revision,
             src_identity: d.src_identity,
             dst_identity: d.dst_identity,
             src_ns: d.src_ns,

@@ -97,7 +97,8 @@ fn handle_ipv6(ctx: &Frame) -> u32 {
 /// XDP leaves the packet to TC).
 #[inline(always)]
 fn endpoint<F: Family>(ifindex: u32, daddr: &F::Addr) -> Option<&'static Endpoint> {
-    // SAFETY: written by the agent only.
+    // SAFETY: written by the agent only. (Not through this CPU's copies, `endpoints`: that
+    // takes the verifier past its limit here.)
     let ep = unsafe { CNS_ENDPOINTS.get(ifindex) }?;
     // Dry-run policies are resolved (and reported) by TC only.
     (F::is_own(ep, daddr) && policy::enforced(ep, DIR_INGRESS) && ep.flags & EP_DRY_RUN == 0)
@@ -192,10 +193,9 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
         return xdp_action::XDP_PASS;
     }
     let cfg = policy::config();
-    // The revision before any map the decision reads: the agent bumps it after writing the
-    // maps, so a deny cache entry stamped with it was decided on maps at least that new.
-    // SAFETY: a read of a map value (volatile: read here, once, not later).
-    let revision = unsafe { core::ptr::read_volatile(&cfg.revision) };
+    // The revision before any map the decision reads (the deny cache's entry is stamped
+    // with it).
+    let revision = policy::revision(cfg);
     let key = conntrack::key(p, DIR_INGRESS);
     // The deny cache's key, built once, in place (for IPv6 a copy out of an `Option`
     // would cost two more copies of the addresses).
@@ -229,7 +229,7 @@ fn handle_ip<F: Family>(ctx: &Frame, p: &Packet<F>) -> u32 {
     let Some(ep) = endpoint::<F>(ifindex, &p.daddr) else {
         return xdp_action::XDP_PASS;
     };
-    let d = policy::decide::<F, false>(cfg, ep, DIR_INGRESS, p);
+    let d = policy::decide::<F, false>(cfg, revision, ep, DIR_INGRESS, p);
     let dropped = d.verdict == VERDICT_DROPPED;
     let count = if dropped { Some(ctx.frame_len()) } else { None };
     let slot = policy::record(cfg, ep, ifindex, DIR_INGRESS, p, &key, &d, count);

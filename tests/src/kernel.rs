@@ -131,3 +131,22 @@ pub fn set_mode(dp: &mut Datapath, audit: bool, revision: u32) {
     })
     .expect("config");
 }
+
+/// Keeps this thread on one CPU until dropped (then on the CPUs it had): for tests of the
+/// programs' per-CPU state, whose test runs must all see the same CPU's copy.
+pub struct CpuPin(nix::unistd::Pid, nix::sched::CpuSet);
+
+pub fn pin_to_cpu(cpu: usize) -> CpuPin {
+    let me = nix::unistd::Pid::from_raw(0);
+    let former = nix::sched::sched_getaffinity(me).expect("sched_getaffinity");
+    let mut one = nix::sched::CpuSet::new();
+    one.set(cpu).expect("a CPU number");
+    nix::sched::sched_setaffinity(me, &one).expect("sched_setaffinity");
+    CpuPin(me, former)
+}
+
+impl Drop for CpuPin {
+    fn drop(&mut self) {
+        _ = nix::sched::sched_setaffinity(self.0, &self.1);
+    }
+}

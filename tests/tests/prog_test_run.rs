@@ -375,6 +375,36 @@ fn programs_without_an_endpoint_entry_fail_closed() {
     );
 }
 
+/// Each CPU's copy of an endpoint (`CNS_EP_CACHE`) serves only under the revision it was
+/// made in: once the agent bumps the revision after changing the endpoint map, the program
+/// reads the map again (here: the entry is gone, so it fails closed).
+#[test]
+fn a_cached_endpoint_never_outlives_its_revision() {
+    if !kernel_or_skip("endpoint cache") {
+        return;
+    }
+    let mut f = fixture(false);
+    let syn = ipv4(CLIENT, SERVER, TCP, 0, 0, &tcp_syn(7201, 80));
+    // Every run on one CPU: the copies are per CPU.
+    let pin = kernel::pin_to_cpu(0);
+    assert_eq!(f.dp.test_run(PROG_TO_POD, &syn).unwrap(), PASS, "allowed");
+    let failed = reconcile::apply(&mut f.dp, &[reconcile::MapOp::DeleteEndpoint(1)]);
+    assert!(failed.is_empty());
+    let mut config = f.dp.config().unwrap();
+    config.revision = config.revision.wrapping_add(1);
+    f.dp.set_config(&config).unwrap();
+    let after = f.dp.test_run(PROG_TO_POD, &syn).unwrap();
+    let other =
+        f.dp.test_run(
+            PROG_FROM_POD,
+            &ipv4(SERVER, CLIENT, TCP, 0, 0, &tcp_syn(80, 7202)),
+        )
+        .unwrap();
+    drop(pin);
+    assert_eq!(after, DROP, "the endpoint's copy outlived its revision");
+    assert_eq!(other, DROP);
+}
+
 /// The policy hash mirrors the trie, and both are planned like any other map: an entry
 /// removed from either behind the agent's back is put back by the next resync, and the hash
 /// never holds an entry the trie does not (the writer's pairing is tested in `reconcile`).

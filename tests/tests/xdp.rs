@@ -534,18 +534,7 @@ fn xdp_under_a_flood_still_passes_replies() {
     }
     let f = fixture(false);
     // The flood state is per CPU: every run on one (this thread's former CPUs restored after).
-    let me = nix::unistd::Pid::from_raw(0);
-    let former = nix::sched::sched_getaffinity(me).expect("affinity");
-    struct Restore(nix::unistd::Pid, nix::sched::CpuSet);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            _ = nix::sched::sched_setaffinity(self.0, &self.1);
-        }
-    }
-    let _restore = Restore(me, former);
-    let mut cpu0 = nix::sched::CpuSet::new();
-    cpu0.set(0).expect("cpu 0");
-    nix::sched::sched_setaffinity(me, &cpu0).expect("pin to cpu 0");
+    let _pin = cns_tests::kernel::pin_to_cpu(0);
     let udp = |src, dst, sport, dport| ipv4(src, dst, UDP, 0, &packets::ports(sport, dport, 8));
     // Drops cached for STRANGER -> SERVER, TCP and UDP port 5000 (nothing admits them).
     assert_eq!(
