@@ -23,6 +23,11 @@
 //!   hit (`XDP_PASS` otherwise).
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
+
+/// Packet words read as cns reads them.
+#[path = "words.rs"]
+mod words;
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -81,27 +86,34 @@ fn load<T: Copy>(start: usize, end: usize, off: usize) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
 }
 
+/// `N` words at `off` in `[start, end)` (`words`: as cns reads its headers).
+#[inline(always)]
+fn words<const N: usize>(start: usize, end: usize, off: usize) -> Option<[u32; N]> {
+    if start + off + 4 * N > end {
+        return None;
+    }
+    // SAFETY: within [start, end), checked above.
+    Some(unsafe { words::read::<N>(start + off) })
+}
+
 /// Ethernet + IPv4 (with options) + TCP/UDP ports: nothing else.
 #[inline(always)]
 fn parse(start: usize, end: usize) -> Option<Tuple> {
     if u16::from_be(load::<u16>(start, end, 12)?) != ETH_P_IP {
         return None;
     }
-    let hdr: [u8; 20] = load(start, end, ETH_HLEN)?;
+    let hdr: [u32; 5] = words(start, end, ETH_HLEN)?;
     let ihl = ((hdr[0] & 0x0f) as usize) * 4;
-    let proto = hdr[9];
+    let proto = (hdr[2] >> 8) as u8;
     let (sport, dport) = if proto == PROTO_TCP || proto == PROTO_UDP {
-        let ports: [u8; 4] = load(start, end, ETH_HLEN + ihl)?;
-        (
-            u16::from_ne_bytes([ports[0], ports[1]]),
-            u16::from_ne_bytes([ports[2], ports[3]]),
-        )
+        let [ports]: [u32; 1] = words(start, end, ETH_HLEN + ihl)?;
+        (ports as u16, (ports >> 16) as u16)
     } else {
         (0, 0)
     };
     Some(Tuple {
-        saddr: u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
-        daddr: u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
+        saddr: hdr[3],
+        daddr: hdr[4],
         sport,
         dport,
         proto,

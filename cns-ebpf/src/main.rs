@@ -15,6 +15,7 @@
 //! [`cns_xdp`] (`xdp`) runs on the node's uplink: an early filter that drops denied traffic
 //! from outside the node to isolated local pods with the same maps and decision code.
 #![no_std]
+#![feature(asm_experimental_arch)]
 #![no_main]
 
 mod clock;
@@ -26,6 +27,7 @@ mod maps;
 mod parse;
 mod policy;
 mod stats;
+mod words;
 mod xdp;
 
 use aya_ebpf::{

@@ -12,7 +12,10 @@ use core::mem::MaybeUninit;
 use aya_ebpf::programs::{TcContext, XdpContext};
 use cns_common::{PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
-use crate::family::{Family, Frag6, V4, V6};
+use crate::{
+    family::{Family, Frag6, V4, V6},
+    words,
+};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -93,6 +96,27 @@ pub trait Bytes {
     unsafe fn copy<const N: usize>(&self, off: usize, dst: *mut u8) -> Option<()>;
     /// The frame's length, Ethernet header included (what the counters count).
     fn frame_len(&self) -> u32;
+    /// `4 * N` bytes at `off` as `N` (at most 5) words as the bytes lie (`words`): one load
+    /// per word used instead of four; `None` past the frame's end.
+    fn words<const N: usize>(&self, off: usize) -> Option<[u32; N]>;
+}
+
+/// `bpf_skb_load_bytes`: `len` bytes at `off` into `dst` (non-linear skbs).
+trait CopySlow {
+    /// # Safety
+    /// `dst` is valid for writing `len` bytes.
+    unsafe fn copy_slow(&self, off: usize, dst: *mut u8, len: u32) -> Option<()>;
+}
+
+impl CopySlow for TcContext {
+    #[inline(always)]
+    unsafe fn copy_slow(&self, off: usize, dst: *mut u8, len: u32) -> Option<()> {
+        // SAFETY: `dst` is `len` writable bytes (the caller's contract).
+        let r = unsafe {
+            aya_ebpf::helpers::bpf_skb_load_bytes(self.skb.skb.cast(), off as u32, dst.cast(), len)
+        };
+        (r == 0).then_some(())
+    }
 }
 
 impl Bytes for TcContext {
@@ -120,20 +144,26 @@ impl Bytes for TcContext {
             return Some(());
         }
         // SAFETY: `dst` is N writable bytes (the caller's contract).
-        let r = unsafe {
-            aya_ebpf::helpers::bpf_skb_load_bytes(
-                self.skb.skb.cast(),
-                off as u32,
-                dst.cast(),
-                N as u32,
-            )
-        };
-        (r == 0).then_some(())
+        unsafe { self.copy_slow(off, dst, N as u32) }
     }
 
     #[inline(always)]
     fn frame_len(&self) -> u32 {
         self.len()
+    }
+
+    /// Direct packet access as in [`Bytes::load`], else `bpf_skb_load_bytes` into words.
+    #[inline(always)]
+    fn words<const N: usize>(&self, off: usize) -> Option<[u32; N]> {
+        let start = self.data();
+        if start + off + 4 * N <= self.data_end() {
+            // SAFETY: within [data, data_end), checked above.
+            return Some(unsafe { words::read::<N>(start + off) });
+        }
+        let mut w = [0u32; N];
+        // SAFETY: `w` is 4 * N writable bytes.
+        unsafe { self.copy_slow(off, w.as_mut_ptr().cast(), (4 * N) as u32) }?;
+        Some(w)
     }
 }
 
@@ -182,6 +212,15 @@ impl Bytes for Frame {
     fn frame_len(&self) -> u32 {
         (self.end - self.start) as u32
     }
+
+    #[inline(always)]
+    fn words<const N: usize>(&self, off: usize) -> Option<[u32; N]> {
+        if self.start + off + 4 * N > self.end {
+            return None;
+        }
+        // SAFETY: within [start, end), checked above.
+        Some(unsafe { words::read::<N>(self.start + off) })
+    }
 }
 
 #[inline(always)]
@@ -202,27 +241,29 @@ pub fn l3<C: Bytes>(ctx: &C) -> L3 {
 pub fn ipv4<C: Bytes>(ctx: &C) -> Option<Packet<V4>> {
     // version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol, checksum,
     // source, destination: the fixed 20 bytes.
-    let hdr: [u8; 20] = ctx.load(ETH_HLEN)?;
-    if hdr[0] >> 4 != 4 {
+    // Five words (little-endian: a word's first byte is its low byte).
+    let w: [u32; 5] = ctx.words(ETH_HLEN)?;
+    let vihl = w[0] as u8;
+    if vihl >> 4 != 4 {
         return None;
     }
-    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    let ihl = ((vihl & 0x0f) as usize) * 4;
     if ihl < 20 {
         return None;
     }
-    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+    let frag = u16::from_be((w[1] >> 16) as u16);
     let later_fragment = frag & 0x1fff != 0;
     let first_fragment = !later_fragment && frag & 0x2000 != 0;
     let mut p = Packet {
-        saddr: u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
-        daddr: u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
+        saddr: w[3],
+        daddr: w[4],
         sport: 0,
         dport: 0,
-        proto: hdr[9],
+        proto: (w[2] >> 8) as u8,
         tcp_flags: 0,
         later_fragment,
         first_fragment,
-        frag_id: u16::from_ne_bytes([hdr[4], hdr[5]]),
+        frag_id: w[1] as u16,
         quote: 0,
     };
     if later_fragment {
@@ -398,15 +439,16 @@ fn upper<F: Family, C: Bytes>(ctx: &C, proto: u8, off: usize) -> Option<Upper> {
     let mut u = Upper::NONE;
     match proto {
         PROTO_TCP => {
-            let h: [u8; 14] = ctx.load(off)?;
-            u.sport = u16::from_ne_bytes([h[0], h[1]]);
-            u.dport = u16::from_ne_bytes([h[2], h[3]]);
-            u.tcp_flags = h[13];
+            // Ports, then the word holding the flags (byte 13).
+            let [ports, _, _, flags]: [u32; 4] = ctx.words(off)?;
+            u.sport = ports as u16;
+            u.dport = (ports >> 16) as u16;
+            u.tcp_flags = (flags >> 8) as u8;
         }
         PROTO_UDP | PROTO_SCTP => {
-            let h: [u8; 4] = ctx.load(off)?;
-            u.sport = u16::from_ne_bytes([h[0], h[1]]);
-            u.dport = u16::from_ne_bytes([h[2], h[3]]);
+            let [ports]: [u32; 1] = ctx.words(off)?;
+            u.sport = ports as u16;
+            u.dport = (ports >> 16) as u16;
         }
         p if p == F::PROTO_ICMP => {
             let h: [u8; 8] = ctx.load(off)?;
