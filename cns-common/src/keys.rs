@@ -12,9 +12,8 @@
 
 use crate::maps::{CtKey, DenyKey, PolicyKey};
 
-const _: () = assert!(cfg!(target_endian = "little"));
-
-/// A 12-byte key in 8-byte-aligned memory, so that its first 8 bytes are stored as one word.
+/// A key in 8-byte-aligned memory, so that its first 8 bytes are stored as one word (the
+/// 12-byte keys here; the families' deny cache keys in `cns-ebpf`).
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct Aligned<T>(pub T);

@@ -10,6 +10,8 @@
 //! key is big-endian. The agent's `encode` module is the one place that builds these keys.
 #![no_std]
 
+/// Little-endian only (the programs' target, bpfel): not built for big-endian hosts.
+#[cfg(target_endian = "little")]
 pub mod keys;
 pub mod maps;
 

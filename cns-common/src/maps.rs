@@ -105,8 +105,9 @@ map_type! {
 /// the policy revision ([`Config::revision`]) read before the lookup. A copy serves only while
 /// the revision is unchanged: the agent bumps it after every map change, so a cached
 /// endpoint is never older than the hash entry a lookup would have found under that
-/// revision. Written by the programs only (each CPU its own copies, never two programs at
-/// once on a CPU), never by the agent. Saves a new flow the hash lookup of its endpoint.
+/// revision. Written by the programs only (each CPU its own copies), never by the agent.
+/// Saves a new flow the hash lookup of its endpoint (TC; `cns-ebpf/src/endpoints.rs` says
+/// what it relies on).
 pub const EP_CACHE: &str = "CNS_EP_CACHE";
 pub const EP_CACHE_SLOTS: u32 = 256;
 map_type! {

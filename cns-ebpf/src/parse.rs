@@ -102,21 +102,16 @@ pub trait Bytes {
 }
 
 /// `bpf_skb_load_bytes`: `len` bytes at `off` into `dst` (non-linear skbs).
-trait CopySlow {
-    /// # Safety
-    /// `dst` is valid for writing `len` bytes.
-    unsafe fn copy_slow(&self, off: usize, dst: *mut u8, len: u32) -> Option<()>;
-}
-
-impl CopySlow for TcContext {
-    #[inline(always)]
-    unsafe fn copy_slow(&self, off: usize, dst: *mut u8, len: u32) -> Option<()> {
-        // SAFETY: `dst` is `len` writable bytes (the caller's contract).
-        let r = unsafe {
-            aya_ebpf::helpers::bpf_skb_load_bytes(self.skb.skb.cast(), off as u32, dst.cast(), len)
-        };
-        (r == 0).then_some(())
-    }
+///
+/// # Safety
+/// `dst` is valid for writing `len` bytes.
+#[inline(always)]
+unsafe fn copy_slow(ctx: &TcContext, off: usize, dst: *mut u8, len: u32) -> Option<()> {
+    // SAFETY: `dst` is `len` writable bytes (the caller's contract).
+    let r = unsafe {
+        aya_ebpf::helpers::bpf_skb_load_bytes(ctx.skb.skb.cast(), off as u32, dst.cast(), len)
+    };
+    (r == 0).then_some(())
 }
 
 impl Bytes for TcContext {
@@ -144,7 +139,7 @@ impl Bytes for TcContext {
             return Some(());
         }
         // SAFETY: `dst` is N writable bytes (the caller's contract).
-        unsafe { self.copy_slow(off, dst, N as u32) }
+        unsafe { copy_slow(self, off, dst, N as u32) }
     }
 
     #[inline(always)]
@@ -162,7 +157,7 @@ impl Bytes for TcContext {
         }
         let mut w = [0u32; N];
         // SAFETY: `w` is 4 * N writable bytes.
-        unsafe { self.copy_slow(off, w.as_mut_ptr().cast(), (4 * N) as u32) }?;
+        unsafe { copy_slow(self, off, w.as_mut_ptr().cast(), (4 * N) as u32) }?;
         Some(w)
     }
 }
@@ -439,7 +434,8 @@ fn upper<F: Family, C: Bytes>(ctx: &C, proto: u8, off: usize) -> Option<Upper> {
     let mut u = Upper::NONE;
     match proto {
         PROTO_TCP => {
-            // Ports, then the word holding the flags (byte 13).
+            // Ports, then the word holding the flags (byte 13): 16 bytes (a TCP header has
+            // 20), so a header cut inside that word is malformed.
             let [ports, _, _, flags]: [u32; 4] = ctx.words(off)?;
             u.sport = ports as u16;
             u.dport = (ports >> 16) as u16;

@@ -5,8 +5,9 @@
 //! backend is concerned). The kernel allows a 4-byte load at any packet offset where the
 //! CPU reads unaligned words cheaply (x86-64, arm64), and checks alignment where it does
 //! not, counting the 2 bytes drivers put before the Ethernet header (`NET_IP_ALIGN`): the
-//! words read here (IPv4 header words, the first word of TCP/UDP, at 4-byte offsets from
-//! the IP header) pass that check too. So the load is written out as one BPF instruction.
+//! words read here (IPv4 header words; TCP's and UDP's first word, TCP's fourth; all at
+//! 4-byte offsets from the IP header) pass that check too. So the load is written out as one
+//! BPF instruction.
 //! (Shared with the bench's floors, which read their packets the same way.)
 
 /// The 4 bytes at `ptr + OFF` as they lie (a native-endian word of network-order bytes).

@@ -132,21 +132,31 @@ pub fn set_mode(dp: &mut Datapath, audit: bool, revision: u32) {
     .expect("config");
 }
 
-/// Keeps this thread on one CPU until dropped (then on the CPUs it had): for tests of the
-/// programs' per-CPU state, whose test runs must all see the same CPU's copy.
-pub struct CpuPin(nix::unistd::Pid, nix::sched::CpuSet);
+/// Keeps this thread on one CPU (`cpu`) until dropped, then on the CPUs it had (also when a
+/// test panics): for tests of the programs' per-CPU state, whose test runs must all see the
+/// same CPU's copy.
+pub struct CpuPin {
+    pub cpu: usize,
+    me: nix::unistd::Pid,
+    former: nix::sched::CpuSet,
+}
 
-pub fn pin_to_cpu(cpu: usize) -> CpuPin {
+/// Pins this thread to the first CPU it may run on.
+pub fn pin_to_one_cpu() -> CpuPin {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
     let me = nix::unistd::Pid::from_raw(0);
-    let former = nix::sched::sched_getaffinity(me).expect("sched_getaffinity");
-    let mut one = nix::sched::CpuSet::new();
+    let former = sched_getaffinity(me).expect("sched_getaffinity");
+    let cpu = (0..CpuSet::count())
+        .find(|&c| former.is_set(c).unwrap_or(false))
+        .expect("a CPU this thread may run on");
+    let mut one = CpuSet::new();
     one.set(cpu).expect("a CPU number");
-    nix::sched::sched_setaffinity(me, &one).expect("sched_setaffinity");
-    CpuPin(me, former)
+    sched_setaffinity(me, &one).expect("sched_setaffinity");
+    CpuPin { cpu, me, former }
 }
 
 impl Drop for CpuPin {
     fn drop(&mut self) {
-        _ = nix::sched::sched_setaffinity(self.0, &self.1);
+        _ = nix::sched::sched_setaffinity(self.me, &self.former);
     }
 }

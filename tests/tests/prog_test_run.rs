@@ -7,6 +7,7 @@ use cns_agent::{
     datapath::{PROG_FROM_POD, PROG_TO_POD, PROG_XDP, XDP_DROP, XDP_PASS},
     reconcile,
 };
+use cns_common::maps::{self as m, EpCache};
 use cns_tests::{
     kernel::{self, Loaded},
     kernel_or_skip, packets,
@@ -204,8 +205,18 @@ fn malformed_and_tricky_ipv4() {
             "unexpected error {e:?}"
         ),
     }
-    // Truncated TCP header.
+    // Truncated TCP header (the flags' word, bytes 12-15, is read whole: 15 bytes are short).
     assert_eq!(run(&full[..14 + 20 + 6]), DROP, "truncated TCP header");
+    assert_eq!(
+        run(&full[..14 + 20 + 15]),
+        DROP,
+        "TCP header cut inside the flags' word"
+    );
+    assert_eq!(
+        run(&full[..14 + 20 + 16]),
+        PASS,
+        "TCP header with its flags' word"
+    );
     // IHL below 5.
     let mut bad_ihl = full.clone();
     bad_ihl[14] = 0x44;
@@ -386,8 +397,20 @@ fn a_cached_endpoint_never_outlives_its_revision() {
     let mut f = fixture(false);
     let syn = ipv4(CLIENT, SERVER, TCP, 0, 0, &tcp_syn(7201, 80));
     // Every run on one CPU: the copies are per CPU.
-    let pin = kernel::pin_to_cpu(0);
+    let pin = kernel::pin_to_one_cpu();
     assert_eq!(f.dp.test_run(PROG_TO_POD, &syn).unwrap(), PASS, "allowed");
+    // The run left this CPU's copy of the endpoint (ifindex 1), stamped with the revision.
+    let data = aya::maps::MapData::from_pin(cns_agent::paths::pinned_map(&f.pin_dir, m::EP_CACHE))
+        .expect("open the pinned endpoint copies");
+    let copies: aya::maps::PerCpuArray<_, EpCache> =
+        aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).expect("map");
+    let copy = copies.get(&1, 0).expect("slot 1")[pin.cpu];
+    let revision = f.dp.config().unwrap().revision;
+    assert_eq!((copy.ifindex, copy.revision), (1, revision));
+    assert!(
+        copy.ep.ep_id != 0 && copy.ep.flags & m::EP_INGRESS_ISOLATED != 0,
+        "{copy:?}"
+    );
     let failed = reconcile::apply(&mut f.dp, &[reconcile::MapOp::DeleteEndpoint(1)]);
     assert!(failed.is_empty());
     let mut config = f.dp.config().unwrap();

@@ -534,7 +534,7 @@ fn xdp_under_a_flood_still_passes_replies() {
     }
     let f = fixture(false);
     // The flood state is per CPU: every run on one (this thread's former CPUs restored after).
-    let _pin = cns_tests::kernel::pin_to_cpu(0);
+    let pin = cns_tests::kernel::pin_to_one_cpu();
     let udp = |src, dst, sport, dport| ipv4(src, dst, UDP, 0, &packets::ports(sport, dport, 8));
     // Drops cached for STRANGER -> SERVER, TCP and UDP port 5000 (nothing admits them).
     assert_eq!(
@@ -550,14 +550,14 @@ fn xdp_under_a_flood_still_passes_replies() {
         TC_PASS
     );
     assert_eq!(out(&udp(SERVER, STRANGER, 5000, 53)), TC_PASS);
-    // The jiffy of CPU 0's last drop on the deny cache.
+    // The jiffy of this CPU's last drop on the deny cache.
     let flood_mark = || {
         let data =
             aya::maps::MapData::from_pin(cns_agent::paths::pinned_map(&f.pin_dir, m::XDP_FLOOD))
                 .expect("open the pinned flood state");
         let map: aya::maps::PerCpuArray<_, u64> =
             aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).expect("map");
-        map.get(&0, 0).expect("flood state")[0]
+        map.get(&0, 0).expect("flood state")[pin.cpu]
     };
     let window = u64::from(f.dp.clock().hz() / 10);
     // A flood on another port (dropped on the cache, which marks this CPU), then the replies,

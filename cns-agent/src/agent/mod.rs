@@ -96,6 +96,9 @@ pub struct Agent {
     snapshot_errors: Vec<String>,
     modes: Modes,
     revision: u32,
+    /// The maps changed since the configuration (its revision) was last written: a sync
+    /// whose write of it failed leaves it for the next.
+    config_pending: bool,
     last_sync: Option<Instant>,
     /// Published after every sync and mode change.
     names: watch::Sender<SharedNames>,
@@ -177,6 +180,7 @@ impl Agent {
             errors: Vec::new(),
             snapshot_errors: Vec::new(),
             revision,
+            config_pending: false,
             last_sync: None,
             names: watch::Sender::new(SharedNames::default()),
             rollout: SharedRollout::default(),

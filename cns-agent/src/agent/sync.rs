@@ -78,7 +78,9 @@ impl Agent {
             .map_err(|source| AgentError::WriteMap {
                 map: m::CONFIG,
                 source,
-            })
+            })?;
+        self.config_pending = false;
+        Ok(())
     }
 
     /// Re-reads the source, compiles, attaches to new veths, and writes the difference.
@@ -151,6 +153,13 @@ impl Agent {
         timings.plan_ms = lap(&mut clock);
         let ops = plan.ops;
         let failed = reconcile::apply(&mut self.datapath, &ops);
+        // What the programs keep stamped with the revision (conntrack verdicts, deny cache
+        // entries, each CPU's copies of the endpoints) holds only until the maps change: bump
+        // it now, before anything below can fail, and at the next sync if this write failed.
+        self.config_pending |= !ops.is_empty();
+        if self.config_pending {
+            self.write_config()?;
+        }
         let mut map_errors = self.planner.intended().over_capacity(self.datapath.sizes());
         map_errors.extend(reconcile::summarize(&failed));
         self.logged_map_errors.log(&map_errors, "map update failed");
@@ -172,9 +181,6 @@ impl Agent {
             (&old_policies, &old_cluster),
             (&now.policies, &now.cluster_policies),
         );
-        if !ops.is_empty() {
-            self.write_config()?;
-        }
         timings.write_ms = lap(&mut clock);
         if !ops.is_empty() {
             tracing::info!(
