@@ -27,6 +27,7 @@
 
 /// Packet words read as cns reads them.
 #[path = "words.rs"]
+#[allow(dead_code, reason = "the floors read words; they copy none")]
 mod words;
 
 use aya_ebpf::{

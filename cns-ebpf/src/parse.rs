@@ -88,11 +88,11 @@ pub const TCP_ACK: u8 = 0x10;
 pub trait Bytes {
     /// `size_of::<T>()` bytes at `off` from the start of the frame, or `None` past its end.
     fn load<T: Copy>(&self, off: usize) -> Option<T>;
-    /// Copies `N` bytes at `off` to `dst` (memory the caller keeps: not through
-    /// registers); `None` past the frame's end.
+    /// Copies `N` bytes (a multiple of 4) at `off` to `dst` (memory the caller keeps: not
+    /// through registers), a word at a time (`words`); `None` past the frame's end.
     ///
     /// # Safety
-    /// `dst` is valid for writing `N` bytes.
+    /// `dst` is valid for writing `N` bytes and 4-byte aligned.
     unsafe fn copy<const N: usize>(&self, off: usize, dst: *mut u8) -> Option<()>;
     /// The frame's length, Ethernet header included (what the counters count).
     fn frame_len(&self) -> u32;
@@ -134,8 +134,8 @@ impl Bytes for TcContext {
     unsafe fn copy<const N: usize>(&self, off: usize, dst: *mut u8) -> Option<()> {
         let start = self.data();
         if start + off + N <= self.data_end() {
-            // SAFETY: within [data, data_end); `dst` is N writable bytes.
-            unsafe { core::ptr::copy_nonoverlapping((start + off) as *const u8, dst, N) };
+            // SAFETY: within [data, data_end); `dst` is N writable, aligned bytes.
+            unsafe { words::copy::<N>(start + off, dst) };
             return Some(());
         }
         // SAFETY: `dst` is N writable bytes (the caller's contract).
@@ -197,9 +197,9 @@ impl Bytes for Frame {
         if self.start + off + N > self.end {
             return None;
         }
-        // SAFETY: the source is within [start, end), checked above; `dst` is N writable
-        // bytes (the caller's contract).
-        unsafe { core::ptr::copy_nonoverlapping((self.start + off) as *const u8, dst, N) };
+        // SAFETY: the source is within [start, end), checked above; `dst` is N writable,
+        // aligned bytes (the caller's contract).
+        unsafe { words::copy::<N>(self.start + off, dst) };
         Some(())
     }
 

@@ -60,3 +60,17 @@ pub unsafe fn read<const N: usize>(ptr: usize) -> [u32; N] {
     }
     w
 }
+
+/// Copies `N` bytes (a multiple of 4) at `src` to `dst` a word at a time.
+///
+/// # Safety
+/// `[src, src + N)` is within the packet, checked as for [`at`]; `dst` is `N` writable
+/// bytes, 4-byte aligned.
+#[inline(always)]
+pub unsafe fn copy<const N: usize>(src: usize, dst: *mut u8) {
+    const { assert!(N % 4 == 0) };
+    for i in 0..N / 4 {
+        // SAFETY: within both ranges (the caller's contract).
+        unsafe { dst.cast::<u32>().add(i).write(at::<0>(src + 4 * i)) };
+    }
+}

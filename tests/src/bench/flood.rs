@@ -511,14 +511,11 @@ fn measure(
     flood: impl FnOnce() -> anyhow::Result<(f64, Option<f64>)>,
 ) -> anyhow::Result<Run> {
     let c0 = counter.read()?;
-    // Outside the CPU readings: its syscalls are no part of the drop.
-    let programs0 = progstats::Snapshot::now();
     let (soft0, kern0) = kernel_cpu_s();
     let t = Instant::now();
     let (sent_pps, loop_ns) = flood()?;
     let elapsed = t.elapsed().as_secs_f64();
     let (soft1, kern1) = kernel_cpu_s();
-    let programs = progstats::Snapshot::now().since(&programs0);
     // Let the last queued packets in before counting.
     std::thread::sleep(Duration::from_millis(20));
     let dropped = counter.read()?.saturating_sub(c0) as f64;
@@ -535,8 +532,22 @@ fn measure(
         softirq_ns: per_packet(soft1 - soft0),
         kernel_ns: per_packet(kern1 - kern0),
         loop_ns,
-        programs,
+        programs: [None; 3],
     })
+}
+
+/// The agent's programs' own time on `flood`'s frames (`progstats`), in a run of its own:
+/// with statistics on, every BPF program run (the generator's, the floor's) pays two clock
+/// reads, so the timed runs go without them. `None`s where the kernel keeps no statistics.
+fn program_times(
+    flood: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<[Option<(f64, u64)>; 3]> {
+    let Ok(_stats) = progstats::enable() else {
+        return Ok([None; 3]);
+    };
+    let before = progstats::Snapshot::now();
+    flood()?;
+    Ok(progstats::Snapshot::now().since(&before))
 }
 
 /// What a variant set up, torn down on drop.
@@ -566,8 +577,8 @@ pub fn run(
     p: &Params,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<FloodReport> {
-    // The programs' own time on these frames (`progstats`), while this lives.
-    let stats = progstats::enable();
+    // Whether the kernel keeps the programs' statistics (`program_times`).
+    let stats = progstats::enable().map(drop);
     let manifests = traffic::manifests(p.unrelated_rules);
     let refs: Vec<(&str, &str)> = manifests
         .iter()
@@ -656,10 +667,10 @@ pub fn run(
             };
             // Warm-up: neighbour entries, caches.
             socket_flood(&node.outside, to, 1, 0.05);
-            let sockets = measure(&counter, || {
+            let mut sockets = measure(&counter, || {
                 Ok((socket_flood(&node.outside, to, threads, p.secs), None))
             })?;
-            let live = measure(&counter, || {
+            let mut live = measure(&counter, || {
                 let g = generator.clone();
                 let (pps, ns) = live_flood(&node.outside, g, FRAME_LEN, out_ifindex, p.secs)?;
                 Ok((pps, Some(ns)))
@@ -668,7 +679,7 @@ pub fn run(
                 v,
                 FloodVariant::Tc | FloodVariant::Xdp | FloodVariant::XdpDropFloor
             );
-            let live6 = match &generator6 {
+            let mut live6 = match &generator6 {
                 Some((g, len)) if v6_variant => Some(measure(&counter, || {
                     let (pps, ns) =
                         live_flood(&node.outside, g.clone(), *len, out_ifindex, p.secs)?;
@@ -676,6 +687,28 @@ pub fn run(
                 })?),
                 _ => None,
             };
+            // The agent's programs on the same floods, each run again with statistics on.
+            if matches!(setup, Setup::Agent(_)) {
+                sockets.programs = program_times(|| {
+                    socket_flood(&node.outside, to, threads, p.secs);
+                    Ok(())
+                })?;
+                live.programs = program_times(|| {
+                    live_flood(
+                        &node.outside,
+                        generator.clone(),
+                        FRAME_LEN,
+                        out_ifindex,
+                        p.secs,
+                    )
+                    .map(drop)
+                })?;
+                if let (Some(l6), Some((g, len))) = (live6.as_mut(), &generator6) {
+                    l6.programs = program_times(|| {
+                        live_flood(&node.outside, g.clone(), *len, out_ifindex, p.secs).map(drop)
+                    })?;
+                }
+            }
             drop(setup);
             progress(&format!(
                 "flood trial {}/{}: {}: sockets {:.0} kpps sent, {:.0} kpps dropped, {:.0} ns softirq each; live frames {:.0} kpps sent, {:.0} kpps dropped, {:.0} ns softirq each, {:.0} ns per frame in the generator loop ({:.1}s)",

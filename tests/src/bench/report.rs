@@ -1153,7 +1153,9 @@ fn flood_table(s: &mut String, f: &FloodReport, charts: &[Chart]) {
     program_table(
         s,
         "The agent's programs on these frames, as the kernel timed them (`bpf_stats`: \
-         `run_time_ns` / `run_cnt` around each generator run; median (min-max) over trials): \
+         `run_time_ns` / `run_cnt` around a second run of each generator, with statistics on, \
+         after the timed one, which goes without them: they cost every BPF program run two \
+         clock reads; median (min-max) over trials): \
          with XDP, `cns_xdp` drops the flood (from its second frame on the deny cache: \
          section 1's \"denied flood (deny cache)\", two lookups for UDP); with TC, `cns_xdp` is \
          not attached and `cns_to_pod` drops each datagram (section 1's \"new denied\").",
@@ -1263,8 +1265,9 @@ fn traffic_table(s: &mut String, t: &TrafficReport, charts: &[Chart]) {
     program_table(
         s,
         "The agent's programs on these packets, as the kernel timed them (`bpf_stats`: \
-         `run_time_ns` / `run_cnt` of each program around each workload, per trial; median \
-         (min-max)). Section 1's `BPF_PROG_TEST_RUN` figures are the same programs on crafted \
+         `run_time_ns` / `run_cnt` of each program around each workload, in a second run of \
+         the workloads with statistics on after each timed one, which goes without them; per \
+         trial; median (min-max)). Section 1's `BPF_PROG_TEST_RUN` figures are the same programs on crafted \
          packets: request/response and bulk are mostly established flows (bulk runs once per \
          GSO batch, not per wire packet), new connections mix new and established packets, and \
          the denied flood is dropped by `cns_from_pod` on the client's veth, each datagram \
