@@ -7,7 +7,8 @@
 //! Byte order: IPv4 addresses are stored as the packet carries them (network order, read
 //! as a native `u32` with `u32::from_ne_bytes(octets)`), IPv6 ones as their 16 bytes; ports in keys are network order
 //! too. LPM trie keys are compared bit by bit from the first byte, so every field of an LPM
-//! key is big-endian. The agent's `encode` module is the one place that builds these keys.
+//! key is big-endian. The agent's `encode` module is the one place that builds these keys
+//! for the agent; `keys` builds the few the programs hash on every packet, a word at a time.
 #![no_std]
 
 /// Little-endian only (the programs' target, bpfel): not built for big-endian hosts.

@@ -505,10 +505,12 @@ impl Counter<'_> {
 }
 
 /// Runs `flood` (returning packets per second sent and, for live frames, the kernel's time
-/// per frame) and reads what the node dropped and the CPU it took.
+/// per frame) and reads what the node dropped and the CPU it took; with `programs`, runs it
+/// again to time the agent's programs on it ([`program_times`]).
 fn measure(
     counter: &Counter<'_>,
-    flood: impl FnOnce() -> anyhow::Result<(f64, Option<f64>)>,
+    programs: bool,
+    flood: impl Fn() -> anyhow::Result<(f64, Option<f64>)>,
 ) -> anyhow::Result<Run> {
     let c0 = counter.read()?;
     let (soft0, kern0) = kernel_cpu_s();
@@ -532,7 +534,10 @@ fn measure(
         softirq_ns: per_packet(soft1 - soft0),
         kernel_ns: per_packet(kern1 - kern0),
         loop_ns,
-        programs: [None; 3],
+        programs: match programs {
+            true => program_times(|| flood().map(drop))?,
+            false => [None; 3],
+        },
     })
 }
 
@@ -667,10 +672,12 @@ pub fn run(
             };
             // Warm-up: neighbour entries, caches.
             socket_flood(&node.outside, to, 1, 0.05);
-            let mut sockets = measure(&counter, || {
+            // The agent's programs on the same floods, each run again with statistics on.
+            let programs = matches!(setup, Setup::Agent(_));
+            let sockets = measure(&counter, programs, || {
                 Ok((socket_flood(&node.outside, to, threads, p.secs), None))
             })?;
-            let mut live = measure(&counter, || {
+            let live = measure(&counter, programs, || {
                 let g = generator.clone();
                 let (pps, ns) = live_flood(&node.outside, g, FRAME_LEN, out_ifindex, p.secs)?;
                 Ok((pps, Some(ns)))
@@ -679,36 +686,14 @@ pub fn run(
                 v,
                 FloodVariant::Tc | FloodVariant::Xdp | FloodVariant::XdpDropFloor
             );
-            let mut live6 = match &generator6 {
-                Some((g, len)) if v6_variant => Some(measure(&counter, || {
+            let live6 = match &generator6 {
+                Some((g, len)) if v6_variant => Some(measure(&counter, programs, || {
                     let (pps, ns) =
                         live_flood(&node.outside, g.clone(), *len, out_ifindex, p.secs)?;
                     Ok((pps, Some(ns)))
                 })?),
                 _ => None,
             };
-            // The agent's programs on the same floods, each run again with statistics on.
-            if matches!(setup, Setup::Agent(_)) {
-                sockets.programs = program_times(|| {
-                    socket_flood(&node.outside, to, threads, p.secs);
-                    Ok(())
-                })?;
-                live.programs = program_times(|| {
-                    live_flood(
-                        &node.outside,
-                        generator.clone(),
-                        FRAME_LEN,
-                        out_ifindex,
-                        p.secs,
-                    )
-                    .map(drop)
-                })?;
-                if let (Some(l6), Some((g, len))) = (live6.as_mut(), &generator6) {
-                    l6.programs = program_times(|| {
-                        live_flood(&node.outside, g.clone(), *len, out_ifindex, p.secs).map(drop)
-                    })?;
-                }
-            }
             drop(setup);
             progress(&format!(
                 "flood trial {}/{}: {}: sockets {:.0} kpps sent, {:.0} kpps dropped, {:.0} ns softirq each; live frames {:.0} kpps sent, {:.0} kpps dropped, {:.0} ns softirq each, {:.0} ns per frame in the generator loop ({:.1}s)",
